@@ -1,0 +1,37 @@
+"""`synod keys`: create and show node keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from synod.crypto import KeyFileError, KeyPair, node_id_text, read_key_file, write_key_file
+
+
+@click.group()
+def keys() -> None:
+    """Create and show Ed25519 node keys."""
+
+
+@keys.command("generate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def generate(path: Path) -> None:
+    """Write a new key file at PATH (mode 0600) and print its node id."""
+    pair = KeyPair.generate()
+    try:
+        write_key_file(path, pair)
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(node_id_text(pair.node_id))
+
+
+@keys.command("show")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def show(path: Path) -> None:
+    """Print the node id of the key file at PATH."""
+    try:
+        pair = read_key_file(path)
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(node_id_text(pair.node_id))

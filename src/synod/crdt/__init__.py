@@ -1,0 +1,1 @@
+"""A Byzantine fault tolerant JSON CRDT."""

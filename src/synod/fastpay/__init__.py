@@ -1,0 +1,1 @@
+"""FastPay: settlement by Byzantine consistent broadcast."""

@@ -1,0 +1,1 @@
+"""Quorum math: federated quorum sets, weighted committees and FBAS analysis."""

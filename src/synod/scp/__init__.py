@@ -1,0 +1,1 @@
+"""The Stellar Consensus Protocol (federated voting, nomination, ballots)."""

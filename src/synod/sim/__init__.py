@@ -1,0 +1,1 @@
+"""Deterministic simulator: virtual time, seeded faults, Byzantine nodes, checkers."""

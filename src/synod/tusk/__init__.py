@@ -1,0 +1,1 @@
+"""Tusk DAG consensus with passive cores and untrusted drivers."""
