@@ -22,7 +22,8 @@ import msgspec
 U8 = Annotated[int, msgspec.Meta(ge=0, le=2**8 - 1)]
 U16 = Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
-U64 = Annotated[int, msgspec.Meta(ge=0, le=2**64 - 1)]
+U64 = Annotated[int, msgspec.Meta(ge=0)]
+"""MessagePack integers stop at 2**64 - 1, which bounds U64 from above on decode."""
 Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 """Public keys and digests."""
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]

@@ -1,0 +1,1 @@
+"""Scenarios: each protocol set up in the simulator with its checkers."""
