@@ -50,9 +50,7 @@ class FrameTooLarge(WireError):
         self.max_frame_bytes = max_frame_bytes
 
 
-class Message(
-    msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True
-):
+class Message(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     """Base class of every wire message. Subclasses inherit the wire configuration."""
 
 

@@ -121,8 +121,12 @@ def run_scenario(scenario: Scenario, seed: int, settings: RunSettings | None = N
             )
             if not violations and not live:
                 violations.append(
-                    Violation("liveness", world.now_ms, "correct nodes did not all reach the goal "
-                              f"within {settings.liveness_budget_ms} ms after healing")
+                    Violation(
+                        "liveness",
+                        world.now_ms,
+                        "correct nodes did not all reach the goal "
+                        f"within {settings.liveness_budget_ms} ms after healing",
+                    )
                 )
         if not violations:
             for checker in checkers:

@@ -239,7 +239,8 @@ class World:
         Scheduled fault spells that have not happened yet are cancelled.
         """
         self._queue = [
-            entry for entry in self._queue
+            entry
+            for entry in self._queue
             if not (isinstance(entry[2], _Action) and entry[2].label in _FAULT_LABELS)
         ]
         heapq.heapify(self._queue)
@@ -262,6 +263,7 @@ class World:
             case _NodeInput(node=index, event=event):
                 node = self.nodes[index]
                 if node.up:
+                    self.record("input", node=node.node_id.hex(), event=to_plain(event))
                     self.feed(node, event)
                 else:
                     self.record("input lost", node=node.node_id.hex(), event=to_plain(event))

@@ -88,7 +88,6 @@ class RbcScenario:
     retransmit_ms: int = 200
     name: str = "rbc"
     _keys: list[KeyPair] = field(default_factory=list)
-    _proposed: dict[str, set[str]] = field(default_factory=dict)
     _delivered: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     _expected: set[tuple[str, str]] = field(default_factory=set)
 
@@ -150,10 +149,8 @@ class RbcScenario:
     def _schedule_proposals(self, world: World) -> None:
         proposers = self._keys if self.split_brain else self._keys[self.byzantine :]
         for keys in proposers:
-            sent = self._proposed.setdefault(keys.node_id.hex(), set())
             for number in range(self.proposals):
                 payload = f"{keys.node_id.hex()[:8]}-{number}".encode()
-                sent.add(payload.hex())
                 world.input_at(world.rng.randint(0, 1_500), keys.node_id, Proposed(payload))
                 if keys in self._keys[self.byzantine :]:
                     self._expected.add((keys.node_id.hex(), payload.hex()))
@@ -176,7 +173,7 @@ class RbcScenario:
                 value_of=lambda event: event["payload"],
                 correct_nodes=correct,
             ),
-            RbcValidityChecker(correct, self._proposed),
+            RbcValidityChecker(correct),
         ]
 
     def crashable(self, world: World) -> list[int]:
@@ -192,13 +189,20 @@ class RbcScenario:
 
 @dataclass(slots=True)
 class RbcValidityChecker:
-    """A payload delivered for a correct origin is one that origin proposed."""
+    """A payload delivered for a correct origin is one that origin proposed.
+
+    Proposals are read from the history's `input` records, so the checker needs nothing
+    but the history.
+    """
 
     correct_nodes: set[str]
-    proposed: dict[str, set[str]]
     name: str = "validity"
+    proposed: dict[str, set[str]] = field(default_factory=dict)
 
     def observe(self, record: Record) -> list[Violation]:
+        if record["kind"] == "input" and record["event"]["type"] == "Proposed":
+            self.proposed.setdefault(record["node"], set()).add(record["event"]["value"])
+            return []
         event = events_of(record, "Delivered")
         if event is None or record["node"] not in self.correct_nodes:
             return []
