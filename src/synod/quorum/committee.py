@@ -51,8 +51,12 @@ def quorum_threshold_of(total_weight: int) -> int:
 
 
 def validity_threshold_of(total_weight: int) -> int:
-    """Smallest integer weight w with 3w > total_weight."""
-    return total_weight // 3 + 1
+    """f + 1: the smallest weight that must include an honest member (Narwhal's rule).
+
+    Any set weighing more than the faulty bound f contains an honest member, which is
+    all validity needs; "more than N/3" would ask for f + 2 when N is a multiple of 3.
+    """
+    return max_faulty_weight_of(total_weight) + 1
 
 
 def max_faulty_weight_of(total_weight: int) -> int:

@@ -9,8 +9,18 @@ by membership, an inner set recursively).  Over these:
 - a set B is *v-blocking* for v when it intersects every slice of v, that is when more
   than `len(entries) - threshold` entries are blocked by B.
 
-Sanity rules follow stellar-core's `isQuorumSetSane`: threshold in 1..entries, no node
-twice, nesting at most `MAX_NESTING_DEPTH` deep, at most `MAX_TOTAL_NODES` validators.
+Sanity rules follow stellar-core's `isQuorumSetSane` (`src/scp/QuorumSetUtils.cpp`):
+threshold in 1..entries at every level, no node twice anywhere, nesting at most
+`MAX_NESTING_DEPTH` levels below the top, between 1 and `MAX_TOTAL_NODES` validators in all;
+its optional "extra checks" also demand that every threshold be a strict majority of its
+entries (a threshold below the v-blocking size lets two disjoint slices exist).
+
+`normalize` is stellar-core's `normalizeQSet`: optionally drop one node (lowering each
+threshold it counted towards, as if that node always agreed), merge singleton inner sets
+into their parent's validators, collapse a 1-of-one-inner-set wrapper into that inner set,
+and sort validators and inner sets into one canonical order.  Without a node to drop,
+normalising never changes which node sets satisfy the quorum set; it only gives equal
+structures equal bytes (and so equal hashes).
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from synod.crypto import NodeId, blake2b
 from synod.wire import U32, Bytes32, Message, canonical_bytes
 
 MAX_NESTING_DEPTH = 4
-"""How deep inner sets may nest (stellar-core: MAXIMUM_QUORUM_NESTING_LEVEL)."""
+"""How deep inner sets may nest below the top level, which is level 0 (stellar-core
+`QuorumSetUtils.cpp`: `MAXIMUM_QUORUM_NESTING_LEVEL = 4`, insane when `depth > 4`)."""
 MAX_TOTAL_NODES = 1000
-"""Validators in one quorum set, counted through every level (stellar-core's limit)."""
+"""Validators in one quorum set, counted through every level (stellar-core
+`QuorumSetSanityChecker`: insane unless the count is within 1 and 1000)."""
 _MAX_ENTRIES = 1000
 
 
@@ -46,35 +58,102 @@ class InsaneQuorumSet(ValueError):
     """A quorum set breaks a sanity rule; the message says which."""
 
 
-def check_sanity(qset: QuorumSet) -> None:
-    """Raise `InsaneQuorumSet` unless `qset` passes stellar-core's sanity rules."""
+def check_sanity(qset: QuorumSet, *, extra_checks: bool = False) -> None:
+    """Raise `InsaneQuorumSet` unless `qset` passes stellar-core's sanity rules.
+
+    With `extra_checks` (what stellar-core applies to a node's own configuration) every
+    threshold must also be a strict majority of its level's entries.
+    """
     seen: set[bytes] = set()
-    _check_level(qset, depth=0, seen=seen)
-    if len(seen) > MAX_TOTAL_NODES:
-        raise InsaneQuorumSet(f"{len(seen)} validators exceed the limit {MAX_TOTAL_NODES}")
+    _check_level(qset, depth=0, seen=seen, extra_checks=extra_checks)
+    # stellar-core counts validators through every level and wants 1..1000 of them.
+    if not 1 <= len(seen) <= MAX_TOTAL_NODES:
+        raise InsaneQuorumSet(
+            f"{len(seen)} validators in all; a quorum set needs 1..{MAX_TOTAL_NODES}"
+        )
 
 
-def _check_level(qset: QuorumSet, depth: int, seen: set[bytes]) -> None:
+def _check_level(qset: QuorumSet, depth: int, seen: set[bytes], extra_checks: bool) -> None:
     if depth > MAX_NESTING_DEPTH:
         raise InsaneQuorumSet(f"nesting deeper than {MAX_NESTING_DEPTH}")
     if not 1 <= qset.threshold <= qset.entry_count:
         raise InsaneQuorumSet(
             f"threshold {qset.threshold} outside 1..{qset.entry_count} at depth {depth}"
         )
+    v_blocking_size = qset.entry_count - qset.threshold + 1
+    if extra_checks and qset.threshold < v_blocking_size:
+        raise InsaneQuorumSet(
+            f"threshold {qset.threshold} of {qset.entry_count} at depth {depth} is not a"
+            " strict majority"
+        )
     for validator in qset.validators:
         if validator in seen:
             raise InsaneQuorumSet(f"validator {validator.hex()[:12]} appears twice")
         seen.add(validator)
     for inner in qset.inner_sets:
-        _check_level(inner, depth + 1, seen)
+        _check_level(inner, depth + 1, seen, extra_checks)
 
 
-def is_sane(qset: QuorumSet) -> bool:
+def is_sane(qset: QuorumSet, *, extra_checks: bool = False) -> bool:
+    """True when `check_sanity` accepts `qset`."""
     try:
-        check_sanity(qset)
+        check_sanity(qset, extra_checks=extra_checks)
     except InsaneQuorumSet:
         return False
     return True
+
+
+def normalize(qset: QuorumSet, *, removing: bytes | None = None) -> QuorumSet:
+    """stellar-core's `normalizeQSet`: the canonical form of `qset`.
+
+    - `removing`, when given, is dropped from every level and each threshold lowered by
+      the number of times it was dropped there (never below 0): the result is satisfied
+      by N exactly when `qset` is satisfied by N plus that node.
+    - an inner set that is 1-of-one-validator becomes a validator of its parent;
+    - a 1-of-one-inner-set with no validators becomes that inner set;
+    - validators are sorted by bytes, inner sets by (validators, inner sets, threshold)
+      compared lexicographically, as stellar-core's `qSetCompareInt` does.
+    """
+    return _reorder(_simplify(qset, removing))
+
+
+def _simplify(qset: QuorumSet, removing: bytes | None) -> QuorumSet:
+    validators = [v for v in qset.validators if v != removing]
+    threshold = max(0, qset.threshold - (len(qset.validators) - len(validators)))
+    inner_sets: list[QuorumSet] = []
+    for inner in qset.inner_sets:
+        simple = _simplify(inner, removing)
+        if simple.threshold == 1 and len(simple.validators) == 1 and not simple.inner_sets:
+            validators.append(simple.validators[0])
+        else:
+            inner_sets.append(simple)
+    if threshold == 1 and not validators and len(inner_sets) == 1:
+        return inner_sets[0]
+    return QuorumSet(
+        threshold=threshold, validators=tuple(validators), inner_sets=tuple(inner_sets)
+    )
+
+
+_OrderKey = tuple[tuple[bytes, ...], tuple["_OrderKey", ...], int]
+
+
+def _order_key(qset: QuorumSet) -> _OrderKey:
+    # Python compares tuples lexicographically, a shorter prefix first: the same order
+    # as stellar-core's qSetCompareInt over (validators, inner sets, threshold).
+    return (
+        tuple(qset.validators),
+        tuple(_order_key(inner) for inner in qset.inner_sets),
+        qset.threshold,
+    )
+
+
+def _reorder(qset: QuorumSet) -> QuorumSet:
+    inner_sets = sorted((_reorder(inner) for inner in qset.inner_sets), key=_order_key)
+    return QuorumSet(
+        threshold=qset.threshold,
+        validators=tuple(sorted(qset.validators)),
+        inner_sets=tuple(inner_sets),
+    )
 
 
 def qset_hash(qset: QuorumSet) -> bytes:
@@ -124,9 +203,7 @@ def is_v_blocking(qset: QuorumSet, nodes: Collection[bytes]) -> bool:
     return needed <= 0
 
 
-def is_quorum(
-    nodes: Collection[bytes], qset_of: Callable[[bytes], QuorumSet | None]
-) -> bool:
+def is_quorum(nodes: Collection[bytes], qset_of: Callable[[bytes], QuorumSet | None]) -> bool:
     """True when `nodes` is non-empty and every member's quorum set is satisfied by it.
 
     A member whose quorum set is unknown (`qset_of` returns None) cannot be in a quorum.
@@ -134,28 +211,48 @@ def is_quorum(
     members = set(nodes)
     if not members:
         return False
-    for node in members:
-        qset = qset_of(node)
-        if qset is None or not is_satisfied_by(qset, members):
-            return False
-    return True
+    return next(_unsatisfied_members(members, qset_of), None) is None
 
 
 def largest_quorum_within(
     nodes: Collection[bytes], qset_of: Callable[[bytes], QuorumSet | None]
 ) -> frozenset[bytes]:
     """The largest quorum contained in `nodes` (empty if none): the fixpoint that drops
-    every member whose quorum set the remaining members do not satisfy."""
+    every member whose quorum set the remaining members do not satisfy.
+
+    Dropping such a member never drops a member of a quorum inside `nodes` (that quorum
+    stays inside what remains), so the fixpoint is the union of all those quorums.
+    """
     members = set(nodes)
-    changed = True
-    while changed and members:
-        changed = False
-        for node in list(members):
-            qset = qset_of(node)
-            if qset is None or not is_satisfied_by(qset, members):
-                members.discard(node)
-                changed = True
+    while members:
+        failing = list(_unsatisfied_members(members, qset_of))
+        if not failing:
+            break
+        members.difference_update(failing)
     return frozenset(members)
+
+
+def _unsatisfied_members(
+    members: set[bytes], qset_of: Callable[[bytes], QuorumSet | None]
+) -> Iterator[bytes]:
+    """Members whose quorum set is unknown or not satisfied by `members`.
+
+    Members usually share a handful of quorum-set objects (every node of a symmetric
+    network has the same one), so each distinct object is evaluated once per call.
+    """
+    verdicts: dict[int, tuple[QuorumSet, bool]] = {}
+    for node in members:
+        qset = qset_of(node)
+        if qset is None:
+            yield node
+            continue
+        # Keyed by identity: the dict holds the object, so its id cannot be reused.
+        verdict = verdicts.get(id(qset))
+        if verdict is None:
+            verdict = (qset, is_satisfied_by(qset, members))
+            verdicts[id(qset)] = verdict
+        if not verdict[1]:
+            yield node
 
 
 def transitive_closure(
