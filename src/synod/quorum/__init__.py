@@ -3,7 +3,7 @@
 - `synod.quorum.qset`: federated quorum sets (nested k-of-n slices) with stellar-core's
   sanity rules and normalisation; slices, quorums, v-blocking sets, transitive closure.
 - `synod.quorum.committee`: weighted threshold committees (quorum above 2N/3, validity
-  above N/3) for the protocols with a fixed committee (FastPay, Tusk).
+  f + 1) for the protocols with a fixed committee (FastPay, Tusk).
 """
 
 from synod.quorum.committee import Committee, CommitteeConfig, CommitteeError, WeightTally
