@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from synod.core import Broadcast, Persist, Proposed, Received, Started, Step
 from synod.crypto import KeyPair, NodeId
-from synod.rbc import Delivered, Echo, Initial, RbcCore, Ready, Rejected
-from synod.rbc.core import WINDOW, payload_digest
+from synod.rbc import CODEC, Delivered, Echo, Forward, Initial, RbcCore, Ready, Rejected
+from synod.rbc.core import RETRANSMIT_TAIL, WINDOW, payload_digest
+from synod.sim.world import World
 
 KEYS = [KeyPair.from_seed(bytes([index]) * 32) for index in range(4)]
 MEMBERS = [pair.node_id for pair in KEYS]
@@ -111,3 +112,59 @@ def test_equivocating_origin_cannot_grow_memory_for_one_instance() -> None:
         core.handle(Received(A, Initial(0, number.to_bytes(4, "big"))), 0)
     instance = core._instances[(A, 0)]
     assert len(instance.payloads) == 1
+
+
+# ---------------------------------------------------------------- in a calm simulated world
+
+
+def calm_world(seed: int = 5) -> World:
+    world = World(seed)
+    for pair in KEYS:
+        world.add_node(
+            pair.node_id,
+            lambda storage, rng, pair=pair: RbcCore(pair, MEMBERS, storage, retransmit_ms=100),
+            CODEC,
+        )
+    world.start()
+    return world
+
+
+def delivered(world: World, node: NodeId) -> list[tuple[bytes, int]]:
+    core = world.node(node).core
+    assert isinstance(core, RbcCore)
+    return [(entry.origin, entry.sequence) for entry in core.delivered_log]
+
+
+def test_a_burst_beyond_the_window_waits_and_is_all_delivered() -> None:
+    world = calm_world()
+    burst = WINDOW * 2 + 10
+    for number in range(burst):
+        world.input_at(0, A, Proposed(number.to_bytes(4, "big")))
+    world.run_until(60_000, stop=lambda: all(len(delivered(world, m)) == burst for m in MEMBERS))
+    for member_id in MEMBERS:
+        assert delivered(world, member_id) == [(A, sequence) for sequence in range(burst)]
+
+
+def test_a_member_far_behind_catches_up_after_restart() -> None:
+    world = calm_world()
+    world.crash(3)
+    count = RETRANSMIT_TAIL * 5
+    for number in range(count):
+        world.input_at(number, A, Proposed(number.to_bytes(4, "big")))
+    world.run_until(30_000, stop=lambda: len(delivered(world, C)) == count)
+    assert len(delivered(world, C)) == count
+    world.restart(3)
+    world.run_until(90_000, stop=lambda: len(delivered(world, D)) == count)
+    assert delivered(world, D) == [(A, sequence) for sequence in range(count)]
+
+
+def test_a_forwarded_payload_needs_f_plus_one_readies() -> None:
+    core = member(3)
+    digest = payload_digest(b"v")
+    core.handle(Received(B, Ready(A, 0, digest)), 0)
+    assert not core.handle(Received(B, Forward(A, 0, b"v")), 0).events
+    assert core._instances[(A, 0)].payloads == {}
+    core.handle(Received(C, Ready(A, 0, digest)), 0)
+    core.handle(Received(B, Ready(A, 0, digest)), 0)
+    step = core.handle(Received(C, Forward(A, 0, b"v")), 0)
+    assert Delivered(A, 0, b"v") in step.events

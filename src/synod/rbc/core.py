@@ -19,8 +19,16 @@ A member persists its own echo and ready votes before sending them, so a restart
 never votes for two digests in one instance.  Links in the simulator and after a crash
 lose messages, so every member periodically retransmits its own messages for the most
 recent instances it has not seen complete everywhere (a bounded window), which restores
-reliable links as Bracha assumes.  Peer input is bounded: an instance more than
-`WINDOW` ahead of an origin's lowest undelivered sequence is refused.
+reliable links as Bracha assumes.  A member further behind catches up: with every
+retransmission each member broadcasts a `Status` (its lowest undelivered sequence per
+origin), and members ahead answer with their `Ready` and the delivered payload
+(`Forward`) for the missing instances.  A forwarded payload is kept only when f + 1
+members are ready for its digest, so at least one correct member vouches for it.
+
+Peer input is bounded: an instance more than `WINDOW` ahead of an origin's lowest
+undelivered sequence is refused.  The node's own proposals are numbered and persisted
+at once but broadcast only while they fit in that window, so a burst of proposals waits
+instead of being refused by the other members.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from synod.core import (
     Persist,
     Proposed,
     Received,
+    Send,
     SetTimer,
     Started,
     Step,
@@ -54,6 +63,10 @@ RETRANSMIT_TIMER = "rbc.retransmit"
 RETRANSMIT_TAIL = 8
 """Delivered instances per origin whose messages are still retransmitted, for members
 that were down when they completed."""
+
+MAX_MEMBERS = 256
+CATCHUP_BATCH = WINDOW // 2
+"""Instances per origin sent to a lagging member in answer to one `Status`."""
 
 Payload = Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD_BYTES)]
 
@@ -77,7 +90,21 @@ class Ready(Message, frozen=True, tag="ready"):
     digest: Bytes32
 
 
-RbcMessage = Initial | Echo | Ready
+class Status(Message, frozen=True, tag="status"):
+    """The sender's lowest undelivered sequence per origin, in member order."""
+
+    next_undelivered: Annotated[tuple[U64, ...], msgspec.Meta(max_length=MAX_MEMBERS)]
+
+
+class Forward(Message, frozen=True, tag="forward"):
+    """A delivered payload passed on to a member that is behind (catch-up)."""
+
+    origin: Bytes32
+    sequence: U64
+    payload: Payload
+
+
+RbcMessage = Initial | Echo | Ready | Status | Forward
 CODEC: Codec[RbcMessage] = Codec(RbcMessage, max_message_bytes=MAX_PAYLOAD_BYTES + 256)
 
 
@@ -147,6 +174,8 @@ class RbcCore:
             raise ValueError("this node is not a member of the group")
         if len(set(members)) != len(members):
             raise ValueError("members must be distinct")
+        if len(members) > MAX_MEMBERS:
+            raise ValueError(f"at most {MAX_MEMBERS} members")
         self._keys = keys
         self.members = tuple(members)
         self.faulty = (len(members) - 1) // 3
@@ -156,8 +185,17 @@ class RbcCore:
         self._next_undelivered: dict[NodeId, int] = dict.fromkeys(members, 0)
         self._own_sent: dict[int, bytes] = {}
         self._next_sequence = 0
-        self.delivered_log: list[Delivered] = []
+        self._delivered_payloads: dict[tuple[NodeId, int], bytes] = {}
         self._restore(storage)
+        self._released_up_to = self._next_undelivered[self.node_id]
+
+    @property
+    def delivered_log(self) -> list[Delivered]:
+        """Every delivery so far (restored ones included), in (origin, sequence) order."""
+        return [
+            Delivered(origin, sequence, payload)
+            for (origin, sequence), payload in sorted(self._delivered_payloads.items())
+        ]
 
     @property
     def node_id(self) -> NodeId:
@@ -178,7 +216,7 @@ class RbcCore:
             elif key.startswith(_DELIVERED_PREFIX):
                 origin, sequence = _INSTANCE_KEY.unpack(key[len(_DELIVERED_PREFIX) :])
                 self._mark_delivered(NodeId(origin), sequence)
-                self.delivered_log.append(Delivered(NodeId(origin), sequence, value))
+                self._delivered_payloads[(NodeId(origin), sequence)] = value
 
     def _restore_votes(self, origin: NodeId, sequence: int, record: _VoteRecord) -> None:
         instance = self._instance(origin, sequence)
@@ -208,7 +246,7 @@ class RbcCore:
                 return Step()
 
     def _on_started(self) -> Step:
-        return self._retransmit()
+        return self._retransmit().extend(self._release_own())
 
     def _broadcast_new(self, payload: object) -> Step:
         if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD_BYTES:
@@ -217,8 +255,19 @@ class RbcCore:
         self._next_sequence += 1
         self._own_sent[sequence] = payload
         step = Step(persist=[Persist(_instance_key(_SENT_PREFIX, self.node_id, sequence), payload)])
-        step.outgoing.append(Broadcast(Initial(sequence, payload)))
-        return step.extend(self._on_initial(self.node_id, Initial(sequence, payload)))
+        return step.extend(self._release_own())
+
+    def _release_own(self) -> Step:
+        """Broadcast own proposals that now fit in the window, in sequence order."""
+        step = Step()
+        limit = self._next_undelivered[self.node_id] + WINDOW
+        while self._released_up_to < min(limit, self._next_sequence):
+            sequence = self._released_up_to
+            self._released_up_to += 1
+            initial = Initial(sequence, self._own_sent[sequence])
+            step.outgoing.append(Broadcast(initial))
+            step.extend(self._on_initial(self.node_id, initial))
+        return step
 
     def _on_message(self, sender: NodeId, message: object) -> Step:
         if sender not in self._delivered:
@@ -228,6 +277,10 @@ class RbcCore:
                 return self._on_initial(sender, message)
             case Echo() | Ready():
                 return self._on_vote(sender, message)
+            case Status():
+                return self._on_status(sender, message)
+            case Forward():
+                return self._on_forward(sender, message)
             case _:
                 return Step(events=[Rejected(sender, "unknown message type")])
 
@@ -278,6 +331,33 @@ class RbcCore:
             return True
         return len(instance.readies.get(digest, ())) >= self.faulty + 1
 
+    def _on_status(self, sender: NodeId, status: Status) -> Step:
+        """Send a lagging member the readies and payloads of instances it misses."""
+        if len(status.next_undelivered) != len(self.members):
+            return Step(events=[Rejected(sender, "status of the wrong length")])
+        step = Step()
+        for origin, theirs in zip(self.members, status.next_undelivered, strict=True):
+            mine = self._next_undelivered[origin]
+            for sequence in range(theirs, min(mine, theirs + CATCHUP_BATCH)):
+                payload = self._delivered_payloads.get((origin, sequence))
+                if payload is None:
+                    continue
+                digest = payload_digest(payload)
+                step.outgoing.append(Send(sender, Ready(origin, sequence, digest)))
+                step.outgoing.append(Send(sender, Forward(origin, sequence, payload)))
+        return step
+
+    def _on_forward(self, sender: NodeId, forward: Forward) -> Step:
+        origin = NodeId(forward.origin)
+        if self._admissible(origin, forward.sequence) is not None:
+            return Step()
+        instance = self._instance(origin, forward.sequence)
+        digest = payload_digest(forward.payload)
+        if len(instance.readies.get(digest, ())) < self.faulty + 1:
+            return Step()
+        instance.payloads.setdefault(digest, forward.payload)
+        return self._try_deliver(origin, forward.sequence)
+
     # ------------------------------------------------------------ the rules
 
     def _count_echo(self, voter: NodeId, origin: NodeId, sequence: int, digest: bytes) -> Step:
@@ -324,12 +404,14 @@ class RbcCore:
 
     def _deliver(self, origin: NodeId, sequence: int, payload: bytes) -> Step:
         self._mark_delivered(origin, sequence)
-        delivered = Delivered(origin, sequence, payload)
-        self.delivered_log.append(delivered)
-        return Step(
+        self._delivered_payloads[(origin, sequence)] = payload
+        step = Step(
             persist=[Persist(_instance_key(_DELIVERED_PREFIX, origin, sequence), payload)],
-            events=[delivered],
+            events=[Delivered(origin, sequence, payload)],
         )
+        if origin == self.node_id:
+            step.extend(self._release_own())
+        return step
 
     def _mark_delivered(self, origin: NodeId, sequence: int) -> None:
         delivered = self._delivered[origin]
@@ -357,7 +439,11 @@ class RbcCore:
     def _retransmit(self) -> Step:
         """Resend this member's own messages for recent instances (bounded by WINDOW)."""
         step = Step(timers=[SetTimer(RETRANSMIT_TIMER, self.retransmit_ms)])
+        status = tuple(self._next_undelivered[member] for member in self.members)
+        step.outgoing.append(Broadcast(Status(status)))
         for sequence, payload in sorted(self._own_sent.items()):
+            if sequence >= self._released_up_to:
+                break
             if self._still_retransmitted(self.node_id, sequence):
                 step.outgoing.append(Broadcast(Initial(sequence, payload)))
         for (origin, sequence), instance in sorted(self._instances.items()):
@@ -377,6 +463,7 @@ class RbcCore:
         for origin, sequence in list(self._instances):
             if sequence + WINDOW < self._next_undelivered[origin]:
                 del self._instances[(origin, sequence)]
-        lowest_own = self._next_sequence - WINDOW
-        for sequence in [seq for seq in self._own_sent if seq < lowest_own]:
+        for sequence in [
+            seq for seq in self._own_sent if not self._still_retransmitted(self.node_id, seq)
+        ]:
             del self._own_sent[sequence]

@@ -1,1 +1,11 @@
-"""The only place with I/O: asyncio TCP, request/response, SQLite storage, node hosts."""
+"""The only place with I/O: asyncio TCP, request/response, SQLite storage, node hosts.
+
+- `synod.runtime.storage`: `SqliteStorage`, a core's persisted records (WAL, FULL sync);
+- `synod.runtime.transport`: `PeerTransport`, authenticated framed links between peers;
+- `synod.runtime.rpc`: `RpcServer` / `RpcClient` for passive servers and their clients;
+- `synod.runtime.host`: `NodeHost`, which drives one `synod.core.Core` by the contract;
+- `synod.runtime.logs`: JSON-lines logging on stderr.
+
+Nothing is re-exported here: importing one module (the storage, say) does not import
+the whole runtime.  See docs/runtime.md.
+"""

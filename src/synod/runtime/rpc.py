@@ -1,0 +1,338 @@
+"""Request/response over TCP for passive servers and the active clients that drive them.
+
+Theory of operation.  FastPay authorities and Tusk cores never initiate anything: they
+listen, answer requests and hold no connection state that matters.  Their clients
+(FastPay clients, Tusk drivers) do all the dialing, may pipeline many requests on one
+connection and may crash at any time.
+
+*Frames.*  Same framing as the peer transport (4-byte length checked against the cap
+before the body is read).  A client sends ``RpcRequest(request_id, body)``; the server
+answers ``RpcResponse(request_id, body)`` on the same connection, in any order.  Bodies
+are opaque bytes here: the protocol's `synod.wire.Codec` gives them meaning.
+
+*Server.*  Each connection gets a client id (``"rpc:<host>:<port>#<n>"``).  Requests of
+one connection are handed to the handler in the order they arrived.  The handler either
+returns the reply body, or returns ``None`` and answers later with `RpcServer.reply`
+(this is how a `synod.runtime.host.NodeHost` passes a request through its core).  A
+client that sends garbage (oversized or truncated frames, undecodable requests) or does
+not read its replies (more than `RpcConfig.max_buffered_reply_bytes` waiting) is
+disconnected and logged; every other client keeps being served.  The server does not
+authenticate clients: passive cores check the signatures carried in requests.
+
+*Client.*  `RpcClient.call` reports every failure as a value (`RpcFailure`: cannot
+connect, timeout, connection lost, garbage from the server), never as an exception; it
+reconnects on the next call after a failure.  A reply that arrives after its call timed
+out is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from synod.runtime.framing import close_writer, read_frame
+from synod.wire import (
+    DEFAULT_MAX_FRAME_BYTES,
+    U64,
+    Codec,
+    DecodeError,
+    Message,
+    WireError,
+    canonical_bytes,
+    encode_frame,
+)
+
+log = logging.getLogger("synod.runtime.rpc")
+
+Address = tuple[str, int]
+
+RequestHandler = Callable[[str, int, bytes], Awaitable[bytes | None]]
+"""(client id, request id, request body) -> reply body now, or None to reply later."""
+
+
+class RpcRequest(Message, frozen=True, tag="request"):
+    request_id: U64
+    body: bytes
+
+
+class RpcResponse(Message, frozen=True, tag="response"):
+    request_id: U64
+    body: bytes
+
+
+class RequestRejected(WireError):
+    """Raised by a handler for a request that is garbage: the server drops that client."""
+
+
+@dataclass(frozen=True, slots=True)
+class RpcConfig:
+    """Limits and timings of the request/response layer (seconds, bytes)."""
+
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    connect_timeout_s: float = 5.0
+    call_timeout_s: float = 5.0
+    max_buffered_reply_bytes: int = 16 * 1024 * 1024
+    close_timeout_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RpcReply:
+    """A call succeeded with this reply body."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RpcFailure:
+    """A call failed; `reason` says why (cannot connect, timeout, connection lost...)."""
+
+    reason: str
+
+
+RpcResult = RpcReply | RpcFailure
+
+# ---------------------------------------------------------------- server
+
+
+class RpcServer:
+    """Accepts client connections and maps each request to `handler` (see module doc)."""
+
+    def __init__(self, handler: RequestHandler, *, config: RpcConfig | None = None) -> None:
+        self.handler = handler
+        self.config = config if config is not None else RpcConfig()
+        self._codec: Codec[RpcRequest] = Codec(
+            RpcRequest, max_message_bytes=self.config.max_frame_bytes
+        )
+        self._clients: dict[str, asyncio.StreamWriter] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._numbers = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self.dropped_clients = 0
+        """Connections closed because the client misbehaved."""
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
+        """Listen on host:port (0 picks a free port); return the bound address."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        self._server = await asyncio.start_server(self._accept, host, port)
+        bound = self._server.sockets[0].getsockname()
+        log.info("rpc listening", extra={"address": f"{bound[0]}:{bound[1]}"})
+        return str(bound[0]), int(bound[1])
+
+    def reply(self, client: str, request_id: int, body: bytes) -> bool:
+        """Send a reply; False (logged) when that client is gone or was too slow."""
+        writer = self._clients.get(client)
+        if writer is None or writer.is_closing():
+            log.info("reply to a departed client dropped", extra={"client": client})
+            return False
+        frame = encode_frame(
+            canonical_bytes(RpcResponse(request_id, body)),
+            max_frame_bytes=self.config.max_frame_bytes,
+        )
+        writer.write(frame)
+        if writer.transport.get_write_buffer_size() > self.config.max_buffered_reply_bytes:
+            log.warning("client does not read its replies; disconnected", extra={"client": client})
+            self.dropped_clients += 1
+            writer.transport.abort()
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop listening and close every client connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        client = f"rpc:{_peer_address(writer)}#{next(self._numbers)}"
+        self._clients[client] = writer
+        try:
+            await self._serve(client, reader)
+        except asyncio.CancelledError:
+            pass  # cancelled by `close`: end quietly (asyncio would log it as an error)
+        finally:
+            self._clients.pop(client, None)
+            self._tasks.discard(task)
+            await close_writer(writer, timeout_s=self.config.close_timeout_s)
+
+    async def _serve(self, client: str, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                body = await read_frame(reader, max_frame_bytes=self.config.max_frame_bytes)
+                request = self._codec.decode(body)
+                reply = await self.handler(client, request.request_id, request.body)
+                if reply is not None:
+                    self.reply(client, request.request_id, reply)
+        except asyncio.IncompleteReadError as error:
+            if error.partial:
+                self._drop(client, "connection closed mid-frame")
+        except (DecodeError, WireError) as error:
+            self._drop(client, f"{type(error).__name__}: {error}")
+        except OSError as error:
+            log.info("client connection lost", extra={"client": client, "reason": str(error)})
+        except Exception:
+            # A handler bug must not stop the server; that client is disconnected.
+            self.dropped_clients += 1
+            log.exception("request handler failed", extra={"client": client})
+
+    def _drop(self, client: str, reason: str) -> None:
+        self.dropped_clients += 1
+        log.warning(
+            "client sent bad input; disconnected", extra={"client": client, "reason": reason}
+        )
+
+
+# ---------------------------------------------------------------- client
+
+
+class _ClientConnection:
+    """One open connection of an `RpcClient` and its pending calls."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        config: RpcConfig,
+        codec: Codec[RpcResponse],
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.config = config
+        self.codec = codec
+        self.pending: dict[int, asyncio.Future[RpcResult]] = {}
+        self.failure: str | None = None
+        self.reader_task = asyncio.create_task(self._read_replies())
+
+    def submit(self, request_id: int, frame: bytes) -> asyncio.Future[RpcResult]:
+        future: asyncio.Future[RpcResult] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            future.set_result(RpcFailure(self.failure))
+            return future
+        self.pending[request_id] = future
+        self.writer.write(frame)
+        return future
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                body = await read_frame(self.reader, max_frame_bytes=self.config.max_frame_bytes)
+                response = self.codec.decode(body)
+                future = self.pending.pop(response.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(RpcReply(response.body))
+        except asyncio.IncompleteReadError:
+            self._fail("connection closed by the server")
+        except (DecodeError, WireError) as error:
+            self._fail(f"bad reply from the server: {error}")
+        except OSError as error:
+            self._fail(f"connection lost: {error}")
+        finally:
+            self.writer.transport.abort()
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_result(RpcFailure(reason))
+
+    async def close(self) -> None:
+        self._fail("client closed")
+        self.reader_task.cancel()
+        await asyncio.gather(self.reader_task, return_exceptions=True)
+        await close_writer(self.writer, timeout_s=self.config.close_timeout_s)
+
+
+class RpcClient:
+    """Calls to one server over one (re)connected TCP connection; failures are values."""
+
+    def __init__(self, address: Address, *, config: RpcConfig | None = None) -> None:
+        self.address = address
+        self.config = config if config is not None else RpcConfig()
+        self._request_codec: Codec[RpcRequest] = Codec(
+            RpcRequest, max_message_bytes=self.config.max_frame_bytes
+        )
+        self._response_codec: Codec[RpcResponse] = Codec(
+            RpcResponse, max_message_bytes=self.config.max_frame_bytes
+        )
+        self._connection: _ClientConnection | None = None
+        self._connect_lock = asyncio.Lock()
+        self._request_ids = itertools.count(1)
+        self._closed = False
+
+    async def call(self, body: bytes, *, timeout_s: float | None = None) -> RpcResult:
+        """Send `body`, wait for the reply (at most `timeout_s`, default from the config).
+
+        Raises only for caller misuse (a body larger than the frame cap, a closed client).
+        """
+        if self._closed:
+            raise RuntimeError("client is closed")
+        request_id = next(self._request_ids)
+        frame = encode_frame(
+            self._request_codec.encode(RpcRequest(request_id, body)),
+            max_frame_bytes=self.config.max_frame_bytes,
+        )
+        timeout = self.config.call_timeout_s if timeout_s is None else timeout_s
+        connection: _ClientConnection | RpcFailure | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                connection = await self._connected()
+                if isinstance(connection, RpcFailure):
+                    return connection
+                reply = connection.submit(request_id, frame)
+                with contextlib.suppress(ConnectionError):
+                    # Push back on callers that pipeline faster than the socket drains;
+                    # a broken connection is reported through `reply`.
+                    await connection.writer.drain()
+                return await reply
+        except TimeoutError:
+            return RpcFailure(f"no reply within {timeout:g} s")
+        finally:
+            if isinstance(connection, _ClientConnection):
+                connection.pending.pop(request_id, None)
+
+    async def _connected(self) -> _ClientConnection | RpcFailure:
+        async with self._connect_lock:
+            current = self._connection
+            if current is not None and current.failure is None:
+                return current
+            if current is not None:
+                await current.close()
+                self._connection = None
+            host, port = self.address
+            try:
+                async with asyncio.timeout(self.config.connect_timeout_s):
+                    reader, writer = await asyncio.open_connection(host, port)
+            except (OSError, TimeoutError) as error:
+                return RpcFailure(f"cannot connect to {host}:{port}: {error or 'timeout'}")
+            self._connection = _ClientConnection(reader, writer, self.config, self._response_codec)
+            return self._connection
+
+    async def close(self) -> None:
+        """Fail pending calls and close the connection."""
+        self._closed = True
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
+    peername = writer.get_extra_info("peername")
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return str(peername)

@@ -1,0 +1,174 @@
+"""`synod rbc init` output and the configuration errors of `synod rbc run`."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from synod.cli.rbc import ConfigError, load_config, rbc
+from synod.crypto import node_id_text, read_key_file
+
+
+def init(directory: Path, *arguments: str) -> None:
+    result = CliRunner().invoke(rbc, ["init", str(directory), *arguments])
+    assert result.exit_code == 0, result.output
+
+
+def test_init_writes_private_keys_matching_the_configured_ids(tmp_path: Path) -> None:
+    init(tmp_path, "--nodes", "4", "--ports", "7001,7002,7003,7004")
+    config = load_config(tmp_path)
+    assert [node.name for node in config.nodes] == ["node-0", "node-1", "node-2", "node-3"]
+    assert [node.port for node in config.nodes] == [7001, 7002, 7003, 7004]
+    for node in config.nodes:
+        assert stat.S_IMODE(node.key_file.stat().st_mode) == 0o600
+        assert read_key_file(node.key_file).node_id == node.node_id
+    assert len({node.node_id for node in config.nodes}) == 4
+
+
+def test_init_uses_consecutive_ports_from_the_base_port(tmp_path: Path) -> None:
+    init(tmp_path, "--nodes", "3", "--base-port", "9000")
+    assert [node.port for node in load_config(tmp_path).nodes] == [9000, 9001, 9002]
+
+
+def test_init_refuses_to_overwrite_a_network(tmp_path: Path) -> None:
+    init(tmp_path, "--nodes", "1")
+    result = CliRunner().invoke(rbc, ["init", str(tmp_path), "--nodes", "1"])
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+
+
+def test_init_rejects_a_wrong_number_of_ports(tmp_path: Path) -> None:
+    result = CliRunner().invoke(rbc, ["init", str(tmp_path), "--nodes", "2", "--ports", "7001"])
+    assert result.exit_code != 0
+    assert "--ports" in result.output
+
+
+def write_config(directory: Path, text: str) -> Path:
+    path = directory / "network.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+NODE = """
+[[nodes]]
+name = "{name}"
+id = "{id}"
+host = "127.0.0.1"
+port = {port}
+key_file = "{name}.key"
+"""
+
+
+def node_text(name: str, port: object, seed: int = 1) -> str:
+    from synod.crypto import KeyPair
+
+    node_id = node_id_text(KeyPair.from_seed(bytes([seed]) * 32).node_id)
+    return NODE.format(name=name, id=node_id, port=port)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        (node_text("a", 7001) + node_text("b", '"x"', 2), "nodes[1].port", "integer"),
+        (node_text("a", 70000), "nodes[0].port", "1..65535"),
+        ("[network]\nretransmit_ms = 300\n", "nodes", "array of tables"),
+        (
+            "[network]\nretransmit_ms = -1\n" + node_text("a", 7001),
+            "network.retransmit_ms",
+            "positive integer",
+        ),
+        (node_text("a", 7001).replace('id = "N', 'id = "X'), "nodes[0].id", "node id"),
+        (node_text("a", 7001) + node_text("a", 7002, 2), "nodes[1].name", "unique"),
+        (node_text("a", 7001) + node_text("b", 7002), "nodes[1].id", "unique"),
+        (node_text("a", 7001) + node_text("b", 7001, 2), "nodes[1].port", "unique"),
+        (
+            node_text("a", 7001).replace('host = "127.0.0.1"', "host = 5"),
+            "nodes[0].host",
+            "non-empty string",
+        ),
+    ],
+)
+def test_config_error_names_the_file_the_key_and_what_was_expected(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    message = caught.value.format_message()
+    assert message.startswith(f"{path}: {key}: ")
+    assert expected in message
+
+
+def test_invalid_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[[nodes]\nname = ")
+    result = CliRunner().invoke(rbc, ["run", str(tmp_path), "node-0"])
+    assert result.exit_code != 0
+    assert f"{path}: not valid TOML" in result.output
+
+
+def test_run_names_the_missing_config_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(rbc, ["run", str(tmp_path), "node-0"])
+    assert result.exit_code != 0
+    assert str(tmp_path / "network.toml") in result.output
+
+
+def test_run_lists_the_nodes_when_the_node_is_unknown(tmp_path: Path) -> None:
+    init(tmp_path, "--nodes", "2")
+    result = CliRunner().invoke(rbc, ["run", str(tmp_path), "node-7"])
+    assert result.exit_code != 0
+    assert "node-0, node-1" in result.output
+
+
+def test_run_refuses_a_key_file_of_another_node(tmp_path: Path) -> None:
+    init(tmp_path, "--nodes", "2")
+    (tmp_path / "node-0.key").unlink()
+    (tmp_path / "node-1.key").rename(tmp_path / "node-0.key")
+    result = CliRunner().invoke(rbc, ["run", str(tmp_path), "node-0"])
+    assert result.exit_code != 0
+    assert str(tmp_path / "node-0.key") in result.output
+    assert "another node" in result.output
+
+
+@pytest.mark.timeout(20)
+def test_single_node_delivers_stdin_lines_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    """One member (f = 0) delivers its own proposals; SIGINT closes SQLite (the log is
+    checkpointed and removed) and exits 0."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    init(tmp_path, "--nodes", "1", "--ports", str(port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synod.cli.main", "rbc", "run", str(tmp_path), "node-0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        assert json.loads(process.stdout.readline())["event"] == "ready"
+        process.stdin.write("héllo\n\nworld\n".encode())
+        process.stdin.flush()
+        first = json.loads(process.stdout.readline())
+        second = json.loads(process.stdout.readline())
+        assert (first["sequence"], first["payload"]) == (0, "héllo")
+        assert (second["sequence"], second["payload"]) == (1, "world")
+        assert first["payload_hex"] == "héllo".encode().hex()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    wal = tmp_path / "node-0.sqlite-wal"
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -1,0 +1,352 @@
+"""Peer transport over real sockets on 127.0.0.1: authentication, isolation of bad peers,
+reconnection, bounded queues and the duplicate-connection rule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+import msgspec
+import pytest
+
+from synod.crypto import KeyPair, NodeId
+from synod.runtime.transport import (
+    HANDSHAKE_DOMAIN,
+    PROTOCOL_VERSION,
+    Hello,
+    PeerTransport,
+    Proof,
+    TransportConfig,
+    handshake,
+)
+from synod.wire import Codec, Message, encode_frame
+
+pytestmark = pytest.mark.timeout(20)
+
+DEADLINE_S = 5.0
+
+
+def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop (no async pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+class Note(Message, frozen=True, tag="note"):
+    text: Annotated[str, msgspec.Meta(max_length=100)]
+
+
+CODEC: Codec[Note] = Codec(Note)
+HANDSHAKE_CODEC: Codec[Hello | Proof] = Codec(Hello | Proof)
+FAST = TransportConfig(backoff_initial_s=0.01, backoff_max_s=0.2, handshake_timeout_s=2.0)
+
+
+def keys(index: int) -> KeyPair:
+    return KeyPair.from_seed(bytes([index + 1]) * 32)
+
+
+class Inbox:
+    """Collects (sender, message) pairs delivered by a transport."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[NodeId, Any]] = asyncio.Queue()
+
+    async def handler(self, sender: NodeId, message: Any) -> None:
+        self.queue.put_nowait((sender, message))
+
+    async def next(self) -> tuple[NodeId, Any]:
+        return await asyncio.wait_for(self.queue.get(), DEADLINE_S)
+
+
+async def free_port() -> int:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    server.close()
+    await server.wait_closed()
+    return port
+
+
+@contextlib.asynccontextmanager
+async def running(transport: PeerTransport, port: int = 0) -> AsyncIterator[PeerTransport]:
+    await transport.start("127.0.0.1", port)
+    try:
+        yield transport
+    finally:
+        await transport.close(flush_timeout_s=0.5)
+
+
+async def read_to_end(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection (EOF or reset)."""
+    chunks = []
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(65536), DEADLINE_S):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@asynchronous
+async def test_messages_arrive_with_the_authenticated_sender_id() -> None:
+    a, b = keys(0), keys(1)
+    port_b = await free_port()
+    inbox_b = Inbox()
+    transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, inbox_b.handler)
+    async with running(transport_b, port_b):
+        transport_a = PeerTransport(
+            a, {b.node_id: ("127.0.0.1", port_b)}, CODEC, Inbox().handler, config=FAST
+        )
+        async with running(transport_a):
+            transport_a.send(b.node_id, Note("first"))
+            transport_a.broadcast(Note("second"))
+            assert await inbox_b.next() == (a.node_id, Note("first"))
+            assert await inbox_b.next() == (a.node_id, Note("second"))
+
+
+@asynchronous
+async def test_unknown_peer_is_refused_at_the_handshake() -> None:
+    a, b, stranger = keys(0), keys(1), keys(9)
+    inbox_b = Inbox()
+    transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, inbox_b.handler)
+    async with running(transport_b) as server:
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+            await asyncio.wait_for(
+                handshake(reader, writer, stranger, dialer=True, accept=lambda _: True),
+                DEADLINE_S,
+            )
+        writer.close()
+        assert server.rejected_connections == 1
+        assert inbox_b.queue.empty()
+
+
+async def _garbage_before_handshake(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await read_to_end(reader)
+    writer.close()
+
+
+async def _oversized_header(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(struct.pack(">I", 2**31))  # announces 2 GiB; nothing more follows
+    await read_to_end(reader)
+    writer.close()
+
+
+async def _forged_handshake(port: int, claimed: KeyPair) -> None:
+    """Claims a member's id but cannot sign for it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    hello = Hello(PROTOCOL_VERSION, claimed.node_id, b"\x07" * 32)
+    writer.write(encode_frame(HANDSHAKE_CODEC.encode(hello)))
+    writer.write(encode_frame(HANDSHAKE_CODEC.encode(Proof(b"\x00" * 64))))
+    await read_to_end(reader)
+    writer.close()
+
+
+async def _undecodable_after_handshake(port: int, member: KeyPair) -> None:
+    """A real member completes the handshake, then sends a frame no codec accepts."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await handshake(reader, writer, member, dialer=True, accept=lambda _: True)
+    writer.write(encode_frame(b"\xc1\xc1 not msgpack"))
+    await read_to_end(reader)
+    writer.close()
+
+
+async def _oversized_after_handshake(port: int, member: KeyPair) -> None:
+    """A real member announces a frame above the cap: refused before any body is read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await handshake(reader, writer, member, dialer=True, accept=lambda _: True)
+    writer.write(struct.pack(">I", FAST.max_frame_bytes + 1))
+    await read_to_end(reader)
+    writer.close()
+
+
+@asynchronous
+async def test_bad_input_from_one_connection_closes_it_and_others_keep_being_served() -> None:
+    a, b, c = keys(0), keys(1), keys(2)
+    inbox_b = Inbox()
+    members = {a.node_id: ("127.0.0.1", 1), c.node_id: ("127.0.0.1", 1)}
+    transport_b = PeerTransport(b, members, CODEC, inbox_b.handler, config=FAST)
+    port_b = await free_port()
+    async with running(transport_b, port_b):
+        transport_a = PeerTransport(
+            a, {b.node_id: ("127.0.0.1", port_b)}, CODEC, Inbox().handler, config=FAST
+        )
+        async with running(transport_a):
+            transport_a.send(b.node_id, Note("before"))
+            assert await inbox_b.next() == (a.node_id, Note("before"))
+            attacks = [
+                _garbage_before_handshake(port_b),
+                _oversized_header(port_b),
+                _forged_handshake(port_b, c),
+                _undecodable_after_handshake(port_b, c),
+                _oversized_after_handshake(port_b, c),
+            ]
+            for number, attack in enumerate(attacks):
+                # Each attack returns only once the server closed that connection.
+                await asyncio.wait_for(attack, DEADLINE_S)
+                transport_a.send(b.node_id, Note(f"after {number}"))
+                assert await inbox_b.next() == (a.node_id, Note(f"after {number}"))
+            assert transport_b.rejected_connections == 3  # the three failed handshakes
+            assert transport_b.stats[c.node_id].received_frames == 0
+
+
+@asynchronous
+async def test_full_send_queue_drops_the_oldest_frames_and_counts_them() -> None:
+    a, b = keys(0), keys(1)
+    port_b = await free_port()
+    config = TransportConfig(send_queue_limit=4, backoff_initial_s=0.01, backoff_max_s=0.05)
+    transport_a = PeerTransport(
+        a, {b.node_id: ("127.0.0.1", port_b)}, CODEC, Inbox().handler, config=config
+    )
+    async with running(transport_a):
+        for number in range(10):  # b is not listening yet: everything waits in the queue
+            transport_a.send(b.node_id, Note(str(number)))
+        assert transport_a.stats[b.node_id].dropped_frames == 6
+        inbox_b = Inbox()
+        transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, inbox_b.handler)
+        async with running(transport_b, port_b):
+            received = [(await inbox_b.next())[1].text for _ in range(4)]
+            assert received == ["6", "7", "8", "9"]
+
+
+@asynchronous
+async def test_sender_reconnects_after_the_peer_restarts() -> None:
+    a, b = keys(0), keys(1)
+    port_b = await free_port()
+    transport_a = PeerTransport(
+        a, {b.node_id: ("127.0.0.1", port_b)}, CODEC, Inbox().handler, config=FAST
+    )
+    async with running(transport_a):
+        for life in range(2):
+            inbox_b = Inbox()
+            peers = {a.node_id: ("127.0.0.1", 1)}
+            async with running(PeerTransport(b, peers, CODEC, inbox_b.handler), port_b):
+                transport_a.send(b.node_id, Note(f"life {life}"))
+                # A frame written into the dying connection may be lost (at most once),
+                # so resend until this life of b has it.
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        _, message = await asyncio.wait_for(inbox_b.queue.get(), 0.5)
+                        if message == Note(f"life {life}"):
+                            break
+                    transport_a.send(b.node_id, Note(f"life {life}"))
+        assert transport_a.stats[b.node_id].connections_made >= 2
+
+
+@asynchronous
+async def test_newer_connection_from_the_same_peer_replaces_the_older() -> None:
+    a, b = keys(0), keys(1)
+    inbox_b = Inbox()
+    transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, inbox_b.handler)
+    async with running(transport_b) as server:
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        old_reader, old_writer = await asyncio.open_connection("127.0.0.1", port)
+        await handshake(old_reader, old_writer, a, dialer=True, accept=lambda _: True)
+        new_reader, new_writer = await asyncio.open_connection("127.0.0.1", port)
+        await handshake(new_reader, new_writer, a, dialer=True, accept=lambda _: True)
+        await read_to_end(old_reader)  # returns only because the server closed it
+        new_writer.write(encode_frame(CODEC.encode(Note("on the new one"))))
+        assert await inbox_b.next() == (a.node_id, Note("on the new one"))
+        assert server._inbound[a.node_id] is not None
+        old_writer.close()
+        new_writer.close()
+
+
+@asynchronous
+async def test_listener_proof_cannot_be_replayed_for_another_nonce() -> None:
+    """The proof binds the verifier's fresh nonce: a recorded proof fails a new session."""
+    a, b = keys(0), keys(1)
+    transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, Inbox().handler)
+    async with running(transport_b) as server:
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        # Record a genuine dialer proof made for one server nonce...
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await handshake(reader, writer, a, dialer=True, accept=lambda _: True)
+        writer.close()
+        # ...and present a proof for a nonce the server did not issue in a new session.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            encode_frame(HANDSHAKE_CODEC.encode(Hello(PROTOCOL_VERSION, a.node_id, b"\x01" * 32)))
+        )
+        stale = a.sign(HANDSHAKE_DOMAIN, b"D" + b"\x00" * 32 + b"\x01" * 32 + a.node_id + b.node_id)
+        writer.write(encode_frame(HANDSHAKE_CODEC.encode(Proof(stale))))
+        await read_to_end(reader)
+        writer.close()
+        assert server.rejected_connections == 1
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
+    config = TransportConfig(backoff_initial_s=0.1, backoff_max_s=1.0)
+    rng = random.Random(7)
+    # Ceiling of attempt k: min(1.0, 0.1 * 2**k), by the documented rule.
+    for attempt, ceiling in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]):
+        delays = [config.backoff_s(attempt, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+        assert max(delays) - min(delays) > ceiling / 4  # jittered, not a constant
+
+
+@asynchronous
+async def test_bytes_on_a_send_only_link_close_it_and_the_dialer_reconnects() -> None:
+    """A peer must stay silent on the connection we dialed; writing on it is misbehaviour."""
+    a, b = keys(0), keys(1)
+    accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+    closed: asyncio.Queue[bool] = asyncio.Queue()
+
+    async def fake_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await handshake(reader, writer, b, dialer=False, accept=lambda _: True)
+        accepted.put_nowait(writer)
+        await read_to_end(reader)
+        closed.put_nowait(True)
+
+    server = await asyncio.start_server(fake_b, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport_a = PeerTransport(
+        a, {b.node_id: ("127.0.0.1", port)}, CODEC, Inbox().handler, config=FAST
+    )
+    async with running(transport_a):
+        first = await asyncio.wait_for(accepted.get(), DEADLINE_S)
+        first.write(b"unsolicited")
+        assert await asyncio.wait_for(closed.get(), DEADLINE_S)  # a hung up on it
+        second = await asyncio.wait_for(accepted.get(), DEADLINE_S)  # and dialed again
+        assert transport_a.stats[b.node_id].connections_made == 2
+        second.close()
+    server.close()
+    await server.wait_closed()
+
+
+@asynchronous
+async def test_send_queue_byte_bound_also_drops_the_oldest() -> None:
+    a, b = keys(0), keys(1)
+    port_b = await free_port()
+    frame_bytes = len(encode_frame(CODEC.encode(Note("0"))))  # every note below: one digit
+    config = TransportConfig(
+        send_queue_limit=100,
+        send_queue_max_bytes=3 * frame_bytes,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+    )
+    transport_a = PeerTransport(
+        a, {b.node_id: ("127.0.0.1", port_b)}, CODEC, Inbox().handler, config=config
+    )
+    async with running(transport_a):
+        for number in range(10):
+            transport_a.send(b.node_id, Note(str(number)))
+        assert transport_a.stats[b.node_id].dropped_frames == 7
+        inbox_b = Inbox()
+        transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, inbox_b.handler)
+        async with running(transport_b, port_b):
+            received = [(await inbox_b.next())[1].text for _ in range(3)]
+            assert received == ["7", "8", "9"]
