@@ -1,0 +1,677 @@
+"""The passive Tusk core: answers drivers' requests, never initiates anything.
+
+Theory of operation (Narwhal & Tusk: the Narwhal design for the DAG, Tusk for the commit;
+the passive-core split follows sleepyseal).  A Narwhal primary normally broadcasts its
+header, collects votes, broadcasts certificates and fetches what it misses.  Here every
+one of those transfers is done by untrusted *drivers*; the core only reacts to a
+`RequestReceived` carrying a `CoreRequest` (or a client's `SubmitRequest`) and returns
+one `Reply` with its signed answer.  For each request, in this order, it:
+
+1. stores the carried certificates that are valid (creator and voters in the committee,
+   a quorum of distinct voters by weight, every signature correct) and whose parents it
+   already holds, lowest rounds first, so that its DAG is causally complete;
+2. runs the Tusk commit rule (`synod.tusk.ordering`) after each stored certificate and
+   emits `Committed` events in sequence; garbage-collects rounds no delivery can reach;
+3. advances its round, after each stored certificate, while it holds certificates of
+   its current round from a quorum;
+4. votes for each carried header that deserves it: valid signature, a round above the
+   collection floor, parents it holds, all of the previous round, weighing a quorum, a
+   batch within limits, and no other header of that creator and round voted before (a
+   second one is refused and kept, with the first, as `Equivocation` evidence);
+5. proposes its own header for its current round if it has none yet (its parents are
+   the certificates it holds of the previous round; its batch comes from the pending
+   client transactions) and votes for it;
+6. answers with its round, its own header, the votes, references to the certificates
+   it holds around the driver's `since_round`, the certificates the driver wanted, and
+   a typed `Refusal` for everything refused (a refused item changes nothing).
+
+Everything the core must not forget (votes, own headers, certificates, deliveries,
+pending transactions, evidence) is emitted as `Persist` in the same step, before the
+`Reply`; `TuskCore(keys, committee, storage)` rebuilds the same state from those
+records.  A request about rounds at or below the collection floor changes nothing; a
+request from future rounds is only accepted through certificates whose whole chain of
+parents has been checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from synod.core import LocalError, Persist, Proposed, Reply, RequestReceived, Step, Storage
+from synod.crypto import KeyPair, NodeId
+from synod.quorum.committee import Committee
+from synod.tusk.messages import (
+    KNOWN_WINDOW_ROUNDS,
+    MAX_BATCH_TRANSACTIONS,
+    MAX_CERTIFICATES_PER_MESSAGE,
+    MAX_COMMITTEE_SIZE,
+    MAX_TRANSACTION_BYTES,
+    ZERO_DIGEST,
+    Certificate,
+    CertificateRef,
+    CoreAnswer,
+    CoreRequest,
+    Equivocation,
+    Header,
+    HeaderStub,
+    Refusal,
+    RefusalReason,
+    SubmitAnswer,
+    SubmitRequest,
+    Vote,
+    header_signature_valid,
+    request_digest,
+    sign_answer,
+    sign_header,
+    sign_submit_answer,
+    sign_vote,
+)
+from synod.tusk.ordering import Dag, Ordered, TuskOrdering, Vertex
+from synod.wire import U64, Bytes32, Message, canonical_bytes
+
+# ---------------------------------------------------------------- configuration and events
+
+
+@dataclass(frozen=True, slots=True)
+class TuskConfig:
+    """Limits of one core (the batch limits should be the same on every core)."""
+
+    gc_depth: int = 50
+    max_batch_transactions: int = 64
+    max_batch_bytes: int = 64 * 1024
+    max_pending_transactions: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.gc_depth < 2:
+            raise ValueError("gc_depth must be at least 2 rounds")
+        if not 1 <= self.max_batch_transactions <= MAX_BATCH_TRANSACTIONS:
+            raise ValueError(f"max_batch_transactions must be 1..{MAX_BATCH_TRANSACTIONS}")
+        if self.max_batch_bytes < MAX_TRANSACTION_BYTES:
+            raise ValueError(
+                f"max_batch_bytes must hold one transaction of {MAX_TRANSACTION_BYTES}"
+            )
+        if self.max_pending_transactions < 1:
+            raise ValueError("max_pending_transactions must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The certificate `digest` was delivered at position `sequence` of the total order."""
+
+    sequence: int
+    leader_round: int
+    round: int
+    creator: NodeId
+    digest: bytes
+    transactions: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationDetected:
+    """A creator signed two headers for one round; `evidence` proves it to anyone."""
+
+    evidence: Equivocation
+
+
+# ---------------------------------------------------------------- persisted records
+
+
+class _VoteRecord(Message, frozen=True, tag="tusk.VoteRecord"):
+    header: HeaderStub
+    vote: Vote
+
+
+class _CommitRecord(Message, frozen=True, tag="tusk.CommitRecord"):
+    sequence: U64
+    leader_round: U64
+    round: U64
+    creator: Bytes32
+    digest: Bytes32
+    transactions: tuple[bytes, ...]
+
+
+_ANSWER_BATCH_BYTES = 2 * 1024 * 1024
+"""Transactions returned in one answer's certificates: well under the 4 MiB frame cap."""
+
+_CERTIFICATE = b"tusk/certificate/"
+_VOTE = b"tusk/vote/"
+_OWN_HEADER = b"tusk/own-header/"
+_COMMIT = b"tusk/commit/"
+_PENDING = b"tusk/pending/"
+_EVIDENCE = b"tusk/evidence/"
+
+
+def _slot_key(prefix: bytes, round_number: int, creator: bytes) -> bytes:
+    return prefix + round_number.to_bytes(8, "big") + creator
+
+
+def _number_key(prefix: bytes, number: int) -> bytes:
+    return prefix + number.to_bytes(8, "big")
+
+
+_decode_certificate = msgspec.msgpack.Decoder(Certificate).decode
+_decode_vote_record = msgspec.msgpack.Decoder(_VoteRecord).decode
+_decode_header = msgspec.msgpack.Decoder(Header).decode
+_decode_commit = msgspec.msgpack.Decoder(_CommitRecord).decode
+_decode_evidence = msgspec.msgpack.Decoder(Equivocation).decode
+
+
+def _vertex(certificate: Certificate, digest: bytes) -> Vertex:
+    return Vertex(
+        digest=digest,
+        round=certificate.header.round,
+        creator=NodeId(certificate.header.creator),
+        parents=certificate.header.parents,
+    )
+
+
+# ---------------------------------------------------------------- the core
+
+
+class TuskCore:
+    """A passive Tusk core (see the module docstring). Rebuild with the same storage."""
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        committee: Committee,
+        storage: Storage | None = None,
+        *,
+        config: TuskConfig | None = None,
+    ) -> None:
+        if keys.node_id not in committee:
+            raise LocalError("this core's key is not a committee member")
+        if len(committee) > MAX_COMMITTEE_SIZE:
+            raise LocalError(f"a Tusk committee has at most {MAX_COMMITTEE_SIZE} members")
+        self._keys = keys
+        self.committee = committee
+        self.config = config or TuskConfig()
+        self._dag = Dag()
+        self._certificates: dict[bytes, Certificate] = {}
+        self._ordering = TuskOrdering(committee, gc_depth=self.config.gc_depth)
+        self._votes: dict[tuple[int, bytes], _VoteRecord] = {}
+        self._own_headers: dict[int, Header] = {}
+        self._own_delivered: set[int] = set()  # rounds of own headers already delivered
+        self._pending: dict[int, bytes] = {}
+        self._next_pending = 0
+        self._evidence: dict[tuple[int, bytes], Equivocation] = {}
+        self._round = 1
+        self._restore(storage or {})
+
+    # ------------------------------------------------------------ read-only views
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._keys.node_id
+
+    @property
+    def round(self) -> int:
+        """The round this core proposes in."""
+        return self._round
+
+    @property
+    def gc_round(self) -> int:
+        """Rounds below this one are collected; requests about them change nothing."""
+        return self._ordering.gc_round
+
+    @property
+    def committed_count(self) -> int:
+        """How many certificates this core has delivered."""
+        return self._ordering.next_sequence
+
+    @property
+    def pending_count(self) -> int:
+        """Client transactions accepted but not yet in one of this core's headers."""
+        return len(self._pending)
+
+    @property
+    def evidence(self) -> tuple[Equivocation, ...]:
+        """Equivocations this core has seen (each proven by two signed headers)."""
+        return tuple(self._evidence.values())
+
+    def certificate_digests(self) -> frozenset[bytes]:
+        """Digests of the certificates held (rounds at or above the collection floor)."""
+        return frozenset(self._certificates)
+
+    def own_header(self) -> Header | None:
+        """This core's header for its current round, once proposed."""
+        return self._own_headers.get(self._round)
+
+    # ------------------------------------------------------------ inputs
+
+    def handle(self, event: Any, now_ms: int) -> Step:
+        """Answer requests; every other input is ignored (a passive core never initiates)."""
+        if isinstance(event, RequestReceived):
+            return self._on_request(event)
+        if isinstance(event, Proposed):
+            return self._on_proposed(event.value)
+        return Step()
+
+    def _on_proposed(self, value: object) -> Step:
+        if not isinstance(value, bytes) or len(value) > MAX_TRANSACTION_BYTES:
+            raise LocalError(
+                f"a proposed value is one transaction of 0..{MAX_TRANSACTION_BYTES} bytes"
+            )
+        step = Step()
+        self._add_pending([value], step)
+        return step
+
+    def _on_request(self, event: RequestReceived) -> Step:
+        body = event.body
+        step = Step()
+        answer: CoreAnswer | SubmitAnswer
+        if isinstance(body, CoreRequest):
+            answer = self._serve(body, step)
+        elif isinstance(body, SubmitRequest):
+            answer = self._serve_submit(body, step)
+        else:
+            answer = self._answer(
+                ZERO_DIGEST,
+                [],
+                [],
+                [],
+                [Refusal(digest=ZERO_DIGEST, reason=RefusalReason.MALFORMED_REQUEST)],
+            )
+        step.outgoing.append(Reply(client=event.client, request_id=event.request_id, body=answer))
+        return step
+
+    def _serve(self, request: CoreRequest, step: Step) -> CoreAnswer:
+        refusals: list[Refusal] = []
+        for certificate in sorted(request.certificates, key=lambda c: c.header.round):
+            refusal = self._accept_certificate(certificate, step)
+            if refusal is not None:
+                refusals.append(refusal)
+        votes: list[Vote] = []
+        for header in request.headers:
+            outcome = self._vote_on(header, step)
+            if isinstance(outcome, Refusal):
+                refusals.append(outcome)
+            elif outcome not in votes:
+                votes.append(outcome)
+        own = self._ensure_own_header(step)
+        own_vote = self._votes[(own.round, self.node_id)].vote
+        if own_vote not in votes:
+            votes.append(own_vote)
+        return self._answer(
+            request_digest(request),
+            votes,
+            self._known(request.since_round),
+            self._wanted(request.wanted),
+            refusals,
+        )
+
+    def _answer(
+        self,
+        digest: bytes,
+        votes: list[Vote],
+        known: list[CertificateRef],
+        certificates: list[Certificate],
+        refusals: list[Refusal],
+    ) -> CoreAnswer:
+        answer = CoreAnswer(
+            core=self.node_id,
+            request_digest=digest,
+            round=self._round,
+            header=self._own_headers.get(self._round),
+            votes=tuple(votes),
+            known=tuple(known),
+            certificates=tuple(certificates),
+            refusals=tuple(refusals),
+        )
+        return sign_answer(self._keys, answer)
+
+    def _wanted(self, digests: tuple[bytes, ...]) -> list[Certificate]:
+        """The wanted certificates held, within the answer's count and byte budget."""
+        chosen: list[Certificate] = []
+        total_bytes = 0
+        for digest in dict.fromkeys(digests):
+            certificate = self._certificates.get(digest)
+            if certificate is None:
+                continue
+            total_bytes += certificate.header.batch_bytes()
+            if len(chosen) == MAX_CERTIFICATES_PER_MESSAGE or total_bytes > _ANSWER_BATCH_BYTES:
+                break
+            chosen.append(certificate)
+        return chosen
+
+    def _known(self, since_round: int) -> list[CertificateRef]:
+        first = since_round if since_round > 0 else max(1, self._round - 1)
+        first = max(first, self.gc_round)
+        refs = []
+        for round_number in range(first, first + KNOWN_WINDOW_ROUNDS):
+            for creator, vertex in sorted(self._dag.at(round_number).items()):
+                refs.append(
+                    CertificateRef(round=round_number, creator=creator, digest=vertex.digest)
+                )
+        return refs
+
+    # ------------------------------------------------------------ certificates
+
+    def _accept_certificate(self, certificate: Certificate, step: Step) -> Refusal | None:
+        digest = certificate.header.digest()
+        if digest in self._certificates:
+            return Refusal(digest=digest, reason=RefusalReason.ALREADY_KNOWN)
+        reason, missing = self._check_certificate(certificate, digest)
+        if reason is not None:
+            return Refusal(digest=digest, reason=reason, missing=missing)
+        header = certificate.header
+        if header.creator in self._dag.at(header.round):
+            # Two certificates for one slot need more than f faulty cores.
+            return Refusal(digest=digest, reason=RefusalReason.CONFLICTING_CERTIFICATE)
+        self._store_certificate(certificate, digest, step)
+        return None
+
+    def _check_certificate(
+        self, certificate: Certificate, digest: bytes
+    ) -> tuple[RefusalReason | None, tuple[bytes, ...]]:
+        header = certificate.header
+        reason = self._check_slot(header)
+        if reason is None:
+            reason = _check_parent_shape(header)
+        if reason is None:
+            reason = self._check_voters(certificate)
+        if reason is not None:
+            return reason, ()
+        if header.round > 1 and header.round - 1 >= self.gc_round:
+            reason, missing = self._check_parents_present(header)
+            if reason is not None:
+                return reason, missing
+        if not header_signature_valid(header, digest):
+            return RefusalReason.BAD_SIGNATURE, ()
+        if not all(certificate.vote_valid(digest, vote) for vote in certificate.votes):
+            return RefusalReason.BAD_SIGNATURE, ()
+        return None, ()
+
+    def _check_slot(self, header: Header) -> RefusalReason | None:
+        if header.creator not in self.committee:
+            return RefusalReason.UNKNOWN_CREATOR
+        if header.round == 0:
+            return RefusalReason.ROUND_ZERO
+        if header.round < self.gc_round:
+            return RefusalReason.ROUND_TOO_OLD
+        return None
+
+    def _check_voters(self, certificate: Certificate) -> RefusalReason | None:
+        voters = [vote.voter for vote in certificate.votes]
+        if len(set(voters)) != len(voters):
+            return RefusalReason.DUPLICATE_VOTER
+        if any(voter not in self.committee for voter in voters):
+            return RefusalReason.UNKNOWN_VOTER
+        if not self.committee.reaches_quorum(voters):
+            return RefusalReason.NOT_ENOUGH_VOTES
+        return None
+
+    def _check_parents_present(
+        self, header: Header
+    ) -> tuple[RefusalReason | None, tuple[bytes, ...]]:
+        missing = tuple(parent for parent in header.parents if self._dag.get(parent) is None)
+        if missing:
+            return RefusalReason.MISSING_PARENTS, missing
+        for parent in header.parents:
+            vertex = self._dag.get(parent)
+            assert vertex is not None
+            if vertex.round != header.round - 1:
+                return RefusalReason.PARENT_WRONG_ROUND, ()
+        return None, ()
+
+    def _store_certificate(self, certificate: Certificate, digest: bytes, step: Step) -> None:
+        header = certificate.header
+        vertex = _vertex(certificate, digest)
+        self._certificates[digest] = certificate
+        self._dag.add(vertex)
+        # Advance now, before a commit may collect the rounds the advance is judged on.
+        self._advance_round()
+        step.persist.append(
+            Persist(
+                _slot_key(_CERTIFICATE, header.round, header.creator), canonical_bytes(certificate)
+            )
+        )
+        deliveries = self._ordering.vertex_added(self._dag, vertex)
+        for ordered in deliveries:
+            self._record_delivery(ordered, step)
+        if deliveries:
+            self._collect_garbage(step)
+
+    def _record_delivery(self, ordered: Ordered, step: Step) -> None:
+        vertex = ordered.vertex
+        if vertex.creator == self.node_id:
+            self._own_delivered.add(vertex.round)
+        transactions = self._certificates[vertex.digest].header.transactions
+        record = _CommitRecord(
+            sequence=ordered.sequence,
+            leader_round=ordered.leader_round,
+            round=vertex.round,
+            creator=vertex.creator,
+            digest=vertex.digest,
+            transactions=transactions,
+        )
+        step.persist.append(
+            Persist(_number_key(_COMMIT, ordered.sequence), canonical_bytes(record))
+        )
+        step.events.append(
+            Committed(
+                sequence=ordered.sequence,
+                leader_round=ordered.leader_round,
+                round=vertex.round,
+                creator=vertex.creator,
+                digest=vertex.digest,
+                transactions=transactions,
+            )
+        )
+
+    def _collect_garbage(self, step: Step) -> None:
+        floor = self.gc_round
+        for vertex in self._dag.prune_below(floor):
+            del self._certificates[vertex.digest]
+            step.persist.append(
+                Persist(_slot_key(_CERTIFICATE, vertex.round, vertex.creator), None)
+            )
+        for round_number, creator in [slot for slot in self._votes if slot[0] < floor]:
+            del self._votes[(round_number, creator)]
+            step.persist.append(Persist(_slot_key(_VOTE, round_number, creator), None))
+        for round_number in [r for r in self._own_headers if r < floor]:
+            header = self._own_headers.pop(round_number)
+            step.persist.append(Persist(_number_key(_OWN_HEADER, round_number), None))
+            if round_number not in self._own_delivered:
+                # No core can deliver a round below the floor any more (every later leader
+                # delivers at most gc_depth rounds deep), so the batch is proposed again.
+                self._add_pending(header.transactions, step)
+        self._own_delivered = {r for r in self._own_delivered if r >= floor}
+
+    def _advance_round(self) -> None:
+        while self.committee.reaches_quorum(self._dag.at(self._round)):
+            self._round += 1
+
+    # ------------------------------------------------------------ votes
+
+    def _vote_on(self, header: Header, step: Step) -> Vote | Refusal:
+        digest = header.digest()
+        reason = self._check_slot(header)
+        if reason is None and header.round <= self.gc_round:
+            reason = RefusalReason.ROUND_TOO_OLD
+        if reason is not None:
+            return Refusal(digest=digest, reason=reason)
+        earlier = self._earlier_header(header)
+        if earlier is not None:
+            if earlier.digest() == digest:
+                previous = self._votes.get((header.round, header.creator))
+                if previous is not None:
+                    return previous.vote
+            else:
+                return self._refuse_equivocation(earlier, header, digest, step)
+        reason, missing = self._check_header(header)
+        if reason is None and not header_signature_valid(header, digest):
+            reason = RefusalReason.BAD_SIGNATURE
+        if reason is not None:
+            return Refusal(digest=digest, reason=reason, missing=missing)
+        return self._cast_vote(header, digest, step)
+
+    def _earlier_header(self, header: Header) -> HeaderStub | None:
+        """The header of this slot already voted for or certified, if any."""
+        record = self._votes.get((header.round, header.creator))
+        if record is not None:
+            return record.header
+        vertex = self._dag.at(header.round).get(NodeId(header.creator))
+        if vertex is not None:
+            return self._certificates[vertex.digest].header.stub()
+        return None
+
+    def _refuse_equivocation(
+        self, earlier: HeaderStub, header: Header, digest: bytes, step: Step
+    ) -> Refusal:
+        if not header_signature_valid(header, digest):
+            return Refusal(digest=digest, reason=RefusalReason.BAD_SIGNATURE)
+        slot = (header.round, header.creator)
+        if slot not in self._evidence:
+            evidence = Equivocation(first=earlier, second=header.stub())
+            assert evidence.is_valid()
+            self._evidence[slot] = evidence
+            step.persist.append(
+                Persist(
+                    _slot_key(_EVIDENCE, header.round, header.creator), canonical_bytes(evidence)
+                )
+            )
+            step.events.append(EquivocationDetected(evidence))
+        return Refusal(digest=digest, reason=RefusalReason.EQUIVOCATION)
+
+    def _check_header(self, header: Header) -> tuple[RefusalReason | None, tuple[bytes, ...]]:
+        if (
+            len(header.transactions) > self.config.max_batch_transactions
+            or header.batch_bytes() > self.config.max_batch_bytes
+        ):
+            return RefusalReason.BATCH_TOO_LARGE, ()
+        reason = _check_parent_shape(header)
+        if reason is not None or header.round == 1:
+            return reason, ()
+        reason, missing = self._check_parents_present(header)
+        if reason is not None:
+            return reason, missing
+        parent_creators = [self._dag.by_digest[parent].creator for parent in header.parents]
+        if not self.committee.reaches_quorum(parent_creators):
+            return RefusalReason.TOO_FEW_PARENTS, ()
+        return None, ()
+
+    def _cast_vote(self, header: Header, digest: bytes, step: Step) -> Vote:
+        vote = sign_vote(self._keys, digest, header.round, header.creator)
+        record = _VoteRecord(header=header.stub(), vote=vote)
+        self._votes[(header.round, header.creator)] = record
+        step.persist.append(
+            Persist(_slot_key(_VOTE, header.round, header.creator), canonical_bytes(record))
+        )
+        return vote
+
+    # ------------------------------------------------------------ own headers
+
+    def _ensure_own_header(self, step: Step) -> Header:
+        existing = self._own_headers.get(self._round)
+        if existing is not None:
+            return existing
+        # Holding a certificate of round r implies a quorum of round r - 1, so the round
+        # is never behind the DAG, nor at or below the floor where own headers are dropped.
+        assert self._round > self.gc_round, "an own header is never proposed twice"
+        parents: tuple[bytes, ...] = ()
+        if self._round > 1:
+            previous = self._dag.at(self._round - 1)
+            parents = tuple(previous[creator].digest for creator in sorted(previous))
+        transactions = self._take_batch(step)
+        header = sign_header(self._keys, self._round, transactions, parents)
+        self._own_headers[self._round] = header
+        step.persist.append(Persist(_number_key(_OWN_HEADER, self._round), canonical_bytes(header)))
+        assert (self._round, self.node_id) not in self._votes, "only this core signs its headers"
+        self._cast_vote(header, header.digest(), step)
+        return header
+
+    def _take_batch(self, step: Step) -> tuple[bytes, ...]:
+        taken: list[bytes] = []
+        total_bytes = 0
+        for sequence, transaction in list(self._pending.items()):
+            if len(taken) == self.config.max_batch_transactions:
+                break
+            if total_bytes + len(transaction) > self.config.max_batch_bytes:
+                break
+            taken.append(transaction)
+            total_bytes += len(transaction)
+            del self._pending[sequence]
+            step.persist.append(Persist(_number_key(_PENDING, sequence), None))
+        return tuple(taken)
+
+    # ------------------------------------------------------------ client transactions
+
+    def _serve_submit(self, request: SubmitRequest, step: Step) -> SubmitAnswer:
+        room = max(0, self.config.max_pending_transactions - len(self._pending))
+        accepted = list(request.transactions[:room])
+        self._add_pending(accepted, step)
+        answer = SubmitAnswer(
+            core=self.node_id,
+            request_digest=request_digest(request),
+            accepted=len(accepted),
+            refused=len(request.transactions) - len(accepted),
+            pending=len(self._pending),
+        )
+        return sign_submit_answer(self._keys, answer)
+
+    def _add_pending(self, transactions: Iterable[bytes], step: Step) -> None:
+        for transaction in transactions:
+            self._pending[self._next_pending] = transaction
+            step.persist.append(Persist(_number_key(_PENDING, self._next_pending), transaction))
+            self._next_pending += 1
+
+    # ------------------------------------------------------------ restart
+
+    def _restore(self, storage: Storage) -> None:
+        certificates: list[Certificate] = []
+        commits: list[_CommitRecord] = []
+        for key, value in storage.items():
+            if key.startswith(_CERTIFICATE):
+                certificates.append(_decode_certificate(value))
+            elif key.startswith(_VOTE):
+                record = _decode_vote_record(value)
+                self._votes[(record.header.round, record.header.creator)] = record
+            elif key.startswith(_OWN_HEADER):
+                header = _decode_header(value)
+                self._own_headers[header.round] = header
+            elif key.startswith(_COMMIT):
+                commits.append(_decode_commit(value))
+            elif key.startswith(_PENDING):
+                self._pending[int.from_bytes(key[len(_PENDING) :], "big")] = value
+            elif key.startswith(_EVIDENCE):
+                evidence = _decode_evidence(value)
+                self._evidence[(evidence.first.round, evidence.first.creator)] = evidence
+        for certificate in sorted(certificates, key=lambda c: c.header.round):
+            digest = certificate.header.digest()
+            self._certificates[digest] = certificate
+            self._dag.add(_vertex(certificate, digest))
+        commits.sort(key=lambda record: record.sequence)
+        self._ordering.restore(
+            [
+                Ordered(
+                    sequence=record.sequence,
+                    leader_round=record.leader_round,
+                    vertex=Vertex(record.digest, record.round, NodeId(record.creator), ()),
+                )
+                for record in commits
+            ]
+        )
+        self._own_delivered = {
+            record.round
+            for record in commits
+            if record.creator == self.node_id and record.round >= self.gc_round
+        }
+        self._pending = dict(sorted(self._pending.items()))
+        self._next_pending = max(self._pending, default=-1) + 1
+        self._round = max([1, *self._own_headers, *self._dag.by_round])
+        self._advance_round()
+
+
+def _check_parent_shape(header: Header) -> RefusalReason | None:
+    if header.round == 1 and header.parents:
+        return RefusalReason.PARENTS_IN_FIRST_ROUND
+    if len(set(header.parents)) != len(header.parents):
+        return RefusalReason.DUPLICATE_PARENT
+    if header.round > 1 and not header.parents:
+        return RefusalReason.TOO_FEW_PARENTS
+    return None

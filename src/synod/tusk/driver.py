@@ -1,0 +1,455 @@
+"""Drivers: untrusted, stateless carriers between passive Tusk cores.
+
+Theory of operation (the passive-core model of sleepyseal applied to the Narwhal core
+design of Narwhal & Tusk).
+Cores never contact each other; a driver does every transfer Narwhal's primaries would
+do themselves:
+
+- it polls each core with a `CoreRequest` (`Call`), learning the core's round, its own
+  header for that round and which certificates it holds;
+- it carries every header it learnt to the other cores and collects their votes;
+  a quorum of votes (by weight) on one header becomes a `Certificate`;
+- it carries certificates to the cores that lack them, lowest rounds first, and the
+  parents a core reports missing; it fetches certificates it lacks from the cores that
+  list them.
+
+A driver holds no secret and nothing needed for safety: every item it carries is
+checked by the receiving core, so a driver may crash, restart empty, run beside others,
+or be Byzantine (`ByzantineDriver`: withholds, reorders, replays, mixes rounds, tampers)
+without any effect but on liveness.  Liveness needs one honest driver that keeps
+relaying.  The driver keeps at most one request in flight per core and re-polls idle
+cores every `poll_interval_ms`; what it remembers is soft state, pruned to a window of
+recent rounds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from synod.core import Call, CallFailed, Response, SetTimer, Started, Step, TimerFired
+from synod.crypto import NodeId, blake2b
+from synod.quorum.committee import Committee
+from synod.tusk.messages import (
+    MAX_CERTIFICATES_PER_MESSAGE,
+    MAX_HEADERS_PER_REQUEST,
+    MAX_WANTED,
+    Certificate,
+    CoreAnswer,
+    CoreRequest,
+    Header,
+    RefusalReason,
+    Vote,
+    header_signature_valid,
+    make_certificate,
+    request_digest,
+)
+
+POLL_TIMER = "tusk-driver-poll"
+
+_REQUEST_BATCH_BYTES = 2 * 1024 * 1024
+"""Transactions carried in one request: well under the 4 MiB frame cap."""
+
+_GIVE_UP_REASONS = frozenset(RefusalReason) - {RefusalReason.MISSING_PARENTS}
+
+
+@dataclass(slots=True)
+class _CoreView:
+    """What a driver believes about one core (soft state: wrong only costs liveness)."""
+
+    round: int = 0
+    known: set[bytes] = field(default_factory=set)
+    voted: set[bytes] = field(default_factory=set)
+    blocked: dict[bytes, set[bytes]] = field(default_factory=dict)
+    refused: set[bytes] = field(default_factory=set)
+    lists: set[bytes] = field(default_factory=set)
+    asked: set[bytes] = field(default_factory=set)
+    in_flight: int | None = None
+    polled: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    header: Header
+    votes: dict[bytes, Vote] = field(default_factory=dict)
+
+
+class Driver:
+    """An honest driver for the cores of `committee` (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        committee: Committee,
+        *,
+        poll_interval_ms: int = 50,
+        window_rounds: int = 40,
+        max_certificates_per_request: int = 16,
+    ) -> None:
+        if poll_interval_ms < 1 or window_rounds < 2:
+            raise ValueError("poll_interval_ms must be positive and window_rounds at least 2")
+        if not 1 <= max_certificates_per_request <= MAX_CERTIFICATES_PER_MESSAGE:
+            raise ValueError(
+                f"max_certificates_per_request must be 1..{MAX_CERTIFICATES_PER_MESSAGE}"
+            )
+        self.name = name
+        self.committee = committee
+        self.poll_interval_ms = poll_interval_ms
+        self.window_rounds = window_rounds
+        self.max_certificates_per_request = max_certificates_per_request
+        self._node_id = NodeId(blake2b(name.encode(), person=b"synod-tusk-drv"))
+        self._certificates: dict[bytes, Certificate] = {}
+        self._pending: dict[bytes, _Pending] = {}
+        self._views: dict[bytes, _CoreView] = {core: _CoreView() for core in committee.members}
+        self._requests: dict[int, tuple[bytes, CoreRequest, bytes]] = {}
+        self._next_request_id = 1
+        self._missing: set[bytes] = set()
+        self._highest_round = 0
+        self._pruned_below = 0
+        self._ordered: list[tuple[bytes, Certificate]] | None = None  # by (round, creator)
+
+    @property
+    def node_id(self) -> NodeId:
+        """A name for this driver (not a key: a driver signs nothing)."""
+        return self._node_id
+
+    @property
+    def highest_round(self) -> int:
+        """The highest round of a certificate this driver holds."""
+        return self._highest_round
+
+    def certificate_count(self) -> int:
+        """Certificates this driver holds (soft state, within its window of rounds)."""
+        return len(self._certificates)
+
+    # ------------------------------------------------------------ inputs
+
+    def handle(self, event: Any, now_ms: int) -> Step:
+        """React to a start, a poll timer, an answer or a failed call."""
+        step = Step()
+        if isinstance(event, Started):
+            self._reset_flights()
+            self._poll_idle(step, everyone=True)
+            step.timers.append(SetTimer(POLL_TIMER, self.poll_interval_ms))
+        elif isinstance(event, TimerFired) and event.name == POLL_TIMER:
+            for view in self._views.values():
+                view.asked.clear()  # ask again, at the poll rate, for what is still missing
+            self._poll_idle(step, everyone=True)
+            step.timers.append(SetTimer(POLL_TIMER, self.poll_interval_ms))
+        elif isinstance(event, Response):
+            self._on_response(event)
+            self._poll_idle(step, everyone=False)
+        elif isinstance(event, CallFailed):
+            sent = self._requests.pop(event.request_id, None)
+            if sent is not None and sent[0] == event.server:
+                self._views[event.server].in_flight = None
+        return step
+
+    def _reset_flights(self) -> None:
+        self._requests.clear()
+        for view in self._views.values():
+            view.in_flight = None
+
+    def _poll_idle(self, step: Step, *, everyone: bool) -> None:
+        for core, view in self._views.items():
+            if view.in_flight is not None:
+                continue
+            request = self._request_for(core)
+            if everyone or not view.polled or _carries_something(request):
+                self._call(core, request, step)
+
+    def _call(self, core: bytes, request: CoreRequest, step: Step) -> None:
+        request = self._tamper(core, request)
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._requests[request_id] = (core, request, request_digest(request))
+        view = self._views[core]
+        view.in_flight = request_id
+        view.polled = True
+        step.outgoing.append(Call(to=NodeId(core), request_id=request_id, body=request))
+
+    def _tamper(self, core: bytes, request: CoreRequest) -> CoreRequest:
+        """Hook for `ByzantineDriver`: an honest driver sends what it built."""
+        return request
+
+    # ------------------------------------------------------------ requests
+
+    def _request_for(self, core: bytes) -> CoreRequest:
+        view = self._views[core]
+        since = max(1, view.round - 1)
+        certificates = self._certificates_for(view, since)
+        carried = {c.header.digest() for c in certificates} | view.known
+        budget_bytes = _REQUEST_BATCH_BYTES - sum(c.header.batch_bytes() for c in certificates)
+        headers: list[Header] = []
+        for digest, pending in self._pending.items():
+            if len(headers) == MAX_HEADERS_PER_REQUEST:
+                break
+            if digest in view.voted or core in pending.votes:
+                continue
+            if not _unblocked(view, digest, carried):
+                continue
+            budget_bytes -= pending.header.batch_bytes()
+            if headers and budget_bytes < 0:
+                break
+            headers.append(pending.header)
+        wanted = [
+            digest
+            for digest in sorted(view.lists | self._missing)
+            if digest not in view.asked and digest not in self._certificates
+        ][:MAX_WANTED]
+        view.asked.update(wanted)
+        return CoreRequest(
+            certificates=tuple(certificates),
+            headers=tuple(headers),
+            wanted=tuple(wanted),
+            since_round=since,
+        )
+
+    def _certificates_for(self, view: _CoreView, since: int) -> list[Certificate]:
+        chosen: list[Certificate] = []
+        chosen_digests: set[bytes] = set()
+        if self._ordered is None:
+            self._ordered = sorted(
+                self._certificates.items(),
+                key=lambda item: (item[1].header.round, item[1].header.creator),
+            )
+        wanted_as_parents = set().union(*view.blocked.values())
+        budget_bytes = _REQUEST_BATCH_BYTES
+        for digest, certificate in self._ordered:
+            if len(chosen) == self.max_certificates_per_request:
+                break
+            if digest in view.known or digest in view.refused:
+                continue
+            if certificate.header.round < since and digest not in wanted_as_parents:
+                continue
+            if digest in view.blocked and not _unblocked(view, digest, view.known | chosen_digests):
+                continue
+            budget_bytes -= certificate.header.batch_bytes()
+            if chosen and budget_bytes < 0:
+                break
+            chosen.append(certificate)
+            chosen_digests.add(digest)
+        return chosen
+
+    # ------------------------------------------------------------ answers
+
+    def _on_response(self, event: Response) -> None:
+        sent = self._requests.pop(event.request_id, None)
+        if sent is None or sent[0] != event.server:
+            return
+        core, request, digest = sent
+        view = self._views[core]
+        view.in_flight = None
+        answer = event.body
+        if not isinstance(answer, CoreAnswer) or answer.core != core:
+            return
+        if answer.request_digest != digest or not answer.has_valid_signature():
+            return
+        view.round = max(view.round, answer.round)
+        self._learn_refusals(view, request, answer)
+        if answer.header is not None:
+            self._learn_header(answer.header)
+        for vote in answer.votes:
+            self._learn_vote(vote)
+        for certificate in answer.certificates:
+            self._learn_certificate(certificate)
+        for ref in answer.known:
+            view.known.add(ref.digest)
+            view.blocked.pop(ref.digest, None)
+            if ref.digest not in self._certificates:
+                view.lists.add(ref.digest)
+        self._prune()
+
+    def _learn_refusals(self, view: _CoreView, request: CoreRequest, answer: CoreAnswer) -> None:
+        refused = {refusal.digest: refusal for refusal in answer.refusals}
+        for certificate in request.certificates:
+            digest = certificate.header.digest()
+            refusal = refused.get(digest)
+            if refusal is None or refusal.reason == RefusalReason.ALREADY_KNOWN:
+                view.known.add(digest)
+                view.blocked.pop(digest, None)
+            elif refusal.reason == RefusalReason.MISSING_PARENTS:
+                view.blocked[digest] = set(refusal.missing)
+                self._missing.update(d for d in refusal.missing if d not in self._certificates)
+            else:
+                view.refused.add(digest)  # carrying it again would change nothing
+        for header in request.headers:
+            digest = header.digest()
+            refusal = refused.get(digest)
+            if refusal is None:
+                continue
+            if refusal.reason in _GIVE_UP_REASONS:
+                view.voted.add(digest)
+            else:
+                view.blocked[digest] = set(refusal.missing)
+                self._missing.update(d for d in refusal.missing if d not in self._certificates)
+
+    def _learn_header(self, header: Header) -> None:
+        digest = header.digest()
+        if digest in self._pending or digest in self._certificates:
+            return
+        if header.creator not in self.committee or not header_signature_valid(header, digest):
+            return
+        if header.round + self.window_rounds < self.highest_round:
+            return
+        self._pending[digest] = _Pending(header=header)
+
+    def _learn_vote(self, vote: Vote) -> None:
+        pending = self._pending.get(vote.header_digest)
+        if pending is None or vote.voter in pending.votes or vote.voter not in self.committee:
+            return
+        if vote.round != pending.header.round or vote.creator != pending.header.creator:
+            return
+        if not vote.has_valid_signature():
+            return
+        pending.votes[vote.voter] = vote
+        self._views[vote.voter].voted.add(vote.header_digest)
+        if self.committee.reaches_quorum(pending.votes):
+            certificate = make_certificate(pending.header, list(pending.votes.values()))
+            del self._pending[vote.header_digest]
+            self._add_certificate(vote.header_digest, certificate)
+
+    def _learn_certificate(self, certificate: Certificate) -> None:
+        digest = certificate.header.digest()
+        if digest in self._certificates:
+            return
+        if not _certificate_valid(self.committee, certificate, digest):
+            return
+        self._add_certificate(digest, certificate)
+        self._pending.pop(digest, None)
+        self._missing.discard(digest)
+
+    def _add_certificate(self, digest: bytes, certificate: Certificate) -> None:
+        self._certificates[digest] = certificate
+        self._highest_round = max(self._highest_round, certificate.header.round)
+        self._ordered = None
+
+    def _prune(self) -> None:
+        floor = self.highest_round - self.window_rounds
+        if floor <= self._pruned_below:
+            return
+        self._pruned_below = floor
+        self._ordered = None
+        for digest in [d for d, c in self._certificates.items() if c.header.round < floor]:
+            del self._certificates[digest]
+        for digest in [d for d, p in self._pending.items() if p.header.round < floor]:
+            del self._pending[digest]
+        live = set(self._certificates) | set(self._pending)
+        for view in self._views.values():
+            view.lists = {d for d in view.lists if d not in self._certificates}
+            if len(view.lists) > MAX_WANTED:
+                view.lists = set(sorted(view.lists)[:MAX_WANTED])
+            view.known = {d for d in view.known if d in self._certificates or d in view.lists}
+            view.voted &= set(self._pending)
+            view.blocked = {d: m for d, m in view.blocked.items() if d in live}
+            view.refused &= live
+            if len(view.asked) > 4 * MAX_WANTED:
+                view.asked.clear()
+        if len(self._missing) > MAX_WANTED:
+            self._missing = set(sorted(self._missing)[:MAX_WANTED])
+
+
+def _carries_something(request: CoreRequest) -> bool:
+    return bool(request.certificates or request.headers or request.wanted)
+
+
+def _unblocked(view: _CoreView, digest: bytes, available: set[bytes]) -> bool:
+    missing = view.blocked.get(digest)
+    return missing is None or missing <= available
+
+
+def _certificate_valid(committee: Committee, certificate: Certificate, digest: bytes) -> bool:
+    voters = [vote.voter for vote in certificate.votes]
+    if len(set(voters)) != len(voters) or not committee.reaches_quorum(voters):
+        return False
+    if certificate.header.creator not in committee:
+        return False
+    if not header_signature_valid(certificate.header, digest):
+        return False
+    return all(certificate.vote_valid(digest, vote) for vote in certificate.votes)
+
+
+class ByzantineDriver(Driver):
+    """A driver that misbehaves at random (seeded): it withholds, reorders, replays old
+    requests, mixes rounds and tampers with certificates.  Cores must stay safe whatever
+    it sends; it still relays some of the time, so it is not merely silent."""
+
+    def __init__(self, name: str, committee: Committee, rng: random.Random, **options: Any) -> None:
+        super().__init__(name, committee, **options)
+        self._rng = rng
+        self._history: list[CoreRequest] = []
+        self._old_certificates: list[Certificate] = []
+        self._old_headers: list[Header] = []
+
+    def _tamper(self, core: bytes, request: CoreRequest) -> CoreRequest:
+        self._history.append(request)
+        self._old_certificates.extend(request.certificates)
+        self._old_headers.extend(request.headers)
+        self._history = self._history[-64:]
+        self._old_certificates = self._old_certificates[-64:]
+        self._old_headers = self._old_headers[-64:]
+        behaviour = self._rng.randrange(6)
+        if behaviour == 0:
+            return self._withhold(request)
+        if behaviour == 1:
+            return self._reorder(request)
+        if behaviour == 2:
+            return self._rng.choice(self._history)
+        if behaviour == 3:
+            return self._mix_rounds(request)
+        if behaviour == 4:
+            return self._forge(request)
+        return request
+
+    def _withhold(self, request: CoreRequest) -> CoreRequest:
+        return CoreRequest(
+            certificates=_some(self._rng, request.certificates),
+            headers=_some(self._rng, request.headers),
+            wanted=request.wanted,
+            since_round=request.since_round,
+        )
+
+    def _reorder(self, request: CoreRequest) -> CoreRequest:
+        certificates = list(request.certificates)
+        headers = list(request.headers)
+        self._rng.shuffle(certificates)
+        self._rng.shuffle(headers)
+        return msgspec.structs.replace(
+            request, certificates=tuple(certificates), headers=tuple(headers)
+        )
+
+    def _mix_rounds(self, request: CoreRequest) -> CoreRequest:
+        certificates = list(request.certificates) + self._rng.sample(
+            self._old_certificates, min(4, len(self._old_certificates))
+        )
+        headers = list(request.headers) + self._rng.sample(
+            self._old_headers, min(4, len(self._old_headers))
+        )
+        self._rng.shuffle(certificates)
+        return CoreRequest(
+            certificates=tuple(certificates[:MAX_CERTIFICATES_PER_MESSAGE]),
+            headers=tuple(headers[:MAX_HEADERS_PER_REQUEST]),
+            wanted=request.wanted,
+            since_round=self._rng.randrange(0, 2 + request.since_round * 2),
+        )
+
+    def _forge(self, request: CoreRequest) -> CoreRequest:
+        """Certificates with too few votes, or votes moved onto another header."""
+        forged: list[Certificate] = []
+        for certificate in request.certificates:
+            if self._rng.random() < 0.5 and len(certificate.votes) > 1:
+                forged.append(msgspec.structs.replace(certificate, votes=certificate.votes[:1]))
+            elif self._old_headers:
+                other = self._rng.choice(self._old_headers)
+                forged.append(msgspec.structs.replace(certificate, header=other))
+            else:
+                forged.append(certificate)
+        return msgspec.structs.replace(request, certificates=tuple(forged))
+
+
+def _some(rng: random.Random, items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(item for item in items if rng.random() < 0.5)

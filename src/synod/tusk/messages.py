@@ -1,0 +1,366 @@
+"""Tusk wire messages: headers, votes, certificates, and the driver/core exchange.
+
+The Narwhal core design (Narwhal & Tusk) builds a DAG in rounds.  Each *header* of
+round r names its creator, carries a small batch of transactions and references the
+certificates of at least a quorum (by weight) of round r-1.  A core *votes* for at
+most one header per creator and round; a quorum of votes on one header is a
+*certificate*, which proves the block is stored by enough cores and is the only thing
+the DAG (and the commit rule) refers to.  Because two quorums intersect in an honest
+core, there is at most one certificate per creator and round, so a header digest names
+a certified block.
+
+Passive cores never talk to each other.  A driver sends a core a `CoreRequest` (the
+certificates and headers it carries, the certificates it wants) and receives a
+`CoreAnswer` signed by the core; clients send `SubmitRequest` and get `SubmitAnswer`.
+
+Signatures are domain-separated (`DOMAIN_*`): a header signature is over the header
+digest; a vote is over (header digest, round, creator); an answer is over its whole
+canonical encoding with a zero signature.  The header digest covers the creator, the
+round, the parents and the *batch digest* (not the transactions), so a `HeaderStub`
+without its batch still proves what its creator signed: two stubs of one creator and
+round with different digests are self-contained evidence of equivocation.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from synod.crypto import KeyPair, blake2b, verify
+from synod.wire import U32, U64, Bytes32, Codec, Message, Signature, canonical_bytes
+
+MAX_COMMITTEE_SIZE = 128
+"""Cores in one Tusk committee (bounds every per-member list on the wire)."""
+
+DOMAIN_HEADER = b"synod/tusk/header"
+DOMAIN_VOTE = b"synod/tusk/vote"
+DOMAIN_ANSWER = b"synod/tusk/answer"
+DOMAIN_SUBMIT_ANSWER = b"synod/tusk/submit-answer"
+
+MAX_TRANSACTION_BYTES = 4096
+MAX_BATCH_TRANSACTIONS = 128
+MAX_CERTIFICATES_PER_MESSAGE = 32
+MAX_HEADERS_PER_REQUEST = 2 * MAX_COMMITTEE_SIZE
+MAX_WANTED = 2 * MAX_COMMITTEE_SIZE
+KNOWN_WINDOW_ROUNDS = 4
+"""Rounds of certificate references a core lists in one answer."""
+MAX_KNOWN = KNOWN_WINDOW_ROUNDS * MAX_COMMITTEE_SIZE
+MAX_SUBMIT_TRANSACTIONS = 1024
+MAX_REFUSALS = MAX_CERTIFICATES_PER_MESSAGE + MAX_HEADERS_PER_REQUEST + 1
+
+ZERO_DIGEST = bytes(32)
+_ZERO_SIGNATURE = bytes(64)
+
+Transaction = Annotated[bytes, msgspec.Meta(max_length=MAX_TRANSACTION_BYTES)]
+Parents = Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_COMMITTEE_SIZE)]
+
+
+def batch_digest(transactions: tuple[bytes, ...]) -> bytes:
+    """Digest of a batch of transactions (what a header digest commits to)."""
+    return blake2b(canonical_bytes(transactions), person=b"synod-tusk-batch")
+
+
+def header_digest(
+    creator: bytes, round_number: int, batch: bytes, parents: tuple[bytes, ...]
+) -> bytes:
+    """Digest of a header's signed content; also the name of its certificate."""
+    return blake2b(
+        canonical_bytes((creator, round_number, batch, parents)), person=b"synod-tusk-hdr"
+    )
+
+
+class Header(Message, frozen=True, tag="tusk.Header"):
+    """A block proposal: creator, round, a small batch and parent certificate digests."""
+
+    creator: Bytes32
+    round: U64
+    transactions: Annotated[
+        tuple[Transaction, ...], msgspec.Meta(max_length=MAX_BATCH_TRANSACTIONS)
+    ]
+    parents: Parents
+    signature: Signature
+
+    def digest(self) -> bytes:
+        """The digest the creator signed (recomputed: structs are immutable values)."""
+        return header_digest(
+            self.creator, self.round, batch_digest(self.transactions), self.parents
+        )
+
+    def stub(self) -> HeaderStub:
+        """This header without its batch (enough to check the signature)."""
+        return HeaderStub(
+            creator=self.creator,
+            round=self.round,
+            batch_digest=batch_digest(self.transactions),
+            parents=self.parents,
+            signature=self.signature,
+        )
+
+    def batch_bytes(self) -> int:
+        """Total size of the transactions carried."""
+        return sum(len(transaction) for transaction in self.transactions)
+
+
+class HeaderStub(Message, frozen=True, tag="tusk.HeaderStub"):
+    """A header with its batch replaced by the batch digest."""
+
+    creator: Bytes32
+    round: U64
+    batch_digest: Bytes32
+    parents: Parents
+    signature: Signature
+
+    def digest(self) -> bytes:
+        return header_digest(self.creator, self.round, self.batch_digest, self.parents)
+
+    def has_valid_signature(self) -> bool:
+        return verify(self.creator, DOMAIN_HEADER, self.digest(), self.signature)
+
+
+def sign_header(
+    keys: KeyPair, round_number: int, transactions: tuple[bytes, ...], parents: tuple[bytes, ...]
+) -> Header:
+    """Build and sign a header of `keys`' node."""
+    digest = header_digest(keys.node_id, round_number, batch_digest(transactions), parents)
+    return Header(
+        creator=keys.node_id,
+        round=round_number,
+        transactions=transactions,
+        parents=parents,
+        signature=keys.sign(DOMAIN_HEADER, digest),
+    )
+
+
+def header_signature_valid(header: Header, digest: bytes) -> bool:
+    """True when `header` (whose digest is `digest`) is signed by its creator."""
+    return verify(header.creator, DOMAIN_HEADER, digest, header.signature)
+
+
+def _vote_bytes(digest: bytes, round_number: int, creator: bytes) -> bytes:
+    return canonical_bytes((digest, round_number, creator))
+
+
+class Vote(Message, frozen=True, tag="tusk.Vote"):
+    """A core's signature that it stored a header and votes for no other of that slot."""
+
+    header_digest: Bytes32
+    round: U64
+    creator: Bytes32
+    voter: Bytes32
+    signature: Signature
+
+    def has_valid_signature(self) -> bool:
+        return verify(
+            self.voter,
+            DOMAIN_VOTE,
+            _vote_bytes(self.header_digest, self.round, self.creator),
+            self.signature,
+        )
+
+
+def sign_vote(keys: KeyPair, digest: bytes, round_number: int, creator: bytes) -> Vote:
+    """`keys`' node votes for the header `digest` of (`creator`, `round_number`)."""
+    return Vote(
+        header_digest=digest,
+        round=round_number,
+        creator=creator,
+        voter=keys.node_id,
+        signature=keys.sign(DOMAIN_VOTE, _vote_bytes(digest, round_number, creator)),
+    )
+
+
+class VoteSignature(Message, frozen=True, tag="tusk.VoteSignature"):
+    """One vote inside a certificate (the header fields are the certificate's)."""
+
+    voter: Bytes32
+    signature: Signature
+
+
+class Certificate(Message, frozen=True, tag="tusk.Certificate"):
+    """A header with the votes of a quorum of distinct cores (by weight)."""
+
+    header: Header
+    votes: Annotated[tuple[VoteSignature, ...], msgspec.Meta(max_length=MAX_COMMITTEE_SIZE)]
+
+    @property
+    def round(self) -> int:
+        return self.header.round
+
+    @property
+    def creator(self) -> bytes:
+        return self.header.creator
+
+    def vote_valid(self, digest: bytes, vote: VoteSignature) -> bool:
+        """True when `vote` is a valid vote for this certificate's header `digest`."""
+        return verify(
+            vote.voter,
+            DOMAIN_VOTE,
+            _vote_bytes(digest, self.header.round, self.header.creator),
+            vote.signature,
+        )
+
+
+def make_certificate(header: Header, votes: list[Vote]) -> Certificate:
+    """Assemble a certificate from votes on `header` (in canonical voter order)."""
+    ordered = sorted({vote.voter: vote for vote in votes}.values(), key=lambda vote: vote.voter)
+    return Certificate(
+        header=header,
+        votes=tuple(VoteSignature(voter=vote.voter, signature=vote.signature) for vote in ordered),
+    )
+
+
+class CertificateRef(Message, frozen=True, tag="tusk.CertificateRef"):
+    """Names a certificate a core holds: enough for a driver to see what it lacks."""
+
+    round: U64
+    creator: Bytes32
+    digest: Bytes32
+
+
+class RefusalReason(enum.IntEnum):
+    """Why a core refused an item a driver carried (its state did not change)."""
+
+    MALFORMED_REQUEST = 1
+    UNKNOWN_CREATOR = 2
+    BAD_SIGNATURE = 3
+    ROUND_TOO_OLD = 4
+    MISSING_PARENTS = 5
+    TOO_FEW_PARENTS = 6
+    PARENT_WRONG_ROUND = 7
+    DUPLICATE_PARENT = 8
+    BATCH_TOO_LARGE = 9
+    NOT_ENOUGH_VOTES = 10
+    UNKNOWN_VOTER = 11
+    DUPLICATE_VOTER = 12
+    EQUIVOCATION = 13
+    CONFLICTING_CERTIFICATE = 14
+    ALREADY_KNOWN = 15
+    ROUND_ZERO = 16
+    PARENTS_IN_FIRST_ROUND = 17
+
+
+class Refusal(Message, frozen=True, tag="tusk.Refusal"):
+    """One refused item (`digest` names it; `missing` lists absent parents)."""
+
+    digest: Bytes32
+    reason: RefusalReason
+    missing: Parents = ()
+
+
+class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
+    """What a driver carries to a core and asks of it.
+
+    The core stores the valid `certificates` (lowest rounds first, so a chain can travel
+    in one request), votes for the valid `headers`, returns the `wanted` certificates it
+    holds, and lists the certificates it holds from `since_round` (0: its round minus 1).
+    """
+
+    certificates: Annotated[
+        tuple[Certificate, ...], msgspec.Meta(max_length=MAX_CERTIFICATES_PER_MESSAGE)
+    ] = ()
+    headers: Annotated[tuple[Header, ...], msgspec.Meta(max_length=MAX_HEADERS_PER_REQUEST)] = ()
+    wanted: Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_WANTED)] = ()
+    since_round: U64 = 0
+
+
+class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
+    """A core's signed state after it processed one request."""
+
+    core: Bytes32
+    request_digest: Bytes32
+    round: U64
+    header: Header | None
+    votes: Annotated[tuple[Vote, ...], msgspec.Meta(max_length=MAX_HEADERS_PER_REQUEST + 1)]
+    known: Annotated[tuple[CertificateRef, ...], msgspec.Meta(max_length=MAX_KNOWN)]
+    certificates: Annotated[
+        tuple[Certificate, ...], msgspec.Meta(max_length=MAX_CERTIFICATES_PER_MESSAGE)
+    ]
+    refusals: Annotated[tuple[Refusal, ...], msgspec.Meta(max_length=MAX_REFUSALS)]
+    signature: Signature = _ZERO_SIGNATURE
+
+    def has_valid_signature(self) -> bool:
+        unsigned = msgspec.structs.replace(self, signature=_ZERO_SIGNATURE)
+        return verify(self.core, DOMAIN_ANSWER, canonical_bytes(unsigned), self.signature)
+
+
+def sign_answer(keys: KeyPair, answer: CoreAnswer) -> CoreAnswer:
+    """`answer` signed by `keys`' node (its `core` field must be that node)."""
+    if answer.core != keys.node_id:
+        raise ValueError("an answer is signed by the core it names")
+    unsigned = msgspec.structs.replace(answer, signature=_ZERO_SIGNATURE)
+    return msgspec.structs.replace(
+        answer, signature=keys.sign(DOMAIN_ANSWER, canonical_bytes(unsigned))
+    )
+
+
+class SubmitRequest(Message, frozen=True, tag="tusk.SubmitRequest"):
+    """A client's transactions for a core to include in its next headers."""
+
+    transactions: Annotated[
+        tuple[Transaction, ...], msgspec.Meta(max_length=MAX_SUBMIT_TRANSACTIONS)
+    ]
+
+
+class SubmitAnswer(Message, frozen=True, tag="tusk.SubmitAnswer"):
+    """How many of a client's transactions a core accepted (and persisted)."""
+
+    core: Bytes32
+    request_digest: Bytes32
+    accepted: U32
+    refused: U32
+    pending: U32
+    signature: Signature = _ZERO_SIGNATURE
+
+    def has_valid_signature(self) -> bool:
+        unsigned = msgspec.structs.replace(self, signature=_ZERO_SIGNATURE)
+        return verify(self.core, DOMAIN_SUBMIT_ANSWER, canonical_bytes(unsigned), self.signature)
+
+
+def sign_submit_answer(keys: KeyPair, answer: SubmitAnswer) -> SubmitAnswer:
+    """`answer` signed by `keys`' node."""
+    if answer.core != keys.node_id:
+        raise ValueError("an answer is signed by the core it names")
+    unsigned = msgspec.structs.replace(answer, signature=_ZERO_SIGNATURE)
+    return msgspec.structs.replace(
+        answer, signature=keys.sign(DOMAIN_SUBMIT_ANSWER, canonical_bytes(unsigned))
+    )
+
+
+class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
+    """Proof that a creator signed two different headers for one round."""
+
+    first: HeaderStub
+    second: HeaderStub
+
+    def is_valid(self) -> bool:
+        """Same creator and round, different digests, both signatures valid."""
+        return (
+            self.first.creator == self.second.creator
+            and self.first.round == self.second.round
+            and self.first.digest() != self.second.digest()
+            and self.first.has_valid_signature()
+            and self.second.has_valid_signature()
+        )
+
+
+def request_digest(request: CoreRequest | SubmitRequest) -> bytes:
+    """Digest of a request, echoed in the signed answer to it."""
+    return blake2b(canonical_bytes(request), person=b"synod-tusk-req")
+
+
+TuskMessage = (
+    CoreRequest
+    | CoreAnswer
+    | SubmitRequest
+    | SubmitAnswer
+    | Header
+    | HeaderStub
+    | Vote
+    | Certificate
+    | Equivocation
+)
+"""Every message of the Tusk protocol (one tagged union)."""
+
+CODEC: Codec[TuskMessage] = Codec(TuskMessage)

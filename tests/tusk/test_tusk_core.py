@@ -1,0 +1,437 @@
+"""The passive Tusk core: what it stores, signs, refuses and persists, request by request."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgspec
+import pytest
+
+from synod.core import (
+    CallFailed,
+    LocalError,
+    Persist,
+    Proposed,
+    Received,
+    Reply,
+    RequestReceived,
+    Response,
+    Started,
+    Step,
+    TimerFired,
+)
+from synod.crypto import KeyPair
+from synod.quorum.committee import Committee
+from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
+from synod.tusk.driver import Driver
+from synod.tusk.localnet import LocalNet
+from synod.tusk.messages import (
+    Certificate,
+    CoreAnswer,
+    CoreRequest,
+    Header,
+    RefusalReason,
+    SubmitAnswer,
+    SubmitRequest,
+    make_certificate,
+    sign_header,
+    sign_vote,
+)
+
+KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
+OUTSIDER = KeyPair.from_seed(b"\x99" * 32)
+COMMITTEE = Committee.equal_weights(key.node_id for key in KEYS)
+
+
+def certify(header: Header, voters: list[KeyPair] = KEYS[:3]) -> Certificate:
+    votes = [sign_vote(key, header.digest(), header.round, header.creator) for key in voters]
+    return make_certificate(header, votes)
+
+
+def certified_round(
+    round_number: int, parents: tuple[bytes, ...], creators: list[KeyPair] = KEYS
+) -> list[Certificate]:
+    return [
+        certify(sign_header(key, round_number, (f"r{round_number}".encode(),), parents))
+        for key in creators
+    ]
+
+
+def digests(certificates: list[Certificate]) -> tuple[bytes, ...]:
+    return tuple(sorted(c.header.digest() for c in certificates))
+
+
+class Harness:
+    """One core, its storage, and requests answered one at a time."""
+
+    def __init__(self, keys: KeyPair = KEYS[0], config: TuskConfig | None = None) -> None:
+        self.keys = keys
+        self.config = config
+        self.storage: dict[bytes, bytes] = {}
+        self.core = TuskCore(keys, COMMITTEE, config=config)
+        self.request_id = 0
+
+    def ask(self, body: Any) -> tuple[Step, Any]:
+        self.request_id += 1
+        step = self.core.handle(RequestReceived("driver", self.request_id, body), 0)
+        for record in step.persist:
+            if record.value is None:
+                self.storage.pop(record.key, None)
+            else:
+                self.storage[record.key] = record.value
+        assert not step.timers
+        assert len(step.outgoing) == 1
+        reply = step.outgoing[0]
+        assert isinstance(reply, Reply)
+        assert reply.request_id == self.request_id
+        return step, reply.body
+
+    def rebuilt(self) -> TuskCore:
+        return TuskCore(self.keys, COMMITTEE, dict(self.storage), config=self.config)
+
+    def snapshot(self) -> tuple[dict[bytes, bytes], int, frozenset[bytes]]:
+        return dict(self.storage), self.core.round, self.core.certificate_digests()
+
+
+def refusal_reasons(answer: CoreAnswer) -> list[RefusalReason]:
+    return [refusal.reason for refusal in answer.refusals]
+
+
+def persisted_keys(step: Step) -> set[bytes]:
+    return {record.key for record in step.persist if record.value is not None}
+
+
+# ---------------------------------------------------------------- passivity and proposals
+
+
+def test_core_never_initiates_it_only_replies() -> None:
+    core = TuskCore(KEYS[0], COMMITTEE)
+    for event in (
+        Started(),
+        TimerFired("anything"),
+        Received(KEYS[1].node_id, b"hello"),
+        Response(KEYS[1].node_id, 1, b"x"),
+        CallFailed(KEYS[1].node_id, 1, "down"),
+    ):
+        assert core.handle(event, 0).is_empty()
+    step, _ = Harness().ask(CoreRequest())
+    assert [type(out) for out in step.outgoing] == [Reply]
+
+
+def test_first_request_proposes_a_signed_round_one_header_persisted_before_the_reply() -> None:
+    harness = Harness()
+    step, answer = harness.ask(CoreRequest())
+    assert isinstance(answer, CoreAnswer) and answer.has_valid_signature()
+    assert answer.round == 1
+    assert answer.header is not None and answer.header.parents == ()
+    assert answer.header.stub().has_valid_signature()
+    own_votes = [vote for vote in answer.votes if vote.header_digest == answer.header.digest()]
+    assert len(own_votes) == 1 and own_votes[0].voter == KEYS[0].node_id
+    # The header and the vote for it are both in this step's records.
+    assert any(msgspec.msgpack.encode(answer.header) in raw for raw in _raw(step))
+    assert any(msgspec.msgpack.encode(own_votes[0]) in raw for raw in _raw(step))
+    # A second request returns the same header: at most one own header per round.
+    _, again = harness.ask(CoreRequest())
+    assert again.header == answer.header
+
+
+def _raw(step: Step) -> list[bytes]:
+    return [record.value for record in step.persist if record.value is not None]
+
+
+def test_a_vote_is_persisted_in_the_step_that_returns_it() -> None:
+    harness = Harness()
+    header = sign_header(KEYS[1], 1, (b"tx",), ())
+    step, answer = harness.ask(CoreRequest(headers=(header,)))
+    vote = next(v for v in answer.votes if v.header_digest == header.digest())
+    assert vote.has_valid_signature() and vote.voter == KEYS[0].node_id
+    assert any(msgspec.msgpack.encode(vote) in raw for raw in _raw(step))
+    # The same header again: the same vote, nothing new to persist.
+    step, again = harness.ask(CoreRequest(headers=(header,)))
+    assert vote in again.votes
+    assert step.persist == []
+
+
+def test_quorum_of_certificates_advances_the_round_and_names_them_as_parents() -> None:
+    harness = Harness()
+    round_one = certified_round(1, ())
+    _, answer = harness.ask(CoreRequest(certificates=tuple(round_one[:2])))
+    assert answer.round == 1, "two of four certificates are not a quorum"
+    _, answer = harness.ask(CoreRequest(certificates=(round_one[2],)))
+    assert answer.round == 2
+    assert answer.header is not None and answer.header.round == 2
+    assert tuple(sorted(answer.header.parents)) == digests(round_one[:3])
+
+
+def test_future_certificates_are_accepted_only_with_their_checked_chain() -> None:
+    harness = Harness()
+    round_one = certified_round(1, ())
+    round_two = certified_round(2, digests(round_one))
+    round_three = certified_round(3, digests(round_two))
+    before = harness.snapshot()
+    _, answer = harness.ask(CoreRequest(certificates=(round_three[0],)))
+    assert refusal_reasons(answer) == [RefusalReason.MISSING_PARENTS]
+    assert set(answer.refusals[0].missing) == set(digests(round_two))
+    assert harness.snapshot()[1:] == before[1:]
+    # The whole chain, carried newest first: the core sorts by round and accepts it all.
+    chain = tuple(reversed(round_one + round_two + round_three))
+    _, answer = harness.ask(CoreRequest(certificates=chain))
+    assert RefusalReason.MISSING_PARENTS not in refusal_reasons(answer)
+    assert answer.round == 4
+
+
+# ---------------------------------------------------------------- bad input from drivers
+
+
+def bad_headers(harness: Harness) -> list[tuple[Header, RefusalReason]]:
+    """Headers a correct core must refuse, with the reason (after round 1 is certified)."""
+    round_one = certified_round(1, (), KEYS[:3])  # KEYS[3] has no round-1 header yet
+    harness.ask(CoreRequest(certificates=tuple(round_one)))
+    parents = digests(round_one)
+    good = sign_header(KEYS[2], 2, (b"tx",), parents)
+    return [
+        (msgspec.structs.replace(good, transactions=(b"changed",)), RefusalReason.BAD_SIGNATURE),
+        (sign_header(OUTSIDER, 2, (), parents), RefusalReason.UNKNOWN_CREATOR),
+        (sign_header(KEYS[2], 2, (), parents[:2]), RefusalReason.TOO_FEW_PARENTS),
+        (sign_header(KEYS[2], 2, (), ()), RefusalReason.TOO_FEW_PARENTS),
+        (sign_header(KEYS[2], 2, (), (*parents[:2], b"\x07" * 32)), RefusalReason.MISSING_PARENTS),
+        (sign_header(KEYS[2], 2, (), (parents[0], *parents[:2])), RefusalReason.DUPLICATE_PARENT),
+        (sign_header(KEYS[3], 1, (), parents), RefusalReason.PARENTS_IN_FIRST_ROUND),
+        (sign_header(KEYS[2], 0, (), ()), RefusalReason.ROUND_ZERO),
+        (sign_header(KEYS[2], 3, (), parents), RefusalReason.PARENT_WRONG_ROUND),
+        (
+            sign_header(KEYS[2], 2, (b"x" * 4000, b"y" * 4000), parents),
+            RefusalReason.BATCH_TOO_LARGE,
+        ),
+    ]
+
+
+def test_bad_headers_are_refused_with_a_typed_reason_and_change_nothing() -> None:
+    harness = Harness(config=TuskConfig(max_batch_bytes=4096))
+    for header, reason in bad_headers(harness):
+        harness.ask(CoreRequest())  # own header of the current round already exists
+        before = harness.snapshot()
+        step, answer = harness.ask(CoreRequest(headers=(header,)))
+        assert refusal_reasons(answer) == [reason], reason
+        assert all(vote.header_digest != header.digest() for vote in answer.votes)
+        assert step.persist == [] and step.events == []
+        assert harness.snapshot() == before
+
+
+def bad_certificates() -> list[tuple[Certificate, RefusalReason]]:
+    header = sign_header(KEYS[1], 1, (b"tx",), ())
+    good = certify(header)
+    forged_vote = msgspec.structs.replace(good.votes[0], signature=good.votes[1].signature)
+    other = sign_header(KEYS[1], 1, (b"other",), ())
+    return [
+        (certify(header, KEYS[:2]), RefusalReason.NOT_ENOUGH_VOTES),
+        (
+            msgspec.structs.replace(good, votes=(*good.votes[:2], good.votes[0])),
+            RefusalReason.DUPLICATE_VOTER,
+        ),
+        (
+            msgspec.structs.replace(good, votes=(forged_vote, *good.votes[1:])),
+            RefusalReason.BAD_SIGNATURE,
+        ),
+        (msgspec.structs.replace(good, header=other), RefusalReason.BAD_SIGNATURE),
+        (certify(header, [*KEYS[:2], OUTSIDER]), RefusalReason.UNKNOWN_VOTER),
+        (certify(sign_header(OUTSIDER, 1, (), ())), RefusalReason.UNKNOWN_CREATOR),
+        (
+            certify(msgspec.structs.replace(header, signature=other.signature)),
+            RefusalReason.BAD_SIGNATURE,
+        ),
+    ]
+
+
+def test_bad_certificates_are_refused_with_a_typed_reason_and_change_nothing() -> None:
+    harness = Harness()
+    harness.ask(CoreRequest())
+    for certificate, reason in bad_certificates():
+        before = harness.snapshot()
+        step, answer = harness.ask(CoreRequest(certificates=(certificate,)))
+        assert refusal_reasons(answer) == [reason], reason
+        assert step.persist == [] and step.events == []
+        assert harness.snapshot() == before
+
+
+def test_duplicate_certificates_and_replayed_requests_change_nothing() -> None:
+    harness = Harness()
+    round_one = certified_round(1, ())
+    header = sign_header(KEYS[3], 2, (), digests(round_one))
+    request = CoreRequest(certificates=tuple(round_one), headers=(header,))
+    _, first = harness.ask(request)
+    before = harness.snapshot()
+    step, replayed = harness.ask(request)
+    assert refusal_reasons(replayed) == [RefusalReason.ALREADY_KNOWN] * 4
+    assert step.persist == [] and step.events == []
+    assert harness.snapshot() == before
+    assert set(replayed.votes) == set(first.votes)
+
+
+def test_malformed_requests_are_answered_and_change_nothing() -> None:
+    harness = Harness()
+    harness.ask(CoreRequest())
+    before = harness.snapshot()
+    for body in (b"garbage", None, 42, sign_header(KEYS[1], 1, (), ())):
+        step, answer = harness.ask(body)
+        assert isinstance(answer, CoreAnswer) and answer.has_valid_signature()
+        assert refusal_reasons(answer) == [RefusalReason.MALFORMED_REQUEST]
+        assert step.persist == []
+    assert harness.snapshot() == before
+
+
+# ---------------------------------------------------------------- equivocation
+
+
+def test_second_header_for_one_slot_is_refused_and_kept_as_evidence() -> None:
+    harness = Harness()
+    first = sign_header(KEYS[2], 1, (b"a",), ())
+    second = sign_header(KEYS[2], 1, (b"b",), ())
+    _, answer = harness.ask(CoreRequest(headers=(first,)))
+    vote = next(v for v in answer.votes if v.header_digest == first.digest())
+    step, answer = harness.ask(CoreRequest(headers=(second,)))
+    assert refusal_reasons(answer) == [RefusalReason.EQUIVOCATION]
+    assert all(v.header_digest != second.digest() for v in answer.votes)
+    detected = [event for event in step.events if isinstance(event, EquivocationDetected)]
+    assert len(detected) == 1 and detected[0].evidence.is_valid()
+    assert {detected[0].evidence.first.digest(), detected[0].evidence.second.digest()} == {
+        first.digest(),
+        second.digest(),
+    }
+    assert step.persist, "the evidence is persisted"
+    # After a restart the vote and the evidence are still there; nothing is signed twice.
+    rebuilt = TuskCore(KEYS[0], COMMITTEE, dict(harness.storage))
+    assert rebuilt.evidence == harness.core.evidence
+    step = rebuilt.handle(RequestReceived("d", 1, CoreRequest(headers=(second, first))), 0)
+    reply = step.outgoing[0]
+    assert isinstance(reply, Reply)
+    assert refusal_reasons(reply.body) == [RefusalReason.EQUIVOCATION]
+    assert vote in reply.body.votes
+    assert step.persist == [] and step.events == []
+
+
+def test_a_header_conflicting_with_a_certified_one_is_evidence_too() -> None:
+    harness = Harness()
+    certified = certify(sign_header(KEYS[3], 1, (b"a",), ()))
+    twin = sign_header(KEYS[3], 1, (b"b",), ())
+    step, answer = harness.ask(CoreRequest(certificates=(certified,), headers=(twin,)))
+    assert refusal_reasons(answer) == [RefusalReason.EQUIVOCATION]
+    assert any(isinstance(event, EquivocationDetected) for event in step.events)
+
+
+# ---------------------------------------------------------------- restart and garbage collection
+
+
+def test_rebuilt_core_answers_exactly_like_the_original() -> None:
+    harness = Harness()
+    harness.ask(SubmitRequest(transactions=(b"t1", b"t2", b"t3")))
+    round_one = certified_round(1, ())
+    harness.ask(CoreRequest(certificates=tuple(round_one[:3])))
+    harness.ask(CoreRequest(headers=(sign_header(KEYS[1], 2, (), digests(round_one[:3])),)))
+    rebuilt = harness.rebuilt()
+    assert rebuilt.round == harness.core.round
+    assert rebuilt.certificate_digests() == harness.core.certificate_digests()
+    assert rebuilt.own_header() == harness.core.own_header()
+    assert rebuilt.pending_count == harness.core.pending_count
+    follow_up = CoreRequest(
+        certificates=(round_one[3],),
+        headers=(sign_header(KEYS[2], 2, (), digests(round_one[1:])),),
+        since_round=1,
+    )
+    original = harness.core.handle(RequestReceived("d", 9, follow_up), 0)
+    again = rebuilt.handle(RequestReceived("d", 9, follow_up), 0)
+    assert original.outgoing == again.outgoing
+    assert original.persist == again.persist
+
+
+def test_client_transactions_are_persisted_then_batched_into_the_next_header() -> None:
+    harness = Harness(config=TuskConfig(max_batch_transactions=2))
+    step, answer = harness.ask(SubmitRequest(transactions=(b"t1", b"t2", b"t3")))
+    assert isinstance(answer, SubmitAnswer) and answer.has_valid_signature()
+    assert (answer.accepted, answer.refused, answer.pending) == (3, 0, 3)
+    assert {record.value for record in step.persist} == {b"t1", b"t2", b"t3"}
+    _, answer = harness.ask(CoreRequest())
+    assert answer.header is not None and answer.header.transactions == (b"t1", b"t2")
+    assert harness.rebuilt().pending_count == 1
+    _, answer = harness.ask(CoreRequest(certificates=tuple(certified_round(1, ()))))
+    assert answer.header is not None and answer.header.transactions == (b"t3",)
+
+
+def test_batch_of_an_own_header_never_certified_is_proposed_again_after_collection() -> None:
+    harness = Harness(config=TuskConfig(gc_depth=2))
+    harness.ask(SubmitRequest(transactions=(b"orphan",)))
+    _, answer = harness.ask(CoreRequest())
+    assert answer.header is not None and answer.header.transactions == (b"orphan",)
+    # The other three cores certify rounds 1..8 without this core's round-1 header.
+    chain: list[Certificate] = []
+    parents: tuple[bytes, ...] = ()
+    for round_number in range(1, 9):
+        certificates = certified_round(round_number, parents, KEYS[1:])
+        chain.extend(certificates)
+        parents = digests(certificates)
+    step, answer = harness.ask(CoreRequest(certificates=tuple(chain)))
+    committed = [event for event in step.events if isinstance(event, Committed)]
+    assert committed and harness.core.gc_round > 1
+    assert b"orphan" not in [tx for event in committed for tx in event.transactions]
+    assert answer.header is not None and answer.header.round == 9
+    assert answer.header.transactions == (b"orphan",)
+    rebuilt = harness.rebuilt()
+    assert rebuilt.own_header() == answer.header and rebuilt.pending_count == 0
+
+
+def test_full_pending_queue_refuses_the_excess() -> None:
+    harness = Harness(config=TuskConfig(max_pending_transactions=2))
+    _, answer = harness.ask(SubmitRequest(transactions=(b"a", b"b", b"c")))
+    assert (answer.accepted, answer.refused) == (2, 1)
+
+
+def test_old_rounds_are_collected_and_requests_about_them_change_nothing() -> None:
+    net = LocalNet(KEYS, [], random.Random(5), config=TuskConfig(gc_depth=2))
+    net.drivers.append(Driver("d", net.committee))
+    seen: list[Any] = []
+    early: list[Certificate] = []
+
+    def remember(node: Any, event: Any) -> None:
+        seen.append(event)
+
+    net.on_event = remember
+    net.start()
+    assert net.run(4000, until=lambda n: all(c.gc_round >= 6 for c in cores(n)))
+    core = cores(net)[0]
+    storage = net.storages[core.node_id]
+    assert not any(key.startswith(b"tusk/certificate/" + (1).to_bytes(8, "big")) for key in storage)
+    assert any(isinstance(event, Committed) for event in seen)
+    # A certificate and a header of round 1, valid in every other respect, change nothing.
+    early.extend(certified_round(1, ()))
+    header = sign_header(KEYS[1], 1, (b"late",), ())
+    step = core.handle(RequestReceived("d", 1, CoreRequest()), 0)  # settle the own header
+    before = dict(storage)
+    step = core.handle(
+        RequestReceived("d", 2, CoreRequest(certificates=(early[0],), headers=(header,))), 0
+    )
+    reply = step.outgoing[0]
+    assert isinstance(reply, Reply)
+    assert refusal_reasons(reply.body) == [RefusalReason.ROUND_TOO_OLD] * 2
+    assert step.persist == [] and step.events == []
+    assert dict(storage) == before
+
+
+def cores(net: LocalNet) -> list[TuskCore]:
+    return [core for core in net.cores.values() if isinstance(core, TuskCore)]
+
+
+def test_caller_misuse_raises() -> None:
+    with pytest.raises(LocalError):
+        TuskCore(OUTSIDER, COMMITTEE)
+    with pytest.raises(ValueError):
+        TuskConfig(gc_depth=1)
+    with pytest.raises(LocalError):
+        TuskCore(KEYS[0], COMMITTEE).handle(Proposed(7), 0)
+
+
+def test_persist_records_are_plain_bytes() -> None:
+    step, _ = Harness().ask(CoreRequest())
+    assert all(
+        isinstance(record, Persist) and isinstance(record.key, bytes) for record in step.persist
+    )
