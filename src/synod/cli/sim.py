@@ -17,12 +17,43 @@ import click
 SEED_BITS = 63
 
 
-@click.group()
+# Protocol scenarios living in their own modules: name -> module exposing `command`.
+SCENARIO_MODULES = {
+    "scp": "synod.cli.sim_scp",
+    "fastpay": "synod.cli.sim_fastpay",
+    "tusk": "synod.cli.sim_tusk",
+    "crdt": "synod.cli.sim_crdt",
+}
+
+
+class _SimGroup(click.Group):
+    """`rbc` is defined here; the other protocols' commands load on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from importlib.util import find_spec
+
+        found = [name for name, module in SCENARIO_MODULES.items() if find_spec(module)]
+        return sorted([*super().list_commands(ctx), *found])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        import importlib
+        from importlib.util import find_spec
+
+        module = SCENARIO_MODULES.get(cmd_name)
+        if module is not None and find_spec(module):
+            command = importlib.import_module(module).command
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_SimGroup)
 def sim() -> None:
     """Run protocols in the deterministic simulator (seed in, verdict out)."""
 
 
-def _common(function: Any) -> Any:
+def common_options(function: Any) -> Any:
+    """The options every `synod sim` scenario command takes; pass them to `run_many`."""
     options = [
         click.option(
             "--seed", type=int, default=None, help="Reproduce this run (default: draw one)."
@@ -71,7 +102,7 @@ def _common(function: Any) -> Any:
     is_flag=True,
     help="Byzantine nodes collude to deliver different payloads (needs > f to work).",
 )
-@_common
+@common_options
 def rbc(nodes: int, byzantine: int, proposals: int, split_brain: bool, **common: Any) -> None:
     """Bracha reliable broadcast with Byzantine members."""
     from synod.sim.scenarios.rbc import RbcScenario
@@ -82,10 +113,10 @@ def rbc(nodes: int, byzantine: int, proposals: int, split_brain: bool, **common:
     def build() -> RbcScenario:
         return RbcScenario(nodes, byzantine, proposals, split_brain=split_brain)
 
-    _run_many(build, **common)
+    run_many(build, **common)
 
 
-def _run_many(
+def run_many(
     build: Any,
     *,
     seed: int | None,
@@ -96,6 +127,7 @@ def _run_many(
     history: Path | None,
     as_json: bool,
 ) -> None:
+    """Run `build()`'s scenario for each seed, print verdicts, exit 1 on any failure."""
     from synod.sim.runner import RunSettings, run_scenario
 
     first = seed if seed is not None else secrets.randbits(SEED_BITS)
