@@ -1,1 +1,11 @@
-"""A Byzantine fault tolerant JSON CRDT."""
+"""A Byzantine fault tolerant JSON CRDT (Kleppmann, PaPoC 2022), sans-I/O.
+
+Modules:
+  `messages`  signed, hash-named updates, their operations, reconciliation messages
+  `causal`    the update DAG, its exact reachability index, the bounded waiting buffer
+  `sequence`  the chunked RGA behind lists and text
+  `document`  the JSON document (maps, lists, text, counters) and validity of references
+  `replica`   `Replica`, the `synod.core.Core` that edits, delivers and reconciles
+
+See docs/crdt.md for the theory of operation.
+"""

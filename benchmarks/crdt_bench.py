@@ -1,0 +1,256 @@
+"""BFT-CRDT text editing speed on the automerge-paper trace, against bounds of the same run.
+
+Replays the trace (259,778 single-character edits by one author; final length 104,852)
+into a synod text, in one signed update per `--edits-per-update` edits (default: 100,
+then 1), and prints JSON lines:
+
+* `local`   the author applies the edits and signs the updates (what typing costs);
+* `remote`  a second replica decodes, verifies and applies every update (what receiving
+            costs), and checks that its text equals the trace's `endContent`;
+* `bound`   measured in the same process: plain Python `str` splicing of the same edits
+            (a lower bound for any text replay in Python), and Ed25519 signing and
+            verification of as many update ids as the run signs (the crypto bound);
+* `pycrdt`  the same trace through pycrdt (Yjs) with one transaction per edit, when
+            pycrdt is installed (otherwise a line says it was skipped).
+
+Ratios compare each synod phase with those bounds.  Peak resident memory is reported
+after each phase (`ru_maxrss`, process-wide and monotonic: later phases include earlier
+ones, and the first includes loading the trace); `author_and_messages_mib` and
+`receiver_mib` are the growth of resident memory across a phase, an estimate of what a
+replica (and the encoded updates) retain.
+
+Usage: `python benchmarks/crdt_bench.py [--edits N] [--edits-per-update 100 1]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from synod.core import Broadcast, Received, Step
+from synod.crdt.messages import CODEC, UPDATE_DOMAIN, NewText
+from synod.crdt.replica import Delete, Edit, InsertText, Put, Replica
+from synod.crypto import KeyPair, verify
+
+TRACE_FILE = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "traces"
+) / "automerge-paper.json.gz"
+PATH = ("text",)
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def current_rss_mib() -> float:
+    """Resident memory now (Linux); the growth across a phase estimates what it retains."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return resident_pages * resource.getpagesize() / (1024 * 1024)
+
+
+def load_trace(limit: int | None) -> tuple[str, list[tuple[int, int, str]], str | None]:
+    with gzip.open(TRACE_FILE) as handle:
+        trace = json.load(handle)
+    patches = [
+        (int(position), int(deleted), str(inserted))
+        for txn in trace["txns"]
+        for position, deleted, inserted in txn["patches"]
+    ]
+    complete = limit is None or limit >= len(patches)
+    return (
+        trace["startContent"],
+        patches[:limit] if limit else patches,
+        trace["endContent"] if complete else None,
+    )
+
+
+def splice(start: str, patches: list[tuple[int, int, str]]) -> tuple[str, float]:
+    began = time.perf_counter()
+    text = start
+    for position, deleted, inserted in patches:
+        text = text[:position] + inserted + text[position + deleted :]
+    return text, time.perf_counter() - began
+
+
+def edits_for(patches: list[tuple[int, int, str]]) -> list[Edit]:
+    edits: list[Edit] = []
+    for position, deleted, inserted in patches:
+        if deleted:
+            edits.append(Delete(PATH, position, deleted))
+        if inserted:
+            edits.append(InsertText(PATH, position, inserted))
+    return edits
+
+
+def broadcast_bytes(step: Step) -> bytes:
+    (out,) = step.outgoing
+    assert isinstance(out, Broadcast)
+    return CODEC.encode(out.message)
+
+
+def replay_local(
+    start: str, patches: list[tuple[int, int, str]], per_update: int
+) -> tuple[Replica, list[bytes], float]:
+    author = Replica(KeyPair.from_seed(b"\x01" * 32))
+    setup: list[Edit] = [Put((), "text", NewText())]
+    if start:
+        setup.append(InsertText(PATH, 0, start))
+    messages = [broadcast_bytes(author.transact(setup))]
+    batches = [edits_for(patches[i : i + per_update]) for i in range(0, len(patches), per_update)]
+    began = time.perf_counter()
+    steps = [author.transact(batch) for batch in batches]
+    elapsed = time.perf_counter() - began
+    messages.extend(broadcast_bytes(step) for step in steps)
+    return author, messages, elapsed
+
+
+def replay_remote(author: Replica, messages: list[bytes]) -> tuple[Replica, float]:
+    receiver = Replica(KeyPair.from_seed(b"\x02" * 32))
+    began = time.perf_counter()
+    for message in messages:
+        receiver.handle(Received(author.node_id, CODEC.decode(message)), 0)
+    return receiver, time.perf_counter() - began
+
+
+def crypto_bound(count: int) -> tuple[float, float]:
+    keys = KeyPair.from_seed(b"\x03" * 32)
+    ids = [index.to_bytes(32, "big") for index in range(count)]
+    began = time.perf_counter()
+    signatures = [keys.sign(UPDATE_DOMAIN, update_id) for update_id in ids]
+    signed = time.perf_counter() - began
+    began = time.perf_counter()
+    pairs = zip(ids, signatures, strict=True)
+    ok = all(verify(keys.node_id, UPDATE_DOMAIN, i, s) for i, s in pairs)
+    verified = time.perf_counter() - began
+    assert ok
+    return signed, verified
+
+
+def run_pycrdt(start: str, patches: list[tuple[int, int, str]], expected: str) -> None:
+    try:
+        import pycrdt  # type: ignore[import-not-found]
+    except ImportError:
+        emit({"phase": "pycrdt", "skipped": "pycrdt is not installed in this environment"})
+        return
+    document = pycrdt.Doc()
+    text = document.get("text", type=pycrdt.Text)
+    text += start
+    began = time.perf_counter()
+    for position, deleted, inserted in patches:
+        with document.transaction():
+            if deleted:
+                del text[position : position + deleted]
+            if inserted:
+                text.insert(position, inserted)
+    elapsed = time.perf_counter() - began
+    emit(
+        {
+            "phase": "pycrdt",
+            "edits": len(patches),
+            "seconds": round(elapsed, 3),
+            "matches": str(text) == expected,
+            "peak_rss_mib": peak_rss_mib(),
+        }
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edits", type=int, default=None, help="replay only the first N edits")
+    parser.add_argument("--edits-per-update", type=int, nargs="+", default=[100, 1])
+    arguments = parser.parse_args()
+    if not TRACE_FILE.exists():
+        print(f"trace not found: {TRACE_FILE}", file=sys.stderr)
+        return 2
+    start, patches, end_content = load_trace(arguments.edits)
+    expected, splice_seconds = splice(start, patches)
+    if end_content is not None and expected != end_content:
+        print("str splicing does not reproduce endContent", file=sys.stderr)
+        return 1
+    emit(
+        {
+            "phase": "bound",
+            "what": "python str splicing",
+            "edits": len(patches),
+            "seconds": round(splice_seconds, 3),
+            "final_length": len(expected),
+        }
+    )
+    failed = False
+    for per_update in arguments.edits_per_update:
+        rss_before = current_rss_mib()
+        author, messages, local_seconds = replay_local(start, patches, per_update)
+        author_mib = current_rss_mib() - rss_before
+        updates = len(messages) - 1
+        local_ok = author.document.text(PATH) == expected
+        emit(
+            {
+                "phase": "local",
+                "edits_per_update": per_update,
+                "edits": len(patches),
+                "updates": updates,
+                "seconds": round(local_seconds, 3),
+                "microseconds_per_edit": round(1e6 * local_seconds / len(patches), 2),
+                "matches": local_ok,
+                "ratio_to_str_splicing": round(local_seconds / splice_seconds, 2),
+                "author_and_messages_mib": round(author_mib, 1),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+        rss_before = current_rss_mib()
+        receiver, remote_seconds = replay_remote(author, messages)
+        receiver_mib = current_rss_mib() - rss_before
+        remote_ok = receiver.document.text(PATH) == expected
+        wire_bytes = sum(len(message) for message in messages)
+        del author
+        sign_seconds, verify_seconds = crypto_bound(updates)
+        emit(
+            {
+                "phase": "remote",
+                "edits_per_update": per_update,
+                "edits": len(patches),
+                "updates": updates,
+                "wire_bytes": wire_bytes,
+                "seconds": round(remote_seconds, 3),
+                "microseconds_per_edit": round(1e6 * remote_seconds / len(patches), 2),
+                "matches": remote_ok,
+                "matches_end_content": (
+                    None if end_content is None else receiver.document.text(PATH) == end_content
+                ),
+                "ratio_to_str_splicing": round(remote_seconds / splice_seconds, 2),
+                "ratio_to_verify_bound": round(remote_seconds / verify_seconds, 2),
+                "receiver_mib": round(receiver_mib, 1),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+        emit(
+            {
+                "phase": "bound",
+                "what": "ed25519",
+                "signatures": updates,
+                "sign_seconds": round(sign_seconds, 3),
+                "verify_seconds": round(verify_seconds, 3),
+                "local_ratio_to_sign_bound": round(local_seconds / sign_seconds, 2),
+            }
+        )
+        del receiver
+        failed = failed or not (local_ok and remote_ok)
+    run_pycrdt(start, patches, expected)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

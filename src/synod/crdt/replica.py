@@ -1,0 +1,532 @@
+"""A BFT-CRDT replica: a sans-I/O core that edits, validates, delivers and reconciles.
+
+Theory of operation:
+
+* Delivery (Kleppmann, *Making CRDTs Byzantine Fault Tolerant*, PaPoC 2022, section 3):
+  an update received from anyone is first checked on its own (shape, bounds, the
+  author's signature over its id); it then waits in a bounded buffer until all its
+  predecessors are applied, and is applied in causal order.  An update whose
+  predecessors never arrive is never applied.
+* Validity (section 4): at delivery an update must have clock = 1 + the largest clock of
+  its predecessors, sequence = 1 + the largest sequence of its author's updates among
+  its predecessors (1 if none), and operations whose references all lie in its causal
+  past (`document.py`).  These depend only on the update and its causal past, so every
+  correct replica accepts or rejects it alike; an update that names a rejected update is
+  rejected too.  Rejections are remembered (bounded, FIFO); a forgotten rejection is
+  simply re-derived when the update comes back.
+* Equivocation: two valid updates by one author with one sequence number.  With
+  hash-named updates this cannot make replicas diverge (each update is its own DAG node
+  with its own element identifiers, and reconciliation spreads both), so both are
+  applied, as the paper prescribes, and `EquivocationDetected` reports the evidence.  A
+  correct author never equivocates: it names its own previous update among the
+  predecessors of the next, and persists an update before sending it.
+* Reconciliation (Kleppmann and Howard, *Byzantine Eventual Consistency and the
+  Fundamental Limits of Peer-to-Peer Databases*, 2020, section 4): replicas announce
+  their heads (`Heads`) on start and every `announce_interval_ms`.  A replica that
+  receives heads sends back, ancestors first, every update not in the causal past of
+  the heads it knows; if some heads are unknown to it, it answers with its own heads so
+  that the peer does the same.  Updates that arrive with missing predecessors are asked
+  for by id (`Want`).  Nothing a peer says is trusted: every update is verified and
+  validated as if it came from its author directly.
+
+Persistence: every applied update is a `Persist` record keyed by its application order,
+so a restarted replica rebuilds the same document by re-applying its records in key
+order (its own disk is trusted, so signatures are not checked again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from synod.core import (
+    Broadcast,
+    Core,
+    Input,
+    LocalError,
+    Persist,
+    Proposed,
+    Received,
+    Send,
+    SetTimer,
+    Started,
+    Step,
+    Storage,
+    TimerFired,
+)
+from synod.crdt.causal import UpdateGraph, Waiting, WaitingBuffer
+from synod.crdt.document import Document, InvalidUpdate, LocalTransaction, Path
+from synod.crdt.messages import (
+    MAX_IDS_PER_MESSAGE,
+    UPDATE_CODEC,
+    Heads,
+    Update,
+    UpdateBody,
+    Updates,
+    Value,
+    Want,
+    body_id,
+    form_error,
+    sign_update,
+    signature_is_valid,
+)
+from synod.crypto import KeyPair, NodeId
+from synod.wire import DecodeError
+
+ANNOUNCE_TIMER = "crdt.announce"
+STORAGE_PREFIX = b"crdt/update/"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """Bounds and periods of a replica (all peer-driven memory is bounded here)."""
+
+    announce_interval_ms: int = 5_000
+    max_waiting_updates: int = 10_000
+    max_waiting_bytes: int = 32 * 1024 * 1024
+    max_remembered_rejections: int = 65_536
+    max_updates_per_message: int = 1_024
+    max_bytes_per_message: int = 1024 * 1024
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateApplied:
+    """An update was applied to the document (`local`: built by this replica)."""
+
+    update_id: bytes
+    author: bytes
+    sequence: int
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRejected:
+    """An update is invalid; every correct replica rejects it too."""
+
+    update_id: bytes
+    author: bytes
+    reason: str
+    sender: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateEvicted:
+    """A waiting update was dropped to keep the buffer bounded (it may come back)."""
+
+    update_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationDetected:
+    """Evidence: `author` signed two different updates with the same sequence number."""
+
+    author: bytes
+    sequence: int
+    first_id: bytes
+    second_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDropped:
+    """A peer message was not understood (wrong type or undecodable update)."""
+
+    sender: bytes
+    reason: str
+
+
+# ---------------------------------------------------------------- local edits
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Set `key` of the map at `path` to `value` (NewMap() etc. create objects)."""
+
+    path: Path
+    key: str
+    value: Value
+
+    def apply(self, transaction: LocalTransaction) -> None:
+        transaction.put(self.path, self.key, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Remove `key` from the map at `path`."""
+
+    path: Path
+    key: str
+
+    def apply(self, transaction: LocalTransaction) -> None:
+        transaction.remove(self.path, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class InsertText:
+    """Insert `text` at character `index` of the text at `path`."""
+
+    path: Path
+    index: int
+    text: str
+
+    def apply(self, transaction: LocalTransaction) -> None:
+        transaction.insert_text(self.path, self.index, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """Insert `values` at position `index` of the list at `path`."""
+
+    path: Path
+    index: int
+    values: list[Value]
+
+    def apply(self, transaction: LocalTransaction) -> None:
+        transaction.insert(self.path, self.index, self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete `count` elements from position `index` of the text or list at `path`."""
+
+    path: Path
+    index: int
+    count: int = 1
+
+    def apply(self, transaction: LocalTransaction) -> None:
+        transaction.delete(self.path, self.index, self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """Add `delta` to the counter at `path`."""
+
+    path: Path
+    delta: int
+
+    def apply(self, transaction: LocalTransaction) -> None:
+        transaction.increment(self.path, self.delta)
+
+
+Edit = Put | Remove | InsertText | Insert | Delete | Increment
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChange:
+    """The value of `Proposed`: edits that become one signed update (a transaction)."""
+
+    edits: tuple[Edit, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------- the core
+
+
+class Replica:
+    """One replica of a BFT-CRDT document (implements `synod.core.Core`)."""
+
+    def __init__(
+        self, keys: KeyPair, storage: Storage | None = None, config: ReplicaConfig | None = None
+    ) -> None:
+        self._keys = keys
+        self.config = config or ReplicaConfig()
+        self.graph = UpdateGraph()
+        self.document = Document(self.graph)
+        self._encoded: list[bytes] = [b""]
+        self._buffer = WaitingBuffer(self.config.max_waiting_updates, self.config.max_waiting_bytes)
+        self._rejected: dict[bytes, str] = {}
+        self._own_last: int | None = None
+        if storage:
+            self._restore(storage)
+
+    @property
+    def node_id(self) -> NodeId:
+        """This replica's identity (the author key of its updates)."""
+        return self._keys.node_id
+
+    # ------------------------------------------------------------ queries
+
+    def value(self, path: Path = ()) -> Any:
+        """The plain JSON value at `path`."""
+        return self.document.value(path)
+
+    def heads(self) -> list[bytes]:
+        """Ids of the current heads, ascending."""
+        return self.graph.head_ids()
+
+    def encoded_update(self, update_id: bytes) -> bytes:
+        """The canonical bytes of an applied update (KeyError if not applied)."""
+        return self._encoded[self.graph.ordinal_of[update_id]]
+
+    def applied_ids(self) -> list[bytes]:
+        """Ids of the applied updates, in application order."""
+        return self.graph.ids[1:]
+
+    def history(self) -> list[bytes]:
+        """Applied update ids in a canonical order: by (clock, id).
+
+        Replicas holding the same updates list them identically, and every update comes
+        after its predecessors (its clock is greater), whatever order they arrived in.
+        """
+        graph = self.graph
+        return sorted(graph.ids[1:], key=lambda i: (graph.clocks[graph.ordinal_of[i]], i))
+
+    def rejected_ids(self) -> set[bytes]:
+        """Ids of the rejections still remembered."""
+        return set(self._rejected)
+
+    def waiting_ids(self) -> set[bytes]:
+        """Ids of updates waiting for predecessors."""
+        return set(self._buffer.entries)
+
+    # ------------------------------------------------------------ inputs
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        """Process one input (see `synod.core.Core`); peer input never raises."""
+        step = Step()
+        if isinstance(event, Started) or (
+            isinstance(event, TimerFired) and event.name == ANNOUNCE_TIMER
+        ):
+            step.outgoing.append(Broadcast(Heads(self.heads())))
+            step.timers.append(SetTimer(ANNOUNCE_TIMER, self.config.announce_interval_ms))
+        elif isinstance(event, Proposed):
+            change = event.value
+            if not isinstance(change, LocalChange):
+                raise LocalError("propose a LocalChange")
+            self.transact(change.edits, step)
+        elif isinstance(event, Received):
+            self._received(event.sender, event.message, step)
+        return step
+
+    def transact(self, edits: Iterable[Edit], step: Step | None = None) -> Step:
+        """Apply `edits` as one signed update and broadcast it.
+
+        All or nothing: a `LocalError` from any edit undoes the edits before it.
+        """
+        step = step if step is not None else Step()
+        graph = self.graph
+        predecessors = set(graph.heads)
+        if self._own_last is not None:
+            predecessors.add(self._own_last)
+        ordered = sorted(predecessors, key=graph.ids.__getitem__)
+        clock = 1 + max((graph.clocks[p] for p in ordered), default=0)
+        # The validity rule itself, so the update is valid even if another process
+        # signs with this key (its updates then reach us as foreign ones).
+        own = [graph.sequences[p] for p in ordered if graph.authors[p] == self.node_id]
+        sequence = 1 + max(own, default=0)
+        transaction = self.document.begin(len(graph.ids), clock, ordered)
+        try:
+            for edit in edits:
+                edit.apply(transaction)
+        except LocalError:
+            transaction.abort()
+            raise
+        body = UpdateBody(
+            self.node_id, sequence, clock, [graph.ids[p] for p in ordered], transaction.operations
+        )
+        update_id, update = sign_update(self._keys, body)
+        transaction.commit(update_id)
+        encoded = UPDATE_CODEC.encode(update)
+        self._record(update_id, body, ordered, encoded, step)
+        step.outgoing.append(Broadcast(Updates([encoded])))
+        step.events.append(UpdateApplied(update_id, self.node_id, sequence, local=True))
+        return step
+
+    def _record(
+        self,
+        update_id: bytes,
+        body: UpdateBody,
+        predecessors: list[int],
+        encoded: bytes,
+        step: Step,
+    ) -> int:
+        ordinal, twin = self.graph.add(
+            update_id, body.author, body.sequence, body.clock, predecessors
+        )
+        self._encoded.append(encoded)
+        assert len(self._encoded) == len(self.graph.ids)
+        if body.author == self.node_id and (
+            self._own_last is None or self.graph.sequences[self._own_last] < body.sequence
+        ):
+            self._own_last = ordinal
+        step.persist.append(Persist(STORAGE_PREFIX + ordinal.to_bytes(8, "big"), encoded))
+        if twin is not None:
+            step.events.append(
+                EquivocationDetected(body.author, body.sequence, self.graph.ids[twin], update_id)
+            )
+        return ordinal
+
+    def _received(self, sender: bytes, message: object, step: Step) -> None:
+        if isinstance(message, Updates):
+            self._received_updates(sender, message, step)
+        elif isinstance(message, Heads):
+            self._received_heads(sender, message, step)
+        elif isinstance(message, Want):
+            self._received_want(sender, message, step)
+        else:
+            step.events.append(MessageDropped(sender, f"not a CRDT message: {type(message)}"))
+
+    # ------------------------------------------------------------ reconciliation
+
+    def _received_heads(self, sender: bytes, message: Heads, step: Step) -> None:
+        ordinal_of = self.graph.ordinal_of
+        if set(message.heads) == {self.graph.ids[h] for h in self.graph.heads}:
+            return
+        known = [ordinal_of[h] for h in message.heads if h in self.graph]
+        unknown = [h for h in message.heads if h not in self.graph and h not in self._rejected]
+        self._send_ordinals(sender, self.graph.missing_from(known), step)
+        if unknown:
+            step.outgoing.append(Send(NodeId(sender), Heads(self.heads())))
+
+    def _received_want(self, sender: bytes, message: Want, step: Step) -> None:
+        ordinal_of = self.graph.ordinal_of
+        wanted = sorted({ordinal_of[i] for i in message.ids if i in self.graph})
+        self._send_ordinals(sender, wanted, step)
+
+    def _send_ordinals(self, to: bytes, ordinals: list[int], step: Step) -> None:
+        batch: list[bytes] = []
+        batch_bytes = 0
+        for ordinal in ordinals:
+            encoded = self._encoded[ordinal]
+            if batch and (
+                len(batch) >= self.config.max_updates_per_message
+                or batch_bytes + len(encoded) > self.config.max_bytes_per_message
+            ):
+                step.outgoing.append(Send(NodeId(to), Updates(batch)))
+                batch, batch_bytes = [], 0
+            batch.append(encoded)
+            batch_bytes += len(encoded)
+        if batch:
+            step.outgoing.append(Send(NodeId(to), Updates(batch)))
+
+    # ------------------------------------------------------------ delivery
+
+    def _received_updates(self, sender: bytes, message: Updates, step: Step) -> None:
+        asked: set[bytes] = set()
+        for encoded in message.updates:
+            try:
+                update = UPDATE_CODEC.decode(encoded)
+            except DecodeError as error:
+                step.events.append(MessageDropped(sender, f"undecodable update: {error}"))
+                continue
+            asked.update(self.receive(update, step, sender=sender))
+        missing = [i for i in sorted(asked) if i not in self.graph and i not in self._buffer]
+        if missing:
+            step.outgoing.append(Send(NodeId(sender), Want(missing[:MAX_IDS_PER_MESSAGE])))
+
+    def receive(self, update: Update, step: Step, sender: bytes | None = None) -> list[bytes]:
+        """Take one update from a peer (or a test); returns predecessors it waits for."""
+        body = update.body
+        update_id = body_id(body)
+        if update_id in self.graph or update_id in self._buffer or update_id in self._rejected:
+            return []
+        if not self._passes_checks_alone(update_id, update, sender, step):
+            return []
+        missing = {p for p in body.predecessors if p not in self.graph}
+        if missing:
+            waiting = Waiting(update, len(UPDATE_CODEC.encode(update)), missing, sender)
+            for evicted in self._buffer.add(update_id, waiting):
+                step.events.append(UpdateEvicted(evicted))
+            return sorted(missing)
+        self._deliver_ready(update_id, update, sender, step)
+        return []
+
+    def _passes_checks_alone(
+        self, update_id: bytes, update: Update, sender: bytes | None, step: Step
+    ) -> bool:
+        body = update.body
+        problem = form_error(body)
+        if problem is None and any(p in self._rejected for p in body.predecessors):
+            problem = "a predecessor was rejected"
+        if problem is not None:
+            self._reject(update_id, body.author, problem, sender, step)
+            return False
+        if not signature_is_valid(update_id, update):
+            # Not remembered: the signature is not part of the id, so a genuine copy of
+            # this update may still arrive.
+            step.events.append(UpdateRejected(update_id, body.author, "bad signature", sender))
+            return False
+        return True
+
+    def _deliver_ready(
+        self, update_id: bytes, update: Update, sender: bytes | None, step: Step
+    ) -> None:
+        queue = [(update_id, update, sender)]
+        while queue:
+            current_id, current, current_sender = queue.pop()
+            if not self._deliver(current_id, current, current_sender, step):
+                continue
+            ready = self._buffer.arrived(current_id)
+            for ready_id in reversed(ready):
+                waiting = self._buffer.remove(ready_id)
+                assert waiting is not None
+                queue.append((ready_id, waiting.update, waiting.sender))
+
+    def _deliver(self, update_id: bytes, update: Update, sender: bytes | None, step: Step) -> bool:
+        body = update.body
+        problem = self._causal_error(body)
+        predecessors = [self.graph.ordinal_of[p] for p in body.predecessors]
+        if problem is None:
+            try:
+                self.document.apply_update(
+                    len(self.graph.ids), update_id, body.clock, body.operations, predecessors
+                )
+            except InvalidUpdate as error:
+                problem = str(error)
+        if problem is not None:
+            self._reject(update_id, body.author, problem, sender, step)
+            return False
+        self._record(update_id, body, predecessors, UPDATE_CODEC.encode(update), step)
+        step.events.append(UpdateApplied(update_id, body.author, body.sequence, local=False))
+        return True
+
+    def _causal_error(self, body: UpdateBody) -> str | None:
+        graph = self.graph
+        predecessors = [graph.ordinal_of[p] for p in body.predecessors]
+        clock = 1 + max((graph.clocks[p] for p in predecessors), default=0)
+        if body.clock != clock:
+            return "clock is not one more than the predecessors' largest"
+        own = [graph.sequences[p] for p in predecessors if graph.authors[p] == body.author]
+        if body.sequence != 1 + max(own, default=0):
+            return "sequence does not follow the author's previous update"
+        return None
+
+    def _reject(
+        self, update_id: bytes, author: bytes, reason: str, sender: bytes | None, step: Step
+    ) -> None:
+        pending = [(update_id, author, reason)]
+        while pending:
+            current, current_author, current_reason = pending.pop()
+            self._remember_rejection(current, current_reason)
+            step.events.append(UpdateRejected(current, current_author, current_reason, sender))
+            for dependant in self._buffer.dependants_of(current):
+                waiting = self._buffer.remove(dependant)
+                if waiting is not None:
+                    pending.append(
+                        (dependant, waiting.update.body.author, "a predecessor was rejected")
+                    )
+
+    def _remember_rejection(self, update_id: bytes, reason: str) -> None:
+        self._rejected[update_id] = reason
+        while len(self._rejected) > self.config.max_remembered_rejections:
+            del self._rejected[next(iter(self._rejected))]
+
+    # ------------------------------------------------------------ restart
+
+    def _restore(self, storage: Storage) -> None:
+        keys = sorted(key for key in storage if key.startswith(STORAGE_PREFIX))
+        for key in keys:
+            update = UPDATE_CODEC.decode(storage[key])
+            body = update.body
+            update_id = body_id(body)
+            step = Step()
+            if not self._deliver(update_id, update, None, step):
+                raise ValueError(f"persisted update {update_id.hex()} does not apply")
+
+
+if TYPE_CHECKING:
+
+    def _replica_is_a_core(replica: Replica) -> Core:
+        return replica  # mypy checks that Replica satisfies the Core protocol
