@@ -1,1 +1,51 @@
-"""The Stellar Consensus Protocol (federated voting, nomination, ballots)."""
+"""The Stellar Consensus Protocol (federated voting, nomination, ballots).
+
+An application builds one `ScpCore` per node from an `ScpConfig` (keys, quorum set,
+`Application` hooks), drives it like any `synod.core.Core`, proposes values with
+`synod.core.Proposed` and receives `Externalized(slot_index, value)` events.  See
+`docs/scp.md`.
+"""
+
+from synod.scp.application import Application, Externalized, SlotProposal, Validity
+from synod.scp.core import QuorumSetStore, RejectReason, ScpConfig, ScpCore
+from synod.scp.messages import (
+    CODEC,
+    Ballot,
+    Confirm,
+    Envelope,
+    Externalize,
+    Nomination,
+    Prepare,
+    QuorumSetRequest,
+    QuorumSetResponse,
+    ScpMessage,
+    Statement,
+    StateRequest,
+    sign_statement,
+    verify_envelope,
+)
+
+__all__ = [
+    "CODEC",
+    "Application",
+    "Ballot",
+    "Confirm",
+    "Envelope",
+    "Externalize",
+    "Externalized",
+    "Nomination",
+    "Prepare",
+    "QuorumSetRequest",
+    "QuorumSetResponse",
+    "QuorumSetStore",
+    "RejectReason",
+    "ScpConfig",
+    "ScpCore",
+    "ScpMessage",
+    "SlotProposal",
+    "StateRequest",
+    "Statement",
+    "Validity",
+    "sign_statement",
+    "verify_envelope",
+]

@@ -1,0 +1,76 @@
+"""What an application plugs into SCP, and what SCP tells it.
+
+SCP agrees on opaque byte strings, one per slot.  The application decides what the
+bytes mean through four hooks (draft section 3.4 and 3.6; stellar-core `SCPDriver`):
+
+* `validate_value(slot_index, value, nomination)`: `Validity.FULLY_VALID`,
+  `MAYBE_VALID` (cannot tell yet, for example the previous slot is not known; the node
+  keeps following the slot but stops sending statements for it) or `INVALID` (the
+  statement carrying it is dropped).  Validity must not depend on state that can
+  permanently differ between honest nodes.
+* `combine_candidates(slot_index, candidates)`: one value from the confirmed
+  nominated ones; deterministic, so all nodes compute the same composite.
+* `extract_valid_value(slot_index, value)`: a valid variation of a value that is not
+  fully valid (or None), voted for instead of it during nomination.
+* `nomination_timeout_ms(round_number)` and `ballot_timeout_ms(counter)`: the timeout
+  policy; the draft's defaults are 1 + n seconds for both.
+
+The application proposes values with `synod.core.Proposed` and receives
+`Externalized(slot_index, value)` events, in slot order for a node that follows every
+slot.  Subclass `Application` and override what you need.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class Validity(enum.IntEnum):
+    """How much the application trusts a value; ordered so min() combines them."""
+
+    INVALID = 0
+    MAYBE_VALID = 1
+    FULLY_VALID = 2
+
+
+class Application:
+    """Default hooks: every value valid, the largest candidate wins, draft timeouts."""
+
+    def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
+        """Judge `value` for `slot_index` (`nomination` is True while nominating)."""
+        return Validity.FULLY_VALID
+
+    def combine_candidates(self, slot_index: int, candidates: Sequence[bytes]) -> bytes:
+        """Combine the confirmed nominated values (sorted, non-empty) into one."""
+        return max(candidates)
+
+    def extract_valid_value(self, slot_index: int, value: bytes) -> bytes | None:
+        """A fully valid value derived from `value`, or None."""
+        return None
+
+    def nomination_timeout_ms(self, round_number: int) -> int:
+        """How long nomination round `round_number` (1, 2, ...) lasts."""
+        return (1 + round_number) * 1000
+
+    def ballot_timeout_ms(self, counter: int) -> int:
+        """How long to wait on ballot `counter` once a quorum has reached it."""
+        return (1 + counter) * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Externalized:
+    """SCP decided `value` for slot `slot_index`."""
+
+    slot_index: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SlotProposal:
+    """A value for a specific slot (`Proposed(SlotProposal(...))`); a bare `bytes`
+    proposal targets the next slot this node has not externalized."""
+
+    slot_index: int
+    value: bytes

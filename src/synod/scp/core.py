@@ -1,0 +1,560 @@
+"""`ScpCore`: a multi-slot SCP node as a sans-I/O `synod.core.Core`.
+
+Theory of operation.  The core keeps one `Slot` per slot index in a window: slots below
+`floor` are forgotten (statements for them are refused as too old); slots more than
+`max_slots_ahead` beyond the next slot to decide are refused as too far in the future.
+After a slot externalizes, the window moves and slots older than `retained_slots` are
+purged, their persisted records deleted.  Each slot holds at most one nomination and one
+ballot statement per node and at most `max_nodes_per_slot` nodes, so memory is bounded
+whatever peers send.
+
+Inputs:
+
+* `Received(sender, message)`: an `Envelope`, a quorum-set request or response, a state
+  request (decoded structs, or raw bytes that the core decodes itself).  An envelope
+  passes, cheapest first: window, statement sanity, staleness (the draft's "newer"
+  order), quorum set known, signature, the application's verdict on its values.  Peer
+  input that fails is dropped and counted in `rejected` by `RejectReason`; it never
+  raises.
+* `Proposed(value)`: nominate `value` (bytes) for the next slot to decide, or a
+  `SlotProposal` for a given slot.
+* `TimerFired`: `scp/nominate/<slot>` starts the next nomination round,
+  `scp/ballot/<slot>` abandons the current ballot.
+* `Started`: ask peers for their latest statements (`StateRequest`); after a restart
+  also re-send ours and resume nomination rounds.
+
+Quorum sets.  Statements carry the hash of their sender's quorum set.  The core keeps a
+`QuorumSetStore` (hash -> set) seeded with its own set and any the application adds
+(`add_quorum_set`, or `ScpConfig.known_quorum_sets`).  An envelope naming an unknown hash
+is parked (bounded) and the set is requested from the sender (`QuorumSetRequest`); a
+`QuorumSetResponse` whose hash was asked for and that is sane is stored and the parked
+envelopes are processed.  Unsolicited or insane sets are refused.
+
+Persistence (draft: never contradict what you said).  Before any own statement leaves
+the node, the step carries `Persist(b"scp/slot/<index>/<kind>", envelope)`; the driver
+makes it durable before sending.  A restarted core adopts these statements as its state
+(the ballot fields b, p, p', c, h and phase come straight from its last ballot
+statement; nomination votes never shrink), so whatever it says next is newer than, and
+consistent with, what it said before.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from synod.core import (
+    Broadcast,
+    Input,
+    LocalError,
+    Persist,
+    Proposed,
+    Received,
+    Send,
+    SetTimer,
+    Started,
+    Step,
+    Storage,
+    TimerFired,
+)
+from synod.crypto import KeyPair, NodeId
+from synod.quorum.qset import QuorumSet, is_sane, qset_hash
+from synod.scp.application import Application, SlotProposal
+from synod.scp.ballot import Phase
+from synod.scp.messages import (
+    CODEC,
+    Envelope,
+    Externalize,
+    Nomination,
+    QuorumSetRequest,
+    QuorumSetResponse,
+    Statement,
+    StateRequest,
+    companion_quorum_set_hash,
+    sign_statement,
+    verify_envelope,
+)
+from synod.scp.slot import BALLOT_TIMER_PREFIX, NOMINATION_TIMER_PREFIX, Slot
+from synod.scp.statements import (
+    is_newer_ballot_statement,
+    is_newer_nomination,
+    is_statement_sane,
+)
+from synod.wire import DecodeError
+
+_SLOT_KEY_PREFIX: Final = b"scp/slot/"
+_FLOOR_KEY: Final = b"scp/floor"
+REBROADCAST_TIMER: Final = "scp/rebroadcast"
+
+
+class RejectReason(enum.StrEnum):
+    """Why a peer's input was dropped (the keys of `ScpCore.rejected`)."""
+
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    INSANE_STATEMENT = "insane_statement"
+    INSANE_QUORUM_SET = "insane_quorum_set"
+    UNSOLICITED_QUORUM_SET = "unsolicited_quorum_set"
+    UNKNOWN_QUORUM_SET = "unknown_quorum_set"
+    STALE_STATEMENT = "stale_statement"
+    TOO_OLD = "too_old"
+    FAR_FUTURE = "far_future"
+    INVALID_VALUE = "invalid_value"
+    CONTRADICTS_EXTERNALIZED = "contradicts_externalized"
+    OWN_STATEMENT = "own_statement"
+    SLOT_FULL = "slot_full"
+    PENDING_FULL = "pending_full"
+
+
+EnvelopeSigner = Callable[[KeyPair, Statement], Envelope]
+EnvelopeVerifier = Callable[[Envelope], bool]
+
+
+@dataclass
+class ScpConfig:
+    """How one SCP node is set up."""
+
+    keys: KeyPair
+    quorum_set: QuorumSet
+    application: Application = field(default_factory=Application)
+    validator: bool = True
+    """False: a watcher that follows and externalizes but never sends statements."""
+    first_slot_index: int = 1
+    max_slots_ahead: int = 8
+    retained_slots: int = 4
+    max_nodes_per_slot: int = 1000
+    max_pending_envelopes: int = 256
+    rebroadcast_interval_ms: int | None = 2000
+    """While a slot is undecided, re-send our latest statements this often, so that lost
+    messages do not stall the slot once the network heals (None: never)."""
+    known_quorum_sets: Iterable[QuorumSet] = ()
+    qset_hasher: Callable[[QuorumSet], bytes] = qset_hash
+    signer: EnvelopeSigner = sign_statement
+    verifier: EnvelopeVerifier = verify_envelope
+
+
+class QuorumSetStore:
+    """Quorum sets by hash: sane ones only, added by the application or on request."""
+
+    def __init__(self, hasher: Callable[[QuorumSet], bytes]) -> None:
+        self._hasher = hasher
+        self._by_hash: dict[bytes, QuorumSet] = {}
+
+    def add(self, qset: QuorumSet) -> bytes:
+        """Store a quorum set (raises `LocalError` if it is insane); returns its hash."""
+        if not is_sane(qset):
+            raise LocalError("quorum set breaks the sanity rules")
+        digest = self._hasher(qset)
+        self._by_hash[digest] = qset
+        return digest
+
+    def get(self, digest: bytes) -> QuorumSet | None:
+        return self._by_hash.get(digest)
+
+    def hash_of(self, qset: QuorumSet) -> bytes:
+        return self._hasher(qset)
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def slot_record_key(slot_index: int, kind: str) -> bytes:
+    """Storage key of our latest `kind` ("nomination" or "ballot") envelope of a slot."""
+    return _SLOT_KEY_PREFIX + struct.pack(">Q", slot_index) + b"/" + kind.encode()
+
+
+class ScpCore:
+    """A multi-slot SCP node (see the module docstring)."""
+
+    def __init__(self, config: ScpConfig, storage: Storage | None = None) -> None:
+        if not is_sane(config.quorum_set):
+            raise LocalError("the local quorum set breaks the sanity rules")
+        self.config = config
+        self.keys = config.keys
+        self.application = config.application
+        self.quorum_sets = QuorumSetStore(config.qset_hasher)
+        self.local_qset_hash = self.quorum_sets.add(config.quorum_set)
+        for qset in config.known_quorum_sets:
+            self.quorum_sets.add(qset)
+        self.rejected: Counter[RejectReason] = Counter()
+        self.slots: dict[int, Slot] = {}
+        self.floor = config.first_slot_index
+        self.next_slot_index = config.first_slot_index
+        self._pending: dict[tuple[bytes, int, bool], tuple[NodeId, Envelope]] = {}
+        self._rebroadcast_armed = False
+        if storage:
+            self._restore(storage)
+
+    # ------------------------------------------------------------ Core protocol
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.keys.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        """Process one input (see the module docstring); never raises on peer input."""
+        step = Step()
+        if isinstance(event, Received):
+            self._receive(event.sender, event.message, now_ms, step)
+        elif isinstance(event, Proposed):
+            self._propose(event.value, now_ms, step)
+        elif isinstance(event, TimerFired):
+            self._timer_fired(event.name, now_ms, step)
+        elif isinstance(event, Started):
+            self._started(now_ms, step)
+        return step
+
+    # ------------------------------------------------------------ application API
+
+    def nominate(self, slot_index: int, value: bytes, now_ms: int) -> Step:
+        """Propose `value` for `slot_index` (same as `Proposed(SlotProposal(...))`)."""
+        step = Step()
+        self._propose(SlotProposal(slot_index, value), now_ms, step)
+        return step
+
+    def bump_state(self, slot_index: int, value: bytes, now_ms: int) -> Step:
+        """Start (or move past) a ballot for `value` directly, bypassing nomination:
+        for applications that pick the value themselves, and for tests."""
+        if not self.floor <= slot_index <= self.next_slot_index + self.config.max_slots_ahead:
+            raise LocalError(f"slot {slot_index} is outside the window")
+        step = Step()
+        slot = self._slot(slot_index, now_ms, step)
+        slot.bump_state(value, force=True)
+        self._flush(slot, step)
+        return step
+
+    def advance_to(self, slot_index: int, now_ms: int) -> Step:
+        """Skip ahead: the application learnt the values of the slots before
+        `slot_index` by other means (catch-up from peers' logs), so the window moves
+        there and older slots are purged.  Needed when a node was away for longer
+        than the window covers; never moves backwards."""
+        step = Step()
+        if slot_index > self.next_slot_index:
+            self.next_slot_index = slot_index
+            self._purge(step)
+        return step
+
+    def add_quorum_set(self, qset: QuorumSet) -> bytes:
+        """Make a quorum set known ahead of time; returns its hash."""
+        return self.quorum_sets.add(qset)
+
+    def externalized_value(self, slot_index: int) -> bytes | None:
+        """The value decided for a retained slot, or None."""
+        slot = self.slots.get(slot_index)
+        return slot.externalized_value if slot is not None else None
+
+    # ------------------------------------------------------------ inputs
+
+    def _propose(self, proposal: Any, now_ms: int, step: Step) -> None:
+        if not self.config.validator:
+            raise LocalError("a watcher (validator=False) does not nominate")
+        if isinstance(proposal, bytes):
+            proposal = SlotProposal(self.next_slot_index, proposal)
+        if not isinstance(proposal, SlotProposal) or not isinstance(proposal.value, bytes):
+            raise LocalError("propose bytes or a SlotProposal")
+        if proposal.slot_index < self.floor:
+            return
+        if proposal.slot_index > self.next_slot_index + self.config.max_slots_ahead:
+            raise LocalError(f"slot {proposal.slot_index} is beyond the window")
+        slot = self._slot(proposal.slot_index, now_ms, step)
+        slot.nominate(proposal.value)
+        self._flush(slot, step)
+
+    def _timer_fired(self, name: str, now_ms: int, step: Step) -> None:
+        if name == REBROADCAST_TIMER:
+            self._rebroadcast(step)
+            return
+        for prefix in (NOMINATION_TIMER_PREFIX, BALLOT_TIMER_PREFIX):
+            if name.startswith(prefix):
+                suffix = name[len(prefix) :]
+                slot = self.slots.get(int(suffix)) if suffix.isdigit() else None
+                if slot is not None:
+                    self._bind(slot, now_ms, step)
+                    slot.timer_fired(name)
+                    self._flush(slot, step)
+                return
+
+    def _started(self, now_ms: int, step: Step) -> None:
+        """Re-announce what we said before a restart and ask peers what they said."""
+        for slot in sorted(self.slots.values(), key=lambda slot: slot.slot_index):
+            self._bind(slot, now_ms, step)
+            if self.config.validator and slot.fully_validated:
+                for statement in slot.own_statements():
+                    step.outgoing.append(Broadcast(self._sign(statement)))
+            slot.nominate(None, timed_out=True)
+            self._flush(slot, step)
+        step.outgoing.append(Broadcast(StateRequest(self.floor)))
+
+    def _receive(self, sender: NodeId, message: Any, now_ms: int, step: Step) -> None:
+        if isinstance(message, bytes | bytearray | memoryview):
+            try:
+                message = CODEC.decode(bytes(message))
+            except DecodeError:
+                self._reject(RejectReason.MALFORMED)
+                return
+        if isinstance(message, Envelope):
+            self._receive_envelope(sender, message, now_ms, step)
+        elif isinstance(message, QuorumSetRequest):
+            qset = self.quorum_sets.get(message.quorum_set_hash)
+            if qset is not None:
+                step.outgoing.append(Send(sender, QuorumSetResponse(qset)))
+        elif isinstance(message, QuorumSetResponse):
+            self._receive_quorum_set(message.quorum_set, now_ms, step)
+        elif isinstance(message, StateRequest):
+            self._answer_state_request(sender, message.from_slot_index, step)
+        else:
+            self._reject(RejectReason.MALFORMED)
+
+    def _receive_envelope(
+        self, sender: NodeId, envelope: Envelope, now_ms: int, step: Step
+    ) -> None:
+        statement = envelope.statement
+        reason = self._precheck(statement)
+        if reason is not None:
+            self._reject(reason)
+            if reason == RejectReason.STALE_STATEMENT:
+                # a peer repeating itself on a slot we decided has likely missed our
+                # EXTERNALIZE (lost message); answering only the transport-authenticated
+                # sender cannot be used to reflect traffic at a third party
+                self._help_straggler(self.slots[statement.slot_index], sender, statement, step)
+            return
+        # verified before parking, so a forger cannot displace a parked envelope
+        if not self.config.verifier(envelope):
+            self._reject(RejectReason.BAD_SIGNATURE)
+            return
+        pledges = statement.pledges
+        if not isinstance(pledges, Externalize):
+            qset_hash_value = companion_quorum_set_hash(pledges)
+            if self.quorum_sets.get(qset_hash_value) is None:
+                self._park(sender, envelope, qset_hash_value, step)
+                return
+        slot = self._slot(statement.slot_index, now_ms, step)
+        if (
+            statement.node_id not in slot.ballot.latest
+            and statement.node_id not in slot.nomination.latest
+            and len(slot.ballot.latest.keys() | slot.nomination.latest.keys())
+            >= self.config.max_nodes_per_slot
+        ):
+            self._reject(RejectReason.SLOT_FULL)
+            return
+        reason_text = slot.process(statement)
+        if reason_text is not None:
+            self._reject(RejectReason(reason_text))
+        self._help_straggler(slot, sender, statement, step)
+        self._flush(slot, step)
+
+    def _precheck(self, statement: Statement) -> RejectReason | None:
+        """Checks that need no signature: window, sanity, staleness."""
+        if statement.node_id == self.node_id:
+            return RejectReason.OWN_STATEMENT
+        if statement.slot_index < self.floor:
+            return RejectReason.TOO_OLD
+        if statement.slot_index > self.next_slot_index + self.config.max_slots_ahead:
+            return RejectReason.FAR_FUTURE
+        if not is_statement_sane(statement):
+            return RejectReason.INSANE_STATEMENT
+        slot = self.slots.get(statement.slot_index)
+        if slot is not None and _is_stale(slot, statement):
+            return RejectReason.STALE_STATEMENT
+        return None
+
+    def _help_straggler(self, slot: Slot, sender: NodeId, statement: Statement, step: Step) -> None:
+        """A peer still working on a slot we decided gets our EXTERNALIZE directly."""
+        if (
+            self.config.validator
+            and slot.phase == Phase.EXTERNALIZE
+            and not isinstance(statement.pledges, Externalize)
+            and slot.ballot.last_statement is not None
+            and slot.fully_validated
+        ):
+            step.outgoing.append(Send(sender, self._sign(slot.ballot.last_statement)))
+
+    def _answer_state_request(self, sender: NodeId, from_slot_index: int, step: Step) -> None:
+        if not self.config.validator:
+            return
+        for slot_index in sorted(self.slots):
+            slot = self.slots[slot_index]
+            if slot_index >= from_slot_index and slot.fully_validated:
+                for statement in slot.own_statements():
+                    step.outgoing.append(Send(sender, self._sign(statement)))
+
+    def _park(self, sender: NodeId, envelope: Envelope, digest: bytes, step: Step) -> None:
+        statement = envelope.statement
+        key = (
+            statement.node_id,
+            statement.slot_index,
+            isinstance(statement.pledges, Nomination),
+        )
+        if key not in self._pending and len(self._pending) >= self.config.max_pending_envelopes:
+            self._reject(RejectReason.PENDING_FULL)
+            return
+        self._pending[key] = (sender, envelope)
+        self._reject(RejectReason.UNKNOWN_QUORUM_SET)
+        step.outgoing.append(Send(sender, QuorumSetRequest(digest)))
+
+    def _receive_quorum_set(self, qset: QuorumSet, now_ms: int, step: Step) -> None:
+        digest = self.quorum_sets.hash_of(qset)
+        waiting = [
+            key
+            for key, (_, envelope) in self._pending.items()
+            if companion_quorum_set_hash(envelope.statement.pledges) == digest
+        ]
+        if not waiting:
+            self._reject(RejectReason.UNSOLICITED_QUORUM_SET)
+            return
+        if not is_sane(qset):
+            self._reject(RejectReason.INSANE_QUORUM_SET)
+            for key in waiting:
+                del self._pending[key]
+            return
+        self.quorum_sets.add(qset)
+        for key in waiting:
+            sender, envelope = self._pending.pop(key)
+            self._receive_envelope(sender, envelope, now_ms, step)
+
+    # ------------------------------------------------------------ slots
+
+    def _slot(self, slot_index: int, now_ms: int, step: Step) -> Slot:
+        slot = self.slots.get(slot_index)
+        if slot is None:
+            slot = Slot(
+                slot_index=slot_index,
+                node_id=self.node_id,
+                local_qset=self.config.quorum_set,
+                local_qset_hash=self.local_qset_hash,
+                application=self.application,
+                qset_by_hash=self.quorum_sets.get,
+                started_ms=now_ms,
+                validator=self.config.validator,
+            )
+            self.slots[slot_index] = slot
+        self._bind(slot, now_ms, step)
+        return slot
+
+    @staticmethod
+    def _bind(slot: Slot, now_ms: int, step: Step) -> None:
+        slot.step = step
+        slot.now_ms = now_ms
+
+    def _flush(self, slot: Slot, step: Step) -> None:
+        """Persist, then send, the slot's new statements; then move the window."""
+        for statement in slot.new_statements():
+            envelope = self._sign(statement)
+            kind = "nomination" if isinstance(statement.pledges, Nomination) else "ballot"
+            step.persist.append(
+                Persist(slot_record_key(slot.slot_index, kind), CODEC.encode(envelope))
+            )
+            if self.config.validator:
+                step.outgoing.append(Broadcast(envelope))
+        if slot.externalized_value is not None and slot.slot_index >= self.next_slot_index:
+            self.next_slot_index = slot.slot_index + 1
+            self._purge(step)
+        self._arm_rebroadcast(step)
+
+    def _undecided_slots(self) -> list[Slot]:
+        return [
+            self.slots[index]
+            for index in sorted(self.slots)
+            if self.slots[index].externalized_value is None
+        ]
+
+    def _arm_rebroadcast(self, step: Step) -> None:
+        interval_ms = self.config.rebroadcast_interval_ms
+        if interval_ms is None or self._rebroadcast_armed or not self.config.validator:
+            return
+        if self._undecided_slots():
+            self._rebroadcast_armed = True
+            step.timers.append(SetTimer(REBROADCAST_TIMER, interval_ms))
+
+    def _rebroadcast(self, step: Step) -> None:
+        """Re-send our latest statements of undecided slots, and of the newest decided
+        one (which lets peers that missed it catch up)."""
+        self._rebroadcast_armed = False
+        decided = [index for index, slot in self.slots.items() if slot.externalized_value]
+        chosen = self._undecided_slots()
+        if decided:
+            chosen.append(self.slots[max(decided)])
+        for slot in chosen:
+            if slot.fully_validated:
+                for statement in slot.own_statements():
+                    step.outgoing.append(Broadcast(self._sign(statement)))
+        self._arm_rebroadcast(step)
+
+    def _purge(self, step: Step) -> None:
+        new_floor = max(self.floor, self.next_slot_index - self.config.retained_slots)
+        if new_floor == self.floor:
+            return
+        for slot_index in [index for index in self.slots if index < new_floor]:
+            slot = self.slots.pop(slot_index)
+            for timer_cancel in (slot.cancel_nomination_timer, slot.cancel_ballot_timer):
+                slot.step = step
+                timer_cancel()
+            for kind in ("nomination", "ballot"):
+                step.persist.append(Persist(slot_record_key(slot_index, kind), None))
+        self._pending = {
+            key: parked for key, parked in self._pending.items() if key[1] >= new_floor
+        }
+        self.floor = new_floor
+        step.persist.append(Persist(_FLOOR_KEY, struct.pack(">Q", new_floor)))
+
+    def _sign(self, statement: Statement) -> Envelope:
+        return self.config.signer(self.keys, statement)
+
+    def _reject(self, reason: RejectReason) -> None:
+        self.rejected[reason] += 1
+
+    # ------------------------------------------------------------ restore
+
+    def _restore(self, storage: Storage) -> None:
+        floor_record = storage.get(_FLOOR_KEY)
+        if floor_record is not None and len(floor_record) == 8:
+            self.floor = max(self.floor, struct.unpack(">Q", floor_record)[0])
+            self.next_slot_index = max(self.next_slot_index, self.floor)
+        for key in sorted(storage):
+            if not key.startswith(_SLOT_KEY_PREFIX):
+                continue
+            try:
+                envelope = CODEC.decode(storage[key])
+            except DecodeError as error:
+                raise LocalError(f"storage record {key!r} is corrupt: {error}") from None
+            if not isinstance(envelope, Envelope):
+                raise LocalError(f"storage record {key!r} is not an envelope")
+            self._restore_statement(envelope.statement)
+
+    def _restore_statement(self, statement: Statement) -> None:
+        if statement.node_id != self.node_id:
+            raise LocalError("storage holds another node's statement")
+        if statement.slot_index < self.floor:
+            return
+        slot = self._slot(statement.slot_index, 0, Step())
+        if isinstance(statement.pledges, Nomination):
+            slot.nomination.restore(statement)
+        else:
+            slot.ballot.restore(statement)
+            if slot.ballot.phase == Phase.EXTERNALIZE:
+                assert slot.ballot.commit is not None
+                slot.externalized_value = slot.ballot.commit.value
+                slot.nomination.stopped = True
+                self.next_slot_index = max(self.next_slot_index, statement.slot_index + 1)
+        slot.mark_sent(statement)
+
+
+def _is_stale(slot: Slot, statement: Statement) -> bool:
+    pledges = statement.pledges
+    if isinstance(pledges, Nomination):
+        previous = slot.nomination.latest.get(statement.node_id)
+        return (
+            previous is not None
+            and isinstance(previous.pledges, Nomination)
+            and not is_newer_nomination(previous.pledges, pledges)
+        )
+    previous = slot.ballot.latest.get(statement.node_id)
+    return (
+        previous is not None
+        and not isinstance(previous.pledges, Nomination)
+        and not is_newer_ballot_statement(previous.pledges, pledges)
+    )
