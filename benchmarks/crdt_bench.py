@@ -10,8 +10,9 @@ then 1), and prints JSON lines:
 * `bound`   measured in the same process: plain Python `str` splicing of the same edits
             (a lower bound for any text replay in Python), and Ed25519 signing and
             verification of as many update ids as the run signs (the crypto bound);
-* `pycrdt`  the same trace through pycrdt (Yjs) with one transaction per edit, when
-            pycrdt is installed (otherwise a line says it was skipped).
+* `pycrdt`  the same trace through pycrdt (Yjs), with as many edits per transaction as
+            each synod run has per update (one per edit is the issue's comparison),
+            when pycrdt is installed (otherwise a line says it was skipped).
 
 Ratios compare each synod phase with those bounds.  Peak resident memory is reported
 after each phase (`ru_maxrss`, process-wide and monotonic: later phases include earlier
@@ -19,7 +20,11 @@ ones, and the first includes loading the trace); `author_and_messages_mib` and
 `receiver_mib` are the growth of resident memory across a phase, an estimate of what a
 replica (and the encoded updates) retain.
 
-Usage: `python benchmarks/crdt_bench.py [--edits N] [--edits-per-update 100 1]`.
+In the `pycrdt` line, `ratio_synod_<phase>_to_pycrdt` divides each synod phase's time by
+pycrdt's (below 1: synod is faster).  pycrdt replays locally and signs nothing; the
+synod `remote` phases also verify every signature.
+
+Usage: `python benchmarks/crdt_bench.py [--quick] [--edits N] [--edits-per-update 100 1]`.
 """
 
 from __future__ import annotations
@@ -139,30 +144,49 @@ def crypto_bound(count: int) -> tuple[float, float]:
     return signed, verified
 
 
-def run_pycrdt(start: str, patches: list[tuple[int, int, str]], expected: str) -> None:
+def run_pycrdt(
+    start: str,
+    patches: list[tuple[int, int, str]],
+    expected: str,
+    synod_seconds: dict[str, float],
+    edits_per_transaction: int,
+) -> None:
+    """Replay the trace in pycrdt, `edits_per_transaction` edits per transaction.
+
+    Ratios divide each synod phase's time by pycrdt's (below 1: synod is faster).
+    """
     try:
-        import pycrdt  # type: ignore[import-not-found]
+        import pycrdt
     except ImportError:
         emit({"phase": "pycrdt", "skipped": "pycrdt is not installed in this environment"})
         return
-    document = pycrdt.Doc()
+    document: Any = pycrdt.Doc()
     text = document.get("text", type=pycrdt.Text)
     text += start
     began = time.perf_counter()
-    for position, deleted, inserted in patches:
+    for first in range(0, len(patches), edits_per_transaction):
         with document.transaction():
-            if deleted:
-                del text[position : position + deleted]
-            if inserted:
-                text.insert(position, inserted)
+            for position, deleted, inserted in patches[first : first + edits_per_transaction]:
+                if deleted:
+                    del text[position : position + deleted]
+                if inserted:
+                    text.insert(position, inserted)
     elapsed = time.perf_counter() - began
     emit(
         {
             "phase": "pycrdt",
+            "what": "pycrdt (Yjs) local replay",
+            "version": getattr(pycrdt, "__version__", None),
+            "edits_per_transaction": edits_per_transaction,
             "edits": len(patches),
             "seconds": round(elapsed, 3),
+            "microseconds_per_edit": round(1e6 * elapsed / len(patches), 2),
             "matches": str(text) == expected,
             "peak_rss_mib": peak_rss_mib(),
+            **{
+                f"ratio_synod_{phase}_to_pycrdt": round(seconds / elapsed, 3)
+                for phase, seconds in synod_seconds.items()
+            },
         }
     )
 
@@ -171,7 +195,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=None, help="replay only the first N edits")
     parser.add_argument("--edits-per-update", type=int, nargs="+", default=[100, 1])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: the first 3,000 edits (unless --edits is given)",
+    )
     arguments = parser.parse_args()
+    if arguments.quick and arguments.edits is None:
+        arguments.edits = 3_000
     if not TRACE_FILE.exists():
         print(f"trace not found: {TRACE_FILE}", file=sys.stderr)
         return 2
@@ -190,6 +221,7 @@ def main() -> int:
         }
     )
     failed = False
+    synod_seconds: dict[str, float] = {}
     for per_update in arguments.edits_per_update:
         rss_before = current_rss_mib()
         author, messages, local_seconds = replay_local(start, patches, per_update)
@@ -248,7 +280,10 @@ def main() -> int:
         )
         del receiver
         failed = failed or not (local_ok and remote_ok)
-    run_pycrdt(start, patches, expected)
+        synod_seconds[f"local_{per_update}_edits_per_update"] = local_seconds
+        synod_seconds[f"remote_{per_update}_edits_per_update"] = remote_seconds
+    for per_transaction in arguments.edits_per_update:
+        run_pycrdt(start, patches, expected, synod_seconds, per_transaction)
     return 1 if failed else 0
 
 

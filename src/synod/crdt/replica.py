@@ -36,6 +36,7 @@ order (its own disk is trusted, so signatures are not checked again).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,7 @@ from synod.crdt.messages import (
     sign_update,
     signature_is_valid,
 )
-from synod.crypto import KeyPair, NodeId
+from synod.crypto import KeyPair, NodeId, blake2b
 from synod.wire import DecodeError
 
 ANNOUNCE_TIMER = "crdt.announce"
@@ -88,6 +89,17 @@ class ReplicaConfig:
     max_remembered_rejections: int = 65_536
     max_updates_per_message: int = 1_024
     max_bytes_per_message: int = 1024 * 1024
+    heads_answer_burst: int = 8
+    """Answers to one peer's `Heads` allowed at once (a token bucket; 0: no limit)."""
+    heads_answer_interval_ms: int = 500
+    """One more answer to a peer's `Heads` is allowed per this many milliseconds."""
+    max_rate_limited_peers: int = 4_096
+
+
+def document_digest(value: Any) -> str:
+    """Hex BLAKE2b of `value` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return blake2b(text.encode("utf-8", "surrogatepass"), person=b"synod-crdt-doc").hex()
 
 
 # ---------------------------------------------------------------- events
@@ -238,6 +250,7 @@ class Replica:
         self._buffer = WaitingBuffer(self.config.max_waiting_updates, self.config.max_waiting_bytes)
         self._rejected: dict[bytes, str] = {}
         self._own_last: int | None = None
+        self._heads_tokens: dict[bytes, tuple[int, int]] = {}
         if storage:
             self._restore(storage)
 
@@ -273,6 +286,14 @@ class Replica:
         graph = self.graph
         return sorted(graph.ids[1:], key=lambda i: (graph.clocks[graph.ordinal_of[i]], i))
 
+    def document_digest(self) -> str:
+        """Hex BLAKE2b of the document's canonical JSON: equal documents, equal digests."""
+        return document_digest(self.value())
+
+    def updates_digest(self) -> str:
+        """Hex BLAKE2b of the sorted applied update ids: equal sets, equal digests."""
+        return blake2b(b"".join(sorted(self.graph.ids[1:])), person=b"synod-crdt-set").hex()
+
     def rejected_ids(self) -> set[bytes]:
         """Ids of the rejections still remembered."""
         return set(self._rejected)
@@ -297,7 +318,7 @@ class Replica:
                 raise LocalError("propose a LocalChange")
             self.transact(change.edits, step)
         elif isinstance(event, Received):
-            self._received(event.sender, event.message, step)
+            self._received(event.sender, event.message, step, now_ms)
         return step
 
     def transact(self, edits: Iterable[Edit], step: Step | None = None) -> Step:
@@ -358,17 +379,43 @@ class Replica:
             )
         return ordinal
 
-    def _received(self, sender: bytes, message: object, step: Step) -> None:
+    def _received(self, sender: bytes, message: object, step: Step, now_ms: int) -> None:
         if isinstance(message, Updates):
             self._received_updates(sender, message, step)
         elif isinstance(message, Heads):
-            self._received_heads(sender, message, step)
+            if self._may_answer_heads(sender, now_ms):
+                self._received_heads(sender, message, step)
+            else:
+                step.events.append(MessageDropped(sender, "heads answered too often"))
         elif isinstance(message, Want):
             self._received_want(sender, message, step)
         else:
             step.events.append(MessageDropped(sender, f"not a CRDT message: {type(message)}"))
 
     # ------------------------------------------------------------ reconciliation
+
+    def _may_answer_heads(self, sender: bytes, now_ms: int) -> bool:
+        """Token bucket per peer: answering heads costs work proportional to the history.
+
+        A peer that announces empty heads over and over would otherwise make this replica
+        send its whole history each time.  A skipped answer costs only time: the peer's
+        next periodic announcement is answered once a token is back.
+        """
+        burst = self.config.heads_answer_burst
+        if burst <= 0:
+            return True
+        interval_ms = max(1, self.config.heads_answer_interval_ms)
+        tokens, since_ms = self._heads_tokens.pop(sender, (burst, now_ms))
+        earned = max(0, now_ms - since_ms) // interval_ms
+        if tokens + earned >= burst:
+            tokens, since_ms = burst, now_ms
+        else:
+            tokens, since_ms = tokens + earned, since_ms + earned * interval_ms
+        allowed = tokens > 0
+        self._heads_tokens[sender] = (tokens - 1 if allowed else tokens, since_ms)
+        while len(self._heads_tokens) > self.config.max_rate_limited_peers:
+            del self._heads_tokens[next(iter(self._heads_tokens))]
+        return allowed
 
     def _received_heads(self, sender: bytes, message: Heads, step: Step) -> None:
         ordinal_of = self.graph.ordinal_of
