@@ -172,3 +172,36 @@ def test_single_node_delivers_stdin_lines_and_stops_cleanly_on_sigint(tmp_path: 
             process.wait()
     wal = tmp_path / "node-0.sqlite-wal"
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_stdin_from_dev_null_is_no_error(tmp_path: Path) -> None:
+    """epoll refuses /dev/null; such input is read on a thread instead of failing."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    init(tmp_path, "--nodes", "1", "--ports", str(port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synod.cli.main", "rbc", "run", str(tmp_path), "node-0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["event"] == "ready"
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=10)
+        assert process.returncode == 0
+        assert b"Traceback" not in errors
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

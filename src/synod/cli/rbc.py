@@ -297,6 +297,8 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
     )
     flow.host = host
     await host.start(listen=(entry.host, entry.port))
+    serving = asyncio.ensure_future(host.serve())
+    await asyncio.sleep(0)  # let `serve` install its SIGINT/SIGTERM handlers before "ready"
     _print_line(
         {
             "event": "ready",
@@ -308,7 +310,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
     )
     proposals = asyncio.create_task(_propose_lines(flow, log))
     try:
-        await host.serve()
+        await serving
     except HostFailed as error:
         log.error("node failed", extra={"reason": str(error)})
         return EXIT_FAILED
@@ -367,24 +369,26 @@ class _ProposalFlow:
 async def _propose_lines(flow: _ProposalFlow, log: Any) -> None:
     """Propose each line of standard input (without its newline); empty lines are skipped.
 
-    Pipes, sockets and terminals are read by the event loop; a regular file (``< file``)
-    is read on a thread, which cannot block at exit since a file always reaches its end.
+    Pipes, sockets and terminals are read by the event loop; anything else (a regular
+    file, ``/dev/null``, which epoll refuses) is read on a thread, which cannot block at
+    exit since such input always reaches its end.
     """
     import asyncio
+    import os
+    import stat
 
     from synod.rbc.core import MAX_PAYLOAD_BYTES
 
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_PAYLOAD_BYTES + 2)
-    try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
-        )
-    except ValueError:
-        lines = await asyncio.to_thread(sys.stdin.buffer.readlines)
-        for line in lines:
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+        for line in await asyncio.to_thread(sys.stdin.buffer.readlines):
             await _propose_line(flow, log, line, MAX_PAYLOAD_BYTES)
         return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_PAYLOAD_BYTES + 2)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+    )
     try:
         while True:
             try:
