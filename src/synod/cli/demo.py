@@ -1,10 +1,20 @@
 """`synod demo`: a local network of real node processes agreeing, with a crash in the middle.
 
-The reliable-broadcast demonstration: four `synod rbc run` processes on 127.0.0.1, each
-broadcasting values; one node is killed with SIGKILL while the others go on, then
-restarted from its SQLite file; the demo ends with every node's deliveries compared
-instance by instance and exits non-zero if any two nodes disagree or progress stalls.
-It removes its processes and files when it ends, however it ends.
+By default (``--protocol scp``) the Stellar Consensus Protocol demonstration: four
+`synod scp run` processes on 127.0.0.1 with the built-in default configuration (each
+trusting any 3 of the 4) agree on a replicated log.  Values are submitted to every node
+in rounds and each slot is shown as it externalizes; in the second round one node is
+killed with SIGKILL while slots are in flight, the others go on without it, and it is
+restarted from its SQLite file and catches up.  The demo ends with every node's log,
+read from its SQLite file, compared slot by slot, and exits non-zero if any two nodes
+hold different values for a slot, a node lacks a slot, a submitted value is missing or
+duplicated, a node did not stop cleanly, or progress stalls.
+
+``--protocol rbc`` runs the reliable-broadcast demonstration instead: four `synod rbc
+run` processes broadcasting, the same crash and restart, deliveries compared instance
+by instance.
+
+Either way the demo removes its processes and files when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -14,13 +24,17 @@ import queue
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from synod.cli.cluster import ClusterError, Line, NodeProcess, drain, free_ports, running
+
+if TYPE_CHECKING:
+    from synod.cli.scp import NetworkConfig
 
 STEP_TIMEOUT_S = 60.0
 
@@ -57,22 +71,33 @@ class _Tally:
 
 
 @click.command()
-@click.option("--nodes", "node_count", type=click.IntRange(4, 16), default=4, show_default=True)
+@click.option(
+    "--protocol",
+    type=click.Choice(["scp", "rbc"]),
+    default="scp",
+    show_default=True,
+    help="scp: nodes agree on a replicated log; rbc: reliable broadcast.",
+)
+@click.option("--nodes", "node_count", type=click.IntRange(4, 10), default=4, show_default=True)
 @click.option(
     "--values",
     "per_node",
     type=click.IntRange(1, 50),
     default=3,
     show_default=True,
-    help="Values each node broadcasts in each round.",
+    help="Values submitted to (scp) or broadcast by (rbc) each node in each round.",
 )
 @click.option("--keep", is_flag=True, help="Keep the working directory (logs, SQLite files).")
-def demo(node_count: int, per_node: int, keep: bool) -> None:
+def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
     """Run a local network of real node processes, crash one, check they all agree."""
     workdir = Path(tempfile.mkdtemp(prefix="synod-demo-"))
-    click.echo(f"synod demo: {node_count} reliable-broadcast nodes on 127.0.0.1 ({workdir})")
+    kind = "SCP" if protocol == "scp" else "reliable-broadcast"
+    click.echo(f"synod demo: {node_count} {kind} nodes on 127.0.0.1 ({workdir})")
     try:
-        ok = _run(workdir, node_count, per_node)
+        if protocol == "scp":
+            ok = _run_scp(workdir, node_count, per_node)
+        else:
+            ok = _run(workdir, node_count, per_node)
     except ClusterError as error:
         click.echo(f"demo failed: {error}", err=True)
         ok = False
@@ -172,3 +197,227 @@ def _summary(
         f"{'yes' if complete else 'NO'}; clean shutdown: {'yes' if clean else 'NO'}"
     )
     return verdict
+
+
+# ---------------------------------------------------------------- the SCP demonstration
+
+
+@dataclass
+class _ScpTally:
+    """What each node printed: slot -> value digest, and the entries of each slot."""
+
+    names: list[str]
+    slots: dict[str, dict[int, str]] = field(default_factory=dict)
+    entries: dict[str, set[str]] = field(default_factory=dict)
+    ready: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exited: set[str] = field(default_factory=set)
+
+    def on_line(self, name: str, line: dict[str, Any]) -> None:
+        event = line.get("event")
+        if event == "ready":
+            self.ready[name] = line
+        elif event == "exited":
+            self.exited.add(name)
+        elif event == "externalized":
+            slot = int(line["slot"])
+            self.slots.setdefault(name, {})[slot] = str(line["value_sha256"])
+            entries = [str(entry) for entry in line.get("entries") or []]
+            self.entries.setdefault(name, set()).update(entries)
+            holders = sum(slot in self.slots.get(node, {}) for node in self.names)
+            shown = ", ".join(entries)
+            if len(shown) > 48:
+                shown = shown[:45] + "..."
+            click.echo(
+                f"  slot {slot:>3} externalized on {name:<7} [{shown}] "
+                f"({holders}/{len(self.names)} nodes)"
+            )
+
+    def have_all(self, nodes: list[str], expected: set[str]) -> bool:
+        return all(expected <= self.entries.get(node, set()) for node in nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class ScpVerdict:
+    """The demo's conclusion from every node's stored log."""
+
+    agree: bool
+    """No slot where two nodes hold different values (SCP's safety)."""
+    complete: bool
+    """Every node holds every slot that any node decided."""
+    exactly_once: bool
+    """Every submitted value is in the log exactly once, and nothing else is."""
+    clean: bool
+    """Every node stopped with exit code 0 on SIGTERM."""
+
+    @property
+    def ok(self) -> bool:
+        return self.agree and self.complete and self.exactly_once and self.clean
+
+
+def judge_scp_logs(
+    logs: Mapping[str, Mapping[int, bytes]],
+    submitted: Set[str],
+    exit_codes: Mapping[str, int | None],
+) -> ScpVerdict:
+    """Compare the nodes' logs slot by slot and check them against what was submitted."""
+    from synod.cli.scp import compare_logs, decode_batch
+
+    comparison = compare_logs(logs)
+    exactly_once = bool(comparison.rows) and comparison.agree
+    if exactly_once:
+        logged: list[str] = []
+        for row in comparison.rows:
+            value = next(iter(row.distinct_values))
+            entries = decode_batch(value)
+            if entries is None:
+                exactly_once = False
+                break
+            logged.extend(entries)
+        exactly_once = exactly_once and sorted(logged) == sorted(submitted)
+    return ScpVerdict(
+        agree=comparison.agree,
+        complete=comparison.complete,
+        exactly_once=exactly_once,
+        clean=bool(exit_codes) and all(code == 0 for code in exit_codes.values()),
+    )
+
+
+def _run_scp(workdir: Path, node_count: int, per_node: int) -> bool:
+    from synod.cli.scp import init as scp_init
+    from synod.cli.scp import load_config
+
+    ports = free_ports(2 * node_count)
+    scp_init.main(
+        [
+            str(workdir),
+            "--nodes",
+            str(node_count),
+            "--ports",
+            ",".join(str(port) for port in ports[:node_count]),
+            "--submit-ports",
+            ",".join(str(port) for port in ports[node_count:]),
+        ],
+        standalone_mode=False,
+    )
+    config = load_config(workdir)
+    threshold = config.nodes[0].quorum_set.threshold
+    click.echo(f"each node trusts any {threshold} of the {node_count} (network.toml)")
+    inbox: queue.Queue[Line] = queue.Queue()
+    names = [node.name for node in config.nodes]
+    nodes = [
+        NodeProcess(name, ["scp", "run", str(workdir), name], workdir / f"{name}.log", inbox)
+        for name in names
+    ]
+    submit_addresses = {node.name: (node.host, node.submit_port) for node in config.nodes}
+    tally = _ScpTally(names)
+    submitted: set[str] = set()
+    with running(nodes):
+        _expect(
+            drain(inbox, tally.on_line, lambda: set(tally.ready) >= set(names), STEP_TIMEOUT_S),
+            "nodes did not all start",
+        )
+        click.echo(f"all nodes listening; round 1: {per_node} values submitted to every node")
+        submitted |= _submit_round(submit_addresses, names, 1, per_node)
+        _wait_entries(inbox, tally, names, submitted, "round 1")
+
+        victim = nodes[-1]
+        survivors = names[:-1]
+        click.echo(
+            f"round 2: values submitted to every node; SIGKILL {victim.name} while the "
+            "slots are being decided"
+        )
+        round_two = _submit_round(submit_addresses, names, 2, per_node)
+        victim.kill()
+        _expect(
+            drain(inbox, tally.on_line, lambda: victim.name in tally.exited, STEP_TIMEOUT_S),
+            f"{victim.name} did not go away",
+        )
+        submitted |= round_two
+        # what the victim's clients submitted waits, durably, in its store until it is back
+        from_survivors = {entry for entry in submitted if entry.split("-", 2)[2] != victim.name}
+        _wait_entries(inbox, tally, survivors, from_survivors, "round 2 (one node down)")
+
+        click.echo(f"restarting {victim.name} from its SQLite file")
+        tally.ready.pop(victim.name, None)
+        tally.exited.discard(victim.name)
+        victim.start()
+        _expect(
+            drain(inbox, tally.on_line, lambda: victim.name in tally.ready, STEP_TIMEOUT_S),
+            f"{victim.name} did not restart",
+        )
+        ready = tally.ready[victim.name]
+        click.echo(
+            f"{victim.name} restored {ready.get('restored_slots')} slots and "
+            f"{ready.get('pending')} pending values; round 3: one value per node"
+        )
+        submitted |= _submit_round(submit_addresses, names, 3, 1)
+        _wait_entries(inbox, tally, names, submitted, "round 3 (catch-up)")
+        exit_codes = {node.name: node.terminate() for node in nodes}
+    return _scp_summary(config, tally, submitted, exit_codes)
+
+
+def _submit_round(
+    addresses: dict[str, tuple[str, int]], names: list[str], round_number: int, per_node: int
+) -> set[str]:
+    import asyncio
+
+    from synod.cli.scp import submit_entries
+
+    entries: set[str] = set()
+    for name in names:
+        values = [f"r{round_number}-{index}-{name}" for index in range(per_node)]
+        reply = asyncio.run(submit_entries(addresses[name], values))
+        if isinstance(reply, str) or reply.error:
+            raise ClusterError(f"{name} did not take values: {reply}")
+        entries.update(values)
+    return entries
+
+
+def _wait_entries(
+    inbox: queue.Queue[Line], tally: _ScpTally, nodes: list[str], expected: set[str], label: str
+) -> None:
+    """Wait until every one of `nodes` logged every expected entry; fail at once if one
+    of them exits, and after the step timeout if progress stalls."""
+    done = drain(
+        inbox,
+        tally.on_line,
+        lambda: tally.have_all(nodes, expected) or bool(tally.exited & set(nodes)),
+        STEP_TIMEOUT_S,
+    )
+    _expect(not tally.exited & set(nodes), f"{label}: {sorted(tally.exited)} stopped unexpectedly")
+    _expect(
+        done,
+        f"{label}: progress stalled ({len(expected)} values expected on {', '.join(nodes)})",
+    )
+
+
+def _scp_summary(
+    config: NetworkConfig,
+    tally: _ScpTally,
+    submitted: set[str],
+    exit_codes: dict[str, int | None],
+) -> bool:
+    from synod.cli.scp import compare_logs, print_comparison, read_log, value_digest
+
+    logs = {node.name: read_log(config.store_path(node)) or {} for node in config.nodes}
+    print_comparison(compare_logs(logs), title="every node's log, from its SQLite file", brief=True)
+    verdict = judge_scp_logs(logs, submitted, exit_codes)
+    printed_match = all(
+        value_digest(logs[name][slot]) == digest
+        for name, slots in tally.slots.items()
+        for slot, digest in slots.items()
+        if slot in logs[name]
+    )
+    slots = max((len(log) for log in logs.values()), default=0)
+    click.echo(
+        f"agreement: {_yes(verdict.agree)}; every node has all {slots} slots: "
+        f"{_yes(verdict.complete)}; each of the {len(submitted)} values exactly once: "
+        f"{_yes(verdict.exactly_once)}; clean shutdown: {_yes(verdict.clean)}"
+    )
+    if not printed_match:
+        click.echo("a node's store differs from what it printed live", err=True)
+    return verdict.ok and printed_match
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"

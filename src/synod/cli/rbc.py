@@ -297,20 +297,16 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
     )
     flow.host = host
     await host.start(listen=(entry.host, entry.port))
-    serving = asyncio.ensure_future(host.serve())
-    await asyncio.sleep(0)  # let `serve` install its SIGINT/SIGTERM handlers before "ready"
-    _print_line(
-        {
-            "event": "ready",
-            "node": entry.name,
-            "id": node_id_text(keys.node_id),
-            "address": f"{entry.host}:{entry.port}",
-            "restored_deliveries": len(core.delivered_log),
-        }
-    )
+    ready = {
+        "event": "ready",
+        "node": entry.name,
+        "id": node_id_text(keys.node_id),
+        "address": f"{entry.host}:{entry.port}",
+        "restored_deliveries": len(core.delivered_log),
+    }
     proposals = asyncio.create_task(_propose_lines(flow, log))
     try:
-        await serving
+        await host.serve(on_ready=lambda: _print_line(ready))
     except HostFailed as error:
         log.error("node failed", extra={"reason": str(error)})
         return EXIT_FAILED

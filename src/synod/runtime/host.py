@@ -233,13 +233,19 @@ class NodeHost:
         self._stopped.set()
         log.info("host stopped", extra={"node": node_id_short(self.keys.node_id)})
 
-    async def serve(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop; raise `HostFailed` if the host failed."""
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGINT or SIGTERM, then stop; raise `HostFailed` if the host failed.
+
+        `on_ready` runs once the signal handlers are installed: a process that announces
+        readiness there can be stopped cleanly by anyone who saw the announcement.
+        """
         loop = asyncio.get_running_loop()
         signalled = asyncio.Event()
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(number, signalled.set)
         try:
+            if on_ready is not None:
+                on_ready()
             waiters = [
                 asyncio.ensure_future(signalled.wait()),
                 asyncio.ensure_future(self._stopped.wait()),
