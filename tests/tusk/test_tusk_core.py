@@ -23,7 +23,13 @@ from synod.core import (
 )
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
-from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
+from synod.tusk.core import (
+    CertificateConflictDetected,
+    Committed,
+    EquivocationDetected,
+    TuskConfig,
+    TuskCore,
+)
 from synod.tusk.driver import Driver
 from synod.tusk.localnet import LocalNet
 from synod.tusk.messages import (
@@ -34,6 +40,7 @@ from synod.tusk.messages import (
     RefusalReason,
     SubmitAnswer,
     SubmitRequest,
+    WeakParent,
     make_certificate,
     sign_header,
     sign_vote,
@@ -320,6 +327,25 @@ def test_a_header_conflicting_with_a_certified_one_is_evidence_too() -> None:
     assert any(isinstance(event, EquivocationDetected) for event in step.events)
 
 
+def test_two_certificates_for_one_slot_are_refused_and_kept_as_proof_of_double_votes() -> None:
+    harness = Harness()
+    first = certify(sign_header(KEYS[3], 1, (b"a",), ()), KEYS[:3])
+    second = certify(sign_header(KEYS[3], 1, (b"b",), ()), KEYS[1:])
+    harness.ask(CoreRequest(certificates=(first,)))
+    held = harness.core.certificate_digests()
+    step, answer = harness.ask(CoreRequest(certificates=(second,)))
+    assert refusal_reasons(answer) == [RefusalReason.CONFLICTING_CERTIFICATE]
+    assert harness.core.certificate_digests() == held
+    detected = [event for event in step.events if isinstance(event, CertificateConflictDetected)]
+    assert len(detected) == 1 and detected[0].evidence.is_valid()
+    # KEYS[1] and KEYS[2] voted in both: each signed votes for two headers of one slot.
+    assert detected[0].evidence.double_voters() == tuple(sorted((KEYS[1].node_id, KEYS[2].node_id)))
+    assert harness.rebuilt().conflicts == harness.core.conflicts
+    step, answer = harness.ask(CoreRequest(certificates=(second,)))
+    assert refusal_reasons(answer) == [RefusalReason.CONFLICTING_CERTIFICATE]
+    assert step.events == [] and step.persist == [], "kept once"
+
+
 # ---------------------------------------------------------------- restart and garbage collection
 
 
@@ -435,3 +461,99 @@ def test_persist_records_are_plain_bytes() -> None:
     assert all(
         isinstance(record, Persist) and isinstance(record.key, bytes) for record in step.persist
     )
+
+
+# ---------------------------------------------------------------- pacing
+
+
+def _answer_at(core: TuskCore, body: Any, now_ms: int) -> CoreAnswer:
+    step = core.handle(RequestReceived("driver", 1, body), now_ms)
+    reply = step.outgoing[0]
+    assert isinstance(reply, Reply) and isinstance(reply.body, CoreAnswer)
+    return reply.body
+
+
+def test_min_header_delay_waits_for_late_parents_until_the_delay_has_passed() -> None:
+    core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
+    assert _answer_at(core, CoreRequest(), 0).header is not None, "round 1 never waits"
+    round_one = certified_round(1, ())
+    entered = _answer_at(core, CoreRequest(certificates=tuple(round_one[:3])), 1_000)
+    assert entered.round == 2 and entered.header is None
+    assert _answer_at(core, CoreRequest(), 1_099).header is None, "still within the delay"
+    proposed = _answer_at(core, CoreRequest(), 1_100)
+    assert proposed.header is not None and proposed.header.round == 2
+    assert tuple(sorted(proposed.header.parents)) == digests(round_one[:3])
+
+
+def test_min_header_delay_ends_early_once_every_members_parent_is_in() -> None:
+    core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
+    _answer_at(core, CoreRequest(), 0)
+    round_one = certified_round(1, ())
+    assert _answer_at(core, CoreRequest(certificates=tuple(round_one[:3])), 1_000).header is None
+    late = _answer_at(core, CoreRequest(certificates=(round_one[3],)), 1_040)
+    assert late.header is not None, "nobody left to wait for"
+    assert tuple(sorted(late.header.parents)) == digests(round_one)
+
+
+def test_min_header_delay_paces_an_idle_committee_even_with_every_parent_in() -> None:
+    core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
+    _answer_at(core, CoreRequest(), 0)
+    empty_round = [certify(sign_header(key, 1, (), ())) for key in KEYS]
+    assert _answer_at(core, CoreRequest(certificates=tuple(empty_round)), 1_000).header is None
+    assert _answer_at(core, CoreRequest(), 1_100).header is not None
+
+
+def test_a_restarted_core_waits_a_whole_delay_before_proposing() -> None:
+    config = TuskConfig(min_header_delay_ms=100)
+    harness = Harness(config=config)
+    harness.ask(CoreRequest())
+    harness.ask(CoreRequest(certificates=tuple(certified_round(1, ())[:3])))
+    rebuilt = harness.rebuilt()
+    assert rebuilt.round == 2 and rebuilt.own_header() is None
+    assert _answer_at(rebuilt, CoreRequest(), 50_000).header is None
+    assert _answer_at(rebuilt, CoreRequest(), 50_099).header is None
+    assert _answer_at(rebuilt, CoreRequest(), 50_100).header is not None
+
+
+# ---------------------------------------------------------------- weak parents
+
+
+def test_an_orphaned_certificate_becomes_a_weak_parent_of_the_next_header() -> None:
+    harness = Harness()
+    round_one = certified_round(1, ())
+    orphan = round_one[3]  # nobody in round 2 takes it as a parent
+    round_two = certified_round(2, digests(round_one[:3]), KEYS[1:])
+    _, answer = harness.ask(CoreRequest(certificates=(*round_one, *round_two)))
+    assert answer.round == 3 and answer.header is not None
+    assert tuple(sorted(answer.header.parents)) == digests(round_two)
+    assert answer.header.weak_parents == (WeakParent(round=1, digest=orphan.header.digest()),)
+    assert answer.header.stub().has_valid_signature(), "the signature covers weak parents"
+
+
+def test_bad_weak_parents_are_refused_with_a_typed_reason_and_change_nothing() -> None:
+    harness = Harness()
+    round_one = certified_round(1, ())
+    round_two = certified_round(2, digests(round_one[:3]), KEYS[1:])
+    harness.ask(CoreRequest(certificates=(*round_one, *round_two)))
+    parents = digests(round_two)
+    orphan = round_one[3].header.digest()
+    unknown = b"\x42" * 32
+    cases = [
+        # Not below round - 1: a weak parent is older than the parents.
+        ((WeakParent(round=2, digest=orphan),), RefusalReason.PARENT_WRONG_ROUND),
+        ((WeakParent(round=0, digest=orphan),), RefusalReason.PARENT_WRONG_ROUND),
+        ((WeakParent(round=1, digest=unknown),), RefusalReason.MISSING_PARENTS),
+        ((WeakParent(round=1, digest=orphan),) * 2, RefusalReason.DUPLICATE_PARENT),
+        ((WeakParent(round=1, digest=parents[0]),), RefusalReason.DUPLICATE_PARENT),
+    ]
+    for weak_parents, reason in cases:
+        header = sign_header(KEYS[2], 3, (b"x",), parents, weak_parents)
+        before = harness.snapshot()
+        _, answer = harness.ask(CoreRequest(headers=(header,)))
+        assert refusal_reasons(answer) == [reason], weak_parents
+        assert all(vote.header_digest != header.digest() for vote in answer.votes)
+        assert harness.snapshot() == before
+    good = sign_header(KEYS[2], 3, (b"x",), parents, (WeakParent(round=1, digest=orphan),))
+    _, answer = harness.ask(CoreRequest(headers=(good,)))
+    assert refusal_reasons(answer) == [], "a correct weak parent is voted for"
+    assert any(vote.header_digest == good.digest() for vote in answer.votes)

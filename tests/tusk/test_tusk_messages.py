@@ -12,14 +12,18 @@ from synod.tusk.messages import (
     DOMAIN_VOTE,
     MAX_BATCH_TRANSACTIONS,
     MAX_TRANSACTION_BYTES,
+    Certificate,
+    CertificateConflict,
     CertificateRef,
     CoreAnswer,
     CoreRequest,
     Equivocation,
+    Header,
     Refusal,
     RefusalReason,
     SubmitAnswer,
     SubmitRequest,
+    WeakParent,
     make_certificate,
     sign_answer,
     sign_header,
@@ -168,3 +172,36 @@ def test_certificate_votes_are_in_canonical_voter_order_without_repeats() -> Non
     voters = [vote.voter for vote in certificate.votes]
     assert voters == sorted(key.node_id for key in KEYS)
     assert all(certificate.vote_valid(header.digest(), vote) for vote in certificate.votes)
+
+
+def test_certificate_conflict_needs_one_slot_two_headers_and_valid_signatures() -> None:
+    def certified(header: Header, voters: list[KeyPair]) -> Certificate:
+        votes = [sign_vote(key, header.digest(), header.round, header.creator) for key in voters]
+        return make_certificate(header, votes)
+
+    first = certified(sign_header(KEYS[0], 3, (b"a",), ()), KEYS[:3])
+    second = certified(sign_header(KEYS[0], 3, (b"b",), ()), KEYS[1:])
+    conflict = CertificateConflict(first=first, second=second)
+    assert conflict.is_valid()
+    assert conflict.double_voters() == tuple(sorted((KEYS[1].node_id, KEYS[2].node_id)))
+    assert not CertificateConflict(first=first, second=first).is_valid()
+    other_round = certified(sign_header(KEYS[0], 4, (b"b",), ()), KEYS[1:])
+    assert not CertificateConflict(first=first, second=other_round).is_valid()
+    forged_vote = msgspec.structs.replace(second.votes[0], signature=second.votes[1].signature)
+    forged = msgspec.structs.replace(second, votes=(forged_vote, *second.votes[1:]))
+    assert not CertificateConflict(first=first, second=forged).is_valid()
+    assert CODEC.decode(CODEC.encode(conflict)) == conflict
+
+
+def test_header_signature_covers_weak_parents() -> None:
+    weak = (WeakParent(round=1, digest=b"\x01" * 32),)
+    header = sign_header(KEYS[0], 3, (b"a",), (b"\x02" * 32,), weak)
+    assert header.stub().has_valid_signature()
+    assert CODEC.decode(CODEC.encode(header)) == header
+    moved = msgspec.structs.replace(
+        header, weak_parents=(WeakParent(round=1, digest=b"\x03" * 32),)
+    )
+    assert moved.digest() != header.digest()
+    assert not moved.stub().has_valid_signature()
+    dropped = msgspec.structs.replace(header, weak_parents=())
+    assert not dropped.stub().has_valid_signature()

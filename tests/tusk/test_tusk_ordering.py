@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 
 from synod.crypto import NodeId, blake2b
 from synod.quorum.committee import Committee
-from synod.tusk.ordering import Dag, Ordered, TuskOrdering, Vertex, has_path, leader_of
+from synod.tusk.ordering import (
+    Dag,
+    Ordered,
+    TuskOrdering,
+    Vertex,
+    causal_history,
+    has_path,
+    leader_of,
+)
 
 MEMBERS = [NodeId(bytes([index + 1]) * 32) for index in range(4)]
 M0, M1, M2, M3 = MEMBERS
@@ -199,14 +207,16 @@ def test_has_path_follows_parent_links_only() -> None:
 # ---------------------------------------------------------------- order independence
 
 
-def random_dag(rng: random.Random, rounds: int) -> list[Vertex]:
+def random_dag(rng: random.Random, rounds: int, weak_links: bool = False) -> list[Vertex]:
     """A DAG where each round has 3 or 4 creators, each referencing a random quorum.
 
     In most rounds one vertex of the previous round is *shunned*: each new vertex
     references it only with probability 0.25.  The shunned vertex is the leader,
     or a vertex that supports the last leader, when there is one: that makes leaders
     with a single supporter that nobody builds on, the shape in which an unsafe commit
-    rule (too little support, no linking of earlier leaders) splits the cores.
+    rule (too little support, no linking of earlier leaders) splits the cores.  With
+    `weak_links`, some vertices also name one or two random vertices of rounds below
+    round - 1 as weak parents.
     """
     previous: list[Vertex] = []
     vertices: list[Vertex] = []
@@ -219,7 +229,18 @@ def random_dag(rng: random.Random, rounds: int) -> list[Vertex]:
         for creator in sorted(creators):
             candidates = [v for v in previous if v is not shunned or rng.random() < 0.25]
             parents = rng.sample(candidates, rng.randint(3, len(candidates))) if previous else []
-            current.append(make_vertex(round_number, creator, parents))
+            vertex = make_vertex(round_number, creator, parents)
+            older = [v for v in vertices if v.round < round_number - 1]
+            if weak_links and older and rng.random() < 0.4:
+                for weak in rng.sample(older, min(len(older), rng.randint(1, 2))):
+                    vertex = Vertex(
+                        vertex.digest,
+                        vertex.round,
+                        vertex.creator,
+                        vertex.parents,
+                        (*vertex.weak_parents, (weak.round, weak.digest)),
+                    )
+            current.append(vertex)
         vertices.extend(current)
         previous = current
     return vertices
@@ -238,6 +259,10 @@ def shunning_targets(previous: list[Vertex], vertices: list[Vertex]) -> list[Ver
     return supporters or previous
 
 
+def links_of(vertex: Vertex) -> list[bytes]:
+    return [*vertex.parents, *(digest for _, digest in vertex.weak_parents)]
+
+
 def topological_shuffle(rng: random.Random, vertices: list[Vertex]) -> list[Vertex]:
     """A random insertion order in which parents always come before children.
 
@@ -248,7 +273,7 @@ def topological_shuffle(rng: random.Random, vertices: list[Vertex]) -> list[Vert
     placed: set[bytes] = set()
     order: list[Vertex] = []
     while remaining:
-        ready = [v for v in remaining if all(p in placed for p in v.parents)]
+        ready = [v for v in remaining if all(p in placed for p in links_of(v))]
         if rng.random() < 0.5:
             highest = max(v.round for v in ready)
             ready = [v for v in ready if v.round == highest]
@@ -271,12 +296,17 @@ def deliver_in_order(order: list[Vertex], gc_depth: int) -> list[Ordered]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), rounds=st.integers(3, 14), gc_depth=st.sampled_from([3, 50]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rounds=st.integers(3, 14),
+    gc_depth=st.sampled_from([3, 50]),
+    weak_links=st.booleans(),
+)
 def test_every_insertion_order_yields_prefixes_of_one_sequence(
-    seed: int, rounds: int, gc_depth: int
+    seed: int, rounds: int, gc_depth: int, weak_links: bool
 ) -> None:
     rng = random.Random(seed)
-    vertices = random_dag(rng, rounds)
+    vertices = random_dag(rng, rounds, weak_links)
     sequences = []
     for _ in range(6):
         delivered = deliver_in_order(topological_shuffle(rng, vertices), gc_depth)
@@ -285,10 +315,54 @@ def test_every_insertion_order_yields_prefixes_of_one_sequence(
         assert [o.sequence for o in delivered] == list(range(len(delivered)))
         position = {d: i for i, d in enumerate(digests)}
         for ordered in delivered:  # causal order: delivered parents come first
-            for parent in ordered.vertex.parents:
+            for parent in links_of(ordered.vertex):
                 if parent in position:
                     assert position[parent] < position[ordered.vertex.digest]
         sequences.append(digests)
     longest = max(sequences, key=len)
     for sequence in sequences:
         assert sequence == longest[: len(sequence)]
+
+
+def _with_weak_parent(vertex: Vertex, weak: Vertex) -> Vertex:
+    return Vertex(
+        vertex.digest, vertex.round, vertex.creator, vertex.parents, ((weak.round, weak.digest),)
+    )
+
+
+@pytest.mark.parametrize("weak_link", [True, False])
+def test_a_weak_parent_delivers_a_block_no_later_block_took_as_a_parent(weak_link: bool) -> None:
+    dag = Builder()
+    dag.full_rounds(1, 1, MEMBERS)
+    for creator in MEMBERS:
+        dag.add(2, creator, [M0, M1, M2])  # m3's round-1 block is left out by everyone
+    orphan = dag.rounds[1][M3]
+    first = make_vertex(3, M0, list(dag.rounds[2].values()))
+    if weak_link:
+        first = _with_weak_parent(first, orphan)  # m0's round-3 block names it
+    dag.rounds[3] = {M0: first}
+    dag.dag.add(first)
+    dag.delivered.extend(dag.ordering.vertex_added(dag.dag, first))
+    for creator in (M1, M2, M3):
+        dag.add(3, creator)
+    dag.full_rounds(4, 5, MEMBERS)
+    leader_two = [(1, M0), (1, M1), (1, M2), (2, M1)]
+    later = [(2, M0), (2, M2), (2, M3), (3, M0), (3, M1), (3, M2), (3, M3), (4, M2)]
+    if weak_link:
+        assert dag.sequence() == [*leader_two, (1, M3), *later]
+    else:
+        assert dag.sequence() == leader_two + later, "without the link it is never delivered"
+
+
+def test_weak_parents_are_in_the_causal_history_but_not_paths_between_leaders() -> None:
+    # Leader paths use parents only (the Tusk safety argument is about them).
+    dag = Builder()
+    dag.full_rounds(1, 1, MEMBERS)
+    for creator in MEMBERS:
+        dag.add(2, creator, [M0, M1, M2])
+    old = dag.rounds[1][M3]
+    top = _with_weak_parent(make_vertex(3, M0, list(dag.rounds[2].values())), old)
+    dag.dag.add(top)
+    assert not has_path(dag.dag, top, old)
+    assert old in causal_history(dag.dag, top, 1, set())
+    assert old not in causal_history(dag.dag, top, 2, set()), "below the lowest round"

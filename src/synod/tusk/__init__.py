@@ -9,7 +9,13 @@ See docs/tusk.md for the theory of operation.
 """
 
 from synod.quorum.committee import Committee
-from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
+from synod.tusk.core import (
+    CertificateConflictDetected,
+    Committed,
+    EquivocationDetected,
+    TuskConfig,
+    TuskCore,
+)
 from synod.tusk.driver import ByzantineDriver, Driver
 from synod.tusk.messages import CODEC, TuskMessage
 from synod.tusk.ordering import leader_of
@@ -17,6 +23,7 @@ from synod.tusk.ordering import leader_of
 __all__ = [
     "CODEC",
     "ByzantineDriver",
+    "CertificateConflictDetected",
     "Committed",
     "Committee",
     "Driver",

@@ -9,7 +9,9 @@ one `Reply` with its signed answer.  For each request, in this order, it:
 
 1. stores the carried certificates that are valid (creator and voters in the committee,
    a quorum of distinct voters by weight, every signature correct) and whose parents it
-   already holds, lowest rounds first, so that its DAG is causally complete;
+   already holds, lowest rounds first, so that its DAG is causally complete; a valid
+   certificate for a slot that already has one (more than f faulty cores) is refused
+   and the pair kept as `CertificateConflict` evidence;
 2. runs the Tusk commit rule (`synod.tusk.ordering`) after each stored certificate and
    emits `Committed` events in sequence; garbage-collects rounds no delivery can reach;
 3. advances its round, after each stored certificate, while it holds certificates of
@@ -19,8 +21,13 @@ one `Reply` with its signed answer.  For each request, in this order, it:
    batch within limits, and no other header of that creator and round voted before (a
    second one is refused and kept, with the first, as `Equivocation` evidence);
 5. proposes its own header for its current round if it has none yet (its parents are
-   the certificates it holds of the previous round; its batch comes from the pending
-   client transactions) and votes for it;
+   the certificates it holds of the previous round; its weak parents the older ones it
+   holds that nothing delivered or referenced yet, DAG-Rider's weak links; its batch
+   comes from the pending client transactions) and votes for it; with
+   `min_header_delay_ms`, only once that long has passed (by `now_ms`) since it entered
+   the round, or, when there are transactions to order, once it holds every member's
+   certificate of the previous round, so that late parents still get in and an idle
+   committee makes few empty rounds;
 6. answers with its round, its own header, the votes, references to the certificates
    it holds around the driver's `since_round`, the certificates the driver wanted, and
    a typed `Refusal` for everything refused (a refused item changes nothing).
@@ -50,8 +57,10 @@ from synod.tusk.messages import (
     MAX_CERTIFICATES_PER_MESSAGE,
     MAX_COMMITTEE_SIZE,
     MAX_TRANSACTION_BYTES,
+    MAX_WEAK_PARENTS,
     ZERO_DIGEST,
     Certificate,
+    CertificateConflict,
     CertificateRef,
     CoreAnswer,
     CoreRequest,
@@ -63,6 +72,7 @@ from synod.tusk.messages import (
     SubmitAnswer,
     SubmitRequest,
     Vote,
+    WeakParent,
     header_signature_valid,
     request_digest,
     sign_answer,
@@ -84,6 +94,12 @@ class TuskConfig:
     max_batch_transactions: int = 64
     max_batch_bytes: int = 64 * 1024
     max_pending_transactions: int = 10_000
+    min_header_delay_ms: int = 0
+    """After entering a round, wait this long (by `now_ms`) before proposing a header in
+    it, unless every member's certificate of the previous round is already held and
+    there are transactions to order (pending here, or in that round): late certificates
+    can still become parents, so a slow core's blocks (and the client transactions in
+    them) are not left out of the DAG, and an idle committee makes few empty rounds."""
 
     def __post_init__(self) -> None:
         if self.gc_depth < 2:
@@ -96,6 +112,8 @@ class TuskConfig:
             )
         if self.max_pending_transactions < 1:
             raise ValueError("max_pending_transactions must be positive")
+        if self.min_header_delay_ms < 0:
+            raise ValueError("min_header_delay_ms must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,14 @@ class EquivocationDetected:
     """A creator signed two headers for one round; `evidence` proves it to anyone."""
 
     evidence: Equivocation
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateConflictDetected:
+    """Two valid certificates for one slot: proof that more than f cores are faulty
+    (`evidence.double_voters()` names those that voted for both)."""
+
+    evidence: CertificateConflict
 
 
 # ---------------------------------------------------------------- persisted records
@@ -143,6 +169,30 @@ _OWN_HEADER = b"tusk/own-header/"
 _COMMIT = b"tusk/commit/"
 _PENDING = b"tusk/pending/"
 _EVIDENCE = b"tusk/evidence/"
+_CONFLICT = b"tusk/conflict/"
+
+
+COMMIT_LOG_PREFIX = _COMMIT
+"""Storage keys of the delivery log: this prefix, then the sequence (8 bytes, big-endian),
+so that a key-ordered scan reads the committed sequence in order."""
+
+
+def commit_log_key(sequence: int) -> bytes:
+    """The storage key of the delivery at position `sequence`."""
+    return _number_key(_COMMIT, sequence)
+
+
+def read_commit_record(value: bytes) -> Committed:
+    """The `Committed` event a delivery-log record (under `COMMIT_LOG_PREFIX`) holds."""
+    record = _decode_commit(value)
+    return Committed(
+        sequence=record.sequence,
+        leader_round=record.leader_round,
+        round=record.round,
+        creator=NodeId(record.creator),
+        digest=record.digest,
+        transactions=record.transactions,
+    )
 
 
 def _slot_key(prefix: bytes, round_number: int, creator: bytes) -> bytes:
@@ -158,6 +208,7 @@ _decode_vote_record = msgspec.msgpack.Decoder(_VoteRecord).decode
 _decode_header = msgspec.msgpack.Decoder(Header).decode
 _decode_commit = msgspec.msgpack.Decoder(_CommitRecord).decode
 _decode_evidence = msgspec.msgpack.Decoder(Equivocation).decode
+_decode_conflict = msgspec.msgpack.Decoder(CertificateConflict).decode
 
 
 def _vertex(certificate: Certificate, digest: bytes) -> Vertex:
@@ -166,6 +217,7 @@ def _vertex(certificate: Certificate, digest: bytes) -> Vertex:
         round=certificate.header.round,
         creator=NodeId(certificate.header.creator),
         parents=certificate.header.parents,
+        weak_parents=tuple((weak.round, weak.digest) for weak in certificate.header.weak_parents),
     )
 
 
@@ -199,8 +251,12 @@ class TuskCore:
         self._pending: dict[int, bytes] = {}
         self._next_pending = 0
         self._evidence: dict[tuple[int, bytes], Equivocation] = {}
+        self._conflicts: dict[tuple[int, bytes], CertificateConflict] = {}
         self._round = 1
+        self._round_entered_ms: int | None = None  # unknown after a restart
+        self._now_ms = 0
         self._restore(storage or {})
+        self._round_entered_ms = None  # a restarted core waits a full delay, to be safe
 
     # ------------------------------------------------------------ read-only views
 
@@ -233,6 +289,11 @@ class TuskCore:
         """Equivocations this core has seen (each proven by two signed headers)."""
         return tuple(self._evidence.values())
 
+    @property
+    def conflicts(self) -> tuple[CertificateConflict, ...]:
+        """Pairs of certificates for one slot this core was shown (more than f faulty)."""
+        return tuple(self._conflicts.values())
+
     def certificate_digests(self) -> frozenset[bytes]:
         """Digests of the certificates held (rounds at or above the collection floor)."""
         return frozenset(self._certificates)
@@ -245,6 +306,7 @@ class TuskCore:
 
     def handle(self, event: Any, now_ms: int) -> Step:
         """Answer requests; every other input is ignored (a passive core never initiates)."""
+        self._now_ms = now_ms
         if isinstance(event, RequestReceived):
             return self._on_request(event)
         if isinstance(event, Proposed):
@@ -293,9 +355,10 @@ class TuskCore:
             elif outcome not in votes:
                 votes.append(outcome)
         own = self._ensure_own_header(step)
-        own_vote = self._votes[(own.round, self.node_id)].vote
-        if own_vote not in votes:
-            votes.append(own_vote)
+        if own is not None:
+            own_vote = self._votes[(own.round, self.node_id)].vote
+            if own_vote not in votes:
+                votes.append(own_vote)
         return self._answer(
             request_digest(request),
             votes,
@@ -359,11 +422,26 @@ class TuskCore:
         if reason is not None:
             return Refusal(digest=digest, reason=reason, missing=missing)
         header = certificate.header
-        if header.creator in self._dag.at(header.round):
-            # Two certificates for one slot need more than f faulty cores.
+        held = self._dag.at(header.round).get(NodeId(header.creator))
+        if held is not None:
+            # Two certificates for one slot need more than f faulty cores: keep the proof.
+            self._keep_conflict(self._certificates[held.digest], certificate, step)
             return Refusal(digest=digest, reason=RefusalReason.CONFLICTING_CERTIFICATE)
         self._store_certificate(certificate, digest, step)
         return None
+
+    def _keep_conflict(self, held: Certificate, other: Certificate, step: Step) -> None:
+        header = other.header
+        slot = (header.round, header.creator)
+        if slot in self._conflicts:
+            return
+        evidence = CertificateConflict(first=held, second=other)
+        assert evidence.is_valid()
+        self._conflicts[slot] = evidence
+        step.persist.append(
+            Persist(_slot_key(_CONFLICT, header.round, header.creator), canonical_bytes(evidence))
+        )
+        step.events.append(CertificateConflictDetected(evidence))
 
     def _check_certificate(
         self, certificate: Certificate, digest: bytes
@@ -376,10 +454,9 @@ class TuskCore:
             reason = self._check_voters(certificate)
         if reason is not None:
             return reason, ()
-        if header.round > 1 and header.round - 1 >= self.gc_round:
-            reason, missing = self._check_parents_present(header)
-            if reason is not None:
-                return reason, missing
+        reason, missing = self._check_parents_present(header)
+        if reason is not None:
+            return reason, missing
         if not header_signature_valid(header, digest):
             return RefusalReason.BAD_SIGNATURE, ()
         if not all(certificate.vote_valid(digest, vote) for vote in certificate.votes):
@@ -408,13 +485,21 @@ class TuskCore:
     def _check_parents_present(
         self, header: Header
     ) -> tuple[RefusalReason | None, tuple[bytes, ...]]:
-        missing = tuple(parent for parent in header.parents if self._dag.get(parent) is None)
+        """Parents (and weak parents) at or above the collection floor must be held, of
+        the round the header gives them; those below it are gone everywhere alike."""
+        expected: dict[bytes, int] = {}
+        if header.round > 1 and header.round - 1 >= self.gc_round:
+            expected = dict.fromkeys(header.parents, header.round - 1)
+        for weak in header.weak_parents:
+            if weak.round >= self.gc_round:
+                expected[weak.digest] = weak.round
+        missing = tuple(digest for digest in expected if self._dag.get(digest) is None)
         if missing:
-            return RefusalReason.MISSING_PARENTS, missing
-        for parent in header.parents:
-            vertex = self._dag.get(parent)
+            return RefusalReason.MISSING_PARENTS, missing[:MAX_COMMITTEE_SIZE]
+        for digest, round_number in expected.items():
+            vertex = self._dag.get(digest)
             assert vertex is not None
-            if vertex.round != header.round - 1:
+            if vertex.round != round_number:
                 return RefusalReason.PARENT_WRONG_ROUND, ()
         return None, ()
 
@@ -483,8 +568,11 @@ class TuskCore:
         self._own_delivered = {r for r in self._own_delivered if r >= floor}
 
     def _advance_round(self) -> None:
+        entered = self._round
         while self.committee.reaches_quorum(self._dag.at(self._round)):
             self._round += 1
+        if self._round != entered:
+            self._round_entered_ms = self._now_ms
 
     # ------------------------------------------------------------ votes
 
@@ -566,10 +654,12 @@ class TuskCore:
 
     # ------------------------------------------------------------ own headers
 
-    def _ensure_own_header(self, step: Step) -> Header:
+    def _ensure_own_header(self, step: Step) -> Header | None:
         existing = self._own_headers.get(self._round)
         if existing is not None:
             return existing
+        if self._waits_before_proposing():
+            return None
         # Holding a certificate of round r implies a quorum of round r - 1, so the round
         # is never behind the DAG, nor at or below the floor where own headers are dropped.
         assert self._round > self.gc_round, "an own header is never proposed twice"
@@ -577,13 +667,53 @@ class TuskCore:
         if self._round > 1:
             previous = self._dag.at(self._round - 1)
             parents = tuple(previous[creator].digest for creator in sorted(previous))
+        weak_parents = self._orphans(parents)
         transactions = self._take_batch(step)
-        header = sign_header(self._keys, self._round, transactions, parents)
+        header = sign_header(self._keys, self._round, transactions, parents, weak_parents)
         self._own_headers[self._round] = header
         step.persist.append(Persist(_number_key(_OWN_HEADER, self._round), canonical_bytes(header)))
         assert (self._round, self.node_id) not in self._votes, "only this core signs its headers"
         self._cast_vote(header, header.digest(), step)
         return header
+
+    def _orphans(self, parents: tuple[bytes, ...]) -> tuple[WeakParent, ...]:
+        """Held certificates of rounds below round - 1, at or above the floor, neither
+        delivered nor reachable from `parents`: named as weak parents so that they get
+        delivered with this header's history (DAG-Rider's weak links)."""
+        floor = self.gc_round
+        reachable: set[bytes] = set()
+        stack = [self._dag.by_digest[digest] for digest in parents]
+        while stack:
+            vertex = stack.pop()
+            if vertex.digest in reachable or vertex.round < floor:
+                continue
+            reachable.add(vertex.digest)
+            links = [*vertex.parents, *(digest for _, digest in vertex.weak_parents)]
+            stack.extend(self._dag.by_digest[d] for d in links if d in self._dag.by_digest)
+        orphans = [
+            WeakParent(round=round_number, digest=vertex.digest)
+            for round_number in range(max(1, floor), self._round - 1)
+            for _, vertex in sorted(self._dag.at(round_number).items())
+            if vertex.digest not in reachable and not self._ordering.was_delivered(vertex.digest)
+        ]
+        return tuple(orphans[:MAX_WEAK_PARENTS])
+
+    def _waits_before_proposing(self) -> bool:
+        delay_ms = self.config.min_header_delay_ms
+        if delay_ms == 0 or self._round == 1:
+            return False
+        if self._busy() and len(self._dag.at(self._round - 1)) == len(self.committee):
+            return False  # every member's block of the previous round is in: nobody to wait for
+        if self._round_entered_ms is None:
+            self._round_entered_ms = self._now_ms
+        return self._now_ms - self._round_entered_ms < delay_ms
+
+    def _busy(self) -> bool:
+        """Transactions wait here, or the previous round carried some: worth hurrying."""
+        if self._pending:
+            return True
+        previous = self._dag.at(self._round - 1).values()
+        return any(self._certificates[vertex.digest].header.transactions for vertex in previous)
 
     def _take_batch(self, step: Step) -> tuple[bytes, ...]:
         taken: list[bytes] = []
@@ -638,6 +768,9 @@ class TuskCore:
                 commits.append(_decode_commit(value))
             elif key.startswith(_PENDING):
                 self._pending[int.from_bytes(key[len(_PENDING) :], "big")] = value
+            elif key.startswith(_CONFLICT):
+                conflict = _decode_conflict(value)
+                self._conflicts[(conflict.first.round, conflict.first.creator)] = conflict
             elif key.startswith(_EVIDENCE):
                 evidence = _decode_evidence(value)
                 self._evidence[(evidence.first.round, evidence.first.creator)] = evidence
@@ -668,10 +801,13 @@ class TuskCore:
 
 
 def _check_parent_shape(header: Header) -> RefusalReason | None:
-    if header.round == 1 and header.parents:
+    if header.round == 1 and (header.parents or header.weak_parents):
         return RefusalReason.PARENTS_IN_FIRST_ROUND
-    if len(set(header.parents)) != len(header.parents):
+    links = [*header.parents, *(weak.digest for weak in header.weak_parents)]
+    if len(set(links)) != len(links):
         return RefusalReason.DUPLICATE_PARENT
+    if any(not 1 <= weak.round < header.round - 1 for weak in header.weak_parents):
+        return RefusalReason.PARENT_WRONG_ROUND
     if header.round > 1 and not header.parents:
         return RefusalReason.TOO_FEW_PARENTS
     return None

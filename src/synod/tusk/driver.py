@@ -143,10 +143,11 @@ class Driver:
         elif isinstance(event, Response):
             self._on_response(event)
             self._poll_idle(step, everyone=False)
-        elif isinstance(event, CallFailed):
-            sent = self._requests.pop(event.request_id, None)
-            if sent is not None and sent[0] == event.server:
-                self._views[event.server].in_flight = None
+        elif (
+            isinstance(event, CallFailed)
+            and self._take_request(event.request_id, event.server) is not None
+        ):
+            self._views[event.server].in_flight = None
         return step
 
     def _reset_flights(self) -> None:
@@ -237,9 +238,21 @@ class Driver:
 
     # ------------------------------------------------------------ answers
 
+    def _take_request(
+        self, request_id: int, server: bytes
+    ) -> tuple[bytes, CoreRequest, bytes] | None:
+        """The request `request_id` sent to `server`, forgotten now.  An answer that names
+        another server (a stray reply to an earlier life of this driver, which numbered
+        its requests from 1 too) leaves the request in flight."""
+        sent = self._requests.get(request_id)
+        if sent is None or sent[0] != server:
+            return None
+        del self._requests[request_id]
+        return sent
+
     def _on_response(self, event: Response) -> None:
-        sent = self._requests.pop(event.request_id, None)
-        if sent is None or sent[0] != event.server:
+        sent = self._take_request(event.request_id, event.server)
+        if sent is None:
             return
         core, request, digest = sent
         view = self._views[core]

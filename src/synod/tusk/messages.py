@@ -2,7 +2,9 @@
 
 The Narwhal core design (Narwhal & Tusk) builds a DAG in rounds.  Each *header* of
 round r names its creator, carries a small batch of transactions and references the
-certificates of at least a quorum (by weight) of round r-1.  A core *votes* for at
+certificates of at least a quorum (by weight) of round r-1, and possibly, as weak
+parents, older certificates nothing references yet (DAG-Rider's weak links, so that a
+late block still gets delivered).  A core *votes* for at
 most one header per creator and round; a quorum of votes on one header is a
 *certificate*, which proves the block is stored by enough cores and is the only thing
 the DAG (and the commit rule) refers to.  Because two quorums intersect in an honest
@@ -16,9 +18,9 @@ certificates and headers it carries, the certificates it wants) and receives a
 Signatures are domain-separated (`DOMAIN_*`): a header signature is over the header
 digest; a vote is over (header digest, round, creator); an answer is over its whole
 canonical encoding with a zero signature.  The header digest covers the creator, the
-round, the parents and the *batch digest* (not the transactions), so a `HeaderStub`
-without its batch still proves what its creator signed: two stubs of one creator and
-round with different digests are self-contained evidence of equivocation.
+round, the parents, the weak parents and the *batch digest* (not the transactions), so
+a `HeaderStub` without its batch still proves what its creator signed: two stubs of one
+creator and round with different digests are self-contained evidence of equivocation.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ _ZERO_SIGNATURE = bytes(64)
 
 Transaction = Annotated[bytes, msgspec.Meta(max_length=MAX_TRANSACTION_BYTES)]
 Parents = Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_COMMITTEE_SIZE)]
+MAX_WEAK_PARENTS = MAX_COMMITTEE_SIZE
 
 
 def batch_digest(transactions: tuple[bytes, ...]) -> bytes:
@@ -62,12 +65,30 @@ def batch_digest(transactions: tuple[bytes, ...]) -> bytes:
     return blake2b(canonical_bytes(transactions), person=b"synod-tusk-batch")
 
 
+class WeakParent(Message, frozen=True, tag="tusk.WeakParent"):
+    """A certificate of an older round (below round - 1) that a header also references,
+    so that a block no later block took as a parent still gets delivered (DAG-Rider's
+    weak links).  The round is stated so that every core can tell, without holding it,
+    whether it lies below its collection floor."""
+
+    round: U64
+    digest: Bytes32
+
+
+WeakParents = Annotated[tuple[WeakParent, ...], msgspec.Meta(max_length=MAX_WEAK_PARENTS)]
+
+
 def header_digest(
-    creator: bytes, round_number: int, batch: bytes, parents: tuple[bytes, ...]
+    creator: bytes,
+    round_number: int,
+    batch: bytes,
+    parents: tuple[bytes, ...],
+    weak_parents: tuple[WeakParent, ...] = (),
 ) -> bytes:
     """Digest of a header's signed content; also the name of its certificate."""
+    weak = tuple((weak.round, weak.digest) for weak in weak_parents)
     return blake2b(
-        canonical_bytes((creator, round_number, batch, parents)), person=b"synod-tusk-hdr"
+        canonical_bytes((creator, round_number, batch, parents, weak)), person=b"synod-tusk-hdr"
     )
 
 
@@ -81,11 +102,16 @@ class Header(Message, frozen=True, tag="tusk.Header"):
     ]
     parents: Parents
     signature: Signature
+    weak_parents: WeakParents = ()
 
     def digest(self) -> bytes:
         """The digest the creator signed (recomputed: structs are immutable values)."""
         return header_digest(
-            self.creator, self.round, batch_digest(self.transactions), self.parents
+            self.creator,
+            self.round,
+            batch_digest(self.transactions),
+            self.parents,
+            self.weak_parents,
         )
 
     def stub(self) -> HeaderStub:
@@ -96,6 +122,7 @@ class Header(Message, frozen=True, tag="tusk.Header"):
             batch_digest=batch_digest(self.transactions),
             parents=self.parents,
             signature=self.signature,
+            weak_parents=self.weak_parents,
         )
 
     def batch_bytes(self) -> int:
@@ -111,25 +138,35 @@ class HeaderStub(Message, frozen=True, tag="tusk.HeaderStub"):
     batch_digest: Bytes32
     parents: Parents
     signature: Signature
+    weak_parents: WeakParents = ()
 
     def digest(self) -> bytes:
-        return header_digest(self.creator, self.round, self.batch_digest, self.parents)
+        return header_digest(
+            self.creator, self.round, self.batch_digest, self.parents, self.weak_parents
+        )
 
     def has_valid_signature(self) -> bool:
         return verify(self.creator, DOMAIN_HEADER, self.digest(), self.signature)
 
 
 def sign_header(
-    keys: KeyPair, round_number: int, transactions: tuple[bytes, ...], parents: tuple[bytes, ...]
+    keys: KeyPair,
+    round_number: int,
+    transactions: tuple[bytes, ...],
+    parents: tuple[bytes, ...],
+    weak_parents: tuple[WeakParent, ...] = (),
 ) -> Header:
     """Build and sign a header of `keys`' node."""
-    digest = header_digest(keys.node_id, round_number, batch_digest(transactions), parents)
+    digest = header_digest(
+        keys.node_id, round_number, batch_digest(transactions), parents, weak_parents
+    )
     return Header(
         creator=keys.node_id,
         round=round_number,
         transactions=transactions,
         parents=parents,
         signature=keys.sign(DOMAIN_HEADER, digest),
+        weak_parents=weak_parents,
     )
 
 
@@ -345,6 +382,37 @@ class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
         )
 
 
+class CertificateConflict(Message, frozen=True, tag="tusk.CertificateConflict"):
+    """Proof that more than f cores misbehaved: two certificates for one slot.
+
+    Two quorums meet in more than f weight, so with at most f faulty cores this cannot
+    exist; every core that voted in both (`double_voters`) signed votes for two headers
+    of one slot, which a correct core never does, and the creator signed both headers.
+    """
+
+    first: Certificate
+    second: Certificate
+
+    def double_voters(self) -> tuple[bytes, ...]:
+        """The cores whose votes are in both certificates (sorted)."""
+        first = {vote.voter for vote in self.first.votes}
+        return tuple(sorted(first & {vote.voter for vote in self.second.votes}))
+
+    def is_valid(self) -> bool:
+        """Same creator and round, different headers, every signature in both correct."""
+        first, second = self.first.header, self.second.header
+        if first.creator != second.creator or first.round != second.round:
+            return False
+        first_digest, second_digest = first.digest(), second.digest()
+        if first_digest == second_digest:
+            return False
+        return all(
+            header_signature_valid(certificate.header, digest)
+            and all(certificate.vote_valid(digest, vote) for vote in certificate.votes)
+            for certificate, digest in ((self.first, first_digest), (self.second, second_digest))
+        )
+
+
 def request_digest(request: CoreRequest | SubmitRequest) -> bytes:
     """Digest of a request, echoed in the signed answer to it."""
     return blake2b(canonical_bytes(request), person=b"synod-tusk-req")
@@ -360,6 +428,7 @@ TuskMessage = (
     | Vote
     | Certificate
     | Equivocation
+    | CertificateConflict
 )
 """Every message of the Tusk protocol (one tagged union)."""
 

@@ -25,6 +25,9 @@ keeping a leader when the current one has a path to it (then continuing from it)
 Delivery.  Each committed leader delivers its causal history not yet delivered, down
 to `gc_depth` rounds below the leader, sorted by (round, creator id); that order is a
 pure function of the DAG below the leader, so every core produces the same sequence.
+The causal history follows parents and weak parents (DAG-Rider's weak links: older
+certificates a header names so that blocks nobody took as a parent still get
+delivered); paths between leaders, and the support of a leader, use parents only.
 
 Garbage collection: vertices of rounds below `last committed round - gc_depth` are
 dropped; no later leader's delivery reaches that deep.
@@ -47,6 +50,8 @@ class Vertex:
     round: int
     creator: NodeId
     parents: tuple[bytes, ...]
+    weak_parents: tuple[tuple[int, bytes], ...] = ()
+    """(round, digest) of older certificates referenced besides the parents."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,13 @@ def causal_history(
             parent = dag.get(parent_digest)
             if parent is not None:
                 stack.append(parent)
+        for weak_round, weak_digest in vertex.weak_parents:
+            # Decided by the stated round, not by what this core still holds: every core
+            # holds every vertex at or above `lowest_round` (the caller's collection floor
+            # is below it), so all of them follow the same links.
+            weak = dag.get(weak_digest) if weak_round >= lowest_round else None
+            if weak is not None:
+                stack.append(weak)
     return sorted(found.values(), key=lambda vertex: (vertex.round, vertex.creator))
 
 

@@ -1,0 +1,298 @@
+"""Tusk benchmarks, JSON lines on stdout.
+
+Every figure is a ratio against a crypto bound measured in the same run: the cost, on
+this machine, of the Ed25519 signatures the protocol requires per round, times the
+rounds the run took.  Per round and per core the Narwhal design requires at least:
+sign its header and one vote per header of the round (1 + n signatures), check the
+other headers before voting on them (n - 1 verifications) and check each certificate
+of the round (n x (1 + q) verifications, q = quorum size).  The passive-core split adds
+one signed answer per request and its check by the driver; those are not in the bound,
+so the ratio shows what they and everything else cost.
+
+1. `localnet`: 4 cores and 2 drivers in `synod.tusk.localnet.LocalNet` (one thread, no
+   I/O): committed 512-byte transactions per second of CPU, against the bound for all
+   four cores' crypto on that one CPU.
+2. `processes`: `synod tusk core` x 4 and `synod tusk driver` x 2 as real processes on
+   127.0.0.1 (SQLite with fsync, TCP): transactions per second from the first
+   submission to the last commit seen on every core, commit latency at the core that
+   took each transaction (p50, p95), against the bound divided over the cores (each
+   core's own crypto per round, as if each core had a CPU of its own).
+3. `peer`: the issue asks for pysyncobj (Raft) replicating the same transactions; it is
+   not installed here and no package may be added, so the line says so.
+
+    python benchmarks/tusk_bench.py [--quick] [--transactions 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from synod.crypto import KeyPair, verify
+from synod.tusk.core import TuskConfig
+from synod.tusk.driver import Driver
+from synod.tusk.localnet import LocalNet
+
+CORES = 4
+TRANSACTION_BYTES = 512
+QUORUM = 2 * ((CORES - 1) // 3) + 1
+
+
+def transaction(number: int) -> bytes:
+    """A printable 512-byte transaction (printable, so commit lines carry it as text)."""
+    head = f"tx-{number:08d}-".encode()
+    return head + b"x" * (TRANSACTION_BYTES - len(head))
+
+
+def emit(line: dict[str, Any]) -> None:
+    print(json.dumps(line), flush=True)
+
+
+# ---------------------------------------------------------------- the crypto bound
+
+
+def crypto_costs(samples: int) -> tuple[float, float]:
+    """CPU seconds per Ed25519 signature and per verification, measured now."""
+    keys = KeyPair.from_seed(b"\x07" * 32)
+    message = b"m" * 64
+    start = time.process_time()
+    signatures = [keys.sign(b"synod/tusk/vote", message + bytes([i % 256])) for i in range(samples)]
+    signed = time.process_time()
+    for index, signature in enumerate(signatures):
+        verify(keys.node_id, b"synod/tusk/vote", message + bytes([index % 256]), signature)
+    verified = time.process_time()
+    return (signed - start) / samples, (verified - signed) / samples
+
+
+def crypto_seconds_per_round_per_core(sign_s: float, verify_s: float) -> float:
+    signs = 1 + CORES
+    verifications = (CORES - 1) + CORES * (1 + QUORUM)
+    return signs * sign_s + verifications * verify_s
+
+
+# ---------------------------------------------------------------- 1. LocalNet
+
+
+def bench_localnet(count: int, sign_s: float, verify_s: float) -> dict[str, Any]:
+    import random
+
+    keys = [KeyPair.from_seed(bytes([index + 41]) * 32) for index in range(CORES)]
+    net = LocalNet(keys, [], random.Random(3), config=TuskConfig(gc_depth=50))
+    net.drivers += [Driver("bench-a", net.committee), Driver("bench-b", net.committee)]
+    members = [key.node_id for key in keys]
+    for start in range(0, count, 500):
+        chunk = [transaction(n) for n in range(start, min(count, start + 500))]
+        net.submit(members[(start // 500) % CORES], chunk)
+    net.start()
+    began = time.process_time()
+    done = net.run(
+        10_000_000,
+        until=lambda n: all(len(n.delivered_transactions(k)) >= count for k in members),
+    )
+    cpu_s = time.process_time() - began
+    assert done, "the local network did not commit every transaction"
+    rounds = max(event.round for event in net.committed[members[0]])
+    bound_s = rounds * CORES * crypto_seconds_per_round_per_core(sign_s, verify_s)
+    return {
+        "bench": "tusk-localnet",
+        "cores": CORES,
+        "drivers": 2,
+        "transactions": count,
+        "transaction_bytes": TRANSACTION_BYTES,
+        "rounds": rounds,
+        "cpu_s": round(cpu_s, 3),
+        "tx_per_cpu_s": round(count / cpu_s, 1),
+        "bound_tx_per_cpu_s": round(count / bound_s, 1),
+        "ratio_to_crypto_bound": round(bound_s / cpu_s, 3),
+    }
+
+
+# ---------------------------------------------------------------- 2. real processes
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def synod(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "synod.cli.main", *arguments]
+
+
+class Watched:
+    """A process whose stdout JSON lines are timestamped as they arrive."""
+
+    def __init__(self, arguments: list[str], stderr_path: Path) -> None:
+        with stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                arguments,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.lines: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.put((time.monotonic(), json.loads(raw)))
+
+    def next_line(self, deadline: float) -> tuple[float, dict[str, Any]] | None:
+        try:
+            return self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+
+
+def bench_processes(count: int, sign_s: float, verify_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tusk-bench-") as name:
+        directory = Path(name)
+        ports = ",".join(map(str, free_ports(CORES)))
+        subprocess.run(
+            synod("tusk", "init", name, "--cores", str(CORES), "--ports", ports),
+            check=True,
+            capture_output=True,
+        )
+        cores = [
+            Watched(synod("tusk", "core", name, f"core-{i}"), directory / f"core-{i}.err")
+            for i in range(CORES)
+        ]
+        drivers = [
+            Watched(synod("tusk", "driver", name, "--name", d), directory / f"{d}.err")
+            for d in ("driver-a", "driver-b")
+        ]
+        try:
+            return _measure(directory, cores, count, sign_s, verify_s)
+        finally:
+            for watched in cores + drivers:
+                watched.process.terminate()
+            for watched in cores + drivers:
+                try:
+                    watched.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    watched.process.kill()
+
+
+def _measure(
+    directory: Path, cores: list[Watched], count: int, sign_s: float, verify_s: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    for watched in cores:
+        while (line := watched.next_line(deadline)) is not None and line[1]["event"] != "ready":
+            pass
+        assert line is not None, "a core did not start"
+    submitted_at = asyncio.run(_submit_all(directory, count))
+    first_submit = min(at for at, _ in submitted_at.values())
+    committed_at: list[dict[str, float]] = [{} for _ in cores]
+    rounds = 0
+    deadline = time.monotonic() + 120
+    for index, watched in enumerate(cores):
+        while len(committed_at[index]) < count:
+            line = watched.next_line(deadline)
+            assert line is not None, f"core-{index} did not commit every transaction in time"
+            at, entry = line
+            if entry["event"] == "committed":
+                rounds = max(rounds, entry["round"])
+                for text in entry["transactions"]:
+                    committed_at[index].setdefault(text, at)
+    last_commit = max(max(times.values()) for times in committed_at)
+    seconds = last_commit - first_submit
+    latencies = sorted(committed_at[core][text] - at for text, (at, core) in submitted_at.items())
+    bound_s = rounds * crypto_seconds_per_round_per_core(sign_s, verify_s)
+    return {
+        "bench": "tusk-processes",
+        "cores": CORES,
+        "drivers": 2,
+        "cpus": os.cpu_count(),
+        "transactions": count,
+        "transaction_bytes": TRANSACTION_BYTES,
+        "rounds": rounds,
+        "seconds": round(seconds, 3),
+        "tx_per_s": round(count / seconds, 1),
+        "latency_p50_ms": round(1000 * statistics.median(latencies), 1),
+        "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1),
+        "bound_tx_per_s": round(count / bound_s, 1),
+        "ratio_to_crypto_bound": round(bound_s / seconds, 4),
+    }
+
+
+async def _submit_all(directory: Path, count: int) -> dict[str, tuple[float, int]]:
+    """Submit in batches of 64, round robin over the cores; text -> (time, core index)."""
+    from synod.cli.tusk import load_network
+    from synod.runtime.rpc import RpcClient, RpcFailure
+    from synod.tusk.messages import CODEC, SubmitAnswer, SubmitRequest
+
+    network = load_network(directory)
+    clients = [RpcClient((core.host, core.port)) for core in network.cores]
+    submitted: dict[str, tuple[float, int]] = {}
+    try:
+        for batch_number, start in enumerate(range(0, count, 64)):
+            index = batch_number % CORES
+            batch = tuple(transaction(n) for n in range(start, min(count, start + 64)))
+            at = time.monotonic()
+            result = await clients[index].call(CODEC.encode(SubmitRequest(transactions=batch)))
+            assert not isinstance(result, RpcFailure), result.reason
+            answer = CODEC.decode(result.body)
+            assert isinstance(answer, SubmitAnswer) and answer.accepted == len(batch)
+            for item in batch:
+                submitted[item.decode()] = (at, index)
+    finally:
+        for client in clients:
+            await client.close()
+    return submitted
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="A small smoke run.")
+    parser.add_argument("--transactions", type=int, default=4_000)
+    options = parser.parse_args()
+    count = 200 if options.quick else options.transactions
+    sign_s, verify_s = crypto_costs(200 if options.quick else 2_000)
+    emit(
+        {
+            "bench": "tusk-crypto",
+            "sign_us": round(sign_s * 1e6, 2),
+            "verify_us": round(verify_s * 1e6, 2),
+            "crypto_ms_per_round_per_core": round(
+                1000 * crypto_seconds_per_round_per_core(sign_s, verify_s), 3
+            ),
+        }
+    )
+    emit(bench_localnet(count, sign_s, verify_s))
+    emit(bench_processes(count, sign_s, verify_s))
+    emit(
+        {
+            "bench": "tusk-peer",
+            "peer": "pysyncobj",
+            "status": "not run",
+            "reason": "pysyncobj is not installed and no package may be added here",
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

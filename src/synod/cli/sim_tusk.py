@@ -1,0 +1,62 @@
+"""`synod sim tusk`: Tusk cores and drivers in the deterministic simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from synod.cli.sim import common_options, run_many
+
+
+@click.command("tusk")
+@click.option("--cores", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--byzantine-cores",
+    type=click.IntRange(0, 64),
+    default=1,
+    show_default=True,
+    help="Cores (the first ones) that equivocate, withhold, replay or send garbage.",
+)
+@click.option("--honest-drivers", type=click.IntRange(0, 16), default=2, show_default=True)
+@click.option("--byzantine-drivers", type=click.IntRange(0, 16), default=1, show_default=True)
+@click.option(
+    "--transactions",
+    type=click.IntRange(0, 1000),
+    default=2,
+    show_default=True,
+    help="Client transactions submitted to each correct core.",
+)
+@click.option(
+    "--collude",
+    is_flag=True,
+    help="The Byzantine cores and a split-brain driver show each half of the honest cores "
+    "its own DAG (breaks the prefix property only with more than f colluders).",
+)
+@common_options
+def command(  # noqa: PLR0917 - one parameter per click option
+    cores: int,
+    byzantine_cores: int,
+    honest_drivers: int,
+    byzantine_drivers: int,
+    transactions: int,
+    collude: bool,
+    **common: Any,
+) -> None:
+    """Tusk consensus: passive cores, untrusted drivers, Byzantine cores and drivers."""
+    from synod.sim.scenarios.tusk import TuskScenario
+
+    if byzantine_cores > cores:
+        raise click.UsageError("--byzantine-cores cannot exceed --cores")
+
+    def build() -> TuskScenario:
+        return TuskScenario(
+            cores=cores,
+            byzantine_cores=byzantine_cores,
+            honest_drivers=honest_drivers,
+            byzantine_drivers=byzantine_drivers,
+            transactions=transactions,
+            collude=collude,
+        )
+
+    run_many(build, **common)

@@ -1,0 +1,659 @@
+"""Tusk (`synod.tusk`) in the simulator: passive cores, untrusted drivers.
+
+Every core and every driver is a world node.  Cores are passive (`TuskCore` only answers
+`RequestReceived`); drivers issue `Call`s to the cores and turn their signed answers into
+certificates.  Faults, all drawn from the seed:
+
+- the network's (latency, loss, duplication, reordering, partitions) between drivers
+  and cores; a lost request or answer becomes `CallFailed` after `call_timeout_ms`;
+- crash and restart of correct cores (rebuilt from what they persisted) and of correct
+  drivers (restarted empty: a driver holds nothing needed for safety);
+- up to f Byzantine cores, each with a seeded mix of: silence or lost answers
+  (`Withhold`), undecodable answers (`GarbageAnswers`), answers to other requests
+  (`StaleAnswers`), correctly signed answers carrying forged certificates and votes
+  (`ForgedCertificates`), a second signed header per round shown to some drivers
+  (`ForkHeaders`: equivocation) and votes for every carried header (`DoubleVoter`);
+- Byzantine drivers (`synod.tusk.driver.ByzantineDriver`: withholding, reordering,
+  replaying, mixing rounds, forging certificates) beside the honest ones.
+
+Checkers (pure, over the history's `Committed` events of correct cores, after every
+step): `TuskPrefixChecker`, every two correct cores' committed sequences are one a
+prefix of the other, and no core delivers a certificate twice.  Liveness after healing:
+every correct core commits at least one certificate after the heal and delivers every
+transaction a correct core took: proposed to it by the local application while it was
+up, or receipted by it to the `SubmitClient` (which submits to cores of its choice,
+Byzantine ones included, and moves on when no valid receipt comes).
+
+`TuskScenario(collude=True)` is the attack that breaks the prefix property once the
+colluding cores exceed f: a `SplitBrainDriver` holding the colluders' keys runs two
+copies of each colluding core, one per half of the honest cores, each copy proposing its
+own headers and voting for everything.  With more than f colluders each half plus the
+colluders weighs a quorum, so each half certifies its own DAG and commits a different
+sequence (Narwhal & Tusk section 3: certificate uniqueness needs quorum intersection in
+an honest core).  With at most f colluders the same attack only slows the halves down.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from synod.core import (
+    Call,
+    CallFailed,
+    Core,
+    Input,
+    Outgoing,
+    Proposed,
+    Reply,
+    RequestReceived,
+    Response,
+    SetTimer,
+    Started,
+    Step,
+    Storage,
+    TimerFired,
+)
+from synod.crypto import KeyPair, NodeId
+from synod.quorum.committee import Committee
+from synod.sim.adversary import AdversaryContext, Behaviour, ByzantineCore, Withhold
+from synod.sim.checkers import Checker, Violation, events_of
+from synod.sim.history import Record
+from synod.sim.world import RawBytes, World
+from synod.tusk.core import TuskConfig, TuskCore
+from synod.tusk.driver import ByzantineDriver, Driver
+from synod.tusk.messages import (
+    CODEC,
+    MAX_HEADERS_PER_REQUEST,
+    CoreAnswer,
+    CoreRequest,
+    Header,
+    SubmitAnswer,
+    SubmitRequest,
+    header_signature_valid,
+    request_digest,
+    sign_answer,
+    sign_header,
+    sign_vote,
+)
+
+SUBMIT_WINDOW_MS = 1_000
+"""Client transactions reach correct cores at random times in this first window."""
+
+
+def core_keys(index: int) -> KeyPair:
+    """Deterministic keys for simulated Tusk core `index`."""
+    return KeyPair.from_seed(b"tusk" + index.to_bytes(4, "big") * 7)
+
+
+# ---------------------------------------------------------------- Byzantine cores
+
+
+@dataclass(slots=True)
+class GarbageAnswers:
+    """Replace some answers by random bytes (the driver's decoder must cope)."""
+
+    probability: float = 0.3
+    name: str = "garbage answers"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Reply) or context.rng.random() >= self.probability:
+            return [outgoing]
+        data = context.rng.randbytes(context.rng.randint(0, 64))
+        return [Reply(outgoing.client, outgoing.request_id, RawBytes(data))]
+
+
+@dataclass(slots=True)
+class StaleAnswers:
+    """Answer some requests with an earlier answer (signed, but for another request)."""
+
+    probability: float = 0.3
+    name: str = "stale answers"
+    earlier: list[Any] = field(default_factory=list)
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Reply):
+            return [outgoing]
+        chosen = outgoing
+        if self.earlier and context.rng.random() < self.probability:
+            old = self.earlier[context.rng.randrange(len(self.earlier))]
+            chosen = Reply(outgoing.client, outgoing.request_id, old)
+        self.earlier = [*self.earlier[-31:], outgoing.body]
+        return [chosen]
+
+
+@dataclass(slots=True)
+class ForgedCertificates:
+    """Answer with correctly signed lies: certificates stripped to one vote, votes
+    claimed for other cores, a round far ahead.  Drivers must check what they learn."""
+
+    keys: KeyPair
+    probability: float = 0.3
+    name: str = "forged certificates"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Reply) or not isinstance(outgoing.body, CoreAnswer):
+            return [outgoing]
+        answer = outgoing.body
+        if context.rng.random() >= self.probability:
+            return [outgoing]
+        stripped = tuple(
+            msgspec.structs.replace(certificate, votes=certificate.votes[:1])
+            for certificate in answer.certificates
+        )
+        others = [peer for peer in context.peers if peer != self.keys.node_id]
+        stolen = tuple(
+            msgspec.structs.replace(vote, voter=others[context.rng.randrange(len(others))])
+            for vote in answer.votes
+        )
+        lie = msgspec.structs.replace(
+            answer, round=answer.round + 1_000, certificates=stripped, votes=stolen
+        )
+        return [Reply(outgoing.client, outgoing.request_id, sign_answer(self.keys, lie))]
+
+
+@dataclass(slots=True)
+class ForkHeaders:
+    """Equivocate: show some drivers a second header for the core's round, signed and
+    voted for by the core, in a correctly signed answer."""
+
+    keys: KeyPair
+    probability: float = 0.5
+    name: str = "fork headers"
+    forks: dict[int, Header] = field(default_factory=dict)
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Reply) or not isinstance(outgoing.body, CoreAnswer):
+            return [outgoing]
+        answer = outgoing.body
+        if answer.header is None or context.rng.random() >= self.probability:
+            return [outgoing]
+        fork = self._fork_of(answer.header)
+        honest_digest = answer.header.digest()
+        votes = tuple(vote for vote in answer.votes if vote.header_digest != honest_digest)
+        fork_vote = sign_vote(self.keys, fork.digest(), fork.round, fork.creator)
+        forked = msgspec.structs.replace(answer, header=fork, votes=(*votes, fork_vote))
+        return [Reply(outgoing.client, outgoing.request_id, sign_answer(self.keys, forked))]
+
+    def _fork_of(self, header: Header) -> Header:
+        fork = self.forks.get(header.round)
+        if fork is None:
+            marker = b"fork of round %d" % header.round
+            transactions = (*header.transactions[1:], marker)
+            fork = sign_header(self.keys, header.round, transactions, header.parents)
+            self.forks = {r: h for r, h in self.forks.items() if r > header.round - 8}
+            self.forks[header.round] = fork
+        return fork
+
+
+class DoubleVoter:
+    """A core that also votes for every correctly signed header a driver carries,
+    whatever it voted before (breaking the one-vote-per-slot rule)."""
+
+    def __init__(self, inner: TuskCore, keys: KeyPair) -> None:
+        self._inner = inner
+        self._keys = keys
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._inner.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = self._inner.handle(event, now_ms)
+        if not isinstance(event, RequestReceived) or not isinstance(event.body, CoreRequest):
+            return step
+        step.outgoing = [self._add_votes(out, event.body) for out in step.outgoing]
+        return step
+
+    def _add_votes(self, outgoing: Outgoing, request: CoreRequest) -> Outgoing:
+        if not isinstance(outgoing, Reply) or not isinstance(outgoing.body, CoreAnswer):
+            return outgoing
+        answer = outgoing.body
+        voted = {vote.header_digest for vote in answer.votes}
+        votes = list(answer.votes)
+        for header in request.headers:
+            digest = header.digest()
+            if len(votes) > MAX_HEADERS_PER_REQUEST or digest in voted:
+                continue
+            if header.creator in self._inner.committee and header_signature_valid(header, digest):
+                votes.append(sign_vote(self._keys, digest, header.round, header.creator))
+                voted.add(digest)
+        replaced = msgspec.structs.replace(answer, votes=tuple(votes))
+        return Reply(outgoing.client, outgoing.request_id, sign_answer(self._keys, replaced))
+
+
+# ---------------------------------------------------------------- the split-brain attack
+
+
+@dataclass(slots=True)
+class _Side:
+    """One half of the split: its driver, its copies of the colluders, its honest cores."""
+
+    label: str
+    driver: Driver
+    shadows: dict[NodeId, DoubleVoter]
+    honest: frozenset[NodeId]
+    local_calls: list[Call] = field(default_factory=list)
+
+
+LOCAL_TIMER = "split-local"
+
+
+class SplitBrainDriver:
+    """A driver that holds the keys of colluding cores and shows each half of the honest
+    cores its own DAG (see the module docstring).
+
+    Inside it runs one honest `Driver` per half; that driver's calls to a colluding core
+    are answered by that half's private copy of the colluder (a `DoubleVoter` around a
+    `TuskCore` seeded with a different transaction), calls to the half's honest cores go
+    out on the network, and calls to the other half's honest cores fail at once.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        committee: Committee,
+        colluders: list[KeyPair],
+        halves: tuple[frozenset[NodeId], frozenset[NodeId]],
+        *,
+        config: TuskConfig,
+        poll_interval_ms: int,
+    ) -> None:
+        self._node_id = node_id
+        self._sides: list[_Side] = []
+        for label, honest in zip(("left", "right"), halves, strict=True):
+            driver = Driver(f"split-{label}", committee, poll_interval_ms=poll_interval_ms)
+            shadows = {}
+            for keys in colluders:
+                core = TuskCore(keys, committee, {}, config=config)
+                core.handle(Proposed(f"split {label}".encode()), 0)
+                shadows[keys.node_id] = DoubleVoter(core, keys)
+            self._sides.append(_Side(label, driver, shadows, honest))
+        self._calls: dict[int, tuple[_Side, int]] = {}
+        self._next_request_id = 1
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        out = Step()
+        if isinstance(event, Started):
+            for side in self._sides:
+                self._drive(side, Started(), now_ms, out)
+        elif isinstance(event, TimerFired):
+            self._on_timer(event.name, now_ms, out)
+        elif isinstance(event, Response):
+            found = self._calls.pop(event.request_id, None)
+            if found is not None:
+                answer = Response(event.server, found[1], event.body)
+                self._drive(found[0], answer, now_ms, out)
+        elif isinstance(event, CallFailed):
+            found = self._calls.pop(event.request_id, None)
+            if found is not None:
+                failed = CallFailed(event.server, found[1], event.reason)
+                self._drive(found[0], failed, now_ms, out)
+        return out
+
+    def _on_timer(self, name: str, now_ms: int, out: Step) -> None:
+        if name == LOCAL_TIMER:
+            for side in self._sides:
+                self._answer_locally(side, now_ms, out)
+            return
+        label, _, inner = name.partition("/")
+        for side in self._sides:
+            if side.label == label:
+                self._drive(side, TimerFired(inner), now_ms, out)
+
+    def _drive(self, side: _Side, event: Input, now_ms: int, out: Step) -> None:
+        step = side.driver.handle(event, now_ms)
+        for timer in step.timers:
+            if isinstance(timer, SetTimer):
+                out.timers.append(SetTimer(f"{side.label}/{timer.name}", timer.delay_ms))
+        for call in step.outgoing:
+            assert isinstance(call, Call), "a driver only calls cores"
+            if call.to in side.shadows:
+                if not side.local_calls:
+                    out.timers.append(SetTimer(LOCAL_TIMER, 1))
+                side.local_calls.append(call)
+            elif call.to in side.honest:
+                request_id = self._next_request_id
+                self._next_request_id += 1
+                self._calls[request_id] = (side, call.request_id)
+                out.outgoing.append(Call(call.to, request_id, call.body))
+            else:
+                failed = CallFailed(call.to, call.request_id, "other half")
+                self._drive(side, failed, now_ms, out)
+
+    def _answer_locally(self, side: _Side, now_ms: int, out: Step) -> None:
+        calls, side.local_calls = side.local_calls, []
+        for call in calls:
+            shadow = side.shadows[call.to]
+            step = shadow.handle(RequestReceived("split", call.request_id, call.body), now_ms)
+            reply = step.outgoing[0]
+            assert isinstance(reply, Reply)
+            self._drive(side, Response(call.to, call.request_id, reply.body), now_ms, out)
+
+
+# ---------------------------------------------------------------- clients
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A core returned a signed receipt for the client's transaction."""
+
+    core: NodeId
+    transaction: bytes
+
+
+CLIENT_RETRY_MS = 100
+
+
+class SubmitClient:
+    """A client that hands each transaction to one core (`SubmitRequest`) at its time,
+    and to the next core when no valid signed receipt comes back."""
+
+    def __init__(
+        self, node_id: NodeId, cores: list[NodeId], schedule: list[tuple[int, bytes]]
+    ) -> None:
+        self._node_id = node_id
+        self._cores = cores
+        self._schedule = schedule
+        self._attempts = list(range(len(schedule)))
+        self._calls: dict[int, tuple[int, SubmitRequest]] = {}
+        self._next_request_id = 1
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = Step()
+        if isinstance(event, Started):
+            for index, (at_ms, _) in enumerate(self._schedule):
+                step.timers.append(SetTimer(f"tx-{index}", max(0, at_ms - now_ms)))
+        elif isinstance(event, TimerFired) and event.name.startswith("tx-"):
+            self._send(int(event.name[3:]), step)
+        elif isinstance(event, Response):
+            self._on_response(event, step)
+        elif isinstance(event, CallFailed):
+            found = self._calls.pop(event.request_id, None)
+            if found is not None:
+                step.timers.append(SetTimer(f"tx-{found[0]}", CLIENT_RETRY_MS))
+        return step
+
+    def _send(self, index: int, step: Step) -> None:
+        core = self._cores[self._attempts[index] % len(self._cores)]
+        self._attempts[index] += 1
+        request = SubmitRequest(transactions=(self._schedule[index][1],))
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._calls[request_id] = (index, request)
+        step.outgoing.append(Call(core, request_id, request))
+
+    def _on_response(self, event: Response, step: Step) -> None:
+        found = self._calls.pop(event.request_id, None)
+        if found is None:
+            return
+        index, request = found
+        answer = event.body
+        if (
+            isinstance(answer, SubmitAnswer)
+            and answer.core == event.server
+            and answer.request_digest == request_digest(request)
+            and answer.accepted == 1
+            and answer.has_valid_signature()
+        ):
+            step.events.append(Submitted(event.server, request.transactions[0]))
+        else:
+            step.timers.append(SetTimer(f"tx-{index}", CLIENT_RETRY_MS))
+
+
+# ---------------------------------------------------------------- the scenario
+
+
+@dataclass(slots=True)
+class TuskScenario:
+    """`cores` Tusk cores, the first `byzantine_cores` of them Byzantine, driven by
+    `honest_drivers` honest and `byzantine_drivers` Byzantine drivers; `transactions`
+    transactions the local application proposes to each correct core, and a client
+    that submits `client_transactions` more to cores of its choice (Byzantine ones
+    included: only a correct core's receipt makes a transaction expected)."""
+
+    cores: int = 4
+    byzantine_cores: int = 1
+    honest_drivers: int = 2
+    byzantine_drivers: int = 1
+    transactions: int = 1
+    client_transactions: int = 4
+    collude: bool = False
+    gc_depth: int = 10
+    min_header_delay_ms: int = 150
+    poll_interval_ms: int = 40
+    call_timeout_ms: int = 300
+    name: str = "tusk"
+    _keys: list[KeyPair] = field(default_factory=list)
+    _expected: set[tuple[str, str]] = field(default_factory=set)
+    _delivered: set[tuple[str, str]] = field(default_factory=set)
+    _fresh: set[str] = field(default_factory=set)
+    _healed: bool = False
+    _client: str = ""
+    _correct_cores: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cores <= 64 or not 0 <= self.byzantine_cores <= self.cores:
+            raise ValueError("core counts out of range")
+        self._keys = [core_keys(index) for index in range(self.cores)]
+        self._correct_cores = {keys.node_id.hex() for keys in self._keys[self.byzantine_cores :]}
+
+    @property
+    def committee(self) -> Committee:
+        return Committee.equal_weights(keys.node_id for keys in self._keys)
+
+    def correct_cores(self) -> set[str]:
+        """Hex ids of the correct cores (the checkers judge only these)."""
+        return set(self._correct_cores)
+
+    def config(self) -> TuskConfig:
+        return TuskConfig(gc_depth=self.gc_depth, min_header_delay_ms=self.min_header_delay_ms)
+
+    def build(self, world: World) -> None:
+        world.call_timeout_ms = self.call_timeout_ms
+        committee, config = self.committee, self.config()
+        for index, keys in enumerate(self._keys):
+            if index < self.byzantine_cores:
+                factory = self._byzantine_core(keys, committee, config, world.rng)
+                world.add_node(keys.node_id, factory, CODEC, byzantine=True)
+            else:
+                world.add_node(keys.node_id, _core_factory(keys, committee, config), CODEC)
+        for number in range(self.honest_drivers):
+            driver = Driver(f"driver-{number}", committee, poll_interval_ms=self.poll_interval_ms)
+            world.add_node(driver.node_id, self._driver_factory(driver.name, False), CODEC)
+        for number in range(self.byzantine_drivers):
+            name = f"byzantine-driver-{number}"
+            node_id = Driver(name, committee).node_id
+            world.add_node(node_id, self._driver_factory(name, True), CODEC, byzantine=True)
+        if self.collude:
+            self._add_split_brain(world, committee, config)
+        if self.client_transactions:
+            self._add_client(world)
+        world.observe(self._track)
+        self._schedule_transactions(world)
+
+    def _byzantine_core(
+        self, keys: KeyPair, committee: Committee, config: TuskConfig, rng: random.Random
+    ) -> Any:
+        pool: list[Behaviour] = [
+            Withhold(rng.choice((0.2, 1.0))),
+            GarbageAnswers(),
+            StaleAnswers(),
+            ForkHeaders(keys),
+            ForgedCertificates(keys),
+        ]
+        behaviours = [behaviour for behaviour in pool if rng.random() < 0.5]
+        behaviours = behaviours or [pool[rng.randrange(len(pool))]]
+        double_vote = rng.random() < 0.5
+        members = list(committee.members)
+
+        def build(storage: Storage, node_rng: random.Random) -> Core:
+            core = TuskCore(keys, committee, storage, config=config)
+            inner: Core = DoubleVoter(core, keys) if double_vote else core
+            return ByzantineCore(inner, members, node_rng, CODEC, behaviours)
+
+        return build
+
+    def _driver_factory(self, name: str, byzantine: bool) -> Any:
+        committee, poll_interval_ms = self.committee, self.poll_interval_ms
+
+        def build(storage: Storage, rng: random.Random) -> Core:
+            if byzantine:
+                return ByzantineDriver(name, committee, rng, poll_interval_ms=poll_interval_ms)
+            return Driver(name, committee, poll_interval_ms=poll_interval_ms)
+
+        return build
+
+    def _add_split_brain(self, world: World, committee: Committee, config: TuskConfig) -> None:
+        honest = [keys.node_id for keys in self._keys[self.byzantine_cores :]]
+        middle = (len(honest) + 1) // 2
+        halves = (frozenset(honest[:middle]), frozenset(honest[middle:]))
+        colluders = self._keys[: self.byzantine_cores]
+        node_id = Driver("split-brain", committee).node_id
+        poll_interval_ms = self.poll_interval_ms
+
+        def build(storage: Storage, rng: random.Random) -> Core:
+            return SplitBrainDriver(
+                node_id,
+                committee,
+                colluders,
+                halves,
+                config=config,
+                poll_interval_ms=poll_interval_ms,
+            )
+
+        world.add_node(node_id, build, CODEC, byzantine=True)
+
+    def _add_client(self, world: World) -> None:
+        cores = [keys.node_id for keys in self._keys]
+        schedule = [
+            (world.rng.randint(0, SUBMIT_WINDOW_MS), f"client tx {number}".encode())
+            for number in range(self.client_transactions)
+        ]
+        offset = world.rng.randrange(len(cores))
+        cores = cores[offset:] + cores[:offset]
+        node_id = Driver("client", self.committee).node_id
+
+        def build(storage: Storage, rng: random.Random) -> Core:
+            return SubmitClient(node_id, cores, schedule)
+
+        world.add_node(node_id, build, CODEC)
+        self._client = node_id.hex()
+
+    def _schedule_transactions(self, world: World) -> None:
+        for keys in self._keys[self.byzantine_cores :]:
+            for number in range(self.transactions):
+                transaction = f"tx {keys.node_id.hex()[:8]} {number}".encode()
+                at_ms = world.rng.randint(0, SUBMIT_WINDOW_MS)
+                world.input_at(at_ms, keys.node_id, Proposed(transaction))
+                self._expected.add((keys.node_id.hex(), transaction.hex()))
+
+    def _track(self, record: Record) -> None:
+        kind = record["kind"]
+        if kind == "heal":
+            self._healed = True
+        elif kind == "input lost" and record["event"]["type"] == "Proposed":
+            # The client's transaction reached a core that was down: nothing to expect.
+            self._expected.discard((record["node"], record["event"]["value"]))
+        receipt = events_of(record, "Submitted")
+        if receipt is not None and receipt["core"] in self._correct_cores:
+            self._expected.add((receipt["core"], receipt["transaction"]))
+        event = events_of(record, "Committed")
+        if event is None or record["node"] not in self._correct_cores:
+            return
+        for transaction in event["transactions"]:
+            self._delivered.add((record["node"], transaction))
+        if self._healed:
+            self._fresh.add(record["node"])
+
+    def checkers(self) -> list[Checker]:
+        return [TuskPrefixChecker(self.correct_cores())]
+
+    def crashable(self, world: World) -> list[int]:
+        """Correct cores and drivers (the client keeps its schedule: it is the test's)."""
+        return [node.index for node in world.correct_nodes() if node.node_id.hex() != self._client]
+
+    def max_crashed(self) -> int:
+        return max(1, (self.cores - 1) // 3)
+
+    def is_live(self, world: World) -> bool:
+        if self._fresh != self._correct_cores:
+            return False
+        expected = {transaction for _, transaction in self._expected}
+        return all(
+            (core, transaction) in self._delivered
+            for core in self._correct_cores
+            for transaction in expected
+        )
+
+
+def _core_factory(keys: KeyPair, committee: Committee, config: TuskConfig) -> Any:
+    def build(storage: Storage, rng: random.Random) -> Core:
+        return TuskCore(keys, committee, storage, config=config)
+
+    return build
+
+
+# ---------------------------------------------------------------- the checker
+
+
+@dataclass(slots=True)
+class TuskPrefixChecker:
+    """Total order: every two correct cores' committed sequences are one a prefix of the
+    other, positions are consecutive, and no core delivers a certificate twice.
+
+    It keeps one agreed sequence (the longest seen): a core's delivery at position i
+    must equal the agreed digest there, which is the pairwise prefix property.
+    """
+
+    correct_nodes: set[str]
+    name: str = "prefix"
+    agreed: list[tuple[str, str]] = field(default_factory=list)
+    lengths: dict[str, int] = field(default_factory=dict)
+    delivered: dict[str, set[str]] = field(default_factory=dict)
+
+    def observe(self, record: Record) -> list[Violation]:
+        event = events_of(record, "Committed")
+        node = record.get("node")
+        if event is None or node not in self.correct_nodes:
+            return []
+        found: list[Violation] = []
+        position, digest = event["sequence"], event["digest"]
+        expected = self.lengths.get(node, 0)
+        if position != expected:
+            found.append(
+                self._violation(record, f"{node[:8]} delivered {position} after {expected}")
+            )
+        self.lengths[node] = max(expected, position + 1)
+        seen = self.delivered.setdefault(node, set())
+        if digest in seen:
+            found.append(self._violation(record, f"{node[:8]} delivered {digest[:12]} twice"))
+        seen.add(digest)
+        if position < len(self.agreed):
+            first_digest, first_node = self.agreed[position]
+            if first_digest != digest:
+                detail = (
+                    f"position {position}: {first_node[:8]} delivered {first_digest[:12]} "
+                    f"but {node[:8]} delivered {digest[:12]}"
+                )
+                found.append(self._violation(record, detail))
+        elif position == len(self.agreed):
+            self.agreed.append((digest, node))
+        return found
+
+    def _violation(self, record: Record, detail: str) -> Violation:
+        return Violation(self.name, record["t"], detail)
+
+    def finish(self) -> list[Violation]:
+        return []

@@ -1,0 +1,216 @@
+"""Four `synod tusk core` processes and two `synod tusk driver` processes on 127.0.0.1:
+transactions submitted with `synod tusk submit` are committed by every core in one
+order; a driver and a core are killed with SIGKILL mid-run, progress goes on with the
+rest, the core restarts from its SQLite file and catches up, `synod tusk watch` reads
+a core's sequence back from its file, and every process stops with SIGTERM and exit 0.
+
+Every wait is on a line the processes print (readiness, commits) or on their exit, each
+with a deadline; nothing waits a fixed time."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+CORES = 4
+DEADLINE_S = 30.0
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel reports free now (held open together, so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def synod_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "synod.cli.main", *arguments]
+
+
+class Process:
+    """One synod process; its stdout JSON lines are collected by a thread."""
+
+    def __init__(self, directory: Path, label: str, *arguments: str) -> None:
+        self.label = label
+        self.stderr_path = directory / f"{label}.stderr"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                synod_command(*arguments),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.put(json.loads(raw))
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
+        """Collect lines until `predicate(all lines so far)` holds, within the deadline."""
+        deadline = time.monotonic() + DEADLINE_S
+        while not predicate(self.seen):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None:
+                tail = self.stderr_path.read_text(errors="replace")[-2000:]
+                raise AssertionError(f"{self.label}: {what} did not happen; stderr: {tail}")
+            try:
+                self.seen.append(self.lines.get(timeout=min(remaining, 1.0)))
+            except queue.Empty:
+                continue
+
+    def wait_ready(self) -> dict[str, Any]:
+        self.wait_for(lambda lines: any(line["event"] == "ready" for line in lines), "ready")
+        return next(line for line in self.seen if line["event"] == "ready")
+
+    def commits(self) -> list[dict[str, Any]]:
+        return [line for line in self.seen if line["event"] == "committed"]
+
+    def wait_transactions(self, wanted: set[str]) -> None:
+        self.wait_for(lambda lines: wanted <= committed_transactions(lines), f"commit of {wanted}")
+
+    def stop(self, number: signal.Signals) -> int:
+        self.process.send_signal(number)
+        return self.process.wait(timeout=DEADLINE_S)
+
+
+def committed_transactions(lines: list[dict[str, Any]]) -> set[str]:
+    return {tx for line in lines if line["event"] == "committed" for tx in line["transactions"]}
+
+
+def submit(directory: Path, core: str, *transactions: str) -> None:
+    result = subprocess.run(
+        synod_command("tusk", "submit", str(directory), "--core", core, *transactions),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_S,
+    )
+    assert result.returncode == 0, result.stderr
+    receipt = json.loads(result.stdout)
+    assert receipt["accepted"] == len(transactions), receipt
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process]]]:
+    ports = ",".join(str(port) for port in free_ports(CORES))
+    initialised = subprocess.run(
+        synod_command("tusk", "init", str(tmp_path), "--cores", str(CORES), "--ports", ports),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert initialised.returncode == 0, initialised.stderr
+    processes = {
+        f"core-{i}": Process(tmp_path, f"core-{i}", "tusk", "core", str(tmp_path), f"core-{i}")
+        for i in range(CORES)
+    }
+    for name in ("driver-a", "driver-b"):
+        processes[name] = Process(tmp_path, name, "tusk", "driver", str(tmp_path), "--name", name)
+    try:
+        yield tmp_path, processes
+    finally:
+        for process in processes.values():
+            if process.process.poll() is None:
+                process.process.kill()
+                process.process.wait()
+
+
+def test_cores_commit_one_order_across_a_driver_and_a_core_killed_and_restarted(
+    network: tuple[Path, dict[str, Process]],
+) -> None:
+    directory, processes = network
+    cores = {name: process for name, process in processes.items() if name.startswith("core")}
+    for process in processes.values():
+        process.wait_ready()
+
+    submit(directory, "core-0", "pay alice 5", "pay bob 3")
+    submit(directory, "core-2", "pay carol 1")
+    first = {"pay alice 5", "pay bob 3", "pay carol 1"}
+    for process in cores.values():
+        process.wait_transactions(first)
+
+    assert processes["driver-b"].stop(signal.SIGKILL) == -signal.SIGKILL
+    victim = cores["core-3"]
+    assert victim.stop(signal.SIGKILL) == -signal.SIGKILL
+    printed_before_kill = victim.commits()
+
+    # Three cores (2f + 1) and one driver go on.
+    submit(directory, "core-1", "pay dave 2")
+    for name in ("core-0", "core-1", "core-2"):
+        cores[name].wait_transactions({"pay dave 2"})
+
+    restarted = Process(directory, "core-3.life1", "tusk", "core", str(directory), "core-3")
+    ready = restarted.wait_ready()
+    # Every commit it printed was persisted first, so its store holds at least those.
+    assert ready["restored_commits"] >= len(printed_before_kill)
+    cores["core-3"] = restarted
+    submit(directory, "core-3", "pay erin 4")
+    for name, process in cores.items():
+        wanted = {"pay erin 4"} if name == "core-3" else {"pay erin 4", "pay dave 2"}
+        process.wait_transactions(wanted)
+
+    # One order: every core's (sequence -> digest) agrees wherever two cores have one.
+    logs = {name: process.commits() for name, process in cores.items()}
+    logs["core-3"] = printed_before_kill + restarted.commits()
+    agreed: dict[int, str] = {}
+    for name, log in logs.items():
+        sequences = [line["sequence"] for line in log]
+        if name == "core-3":
+            resumed = [line["sequence"] for line in restarted.commits()]
+            assert resumed[0] == ready["restored_commits"], "resumes right after its store"
+            assert resumed == list(range(resumed[0], resumed[0] + len(resumed)))
+        else:
+            assert sequences == list(range(len(sequences))), f"{name} skipped a position"
+        for line in log:
+            assert agreed.setdefault(line["sequence"], line["digest"]) == line["digest"], (
+                f"{name} delivered another certificate at {line['sequence']}"
+            )
+    everything = first | {"pay dave 2", "pay erin 4"}
+    for name in ("core-0", "core-1", "core-2"):
+        transactions = [tx for line in logs[name] for tx in line["transactions"]]
+        assert sorted(set(transactions) & everything) == sorted(everything)
+        assert len([tx for tx in transactions if tx in everything]) == len(everything), (
+            f"{name} committed a transaction twice"
+        )
+
+    # `synod tusk watch` reads the same sequence back from core-1's SQLite file.
+    watched = subprocess.run(
+        synod_command("tusk", "watch", str(directory), "--core", "core-1", "--no-follow"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_S,
+    )
+    assert watched.returncode == 0, watched.stderr
+    from_file = [json.loads(line) for line in watched.stdout.splitlines()]
+    printed = logs["core-1"]
+    assert [line["sequence"] for line in from_file] == list(range(len(from_file)))
+    assert from_file[: len(printed)] == printed
+
+    for name in ("core-0", "core-1", "core-2", "core-3", "driver-a"):
+        process = cores.get(name) or processes[name]
+        assert process.stop(signal.SIGTERM) == 0, f"{name} did not exit cleanly"

@@ -1,0 +1,97 @@
+"""`synod tusk` commands that need no running network: init, configuration errors,
+submit to a core that is not there, watch of a core that never ran."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import tomllib
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from synod.cli.tusk import CONFIG_NAME, EXIT_CONFIG, tusk
+from synod.core import Persist
+from synod.crypto import parse_node_id, read_key_file
+from synod.runtime.storage import SqliteStorage
+from synod.tusk.driver import Driver
+from synod.tusk.localnet import LocalNet
+
+
+def init(directory: Path, *options: str) -> None:
+    result = CliRunner().invoke(tusk, ["init", str(directory), *options])
+    assert result.exit_code == 0, result.output
+
+
+def test_init_writes_one_key_per_core_and_a_config_that_names_them(tmp_path: Path) -> None:
+    init(tmp_path, "--cores", "4", "--ports", "9001,9002,9003,9004")
+    document = tomllib.loads((tmp_path / CONFIG_NAME).read_text())
+    cores = document["cores"]
+    assert [core["name"] for core in cores] == ["core-0", "core-1", "core-2", "core-3"]
+    assert [core["port"] for core in cores] == [9001, 9002, 9003, 9004]
+    for core in cores:
+        keys = read_key_file(tmp_path / core["key_file"])
+        assert keys.node_id == parse_node_id(core["id"])
+    assert len({core["id"] for core in cores}) == 4
+    again = CliRunner().invoke(tusk, ["init", str(tmp_path)])
+    assert again.exit_code != 0 and "refusing to overwrite" in again.output
+
+
+def test_configuration_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
+    init(tmp_path, "--cores", "4", "--ports", "9001,9002,9003,9004")
+    path = tmp_path / CONFIG_NAME
+    path.write_text(path.read_text().replace("port = 9003", 'port = "x"'))
+    result = CliRunner().invoke(tusk, ["submit", str(tmp_path), "hello"])
+    assert result.exit_code == EXIT_CONFIG
+    assert f"{path}: cores[2].port: expected an integer 1..65535" in result.output
+    path.write_text(path.read_text().replace('port = "x"', "port = 9003"))
+    path.write_text(path.read_text().replace("gc_depth = 100", "gc_depth = 1"))
+    result = CliRunner().invoke(tusk, ["submit", str(tmp_path), "hello"])
+    assert result.exit_code == EXIT_CONFIG
+    assert "tusk.gc_depth: expected an integer >= 2" in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_submit_to_a_core_that_is_not_running_fails_without_a_traceback(tmp_path: Path) -> None:
+    init(tmp_path, "--cores", "1", "--ports", str(free_port()))
+    result = CliRunner().invoke(tusk, ["submit", str(tmp_path), "hello", "--timeout-s", "2"])
+    assert result.exit_code == 1
+    assert "core-0: cannot connect" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_watch_of_a_core_that_never_ran_says_so(tmp_path: Path) -> None:
+    init(tmp_path, "--cores", "1", "--ports", str(free_port()))
+    result = CliRunner().invoke(tusk, ["watch", str(tmp_path), "--no-follow"])
+    assert result.exit_code == 1
+    assert "core-0.sqlite: no such file" in result.output
+
+
+def test_watch_prints_a_stored_delivery_log_in_order(tmp_path: Path) -> None:
+    init(tmp_path, "--cores", "4", "--ports", "9001,9002,9003,9004")
+    document = tomllib.loads((tmp_path / CONFIG_NAME).read_text())
+    keys = [read_key_file(tmp_path / core["key_file"]) for core in document["cores"]]
+    net = LocalNet(keys, [], random.Random(1))
+    net.drivers.append(Driver("driver", net.committee))
+    net.start()
+    net.submit(keys[0].node_id, [b"pay alice 5"])
+    first = keys[0].node_id
+    assert net.run(20_000, until=lambda n: b"pay alice 5" in n.delivered_transactions(first))
+    with SqliteStorage.open(tmp_path / "core-0.sqlite") as storage:
+        storage.apply(Persist(key, value) for key, value in net.storages[first].items())
+    result = CliRunner().invoke(tusk, ["watch", str(tmp_path), "--no-follow", "--from", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    expected = net.committed[first][1:]
+    assert [line["sequence"] for line in lines] == [event.sequence for event in expected]
+    assert [line["digest"] for line in lines] == [event.digest.hex() for event in expected]
+    assert [line["transactions"] for line in lines] == [
+        [transaction.decode() for transaction in event.transactions] for event in expected
+    ]

@@ -1,0 +1,159 @@
+"""Tusk in the deterministic simulator: cores and drivers as world nodes, faults from
+the seed, Byzantine cores and drivers, the prefix checker after every step, liveness
+after healing, and the split-brain attack that needs more than f colluding cores."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+
+import pytest
+
+from synod.sim.checkers import check_history
+from synod.sim.runner import Outcome, RunSettings, run_scenario
+from synod.sim.scenarios.tusk import TuskPrefixChecker, TuskScenario
+
+# 200 seeds in CI, in four chunks so that no single test runs long.
+SEED_CHUNKS = [range(start, start + 50) for start in range(0, 200, 50)]
+CI_SETTINGS = RunSettings(safety_ms=1_500)
+
+
+def kinds_of(outcome: Outcome) -> collections.Counter[str]:
+    counter: collections.Counter[str] = collections.Counter()
+    for record in outcome.world.history:
+        counter[record["kind"]] += 1
+        if record["kind"] == "event":
+            counter[record["event"]["type"]] += 1
+    return counter
+
+
+@pytest.mark.parametrize("seeds", SEED_CHUNKS, ids=lambda seeds: f"seeds {seeds.start}-")
+def test_correct_cores_commit_prefixes_of_one_order_and_progress_after_healing(
+    seeds: range,
+) -> None:
+    """Within f = 1 Byzantine core of 4, beside a Byzantine driver, under network faults
+    and crashes: the prefix property after every step, then progress after healing."""
+    seen: collections.Counter[str] = collections.Counter()
+    cores = TuskScenario().correct_cores()
+    for seed in seeds:
+        outcome = run_scenario(TuskScenario(), seed, CI_SETTINGS)
+        assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
+        seen += kinds_of(outcome)
+        for record in outcome.world.history:
+            if record["kind"] == "crash":
+                seen["core crash" if record["node"] in cores else "driver crash"] += 1
+    # The runs did meet the faults they claim to survive.
+    for kind in (
+        "core crash",
+        "driver crash",
+        "restart",
+        "partition",
+        "undecodable",
+        "EquivocationDetected",
+        "Submitted",
+    ):
+        assert seen[kind] > 0, f"no {kind!r} in 50 seeds"
+    assert seen["Committed"] > 0
+
+
+def test_seven_cores_with_two_byzantine_keep_the_prefix_and_progress() -> None:
+    for seed in range(4):
+        outcome = run_scenario(TuskScenario(cores=7, byzantine_cores=2), seed, CI_SETTINGS)
+        assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
+
+
+@pytest.mark.parametrize(("cores", "colluders"), [(4, 2), (7, 3)])
+def test_checker_reports_a_split_brain_when_more_than_f_cores_collude(
+    cores: int, colluders: int
+) -> None:
+    # f + 1 colluding cores (f = 1 of 4, f = 2 of 7): each half of the honest cores plus
+    # the colluders, who vote on both sides, weighs a quorum (3 of 4, 5 of 7), so both
+    # halves certify their own DAG and commit different sequences.
+    scenario = TuskScenario(
+        cores=cores,
+        byzantine_cores=colluders,
+        honest_drivers=0,
+        byzantine_drivers=0,
+        collude=True,
+    )
+    outcome = run_scenario(scenario, seed=1, settings=RunSettings(faults=False))
+    assert not outcome.ok
+    assert outcome.phase == "safety"
+    assert outcome.violations[0].checker == "prefix"
+    assert "position 0" in outcome.violations[0].detail
+
+
+def test_the_same_attack_fails_within_f() -> None:
+    # One colluder: its two copies cannot reach a quorum with one half alone, honest
+    # cores refuse its second header per round, and an honest driver keeps progress.
+    for seed in range(8):
+        scenario = TuskScenario(
+            byzantine_cores=1, honest_drivers=1, byzantine_drivers=0, collude=True
+        )
+        outcome = run_scenario(scenario, seed, CI_SETTINGS)
+        assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
+
+
+def test_no_honest_driver_means_no_progress_and_it_is_reported() -> None:
+    # Liveness needs one honest driver: with a Byzantine driver alone the goal may be
+    # missed, and with no driver at all nothing can happen.
+    scenario = TuskScenario(honest_drivers=0, byzantine_drivers=0)
+    outcome = run_scenario(
+        scenario, seed=5, settings=RunSettings(safety_ms=500, liveness_budget_ms=1_000)
+    )
+    assert [violation.checker for violation in outcome.violations] == ["liveness"]
+
+
+def test_prefix_checker_flags_divergence_gaps_and_repeats() -> None:
+    correct = {"aa" * 32, "bb" * 32}
+
+    def committed(node: str, sequence: int, digest: str) -> dict[str, object]:
+        event = {"type": "Committed", "sequence": sequence, "digest": digest}
+        return {"t": sequence, "kind": "event", "node": node, "event": event}
+
+    first, second = sorted(correct)
+    agreeing = [committed(first, 0, "01"), committed(second, 0, "01"), committed(first, 1, "02")]
+    assert check_history([TuskPrefixChecker(correct)], agreeing) == []
+    diverging = [committed(first, 0, "01"), committed(second, 0, "09")]
+    found = check_history([TuskPrefixChecker(correct)], diverging)
+    assert [violation.checker for violation in found] == ["prefix"]
+    gap = [committed(first, 0, "01"), committed(first, 2, "03")]
+    assert len(check_history([TuskPrefixChecker(correct)], gap)) == 1
+    repeat = [committed(first, 0, "01"), committed(first, 1, "01")]
+    assert len(check_history([TuskPrefixChecker(correct)], repeat)) == 1
+    # A Byzantine node's deliveries are not judged.
+    byzantine = [committed(first, 0, "01"), committed("cc" * 32, 0, "09")]
+    assert check_history([TuskPrefixChecker(correct)], byzantine) == []
+
+
+def test_checker_reads_back_the_same_verdict_from_a_recorded_history() -> None:
+    scenario = TuskScenario(byzantine_cores=2, honest_drivers=0, byzantine_drivers=0, collude=True)
+    outcome = run_scenario(scenario, seed=2, settings=RunSettings(faults=False))
+    replayed = check_history(
+        [TuskPrefixChecker(scenario.correct_cores())], outcome.world.history.records
+    )
+    assert replayed and replayed[0] == outcome.violations[0]
+
+
+def test_history_is_identical_across_processes_and_hash_seeds() -> None:
+    script = (
+        "from synod.sim.runner import RunSettings, run_scenario\n"
+        "from synod.sim.scenarios.tusk import TuskScenario\n"
+        "outcome = run_scenario(TuskScenario(), 11, RunSettings(safety_ms=1_000))\n"
+        "print(outcome.history_digest, outcome.ok)\n"
+    )
+    results = set()
+    for hash_seed in ("1", "2", "random"):
+        environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        results.add(result.stdout.strip())
+    assert len(results) == 1, results
