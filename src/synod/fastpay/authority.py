@@ -77,6 +77,7 @@ from synod.fastpay.messages import (
     ErrorReply,
     FastPayReply,
     SignedTransferOrder,
+    Transfer,
     TransferOrder,
     make_vote,
     shard_of,
@@ -163,6 +164,23 @@ class CreditSaturated:
 
     account: NodeId
     lost: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferApplied:
+    """This shard applied a certified transfer: the sender is debited (and the recipient
+    credited here or through a cross-shard update).  Emitted once per (sender, sequence
+    number) in the step that persists it; the simulator's checkers read it."""
+
+    transfer: Transfer
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCredited:
+    """This shard credited the recipient of a certified transfer (once per sender and
+    sequence number; in the debit's step, or when the cross-shard update arrives)."""
+
+    transfer: Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +385,7 @@ class AuthorityShard:
             )
         )
         step.persist.append(Persist(_ACCOUNT_PREFIX + transfer.sender, account.record()))
+        step.events.append(TransferApplied(transfer))
         if self.owns(transfer.recipient):
             self._credit(certificate, step)
         else:
@@ -395,6 +414,7 @@ class AuthorityShard:
         )
         account.received.append(certificate)
         step.persist.append(Persist(_ACCOUNT_PREFIX + transfer.recipient, account.record()))
+        step.events.append(TransferCredited(transfer))
 
     # -- cross-shard updates
 

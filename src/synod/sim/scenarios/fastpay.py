@@ -1,0 +1,678 @@
+"""FastPay (`synod.fastpay`) in the simulator (FastPay paper, section 5: safety and
+liveness under a Byzantine minority of authorities).
+
+Nodes: `authorities` authorities, the first `byzantine` of them Byzantine, each one
+node holding its `shards` shards (`ShardedAuthority` routes requests by `request_shard`;
+cross-shard updates cross the simulated network back to the node); `clients` honest
+account owners, each running a plan of transfers to the others one after the other
+(`ClientNode` wraps `synod.fastpay.client.Client`: it resumes a pending order or
+re-confirms its last certificate after a failure or a restart); and one Byzantine
+client that signs two different orders for its sequence number 0, each spending its
+whole balance, and shows each to a different half of the honest authorities (plus every
+Byzantine one).
+
+Byzantine authorities draw one behaviour per run: `silent` (never answers), `garbage`
+(answers random bytes), `liar` (forged votes over other transfers, made-up refusals),
+or `promiscuous` (votes for every validly signed order, ignoring the lock and the
+balance: what colluders do to help a double spend).  With `collude=True` every
+Byzantine authority is promiscuous; when they exceed f the equivocating client obtains
+two certificates and honest authorities apply different transfers for one sequence
+number, which the checkers report.
+
+Checkers (history only: the `TransferApplied` events of honest authorities and the
+`TransferCertified` events of honest clients):
+
+- no double spend: one transfer per (sender, sequence number), across every honest
+  authority and client (`synod.fastpay.checkers.conflicting_transfers`);
+- conservation of value: each honest authority applies each sender's sequence numbers
+  once and in order, credits each applied transfer once and only after debiting it,
+  and the distinct applied transfers leave every account non-negative with the
+  initial supply unchanged (`balances_after`);
+- liveness (after healing): every honest client confirmed its whole plan, and every
+  honest authority credited every transfer it debited (its cross-shard outbox drained).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from synod.core import (
+    Call,
+    CallFailed,
+    CancelTimer,
+    Input,
+    Persist,
+    Reply,
+    RequestReceived,
+    Response,
+    SetTimer,
+    Started,
+    Step,
+    Storage,
+    TimerFired,
+)
+from synod.crypto import KeyPair, NodeId
+from synod.fastpay.authority import AuthorityShard
+from synod.fastpay.checkers import balances_after, conflicting_transfers
+from synod.fastpay.client import (
+    Client,
+    TransferCertified,
+    TransferConfirmed,
+    TransferFailed,
+)
+from synod.fastpay.messages import (
+    MESSAGE_CODEC,
+    REPLY_CODEC,
+    AuthoritySignature,
+    CertifiedTransferOrder,
+    ConfirmationOrder,
+    ErrorKind,
+    ErrorReply,
+    SignedTransferOrder,
+    Transfer,
+    TransferOrder,
+    make_transfer_order,
+    make_vote,
+    request_shard,
+    transfer_order_is_valid,
+    vote_is_valid,
+)
+from synod.quorum.committee import Committee
+from synod.sim.checkers import Checker, Violation, events_of
+from synod.sim.history import Record
+from synod.sim.world import RawBytes, World
+
+RETRY_TIMER = "sim-fastpay-retry"
+BEHAVIOURS = ("silent", "garbage", "liar", "promiscuous")
+
+
+def authority_keys(index: int) -> KeyPair:
+    """Deterministic keys of simulated authority `index`."""
+    return KeyPair.from_seed(b"A" + index.to_bytes(4, "big") * 7 + b"\x00" * 3)
+
+
+def account_keys(index: int) -> KeyPair:
+    """Deterministic keys of simulated account `index`."""
+    return KeyPair.from_seed(b"C" + index.to_bytes(4, "big") * 7 + b"\x00" * 3)
+
+
+# ---------------------------------------------------------------- honest clients
+
+
+class ClientNode:
+    """An account owner's application around a `Client`: runs `plan` in order.
+
+    After a failed operation it waits `retry_ms` and resumes; after a restart it resumes
+    a pending order, or confirms its last certificate again, before going on.
+    """
+
+    def __init__(self, client: Client, plan: list[tuple[bytes, int]], retry_ms: int) -> None:
+        self.client = client
+        self.plan = plan
+        self.retry_ms = retry_ms
+        self.needs_confirmation = bool(client.sent)
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.client.node_id
+
+    @property
+    def done(self) -> bool:
+        """The whole plan is certified and confirmed."""
+        client = self.client
+        return (
+            not client.busy
+            and client.pending is None
+            and not self.needs_confirmation
+            and client.next_sequence_number >= len(self.plan)
+        )
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, Started) or (
+            isinstance(event, TimerFired) and event.name == RETRY_TIMER
+        ):
+            return self._next(Step())
+        step = self.client.handle(event, now_ms)
+        failed = False
+        for item in step.events:
+            if isinstance(item, TransferCertified):
+                self.needs_confirmation = True
+            elif isinstance(item, TransferConfirmed):
+                self.needs_confirmation = False
+            elif isinstance(item, TransferFailed):
+                failed = True
+        if failed:
+            step.timers.append(SetTimer(RETRY_TIMER, self.retry_ms))
+            return step
+        return self._next(step)
+
+    def _next(self, step: Step) -> Step:
+        client = self.client
+        if client.busy:
+            return step
+        if client.pending is not None or self.needs_confirmation:
+            return step.extend(client.resume())
+        number = client.next_sequence_number
+        if number < len(self.plan):
+            recipient, amount = self.plan[number]
+            return step.extend(client.transfer(recipient, amount))
+        return step
+
+
+# ---------------------------------------------------------------- sharded authorities
+
+
+class ShardedAuthority:
+    """All `AuthorityShard`s of one authority in one simulated node.
+
+    Requests go to the shard `request_shard` names; a shard's cross-shard `Call` to its
+    own authority travels through the simulated network back to this node like any
+    call.  Each shard keeps its records under its own key prefix, numbers its calls and
+    names its timers independently, so this node renumbers calls and prefixes timers.
+    A crash takes every shard down together (one process per authority).
+    """
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        committee: Committee,
+        shard_count: int,
+        genesis: dict[bytes, int],
+        storage: Storage,
+    ) -> None:
+        self.keys = keys
+        self.shards = [
+            AuthorityShard(
+                keys,
+                committee,
+                shard=index,
+                shard_count=shard_count,
+                genesis=genesis,
+                storage=_unprefixed(storage, _shard_prefix(index)),
+            )
+            for index in range(shard_count)
+        ]
+        self._calls: dict[int, tuple[int, int]] = {}
+        self._next_request_id = 1
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.keys.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, RequestReceived):
+            return self._on_shard(self._shard_for(event.body), event, now_ms)
+        if isinstance(event, Response | CallFailed):
+            entry = self._calls.pop(event.request_id, None)
+            if entry is None:
+                return Step()
+            shard, request_id = entry
+            if isinstance(event, Response):
+                inner: Input = Response(event.server, request_id, event.body)
+            else:
+                inner = CallFailed(event.server, request_id, event.reason)
+            return self._on_shard(shard, inner, now_ms)
+        if isinstance(event, TimerFired):
+            shard_text, _, name = event.name.partition(":")
+            if shard_text.isdigit() and int(shard_text) < len(self.shards):
+                return self._on_shard(int(shard_text), TimerFired(name), now_ms)
+            return Step()
+        step = Step()
+        for index in range(len(self.shards)):
+            step.extend(self._on_shard(index, event, now_ms))
+        return step
+
+    def _shard_for(self, body: Any) -> int:
+        request = body
+        if isinstance(body, bytes):
+            return 0  # undecodable: any shard answers MALFORMED
+        try:
+            return request_shard(request, len(self.shards))
+        except (AttributeError, TypeError):
+            return 0  # a reply sent as a request: any shard refuses it
+
+    def _on_shard(self, index: int, event: Input, now_ms: int) -> Step:
+        inner = self.shards[index].handle(event, now_ms)
+        prefix = _shard_prefix(index)
+        step = Step(events=list(inner.events))
+        step.persist = [Persist(prefix + record.key, record.value) for record in inner.persist]
+        for outgoing in inner.outgoing:
+            if isinstance(outgoing, Call):
+                request_id = self._next_request_id
+                self._next_request_id += 1
+                self._calls[request_id] = (index, outgoing.request_id)
+                step.outgoing.append(Call(outgoing.to, request_id, outgoing.body))
+            else:
+                step.outgoing.append(outgoing)
+        for command in inner.timers:
+            name = f"{index}:{command.name}"
+            if isinstance(command, SetTimer):
+                step.timers.append(SetTimer(name, command.delay_ms))
+            else:
+                step.timers.append(CancelTimer(name))
+        return step
+
+
+def _shard_prefix(index: int) -> bytes:
+    return b"shard-%d/" % index
+
+
+def _unprefixed(storage: Storage, prefix: bytes) -> dict[bytes, bytes]:
+    return {key[len(prefix) :]: value for key, value in storage.items() if key.startswith(prefix)}
+
+
+# ---------------------------------------------------------------- Byzantine nodes
+
+
+class ByzantineAuthority:
+    """An authority that runs the honest shard and lies in its replies (see module)."""
+
+    def __init__(
+        self, inner: AuthorityShard | ShardedAuthority, behaviour: str, rng: random.Random
+    ) -> None:
+        self.inner = inner
+        self.behaviour = behaviour
+        self.rng = rng
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.inner.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        honest = self.inner.handle(event, now_ms)
+        if not isinstance(event, RequestReceived):
+            return Step(outgoing=list(honest.outgoing), timers=list(honest.timers))
+        reply = self._answer(event.body, honest)
+        if reply is None:
+            return Step()
+        return Step(outgoing=[Reply(event.client, event.request_id, reply)])
+
+    def _answer(self, request: Any, honest: Step) -> Any:
+        honest_reply = next(item.body for item in honest.outgoing if isinstance(item, Reply))
+        rng = self.rng
+        if self.behaviour == "silent":
+            return None
+        if self.behaviour == "garbage":
+            return RawBytes(rng.randbytes(rng.randint(0, 48)))
+        if self.behaviour == "promiscuous":
+            if isinstance(request, TransferOrder) and transfer_order_is_valid(request):
+                return make_vote(self.inner.keys, request)
+            return honest_reply
+        # liar
+        if isinstance(request, TransferOrder):
+            transfer = request.transfer
+            forged = Transfer(
+                transfer.sender,
+                transfer.recipient,
+                max(1, transfer.amount - 1),
+                transfer.sequence_number,
+            )
+            return make_vote(self.inner.keys, TransferOrder(forged, request.signature))
+        kinds = list(ErrorKind)
+        return ErrorReply(
+            kind=kinds[rng.randrange(len(kinds))],
+            expected_sequence_number=rng.randrange(4),
+        )
+
+
+class EquivocatingClient:
+    """A Byzantine account owner: two orders for sequence number 0, one per honest half.
+
+    It keeps asking (every `retry_ms`) until both orders are certified or it gave up,
+    and sends each certificate it obtains to the half that voted for it.
+    """
+
+    def __init__(  # noqa: PLR0917 - the whole attack is configuration
+        self,
+        keys: KeyPair,
+        committee: Committee,
+        halves: tuple[list[NodeId], list[NodeId]],
+        accomplices: list[NodeId],
+        recipients: tuple[bytes, bytes],
+        amount: int,
+        retry_ms: int,
+    ) -> None:
+        self.keys = keys
+        self.committee = committee
+        self.targets = [halves[0] + accomplices, halves[1] + accomplices]
+        self.orders = [
+            make_transfer_order(keys, Transfer(keys.node_id, recipient, amount, 0))
+            for recipient in recipients
+        ]
+        self.votes: list[dict[NodeId, SignedTransferOrder]] = [{}, {}]
+        self.certified = [False, False]
+        self.retry_ms = retry_ms
+        self.rounds = 0
+        self._next_request_id = 1
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.keys.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, Started) or (
+            isinstance(event, TimerFired) and event.name == RETRY_TIMER
+        ):
+            return self._ask()
+        if isinstance(event, Response):
+            return self._count(event)
+        return Step()
+
+    def _call(self, step: Step, to: NodeId, body: Any) -> None:
+        step.outgoing.append(Call(to=to, request_id=self._next_request_id, body=body))
+        self._next_request_id += 1
+
+    def _ask(self) -> Step:
+        step = Step()
+        self.rounds += 1
+        if all(self.certified) or self.rounds > 10:
+            return step
+        for side, order in enumerate(self.orders):
+            if not self.certified[side]:
+                for authority in self.targets[side]:
+                    self._call(step, authority, order)
+        step.timers.append(SetTimer(RETRY_TIMER, self.retry_ms))
+        return step
+
+    def _count(self, event: Response) -> Step:
+        step = Step()
+        vote = event.body
+        if not isinstance(vote, SignedTransferOrder) or vote.authority != event.server:
+            return step
+        for side, order in enumerate(self.orders):
+            if vote.order.transfer != order.transfer or not vote_is_valid(vote):
+                continue
+            self.votes[side][NodeId(vote.authority)] = vote
+            if not self.certified[side] and self.committee.reaches_quorum(self.votes[side]):
+                self.certified[side] = True
+                certificate = CertifiedTransferOrder(
+                    order=order,
+                    signatures=[
+                        AuthoritySignature(name, self.votes[side][name].signature)
+                        for name in sorted(self.votes[side])
+                    ],
+                )
+                for authority in self.targets[side]:
+                    self._call(step, authority, ConfirmationOrder(certificate))
+        return step
+
+
+# ---------------------------------------------------------------- the scenario
+
+
+@dataclass(slots=True)
+class FastPayScenario:
+    """See the module docstring."""
+
+    authorities: int = 4
+    byzantine: int = 1
+    clients: int = 4
+    transfers: int = 3
+    shards: int = 1
+    funding: int = 100
+    collude: bool = False
+    retry_ms: int = 300
+    name: str = "fastpay"
+    genesis: dict[bytes, int] = field(default_factory=dict)
+    _authority_keys: list[KeyPair] = field(default_factory=list)
+    _client_keys: list[KeyPair] = field(default_factory=list)
+    _equivocator: KeyPair | None = None
+    _confirmed: dict[str, int] = field(default_factory=dict)
+    _goal: dict[str, int] = field(default_factory=dict)
+    _debited: set[tuple[str, str, int]] = field(default_factory=set)
+    _credited: set[tuple[str, str, int]] = field(default_factory=set)
+    _honest: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.byzantine <= self.authorities:
+            raise ValueError("byzantine count out of range")
+        if self.clients < 2:
+            raise ValueError("at least two clients pay each other")
+        if self.shards < 1:
+            raise ValueError("an authority has at least one shard")
+        self._authority_keys = [authority_keys(i) for i in range(self.authorities)]
+        self._client_keys = [account_keys(i) for i in range(self.clients)]
+        self._equivocator = account_keys(self.clients)
+        self.genesis = {keys.node_id: self.funding for keys in self._client_keys}
+        self.genesis[self._equivocator.node_id] = self.funding
+        self._honest = self.honest_authorities()
+
+    @property
+    def committee(self) -> Committee:
+        return Committee.equal_weights(keys.node_id for keys in self._authority_keys)
+
+    def honest_authorities(self) -> set[str]:
+        return {keys.node_id.hex() for keys in self._authority_keys[self.byzantine :]}
+
+    def honest_clients(self) -> set[str]:
+        return {keys.node_id.hex() for keys in self._client_keys}
+
+    def build(self, world: World) -> None:
+        committee = self.committee
+        for index, keys in enumerate(self._authority_keys):
+            if index < self.byzantine:
+                behaviour = "promiscuous" if self.collude else BEHAVIOURS[world.rng.randrange(4)]
+                factory = self._byzantine_factory(keys, committee, behaviour)
+                world.add_node(keys.node_id, factory, MESSAGE_CODEC, byzantine=True)
+            else:
+                world.add_node(
+                    keys.node_id, self._authority_factory(keys, committee), MESSAGE_CODEC
+                )
+        for keys in self._client_keys:
+            plan = self._draw_plan(world.rng, keys)
+            self._goal[keys.node_id.hex()] = len(plan) - 1
+            world.add_node(keys.node_id, self._client_factory(keys, committee, plan), REPLY_CODEC)
+        world.add_node(
+            self._equivocator_keys.node_id,
+            self._equivocator_factory(committee),
+            REPLY_CODEC,
+            byzantine=True,
+        )
+        world.observe(self._track)
+
+    @property
+    def _equivocator_keys(self) -> KeyPair:
+        assert self._equivocator is not None
+        return self._equivocator
+
+    def _draw_plan(self, rng: random.Random, keys: KeyPair) -> list[tuple[bytes, int]]:
+        others = [other.node_id for other in self._client_keys if other is not keys]
+        budget = self.funding // max(1, self.transfers)
+        return [
+            (others[rng.randrange(len(others))], rng.randint(1, max(1, budget)))
+            for _ in range(self.transfers)
+        ]
+
+    def _authority(
+        self, keys: KeyPair, committee: Committee, storage: Storage
+    ) -> AuthorityShard | ShardedAuthority:
+        if self.shards == 1:
+            return AuthorityShard(keys, committee, genesis=self.genesis, storage=storage)
+        return ShardedAuthority(keys, committee, self.shards, self.genesis, storage)
+
+    def _authority_factory(self, keys: KeyPair, committee: Committee) -> Any:
+        def build(storage: Storage, rng: random.Random) -> AuthorityShard | ShardedAuthority:
+            return self._authority(keys, committee, storage)
+
+        return build
+
+    def _byzantine_factory(self, keys: KeyPair, committee: Committee, behaviour: str) -> Any:
+        def build(storage: Storage, rng: random.Random) -> ByzantineAuthority:
+            return ByzantineAuthority(self._authority(keys, committee, storage), behaviour, rng)
+
+        return build
+
+    def _client_factory(
+        self, keys: KeyPair, committee: Committee, plan: list[tuple[bytes, int]]
+    ) -> Any:
+        funding, retry_ms = self.funding, self.retry_ms
+
+        def build(storage: Storage, rng: random.Random) -> ClientNode:
+            client = Client(keys, committee, balance=funding, storage=storage)
+            return ClientNode(client, plan, retry_ms)
+
+        return build
+
+    def _equivocator_factory(self, committee: Committee) -> Any:
+        honest = [keys.node_id for keys in self._authority_keys[self.byzantine :]]
+        accomplices = [keys.node_id for keys in self._authority_keys[: self.byzantine]]
+        halves = (honest[: len(honest) // 2], honest[len(honest) // 2 :])
+        recipients = (self._client_keys[0].node_id, self._client_keys[1].node_id)
+        keys, funding, retry_ms = self._equivocator_keys, self.funding, self.retry_ms
+
+        def build(storage: Storage, rng: random.Random) -> EquivocatingClient:
+            return EquivocatingClient(
+                keys, committee, halves, accomplices, recipients, funding, retry_ms
+            )
+
+        return build
+
+    def _track(self, record: Record) -> None:
+        if record["kind"] == "event" and record["node"] in self._honest:
+            for kind, keys in (
+                ("TransferApplied", self._debited),
+                ("TransferCredited", self._credited),
+            ):
+                found = events_of(record, kind)
+                if found is not None:
+                    transfer = found["transfer"]
+                    keys.add((record["node"], transfer["sender"], transfer["sequence_number"]))
+        event = events_of(record, "TransferConfirmed")
+        if event is not None and record["node"] in self._goal:
+            number = event["certificate"]["order"]["transfer"]["sequence_number"]
+            self._confirmed[record["node"]] = max(self._confirmed.get(record["node"], -1), number)
+
+    def checkers(self) -> list[Checker]:
+        return [
+            NoDoubleSpendChecker(self.honest_authorities() | self.honest_clients()),
+            ConservationChecker(self.honest_authorities(), dict(self.genesis)),
+        ]
+
+    def crashable(self, world: World) -> list[int]:
+        return [node.index for node in world.correct_nodes()]
+
+    def max_crashed(self) -> int:
+        return max(1, (self.authorities - 1) // 3)
+
+    def is_live(self, world: World) -> bool:
+        confirmed = all(self._confirmed.get(node, -1) >= goal for node, goal in self._goal.items())
+        return confirmed and self._debited <= self._credited
+
+
+# ---------------------------------------------------------------- checkers
+
+
+def transfer_of(plain: dict[str, Any]) -> Transfer:
+    """Rebuild a `Transfer` from its history form (bytes as hex)."""
+    user_data = plain.get("user_data")
+    return Transfer(
+        sender=bytes.fromhex(plain["sender"]),
+        recipient=bytes.fromhex(plain["recipient"]),
+        amount=plain["amount"],
+        sequence_number=plain["sequence_number"],
+        user_data=bytes.fromhex(user_data) if user_data is not None else None,
+    )
+
+
+def _observed_transfer(record: Record, nodes: set[str]) -> Transfer | None:
+    if record["kind"] != "event" or record["node"] not in nodes:
+        return None
+    applied = events_of(record, "TransferApplied")
+    if applied is not None:
+        return transfer_of(applied["transfer"])
+    certified = events_of(record, "TransferCertified")
+    if certified is not None:
+        return transfer_of(certified["certificate"]["order"]["transfer"])
+    return None
+
+
+@dataclass(slots=True)
+class NoDoubleSpendChecker:
+    """No two different transfers are applied or certified for one sender and number."""
+
+    nodes: set[str]
+    name: str = "double-spend"
+    seen: dict[tuple[bytes, int], Transfer] = field(default_factory=dict)
+
+    def observe(self, record: Record) -> list[Violation]:
+        transfer = _observed_transfer(record, self.nodes)
+        if transfer is None:
+            return []
+        key = (transfer.sender, transfer.sequence_number)
+        first = self.seen.setdefault(key, transfer)
+        if not conflicting_transfers([first, transfer]):
+            return []
+        detail = (
+            f"sender {transfer.sender.hex()[:8]} sequence number {transfer.sequence_number}: "
+            f"{first.amount} to {first.recipient.hex()[:8]} and {transfer.amount} to "
+            f"{transfer.recipient.hex()[:8]} (node {record['node'][:8]})"
+        )
+        return [Violation(self.name, record["t"], detail)]
+
+    def finish(self) -> list[Violation]:
+        return []
+
+
+@dataclass(slots=True)
+class ConservationChecker:
+    """Honest authorities apply each sequence number once, in order, and credit each
+    applied transfer once, after its debit; no value is made."""
+
+    authorities: set[str]
+    genesis: dict[bytes, int]
+    name: str = "conservation"
+    next_number: dict[tuple[str, bytes], int] = field(default_factory=dict)
+    applied: list[Transfer] = field(default_factory=list)
+    debited: set[tuple[str, bytes, int]] = field(default_factory=set)
+    credited: set[tuple[str, bytes, int]] = field(default_factory=set)
+
+    def observe(self, record: Record) -> list[Violation]:
+        if record["kind"] != "event" or record["node"] not in self.authorities:
+            return []
+        credited = events_of(record, "TransferCredited")
+        if credited is not None:
+            return self._observe_credit(record, transfer_of(credited["transfer"]))
+        event = events_of(record, "TransferApplied")
+        if event is None:
+            return []
+        transfer = transfer_of(event["transfer"])
+        key = (record["node"], transfer.sender)
+        expected = self.next_number.get(key, 0)
+        self.next_number[key] = expected + 1
+        self.applied.append(transfer)
+        self.debited.add((record["node"], transfer.sender, transfer.sequence_number))
+        if transfer.sequence_number != expected:
+            detail = (
+                f"authority {record['node'][:8]} applied sequence number "
+                f"{transfer.sequence_number} of {transfer.sender.hex()[:8]}, expected {expected}"
+            )
+            return [Violation(self.name, record["t"], detail)]
+        return self._check_balances(record["t"])
+
+    def _observe_credit(self, record: Record, transfer: Transfer) -> list[Violation]:
+        key = (record["node"], transfer.sender, transfer.sequence_number)
+        where = f"authority {record['node'][:8]}, {transfer.sender.hex()[:8]}#"
+        if key not in self.debited:
+            detail = f"{where}{transfer.sequence_number} credited before it was debited"
+            return [Violation(self.name, record["t"], detail)]
+        if key in self.credited:
+            detail = f"{where}{transfer.sequence_number} credited twice"
+            return [Violation(self.name, record["t"], detail)]
+        self.credited.add(key)
+        return []
+
+    def _check_balances(self, at_ms: int) -> list[Violation]:
+        balances = balances_after(self.genesis, self.applied)
+        supply = sum(self.genesis.values())
+        if sum(balances.values()) != supply:
+            return [Violation(self.name, at_ms, "the total of all balances changed")]
+        overdrawn = sorted(account for account, balance in balances.items() if balance < 0)
+        if overdrawn:
+            detail = f"account {overdrawn[0].hex()[:8]} spent more than it ever had"
+            return [Violation(self.name, at_ms, detail)]
+        return []
+
+    def finish(self) -> list[Violation]:
+        return []
