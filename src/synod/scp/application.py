@@ -16,8 +16,8 @@ bytes mean through four hooks (draft section 3.4 and 3.6; stellar-core `SCPDrive
   policy; the draft's defaults are 1 + n seconds for both.
 
 The application proposes values with `synod.core.Proposed` and receives
-`Externalized(slot_index, value)` events, in slot order for a node that follows every
-slot.  Subclass `Application` and override what you need.
+`Externalized(slot_index, value)` events, in slot order: a slot decided before an
+earlier one waits for it.  Subclass `Application` and override what you need.
 """
 
 from __future__ import annotations

@@ -19,9 +19,22 @@ Inputs:
 * `Proposed(value)`: nominate `value` (bytes) for the next slot to decide, or a
   `SlotProposal` for a given slot.
 * `TimerFired`: `scp/nominate/<slot>` starts the next nomination round,
-  `scp/ballot/<slot>` abandons the current ballot.
+  `scp/ballot/<slot>` abandons the current ballot, `scp/rebroadcast` re-sends our
+  latest statements and asks for state when we may have missed something (below).
 * `Started`: ask peers for their latest statements (`StateRequest`); after a restart
   also re-send ours and resume nomination rounds.
+
+Decisions.  `Externalized(slot, value)` events leave in slot order: a slot decided
+while an earlier one is still open is held back until the earlier one is decided (or
+skipped: purged undecided, or passed by `advance_to`).  The highest slot handed out is
+persisted (`scp/delivered`), so a restarted core hands out what it held back, once.
+
+Catching up (stellar-core's GET_SCP_STATE).  Lost messages can leave a node behind
+peers that have finished and fallen silent, so on each rebroadcast tick the core
+broadcasts a `StateRequest` when it waits for answers after `Started` (until peers
+forming one of its slices have spoken), when a slot below a decided one is still open,
+or when an open slot heard nothing since the previous tick.  Peers answer with their
+latest statements; a decided slot's EXTERNALIZE statements let the node decide it.
 
 Quorum sets.  Statements carry the hash of their sender's quorum set.  The core keeps a
 `QuorumSetStore` (hash -> set) seeded with its own set and any the application adds
@@ -62,8 +75,8 @@ from synod.core import (
     TimerFired,
 )
 from synod.crypto import KeyPair, NodeId
-from synod.quorum.qset import QuorumSet, is_sane, qset_hash
-from synod.scp.application import Application, SlotProposal
+from synod.quorum.qset import QuorumSet, is_sane, is_satisfied_by, qset_hash
+from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.ballot import Phase
 from synod.scp.messages import (
     CODEC,
@@ -88,6 +101,7 @@ from synod.wire import DecodeError
 
 _SLOT_KEY_PREFIX: Final = b"scp/slot/"
 _FLOOR_KEY: Final = b"scp/floor"
+_DELIVERED_KEY: Final = b"scp/delivered"
 REBROADCAST_TIMER: Final = "scp/rebroadcast"
 
 
@@ -186,6 +200,13 @@ class ScpCore:
         self.next_slot_index = config.first_slot_index
         self._pending: dict[tuple[bytes, int, bool], tuple[NodeId, Envelope]] = {}
         self._rebroadcast_armed = False
+        self._awaiting_state = False
+        self._state_responders: set[bytes] = set()
+        self._heard: Counter[int] = Counter()
+        self._heard_at_last_tick: dict[int, int] = {}
+        self.delivered_through = config.first_slot_index - 1
+        """Highest slot whose `Externalized` event was handed out; every slot below it
+        was handed out too, or skipped (purged undecided, or passed by `advance_to`)."""
         if storage:
             self._restore(storage)
 
@@ -233,9 +254,14 @@ class ScpCore:
         there and older slots are purged.  Needed when a node was away for longer
         than the window covers; never moves backwards."""
         step = Step()
+        if slot_index - 1 > self.delivered_through:
+            # the application has the slots before `slot_index`: no events for them,
+            # not even from the purge below
+            self._set_delivered_through(slot_index - 1, step)
         if slot_index > self.next_slot_index:
             self.next_slot_index = slot_index
             self._purge(step)
+        self._release_externalized(step)
         return step
 
     def add_quorum_set(self, qset: QuorumSet) -> bytes:
@@ -288,6 +314,11 @@ class ScpCore:
             slot.nominate(None, timed_out=True)
             self._flush(slot, step)
         step.outgoing.append(Broadcast(StateRequest(self.floor)))
+        # the request or its answers may be lost: ask again on every rebroadcast tick
+        # until peers forming one of our slices have spoken
+        self._awaiting_state = True
+        self._state_responders.clear()
+        self._arm_rebroadcast(step)
 
     def _receive(self, sender: NodeId, message: Any, now_ms: int, step: Step) -> None:
         if isinstance(message, bytes | bytearray | memoryview):
@@ -344,6 +375,9 @@ class ScpCore:
         reason_text = slot.process(statement)
         if reason_text is not None:
             self._reject(RejectReason(reason_text))
+        else:
+            self._heard[statement.slot_index] += 1
+        self._note_state_responder(statement.node_id)
         self._help_straggler(slot, sender, statement, step)
         self._flush(slot, step)
 
@@ -372,6 +406,13 @@ class ScpCore:
             and slot.fully_validated
         ):
             step.outgoing.append(Send(sender, self._sign(slot.ballot.last_statement)))
+
+    def _note_state_responder(self, node: bytes) -> None:
+        if self._awaiting_state:
+            self._state_responders.add(node)
+            if is_satisfied_by(self.config.quorum_set, self._state_responders | {self.node_id}):
+                self._awaiting_state = False
+                self._state_responders.clear()
 
     def _answer_state_request(self, sender: NodeId, from_slot_index: int, step: Step) -> None:
         if not self.config.validator:
@@ -453,7 +494,26 @@ class ScpCore:
         if slot.externalized_value is not None and slot.slot_index >= self.next_slot_index:
             self.next_slot_index = slot.slot_index + 1
             self._purge(step)
+        self._release_externalized(step)
         self._arm_rebroadcast(step)
+
+    def _release_externalized(self, step: Step) -> None:
+        """Hand out `Externalized` events in slot order: a slot decided while an
+        earlier one is still open waits for it (the application applies slots in
+        order, and a restarted node re-delivers what it held back)."""
+        through = self.delivered_through
+        while True:
+            slot = self.slots.get(through + 1)
+            if slot is None or slot.externalized_value is None:
+                break
+            through += 1
+            step.events.append(Externalized(through, slot.externalized_value))
+        if through != self.delivered_through:
+            self._set_delivered_through(through, step)
+
+    def _set_delivered_through(self, slot_index: int, step: Step) -> None:
+        self.delivered_through = slot_index
+        step.persist.append(Persist(_DELIVERED_KEY, struct.pack(">Q", slot_index)))
 
     def _undecided_slots(self) -> list[Slot]:
         return [
@@ -464,30 +524,65 @@ class ScpCore:
 
     def _arm_rebroadcast(self, step: Step) -> None:
         interval_ms = self.config.rebroadcast_interval_ms
-        if interval_ms is None or self._rebroadcast_armed or not self.config.validator:
+        if interval_ms is None or self._rebroadcast_armed:
             return
-        if self._undecided_slots():
+        if self._awaiting_state or self._has_gap() or self._undecided_slots():
             self._rebroadcast_armed = True
             step.timers.append(SetTimer(REBROADCAST_TIMER, interval_ms))
 
     def _rebroadcast(self, step: Step) -> None:
         """Re-send our latest statements of undecided slots, and of the newest decided
-        one (which lets peers that missed it catch up)."""
+        one (which lets peers that missed it catch up).  Ask peers for their state
+        when a slot heard nothing new since the last tick (its messages were lost and
+        the peers may have moved on and fallen silent), when a slot below a decided one
+        is still open (we missed it), or while still waiting for answers after a
+        restart."""
         self._rebroadcast_armed = False
-        decided = [index for index, slot in self.slots.items() if slot.externalized_value]
-        chosen = self._undecided_slots()
-        if decided:
-            chosen.append(self.slots[max(decided)])
-        for slot in chosen:
-            if slot.fully_validated:
-                for statement in slot.own_statements():
-                    step.outgoing.append(Broadcast(self._sign(statement)))
+        undecided = self._undecided_slots()
+        if self.config.validator:
+            decided = [index for index, slot in self.slots.items() if slot.externalized_value]
+            chosen = list(undecided)
+            if decided:
+                chosen.append(self.slots[max(decided)])
+            for slot in chosen:
+                if slot.fully_validated:
+                    for statement in slot.own_statements():
+                        step.outgoing.append(Broadcast(self._sign(statement)))
+        stuck = [
+            slot.slot_index
+            for slot in undecided
+            if self._heard_at_last_tick.get(slot.slot_index) == self._heard[slot.slot_index]
+        ]
+        self._heard_at_last_tick = {
+            slot.slot_index: self._heard[slot.slot_index] for slot in undecided
+        }
+        from_slot_index: int | None = None
+        if self._awaiting_state:
+            from_slot_index = self.floor
+        elif self._has_gap():
+            from_slot_index = self.delivered_through + 1
+        elif stuck:
+            from_slot_index = min(stuck)
+        if from_slot_index is not None:
+            step.outgoing.append(Broadcast(StateRequest(from_slot_index)))
         self._arm_rebroadcast(step)
+
+    def _has_gap(self) -> bool:
+        """A later slot is decided but an earlier one is not (we missed its messages,
+        for example while down): its `Externalized` event, and the later ones, wait."""
+        return self.delivered_through + 1 < self.next_slot_index
 
     def _purge(self, step: Step) -> None:
         new_floor = max(self.floor, self.next_slot_index - self.config.retained_slots)
         if new_floor == self.floor:
             return
+        if self.delivered_through < new_floor - 1:
+            # slots about to be forgotten: hand out those decided, skip the others
+            for slot_index in range(self.delivered_through + 1, new_floor):
+                slot = self.slots.get(slot_index)
+                if slot is not None and slot.externalized_value is not None:
+                    step.events.append(Externalized(slot_index, slot.externalized_value))
+            self._set_delivered_through(new_floor - 1, step)
         for slot_index in [index for index in self.slots if index < new_floor]:
             slot = self.slots.pop(slot_index)
             for timer_cancel in (slot.cancel_nomination_timer, slot.cancel_ballot_timer):
@@ -498,6 +593,8 @@ class ScpCore:
         self._pending = {
             key: parked for key, parked in self._pending.items() if key[1] >= new_floor
         }
+        for slot_index in [index for index in self._heard if index < new_floor]:
+            del self._heard[slot_index]
         self.floor = new_floor
         step.persist.append(Persist(_FLOOR_KEY, struct.pack(">Q", new_floor)))
 
@@ -514,6 +611,8 @@ class ScpCore:
         if floor_record is not None and len(floor_record) == 8:
             self.floor = max(self.floor, struct.unpack(">Q", floor_record)[0])
             self.next_slot_index = max(self.next_slot_index, self.floor)
+        self.delivered_through = max(self.delivered_through, self.floor - 1)
+        delivered_record = storage.get(_DELIVERED_KEY)
         for key in sorted(storage):
             if not key.startswith(_SLOT_KEY_PREFIX):
                 continue
@@ -524,6 +623,9 @@ class ScpCore:
             if not isinstance(envelope, Envelope):
                 raise LocalError(f"storage record {key!r} is not an envelope")
             self._restore_statement(envelope.statement)
+        if delivered_record is not None and len(delivered_record) == 8:
+            delivered = struct.unpack(">Q", delivered_record)[0]
+            self.delivered_through = max(self.delivered_through, delivered)
 
     def _restore_statement(self, statement: Statement) -> None:
         if statement.node_id != self.node_id:

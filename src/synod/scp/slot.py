@@ -21,7 +21,7 @@ from typing import Final
 from synod.core import CancelTimer, SetTimer, Step
 from synod.crypto import NodeId
 from synod.quorum.qset import QuorumSet
-from synod.scp.application import Application, Externalized, Validity
+from synod.scp.application import Application, Validity
 from synod.scp.ballot import BallotProtocol, Phase
 from synod.scp.messages import Externalize, Nomination, Statement, companion_quorum_set_hash
 from synod.scp.nomination import NominationProtocol
@@ -152,10 +152,10 @@ class Slot:
     def externalized(self, value: bytes) -> None:
         assert self.externalized_value is None or self.externalized_value == value
         if self.externalized_value is None:
+            # the core hands out the `Externalized` event, in slot order
             self.externalized_value = value
             self.nomination.stop()
             self.cancel_ballot_timer()
-            self.step.events.append(Externalized(self.slot_index, value))
 
     def set_nomination_timer(self, delay_ms: int) -> None:
         self.step.timers.append(SetTimer(self.nomination_timer_name, delay_ms))
