@@ -1,0 +1,517 @@
+"""`synod fbas`: analyse federated networks (quorum intersection, blocking and splitting
+sets, top tier) from stellarbeat or stellar-core quorum JSON.
+
+Exit codes: 0 the analysis ran (for `check`: quorum intersection holds); 1 `check` found
+two disjoint quorums (or no quorum at all); 2 the input or the options are wrong.
+Tables go to stdout, progress to stderr (when it is a terminal, or with --progress).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from synod.quorum.fbas import Fbas
+    from synod.quorum.fbas_analysis import MinimalSetResult
+    from synod.quorum.fbas_load import LoadOptions
+
+
+class InputProblem(click.ClickException):
+    """A user error: message on stderr, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+@dataclass
+class Settings:
+    path: Path
+    orgs: Path | None
+    input_format: str
+    missing_qset: str
+    unknown_validators: str
+    inactive: str
+    insane: str
+    check_keys: bool
+    as_json: bool
+    progress: bool
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputProblem(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise InputProblem(f"{path}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputProblem(
+            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+
+
+def _load(settings: Settings) -> Fbas:
+    from synod.quorum.fbas_load import FbasInputError, load_stellar_core, load_stellarbeat
+
+    if settings.input_format == "synod" or settings.path.suffix == ".toml":
+        return _load_synod(settings, options_of(settings))
+    data = _read_json(settings.path)
+    organizations = _read_json(settings.orgs) if settings.orgs else None
+    options = options_of(settings)
+    input_format = settings.input_format
+    if input_format == "auto":
+        input_format = (
+            "stellar-core" if isinstance(data, dict) and "nodes" in data else "stellarbeat"
+        )
+    try:
+        if input_format == "stellar-core":
+            if organizations is not None:
+                raise InputProblem("--orgs applies to stellarbeat input only")
+            fbas = load_stellar_core(data, options)
+        else:
+            fbas = load_stellarbeat(data, options, organizations)
+    except FbasInputError as error:
+        raise InputProblem(f"{settings.path}: {error}") from None
+    for note in fbas.notes:
+        _progress(settings, f"note: {note}")
+    return fbas
+
+
+def options_of(settings: Settings) -> LoadOptions:
+    from synod.quorum.fbas_load import LoadOptions
+
+    return LoadOptions(
+        missing_qset=settings.missing_qset,  # type: ignore[arg-type]
+        unknown_validators=settings.unknown_validators,  # type: ignore[arg-type]
+        inactive=settings.inactive,  # type: ignore[arg-type]
+        insane=settings.insane,  # type: ignore[arg-type]
+        check_keys=settings.check_keys,
+    )
+
+
+def _load_synod(settings: Settings, options: LoadOptions) -> Fbas:
+    """A synod SCP network file (``network.toml``, as `synod scp init` writes it)."""
+    from synod.cli.scp import load_config
+    from synod.quorum.fbas_load import FbasInputError, from_quorum_sets
+
+    if settings.path.name != "network.toml":
+        raise InputProblem(f"{settings.path}: a synod network file is named network.toml")
+    if settings.orgs:
+        raise InputProblem("--orgs applies to stellarbeat input only")
+    try:
+        config = load_config(settings.path.parent)
+        qsets: dict[bytes, Any] = {node.node_id: node.quorum_set for node in config.nodes}
+        names: dict[bytes, str] = {node.node_id: node.name for node in config.nodes}
+        organizations: dict[bytes, str] = {
+            node.node_id: node.organisation for node in config.nodes if node.organisation
+        }
+        return from_quorum_sets(qsets, names, organizations, options)
+    except click.ClickException as error:
+        raise InputProblem(error.format_message()) from None
+    except FbasInputError as error:
+        raise InputProblem(f"{settings.path}: {error}") from None
+
+
+def _progress(settings: Settings, message: str) -> None:
+    if settings.progress:
+        click.echo(message, err=True)
+
+
+def _reporter(settings: Settings) -> Callable[[str], None]:
+    return lambda message: _progress(settings, message)
+
+
+def _common(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The input and semantics options every subcommand takes."""
+    decorators = [
+        click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option(
+            "--orgs",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="stellarbeat organisations JSON ([{id, name, validators}]).",
+        ),
+        click.option(
+            "--format",
+            "input_format",
+            type=click.Choice(["auto", "stellarbeat", "stellar-core", "synod"]),
+            default="auto",
+            show_default=True,
+            help="Input format (auto: .toml is a synod network.toml, an object with "
+            "'nodes' is stellar-core's quorum JSON, an array is stellarbeat).",
+        ),
+        click.option(
+            "--missing-qset",
+            type=click.Choice(["exclude", "unconstrained"]),
+            default="exclude",
+            show_default=True,
+            help="A node without quorum set is never in a quorum, or satisfied by any set.",
+        ),
+        click.option(
+            "--unknown-validators",
+            type=click.Choice(["missing", "error"]),
+            default="missing",
+            show_default=True,
+            help="Validators named in quorum sets but absent: nodes without quorum set, "
+            "or an error.",
+        ),
+        click.option(
+            "--inactive",
+            type=click.Choice(["keep", "drop", "drop-non-validating"]),
+            default="keep",
+            show_default=True,
+            help="Treat inactive (or also non-validating) nodes as having no quorum set.",
+        ),
+        click.option(
+            "--insane",
+            type=click.Choice(["error", "exclude"]),
+            default="error",
+            show_default=True,
+            help="A quorum set failing stellar-core's sanity rules: an error, or ignored.",
+        ),
+        click.option(
+            "--check-keys/--no-check-keys",
+            default=True,
+            show_default=True,
+            help="Require Stellar strkeys (G..., checksum verified) as node ids.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout."),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Progress on stderr (default: when stderr is a terminal).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _settings(**options: Any) -> Settings:
+    progress = options.pop("progress")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    return Settings(progress=progress, **options)
+
+
+def _node_json(fbas: Fbas, nodes: int) -> list[dict[str, Any]]:
+    from synod.quorum.fbas import iter_bits
+
+    return [
+        {"publicKey": fbas.nodes[v].public_key, "name": fbas.nodes[v].name}
+        for v in iter_bits(nodes)
+    ]
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=False).print(table)
+
+
+def _node_rows(fbas: Fbas, nodes: int, grouping: str | None = "org") -> list[list[str]]:
+    from synod.quorum.fbas import abbreviate_key, iter_bits
+
+    rows = []
+    for v in iter_bits(nodes):
+        info = fbas.nodes[v]
+        group = fbas.group_label(v, grouping) or ""
+        rows.append([info.name or "", abbreviate_key(info.public_key), group])
+    return rows
+
+
+@click.group()
+def fbas() -> None:
+    """Analyse federated Byzantine agreement systems (Stellar-style quorum sets)."""
+
+
+@fbas.command("check")
+@_common
+def check(**options: Any) -> None:
+    """Quorum intersection: do every two quorums share a node? (exit 1 when not)"""
+    from synod.quorum.fbas_analysis import check_intersection
+
+    settings = _settings(**options)
+    network = _load(settings)
+    result = check_intersection(network, _reporter(settings))
+    if settings.as_json:
+        document: dict[str, Any] = {
+            "nodes": len(network),
+            "hasQuorum": result.has_quorum,
+            "quorumIntersection": result.intersects,
+            "greatestQuorumSize": result.greatest_quorum.bit_count(),
+            "method": result.method,
+            "notes": list(network.notes),
+        }
+        if result.witness:
+            document["disjointQuorums"] = [_node_json(network, q) for q in result.witness]
+        click.echo(json.dumps(document, indent=2))
+    elif not result.has_quorum:
+        click.echo("No quorum exists: no set of nodes satisfies all its members' quorum sets.")
+    elif result.intersects:
+        click.echo(
+            f"Quorum intersection holds: every two quorums intersect "
+            f"({len(network)} nodes, {result.greatest_quorum.bit_count()} can be in a quorum)."
+        )
+    else:
+        click.echo("Quorum intersection FAILS: these two quorums are disjoint.")
+        assert result.witness is not None
+        for number, quorum in enumerate(result.witness, start=1):
+            _print_table(
+                f"quorum {number}",
+                ["name", "public key", "organisation"],
+                _node_rows(network, quorum),
+            )
+    if not (result.has_quorum and result.intersects):
+        sys.exit(1)
+
+
+_GROUP_BY = click.option(
+    "--group-by",
+    type=click.Choice(["node", "org", "domain", "isp", "country"]),
+    default="node",
+    show_default=True,
+    help="Count failures by node, or by whole organisation, home domain, ISP or country.",
+)
+_ALL = click.option(
+    "--all",
+    "limit",
+    type=click.IntRange(1, 100000),
+    default=1,
+    help="List up to this many minimum sets (default: one example).",
+)
+
+
+def _grouping(group_by: str) -> str | None:
+    return None if group_by == "node" else group_by
+
+
+def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, what: str) -> None:
+    unit = "nodes" if result.grouping is None else f"{result.grouping} groups"
+    if settings.as_json:
+        document: dict[str, Any] = {
+            "analysis": result.kind,
+            "groupBy": result.grouping or "node",
+            "minimumSize": result.size,
+            "complete": result.complete,
+            "sets": [
+                {
+                    **({"groups": [g.label for g in example.groups]} if result.grouping else {}),
+                    "nodes": _node_json(network, example.nodes),
+                    **(
+                        {"quorums": [_node_json(network, q) for q in example.quorums]}
+                        if example.quorums
+                        else {}
+                    ),
+                }
+                for example in result.examples
+            ],
+            "notes": list(network.notes) + list(result.notes),
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    if result.size is None:
+        click.echo(f"No {result.kind} set exists ({what}).")
+        return
+    click.echo(f"Smallest {result.kind} set: {result.size} {unit} ({what}).")
+    for number, example in enumerate(result.examples, start=1):
+        if result.grouping is None:
+            rows = _node_rows(network, example.nodes)
+            _print_table(f"set {number}", ["name", "public key", "organisation"], rows)
+        else:
+            from synod.quorum.fbas_analysis import labels
+
+            rows = [[g.label, ", ".join(labels(network, g.nodes))] for g in example.groups]
+            _print_table(f"set {number}", [result.grouping, "nodes"], rows)
+        if example.quorums:
+            from synod.quorum.fbas_analysis import labels
+
+            first, second = (", ".join(labels(network, q)) for q in example.quorums)
+            click.echo(f"  then these two quorums are disjoint:\n    {first}\n    {second}")
+    if not result.complete:
+        click.echo("(more minimum sets may exist: use --all N to list them)")
+
+
+@fbas.command("blocking")
+@_common
+@_GROUP_BY
+@_ALL
+def blocking(group_by: str, limit: int, **options: Any) -> None:
+    """Minimal blocking sets: the fewest failures that leave no quorum (liveness buffer)."""
+    from synod.quorum.fbas_analysis import minimal_blocking_sets
+
+    settings = _settings(**options)
+    network = _load(settings)
+    result = minimal_blocking_sets(
+        network, _grouping(group_by), limit, progress=_reporter(settings)
+    )
+    _report_sets(network, result, settings, "if these fail, no quorum remains")
+
+
+@fbas.command("splitting")
+@_common
+@_GROUP_BY
+@_ALL
+@click.option(
+    "--scope",
+    type=click.Choice(["top-tier", "all"]),
+    default="top-tier",
+    show_default=True,
+    help="Which nodes may form the two split quorums.",
+)
+def splitting(group_by: str, limit: int, scope: str, **options: Any) -> None:
+    """Minimal splitting sets: the fewest Byzantine nodes that allow two disjoint quorums
+    (safety buffer)."""
+    from synod.quorum.fbas_analysis import minimal_splitting_sets
+
+    settings = _settings(**options)
+    network = _load(settings)
+    result = minimal_splitting_sets(
+        network,
+        _grouping(group_by),
+        limit,
+        scope="all" if scope == "all" else "top-tier",
+        progress=_reporter(settings),
+    )
+    _report_sets(network, result, settings, "if these lie, two quorums can disagree")
+
+
+@fbas.command("top-tier")
+@_common
+@_GROUP_BY
+@click.option(
+    "--minimal-quorums",
+    "quorum_limit",
+    type=click.IntRange(0, 1000000),
+    default=0,
+    help="Also enumerate up to this many minimal quorums.",
+)
+def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
+    """The top tier: the union of all minimal quorums."""
+    from synod.quorum.fbas_analysis import (
+        enumerate_minimal_quorums,
+        group_summary,
+        labels,
+        top_tier,
+    )
+
+    settings = _settings(**options)
+    network = _load(settings)
+    result = top_tier(network, _reporter(settings))
+    grouping = _grouping(group_by)
+    quorums: list[int] = []
+    complete = True
+    if quorum_limit:
+        quorums, complete = enumerate_minimal_quorums(network, quorum_limit, _reporter(settings))
+    if settings.as_json:
+        document: dict[str, Any] = {
+            "topTier": _node_json(network, result.nodes),
+            "size": result.nodes.bit_count(),
+            "groups": [
+                {"group": label, "nodes": count}
+                for label, count in group_summary(network, result.nodes, grouping)
+            ],
+        }
+        if quorum_limit:
+            document["minimalQuorums"] = [_node_json(network, q) for q in quorums]
+            document["minimalQuorumsComplete"] = complete
+        click.echo(json.dumps(document, indent=2))
+        return
+    if not result.nodes:
+        click.echo("No quorum exists, so there is no top tier.")
+        return
+    click.echo(f"Top tier: {result.nodes.bit_count()} nodes.")
+    if grouping is None:
+        _print_table(
+            "top tier", ["name", "public key", "organisation"], _node_rows(network, result.nodes)
+        )
+    else:
+        rows = [
+            [label, str(count)] for label, count in group_summary(network, result.nodes, grouping)
+        ]
+        _print_table("top tier", [grouping, "nodes"], rows)
+    if quorum_limit:
+        state = "all" if complete else f"first {len(quorums)}"
+        click.echo(f"Minimal quorums ({state}):")
+        for quorum in quorums:
+            click.echo("  " + ", ".join(labels(network, quorum)))
+
+
+@fbas.command("graph")
+@_common
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file: .png (matplotlib) or .html (self-contained SVG).",
+)
+@_GROUP_BY
+def graph(output: Path, group_by: str, **options: Any) -> None:
+    """Draw the trust graph: groups (organisations by default) clustered, the top tier
+    highlighted."""
+    from synod.quorum.fbas_analysis import top_tier
+    from synod.quorum.fbas_graph import layout, render_html
+
+    suffix = output.suffix.lower()
+    if suffix not in (".png", ".html", ".htm"):
+        raise InputProblem(f"{output}: the output must end in .png or .html")
+    settings = _settings(**options)
+    network = _load(settings)
+    tier = top_tier(network, _reporter(settings)).nodes
+    drawing = layout(network, tier, "org" if group_by == "node" else group_by)
+    try:
+        if suffix == ".png":
+            _draw_png(network, drawing, output)
+        else:
+            output.write_text(render_html(network, drawing, f"Trust graph of {settings.path.name}"))
+    except OSError as error:
+        raise InputProblem(f"{output}: cannot write ({error.strerror or error})") from None
+    click.echo(f"wrote {output}")
+
+
+def _draw_png(network: Fbas, drawing: Any, output: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.collections import LineCollection
+        from matplotlib.patches import Circle
+    except ImportError:
+        raise InputProblem(
+            "PNG output needs matplotlib (pip install 'synod[plot]'); try .html"
+        ) from None
+    figure, axes = plt.subplots(figsize=(10, 10))
+    segments = [(drawing.positions[v], drawing.positions[w]) for v, w in drawing.edges]
+    axes.add_collection(LineCollection(segments, colors="#999999", alpha=0.12, linewidths=0.5))
+    for place in drawing.groups:
+        colour = "#f5a623" if place.in_top_tier else "#bbbbbb"
+        axes.add_patch(Circle((place.x, place.y), place.radius, fill=False, ls="--", ec=colour))
+        axes.text(place.x, place.y + place.radius + 0.01, place.label[:28], fontsize=6, ha="center")
+    for node, (x, y) in drawing.positions.items():
+        in_tier = drawing.top_tier >> node & 1
+        colour = (
+            "#e8590c" if in_tier else ("#4c6ef5" if network.qsets[node] is not None else "#adb5bd")
+        )
+        axes.scatter([x], [y], s=30 if in_tier else 12, c=colour, zorder=3)
+    axes.set_xlim(-1.05, 1.05)
+    axes.set_ylim(-1.05, 1.05)
+    axes.set_aspect("equal")
+    axes.axis("off")
+    axes.set_title("trust graph: top tier in orange")
+    figure.savefig(output, dpi=150, bbox_inches="tight")
+    plt.close(figure)
