@@ -130,7 +130,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="4,16,64")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slots", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="n = 4 and 7, one repeat, one slot")
     arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.sizes, arguments.repeats, arguments.slots = "4,7", 1, 1
     sizes = [int(text) for text in arguments.sizes.split(",")]
     for size in sizes:
         print(json.dumps(envelope_processing(size, arguments.repeats)), flush=True)

@@ -8,19 +8,15 @@ their exit, each with a deadline; nothing waits a fixed time."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from synod.cli.cluster import WatchedProcess, free_ports, synod_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -28,76 +24,17 @@ DEADLINE_S = 25.0
 ANNOUNCE_MS = "250"
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel reports free now (held open together, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def synod_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "synod.cli.main", *arguments]
-
-
-class Process:
+class Process(WatchedProcess):
     """A `synod crdt` process; its stdout JSON lines are collected by a thread."""
 
     def __init__(self, label: str, arguments: list[str], stderr_path: Path) -> None:
-        self.label = label
-        self.stderr_path = stderr_path
-        with stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                synod_command(*arguments),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.put(json.loads(raw))
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
-        """Collect lines until `predicate(all lines so far)` holds, within the deadline."""
-        deadline = time.monotonic() + DEADLINE_S
-        while not predicate(self.seen):
-            remaining = deadline - time.monotonic()
-            if self.process.poll() is not None and not self.reader.is_alive():
-                while not self.lines.empty():  # what it printed before it exited
-                    self.seen.append(self.lines.get_nowait())
-                if predicate(self.seen):
-                    return
-            if remaining <= 0 or (self.process.poll() is not None and not self.reader.is_alive()):
-                raise AssertionError(f"{self.label}: {what} did not happen; {self.stderr_tail()}")
-            try:
-                self.seen.append(self.lines.get(timeout=min(remaining, 1.0)))
-            except queue.Empty:
-                continue
-
-    def wait_event(self, event: str, count: int = 1) -> dict[str, Any]:
-        self.wait_for(
-            lambda lines: sum(line["event"] == event for line in lines) >= count, f"{event!r}"
-        )
-        return [line for line in self.seen if line["event"] == event][count - 1]
+        super().__init__(label, arguments, stderr_path, deadline_s=DEADLINE_S)
 
     def type(self, text: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text.encode() + b"\n")
-        self.process.stdin.flush()
+        self.send_line(text)
 
     def texts(self) -> set[str]:
-        return {line["text"] for line in self.seen if line["event"] == "transaction"}
+        return {line["text"] for line in self.events("transaction")}
 
     def wait_texts(self, texts: set[str]) -> None:
         self.wait_for(lambda _: texts <= self.texts(), f"transactions {sorted(texts)}")
@@ -107,13 +44,6 @@ class Process:
         count = sum(line["event"] == command for line in self.seen)
         self.type(f"/{command}")
         return self.wait_event(command, count + 1)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=DEADLINE_S)
-
-    def stderr_tail(self) -> str:
-        return "stderr tail: " + self.stderr_path.read_text(errors="replace")[-2000:]
 
 
 class Cluster:
@@ -154,9 +84,7 @@ class Cluster:
 
     def kill_all(self) -> None:
         for process in self.processes:
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait()
+            process.kill_if_running()
 
 
 @pytest.fixture

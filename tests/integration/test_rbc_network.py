@@ -6,20 +6,15 @@ each with a deadline; nothing waits a fixed time."""
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from synod.cli.cluster import WatchedProcess, free_ports, synod_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -27,60 +22,16 @@ NODES = 4
 DEADLINE_S = 20.0
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel reports free now (held open together, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def synod_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "synod.cli.main", *arguments]
-
-
-class NodeProcess:
+class NodeProcess(WatchedProcess):
     """One `synod rbc run` process; its stdout JSON lines are collected by a thread."""
 
     def __init__(self, directory: Path, name: str, life: int) -> None:
-        self.name = name
-        self.stderr_path = directory / f"{name}.life{life}.stderr"
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                synod_command("rbc", "run", str(directory), name),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.put(json.loads(raw))
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
-        """Collect lines until `predicate(all lines so far)` holds, within the deadline."""
-        deadline = time.monotonic() + DEADLINE_S
-        while not predicate(self.seen):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.process.poll() is not None:
-                raise AssertionError(f"{self.name}: {what} did not happen; {self._stderr_tail()}")
-            try:
-                self.seen.append(self.lines.get(timeout=min(remaining, 1.0)))
-            except queue.Empty:
-                continue
-
-    def wait_ready(self) -> dict[str, Any]:
-        self.wait_for(lambda lines: any(line["event"] == "ready" for line in lines), "ready")
-        return next(line for line in self.seen if line["event"] == "ready")
+        super().__init__(
+            name,
+            ["rbc", "run", str(directory), name],
+            directory / f"{name}.life{life}.stderr",
+            deadline_s=DEADLINE_S,
+        )
 
     def wait_payloads(self, payloads: set[str]) -> None:
         self.wait_for(
@@ -88,19 +39,12 @@ class NodeProcess:
         )
 
     def propose(self, text: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text.encode() + b"\n")
-        self.process.stdin.flush()
+        self.send_line(text)
 
     def deliveries(self) -> list[tuple[str, int, str]]:
         return [
-            (line["origin"], line["sequence"], line["payload"])
-            for line in self.seen
-            if line["event"] == "delivered"
+            (line["origin"], line["sequence"], line["payload"]) for line in self.events("delivered")
         ]
-
-    def _stderr_tail(self) -> str:
-        return "stderr tail: " + self.stderr_path.read_text(errors="replace")[-2000:]
 
 
 def delivered_payloads(lines: list[dict[str, Any]]) -> set[str]:
@@ -122,9 +66,7 @@ def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
         yield tmp_path, nodes
     finally:
         for node in nodes.values():
-            if node.process.poll() is None:
-                node.process.kill()
-                node.process.wait()
+            node.kill_if_running()
 
 
 def test_nodes_deliver_the_same_set_across_a_kill_and_restart(
@@ -176,7 +118,7 @@ def test_nodes_deliver_the_same_set_across_a_kill_and_restart(
     for node in nodes.values():
         node.process.send_signal(signal.SIGTERM)
     for name, node in nodes.items():
-        assert node.process.wait(timeout=DEADLINE_S) == 0, f"{name}: {node._stderr_tail()}"
+        assert node.process.wait(timeout=DEADLINE_S) == 0, f"{name}: {node.stderr_tail()}"
 
 
 def test_a_burst_of_proposals_larger_than_the_window_is_delivered_everywhere(

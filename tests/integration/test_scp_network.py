@@ -8,20 +8,14 @@ exit, each with a deadline; nothing waits a fixed time."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from synod.cli.cluster import free_ports
+from synod.cli.cluster import WatchedProcess, free_ports, synod_command
 from synod.cli.scp import compare_logs, decode_batch, read_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -30,66 +24,26 @@ NODES = 4
 DEADLINE_S = 30.0
 
 
-def synod_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "synod.cli.main", *arguments]
-
-
 def synod(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         synod_command(*arguments), capture_output=True, text=True, check=False, timeout=60
     )
 
 
-class NodeProcess:
+class NodeProcess(WatchedProcess):
     """One `synod scp run` process; its stdout JSON lines are collected by a thread."""
 
     def __init__(self, directory: Path, name: str, life: int) -> None:
-        self.name = name
-        self.stderr_path = directory / f"{name}.life{life}.stderr"
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                synod_command("scp", "run", str(directory), name),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.put(json.loads(raw))
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
-        deadline = time.monotonic() + DEADLINE_S
-        while not predicate(self.seen):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.process.poll() is not None:
-                tail = self.stderr_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"{self.name}: {what} did not happen; stderr: {tail}")
-            try:
-                self.seen.append(self.lines.get(timeout=min(remaining, 1.0)))
-            except queue.Empty:
-                continue
-
-    def collect_after_exit(self) -> None:
-        """Take every line the exited process printed (its stdout is at its end)."""
-        self.reader.join(timeout=DEADLINE_S)
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-
-    def wait_ready(self) -> dict[str, Any]:
-        self.wait_for(lambda lines: any(line["event"] == "ready" for line in lines), "ready")
-        return next(line for line in self.seen if line["event"] == "ready")
+        super().__init__(
+            name,
+            ["scp", "run", str(directory), name],
+            directory / f"{name}.life{life}.stderr",
+            deadline_s=DEADLINE_S,
+            stdin=False,
+        )
 
     def slots(self) -> dict[int, list[str]]:
-        return {
-            line["slot"]: line["entries"] for line in self.seen if line["event"] == "externalized"
-        }
+        return {line["slot"]: line["entries"] for line in self.events("externalized")}
 
     def wait_entries(self, entries: set[str]) -> None:
         self.wait_for(
@@ -116,9 +70,7 @@ def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
         yield tmp_path, nodes
     finally:
         for node in nodes.values():
-            if node.process.poll() is None:
-                node.process.kill()
-                node.process.wait()
+            node.kill_if_running()
 
 
 def submit(directory: Path, node: str, *values: str) -> None:

@@ -10,19 +10,15 @@ with a deadline; nothing waits a fixed time."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from synod.cli.cluster import WatchedProcess, free_ports, synod_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -30,71 +26,19 @@ CORES = 4
 DEADLINE_S = 30.0
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel reports free now (held open together, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def synod_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "synod.cli.main", *arguments]
-
-
-class Process:
+class Process(WatchedProcess):
     """One synod process; its stdout JSON lines are collected by a thread."""
 
     def __init__(self, directory: Path, label: str, *arguments: str) -> None:
-        self.label = label
-        self.stderr_path = directory / f"{label}.stderr"
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                synod_command(*arguments),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.put(json.loads(raw))
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
-        """Collect lines until `predicate(all lines so far)` holds, within the deadline."""
-        deadline = time.monotonic() + DEADLINE_S
-        while not predicate(self.seen):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.process.poll() is not None:
-                tail = self.stderr_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"{self.label}: {what} did not happen; stderr: {tail}")
-            try:
-                self.seen.append(self.lines.get(timeout=min(remaining, 1.0)))
-            except queue.Empty:
-                continue
-
-    def wait_ready(self) -> dict[str, Any]:
-        self.wait_for(lambda lines: any(line["event"] == "ready" for line in lines), "ready")
-        return next(line for line in self.seen if line["event"] == "ready")
+        super().__init__(
+            label, arguments, directory / f"{label}.stderr", deadline_s=DEADLINE_S, stdin=False
+        )
 
     def commits(self) -> list[dict[str, Any]]:
-        return [line for line in self.seen if line["event"] == "committed"]
+        return self.events("committed")
 
     def wait_transactions(self, wanted: set[str]) -> None:
         self.wait_for(lambda lines: wanted <= committed_transactions(lines), f"commit of {wanted}")
-
-    def stop(self, number: signal.Signals) -> int:
-        self.process.send_signal(number)
-        return self.process.wait(timeout=DEADLINE_S)
 
 
 def committed_transactions(lines: list[dict[str, Any]]) -> set[str]:
@@ -134,9 +78,7 @@ def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process]]]:
         yield tmp_path, processes
     finally:
         for process in processes.values():
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait()
+            process.kill_if_running()
 
 
 def test_cores_commit_one_order_across_a_driver_and_a_core_killed_and_restarted(

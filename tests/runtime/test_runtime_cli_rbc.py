@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,28 +133,30 @@ def test_run_refuses_a_key_file_of_another_node(tmp_path: Path) -> None:
     assert "another node" in result.output
 
 
+def start_single_node(directory: Path, *, stdin: int, stderr: int) -> subprocess.Popen[bytes]:
+    """`synod rbc run` of a one-node network made in `directory`, its stdout piped."""
+    import os
+
+    from synod.cli.cluster import free_ports, synod_command
+
+    init(directory, "--nodes", "1", "--ports", str(free_ports(1)[0]))
+    return subprocess.Popen(
+        synod_command("rbc", "run", str(directory), "node-0"),
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 @pytest.mark.timeout(20)
 def test_single_node_delivers_stdin_lines_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     """One member (f = 0) delivers its own proposals; SIGINT closes SQLite (the log is
     checkpointed and removed) and exits 0."""
     import json
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    init(tmp_path, "--nodes", "1", "--ports", str(port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "synod.cli.main", "rbc", "run", str(tmp_path), "node-0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = start_single_node(tmp_path, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert process.stdin is not None and process.stdout is not None
         assert json.loads(process.stdout.readline())["event"] == "ready"
@@ -177,23 +180,9 @@ def test_single_node_delivers_stdin_lines_and_stops_cleanly_on_sigint(tmp_path: 
 def test_stdin_from_dev_null_is_no_error(tmp_path: Path) -> None:
     """epoll refuses /dev/null; such input is read on a thread instead of failing."""
     import json
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    init(tmp_path, "--nodes", "1", "--ports", str(port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "synod.cli.main", "rbc", "run", str(tmp_path), "node-0"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = start_single_node(tmp_path, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert json.loads(process.stdout.readline())["event"] == "ready"

@@ -7,15 +7,14 @@ test states exactly the outputs whose handling it checks."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 import pytest
+from runtime_helpers import CODEC, Note, asynchronous, free_port, keys
 
 from synod.core import (
     Broadcast,
@@ -41,7 +40,6 @@ from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.rpc import RpcClient, RpcReply
 from synod.runtime.storage import SqliteStorage
 from synod.runtime.transport import Address, TransportConfig
-from synod.wire import Codec, Message
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -50,23 +48,6 @@ CONFIG = HostConfig(
     call_timeout_ms=2000,
     transport=TransportConfig(backoff_initial_s=0.01, backoff_max_s=0.2),
 )
-
-
-def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on a fresh event loop (no async pytest plugin needed)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-class Note(Message, frozen=True, tag="note"):
-    text: Annotated[str, msgspec.Meta(max_length=100)]
-
-
-CODEC: Codec[Note] = Codec(Note)
 
 
 class ScriptedCore:
@@ -106,18 +87,6 @@ class SlowStorage(SqliteStorage):
 class FailingStorage(SqliteStorage):
     def apply(self, records: Iterable[Persist]) -> None:
         raise OSError("disk full (simulated)")
-
-
-def keys(index: int) -> KeyPair:
-    return KeyPair.from_seed(bytes([index + 1]) * 32)
-
-
-async def free_port() -> int:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = int(server.sockets[0].getsockname()[1])
-    server.close()
-    await server.wait_closed()
-    return port
 
 
 class Node:

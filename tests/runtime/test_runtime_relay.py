@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import pytest
+from runtime_helpers import asynchronous
 
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.relay import (
@@ -28,16 +27,6 @@ from synod.runtime.relay import (
 pytestmark = pytest.mark.timeout(30)
 
 DEADLINE_S = 10.0
-
-
-def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop (no plugin needed)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 def keys(seed: int) -> KeyPair:

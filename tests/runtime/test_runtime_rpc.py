@@ -4,13 +4,10 @@ clients disconnected while the others keep being served."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import struct
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import pytest
+from runtime_helpers import asynchronous, read_to_end
 
 from synod.runtime.rpc import (
     RequestRejected,
@@ -27,28 +24,10 @@ pytestmark = pytest.mark.timeout(20)
 DEADLINE_S = 5.0
 
 
-def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on a fresh event loop (no async pytest plugin needed)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
 async def upper(client: str, request_id: int, body: bytes) -> bytes:
     if body == b"reject me":
         raise RequestRejected("the handler refuses this request")
     return body.upper()
-
-
-async def read_to_end(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
-    with contextlib.suppress(ConnectionError):
-        while chunk := await asyncio.wait_for(reader.read(65536), DEADLINE_S):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @asynchronous

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import struct
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Any
 
-import msgspec
 import pytest
+from runtime_helpers import CODEC, Note, asynchronous, free_port, keys, read_to_end
 
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.transport import (
@@ -24,34 +23,15 @@ from synod.runtime.transport import (
     TransportConfig,
     handshake,
 )
-from synod.wire import Codec, Message, encode_frame
+from synod.wire import Codec, encode_frame
 
 pytestmark = pytest.mark.timeout(20)
 
 DEADLINE_S = 5.0
 
 
-def asynchronous(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on a fresh event loop (no async pytest plugin needed)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-class Note(Message, frozen=True, tag="note"):
-    text: Annotated[str, msgspec.Meta(max_length=100)]
-
-
-CODEC: Codec[Note] = Codec(Note)
 HANDSHAKE_CODEC: Codec[Hello | Proof] = Codec(Hello | Proof)
 FAST = TransportConfig(backoff_initial_s=0.01, backoff_max_s=0.2, handshake_timeout_s=2.0)
-
-
-def keys(index: int) -> KeyPair:
-    return KeyPair.from_seed(bytes([index + 1]) * 32)
 
 
 class Inbox:
@@ -67,14 +47,6 @@ class Inbox:
         return await asyncio.wait_for(self.queue.get(), DEADLINE_S)
 
 
-async def free_port() -> int:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = int(server.sockets[0].getsockname()[1])
-    server.close()
-    await server.wait_closed()
-    return port
-
-
 @contextlib.asynccontextmanager
 async def running(transport: PeerTransport, port: int = 0) -> AsyncIterator[PeerTransport]:
     await transport.start("127.0.0.1", port)
@@ -82,15 +54,6 @@ async def running(transport: PeerTransport, port: int = 0) -> AsyncIterator[Peer
         yield transport
     finally:
         await transport.close(flush_timeout_s=0.5)
-
-
-async def read_to_end(reader: asyncio.StreamReader) -> bytes:
-    """Everything the server sends until it closes the connection (EOF or reset)."""
-    chunks = []
-    with contextlib.suppress(ConnectionError):
-        while chunk := await asyncio.wait_for(reader.read(65536), DEADLINE_S):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @asynchronous

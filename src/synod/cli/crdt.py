@@ -20,12 +20,26 @@ digest, ``/history`` the whole log, ``/quit`` stops the node; ``//text`` appends
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from synod.cli.common import (
+    EXIT_FAILED,
+    ConfigError,
+    lock_exclusively,
+    log_level_option,
+    print_json_line,
+    read_node_keys,
+    read_stdin_lines,
+    read_toml,
+    refuse_to_overwrite,
+    require_string,
+    run_process,
+    write_new_key,
+)
 
 if TYPE_CHECKING:
     from synod.core import Step
@@ -43,18 +57,6 @@ DEFAULT_DOCUMENT = "log"
 DEFAULT_ANNOUNCE_MS = 2_000
 MAX_LINE_BYTES = 64 * 1024
 INPUT_QUEUE_LIMIT = 10_000
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-
-
-class ConfigError(click.ClickException):
-    """A configuration problem: the message names the file, the key and what was expected."""
-
-    exit_code = EXIT_CONFIG
-
-    def __init__(self, path: Path, key: str, expected: str) -> None:
-        super().__init__(f"{path}: {key}: {expected}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,41 +113,22 @@ def parse_peer(text: str) -> PeerEntry:
 
 def load_config(directory: Path) -> NodeConfig:
     """Read and check ``DIR/node.toml``; raise `ConfigError` naming what is wrong."""
-    import tomllib
-
     path = directory / CONFIG_NAME
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise click.ClickException(
-            f"{path}: no such file (create one with `synod crdt init {directory}`)"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise click.ClickException(f"{path}: not valid TOML: {error}") from None
+    document = read_toml(path, f"synod crdt init {directory}")
     node = document.get("node")
     if not isinstance(node, dict):
         raise ConfigError(path, "node", "expected a table [node]")
     return NodeConfig(
         path=path,
-        name=_string(path, node, "node", "name"),
-        node_id=_node_id(path, "node.id", _string(path, node, "node", "id")),
-        key_file=_relative(path, _string(path, node, "node", "key_file")),
-        document=_string(path, node, "node", "document", DEFAULT_DOCUMENT),
+        name=require_string(path, node, "node", "name"),
+        node_id=_node_id(path, "node.id", require_string(path, node, "node", "id")),
+        key_file=_relative(path, require_string(path, node, "node", "key_file")),
+        document=require_string(path, node, "node", "document", DEFAULT_DOCUMENT),
         announce_interval_ms=_announce(path, node),
         listen=_optional_address(path, node, "node.listen"),
         relay=_relay(path, node),
         peers=_peers(path, document.get("peers", [])),
     )
-
-
-def _string(
-    path: Path, table: dict[str, Any], prefix: str, key: str, default: str | None = None
-) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{prefix}.{key}", f"expected a non-empty string, got {value!r}")
-    return value
 
 
 def _node_id(path: Path, key: str, text: str) -> NodeId:
@@ -200,13 +183,13 @@ def _peers(path: Path, raw: object) -> tuple[PeerEntry, ...]:
         prefix = f"peers[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(path, prefix, "expected a table")
-        node_id = _node_id(path, f"{prefix}.id", _string(path, entry, prefix, "id"))
-        address = _string(path, entry, prefix, "address")
+        node_id = _node_id(path, f"{prefix}.id", require_string(path, entry, prefix, "id"))
+        address = require_string(path, entry, prefix, "address")
         try:
             host, port = parse_address(address)
         except ValueError as error:
             raise ConfigError(path, f"{prefix}.address", str(error)) from None
-        name = _string(path, entry, prefix, "name", address)
+        name = require_string(path, entry, prefix, "name", address)
         peers.append(PeerEntry(name, node_id, host, port))
     return tuple(peers)
 
@@ -292,12 +275,7 @@ _PEER = click.option(
     callback=_peer_option,
     help="A direct peer, [NAME=]ID@HOST:PORT (repeatable).",
 )
-_LOG_LEVEL = click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+_LOG_LEVEL = log_level_option()
 
 
 @crdt.command("init")
@@ -322,17 +300,12 @@ def init(  # noqa: PLR0917 - one parameter per click option
     announce_ms: int,
 ) -> None:
     """Create the node directory NAME: a new key and NAME/node.toml."""
-    from synod.crypto import KeyFileError, KeyPair, node_id_text, write_key_file
+    from synod.crypto import node_id_text
 
     config_path = name / CONFIG_NAME
-    if config_path.exists():
-        raise click.ClickException(f"{config_path}: already exists; refusing to overwrite")
+    refuse_to_overwrite(config_path)
     name.mkdir(parents=True, exist_ok=True)
-    keys = KeyPair.generate()
-    try:
-        write_key_file(name / KEY_NAME, keys)
-    except KeyFileError as error:
-        raise click.ClickException(str(error)) from None
+    keys = write_new_key(name / KEY_NAME)
     identity = node_id_text(keys.node_id)
     text = render_config(
         name.name,
@@ -344,7 +317,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
         peers=peers,
     )
     config_path.write_text(text, encoding="utf-8")
-    _print_line(
+    print_json_line(
         {"event": "initialised", "name": name.name, "id": identity, "config": str(config_path)}
     )
 
@@ -363,12 +336,7 @@ def run(
     Each line on standard input is appended to the shared log; each transaction applied
     is printed as a JSON line.  Options override NAME/node.toml (--peer adds peers).
     """
-    import asyncio
     import dataclasses
-
-    from synod.crypto import KeyFileError, read_key_file
-    from synod.runtime.logs import configure_json_logging
-    from synod.runtime.storage import StorageError
 
     config = load_config(name)
     config = dataclasses.replace(
@@ -381,20 +349,10 @@ def run(
         raise click.UsageError("direct peers need a listen address (--listen or node.listen)")
     if not config.peers and config.relay is None:
         click.echo("warning: no relay and no peers: this node is alone", err=True)
-    try:
-        keys = read_key_file(config.key_file)
-    except KeyFileError as error:
-        raise click.ClickException(str(error)) from None
-    if keys.node_id != config.node_id:
-        raise click.ClickException(
-            f"{config.key_file}: holds another key than node.id in {config.path}"
-        )
-    configure_json_logging(log_level.upper())
-    try:
-        code = asyncio.run(_run_node(config, keys))
-    except StorageError as error:
-        raise click.ClickException(str(error)) from None
-    sys.exit(code)
+    keys = read_node_keys(
+        config.key_file, config.node_id, f"holds another key than node.id in {config.path}"
+    )
+    run_process(_run_node(config, keys), log_level)
 
 
 @crdt.command("relayer")
@@ -434,14 +392,14 @@ async def _run_relayer(host: str, port: int, tamper: float, tamper_seed: int | N
     policy = TamperPolicy(tamper, random.Random(tamper_seed)) if tamper > 0 else None
     server = Relayer(tamper=policy)
     bound = await server.start(host, port)
-    _print_line({"event": "ready", "address": f"ws://{bound[0]}:{bound[1]}", "tamper": tamper})
+    print_json_line({"event": "ready", "address": f"ws://{bound[0]}:{bound[1]}", "tamper": tamper})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
     await stop.wait()
     await server.close()
-    _print_line(
+    print_json_line(
         {
             "event": "stopped",
             "forwarded": server.forwarded,
@@ -523,7 +481,7 @@ class _CrdtNode:
         await self.from_peer(sender, message)
 
     def reconnected(self) -> None:
-        _print_line({"event": "connected", "relay": self.config.relay})
+        print_json_line({"event": "connected", "relay": self.config.relay})
         self.inputs.put_nowait(_Announce())
 
     # ------------------------------------------------------------ the step loop
@@ -562,7 +520,7 @@ class _CrdtNode:
                 edits = append_edits(self.replica, item.text, self.config.name)
                 return self.replica.handle(Proposed(LocalChange(tuple(edits))), monotonic_ms())
             except LocalError as error:
-                _print_line({"event": "error", "reason": str(error)})
+                print_json_line({"event": "error", "reason": str(error)})
                 return None
         return self.replica.handle(item, monotonic_ms())
 
@@ -621,7 +579,7 @@ class _CrdtNode:
                 entry = appended_entry(update)
                 if entry is None:
                     continue
-                _print_line(
+                print_json_line(
                     {
                         "event": "transaction",
                         "local": event.local,
@@ -637,7 +595,7 @@ class _CrdtNode:
                     extra={"update": event.update_id.hex()[:16], "reason": event.reason},
                 )
             elif isinstance(event, EquivocationDetected):
-                _print_line(
+                print_json_line(
                     {
                         "event": "equivocation",
                         "author": node_id_text(event.author),
@@ -652,7 +610,7 @@ class _CrdtNode:
         if name == "quit":
             return False
         if name == "digest":
-            _print_line(
+            print_json_line(
                 {
                     "event": "digest",
                     "entries": len(entries(self.replica)),
@@ -663,9 +621,9 @@ class _CrdtNode:
                 }
             )
         elif name == "history":
-            _print_line({"event": "history", "entries": entries(self.replica)})
+            print_json_line({"event": "history", "entries": entries(self.replica)})
         else:
-            _print_line({"event": "error", "reason": f"unknown command /{name}"})
+            print_json_line({"event": "error", "reason": f"unknown command /{name}"})
         return True
 
 
@@ -683,7 +641,7 @@ async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
 
     log = logging.getLogger("synod.cli.crdt")
     directory = config.path.parent
-    lock = _lock_node(directory / LOCK_NAME)
+    lock = lock_exclusively(directory / LOCK_NAME)
     storage = SqliteStorage.open(directory / DATABASE_NAME)
     replica = Replica(
         keys, storage.load(), ReplicaConfig(announce_interval_ms=config.announce_interval_ms)
@@ -697,7 +655,7 @@ async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
             Received(NodeId(genesis.body.author), Updates([UPDATE_CODEC.encode(genesis)]))
         )
     listen_text = await _open_links(node, config, keys)
-    _print_line(
+    print_json_line(
         {
             "event": "ready",
             "name": config.name,
@@ -755,38 +713,17 @@ async def _open_links(node: _CrdtNode, config: NodeConfig, keys: KeyPair) -> str
 
 
 async def _read_console(node: _CrdtNode, log: Any) -> None:
-    """Turn each line of standard input into an append or a command.
+    """Turn each line of standard input into an append or a command."""
 
-    Pipes, sockets and terminals are read by the event loop; anything else (a regular
-    file, ``/dev/null``) is read on a thread, which cannot block at exit since such a
-    file always reaches its end.
-    """
-    import asyncio
-    import os
-    import stat
+    async def console_line(line: bytes) -> None:
+        _console_line(node, log, line)
 
-    loop = asyncio.get_running_loop()
-    mode = os.fstat(sys.stdin.fileno()).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
-        for line in await asyncio.to_thread(sys.stdin.buffer.readlines):
-            _console_line(node, log, line)
-        return
-    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES + 2)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+    await read_stdin_lines(
+        console_line,
+        max_bytes=MAX_LINE_BYTES,
+        log=log,
+        too_long="line longer than %d bytes ignored",
     )
-    try:
-        while True:
-            try:
-                line = await reader.readline()
-            except ValueError:
-                log.warning("line longer than %d bytes ignored", MAX_LINE_BYTES)
-                continue
-            if not line:
-                return
-            _console_line(node, log, line)
-    finally:
-        transport.close()
 
 
 def _console_line(node: _CrdtNode, log: Any, raw: bytes) -> None:
@@ -797,21 +734,3 @@ def _console_line(node: _CrdtNode, log: Any, raw: bytes) -> None:
         node.inputs.put_nowait(_Command(text[1:].strip()))
         return
     node.inputs.put_nowait(_Append(text[1:] if text.startswith("//") else text))
-
-
-def _lock_node(path: Path) -> Any:
-    """Hold an exclusive lock for the life of the process: one process per node."""
-    import fcntl
-
-    handle = path.open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise click.ClickException(f"{path}: this node is already running") from None
-    return handle
-
-
-def _print_line(entry: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    sys.stdout.flush()

@@ -36,6 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from synod.cli.common import (
+    lock_exclusively,
+    log_level_option,
+    print_json_line,
+    run_process,
+    serve_until_stopped,
+)
+
 if TYPE_CHECKING:
     from synod.crypto import KeyPair, NodeId
     from synod.fastpay.client import Client
@@ -441,12 +449,7 @@ def generate(server_path: Path, host: str, port: int, shards: int, weight: int) 
     default=None,
     help="SQLite file of this shard [default: <server file>.shard-<I>.sqlite].",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="warning",
-    show_default=True,
-)
+@log_level_option(default="warning")
 @click.pass_obj
 def run(  # noqa: PLR0917 - one parameter per click option
     server_path: Path,
@@ -457,9 +460,6 @@ def run(  # noqa: PLR0917 - one parameter per click option
     log_level: str,
 ) -> None:
     """Run one shard of this authority until SIGINT/SIGTERM (exit 0)."""
-    from synod.runtime.logs import configure_json_logging
-    from synod.runtime.storage import StorageError
-
     server_file = ServerFile.load(server_path)
     committee_file = CommitteeFile.load(committee)
     entry = committee_file.find(server_file.keys.node_id)
@@ -472,15 +472,12 @@ def run(  # noqa: PLR0917 - one parameter per click option
     genesis = load_initial_accounts(initial_accounts)
     if storage is None:
         storage = server_path.with_name(f"{server_path.stem}.shard-{shard}.sqlite")
-    configure_json_logging(log_level.upper())
-    try:
-        code = asyncio.run(_run_shard(server_file, committee_file, shard, genesis, storage))
-    except StorageError as error:
-        raise CommandFailed(str(error)) from None
-    except OSError as error:
-        host, port = entry.address(shard)
-        raise CommandFailed(f"cannot listen on {host}:{port}: {error}") from None
-    sys.exit(code)
+    host, port = entry.address(shard)
+    run_process(
+        _run_shard(server_file, committee_file, shard, genesis, storage),
+        log_level,
+        listen_failure=f"cannot listen on {host}:{port}",
+    )
 
 
 def shard_router(committee: CommitteeFile) -> Callable[[bytes, Any], tuple[str, int] | None]:
@@ -513,13 +510,17 @@ async def _run_shard(
     from synod.crypto import node_id_text
     from synod.fastpay.authority import AuthorityShard
     from synod.fastpay.messages import MESSAGE_CODEC
-    from synod.runtime.host import HostFailed, NodeHost
+    from synod.runtime.host import NodeHost
     from synod.runtime.storage import SqliteStorage
     from synod.wire import DecodeError
 
     log = logging.getLogger("synod.cli.fastpay")
     entry = server_file.authority
-    lock = _lock_file(storage_path.with_name(storage_path.name + ".lock"))
+    lock_path = storage_path.with_name(storage_path.name + ".lock")
+    try:
+        lock = lock_exclusively(lock_path, "this shard")
+    except OSError as error:
+        raise CommandFailed(f"{lock_path}: cannot open the lock file: {error}") from None
     storage = SqliteStorage.open(storage_path)
     try:
         core = AuthorityShard(
@@ -551,35 +552,14 @@ async def _run_shard(
         "accounts": len(core.accounts),
         "storage": str(storage_path),
     }
-    try:
-        await host.serve(on_ready=lambda: _print_line(ready))
-    except HostFailed as error:
-        log.error("shard failed", extra={"reason": str(error)})
-        return EXIT_FAILED
-    finally:
-        lock.close()
-    return 0
-
-
-def _lock_file(path: Path) -> Any:
-    """Hold an exclusive lock for the life of the process: one process per shard."""
-    import fcntl
-
-    try:
-        handle = path.open("a")
-    except OSError as error:
-        raise CommandFailed(f"{path}: cannot open the lock file: {error}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise CommandFailed(f"{path}: this shard is already running") from None
-    return handle
-
-
-def _print_line(entry: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(entry) + "\n")
-    sys.stdout.flush()
+    return await serve_until_stopped(
+        host,
+        ready,
+        lock=lock,
+        log=log,
+        failure="shard failed",
+        print_line=lambda line: print_json_line(line, ensure_ascii=True),
+    )
 
 
 # ---------------------------------------------------------------- the client driver

@@ -12,13 +12,30 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from synod.cli.common import (
+    ConfigError,
+    NodeEntry,
+    find_named,
+    lock_exclusively,
+    log_level_option,
+    node_entry,
+    parse_ports,
+    print_json_line,
+    read_node_keys,
+    read_stdin_lines,
+    read_toml,
+    refuse_to_overwrite,
+    render_node_tables,
+    run_process,
+    serve_until_stopped,
+    write_new_key,
+)
 
 if TYPE_CHECKING:
     from synod.crypto import KeyPair, NodeId
@@ -26,27 +43,6 @@ if TYPE_CHECKING:
 CONFIG_NAME = "network.toml"
 DEFAULT_BASE_PORT = 7100
 DEFAULT_RETRANSMIT_MS = 300
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-
-
-class ConfigError(click.ClickException):
-    """A configuration problem: the message names the file, the key and what was expected."""
-
-    exit_code = EXIT_CONFIG
-
-    def __init__(self, path: Path, key: str, expected: str) -> None:
-        super().__init__(f"{path}: {key}: {expected}")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeEntry:
-    name: str
-    node_id: NodeId
-    host: str
-    port: int
-    key_file: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +52,7 @@ class NetworkConfig:
     nodes: tuple[NodeEntry, ...]
 
     def find(self, selector: str) -> NodeEntry:
-        for index, node in enumerate(self.nodes):
-            if selector in (node.name, str(index)):
-                return node
-        names = ", ".join(node.name for node in self.nodes)
-        raise click.ClickException(f"{self.path}: no node {selector!r} (nodes: {names})")
+        return find_named(self.path, self.nodes, selector)
 
 
 # ---------------------------------------------------------------- configuration
@@ -68,18 +60,8 @@ class NetworkConfig:
 
 def load_config(directory: Path) -> NetworkConfig:
     """Read and check ``DIR/network.toml``; raise `ConfigError` naming what is wrong."""
-    import tomllib
-
     path = directory / CONFIG_NAME
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise click.ClickException(
-            f"{path}: no such file (create one with `synod rbc init {directory}`)"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise click.ClickException(f"{path}: not valid TOML: {error}") from None
+    document = read_toml(path, f"synod rbc init {directory}")
     network = document.get("network", {})
     if not isinstance(network, dict):
         raise ConfigError(path, "network", "expected a table")
@@ -89,38 +71,9 @@ def load_config(directory: Path) -> NetworkConfig:
     raw_nodes = document.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise ConfigError(path, "nodes", "expected a non-empty array of tables [[nodes]]")
-    nodes = tuple(_node_entry(path, index, raw) for index, raw in enumerate(raw_nodes))
+    nodes = tuple(node_entry(path, f"nodes[{index}]", raw) for index, raw in enumerate(raw_nodes))
     _check_distinct(path, nodes)
     return NetworkConfig(path, retransmit_ms, nodes)
-
-
-def _node_entry(path: Path, index: int, raw: object) -> NodeEntry:
-    from synod.crypto import InvalidNodeId, parse_node_id
-
-    prefix = f"nodes[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(path, prefix, "expected a table")
-    name = _string(path, raw, prefix, "name")
-    text = _string(path, raw, prefix, "id")
-    try:
-        node_id = parse_node_id(text)
-    except InvalidNodeId as error:
-        raise ConfigError(path, f"{prefix}.id", f"expected a node id ({error})") from None
-    host = _string(path, raw, prefix, "host")
-    port = raw.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ConfigError(path, f"{prefix}.port", f"expected an integer 1..65535, got {port!r}")
-    key_file = Path(_string(path, raw, prefix, "key_file"))
-    if not key_file.is_absolute():
-        key_file = path.parent / key_file
-    return NodeEntry(name, node_id, host, port, key_file)
-
-
-def _string(path: Path, table: dict[str, Any], prefix: str, key: str) -> str:
-    value = table.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{prefix}.{key}", f"expected a non-empty string, got {value!r}")
-    return value
 
 
 def _check_distinct(path: Path, nodes: tuple[NodeEntry, ...]) -> None:
@@ -149,16 +102,7 @@ def render_config(nodes: list[tuple[str, str, str, int, str]], retransmit_ms: in
         "[network]",
         f"retransmit_ms = {retransmit_ms}",
     ]
-    for name, node_id, host, port, key_file in nodes:
-        lines += [
-            "",
-            "[[nodes]]",
-            f"name = {json.dumps(name)}",
-            f"id = {json.dumps(node_id)}",
-            f"host = {json.dumps(host)}",
-            f"port = {port}",
-            f"key_file = {json.dumps(key_file)}",
-        ]
+    lines += render_node_tables("nodes", nodes)
     return "\n".join(lines) + "\n"
 
 
@@ -168,20 +112,6 @@ def render_config(nodes: list[tuple[str, str, str, int, str]], retransmit_ms: in
 @click.group()
 def rbc() -> None:
     """Reliable broadcast (Bracha) nodes on a local network: init, run."""
-
-
-def _parse_ports(text: str | None, count: int, base_port: int) -> list[int]:
-    if text is None:
-        return [base_port + index for index in range(count)]
-    try:
-        ports = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise click.BadParameter(
-            "expected comma-separated integers", param_hint="--ports"
-        ) from None
-    if len(ports) != count or not all(1 <= port <= 65535 for port in ports):
-        raise click.BadParameter(f"expected {count} ports in 1..65535", param_hint="--ports")
-    return ports
 
 
 @rbc.command("init")
@@ -203,21 +133,16 @@ def init(  # noqa: PLR0917 - one parameter per click option
     directory: Path, count: int, host: str, base_port: int, ports: str | None, retransmit_ms: int
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local network."""
-    from synod.crypto import KeyFileError, KeyPair, node_id_text, write_key_file
+    from synod.crypto import node_id_text
 
-    port_list = _parse_ports(ports, count, base_port)
+    port_list = parse_ports(ports, count, base_port)
     config_path = directory / CONFIG_NAME
-    if config_path.exists():
-        raise click.ClickException(f"{config_path}: already exists; refusing to overwrite")
+    refuse_to_overwrite(config_path)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     for index, port in enumerate(port_list):
         name = f"node-{index}"
-        pair = KeyPair.generate()
-        try:
-            write_key_file(directory / f"{name}.key", pair)
-        except KeyFileError as error:
-            raise click.ClickException(str(error)) from None
+        pair = write_new_key(directory / f"{name}.key")
         entries.append((name, node_id_text(pair.node_id), host, port, f"{name}.key"))
     config_path.write_text(render_config(entries, retransmit_ms), encoding="utf-8")
     for name, node_id, node_host, port, _ in entries:
@@ -228,40 +153,20 @@ def init(  # noqa: PLR0917 - one parameter per click option
 @rbc.command("run")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@log_level_option()
 def run(directory: Path, node: str, log_level: str) -> None:
     """Run NODE of the network in DIRECTORY until SIGINT/SIGTERM.
 
     Each line on standard input is proposed; each delivery is printed as a JSON line.
     """
-    import asyncio
-
-    from synod.crypto import KeyFileError, read_key_file
-    from synod.runtime.logs import configure_json_logging
-    from synod.runtime.storage import StorageError
-
     config = load_config(directory)
     entry = config.find(node)
-    try:
-        keys = read_key_file(entry.key_file)
-    except KeyFileError as error:
-        raise click.ClickException(str(error)) from None
-    if keys.node_id != entry.node_id:
-        raise click.ClickException(
-            f"{entry.key_file}: holds the key of another node than {entry.name}'s id in "
-            f"{config.path}"
-        )
-    configure_json_logging(log_level.upper())
-    try:
-        code = asyncio.run(_run_node(config, entry, keys))
-    except StorageError as error:
-        raise click.ClickException(str(error)) from None
-    sys.exit(code)
+    keys = read_node_keys(
+        entry.key_file,
+        entry.node_id,
+        f"holds the key of another node than {entry.name}'s id in {config.path}",
+    )
+    run_process(_run_node(config, entry, keys), log_level)
 
 
 async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> int:
@@ -271,11 +176,11 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
     from synod.crypto import node_id_text
     from synod.rbc import CODEC, Delivered, RbcCore
     from synod.rbc.core import WINDOW
-    from synod.runtime.host import HostFailed, NodeHost
+    from synod.runtime.host import NodeHost
     from synod.runtime.storage import SqliteStorage
 
     log = logging.getLogger("synod.cli.rbc")
-    lock = _lock_node(config.path.parent / f"{entry.name}.lock")
+    lock = lock_exclusively(config.path.parent / f"{entry.name}.lock")
     storage = SqliteStorage.open(config.path.parent / f"{entry.name}.sqlite")
     members = [node.node_id for node in config.nodes]
     core = RbcCore(keys, members, storage.load(), retransmit_ms=config.retransmit_ms)
@@ -305,29 +210,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
         "restored_deliveries": len(core.delivered_log),
     }
     proposals = asyncio.create_task(_propose_lines(flow, log))
-    try:
-        await host.serve(on_ready=lambda: _print_line(ready))
-    except HostFailed as error:
-        log.error("node failed", extra={"reason": str(error)})
-        return EXIT_FAILED
-    finally:
-        proposals.cancel()
-        await asyncio.gather(proposals, return_exceptions=True)
-        lock.close()
-    return 0
-
-
-def _lock_node(path: Path) -> Any:
-    """Hold an exclusive lock for the life of the process: one process per node."""
-    import fcntl
-
-    handle = path.open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise click.ClickException(f"{path}: this node is already running") from None
-    return handle
+    return await serve_until_stopped(host, ready, lock=lock, log=log, background=[proposals])
 
 
 class _ProposalFlow:
@@ -363,40 +246,18 @@ class _ProposalFlow:
 
 
 async def _propose_lines(flow: _ProposalFlow, log: Any) -> None:
-    """Propose each line of standard input (without its newline); empty lines are skipped.
-
-    Pipes, sockets and terminals are read by the event loop; anything else (a regular
-    file, ``/dev/null``, which epoll refuses) is read on a thread, which cannot block at
-    exit since such input always reaches its end.
-    """
-    import asyncio
-    import os
-    import stat
-
+    """Propose each line of standard input (without its newline); empty lines are skipped."""
     from synod.rbc.core import MAX_PAYLOAD_BYTES
 
-    mode = os.fstat(sys.stdin.fileno()).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
-        for line in await asyncio.to_thread(sys.stdin.buffer.readlines):
-            await _propose_line(flow, log, line, MAX_PAYLOAD_BYTES)
-        return
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_PAYLOAD_BYTES + 2)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+    async def propose(line: bytes) -> None:
+        await _propose_line(flow, log, line, MAX_PAYLOAD_BYTES)
+
+    await read_stdin_lines(
+        propose,
+        max_bytes=MAX_PAYLOAD_BYTES,
+        log=log,
+        too_long="proposal longer than %d bytes ignored",
     )
-    try:
-        while True:
-            try:
-                line = await reader.readline()
-            except ValueError:
-                log.warning("proposal longer than %d bytes ignored", MAX_PAYLOAD_BYTES)
-                continue
-            if not line:
-                return
-            await _propose_line(flow, log, line, MAX_PAYLOAD_BYTES)
-    finally:
-        transport.close()
 
 
 async def _propose_line(flow: _ProposalFlow, log: Any, line: bytes, max_bytes: int) -> None:
@@ -423,13 +284,8 @@ def _print_event(event: Any, names: dict[Any, str], log: Any) -> None:
         }
         with contextlib.suppress(UnicodeDecodeError):
             line["payload"] = event.payload.decode("utf-8")
-        _print_line(line)
+        print_json_line(line)
     elif isinstance(event, Rejected):
         log.warning(
             "message rejected", extra={"peer": names.get(event.sender), "reason": event.reason}
         )
-
-
-def _print_line(entry: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    sys.stdout.flush()

@@ -32,6 +32,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import click
 import msgspec
 
+from synod.cli.common import (
+    ConfigError,
+    find_named,
+    lock_exclusively,
+    log_level_option,
+    parse_ports,
+    print_json_line,
+    read_node_keys,
+    refuse_to_overwrite,
+    run_process,
+    serve_until_stopped,
+    write_new_key,
+)
 from synod.core import (
     Broadcast,
     Input,
@@ -416,15 +429,6 @@ def _pending_from(record: bytes | None) -> list[str]:
 # ---------------------------------------------------------------- configuration
 
 
-class ConfigError(click.ClickException):
-    """A configuration problem: the message names the file, the key and what was expected."""
-
-    exit_code = EXIT_CONFIG
-
-    def __init__(self, path: Path, key: str, expected: str) -> None:
-        super().__init__(f"{path}: {key}: {expected}")
-
-
 @dataclass(frozen=True, slots=True)
 class NodeEntry:
     """One node of the network file."""
@@ -461,11 +465,7 @@ class NetworkConfig:
 
     def find(self, selector: str) -> NodeEntry:
         """The node named `selector` (or with that index); a user error otherwise."""
-        for index, node in enumerate(self.nodes):
-            if selector in (node.name, str(index)):
-                return node
-        names = ", ".join(node.name for node in self.nodes)
-        raise click.ClickException(f"{self.path}: no node {selector!r} (nodes: {names})")
+        return find_named(self.path, self.nodes, selector)
 
     def store_path(self, node: NodeEntry) -> Path:
         return self.path.parent / f"{node.name}.sqlite"
@@ -813,18 +813,6 @@ def scp() -> None:
     status."""
 
 
-def _parse_ports(text: str | None, count: int, first: int, option: str) -> list[int]:
-    if text is None:
-        return [first + 2 * index for index in range(count)]
-    try:
-        ports = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise click.BadParameter("expected comma-separated integers", param_hint=option) from None
-    if len(ports) != count or not all(1 <= port <= 65535 for port in ports):
-        raise click.BadParameter(f"expected {count} ports in 1..65535", param_hint=option)
-    return ports
-
-
 @scp.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--nodes", "count", type=click.IntRange(1, 64), default=4, show_default=True)
@@ -871,14 +859,14 @@ def init(  # noqa: PLR0917 - one parameter per click option
     submit_ports: str | None,
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local SCP network."""
-    from synod.crypto import KeyFileError, KeyPair, node_id_text, write_key_file
+    from synod.crypto import node_id_text
 
     planned = _plan_nodes(count, organisations, per_organisation)
     count = len(planned)
     if base_port + 2 * count > 65536 and (ports is None or submit_ports is None):
         raise click.BadParameter("too high for that many nodes", param_hint="--base-port")
-    peer_ports = _parse_ports(ports, count, base_port, "--ports")
-    rpc_ports = _parse_ports(submit_ports, count, base_port + 1, "--submit-ports")
+    peer_ports = parse_ports(ports, count, base_port, "--ports", stride=2)
+    rpc_ports = parse_ports(submit_ports, count, base_port + 1, "--submit-ports", stride=2)
     if len(set(peer_ports + rpc_ports)) != 2 * count:
         raise click.BadParameter("every port must differ", param_hint="--ports/--submit-ports")
     names = [node.name for node in planned]
@@ -895,18 +883,13 @@ def init(  # noqa: PLR0917 - one parameter per click option
             groups.setdefault(node.organisation, []).append(node.name)
         quorum_set = tiered_quorum_set(list(groups.values()))
     config_path = directory / CONFIG_NAME
-    if config_path.exists():
-        raise click.ClickException(f"{config_path}: already exists; refusing to overwrite")
+    refuse_to_overwrite(config_path)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise click.ClickException(f"{directory}: cannot create: {error.strerror}") from None
     for node, port, submit_port in zip(planned, peer_ports, rpc_ports, strict=True):
-        pair = KeyPair.generate()
-        try:
-            write_key_file(directory / f"{node.name}.key", pair)
-        except KeyFileError as error:
-            raise click.ClickException(str(error)) from None
+        pair = write_new_key(directory / f"{node.name}.key")
         node.port, node.submit_port, node.id_text = port, submit_port, node_id_text(pair.node_id)
     config_path.write_text(
         render_config(NetworkSettings(), planned, host, quorum_set), encoding="utf-8"
@@ -931,42 +914,22 @@ def _plan_nodes(count: int, organisations: int | None, per_organisation: int) ->
 @scp.command("run")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@log_level_option()
 def run(directory: Path, node: str, log_level: str) -> None:
     """Run NODE of the network in DIRECTORY until SIGINT/SIGTERM.
 
     Prints one JSON line when ready and one per externalized slot.
     """
-    import asyncio
-
-    from synod.crypto import KeyFileError, read_key_file
-    from synod.runtime.logs import configure_json_logging
-    from synod.runtime.storage import StorageError
-
     config = load_config(directory)
     entry = config.find(node)
-    try:
-        keys = read_key_file(entry.key_file)
-    except KeyFileError as error:
-        raise click.ClickException(str(error)) from None
-    if keys.node_id != entry.node_id:
-        raise click.ClickException(
-            f"{entry.key_file}: holds the key of another node than {entry.name}'s id in "
-            f"{config.path}"
-        )
-    configure_json_logging(log_level.upper())
-    try:
-        code = asyncio.run(_run_node(config, entry, keys))
-    except StorageError as error:
-        raise click.ClickException(str(error)) from None
-    except OSError as error:  # a port in use, mostly
-        raise click.ClickException(f"{entry.name}: cannot listen: {error}") from None
-    sys.exit(code)
+    keys = read_node_keys(
+        entry.key_file,
+        entry.node_id,
+        f"holds the key of another node than {entry.name}'s id in {config.path}",
+    )
+    run_process(
+        _run_node(config, entry, keys), log_level, listen_failure=f"{entry.name}: cannot listen"
+    )
 
 
 def build_core(
@@ -992,11 +955,11 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
     import logging
 
     from synod.crypto import node_id_text
-    from synod.runtime.host import HostFailed, NodeHost
+    from synod.runtime.host import NodeHost
     from synod.runtime.storage import SqliteStorage
 
     log = logging.getLogger("synod.cli.scp")
-    lock = _lock_node(config.path.parent / f"{entry.name}.lock")
+    lock = lock_exclusively(config.path.parent / f"{entry.name}.lock")
     storage = SqliteStorage.open(config.store_path(entry))
     try:
         core = build_core(config, entry, keys, storage.load())
@@ -1007,7 +970,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
 
     def on_event(event: object) -> None:
         if isinstance(event, LogAppended):
-            _print_line(
+            print_json_line(
                 {
                     "event": "externalized",
                     "node": entry.name,
@@ -1043,32 +1006,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
         "next_slot": core.scp.next_slot_index,
         "pending": len(core.pending),
     }
-    try:
-        await host.serve(on_ready=lambda: _print_line(ready))
-    except HostFailed as error:
-        log.error("node failed", extra={"reason": str(error)})
-        return EXIT_FAILED
-    finally:
-        lock.close()
-    return 0
-
-
-def _lock_node(path: Path) -> Any:
-    """Hold an exclusive lock for the life of the process: one process per node."""
-    import fcntl
-
-    handle = path.open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise click.ClickException(f"{path}: this node is already running") from None
-    return handle
-
-
-def _print_line(entry: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    return await serve_until_stopped(host, ready, lock=lock, log=log)
 
 
 async def submit_entries(

@@ -18,7 +18,6 @@ cleanly (exit 0).  Exit codes: 0 success, 1 failure or user error, 2 configurati
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +25,33 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from synod.cli.common import (
+    EXIT_CONFIG,  # noqa: F401 - part of this command's interface (its exit statuses)
+    EXIT_FAILED,
+    ConfigError,
+    NodeEntry,
+    find_named,
+    lock_exclusively,
+    log_level_option,
+    node_entry,
+    parse_ports,
+    print_json_line,
+    read_node_keys,
+    read_toml,
+    refuse_to_overwrite,
+    render_node_tables,
+    run_process,
+    serve_until_stopped,
+    write_new_key,
+)
+
 if TYPE_CHECKING:
-    from synod.crypto import KeyPair, NodeId
+    from synod.crypto import KeyPair
     from synod.quorum.committee import Committee
     from synod.tusk.core import TuskConfig
 
 CONFIG_NAME = "tusk.toml"
 DEFAULT_BASE_PORT = 7300
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
 
 # Settings of [tusk] in tusk.toml: name -> (default, smallest allowed value).
 SETTINGS: dict[str, tuple[int, int]] = {
@@ -47,22 +64,8 @@ SETTINGS: dict[str, tuple[int, int]] = {
 }
 
 
-class ConfigError(click.ClickException):
-    """A configuration problem: the message names the file, the key and what was expected."""
-
-    exit_code = EXIT_CONFIG
-
-    def __init__(self, path: Path, key: str, expected: str) -> None:
-        super().__init__(f"{path}: {key}: {expected}")
-
-
-@dataclass(frozen=True, slots=True)
-class CoreEntry:
-    name: str
-    node_id: NodeId
-    host: str
-    port: int
-    key_file: Path
+CoreEntry = NodeEntry
+"""A core of ``tusk.toml``: its name, id, listening address and key file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,7 @@ class TuskNetwork:
     cores: tuple[CoreEntry, ...]
 
     def find(self, selector: str) -> CoreEntry:
-        for index, core in enumerate(self.cores):
-            if selector in (core.name, str(index)):
-                return core
-        names = ", ".join(core.name for core in self.cores)
-        raise click.ClickException(f"{self.path}: no core {selector!r} (cores: {names})")
+        return find_named(self.path, self.cores, selector, "core")
 
     def committee(self) -> Committee:
         from synod.quorum.committee import Committee
@@ -98,18 +97,8 @@ class TuskNetwork:
 
 def load_network(directory: Path) -> TuskNetwork:
     """Read and check ``DIR/tusk.toml``; raise `ConfigError` naming what is wrong."""
-    import tomllib
-
     path = directory / CONFIG_NAME
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise click.ClickException(
-            f"{path}: no such file (create one with `synod tusk init {directory}`)"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise click.ClickException(f"{path}: not valid TOML: {error}") from None
+    document = read_toml(path, f"synod tusk init {directory}")
     table = document.get("tusk", {})
     if not isinstance(table, dict):
         raise ConfigError(path, "tusk", "expected a table")
@@ -122,37 +111,9 @@ def load_network(directory: Path) -> TuskNetwork:
     raw_cores = document.get("cores")
     if not isinstance(raw_cores, list) or not raw_cores:
         raise ConfigError(path, "cores", "expected a non-empty array of tables [[cores]]")
-    cores = tuple(_core_entry(path, index, raw) for index, raw in enumerate(raw_cores))
+    cores = tuple(node_entry(path, f"cores[{index}]", raw) for index, raw in enumerate(raw_cores))
     _check_distinct(path, cores)
     return TuskNetwork(path, settings, cores)
-
-
-def _core_entry(path: Path, index: int, raw: object) -> CoreEntry:
-    from synod.crypto import InvalidNodeId, parse_node_id
-
-    prefix = f"cores[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(path, prefix, "expected a table")
-    name = _string(path, raw, prefix, "name")
-    try:
-        node_id = parse_node_id(_string(path, raw, prefix, "id"))
-    except InvalidNodeId as error:
-        raise ConfigError(path, f"{prefix}.id", f"expected a node id ({error})") from None
-    host = _string(path, raw, prefix, "host")
-    port = raw.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ConfigError(path, f"{prefix}.port", f"expected an integer 1..65535, got {port!r}")
-    key_file = Path(_string(path, raw, prefix, "key_file"))
-    if not key_file.is_absolute():
-        key_file = path.parent / key_file
-    return CoreEntry(name, node_id, host, port, key_file)
-
-
-def _string(path: Path, table: dict[str, Any], prefix: str, key: str) -> str:
-    value = table.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{prefix}.{key}", f"expected a non-empty string, got {value!r}")
-    return value
 
 
 def _check_distinct(path: Path, cores: tuple[CoreEntry, ...]) -> None:
@@ -172,22 +133,8 @@ def _check_distinct(path: Path, cores: tuple[CoreEntry, ...]) -> None:
 def render_config(cores: list[tuple[str, str, str, int, str]]) -> str:
     lines = ["# A synod Tusk committee (written by `synod tusk init`).", "[tusk]"]
     lines += [f"{key} = {default}" for key, (default, _) in SETTINGS.items()]
-    for name, node_id, host, port, key_file in cores:
-        lines += [
-            "",
-            "[[cores]]",
-            f"name = {json.dumps(name)}",
-            f"id = {json.dumps(node_id)}",
-            f"host = {json.dumps(host)}",
-            f"port = {port}",
-            f"key_file = {json.dumps(key_file)}",
-        ]
+    lines += render_node_tables("cores", cores)
     return "\n".join(lines) + "\n"
-
-
-def _print_line(entry: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 def _transaction_text(transaction: bytes) -> str:
@@ -219,21 +166,16 @@ def tusk() -> None:
 @click.option("--ports", default=None, help="Explicit comma-separated ports, one per core.")
 def init(directory: Path, count: int, host: str, base_port: int, ports: str | None) -> None:
     """Write core keys and DIRECTORY/tusk.toml for a committee."""
-    from synod.crypto import KeyFileError, KeyPair, node_id_text, write_key_file
+    from synod.crypto import node_id_text
 
-    port_list = _parse_ports(ports, count, base_port)
+    port_list = parse_ports(ports, count, base_port)
     config_path = directory / CONFIG_NAME
-    if config_path.exists():
-        raise click.ClickException(f"{config_path}: already exists; refusing to overwrite")
+    refuse_to_overwrite(config_path)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     for index, port in enumerate(port_list):
         name = f"core-{index}"
-        pair = KeyPair.generate()
-        try:
-            write_key_file(directory / f"{name}.key", pair)
-        except KeyFileError as error:
-            raise click.ClickException(str(error)) from None
+        pair = write_new_key(directory / f"{name}.key")
         entries.append((name, node_id_text(pair.node_id), host, port, f"{name}.key"))
     config_path.write_text(render_config(entries), encoding="utf-8")
     for name, node_id, core_host, port, _ in entries:
@@ -241,26 +183,7 @@ def init(directory: Path, count: int, host: str, base_port: int, ports: str | No
     click.echo(f"wrote {config_path}", err=True)
 
 
-def _parse_ports(text: str | None, count: int, base_port: int) -> list[int]:
-    if text is None:
-        return [base_port + index for index in range(count)]
-    try:
-        ports = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise click.BadParameter(
-            "expected comma-separated integers", param_hint="--ports"
-        ) from None
-    if len(ports) != count or not all(1 <= port <= 65535 for port in ports):
-        raise click.BadParameter(f"expected {count} ports in 1..65535", param_hint="--ports")
-    return ports
-
-
-_LOG_LEVEL = click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+_LOG_LEVEL = log_level_option()
 
 
 @tusk.command("core")
@@ -272,42 +195,27 @@ def core(directory: Path, node: str, log_level: str) -> None:
 
     It only listens.  Each committed certificate is printed as a JSON line.
     """
-    import asyncio
-
-    from synod.crypto import KeyFileError, read_key_file
-    from synod.runtime.logs import configure_json_logging
-    from synod.runtime.storage import StorageError
-
     network = load_network(directory)
     entry = network.find(node)
-    try:
-        keys = read_key_file(entry.key_file)
-    except KeyFileError as error:
-        raise click.ClickException(str(error)) from None
-    if keys.node_id != entry.node_id:
-        raise click.ClickException(
-            f"{entry.key_file}: holds the key of another core than {entry.name}'s id in "
-            f"{network.path}"
-        )
-    configure_json_logging(log_level.upper())
-    try:
-        code = asyncio.run(_run_core(network, entry, keys))
-    except StorageError as error:
-        raise click.ClickException(str(error)) from None
-    sys.exit(code)
+    keys = read_node_keys(
+        entry.key_file,
+        entry.node_id,
+        f"holds the key of another core than {entry.name}'s id in {network.path}",
+    )
+    run_process(_run_core(network, entry, keys), log_level)
 
 
 async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> int:
     import logging
 
     from synod.crypto import node_id_text
-    from synod.runtime.host import HostFailed, NodeHost
+    from synod.runtime.host import NodeHost
     from synod.runtime.storage import SqliteStorage
     from synod.tusk.core import TuskCore
     from synod.tusk.messages import CODEC
 
     log = logging.getLogger("synod.cli.tusk")
-    lock = _lock(network.path.parent / f"{entry.name}.lock", f"core {entry.name}")
+    lock = lock_exclusively(network.path.parent / f"{entry.name}.lock", f"core {entry.name}")
     storage = SqliteStorage.open(network.path.parent / f"{entry.name}.sqlite")
     tusk_core = TuskCore(keys, network.committee(), storage.load(), config=network.core_config())
     names = {core.node_id: core.name for core in network.cores}
@@ -327,21 +235,14 @@ async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> in
         "round": tusk_core.round,
         "restored_commits": tusk_core.committed_count,
     }
-    try:
-        await host.serve(on_ready=lambda: _print_line(ready))
-    except HostFailed as error:
-        log.error("core failed", extra={"reason": str(error)})
-        return EXIT_FAILED
-    finally:
-        lock.close()
-    return 0
+    return await serve_until_stopped(host, ready, lock=lock, log=log, failure="core failed")
 
 
 def _print_core_event(event: object, names: dict[Any, str], log: Any) -> None:
     from synod.tusk.core import Committed, EquivocationDetected
 
     if isinstance(event, Committed):
-        _print_line(_committed_line(event, names))
+        print_json_line(_committed_line(event, names))
     elif isinstance(event, EquivocationDetected):
         creator = event.evidence.first.creator
         log.warning(
@@ -362,19 +263,6 @@ def _committed_line(event: Any, names: dict[Any, str]) -> dict[str, Any]:
         "digest": event.digest.hex(),
         "transactions": [_transaction_text(tx) for tx in event.transactions],
     }
-
-
-def _lock(path: Path, what: str) -> Any:
-    """Hold an exclusive lock for the life of the process: one process per core."""
-    import fcntl
-
-    handle = path.open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise click.ClickException(f"{path}: {what} is already running") from None
-    return handle
 
 
 @tusk.command("driver")
@@ -436,7 +324,7 @@ class _DriverRunner:
         stop = asyncio.Event()
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(number, stop.set)
-        _print_line(
+        print_json_line(
             {"event": "ready", "driver": self.driver.name, "cores": len(self.network.cores)}
         )
         self.inputs.put_nowait(Started())
@@ -465,7 +353,7 @@ class _DriverRunner:
             self._apply(step)
             if self.driver.highest_round >= self.reported_round + 10:
                 self.reported_round = self.driver.highest_round
-                _print_line({"event": "progress", "highest_round": self.reported_round})
+                print_json_line({"event": "progress", "highest_round": self.reported_round})
 
     def _apply(self, step: Any) -> None:
         import asyncio
@@ -526,7 +414,7 @@ def submit(directory: Path, transactions: tuple[str, ...], node: str, timeout_s:
     if any(len(transaction) > MAX_TRANSACTION_BYTES for transaction in encoded):
         raise click.UsageError(f"a transaction is at most {MAX_TRANSACTION_BYTES} bytes")
     receipt = asyncio.run(_submit(entry, encoded, timeout_s))
-    _print_line({"event": "submitted", "core": entry.name, **receipt})
+    print_json_line({"event": "submitted", "core": entry.name, **receipt})
 
 
 async def _submit(entry: CoreEntry, transactions: tuple[bytes, ...], timeout_s: float) -> Any:
@@ -597,7 +485,7 @@ def watch(directory: Path, node: str, first: int, follow: bool, interval_ms: int
                 event = read_commit_record(bytes(value))
                 if event.sequence != first:
                     break  # a gap would be a write in progress: read it next time
-                _print_line(_committed_line(event, names))
+                print_json_line(_committed_line(event, names))
                 first += 1
             if not follow:
                 return

@@ -1,0 +1,307 @@
+"""Pieces shared by the commands that run node processes (rbc, scp, tusk, crdt, fastpay).
+
+Configuration files are TOML; a problem in one is reported as `ConfigError` naming the
+file, the key and what was expected (exit status 2).  A node process holds an exclusive
+lock file for its life, prints JSON lines on standard output (readiness, then what it
+decides), logs JSON lines on standard error, and stops cleanly on SIGINT/SIGTERM.
+
+Only light modules are imported here at load time; the heavy ones (asyncio, the runtime,
+the crypto library) are imported inside the functions, so that `synod --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from synod.crypto import KeyPair, NodeId
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+class ConfigError(click.ClickException):
+    """A configuration problem: the message names the file, the key and what was expected."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: Path, key: str, expected: str) -> None:
+        super().__init__(f"{path}: {key}: {expected}")
+
+
+# ---------------------------------------------------------------- configuration files
+
+
+def read_toml(path: Path, init_command: str) -> dict[str, Any]:
+    """The document in `path`; a user error naming `init_command` when there is none."""
+    import tomllib
+
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"{path}: no such file (create one with `{init_command}`)"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise click.ClickException(f"{path}: not valid TOML: {error}") from None
+
+
+def require_string(
+    path: Path, table: dict[str, Any], prefix: str, key: str, default: str | None = None
+) -> str:
+    """``table[key]`` (or `default`), which must be a non-empty string."""
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"{prefix}.{key}", f"expected a non-empty string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    """A node of a network file: its name, id, listening address and key file."""
+
+    name: str
+    node_id: NodeId
+    host: str
+    port: int
+    key_file: Path
+
+
+def node_entry(path: Path, prefix: str, raw: object) -> NodeEntry:
+    """Check the table `prefix` (name, id, host, port, key_file) of the file `path`."""
+    from synod.crypto import InvalidNodeId, parse_node_id
+
+    if not isinstance(raw, dict):
+        raise ConfigError(path, prefix, "expected a table")
+    name = require_string(path, raw, prefix, "name")
+    try:
+        node_id = parse_node_id(require_string(path, raw, prefix, "id"))
+    except InvalidNodeId as error:
+        raise ConfigError(path, f"{prefix}.id", f"expected a node id ({error})") from None
+    host = require_string(path, raw, prefix, "host")
+    port = raw.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(path, f"{prefix}.port", f"expected an integer 1..65535, got {port!r}")
+    key_file = Path(require_string(path, raw, prefix, "key_file"))
+    if not key_file.is_absolute():
+        key_file = path.parent / key_file
+    return NodeEntry(name, node_id, host, port, key_file)
+
+
+def render_node_tables(table: str, entries: Iterable[tuple[str, str, str, int, str]]) -> list[str]:
+    """The ``[[table]]`` TOML lines of (name, id text, host, port, key file) entries."""
+    lines: list[str] = []
+    for name, node_id, host, port, key_file in entries:
+        lines += [
+            "",
+            f"[[{table}]]",
+            f"name = {json.dumps(name)}",
+            f"id = {json.dumps(node_id)}",
+            f"host = {json.dumps(host)}",
+            f"port = {port}",
+            f"key_file = {json.dumps(key_file)}",
+        ]
+    return lines
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Named = TypeVar("Named", bound=_Named)
+
+
+def find_named(path: Path, entries: Sequence[Named], selector: str, noun: str = "node") -> Named:
+    """The entry called `selector` (or with that index); a user error otherwise."""
+    for index, entry in enumerate(entries):
+        if selector in (entry.name, str(index)):
+            return entry
+    names = ", ".join(entry.name for entry in entries)
+    raise click.ClickException(f"{path}: no {noun} {selector!r} ({noun}s: {names})")
+
+
+# ---------------------------------------------------------------- init
+
+
+def parse_ports(
+    text: str | None, count: int, first: int, option: str = "--ports", stride: int = 1
+) -> list[int]:
+    """`count` ports: the comma-separated `text`, or first, first + stride, ..."""
+    if text is None:
+        return [first + stride * index for index in range(count)]
+    try:
+        ports = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers", param_hint=option) from None
+    if len(ports) != count or not all(1 <= port <= 65535 for port in ports):
+        raise click.BadParameter(f"expected {count} ports in 1..65535", param_hint=option)
+    return ports
+
+
+def refuse_to_overwrite(config_path: Path) -> None:
+    """A user error when `config_path` exists already."""
+    if config_path.exists():
+        raise click.ClickException(f"{config_path}: already exists; refusing to overwrite")
+
+
+def write_new_key(path: Path) -> KeyPair:
+    """Generate a key pair and write it to the key file `path`."""
+    from synod.crypto import KeyFileError, KeyPair, write_key_file
+
+    pair = KeyPair.generate()
+    try:
+        write_key_file(path, pair)
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    return pair
+
+
+# ---------------------------------------------------------------- running a node
+
+
+def log_level_option(default: str = "info") -> Callable[[Any], Any]:
+    """The ``--log-level`` option of a command that runs a process."""
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default=default,
+        show_default=True,
+    )
+
+
+def read_node_keys(key_file: Path, node_id: NodeId, mismatch: str) -> KeyPair:
+    """The key pair in `key_file`, which must be that of `node_id` (else `mismatch`)."""
+    from synod.crypto import KeyFileError, read_key_file
+
+    try:
+        keys = read_key_file(key_file)
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    if keys.node_id != node_id:
+        raise click.ClickException(f"{key_file}: {mismatch}")
+    return keys
+
+
+def run_process(
+    main: Coroutine[Any, Any, int], log_level: str, *, listen_failure: str | None = None
+) -> NoReturn:
+    """Log JSON lines at `log_level`, run `main` and exit with its status.
+
+    A storage error is a one-line user error; so is an `OSError` (a port in use, mostly)
+    when `listen_failure` says what to print before it.
+    """
+    import asyncio
+
+    from synod.runtime.logs import configure_json_logging
+    from synod.runtime.storage import StorageError
+
+    configure_json_logging(log_level.upper())
+    try:
+        code = asyncio.run(main)
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        if listen_failure is None:
+            raise
+        raise click.ClickException(f"{listen_failure}: {error}") from None
+    sys.exit(code)
+
+
+def lock_exclusively(path: Path, what: str = "this node") -> IO[str]:
+    """Hold an exclusive lock for the life of the process: one process per node."""
+    import fcntl
+
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise click.ClickException(f"{path}: {what} is already running") from None
+    return handle
+
+
+def print_json_line(entry: dict[str, Any], *, ensure_ascii: bool = False) -> None:
+    """Write `entry` as one JSON line on standard output, at once."""
+    sys.stdout.write(json.dumps(entry, ensure_ascii=ensure_ascii) + "\n")
+    sys.stdout.flush()
+
+
+async def serve_until_stopped(
+    host: Any,
+    ready: dict[str, Any],
+    *,
+    lock: IO[str],
+    log: Any,
+    failure: str = "node failed",
+    print_line: Callable[[dict[str, Any]], None] = print_json_line,
+    background: Sequence[Any] = (),
+) -> int:
+    """Serve with a started `NodeHost` until SIGINT/SIGTERM; the exit status.
+
+    `ready` is printed once the host serves; a `HostFailed` is logged as `failure` and
+    gives `EXIT_FAILED`.  Whatever happens, the `background` tasks are cancelled, then
+    the lock is released.
+    """
+    import asyncio
+
+    from synod.runtime.host import HostFailed
+
+    try:
+        await host.serve(on_ready=lambda: print_line(ready))
+    except HostFailed as error:
+        log.error(failure, extra={"reason": str(error)})
+        return EXIT_FAILED
+    finally:
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.gather(*background, return_exceptions=True)
+        lock.close()
+    return 0
+
+
+async def read_stdin_lines(
+    on_line: Callable[[bytes], Awaitable[None]], *, max_bytes: int, log: Any, too_long: str
+) -> None:
+    """Hand each line of standard input (with its newline) to `on_line`, until its end.
+
+    Pipes, sockets and terminals are read by the event loop, and a line longer than
+    `max_bytes` is logged (`too_long`, a %-format given `max_bytes`) and skipped; anything
+    else (a regular file, ``/dev/null``, which epoll refuses) is read on a thread, which
+    cannot block at exit since such input always reaches its end.
+    """
+    import asyncio
+    import os
+    import stat
+
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+        for line in await asyncio.to_thread(sys.stdin.buffer.readlines):
+            await on_line(line)
+        return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=max_bytes + 2)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+    )
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:
+                log.warning(too_long, max_bytes)
+                continue
+            if not line:
+                return
+            await on_line(line)
+    finally:
+        transport.close()
