@@ -17,8 +17,16 @@ so the ratio shows what they and everything else cost.
    submission to the last commit seen on every core, commit latency at the core that
    took each transaction (p50, p95), against the bound divided over the cores (each
    core's own crypto per round, as if each core had a CPU of its own).
-3. `peer`: the issue asks for pysyncobj (Raft) replicating the same transactions; it is
-   not installed here and no package may be added, so the line says so.
+3. `peer`: pysyncobj (Raft, crash faults only) in 4 processes on 127.0.0.1
+   (`benchmarks/raft_peer.py`, one replicated `append` per transaction, log journalled
+   to a file), fed the same transactions the same way: batches of 64, round robin over
+   the nodes, the next batch once the node has queued the last.  Measured like the
+   Tusk processes: transactions per second from the first submission to the last apply
+   on every node; latency from a batch's submission to the apply of each of its
+   transactions at the node that took it (p50, p95).  Two runs: the library's default
+   (entries batched every 100 ms) and `appendEntriesUseBatch=False`.  Then
+   `tusk-vs-raft`: the Tusk process throughput divided by the faster Raft run's (above
+   1: Tusk is faster).
 
     python benchmarks/tusk_bench.py [--quick] [--transactions 4000]
 """
@@ -173,24 +181,18 @@ def bench_processes(count: int, sign_s: float, verify_s: float) -> dict[str, Any
             check=True,
             capture_output=True,
         )
-        cores = [
-            Watched(synod("tusk", "core", name, f"core-{i}"), directory / f"core-{i}.err")
-            for i in range(CORES)
-        ]
-        drivers = [
-            Watched(synod("tusk", "driver", name, "--name", d), directory / f"{d}.err")
-            for d in ("driver-a", "driver-b")
-        ]
+        cores: list[Watched] = []
+        drivers: list[Watched] = []
         try:
+            for i in range(CORES):
+                arguments = synod("tusk", "core", name, f"core-{i}")
+                cores.append(Watched(arguments, directory / f"core-{i}.err"))
+            for driver in ("driver-a", "driver-b"):
+                arguments = synod("tusk", "driver", name, "--name", driver)
+                drivers.append(Watched(arguments, directory / f"{driver}.err"))
             return _measure(directory, cores, count, sign_s, verify_s)
         finally:
-            for watched in cores + drivers:
-                watched.process.terminate()
-            for watched in cores + drivers:
-                try:
-                    watched.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    watched.process.kill()
+            stop_all([watched.process for watched in cores + drivers])
 
 
 def _measure(
@@ -223,6 +225,9 @@ def _measure(
         "bench": "tusk-processes",
         "cores": CORES,
         "drivers": 2,
+        "measures": "tx_per_s: transactions / (last commit seen on every core - first "
+        "submission); latency: a batch's submission to each of its transactions' commit "
+        "at the core that took it",
         "cpus": os.cpu_count(),
         "transactions": count,
         "transaction_bytes": TRANSACTION_BYTES,
@@ -262,6 +267,174 @@ async def _submit_all(directory: Path, count: int) -> dict[str, tuple[float, int
     return submitted
 
 
+# ---------------------------------------------------------------- 3. pysyncobj (Raft)
+
+RAFT_PEER = Path(__file__).resolve().parent / "raft_peer.py"
+
+
+class RaftNode:
+    """A `raft_peer.py` process; a thread files its stdout lines as they arrive."""
+
+    def __init__(self, arguments: list[str], stderr_path: Path) -> None:
+        self.stderr_path = stderr_path
+        with stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                arguments,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.ready = threading.Event()
+        self.accepted: queue.Queue[int] = queue.Queue()
+        self.applied: dict[int, float] = {}
+        self.committed: dict[int, float] = {}
+        self.failed: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = json.loads(raw)
+            event = line["event"]
+            if event == "ready":
+                self.ready.set()
+            elif event == "accepted":
+                self.accepted.put(line["count"])
+            elif event in ("applied", "committed"):
+                times = self.applied if event == "applied" else self.committed
+                for number, at in zip(line["numbers"], line["at"], strict=True):
+                    times.setdefault(number, at)
+            elif event == "failed":
+                self.failed.append(line)
+
+    def submit(self, transactions: list[bytes]) -> None:
+        assert self.process.stdin is not None
+        texts = [item.decode() for item in transactions]
+        self.process.stdin.write((json.dumps({"transactions": texts}) + "\n").encode())
+        self.process.stdin.flush()
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            tail = self.stderr_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"a Raft node exited with {code}: {tail}")
+
+
+RAFT_CONFIGS = {
+    "batched": "library default: entries sent every appendEntriesPeriod (100 ms)",
+    "unbatched": "appendEntriesUseBatch=False: entries sent as each command arrives",
+}
+
+
+def bench_raft(count: int, config: str) -> dict[str, Any]:
+    """pysyncobj replicating the same transactions among 4 local processes."""
+    with tempfile.TemporaryDirectory(prefix="raft-bench-") as name:
+        directory = Path(name)
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(CORES)]
+        nodes: list[RaftNode] = []
+        try:
+            for index, address in enumerate(addresses):
+                partners = ",".join(other for other in addresses if other != address)
+                arguments = [
+                    sys.executable,
+                    str(RAFT_PEER),
+                    "--self",
+                    address,
+                    "--partners",
+                    partners,
+                    "--journal",
+                    str(directory / f"node-{index}.journal"),
+                    *(["--unbatched"] if config == "unbatched" else []),
+                ]
+                nodes.append(RaftNode(arguments, directory / f"node-{index}.err"))
+            return {
+                **_measure_raft(nodes, count),
+                "config": config,
+                "config_means": RAFT_CONFIGS[config],
+            }
+        finally:
+            stop_all([node.process for node in nodes])
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then SIGKILL (by PID) any still running after 10 s."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for(condition: Any, nodes: list[RaftNode], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        for node in nodes:
+            check_failures(node)
+            node.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Raft: {what} within {seconds} s")
+        time.sleep(0.005)
+
+
+def check_failures(node: RaftNode) -> None:
+    if node.failed:
+        raise RuntimeError(f"Raft refused transactions: {node.failed[:5]}")
+
+
+def _measure_raft(nodes: list[RaftNode], count: int) -> dict[str, Any]:
+    _wait_for(lambda: all(node.ready.is_set() for node in nodes), nodes, 60, "no leader")
+    submitted_at: dict[int, tuple[float, int]] = {}
+    for batch_number, start in enumerate(range(0, count, 64)):
+        index = batch_number % CORES
+        numbers = range(start, min(count, start + 64))
+        at = time.monotonic()
+        nodes[index].submit([transaction(n) for n in numbers])
+        accepted = nodes[index].accepted.get(timeout=30)
+        assert accepted == len(numbers)
+        for number in numbers:
+            submitted_at[number] = (at, index)
+    _wait_for(
+        lambda: all(len(node.applied) >= count for node in nodes),
+        nodes,
+        120,
+        "not every node applied every transaction",
+    )
+    _wait_for(
+        lambda: sum(len(node.committed) for node in nodes) >= count,
+        nodes,
+        30,
+        "not every submitting node saw its transactions committed",
+    )
+    first_submit = min(at for at, _ in submitted_at.values())
+    last_apply = max(max(node.applied.values()) for node in nodes)
+    seconds = last_apply - first_submit
+    latencies = sorted(
+        nodes[index].committed[number] - at for number, (at, index) in submitted_at.items()
+    )
+    return {
+        "bench": "tusk-peer",
+        "peer": "pysyncobj",
+        "status": "run",
+        "protocol": "Raft (crash faults only)",
+        "measures": "tx_per_s: transactions / (last apply on every node - first submission); "
+        "latency: a batch's submission to each of its transactions' apply at the node "
+        "that took it",
+        "nodes": CORES,
+        "cpus": os.cpu_count(),
+        "transactions": count,
+        "transaction_bytes": TRANSACTION_BYTES,
+        "seconds": round(seconds, 3),
+        "tx_per_s": round(count / seconds, 1),
+        "latency_p50_ms": round(1000 * statistics.median(latencies), 1),
+        "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1),
+    }
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -283,13 +456,24 @@ def main() -> None:
         }
     )
     emit(bench_localnet(count, sign_s, verify_s))
-    emit(bench_processes(count, sign_s, verify_s))
+    tusk = bench_processes(count, sign_s, verify_s)
+    emit(tusk)
+    runs = [bench_raft(count, config) for config in RAFT_CONFIGS]
+    for run in runs:
+        emit(run)
+    raft = max(runs, key=lambda run: run["tx_per_s"])
     emit(
         {
-            "bench": "tusk-peer",
-            "peer": "pysyncobj",
-            "status": "not run",
-            "reason": "pysyncobj is not installed and no package may be added here",
+            "bench": "tusk-vs-raft",
+            "transactions": count,
+            "tusk_tx_per_s": tusk["tx_per_s"],
+            "raft_config": raft["config"],
+            "raft_tx_per_s": raft["tx_per_s"],
+            "throughput_ratio": round(tusk["tx_per_s"] / raft["tx_per_s"], 3),
+            "latency_p50_ratio": round(tusk["latency_p50_ms"] / raft["latency_p50_ms"], 3),
+            "means": "Tusk (4 cores, 2 drivers, Byzantine faults) over the faster pysyncobj "
+            "Raft run (4 nodes, crash faults); throughput_ratio above 1: Tusk commits more "
+            "per second; latency_p50_ratio above 1: Tusk's median commit takes longer",
         }
     )
 
