@@ -21,7 +21,8 @@ KEYS = {
     "crypto_bound_per_s",
     "ratio_to_crypto_bound",
     "shard_cpu_us_per_transfer",
-    "crypto_share_of_shard_cpu",
+    "client_cpu_us_per_transfer",
+    "crypto_share_of_cpu",
 }
 
 
@@ -40,4 +41,6 @@ def test_quick_benchmark_prints_json_lines_with_the_expected_keys() -> None:
     assert [line["shards"] for line in lines] == [1, 2]
     for line in lines:
         assert set(line) >= KEYS
-        assert line["transfers"] == 100  # every pre-signed transfer was confirmed
+        assert line["authorities"] == 4
+        assert line["processes"] == 4 * line["shards"] + 1
+        assert line["transfers"] == 100  # every transfer was certified and confirmed

@@ -34,6 +34,7 @@ Requests go to one shard of an authority: `request_shard` says which, so that dr
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Annotated
 
 import msgspec
@@ -254,8 +255,13 @@ def vote_is_valid(vote: SignedTransferOrder) -> bool:
 # ---------------------------------------------------------------- sharding
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def shard_of(account: bytes, shard_count: int) -> int:
-    """The shard (of every authority) that keeps `account`."""
+    """The shard (of every authority) that keeps `account`.
+
+    Memoised (bounded): a shard asks this several times per request, and the hash of a
+    key is a fixed cost worth paying once per account.
+    """
     if not 1 <= shard_count <= MAX_SHARDS:
         raise ValueError(f"shard count must be 1..{MAX_SHARDS}, got {shard_count}")
     digest = blake2b(account, person=b"fastpay-shard")

@@ -23,6 +23,12 @@ authenticate clients: passive cores check the signatures carried in requests.
 connect, timeout, connection lost, garbage from the server), never as an exception; it
 reconnects on the next call after a failure.  A reply that arrives after its call timed
 out is discarded.
+
+*Write coalescing.*  Both sides queue the frames written during one turn of the event
+loop per connection and hand them to the socket together at the end of that turn (one
+``send`` for many pipelined requests or for all replies of a host's batch), in the order
+they were written.  Nothing waits longer than the current turn, so latency is unchanged;
+the per-frame system calls and the receiver's wake-ups are what it saves.
 """
 
 from __future__ import annotations
@@ -108,6 +114,9 @@ class RpcServer:
             RpcRequest, max_message_bytes=self.config.max_frame_bytes
         )
         self._clients: dict[str, asyncio.StreamWriter] = {}
+        self._unsent: dict[str, list[bytes]] = {}
+        self._unsent_bytes: dict[str, int] = {}
+        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -137,16 +146,35 @@ class RpcServer:
             canonical_bytes(RpcResponse(request_id, body)),
             max_frame_bytes=self.config.max_frame_bytes,
         )
-        writer.write(frame)
-        if writer.transport.get_write_buffer_size() > self.config.max_buffered_reply_bytes:
+        unsent_bytes = self._unsent_bytes.get(client, 0) + len(frame)
+        buffered = writer.transport.get_write_buffer_size() + unsent_bytes
+        if buffered > self.config.max_buffered_reply_bytes:
             log.warning("client does not read its replies; disconnected", extra={"client": client})
             self.dropped_clients += 1
+            self._unsent.pop(client, None)
+            self._unsent_bytes.pop(client, None)
             writer.transport.abort()
             return False
+        self._unsent.setdefault(client, []).append(frame)
+        self._unsent_bytes[client] = unsent_bytes
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         return True
+
+    def _flush(self) -> None:
+        """Write each client's replies of this loop turn in one go (see module doc)."""
+        self._flush_scheduled = False
+        unsent, self._unsent = self._unsent, {}
+        self._unsent_bytes = {}
+        for client, frames in unsent.items():
+            writer = self._clients.get(client)
+            if writer is not None and not writer.is_closing():
+                writer.write(b"".join(frames))
 
     async def close(self) -> None:
         """Stop listening and close every client connection."""
+        self._flush()
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -166,6 +194,10 @@ class RpcServer:
         except asyncio.CancelledError:
             pass  # cancelled by `close`: end quietly (asyncio would log it as an error)
         finally:
+            frames = self._unsent.pop(client, [])
+            self._unsent_bytes.pop(client, None)
+            if frames and not writer.is_closing():
+                writer.write(b"".join(frames))  # replies of this turn still go out
             self._clients.pop(client, None)
             self._tasks.discard(task)
             await close_writer(writer, timeout_s=self.config.close_timeout_s)
@@ -215,6 +247,7 @@ class _ClientConnection:
         self.config = config
         self.codec = codec
         self.pending: dict[int, asyncio.Future[RpcResult]] = {}
+        self.unsent: list[bytes] = []
         self.failure: str | None = None
         self.reader_task = asyncio.create_task(self._read_replies())
 
@@ -224,8 +257,16 @@ class _ClientConnection:
             future.set_result(RpcFailure(self.failure))
             return future
         self.pending[request_id] = future
-        self.writer.write(frame)
+        if not self.unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.unsent.append(frame)
         return future
+
+    def _flush(self) -> None:
+        """Write the requests of this loop turn in one go (see module doc)."""
+        frames, self.unsent = self.unsent, []
+        if frames and self.failure is None and not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
 
     async def _read_replies(self) -> None:
         try:
@@ -244,8 +285,15 @@ class _ClientConnection:
         finally:
             self.writer.transport.abort()
 
+    def expire(self, request_id: int, reason: str) -> None:
+        """Give up waiting for one reply; a late reply is then discarded."""
+        future = self.pending.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(RpcFailure(reason))
+
     def _fail(self, reason: str) -> None:
         self.failure = reason
+        self.unsent = []
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
@@ -305,6 +353,42 @@ class RpcClient:
         finally:
             if isinstance(connection, _ClientConnection):
                 connection.pending.pop(request_id, None)
+
+    @property
+    def connected(self) -> bool:
+        """True while the client holds an open connection (calls need no connect)."""
+        connection = self._connection
+        return not self._closed and connection is not None and connection.failure is None
+
+    def start_call(
+        self, body: bytes, *, timeout_s: float | None = None
+    ) -> asyncio.Future[RpcResult]:
+        """Start a call and return the future of its result at once.
+
+        Same results as `call` (failures are values, the same timeout).  On an open
+        connection no task is created, which is what a caller that keeps thousands of
+        calls in flight saves; unlike `call` it does not wait for the socket to drain,
+        so such a caller bounds its calls in flight itself.
+        """
+        if self._closed:
+            raise RuntimeError("client is closed")
+        connection = self._connection
+        if connection is None or connection.failure is not None:
+            return asyncio.ensure_future(self.call(body, timeout_s=timeout_s))
+        request_id = next(self._request_ids)
+        frame = encode_frame(
+            self._request_codec.encode(RpcRequest(request_id, body)),
+            max_frame_bytes=self.config.max_frame_bytes,
+        )
+        timeout = self.config.call_timeout_s if timeout_s is None else timeout_s
+        reply = connection.submit(request_id, frame)
+        if reply.done():
+            return reply
+        expiry = asyncio.get_running_loop().call_later(
+            timeout, connection.expire, request_id, f"no reply within {timeout:g} s"
+        )
+        reply.add_done_callback(lambda _: expiry.cancel())
+        return reply
 
     async def _connected(self) -> _ClientConnection | RpcFailure:
         async with self._connect_lock:
