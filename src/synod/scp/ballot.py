@@ -28,6 +28,11 @@ Each new statement is recorded and then the slot *advances*, trying in turn:
    prepared (the "value override"), else the latest composite of confirmed nominated
    values, else the current ballot's.
 
+The federated checks do not test every node's statement each time: recording a
+statement updates per-value indexes of what it votes for and accepts (prepare up to
+which counter, commit over which counter range) and each node's counter, and the checks
+pick the nodes out of those (the same sets, exactly; see `_index_pledges`).
+
 Every change of state produces a new own statement, which is itself recorded and fed
 through the same rules; the slot signs and sends only the last one of a step.
 """
@@ -36,11 +41,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Iterator
-from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
-from synod.quorum.qset import QuorumSet
+from synod.quorum.qset import QuorumSet, is_v_blocking
 from synod.scp.messages import (
     Ballot,
     BallotPledges,
@@ -61,10 +66,8 @@ from synod.scp.statements import (
     less_and_incompatible,
 )
 from synod.scp.voting import (
-    federated_accept,
-    federated_ratify,
-    is_blocking_threshold,
-    is_quorum_threshold,
+    accepts_with,
+    is_quorum_threshold_set,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +86,44 @@ class Phase(enum.IntEnum):
 
 
 Interval = tuple[int, int]
+
+_Range = TypeVar("_Range")
+_UNBOUNDED: Final = 2**64
+"""Above every counter (they are 32-bit): the upper end of a range with none."""
+
+
+class _RangeIndex(Generic[_Range]):
+    """value -> node -> what that node's latest statement pledges for the value."""
+
+    def __init__(self) -> None:
+        self._by_value: dict[bytes, dict[bytes, _Range]] = {}
+
+    def put(self, value: bytes, node: bytes, pledged: _Range, *, add: bool) -> None:
+        """Record (`add`) or forget (the statement was replaced) a node's pledge."""
+        if add:
+            self._by_value.setdefault(value, {})[node] = pledged
+            return
+        nodes = self._by_value.get(value)
+        if nodes is not None:
+            nodes.pop(node, None)
+            if not nodes:
+                del self._by_value[value]
+
+    def of(self, value: bytes) -> Mapping[bytes, _Range]:
+        """Every node's pledge for `value` (read-only view)."""
+        return self._by_value.get(value, _NO_PLEDGES)
+
+
+_NO_PLEDGES: Final[Mapping[bytes, Any]] = MappingProxyType({})
+
+
+class _CommitRanges(NamedTuple):
+    """Per node, the counter ranges over which it votes-or-accepts and accepts commit
+    of one value; and the sorted interval boundaries the statements name."""
+
+    supporting: Mapping[bytes, Interval]
+    accepting: Mapping[bytes, Interval]
+    boundaries: list[int]
 
 
 class BallotProtocol:
@@ -109,6 +150,18 @@ class BallotProtocol:
         self._later_values: Counter[bytes] = Counter()
         self._confirm_prepared: Counter[Ballot] = Counter()
         self._candidates_cache: tuple[tuple[BallotPledges, int], set[Ballot]] | None = None
+        self._counters: dict[bytes, int] = {}
+        """Each node's ballot counter (EXTERNALIZE: infinite), for the timer and bump."""
+        self._prepare_votes = _RangeIndex[int]()
+        """Per value, per node: the highest counter whose prepare it votes or accepts."""
+        self._prepare_accepts = _RangeIndex[int]()
+        """Per value, per node: the highest counter whose prepare it accepts."""
+        self._commit_votes = _RangeIndex[Interval]()
+        """Per value, per node: the counters whose commit it votes or accepts."""
+        self._commit_accepts = _RangeIndex[Interval]()
+        """Per value, per node: the counters whose commit it accepts."""
+        self._commit_boundaries: dict[bytes, Counter[int]] = {}
+        """Per value: the commit interval boundaries the statements name (counted)."""
 
     # ------------------------------------------------------------ input
 
@@ -138,9 +191,12 @@ class BallotProtocol:
         previous = self.latest.get(statement.node_id)
         if previous is not None:
             self._index(statement.node_id, _ballot_pledges(previous), -1)
+            self._index_pledges(statement.node_id, _ballot_pledges(previous), add=False)
         self._index(statement.node_id, _ballot_pledges(statement), 1)
+        self._index_pledges(statement.node_id, _ballot_pledges(statement), add=True)
         self.latest[statement.node_id] = statement
         self.node_qsets[statement.node_id] = self.slot.qset_of(statement)
+        self._counters[statement.node_id] = ballot_counter(_ballot_pledges(statement))
 
     def _index(self, node: bytes, pledges: BallotPledges, change: int) -> None:
         """Keep the counted indexes that candidate ballots come from in step with
@@ -159,6 +215,53 @@ class BallotProtocol:
             _count(self._confirm_prepared, (Ballot(pledges.n_prepared, value),), change)
         else:
             _count(self._later_values, (pledges.commit.value,), change)
+
+    def _index_pledges(self, node: bytes, pledges: BallotPledges, *, add: bool) -> None:
+        """Keep the per-value indexes of what each node votes and accepts in step with
+        `latest`, so the federated checks read them instead of testing every node's
+        statement (draft 3.5: what PREPARE, CONFIRM and EXTERNALIZE vote and accept)."""
+        if isinstance(pledges, Prepare):
+            value = pledges.ballot.value
+            # votes prepare(<n, x>) for n <= b.counter; accepts up to p's and p''s
+            self._prepare_votes.put(value, node, pledges.ballot.counter, add=add)
+            accepted_tops: dict[bytes, int] = {}
+            for accepted in (pledges.prepared, pledges.prepared_prime):
+                if accepted is not None:
+                    accepted_tops[accepted.value] = max(
+                        accepted.counter, accepted_tops.get(accepted.value, 0)
+                    )
+            for accepted_value, top in accepted_tops.items():
+                self._prepare_accepts.put(accepted_value, node, top, add=add)
+            if pledges.n_c:
+                # votes commit(<n, x>) for n_c <= n <= n_h
+                self._commit_votes.put(value, node, (pledges.n_c, pledges.n_h), add=add)
+                self._count_boundaries(value, (pledges.n_c, pledges.n_h), add=add)
+        elif isinstance(pledges, Confirm):
+            value = pledges.ballot.value
+            # votes prepare(<n, x>) for every n, accepts it up to n_prepared; accepts
+            # commit for n_commit..n_h and votes it for n_commit..infinity
+            self._prepare_votes.put(value, node, _UNBOUNDED, add=add)
+            self._prepare_accepts.put(value, node, pledges.n_prepared, add=add)
+            self._commit_votes.put(value, node, (pledges.n_commit, _UNBOUNDED), add=add)
+            self._commit_accepts.put(value, node, (pledges.n_commit, pledges.n_h), add=add)
+            self._count_boundaries(value, (pledges.n_commit, pledges.n_h), add=add)
+        else:
+            value = pledges.commit.value
+            # accepts (so votes) prepare(<n, x>) for every n, commit for c..infinity
+            commit_range = (pledges.commit.counter, _UNBOUNDED)
+            self._prepare_votes.put(value, node, _UNBOUNDED, add=add)
+            self._prepare_accepts.put(value, node, _UNBOUNDED, add=add)
+            self._commit_votes.put(value, node, commit_range, add=add)
+            self._commit_accepts.put(value, node, commit_range, add=add)
+            self._count_boundaries(
+                value, (pledges.commit.counter, pledges.n_h, INFINITE_COUNTER), add=add
+            )
+
+    def _count_boundaries(self, value: bytes, boundaries: tuple[int, ...], *, add: bool) -> None:
+        counted = self._commit_boundaries.setdefault(value, Counter())
+        _count(counted, boundaries, 1 if add else -1)
+        if not counted:
+            del self._commit_boundaries[value]
 
     def timer_expired(self) -> None:
         """The ballot timer fired: abandon the current ballot for counter + 1."""
@@ -247,10 +350,7 @@ class BallotProtocol:
                 continue
             if self.prepared is not None and less_and_compatible(ballot, self.prepared):
                 continue
-            if self._federated_accept(
-                partial(_votes_prepared, ballot),
-                partial(_has_prepared, ballot),
-            ):
+            if self._accepts_prepared(ballot):
                 return self._set_accept_prepared(ballot)
         return False
 
@@ -305,7 +405,7 @@ class BallotProtocol:
         for index, new_high in enumerate(candidates):
             if self.high is not None and compare_ballots(self.high, new_high) >= 0:
                 return False
-            if self._federated_ratify(partial(_has_prepared, new_high)):
+            if self._confirms_prepared(new_high):
                 new_commit = self._lowest_commit(candidates[index:], new_high)
                 return self._set_confirm_prepared(new_commit, new_high)
         return False
@@ -325,7 +425,7 @@ class BallotProtocol:
                 break
             if not less_and_compatible(ballot, new_high):
                 continue
-            if not self._federated_ratify(partial(_has_prepared, ballot)):
+            if not self._confirms_prepared(ballot):
                 break
             lowest = ballot
         return lowest
@@ -361,13 +461,19 @@ class BallotProtocol:
         ):
             return False
 
-        def accepted_over(interval: Interval) -> bool:
-            return self._federated_accept(
-                lambda pledges: _votes_commit(ballot, interval, pledges),
-                lambda pledges: _accepts_commit(ballot, interval, pledges),
-            )
+        ranges = self._commit_ranges(ballot.value)
+        local_qset, qset_of = self.slot.local_qset, self.node_qsets.get
+        if not accepts_with(local_qset, qset_of, ranges.accepting, ranges.supporting):
+            # every interval's node sets are subsets of these, and both rules are
+            # monotone in their sets: no interval can be accepted
+            return False
 
-        interval = _find_extended_interval(self._commit_boundaries(ballot), accepted_over)
+        def accepted_over(interval: Interval) -> bool:
+            accepting = _nodes_covering(ranges.accepting, interval)
+            supporting = _nodes_covering(ranges.supporting, interval) | accepting
+            return accepts_with(local_qset, qset_of, accepting, supporting)
+
+        interval = _find_extended_interval(ranges.boundaries, accepted_over)
         if interval[0] == 0:
             return False
         if (
@@ -408,12 +514,16 @@ class BallotProtocol:
         if ballot is None or isinstance(hint, Prepare) or not compatible(ballot, self.commit):
             return False
 
-        def confirmed_over(interval: Interval) -> bool:
-            return self._federated_ratify(
-                lambda pledges: _accepts_commit(ballot, interval, pledges)
-            )
+        ranges = self._commit_ranges(ballot.value)
+        local_qset, qset_of = self.slot.local_qset, self.node_qsets.get
+        if not is_quorum_threshold_set(local_qset, qset_of, ranges.accepting):
+            return False  # no interval's accepting set can hold more (monotone)
 
-        interval = _find_extended_interval(self._commit_boundaries(ballot), confirmed_over)
+        def confirmed_over(interval: Interval) -> bool:
+            accepting = _nodes_covering(ranges.accepting, interval)
+            return is_quorum_threshold_set(local_qset, qset_of, accepting)
+
+        interval = _find_extended_interval(ranges.boundaries, confirmed_over)
         if interval[0] == 0:
             return False
         self.commit = Ballot(interval[0], ballot.value)
@@ -424,19 +534,15 @@ class BallotProtocol:
         self.slot.externalized(self.commit.value)
         return True
 
-    def _commit_boundaries(self, ballot: Ballot) -> list[int]:
-        boundaries: set[int] = set()
-        for statement in self.latest.values():
-            pledges = statement.pledges
-            if isinstance(pledges, Prepare):
-                if compatible(ballot, pledges.ballot) and pledges.n_c:
-                    boundaries.update((pledges.n_c, pledges.n_h))
-            elif isinstance(pledges, Confirm):
-                if compatible(ballot, pledges.ballot):
-                    boundaries.update((pledges.n_commit, pledges.n_h))
-            elif isinstance(pledges, Externalize) and compatible(ballot, pledges.commit):
-                boundaries.update((pledges.commit.counter, pledges.n_h, INFINITE_COUNTER))
-        return sorted(boundaries)
+    def _commit_ranges(self, value: bytes) -> _CommitRanges:
+        """The commit rules' view of `value`: the counter range over which each node
+        votes (or accepts) commit, the range over which it accepts commit, and the
+        sorted interval boundaries the statements name."""
+        return _CommitRanges(
+            self._commit_votes.of(value),
+            self._commit_accepts.of(value),
+            sorted(self._commit_boundaries.get(value, ())),
+        )
 
     # bumping and timers ---------------------------------------------
 
@@ -448,13 +554,7 @@ class BallotProtocol:
         if not self._blocking_set_ahead_of(local_counter):
             return False
         counters = sorted(
-            {
-                counter
-                for counter in (
-                    ballot_counter(_ballot_pledges(statement)) for statement in self.latest.values()
-                )
-                if counter > local_counter
-            }
+            {counter for counter in self._counters.values() if counter > local_counter}
         )
         for counter in counters:
             if not self._blocking_set_ahead_of(counter):
@@ -462,11 +562,8 @@ class BallotProtocol:
         return False  # unreachable: the highest counter cannot have a set above it
 
     def _blocking_set_ahead_of(self, counter: int) -> bool:
-        return is_blocking_threshold(
-            self.slot.local_qset,
-            self.latest,
-            lambda pledges: ballot_counter(_as_ballot(pledges)) > counter,
-        )
+        ahead = {node for node, reported in self._counters.items() if reported > counter}
+        return is_v_blocking(self.slot.local_qset, ahead)
 
     def _abandon_ballot(self, counter: int) -> bool:
         value = self.slot.latest_composite_candidate
@@ -539,12 +636,8 @@ class BallotProtocol:
             # left armed in that rare case merely moves us on sooner: skip the check
             return
         counter = self.current.counter
-        if is_quorum_threshold(
-            self.slot.local_qset,
-            self.latest,
-            self.node_qsets.get,
-            lambda pledges: ballot_counter(_as_ballot(pledges)) >= counter,
-        ):
+        at_or_beyond = {node for node, reported in self._counters.items() if reported >= counter}
+        if is_quorum_threshold_set(self.slot.local_qset, self.node_qsets.get, at_or_beyond):
             was_heard = self.heard_from_quorum
             self.heard_from_quorum = True
             if self.phase == Phase.EXTERNALIZE:
@@ -557,15 +650,18 @@ class BallotProtocol:
 
     # ------------------------------------------------------------ statements
 
-    def _federated_accept(
-        self, voted: Callable[[Pledges], bool], accepted: Callable[[Pledges], bool]
-    ) -> bool:
-        return federated_accept(
-            self.slot.local_qset, self.latest, self.node_qsets.get, voted, accepted
+    def _accepts_prepared(self, ballot: Ballot) -> bool:
+        """Federated accept of prepare(ballot), from the per-value indexes."""
+        accepting = _nodes_reaching(self._prepare_accepts.of(ballot.value), ballot.counter)
+        supporting = _nodes_reaching(self._prepare_votes.of(ballot.value), ballot.counter)
+        return accepts_with(
+            self.slot.local_qset, self.node_qsets.get, accepting, supporting | accepting
         )
 
-    def _federated_ratify(self, accepted: Callable[[Pledges], bool]) -> bool:
-        return federated_ratify(self.slot.local_qset, self.latest, self.node_qsets.get, accepted)
+    def _confirms_prepared(self, ballot: Ballot) -> bool:
+        """Federated ratify of prepare(ballot): a quorum threshold accepts it."""
+        accepting = _nodes_reaching(self._prepare_accepts.of(ballot.value), ballot.counter)
+        return is_quorum_threshold_set(self.slot.local_qset, self.node_qsets.get, accepting)
 
     def _prepare_candidates(self, hint: BallotPledges) -> set[Ballot]:
         """Ballots that might have been prepared, limited to those the hint could affect."""
@@ -667,68 +763,19 @@ def _working_value(pledges: BallotPledges) -> bytes:
     return pledges.ballot.value
 
 
-# The predicates below run once per node for every federated check, so they compare
-# fields directly instead of calling the ballot helpers (same rules, fewer calls).
+# The federated checks read the per-value indexes (`_RangeIndex`): a node votes or
+# accepts a statement about <n, x> exactly when n lies in the range it pledged for x.
 
 
-def _votes_prepared(ballot: Ballot, pledges: Pledges) -> bool:
-    """The statement votes (or accepts) prepare(ballot)."""
-    if isinstance(pledges, Prepare):
-        voted = pledges.ballot
-        return voted.value == ballot.value and ballot.counter <= voted.counter
-    if isinstance(pledges, Confirm):
-        return pledges.ballot.value == ballot.value
-    if isinstance(pledges, Externalize):
-        return pledges.commit.value == ballot.value
-    return False
+def _nodes_reaching(tops: Mapping[bytes, int], counter: int) -> set[bytes]:
+    """The nodes whose highest counter is at least `counter`."""
+    return {node for node, top in tops.items() if counter <= top}
 
 
-def _has_prepared(ballot: Ballot, pledges: Pledges) -> bool:
-    """The statement accepts prepare(ballot)."""
-    if isinstance(pledges, Prepare):
-        prepared = pledges.prepared
-        if (
-            prepared is not None
-            and prepared.value == ballot.value
-            and ballot.counter <= prepared.counter
-        ):
-            return True
-        prime = pledges.prepared_prime
-        return prime is not None and prime.value == ballot.value and ballot.counter <= prime.counter
-    if isinstance(pledges, Confirm):
-        return pledges.ballot.value == ballot.value and ballot.counter <= pledges.n_prepared
-    if isinstance(pledges, Externalize):
-        return pledges.commit.value == ballot.value
-    return False
-
-
-def _votes_commit(ballot: Ballot, interval: Interval, pledges: Pledges) -> bool:
-    """The statement votes (or accepts) commit for every counter in `interval`."""
+def _nodes_covering(ranges: Mapping[bytes, Interval], interval: Interval) -> set[bytes]:
+    """The nodes whose range holds every counter of `interval`."""
     low, high = interval
-    if isinstance(pledges, Prepare):
-        return (
-            compatible(ballot, pledges.ballot)
-            and pledges.n_c != 0
-            and pledges.n_c <= low
-            and high <= pledges.n_h
-        )
-    if isinstance(pledges, Confirm):
-        return compatible(ballot, pledges.ballot) and pledges.n_commit <= low
-    if isinstance(pledges, Externalize):
-        return compatible(ballot, pledges.commit) and pledges.commit.counter <= low
-    return False
-
-
-def _accepts_commit(ballot: Ballot, interval: Interval, pledges: Pledges) -> bool:
-    """The statement accepts commit for every counter in `interval`."""
-    low, high = interval
-    if isinstance(pledges, Confirm):
-        return (
-            compatible(ballot, pledges.ballot) and pledges.n_commit <= low and high <= pledges.n_h
-        )
-    if isinstance(pledges, Externalize):
-        return compatible(ballot, pledges.commit) and pledges.commit.counter <= low
-    return False
+    return {node for node, (first, last) in ranges.items() if first <= low and high <= last}
 
 
 def _commit_hint(hint: BallotPledges) -> Ballot | None:

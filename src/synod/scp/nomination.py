@@ -21,7 +21,9 @@ never voted for; `extract_valid_value` may offer a valid variation instead.
 
 Federated voting.  A value moves into `accepted` when a blocking threshold accepts it
 or a quorum threshold votes for or accepts it; it becomes a *candidate* (confirmed
-nominated) when a quorum threshold accepts it.  Once there is a candidate no new
+nominated) when a quorum threshold accepts it (the nodes voting for and accepting each
+value are indexed as statements are recorded, so a check does not rescan every node's
+statement).  Once there is a candidate no new
 values are voted for, but accepting continues.  Each time the candidate set grows, the
 application combines the candidates into a composite value that starts (or feeds) the
 ballot protocol.
@@ -36,7 +38,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from fractions import Fraction
-from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from synod.crypto import sha256
@@ -44,7 +45,7 @@ from synod.quorum.qset import QuorumSet, all_validators
 from synod.scp.application import Validity
 from synod.scp.messages import MAX_NOMINATION_VALUES, Nomination, Statement
 from synod.scp.statements import is_newer_nomination, is_nomination_sane
-from synod.scp.voting import federated_accept, federated_ratify
+from synod.scp.voting import accepts_with, is_quorum_threshold_set
 
 if TYPE_CHECKING:
     from synod.scp.slot import Slot
@@ -132,6 +133,10 @@ class NominationProtocol:
         self.round_leaders: set[bytes] = set()
         self.latest: dict[bytes, Statement] = {}
         self.node_qsets: dict[bytes, QuorumSet | None] = {}
+        self._voters: dict[bytes, set[bytes]] = {}
+        """Per value, the nodes whose latest nomination votes for or accepts it."""
+        self._acceptors: dict[bytes, set[bytes]] = {}
+        """Per value, the nodes whose latest nomination accepts it."""
         self.latest_composite: bytes | None = None
         self.last_statement: Statement | None = None
 
@@ -197,8 +202,19 @@ class NominationProtocol:
         self.started = True
 
     def _record(self, statement: Statement) -> None:
-        self.latest[statement.node_id] = statement
-        self.node_qsets[statement.node_id] = self.slot.qset_of(statement)
+        node = statement.node_id
+        previous = self.latest.get(node)
+        if previous is not None:
+            previous_nomination = _nomination(previous)
+            _unindex(self._voters, node, previous_nomination.votes)
+            _unindex(self._voters, node, previous_nomination.accepted)
+            _unindex(self._acceptors, node, previous_nomination.accepted)
+        nomination = _nomination(statement)
+        _index(self._voters, node, nomination.votes)
+        _index(self._voters, node, nomination.accepted)
+        _index(self._acceptors, node, nomination.accepted)
+        self.latest[node] = statement
+        self.node_qsets[node] = self.slot.qset_of(statement)
 
     # ------------------------------------------------------------ rules
 
@@ -221,12 +237,11 @@ class NominationProtocol:
         for value in dict.fromkeys(nomination.votes + nomination.accepted):
             if value in self.accepted:
                 continue
-            if not federated_accept(
+            if not accepts_with(
                 self.slot.local_qset,
-                self.latest,
                 self.node_qsets.get,
-                partial(_votes_or_accepts, value),
-                partial(_accepts, value),
+                self._acceptors.get(value, _NOBODY),
+                self._voters.get(value, _NOBODY),
             ):
                 continue
             if self.slot.validate(value, nomination=True) == Validity.FULLY_VALID:
@@ -242,11 +257,8 @@ class NominationProtocol:
     def _confirm_values(self) -> bool:
         grew = False
         for value in sorted(self.accepted - self.candidates):
-            if federated_ratify(
-                self.slot.local_qset,
-                self.latest,
-                self.node_qsets.get,
-                partial(_accepts, value),
+            if is_quorum_threshold_set(
+                self.slot.local_qset, self.node_qsets.get, self._acceptors.get(value, _NOBODY)
             ):
                 self.candidates.add(value)
                 grew = True
@@ -329,9 +341,20 @@ def _nomination(statement: Statement) -> Nomination:
     return statement.pledges
 
 
-def _votes_or_accepts(value: bytes, pledges: object) -> bool:
-    return isinstance(pledges, Nomination) and (value in pledges.votes or value in pledges.accepted)
+_NOBODY: Final[frozenset[bytes]] = frozenset()
 
 
-def _accepts(value: bytes, pledges: object) -> bool:
-    return isinstance(pledges, Nomination) and value in pledges.accepted
+def _index(nodes_by_value: dict[bytes, set[bytes]], node: bytes, values: Iterable[bytes]) -> None:
+    """Note that `node`'s latest nomination names each of `values`."""
+    for value in values:
+        nodes_by_value.setdefault(value, set()).add(node)
+
+
+def _unindex(nodes_by_value: dict[bytes, set[bytes]], node: bytes, values: Iterable[bytes]) -> None:
+    """Forget `node` under each of `values` (its nomination was replaced)."""
+    for value in values:
+        nodes = nodes_by_value.get(value)
+        if nodes is not None:
+            nodes.discard(node)
+            if not nodes:
+                del nodes_by_value[value]

@@ -15,11 +15,15 @@ Here messages are the latest `Statement` recorded from each node, and "votes for
 protocols express every rule of the draft as a pair of predicates.  Quorum-set
 lookups go through `QuorumSetOf` (by node, for the statement recorded from it); a node
 whose set is unknown cannot be in a quorum.
+
+The protocols themselves keep, per value, the nodes that vote for and accept it, so
+their hot paths call the set forms (`accepts_with`, `is_quorum_threshold_set`) on those
+node sets directly; the predicate forms define the rules and check the indexes in tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from synod.quorum.qset import (
     QuorumSet,
@@ -53,11 +57,7 @@ def is_quorum_threshold(
     predicate: PledgePredicate,
 ) -> bool:
     """Some quorum that includes one of our slices satisfies `predicate` throughout."""
-    candidates = nodes_where(latest, predicate)
-    if not is_satisfied_by(local_qset, candidates):
-        return False  # cheap early exit: the fixpoint only removes nodes
-    quorum = largest_quorum_within(candidates, qset_of)
-    return is_satisfied_by(local_qset, quorum)
+    return is_quorum_threshold_set(local_qset, qset_of, nodes_where(latest, predicate))
 
 
 def federated_accept(
@@ -77,11 +77,30 @@ def federated_accept(
             supporting.add(node)
         elif voted(pledges):
             supporting.add(node)
+    return accepts_with(local_qset, qset_of, accepting, supporting)
+
+
+def accepts_with(
+    local_qset: QuorumSet,
+    qset_of: QuorumSetOf,
+    accepting: Collection[bytes],
+    supporting: Collection[bytes],
+) -> bool:
+    """The accept rule given its two node sets: `accepting` (nodes that accept the
+    statement) is v-blocking, or `supporting` (nodes that vote for or accept it, a
+    superset) holds a quorum that contains one of our slices."""
     if is_v_blocking(local_qset, accepting):
         return True
-    if not is_satisfied_by(local_qset, supporting):
-        return False
-    return is_satisfied_by(local_qset, largest_quorum_within(supporting, qset_of))
+    return is_quorum_threshold_set(local_qset, qset_of, supporting)
+
+
+def is_quorum_threshold_set(
+    local_qset: QuorumSet, qset_of: QuorumSetOf, candidates: Collection[bytes]
+) -> bool:
+    """Some quorum within `candidates` includes one of our slices."""
+    if not is_satisfied_by(local_qset, candidates):
+        return False  # cheap early exit: the fixpoint only removes nodes
+    return is_satisfied_by(local_qset, largest_quorum_within(candidates, qset_of))
 
 
 def federated_ratify(
