@@ -33,7 +33,9 @@ from synod.tusk.core import (
 from synod.tusk.driver import Driver
 from synod.tusk.localnet import LocalNet
 from synod.tusk.messages import (
+    MAX_BATCH_BYTES,
     Certificate,
+    CertifiedDigest,
     CoreAnswer,
     CoreRequest,
     Header,
@@ -141,6 +143,71 @@ def test_first_request_proposes_a_signed_round_one_header_persisted_before_the_r
     # A second request returns the same header: at most one own header per round.
     _, again = harness.ask(CoreRequest())
     assert again.header == answer.header
+
+
+def test_an_answer_leaves_out_the_own_header_only_when_the_driver_names_its_digest() -> None:
+    harness = Harness()
+    _, first = harness.ask(CoreRequest())
+    assert first.header is not None
+    # Named by its digest: the batch is not sent back, the own vote still is.
+    _, held = harness.ask(CoreRequest(header_held=first.header.digest()))
+    assert held.has_valid_signature() and held.header is None
+    assert any(vote.header_digest == first.header.digest() for vote in held.votes)
+    # Any other digest (another header, or an older one of this core): sent in full.
+    other = sign_header(KEYS[1], 1, (b"tx",), ()).digest()
+    _, not_held = harness.ask(CoreRequest(header_held=other))
+    assert not_held.header == first.header
+
+
+def by_digest(certificate: Certificate) -> CertifiedDigest:
+    return CertifiedDigest(header_digest=certificate.header.digest(), votes=certificate.votes)
+
+
+def test_a_certificate_named_by_digest_is_stored_like_the_full_one_after_a_vote() -> None:
+    harness = Harness()
+    header = sign_header(KEYS[1], 1, (b"tx",), ())
+    harness.ask(CoreRequest(headers=(header,)))
+    certificate = certify(header)
+    step, answer = harness.ask(CoreRequest(certified=(by_digest(certificate),)))
+    assert answer.refusals == ()
+    assert header.digest() in harness.core.certificate_digests()
+    # The record is the full certificate, as if it had been carried whole.
+    assert msgspec.msgpack.encode(certificate) in _raw(step)
+
+
+def test_a_certificate_named_by_digest_of_a_header_not_held_is_refused() -> None:
+    harness = Harness()
+    harness.ask(CoreRequest())  # its own round-1 header first
+    header = sign_header(KEYS[1], 1, (b"tx",), ())
+    certificate = certify(header)
+    before = harness.snapshot()
+    step, answer = harness.ask(CoreRequest(certified=(by_digest(certificate),)))
+    assert refusal_reasons(answer) == [RefusalReason.HEADER_UNKNOWN]
+    assert harness.snapshot() == before and step.persist == []
+    # Voted for, then restarted: the header is forgotten (soft state), the full one works.
+    harness.ask(CoreRequest(headers=(header,)))
+    rebuilt = harness.rebuilt()
+    named = _answer_at(rebuilt, CoreRequest(certified=(by_digest(certificate),)), 0)
+    assert refusal_reasons(named) == [RefusalReason.HEADER_UNKNOWN]
+    assert header.digest() not in rebuilt.certificate_digests()
+    _answer_at(rebuilt, CoreRequest(certificates=(certificate,)), 0)
+    assert header.digest() in rebuilt.certificate_digests()
+
+
+def test_a_certificate_named_by_digest_still_needs_a_quorum_of_valid_votes() -> None:
+    harness = Harness()
+    header = sign_header(KEYS[1], 1, (b"tx",), ())
+    other = sign_header(KEYS[2], 1, (b"tx",), ())
+    harness.ask(CoreRequest(headers=(header, other)))
+    certificate = certify(header)
+    before = harness.snapshot()
+    too_few = CertifiedDigest(header_digest=header.digest(), votes=certificate.votes[:1])
+    moved = CertifiedDigest(header_digest=header.digest(), votes=certify(other).votes)
+    _, answer = harness.ask(CoreRequest(certified=(too_few,)))
+    assert refusal_reasons(answer) == [RefusalReason.NOT_ENOUGH_VOTES]
+    _, answer = harness.ask(CoreRequest(certified=(moved,)))
+    assert refusal_reasons(answer) == [RefusalReason.BAD_SIGNATURE]
+    assert harness.snapshot() == before
 
 
 def _raw(step: Step) -> list[bytes]:
@@ -452,6 +519,8 @@ def test_caller_misuse_raises() -> None:
         TuskCore(OUTSIDER, COMMITTEE)
     with pytest.raises(ValueError):
         TuskConfig(gc_depth=1)
+    with pytest.raises(ValueError):
+        TuskConfig(max_batch_bytes=MAX_BATCH_BYTES + 1)  # would not fit a 4 MiB frame
     with pytest.raises(LocalError):
         TuskCore(KEYS[0], COMMITTEE).handle(Proposed(7), 0)
 
@@ -501,6 +570,19 @@ def test_min_header_delay_paces_an_idle_committee_even_with_every_parent_in() ->
     empty_round = [certify(sign_header(key, 1, (), ())) for key in KEYS]
     assert _answer_at(core, CoreRequest(certificates=tuple(empty_round)), 1_000).header is None
     assert _answer_at(core, CoreRequest(), 1_100).header is not None
+
+
+def test_min_header_delay_ends_early_while_held_transactions_wait_for_their_commit() -> None:
+    # Round 1 carries transactions; round 2 is empty.  Nothing is delivered until a
+    # round-3 quorum supports the round-2 leader, so round 3 is worth hurrying.
+    core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
+    _answer_at(core, CoreRequest(), 0)
+    round_one = certified_round(1, ())
+    empty_round_two = [certify(sign_header(key, 2, (), digests(round_one))) for key in KEYS]
+    carried = CoreRequest(certificates=tuple(round_one + empty_round_two))
+    answer = _answer_at(core, carried, 1_000)
+    assert answer.round == 3 and core.committed_count == 0
+    assert answer.header is not None and answer.header.round == 3
 
 
 def test_a_restarted_core_waits_a_whole_delay_before_proposing() -> None:

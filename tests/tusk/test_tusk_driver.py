@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from synod.core import Call, CallFailed, Response, Started, Step, TimerFired
+from synod.core import Call, CallFailed, RequestReceived, Response, Started, Step, TimerFired
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
+from synod.tusk.core import TuskCore
 from synod.tusk.driver import POLL_TIMER, Driver
+from synod.tusk.messages import (
+    MAX_BATCH_BYTES,
+    MAX_TRANSACTION_BYTES,
+    ZERO_DIGEST,
+    CoreAnswer,
+    CoreRequest,
+    Header,
+    Vote,
+    request_digest,
+    sign_answer,
+    sign_header,
+    sign_vote,
+)
 
 KEYS = [KeyPair.from_seed(bytes([index + 61]) * 32) for index in range(4)]
 COMMITTEE = Committee.equal_weights(key.node_id for key in KEYS)
@@ -46,3 +60,84 @@ def test_a_core_with_a_request_in_flight_is_not_called_again() -> None:
     repolled = calls_of(driver.handle(TimerFired(POLL_TIMER), 60))
     assert target not in [call.to for call in repolled]
     assert sorted(call.to for call in repolled) == sorted(call.to for call in others)
+
+
+def test_the_driver_names_a_core_header_it_holds_so_the_answer_omits_the_batch() -> None:
+    driver = Driver("d", COMMITTEE)
+    core = TuskCore(KEYS[0], COMMITTEE)
+    target = KEYS[0].node_id
+    call = next(c for c in calls_of(driver.handle(Started(), 0)) if c.to == target)
+    assert isinstance(call.body, CoreRequest) and call.body.header_held == ZERO_DIGEST
+
+    def answer(request_call: Call) -> Response:
+        step = core.handle(RequestReceived("d", request_call.request_id, request_call.body), 0)
+        return Response(target, request_call.request_id, step.outgoing[0].body)
+
+    response = answer(call)
+    header = core.own_header()
+    assert header is not None and response.body.header == header
+    driver.handle(response, 1)
+    # The next call to that core (the poll) names the header: the answer leaves it out.
+    again = next(c for c in calls_of(driver.handle(TimerFired(POLL_TIMER), 60)) if c.to == target)
+    assert again.body.header_held == header.digest()
+    assert answer(again).body.header is None
+
+
+def _answer_carrying(header: Header, call: Call, votes: tuple[Vote, ...] = ()) -> Response:
+    """A core-0 answer to `call` (signed, echoing the request) that returns `header`."""
+    assert isinstance(call.body, CoreRequest)
+    answer = CoreAnswer(
+        core=KEYS[0].node_id,
+        request_digest=request_digest(call.body),
+        round=1,
+        header=header,
+        votes=votes,
+        known=(),
+        certificates=(),
+        refusals=(),
+    )
+    return Response(call.to, call.request_id, sign_answer(KEYS[0], answer))
+
+
+def _headers_carried_after(header: Header) -> list[Header]:
+    driver = Driver("d", COMMITTEE)
+    calls = {call.to: call for call in calls_of(driver.handle(Started(), 0))}
+    driver.handle(_answer_carrying(header, calls[KEYS[0].node_id]), 1)
+    for key in KEYS[1:]:
+        driver.handle(CallFailed(key.node_id, calls[key.node_id].request_id, "timeout"), 2)
+    repolled = calls_of(driver.handle(TimerFired(POLL_TIMER), 60))
+    return [h for call in repolled if isinstance(call.body, CoreRequest) for h in call.body.headers]
+
+
+def test_a_header_whose_batch_no_core_accepts_is_not_carried() -> None:
+    # A batch over MAX_BATCH_BYTES is refused by every core's config, and carried
+    # beside a request's certificates it could exceed the frame cap.
+    transaction = b"x" * MAX_TRANSACTION_BYTES
+    count = MAX_BATCH_BYTES // MAX_TRANSACTION_BYTES + 1
+    too_large = sign_header(KEYS[0], 1, (transaction,) * count, ())
+    assert not _headers_carried_after(too_large)
+    within = sign_header(KEYS[0], 1, (transaction,) * (count - 1), ())
+    assert _headers_carried_after(within) == [within] * 3
+
+
+def test_a_certificate_goes_by_digest_to_the_cores_that_voted_for_its_header() -> None:
+    driver = Driver("d", COMMITTEE)
+    calls = {call.to: call for call in calls_of(driver.handle(Started(), 0))}
+    header = sign_header(KEYS[0], 1, (b"tx",), ())
+    digest = header.digest()
+    votes = tuple(sign_vote(key, digest, 1, KEYS[0].node_id) for key in KEYS[:3])
+    driver.handle(_answer_carrying(header, calls[KEYS[0].node_id], votes), 1)
+    assert driver.certificate_count() == 1  # three votes of four: a quorum
+    for key in KEYS[1:]:
+        driver.handle(CallFailed(key.node_id, calls[key.node_id].request_id, "timeout"), 2)
+    requests = {
+        call.to: call.body
+        for call in calls_of(driver.handle(TimerFired(POLL_TIMER), 60))
+        if isinstance(call.body, CoreRequest)
+    }
+    for voter in KEYS[:3]:  # the creator and the two other voters hold the header
+        request = requests[voter.node_id]
+        assert not request.certificates
+        assert [item.header_digest for item in request.certified] == [digest]
+    stranger = requests[KEYS[3].node_id]  # never voted: gets the batch
+    assert [c.header for c in stranger.certificates] == [header] and not stranger.certified

@@ -57,7 +57,8 @@ DEFAULT_BASE_PORT = 7300
 SETTINGS: dict[str, tuple[int, int]] = {
     "gc_depth": (100, 2),
     "min_header_delay_ms": (100, 0),
-    "max_batch_transactions": (64, 1),
+    "max_batch_transactions": (512, 1),
+    "max_batch_bytes": (256 * 1024, 4096),
     "poll_interval_ms": (50, 1),
     "window_rounds": (150, 2),
     "call_timeout_ms": (2_000, 1),
@@ -89,6 +90,7 @@ class TuskNetwork:
             gc_depth=self.settings["gc_depth"],
             min_header_delay_ms=self.settings["min_header_delay_ms"],
             max_batch_transactions=self.settings["max_batch_transactions"],
+            max_batch_bytes=self.settings["max_batch_bytes"],
         )
 
 
@@ -383,7 +385,11 @@ class _DriverRunner:
         from synod.wire import DecodeError
 
         timeout_s = self.network.settings["call_timeout_ms"] / 1000
-        result = await self.clients[call.to].call(CODEC.encode(call.body), timeout_s=timeout_s)
+        try:
+            result = await self.clients[call.to].call(CODEC.encode(call.body), timeout_s=timeout_s)
+        except ValueError as error:  # a request larger than the frame cap
+            self.inputs.put_nowait(CallFailed(call.to, call.request_id, str(error)))
+            return
         if isinstance(result, RpcFailure):
             self.inputs.put_nowait(CallFailed(call.to, call.request_id, result.reason))
             return

@@ -7,7 +7,8 @@ one of those transfers is done by untrusted *drivers*; the core only reacts to a
 `RequestReceived` carrying a `CoreRequest` (or a client's `SubmitRequest`) and returns
 one `Reply` with its signed answer.  For each request, in this order, it:
 
-1. stores the carried certificates that are valid (creator and voters in the committee,
+1. stores the carried certificates (and those named by header digest, rebuilt from a
+   header it voted for) that are valid (creator and voters in the committee,
    a quorum of distinct voters by weight, every signature correct) and whose parents it
    already holds, lowest rounds first, so that its DAG is causally complete; a valid
    certificate for a slot that already has one (more than f faulty cores) is refused
@@ -28,7 +29,8 @@ one `Reply` with its signed answer.  For each request, in this order, it:
    the round, or, when there are transactions to order, once it holds every member's
    certificate of the previous round, so that late parents still get in and an idle
    committee makes few empty rounds;
-6. answers with its round, its own header, the votes, references to the certificates
+6. answers with its round, its own header (unless the driver says it holds it), the
+   votes, references to the certificates
    it holds around the driver's `since_round`, the certificates the driver wanted, and
    a typed `Refusal` for everything refused (a refused item changes nothing).
 
@@ -53,6 +55,7 @@ from synod.crypto import KeyPair, NodeId
 from synod.quorum.committee import Committee
 from synod.tusk.messages import (
     KNOWN_WINDOW_ROUNDS,
+    MAX_BATCH_BYTES,
     MAX_BATCH_TRANSACTIONS,
     MAX_CERTIFICATES_PER_MESSAGE,
     MAX_COMMITTEE_SIZE,
@@ -62,6 +65,7 @@ from synod.tusk.messages import (
     Certificate,
     CertificateConflict,
     CertificateRef,
+    CertifiedDigest,
     CoreAnswer,
     CoreRequest,
     Equivocation,
@@ -106,9 +110,10 @@ class TuskConfig:
             raise ValueError("gc_depth must be at least 2 rounds")
         if not 1 <= self.max_batch_transactions <= MAX_BATCH_TRANSACTIONS:
             raise ValueError(f"max_batch_transactions must be 1..{MAX_BATCH_TRANSACTIONS}")
-        if self.max_batch_bytes < MAX_TRANSACTION_BYTES:
+        if not MAX_TRANSACTION_BYTES <= self.max_batch_bytes <= MAX_BATCH_BYTES:
             raise ValueError(
                 f"max_batch_bytes must hold one transaction of {MAX_TRANSACTION_BYTES}"
+                f" and be at most {MAX_BATCH_BYTES}"
             )
         if self.max_pending_transactions < 1:
             raise ValueError("max_pending_transactions must be positive")
@@ -246,6 +251,9 @@ class TuskCore:
         self._certificates: dict[bytes, Certificate] = {}
         self._ordering = TuskOrdering(committee, gc_depth=self.config.gc_depth)
         self._votes: dict[tuple[int, bytes], _VoteRecord] = {}
+        # Headers voted for and not certified yet, by digest: lets a driver carry their
+        # certificates without the batch (soft state: empty after a restart).
+        self._voted_headers: dict[bytes, Header] = {}
         self._own_headers: dict[int, Header] = {}
         self._own_delivered: set[int] = set()  # rounds of own headers already delivered
         self._pending: dict[int, bytes] = {}
@@ -343,7 +351,8 @@ class TuskCore:
 
     def _serve(self, request: CoreRequest, step: Step) -> CoreAnswer:
         refusals: list[Refusal] = []
-        for certificate in sorted(request.certificates, key=lambda c: c.header.round):
+        carried = [*request.certificates, *self._rebuild(request.certified, refusals)]
+        for certificate in sorted(carried, key=lambda c: c.header.round):
             refusal = self._accept_certificate(certificate, step)
             if refusal is not None:
                 refusals.append(refusal)
@@ -365,6 +374,7 @@ class TuskCore:
             self._known(request.since_round),
             self._wanted(request.wanted),
             refusals,
+            header_held=request.header_held,
         )
 
     def _answer(
@@ -374,12 +384,20 @@ class TuskCore:
         known: list[CertificateRef],
         certificates: list[Certificate],
         refusals: list[Refusal],
+        *,
+        header_held: bytes = ZERO_DIGEST,
     ) -> CoreAnswer:
+        header = self._own_headers.get(self._round)
+        own_vote = self._votes.get((self._round, self.node_id))
+        # The own vote names the own header's digest (both are made together).
+        if header_held != ZERO_DIGEST and own_vote is not None:
+            held = own_vote.vote.header_digest == header_held
+            header = None if held else header  # the driver has it: no batch on every call
         answer = CoreAnswer(
             core=self.node_id,
             request_digest=digest,
             round=self._round,
-            header=self._own_headers.get(self._round),
+            header=header,
             votes=tuple(votes),
             known=tuple(known),
             certificates=tuple(certificates),
@@ -429,6 +447,23 @@ class TuskCore:
             return Refusal(digest=digest, reason=RefusalReason.CONFLICTING_CERTIFICATE)
         self._store_certificate(certificate, digest, step)
         return None
+
+    def _rebuild(
+        self, certified: tuple[CertifiedDigest, ...], refusals: list[Refusal]
+    ) -> list[Certificate]:
+        """The certificates named by header digest, with the headers this core voted
+        for; a digest it does not hold is refused (the driver then sends it in full)."""
+        rebuilt: list[Certificate] = []
+        for item in certified:
+            digest = item.header_digest
+            header = self._voted_headers.get(digest)
+            if digest in self._certificates:
+                refusals.append(Refusal(digest=digest, reason=RefusalReason.ALREADY_KNOWN))
+            elif header is None:
+                refusals.append(Refusal(digest=digest, reason=RefusalReason.HEADER_UNKNOWN))
+            else:
+                rebuilt.append(Certificate(header=header, votes=item.votes))
+        return rebuilt
 
     def _keep_conflict(self, held: Certificate, other: Certificate, step: Step) -> None:
         header = other.header
@@ -507,6 +542,7 @@ class TuskCore:
         header = certificate.header
         vertex = _vertex(certificate, digest)
         self._certificates[digest] = certificate
+        self._voted_headers.pop(digest, None)
         self._dag.add(vertex)
         # Advance now, before a commit may collect the rounds the advance is judged on.
         self._advance_round()
@@ -556,7 +592,8 @@ class TuskCore:
                 Persist(_slot_key(_CERTIFICATE, vertex.round, vertex.creator), None)
             )
         for round_number, creator in [slot for slot in self._votes if slot[0] < floor]:
-            del self._votes[(round_number, creator)]
+            record = self._votes.pop((round_number, creator))
+            self._voted_headers.pop(record.vote.header_digest, None)
             step.persist.append(Persist(_slot_key(_VOTE, round_number, creator), None))
         for round_number in [r for r in self._own_headers if r < floor]:
             header = self._own_headers.pop(round_number)
@@ -647,6 +684,7 @@ class TuskCore:
         vote = sign_vote(self._keys, digest, header.round, header.creator)
         record = _VoteRecord(header=header.stub(), vote=vote)
         self._votes[(header.round, header.creator)] = record
+        self._voted_headers[digest] = header
         step.persist.append(
             Persist(_slot_key(_VOTE, header.round, header.creator), canonical_bytes(record))
         )
@@ -709,11 +747,20 @@ class TuskCore:
         return self._now_ms - self._round_entered_ms < delay_ms
 
     def _busy(self) -> bool:
-        """Transactions wait here, or the previous round carried some: worth hurrying."""
+        """Transactions wait here, or the previous round carried some, or a held
+        certificate carries some that are not delivered yet (their commit needs the
+        next rounds): worth hurrying."""
         if self._pending:
             return True
         previous = self._dag.at(self._round - 1).values()
-        return any(self._certificates[vertex.digest].header.transactions for vertex in previous)
+        if any(self._certificates[vertex.digest].header.transactions for vertex in previous):
+            return True
+        return any(
+            self._certificates[vertex.digest].header.transactions
+            and not self._ordering.was_delivered(vertex.digest)
+            for round_number in range(max(1, self.gc_round), self._round - 1)
+            for vertex in self._dag.at(round_number).values()
+        )
 
     def _take_batch(self, step: Step) -> tuple[bytes, ...]:
         taken: list[bytes] = []

@@ -10,8 +10,9 @@ do themselves:
 - it carries every header it learnt to the other cores and collects their votes;
   a quorum of votes (by weight) on one header becomes a `Certificate`;
 - it carries certificates to the cores that lack them, lowest rounds first, and the
-  parents a core reports missing; it fetches certificates it lacks from the cores that
-  list them.
+  parents a core reports missing (to a core that voted for a header, as the header's
+  digest and the votes: the batch does not travel twice); it fetches certificates it
+  lacks from the cores that list them.
 
 A driver holds no secret and nothing needed for safety: every item it carries is
 checked by the receiving core, so a driver may crash, restart empty, run beside others,
@@ -35,10 +36,13 @@ from synod.core import Call, CallFailed, Response, SetTimer, Started, Step, Time
 from synod.crypto import NodeId, blake2b
 from synod.quorum.committee import Committee
 from synod.tusk.messages import (
+    MAX_BATCH_BYTES,
     MAX_CERTIFICATES_PER_MESSAGE,
     MAX_HEADERS_PER_REQUEST,
     MAX_WANTED,
+    ZERO_DIGEST,
     Certificate,
+    CertifiedDigest,
     CoreAnswer,
     CoreRequest,
     Header,
@@ -70,6 +74,8 @@ class _CoreView:
     asked: set[bytes] = field(default_factory=set)
     in_flight: int | None = None
     polled: bool = False
+    header_held: bytes = ZERO_DIGEST  # the core's latest own header this driver has
+    holds: set[bytes] = field(default_factory=set)  # headers it voted for or made
 
 
 @dataclass(slots=True)
@@ -182,8 +188,15 @@ class Driver:
     def _request_for(self, core: bytes) -> CoreRequest:
         view = self._views[core]
         since = max(1, view.round - 1)
-        certificates = self._certificates_for(view, since)
-        carried = {c.header.digest() for c in certificates} | view.known
+        chosen = self._certificates_for(view, since)
+        # A core that voted for (or made) a header gets its certificate without the batch.
+        certificates = [c for digest, c in chosen if digest not in view.holds]
+        certified = [
+            CertifiedDigest(header_digest=digest, votes=c.votes)
+            for digest, c in chosen
+            if digest in view.holds
+        ]
+        carried = {digest for digest, _ in chosen} | view.known
         budget_bytes = _REQUEST_BATCH_BYTES - sum(c.header.batch_bytes() for c in certificates)
         headers: list[Header] = []
         for digest, pending in self._pending.items():
@@ -208,10 +221,12 @@ class Driver:
             headers=tuple(headers),
             wanted=tuple(wanted),
             since_round=since,
+            header_held=view.header_held,
+            certified=tuple(certified),
         )
 
-    def _certificates_for(self, view: _CoreView, since: int) -> list[Certificate]:
-        chosen: list[Certificate] = []
+    def _certificates_for(self, view: _CoreView, since: int) -> list[tuple[bytes, Certificate]]:
+        chosen: list[tuple[bytes, Certificate]] = []
         chosen_digests: set[bytes] = set()
         if self._ordered is None:
             self._ordered = sorted(
@@ -229,10 +244,11 @@ class Driver:
                 continue
             if digest in view.blocked and not _unblocked(view, digest, view.known | chosen_digests):
                 continue
-            budget_bytes -= certificate.header.batch_bytes()
+            if digest not in view.holds:
+                budget_bytes -= certificate.header.batch_bytes()
             if chosen and budget_bytes < 0:
                 break
-            chosen.append(certificate)
+            chosen.append((digest, certificate))
             chosen_digests.add(digest)
         return chosen
 
@@ -265,7 +281,10 @@ class Driver:
         view.round = max(view.round, answer.round)
         self._learn_refusals(view, request, answer)
         if answer.header is not None:
-            self._learn_header(answer.header)
+            held = self._learn_header(answer.header)
+            if answer.header.creator == core:
+                view.header_held = held
+                view.holds.add(held)
         for vote in answer.votes:
             self._learn_vote(vote)
         for certificate in answer.certificates:
@@ -279,12 +298,15 @@ class Driver:
 
     def _learn_refusals(self, view: _CoreView, request: CoreRequest, answer: CoreAnswer) -> None:
         refused = {refusal.digest: refusal for refusal in answer.refusals}
-        for certificate in request.certificates:
-            digest = certificate.header.digest()
+        carried = [certificate.header.digest() for certificate in request.certificates]
+        carried += [item.header_digest for item in request.certified]
+        for digest in carried:
             refusal = refused.get(digest)
             if refusal is None or refusal.reason == RefusalReason.ALREADY_KNOWN:
                 view.known.add(digest)
                 view.blocked.pop(digest, None)
+            elif refusal.reason == RefusalReason.HEADER_UNKNOWN:
+                view.holds.discard(digest)  # a restarted core: carry it in full
             elif refusal.reason == RefusalReason.MISSING_PARENTS:
                 view.blocked[digest] = set(refusal.missing)
                 self._missing.update(d for d in refusal.missing if d not in self._certificates)
@@ -301,15 +323,20 @@ class Driver:
                 view.blocked[digest] = set(refusal.missing)
                 self._missing.update(d for d in refusal.missing if d not in self._certificates)
 
-    def _learn_header(self, header: Header) -> None:
+    def _learn_header(self, header: Header) -> bytes:
+        """Keep `header` to collect votes on it; its digest if this driver now holds it
+        (pending or certified), otherwise `ZERO_DIGEST`."""
         digest = header.digest()
         if digest in self._pending or digest in self._certificates:
-            return
-        if header.creator not in self.committee or not header_signature_valid(header, digest):
-            return
+            return digest
+        if header.creator not in self.committee or header.batch_bytes() > MAX_BATCH_BYTES:
+            return ZERO_DIGEST  # no core votes for a larger batch; it would not fit a request
+        if not header_signature_valid(header, digest):
+            return ZERO_DIGEST
         if header.round + self.window_rounds < self.highest_round:
-            return
+            return ZERO_DIGEST
         self._pending[digest] = _Pending(header=header)
+        return digest
 
     def _learn_vote(self, vote: Vote) -> None:
         pending = self._pending.get(vote.header_digest)
@@ -321,6 +348,7 @@ class Driver:
             return
         pending.votes[vote.voter] = vote
         self._views[vote.voter].voted.add(vote.header_digest)
+        self._views[vote.voter].holds.add(vote.header_digest)
         if self.committee.reaches_quorum(pending.votes):
             certificate = make_certificate(pending.header, list(pending.votes.values()))
             del self._pending[vote.header_digest]
@@ -358,6 +386,7 @@ class Driver:
                 view.lists = set(sorted(view.lists)[:MAX_WANTED])
             view.known = {d for d in view.known if d in self._certificates or d in view.lists}
             view.voted &= set(self._pending)
+            view.holds &= live
             view.blocked = {d: m for d, m in view.blocked.items() if d in live}
             view.refused &= live
             if len(view.asked) > 4 * MAX_WANTED:
@@ -422,6 +451,7 @@ class ByzantineDriver(Driver):
         return CoreRequest(
             certificates=_some(self._rng, request.certificates),
             headers=_some(self._rng, request.headers),
+            certified=_some(self._rng, request.certified),
             wanted=request.wanted,
             since_round=request.since_round,
         )
@@ -461,7 +491,10 @@ class ByzantineDriver(Driver):
                 forged.append(msgspec.structs.replace(certificate, header=other))
             else:
                 forged.append(certificate)
-        return msgspec.structs.replace(request, certificates=tuple(forged))
+        stripped = tuple(
+            msgspec.structs.replace(item, votes=item.votes[:1]) for item in request.certified
+        )
+        return msgspec.structs.replace(request, certificates=tuple(forged), certified=stripped)
 
 
 def _some(rng: random.Random, items: Iterable[Any]) -> tuple[Any, ...]:

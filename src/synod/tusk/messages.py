@@ -42,7 +42,10 @@ DOMAIN_ANSWER = b"synod/tusk/answer"
 DOMAIN_SUBMIT_ANSWER = b"synod/tusk/submit-answer"
 
 MAX_TRANSACTION_BYTES = 4096
-MAX_BATCH_TRANSACTIONS = 128
+MAX_BATCH_TRANSACTIONS = 512
+MAX_BATCH_BYTES = 1024 * 1024
+"""A core's `max_batch_bytes` at most: a certificate, a request's other certificates
+(2 MiB) and an answer's stay under the 4 MiB frame cap."""
 MAX_CERTIFICATES_PER_MESSAGE = 32
 MAX_HEADERS_PER_REQUEST = 2 * MAX_COMMITTEE_SIZE
 MAX_WANTED = 2 * MAX_COMMITTEE_SIZE
@@ -50,7 +53,7 @@ KNOWN_WINDOW_ROUNDS = 4
 """Rounds of certificate references a core lists in one answer."""
 MAX_KNOWN = KNOWN_WINDOW_ROUNDS * MAX_COMMITTEE_SIZE
 MAX_SUBMIT_TRANSACTIONS = 1024
-MAX_REFUSALS = MAX_CERTIFICATES_PER_MESSAGE + MAX_HEADERS_PER_REQUEST + 1
+MAX_REFUSALS = 2 * MAX_CERTIFICATES_PER_MESSAGE + MAX_HEADERS_PER_REQUEST + 1
 
 ZERO_DIGEST = bytes(32)
 _ZERO_SIGNATURE = bytes(64)
@@ -248,6 +251,15 @@ def make_certificate(header: Header, votes: list[Vote]) -> Certificate:
     )
 
 
+class CertifiedDigest(Message, frozen=True, tag="tusk.CertifiedDigest"):
+    """A certificate without its header, for a core that already holds the header (it
+    voted for it): the header's digest and the quorum's votes.  The core rebuilds the
+    certificate and checks it like any other; the batch does not travel again."""
+
+    header_digest: Bytes32
+    votes: Annotated[tuple[VoteSignature, ...], msgspec.Meta(max_length=MAX_COMMITTEE_SIZE)]
+
+
 class CertificateRef(Message, frozen=True, tag="tusk.CertificateRef"):
     """Names a certificate a core holds: enough for a driver to see what it lacks."""
 
@@ -276,6 +288,8 @@ class RefusalReason(enum.IntEnum):
     ALREADY_KNOWN = 15
     ROUND_ZERO = 16
     PARENTS_IN_FIRST_ROUND = 17
+    HEADER_UNKNOWN = 18
+    """A certificate named by its header's digest, for a header the core does not hold."""
 
 
 class Refusal(Message, frozen=True, tag="tusk.Refusal"):
@@ -292,6 +306,10 @@ class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
     The core stores the valid `certificates` (lowest rounds first, so a chain can travel
     in one request), votes for the valid `headers`, returns the `wanted` certificates it
     holds, and lists the certificates it holds from `since_round` (0: its round minus 1).
+    `header_held` is the digest of the core's own header that the driver already has:
+    when the core's header of its current round has that digest, the answer leaves it
+    out (`header` None) instead of sending the same batch back on every call.
+    `certified` carries certificates for headers the core voted for, without the header.
     """
 
     certificates: Annotated[
@@ -300,6 +318,10 @@ class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
     headers: Annotated[tuple[Header, ...], msgspec.Meta(max_length=MAX_HEADERS_PER_REQUEST)] = ()
     wanted: Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_WANTED)] = ()
     since_round: U64 = 0
+    header_held: Bytes32 = ZERO_DIGEST
+    certified: Annotated[
+        tuple[CertifiedDigest, ...], msgspec.Meta(max_length=MAX_CERTIFICATES_PER_MESSAGE)
+    ] = ()
 
 
 class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
