@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import random
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from synod.core import Input, Persist, Proposed, Received, Send, Started, Step, Storage
@@ -35,7 +33,9 @@ def test_different_seeds_give_different_histories() -> None:
     assert len(digests) == 5
 
 
-def test_history_is_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+def test_history_is_identical_across_processes_and_hash_seeds(
+    outputs_under_hash_seeds: Callable[[str], set[str]],
+) -> None:
     # Python randomises str/bytes hashing per process: a simulator that iterated a set
     # of node ids would give different histories here.
     script = (
@@ -43,18 +43,7 @@ def test_history_is_identical_across_processes_and_hash_seeds(tmp_path: Path) ->
         "from synod.sim.scenarios.rbc import RbcScenario\n"
         "print(run_scenario(RbcScenario(nodes=7, byzantine=2), seed=77).history_digest)\n"
     )
-    digests = set()
-    for hash_seed in ("1", "2", "random"):
-        environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        digests.add(result.stdout.strip())
+    digests = outputs_under_hash_seeds(script)
     assert len(digests) == 1
 
 

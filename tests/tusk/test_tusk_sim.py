@@ -5,9 +5,7 @@ after healing, and the split-brain attack that needs more than f colluding cores
 from __future__ import annotations
 
 import collections
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -137,23 +135,14 @@ def test_checker_reads_back_the_same_verdict_from_a_recorded_history() -> None:
     assert replayed and replayed[0] == outcome.violations[0]
 
 
-def test_history_is_identical_across_processes_and_hash_seeds() -> None:
+def test_history_is_identical_across_processes_and_hash_seeds(
+    outputs_under_hash_seeds: Callable[[str], set[str]],
+) -> None:
     script = (
         "from synod.sim.runner import RunSettings, run_scenario\n"
         "from synod.sim.scenarios.tusk import TuskScenario\n"
         "outcome = run_scenario(TuskScenario(), 11, RunSettings(safety_ms=1_000))\n"
         "print(outcome.history_digest, outcome.ok)\n"
     )
-    results = set()
-    for hash_seed in ("1", "2", "random"):
-        environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        results.add(result.stdout.strip())
+    results = outputs_under_hash_seeds(script)
     assert len(results) == 1, results
