@@ -126,8 +126,13 @@ def run_many(
     no_faults: bool,
     history: Path | None,
     as_json: bool,
+    describe: Any = None,
 ) -> None:
-    """Run `build()`'s scenario for each seed, print verdicts, exit 1 on any failure."""
+    """Run `build()`'s scenario for each seed, print verdicts, exit 1 on any failure.
+
+    `describe(scenario, outcome) -> list[str]`, when given, tells what happened in a run
+    (printed above the verdict, or as `happened` in the JSON object).
+    """
     from synod.sim.runner import RunSettings, run_scenario
 
     first = seed if seed is not None else secrets.randbits(SEED_BITS)
@@ -137,23 +142,26 @@ def run_many(
     failed: list[int] = []
     for current in range(first, first + seeds):
         click.echo(f"SEED={current}", err=as_json)
-        outcome = run_scenario(build(), current, settings)
+        scenario = build()
+        outcome = run_scenario(scenario, current, settings)
+        report: list[str] = describe(scenario, outcome) if describe is not None else []
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "seed": current,
-                        "scenario": outcome.scenario,
-                        "ok": outcome.ok,
-                        "phase": outcome.phase,
-                        "end_ms": outcome.end_ms,
-                        "steps": outcome.steps,
-                        "history_sha256": outcome.history_digest,
-                        "violations": [str(violation) for violation in outcome.violations],
-                    }
-                )
-            )
+            verdict = {
+                "seed": current,
+                "scenario": outcome.scenario,
+                "ok": outcome.ok,
+                "phase": outcome.phase,
+                "end_ms": outcome.end_ms,
+                "steps": outcome.steps,
+                "history_sha256": outcome.history_digest,
+                "violations": [str(violation) for violation in outcome.violations],
+            }
+            if describe is not None:
+                verdict["happened"] = report
+            click.echo(json.dumps(verdict))
         else:
+            for line in report:
+                click.echo(f"  {line}")
             click.echo(outcome.summary())
             for violation in outcome.violations:
                 click.echo(f"  {violation}")

@@ -9,15 +9,11 @@ found a violation (the failing seeds are printed), 2 usage.
 from __future__ import annotations
 
 import collections
-import json
-import secrets
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from synod.cli.sim import SEED_BITS, common_options
+from synod.cli.sim import common_options, run_many
 
 if TYPE_CHECKING:
     from synod.sim.runner import Outcome
@@ -76,62 +72,7 @@ def command(
     def build() -> ScpScenario:
         return ScpScenario(shape, slots=slots, collude=collude)
 
-    _run_many(build, **common)
-
-
-def _run_many(
-    build: Any,
-    *,
-    seed: int | None,
-    seeds: int,
-    safety_ms: int,
-    liveness_ms: int,
-    no_faults: bool,
-    history: Path | None,
-    as_json: bool,
-) -> None:
-    """`synod.cli.sim.run_many` with a report of what happened in each run."""
-    from synod.sim.runner import RunSettings, run_scenario
-
-    first = seed if seed is not None else secrets.randbits(SEED_BITS)
-    settings = RunSettings(
-        safety_ms=safety_ms, liveness_budget_ms=liveness_ms, faults=not no_faults
-    )
-    failed: list[int] = []
-    for current in range(first, first + seeds):
-        click.echo(f"SEED={current}", err=as_json)
-        scenario = build()
-        outcome = run_scenario(scenario, current, settings)
-        report = describe(scenario, outcome)
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "seed": current,
-                        "scenario": outcome.scenario,
-                        "ok": outcome.ok,
-                        "phase": outcome.phase,
-                        "end_ms": outcome.end_ms,
-                        "steps": outcome.steps,
-                        "history_sha256": outcome.history_digest,
-                        "happened": report,
-                        "violations": [str(violation) for violation in outcome.violations],
-                    }
-                )
-            )
-        else:
-            for line in report:
-                click.echo(f"  {line}")
-            click.echo(outcome.summary())
-            for violation in outcome.violations:
-                click.echo(f"  {violation}")
-        if not outcome.ok:
-            failed.append(current)
-        if history is not None:
-            history.write_text("".join(outcome.world.history.lines()))
-    if failed:
-        click.echo(f"FAILED SEEDS: {' '.join(map(str, failed))}", err=True)
-        sys.exit(1)
+    run_many(build, describe=describe, **common)
 
 
 def describe(scenario: ScpScenario, outcome: Outcome) -> list[str]:
