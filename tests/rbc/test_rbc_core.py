@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from synod.core import Broadcast, Persist, Proposed, Received, Started, Step
 from synod.crypto import KeyPair, NodeId
-from synod.rbc import CODEC, Delivered, Echo, Forward, Initial, RbcCore, Ready, Rejected
-from synod.rbc.core import RETRANSMIT_TAIL, WINDOW, payload_digest
+from synod.rbc import CODEC, Delivered, Echo, Forward, Initial, RbcCore, Ready, Rejected, Status
+from synod.rbc.core import CATCHUP_HISTORY, RETRANSMIT_TAIL, WINDOW, payload_digest
 from synod.sim.world import World
 
 KEYS = [KeyPair.from_seed(bytes([index]) * 32) for index in range(4)]
@@ -34,7 +34,9 @@ def test_first_initial_is_echoed_once_and_the_vote_persisted_with_it() -> None:
     core = member(1)
     step = core.handle(Received(A, Initial(0, b"v")), now_ms=0)
     assert Echo(A, 0, payload_digest(b"v")) in broadcasts(step)
-    assert step.persist, "the echo vote must be persisted in the same step"
+    votes = [record for record in step.persist if record.key.startswith(b"vote/")]
+    assert len(votes) == 1, "the echo vote must be persisted in the same step"
+    assert votes[0].value is not None and payload_digest(b"v") in votes[0].value
     again = core.handle(Received(A, Initial(0, b"other")), now_ms=1)
     assert not any(isinstance(message, Echo) for message in broadcasts(again))
 
@@ -168,3 +170,54 @@ def test_a_forwarded_payload_needs_f_plus_one_readies() -> None:
     core.handle(Received(B, Ready(A, 0, digest)), 0)
     step = core.handle(Received(C, Forward(A, 0, b"v")), 0)
     assert Delivered(A, 0, b"v") in step.events
+
+
+def test_restarted_member_never_readies_a_second_digest() -> None:
+    storage: dict[bytes, bytes] = {}
+    core = member(3, storage)
+    first = payload_digest(b"first")
+    for sender in (A, B):
+        apply_persist(storage, core.handle(Received(sender, Ready(A, 0, first)), 0))
+    restarted = member(3, storage)
+    restarted.handle(Started(), 1)
+    second = payload_digest(b"second")
+    sent: list[object] = []
+    for sender in (A, B, C):
+        sent += broadcasts(restarted.handle(Received(sender, Echo(A, 0, second)), 2))
+        sent += broadcasts(restarted.handle(Received(sender, Ready(A, 0, second)), 2))
+    assert not any(isinstance(m, Ready) and m.digest == second for m in sent)
+    assert Ready(A, 0, first) in broadcasts(restarted.handle(Started(), 3))
+
+
+def test_status_answers_are_limited_to_one_per_member_per_interval() -> None:
+    world = calm_world()
+    for number in range(10):
+        world.input_at(0, A, Proposed(number.to_bytes(4, "big")))
+    world.run_until(30_000, stop=lambda: len(delivered(world, B)) == 10)
+    core = world.node(B).core
+    assert isinstance(core, RbcCore)
+    behind = Status(tuple(0 for _ in MEMBERS))
+    first = core.handle(Received(D, behind), 50_000)
+    assert len(first.outgoing) == 2 * 10, "a Ready and a Forward per missing instance"
+    assert core.handle(Received(D, behind), 50_001).outgoing == []
+    later = core.handle(Received(D, behind), 50_000 + core.retransmit_ms)
+    assert len(later.outgoing) == 2 * 10
+
+
+def test_delivered_payloads_held_in_memory_are_bounded_per_origin() -> None:
+    world = calm_world()
+    count = CATCHUP_HISTORY + 40
+    for number in range(count):
+        world.input_at(number, A, Proposed(number.to_bytes(4, "big")))
+    world.run_until(
+        600_000,
+        stop=lambda: (
+            all(len(delivered(world, m)) >= CATCHUP_HISTORY for m in MEMBERS)
+            and world.node(B).core.delivered_count == count
+        ),
+    )  # type: ignore[union-attr]
+    core = world.node(B).core
+    assert isinstance(core, RbcCore)
+    assert core.delivered_count == count
+    held = delivered(world, B)
+    assert held == [(A, sequence) for sequence in range(40, count)]

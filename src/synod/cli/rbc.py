@@ -207,7 +207,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
         "node": entry.name,
         "id": node_id_text(keys.node_id),
         "address": f"{entry.host}:{entry.port}",
-        "restored_deliveries": len(core.delivered_log),
+        "restored_deliveries": core.delivered_count,
     }
     proposals = asyncio.create_task(_propose_lines(flow, log))
     return await serve_until_stopped(host, ready, lock=lock, log=log, background=[proposals])

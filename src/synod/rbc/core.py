@@ -67,6 +67,9 @@ that were down when they completed."""
 MAX_MEMBERS = 256
 CATCHUP_BATCH = WINDOW // 2
 """Instances per origin sent to a lagging member in answer to one `Status`."""
+CATCHUP_HISTORY = 256
+"""Delivered payloads per origin kept in memory to answer lagging members; a member
+further behind than this must be brought up to date by the application."""
 
 Payload = Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD_BYTES)]
 
@@ -186,12 +189,19 @@ class RbcCore:
         self._own_sent: dict[int, bytes] = {}
         self._next_sequence = 0
         self._delivered_payloads: dict[tuple[NodeId, int], bytes] = {}
+        self._history_floor: dict[NodeId, int] = dict.fromkeys(members, 0)
+        self._status_answered_ms: dict[NodeId, int] = {}
+        self.delivered_count = 0
         self._restore(storage)
+        for member in self.members:
+            self._trim_history(member)
+        self._forget_old_instances()
         self._released_up_to = self._next_undelivered[self.node_id]
 
     @property
     def delivered_log(self) -> list[Delivered]:
-        """Every delivery so far (restored ones included), in (origin, sequence) order."""
+        """The deliveries held in memory (restored ones included; the last
+        `CATCHUP_HISTORY` per origin), in (origin, sequence) order."""
         return [
             Delivered(origin, sequence, payload)
             for (origin, sequence), payload in sorted(self._delivered_payloads.items())
@@ -217,6 +227,7 @@ class RbcCore:
                 origin, sequence = _INSTANCE_KEY.unpack(key[len(_DELIVERED_PREFIX) :])
                 self._mark_delivered(NodeId(origin), sequence)
                 self._delivered_payloads[(NodeId(origin), sequence)] = value
+                self.delivered_count += 1
 
     def _restore_votes(self, origin: NodeId, sequence: int, record: _VoteRecord) -> None:
         instance = self._instance(origin, sequence)
@@ -239,7 +250,7 @@ class RbcCore:
             case Proposed(value=value):
                 return self._broadcast_new(value)
             case Received(sender=sender, message=message):
-                return self._on_message(sender, message)
+                return self._on_message(sender, message, now_ms)
             case TimerFired(name=name) if name == RETRANSMIT_TIMER:
                 return self._retransmit()
             case _:
@@ -269,7 +280,7 @@ class RbcCore:
             step.extend(self._on_initial(self.node_id, initial))
         return step
 
-    def _on_message(self, sender: NodeId, message: object) -> Step:
+    def _on_message(self, sender: NodeId, message: object, now_ms: int) -> Step:
         if sender not in self._delivered:
             return Step(events=[Rejected(sender, "sender is not a member")])
         match message:
@@ -278,7 +289,7 @@ class RbcCore:
             case Echo() | Ready():
                 return self._on_vote(sender, message)
             case Status():
-                return self._on_status(sender, message)
+                return self._on_status(sender, message, now_ms)
             case Forward():
                 return self._on_forward(sender, message)
             case _:
@@ -331,10 +342,18 @@ class RbcCore:
             return True
         return len(instance.readies.get(digest, ())) >= self.faulty + 1
 
-    def _on_status(self, sender: NodeId, status: Status) -> Step:
-        """Send a lagging member the readies and payloads of instances it misses."""
+    def _on_status(self, sender: NodeId, status: Status, now_ms: int) -> Step:
+        """Send a lagging member the readies and payloads of instances it misses.
+
+        At most one `Status` per member is answered per retransmission interval: an answer
+        can be many payloads, so a member repeating `Status` must not multiply them.
+        """
         if len(status.next_undelivered) != len(self.members):
             return Step(events=[Rejected(sender, "status of the wrong length")])
+        last_ms = self._status_answered_ms.get(sender)
+        if last_ms is not None and now_ms - last_ms < self.retransmit_ms:
+            return Step()
+        self._status_answered_ms[sender] = now_ms
         step = Step()
         for origin, theirs in zip(self.members, status.next_undelivered, strict=True):
             mine = self._next_undelivered[origin]
@@ -405,6 +424,8 @@ class RbcCore:
     def _deliver(self, origin: NodeId, sequence: int, payload: bytes) -> Step:
         self._mark_delivered(origin, sequence)
         self._delivered_payloads[(origin, sequence)] = payload
+        self.delivered_count += 1
+        self._trim_history(origin)
         step = Step(
             persist=[Persist(_instance_key(_DELIVERED_PREFIX, origin, sequence), payload)],
             events=[Delivered(origin, sequence, payload)],
@@ -458,6 +479,13 @@ class RbcCore:
 
     def _still_retransmitted(self, origin: NodeId, sequence: int) -> bool:
         return sequence + RETRANSMIT_TAIL >= self._next_undelivered[origin]
+
+    def _trim_history(self, origin: NodeId) -> None:
+        """Keep the last `CATCHUP_HISTORY` delivered payloads of `origin` in memory."""
+        keep_from = self._next_undelivered[origin] - CATCHUP_HISTORY
+        while self._history_floor[origin] < keep_from:
+            self._delivered_payloads.pop((origin, self._history_floor[origin]), None)
+            self._history_floor[origin] += 1
 
     def _forget_old_instances(self) -> None:
         for origin, sequence in list(self._instances):
