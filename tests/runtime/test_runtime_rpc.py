@@ -180,3 +180,21 @@ async def test_request_larger_than_the_cap_is_a_caller_error() -> None:
     with pytest.raises(ValueError, match="exceeds the cap"):
         await client.call(b"y" * 100)
     await client.close()
+
+
+@asynchronous
+async def test_clients_beyond_the_limit_are_refused_while_the_others_are_served() -> None:
+    server = RpcServer(upper, config=RpcConfig(max_clients=2))
+    address = await server.start()
+    clients = [RpcClient(address) for _ in range(3)]
+    try:
+        assert await clients[0].call(b"a") == RpcReply(b"A")
+        assert await clients[1].call(b"b") == RpcReply(b"B")
+        refused = await clients[2].call(b"c", timeout_s=DEADLINE_S)
+        assert isinstance(refused, RpcFailure)
+        assert server.refused_clients >= 1
+        assert await clients[0].call(b"still") == RpcReply(b"STILL")
+    finally:
+        for client in clients:
+            await client.close()
+        await server.close()

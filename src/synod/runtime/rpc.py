@@ -83,6 +83,8 @@ class RpcConfig:
     call_timeout_s: float = 5.0
     max_buffered_reply_bytes: int = 16 * 1024 * 1024
     close_timeout_s: float = 1.0
+    max_clients: int = 1024
+    """Connections served at once; more are closed on accept (counted as refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ class RpcServer:
         self._numbers = itertools.count(1)
         self._server: asyncio.Server | None = None
         self.dropped_clients = 0
+        self.refused_clients = 0
         """Connections closed because the client misbehaved."""
 
     @property
@@ -184,6 +187,11 @@ class RpcServer:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= self.config.max_clients:
+            self.refused_clients += 1
+            log.warning("too many clients; connection refused", extra={"limit": len(self._clients)})
+            await close_writer(writer, timeout_s=self.config.close_timeout_s)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
