@@ -146,7 +146,10 @@ async def test_a_client_reconnects_to_a_restarted_relayer_and_announces_again() 
     try:
         await until(lambda: all(inbox.connections == 1 for inbox in inboxes), "connections")
         await relayer.close()
-        # Frames sent while the relayer is away wait in the client's queue.
+        # A frame sent while the relayer is away waits in the client's queue and is
+        # flushed on reconnection, reaching only the clients registered by then: nothing
+        # is promised about it (nodes repair such gaps by exchanging heads). Sending it
+        # must not break the client.
         clients[0].send(None, b"sent while offline")
         relayer = Relayer()
         await relayer.start(host, port)
@@ -154,7 +157,7 @@ async def test_a_client_reconnects_to_a_restarted_relayer_and_announces_again() 
         await until(lambda: len(relayer.connections) == 2, "registrations")
         clients[0].send(None, b"after")
         payloads = set()
-        while not {b"sent while offline", b"after"} <= payloads:
+        while b"after" not in payloads:
             payloads.add((await inboxes[1].next())[1])
     finally:
         for client in clients:
