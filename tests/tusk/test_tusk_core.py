@@ -24,9 +24,11 @@ from synod.core import (
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
 from synod.tusk.core import (
+    MAX_EVIDENCE_PER_CREATOR,
     CertificateConflictDetected,
     Committed,
     EquivocationDetected,
+    PendingTransactionsDropped,
     TuskConfig,
     TuskCore,
 )
@@ -38,6 +40,7 @@ from synod.tusk.messages import (
     CertifiedDigest,
     CoreAnswer,
     CoreRequest,
+    Equivocation,
     Header,
     RefusalReason,
     SubmitAnswer,
@@ -47,6 +50,7 @@ from synod.tusk.messages import (
     sign_header,
     sign_vote,
 )
+from synod.wire import canonical_bytes
 
 KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
 OUTSIDER = KeyPair.from_seed(b"\x99" * 32)
@@ -413,6 +417,89 @@ def test_two_certificates_for_one_slot_are_refused_and_kept_as_proof_of_double_v
     assert step.events == [] and step.persist == [], "kept once"
 
 
+def _certified_chain(rounds: int) -> list[list[Certificate]]:
+    """Rounds 1..`rounds`, each certified by every member, each naming the previous."""
+    chain: list[list[Certificate]] = []
+    parents: tuple[bytes, ...] = ()
+    for round_number in range(1, rounds + 1):
+        chain.append(certified_round(round_number, parents))
+        parents = digests(chain[-1])
+    return chain
+
+
+def test_evidence_is_kept_for_at_most_the_first_k_equivocations_per_creator() -> None:
+    # One proof shows a creator faulty: an equivocation in every round must not grow the
+    # core's memory and storage round after round.
+    harness = Harness()
+    rounds = MAX_EVIDENCE_PER_CREATOR + 3
+    chain = _certified_chain(rounds)
+    harness.ask(CoreRequest(certificates=tuple(c for layer in chain for c in layer)))
+    detected: list[EquivocationDetected] = []
+    for round_number in range(1, rounds + 1):
+        twin = sign_header(KEYS[2], round_number, (b"twin",), ())
+        step, answer = harness.ask(CoreRequest(headers=(twin,)))
+        assert refusal_reasons(answer) == [RefusalReason.EQUIVOCATION], "still refused"
+        detected += [event for event in step.events if isinstance(event, EquivocationDetected)]
+    kept_rounds = list(range(1, MAX_EVIDENCE_PER_CREATOR + 1))
+    assert [event.evidence.first.round for event in detected] == kept_rounds
+    assert sorted(e.first.round for e in harness.core.evidence) == kept_rounds
+    equivocations = [v for v in harness.storage.values() if _decodes_as_equivocation(v)]
+    assert len(equivocations) == MAX_EVIDENCE_PER_CREATOR
+    assert harness.rebuilt().evidence == harness.core.evidence
+
+
+def _decodes_as_equivocation(value: bytes) -> bool:
+    try:
+        msgspec.msgpack.decode(value, type=Equivocation)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def test_evidence_over_the_cap_found_in_storage_is_deleted_by_the_next_step() -> None:
+    # Storage written before the cap existed may hold a proof for every round.
+    harness = Harness()
+    first = sign_header(KEYS[2], 1, (b"a",), ())
+    harness.ask(CoreRequest(headers=(first,)))
+    step, _ = harness.ask(CoreRequest(headers=(sign_header(KEYS[2], 1, (b"b",), ()),)))
+    (record,) = [r for r in step.persist if _decodes_as_equivocation(r.value or b"")]
+    prefix = record.key[: -(8 + 32)]  # then the round (8 bytes) and the creator
+    storage = dict(harness.storage)
+    extra_keys = []
+    for round_number in range(2, MAX_EVIDENCE_PER_CREATOR + 4):
+        pair = Equivocation(
+            first=sign_header(KEYS[2], round_number, (b"a",), ()).stub(),
+            second=sign_header(KEYS[2], round_number, (b"b",), ()).stub(),
+        )
+        key = prefix + round_number.to_bytes(8, "big") + KEYS[2].node_id
+        storage[key] = canonical_bytes(pair)
+        extra_keys.append(key)
+    rebuilt = TuskCore(KEYS[0], COMMITTEE, storage)
+    kept_rounds = list(range(1, MAX_EVIDENCE_PER_CREATOR + 1))
+    assert sorted(e.first.round for e in rebuilt.evidence) == kept_rounds
+    step = rebuilt.handle(RequestReceived("d", 1, CoreRequest()), 0)
+    deleted = {r.key for r in step.persist if r.value is None}
+    assert deleted == set(extra_keys[MAX_EVIDENCE_PER_CREATOR - 1 :])
+
+
+def test_certificate_conflicts_are_kept_for_at_most_k_slots_per_creator() -> None:
+    harness = Harness()
+    rounds = MAX_EVIDENCE_PER_CREATOR + 2
+    chain = _certified_chain(rounds)
+    harness.ask(CoreRequest(certificates=tuple(c for layer in chain for c in layer)))
+    detected: list[CertificateConflictDetected] = []
+    for round_number in range(1, rounds + 1):
+        parents = digests(chain[round_number - 2]) if round_number > 1 else ()
+        twin = certify(sign_header(KEYS[3], round_number, (b"twin",), parents), KEYS[1:])
+        step, answer = harness.ask(CoreRequest(certificates=(twin,)))
+        assert refusal_reasons(answer) == [RefusalReason.CONFLICTING_CERTIFICATE]
+        events = [event for event in step.events if isinstance(event, CertificateConflictDetected)]
+        detected += events
+    assert len(detected) == MAX_EVIDENCE_PER_CREATOR
+    assert len(harness.core.conflicts) == MAX_EVIDENCE_PER_CREATOR
+    assert harness.rebuilt().conflicts == harness.core.conflicts
+
+
 # ---------------------------------------------------------------- restart and garbage collection
 
 
@@ -471,6 +558,32 @@ def test_batch_of_an_own_header_never_certified_is_proposed_again_after_collecti
     assert answer.header.transactions == (b"orphan",)
     rebuilt = harness.rebuilt()
     assert rebuilt.own_header() == answer.header and rebuilt.pending_count == 0
+
+
+def test_a_requeued_batch_never_takes_the_pending_queue_over_its_cap() -> None:
+    # The own round-1 batch is never certified; by the time collection gives it back,
+    # clients have filled the queue: re-adding it would exceed max_pending_transactions,
+    # so it is dropped (in batch order, what does not fit) and reported.
+    config = TuskConfig(gc_depth=2, max_pending_transactions=2, max_batch_transactions=1)
+    harness = Harness(config=config)
+    harness.ask(SubmitRequest(transactions=(b"orphan",)))
+    _, answer = harness.ask(CoreRequest())
+    assert answer.header is not None and answer.header.transactions == (b"orphan",)
+    _, submitted = harness.ask(SubmitRequest(transactions=(b"n1", b"n2")))
+    assert submitted.accepted == 2
+    chain: list[Certificate] = []
+    parents: tuple[bytes, ...] = ()
+    for round_number in range(1, 9):
+        certificates = certified_round(round_number, parents, KEYS[1:])
+        chain.extend(certificates)
+        parents = digests(certificates)
+    step, answer = harness.ask(CoreRequest(certificates=tuple(chain)))
+    assert harness.core.gc_round > 1
+    dropped = [event for event in step.events if isinstance(event, PendingTransactionsDropped)]
+    assert [(event.round, event.transactions) for event in dropped] == [(1, (b"orphan",))]
+    assert answer.header is not None and answer.header.transactions == (b"n1",)
+    assert harness.core.pending_count == 1
+    assert harness.rebuilt().pending_count == 1
 
 
 def test_full_pending_queue_refuses_the_excess() -> None:

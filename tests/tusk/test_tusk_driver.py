@@ -141,3 +141,47 @@ def test_a_certificate_goes_by_digest_to_the_cores_that_voted_for_its_header() -
         assert [item.header_digest for item in request.certified] == [digest]
     stranger = requests[KEYS[3].node_id]  # never voted: gets the batch
     assert [c.header for c in stranger.certificates] == [header] and not stranger.certified
+
+
+def _driver_fed(headers: list[Header], *, window_rounds: int = 40) -> Driver:
+    """A driver whose core 0 returns one of `headers` in each answer, in order."""
+    driver = Driver("d", COMMITTEE, window_rounds=window_rounds)
+    step = driver.handle(Started(), 0)
+    for now_ms, header in enumerate(headers, start=1):
+        call = next((c for c in calls_of(step) if c.to == KEYS[0].node_id), None)
+        if call is None:
+            call = next(
+                c
+                for c in calls_of(driver.handle(TimerFired(POLL_TIMER), now_ms))
+                if c.to == KEYS[0].node_id
+            )
+        step = driver.handle(_answer_carrying(header, call), now_ms)
+    return driver
+
+
+def test_headers_more_than_a_window_above_the_highest_certificate_are_not_kept() -> None:
+    # No certificate held (highest round 0), window 40: a round-41 header cannot be voted
+    # for by any honest core before 40 more rounds are certified; round 40 still may.
+    far = sign_header(KEYS[0], 41, (b"far",), ())
+    near = sign_header(KEYS[0], 40, (b"near",), ())
+    assert _driver_fed([far]).pending_headers() == ()
+    assert _driver_fed([near]).pending_headers() == (near,)
+
+
+def test_a_core_sending_a_fresh_far_future_header_in_every_answer_grows_nothing() -> None:
+    fresh = [sign_header(KEYS[0], 1_000 + index, (b"x",), ()) for index in range(30)]
+    driver = _driver_fed(fresh)
+    assert driver.pending_headers() == ()
+    assert not _headers_carried_after(fresh[0])
+
+
+def test_pending_headers_per_creator_are_capped_keeping_the_lowest_rounds() -> None:
+    # Window 2 allows rounds 1..2 with no certificate; the cap is window + 2 = 4 headers
+    # per creator, which only an equivocating creator (several headers a round) reaches.
+    round_two = [sign_header(KEYS[0], 2, (bytes([index]),), ()) for index in range(6)]
+    round_one = sign_header(KEYS[0], 1, (b"low",), ())
+    driver = _driver_fed([*round_two, round_one], window_rounds=2)
+    kept = driver.pending_headers()
+    assert len(kept) == 4
+    assert round_one in kept, "a lower round displaces a higher one"
+    assert set(kept) - {round_one} <= set(round_two[:4]), "later ones of round 2 refused"

@@ -13,6 +13,7 @@ from synod.tusk.core import (
     CertificateConflictDetected,
     Committed,
     EquivocationDetected,
+    PendingTransactionsDropped,
     TuskConfig,
     TuskCore,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Committee",
     "Driver",
     "EquivocationDetected",
+    "PendingTransactionsDropped",
     "TuskConfig",
     "TuskCore",
     "TuskMessage",

@@ -40,6 +40,14 @@ pending transactions, evidence) is emitted as `Persist` in the same step, before
 records.  A request about rounds at or below the collection floor changes nothing; a
 request from future rounds is only accepted through certificates whose whole chain of
 parents has been checked.
+
+State that peers can grow stays bounded.  Evidence is kept for at most
+`MAX_EVIDENCE_PER_CREATOR` slots per creator and kind (equivocation, certificate
+conflict), the first ones seen: one proof already shows the creator faulty, so later
+ones are refused like the first but neither stored nor reported again.  The pending
+queue never exceeds `max_pending_transactions`: when collection gives an own batch that
+was never delivered back to the queue, only what fits is queued again (in batch order)
+and the rest is dropped and reported as `PendingTransactionsDropped`.
 """
 
 from __future__ import annotations
@@ -88,6 +96,11 @@ from synod.tusk.ordering import Dag, Ordered, TuskOrdering, Vertex
 from synod.wire import U64, Bytes32, Message, canonical_bytes
 
 # ---------------------------------------------------------------- configuration and events
+
+MAX_EVIDENCE_PER_CREATOR = 2
+"""Proofs kept per creator and kind of misbehaviour, the first ones seen: one already
+proves the creator faulty, and the cap stops a creator that misbehaves in every round
+from growing this core's memory and storage round after round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,16 @@ class EquivocationDetected:
     """A creator signed two headers for one round; `evidence` proves it to anyone."""
 
     evidence: Equivocation
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTransactionsDropped:
+    """The batch of this core's header for `round` was never delivered and the pending
+    queue had no room to take all of it back: `transactions` are dropped (their clients
+    must submit them again)."""
+
+    round: int
+    transactions: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +286,7 @@ class TuskCore:
         self._round = 1
         self._round_entered_ms: int | None = None  # unknown after a restart
         self._now_ms = 0
+        self._stale_keys: list[bytes] = []  # evidence over the cap found in storage
         self._restore(storage or {})
         self._round_entered_ms = None  # a restarted core waits a full delay, to be safe
 
@@ -316,10 +340,16 @@ class TuskCore:
         """Answer requests; every other input is ignored (a passive core never initiates)."""
         self._now_ms = now_ms
         if isinstance(event, RequestReceived):
-            return self._on_request(event)
-        if isinstance(event, Proposed):
-            return self._on_proposed(event.value)
-        return Step()
+            step = self._on_request(event)
+        elif isinstance(event, Proposed):
+            step = self._on_proposed(event.value)
+        else:
+            return Step()
+        if self._stale_keys:
+            # A constructor cannot persist: storage over the evidence cap is trimmed here.
+            step.persist[:0] = [Persist(key, None) for key in self._stale_keys]
+            self._stale_keys = []
+        return step
 
     def _on_proposed(self, value: object) -> Step:
         if not isinstance(value, bytes) or len(value) > MAX_TRANSACTION_BYTES:
@@ -468,7 +498,9 @@ class TuskCore:
     def _keep_conflict(self, held: Certificate, other: Certificate, step: Step) -> None:
         header = other.header
         slot = (header.round, header.creator)
-        if slot in self._conflicts:
+        if slot in self._conflicts or _count_of(self._conflicts, header.creator) >= (
+            MAX_EVIDENCE_PER_CREATOR
+        ):
             return
         evidence = CertificateConflict(first=held, second=other)
         assert evidence.is_valid()
@@ -601,7 +633,7 @@ class TuskCore:
             if round_number not in self._own_delivered:
                 # No core can deliver a round below the floor any more (every later leader
                 # delivers at most gc_depth rounds deep), so the batch is proposed again.
-                self._add_pending(header.transactions, step)
+                self._requeue(round_number, header.transactions, step)
         self._own_delivered = {r for r in self._own_delivered if r >= floor}
 
     def _advance_round(self) -> None:
@@ -651,7 +683,8 @@ class TuskCore:
         if not header_signature_valid(header, digest):
             return Refusal(digest=digest, reason=RefusalReason.BAD_SIGNATURE)
         slot = (header.round, header.creator)
-        if slot not in self._evidence:
+        full = _count_of(self._evidence, header.creator) >= MAX_EVIDENCE_PER_CREATOR
+        if slot not in self._evidence and not full:
             evidence = Equivocation(first=earlier, second=header.stub())
             assert evidence.is_valid()
             self._evidence[slot] = evidence
@@ -791,6 +824,14 @@ class TuskCore:
         )
         return sign_submit_answer(self._keys, answer)
 
+    def _requeue(self, round_number: int, transactions: tuple[bytes, ...], step: Step) -> None:
+        """Queue an undelivered own batch again, as much as the pending cap allows (the
+        batch's first transactions); the rest is dropped and reported."""
+        room = max(0, self.config.max_pending_transactions - len(self._pending))
+        self._add_pending(transactions[:room], step)
+        if len(transactions) > room:
+            step.events.append(PendingTransactionsDropped(round_number, transactions[room:]))
+
     def _add_pending(self, transactions: Iterable[bytes], step: Step) -> None:
         for transaction in transactions:
             self._pending[self._next_pending] = transaction
@@ -821,6 +862,10 @@ class TuskCore:
             elif key.startswith(_EVIDENCE):
                 evidence = _decode_evidence(value)
                 self._evidence[(evidence.first.round, evidence.first.creator)] = evidence
+        self._stale_keys = [
+            *_trim_evidence(self._conflicts, _CONFLICT),
+            *_trim_evidence(self._evidence, _EVIDENCE),
+        ]
         for certificate in sorted(certificates, key=lambda c: c.header.round):
             digest = certificate.header.digest()
             self._certificates[digest] = certificate
@@ -845,6 +890,23 @@ class TuskCore:
         self._next_pending = max(self._pending, default=-1) + 1
         self._round = max([1, *self._own_headers, *self._dag.by_round])
         self._advance_round()
+
+
+def _count_of(kept: dict[tuple[int, bytes], Any], creator: bytes) -> int:
+    return sum(1 for _, kept_creator in kept if kept_creator == creator)
+
+
+def _trim_evidence(kept: dict[tuple[int, bytes], Any], prefix: bytes) -> list[bytes]:
+    """Drop from `kept` the slots of each creator beyond the cap (the lowest rounds
+    stay); the storage keys of the dropped ones."""
+    dropped: list[bytes] = []
+    per_creator: dict[bytes, int] = {}
+    for round_number, creator in sorted(kept):
+        per_creator[creator] = per_creator.get(creator, 0) + 1
+        if per_creator[creator] > MAX_EVIDENCE_PER_CREATOR:
+            del kept[(round_number, creator)]
+            dropped.append(_slot_key(prefix, round_number, creator))
+    return dropped
 
 
 def _check_parent_shape(header: Header) -> RefusalReason | None:

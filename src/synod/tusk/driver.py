@@ -21,6 +21,15 @@ without any effect but on liveness.  Liveness needs one honest driver that keeps
 relaying.  The driver keeps at most one request in flight per core and re-polls idle
 cores every `poll_interval_ms`; what it remembers is soft state, pruned to a window of
 recent rounds.
+
+Memory stays bounded whatever the cores send.  A header is kept for votes only if its
+round lies within `window_rounds` of the highest certified round the driver holds, on
+either side: a Byzantine core cannot park signed headers of far-future rounds (honest
+headers are at most one round above the highest certificate).  And at most
+`window_rounds + 2` headers per creator wait for votes, which is every round an honest
+creator can have pending (one header a round, from the pruning floor up to one round
+above the highest certificate); when an equivocating creator exceeds it, its lowest
+rounds are kept, since those are the ones honest cores can still certify.
 """
 
 from __future__ import annotations
@@ -107,6 +116,8 @@ class Driver:
         self.poll_interval_ms = poll_interval_ms
         self.window_rounds = window_rounds
         self.max_certificates_per_request = max_certificates_per_request
+        self.max_pending_per_creator = window_rounds + 2
+        """Headers of one creator kept for votes at most (see the module docstring)."""
         self._node_id = NodeId(blake2b(name.encode(), person=b"synod-tusk-drv"))
         self._certificates: dict[bytes, Certificate] = {}
         self._pending: dict[bytes, _Pending] = {}
@@ -127,6 +138,11 @@ class Driver:
     def highest_round(self) -> int:
         """The highest round of a certificate this driver holds."""
         return self._highest_round
+
+    def pending_headers(self) -> tuple[Header, ...]:
+        """Headers this driver collects votes on (soft state, bounded: see the module
+        docstring)."""
+        return tuple(pending.header for pending in self._pending.values())
 
     def certificate_count(self) -> int:
         """Certificates this driver holds (soft state, within its window of rounds)."""
@@ -280,15 +296,18 @@ class Driver:
             return
         view.round = max(view.round, answer.round)
         self._learn_refusals(view, request, answer)
+        # Certificates first: they raise the highest round that bounds which headers
+        # are kept, so a driver that restarted empty keeps a core's current header.
+        for certificate in answer.certificates:
+            self._learn_certificate(certificate)
         if answer.header is not None:
             held = self._learn_header(answer.header)
             if answer.header.creator == core:
                 view.header_held = held
-                view.holds.add(held)
+                if held != ZERO_DIGEST:
+                    view.holds.add(held)
         for vote in answer.votes:
             self._learn_vote(vote)
-        for certificate in answer.certificates:
-            self._learn_certificate(certificate)
         for ref in answer.known:
             view.known.add(ref.digest)
             view.blocked.pop(ref.digest, None)
@@ -333,10 +352,30 @@ class Driver:
             return ZERO_DIGEST  # no core votes for a larger batch; it would not fit a request
         if not header_signature_valid(header, digest):
             return ZERO_DIGEST
-        if header.round + self.window_rounds < self.highest_round:
+        # Far behind, or far ahead of any certificate (no honest core can vote yet).
+        if abs(header.round - self.highest_round) > self.window_rounds:
+            return ZERO_DIGEST
+        if not self._make_room_for(header):
             return ZERO_DIGEST
         self._pending[digest] = _Pending(header=header)
         return digest
+
+    def _make_room_for(self, header: Header) -> bool:
+        """Whether `header` may join the pending headers of its creator, evicting that
+        creator's highest-round pending header when the cap is reached and `header` is of
+        a lower round (the lowest rounds are kept)."""
+        mine = [
+            (pending.header.round, digest)
+            for digest, pending in self._pending.items()
+            if pending.header.creator == header.creator
+        ]
+        if len(mine) < self.max_pending_per_creator:
+            return True
+        highest_round, highest_digest = max(mine)
+        if header.round >= highest_round:
+            return False
+        del self._pending[highest_digest]
+        return True
 
     def _learn_vote(self, vote: Vote) -> None:
         pending = self._pending.get(vote.header_digest)
