@@ -39,9 +39,24 @@ latest statements; a decided slot's EXTERNALIZE statements let the node decide i
 Quorum sets.  Statements carry the hash of their sender's quorum set.  The core keeps a
 `QuorumSetStore` (hash -> set) seeded with its own set and any the application adds
 (`add_quorum_set`, or `ScpConfig.known_quorum_sets`).  An envelope naming an unknown hash
-is parked (bounded) and the set is requested from the sender (`QuorumSetRequest`); a
+is parked and the set is requested from the sender (`QuorumSetRequest`); a
 `QuorumSetResponse` whose hash was asked for and that is sane is stored and the parked
-envelopes are processed.  Unsolicited or insane sets are refused.
+envelopes are processed.  Unsolicited or insane sets are refused.  Sets learnt from peers
+are capped (`max_learned_quorum_sets`): beyond the cap the oldest learnt set that no
+statement of a retained slot names is forgotten (it is fetched again if needed); sets
+added locally are never forgotten.  Parked envelopes are capped globally
+(`max_pending_envelopes`) and per peer (`max_pending_per_sender`, counted both per
+transport sender and per statement node): a peer over its share loses its own oldest
+parked envelope, so one peer cannot crowd out the others.
+
+Answering peers costs no signatures.  Each own statement is signed once, when it is made
+(the signed envelope is what is persisted); re-sends, answers to stragglers and answers
+to `StateRequest` reuse that envelope.  A straggler (a peer repeating a stale statement
+on a slot we decided) is answered only once its envelope's signature verifies, and
+`StateRequest` answers are rate-limited per transport sender by a token bucket
+(`state_request_burst` answers, one more every `state_request_refill_ms`, time from the
+input's now_ms): an honest peer asks at most once per rebroadcast tick and once per
+restart, well inside the budget.
 
 Persistence (draft: never contradict what you said).  Before any own statement leaves
 the node, the step carries `Persist(b"scp/slot/<index>/<kind>", envelope)`; the driver
@@ -55,7 +70,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -122,6 +137,9 @@ class RejectReason(enum.StrEnum):
     OWN_STATEMENT = "own_statement"
     SLOT_FULL = "slot_full"
     PENDING_FULL = "pending_full"
+    PENDING_EVICTED = "pending_evicted"
+    """A parked envelope dropped because its sender or node went over its share."""
+    STATE_REQUEST_LIMITED = "state_request_limited"
 
 
 EnvelopeSigner = Callable[[KeyPair, Statement], Envelope]
@@ -142,6 +160,19 @@ class ScpConfig:
     retained_slots: int = 4
     max_nodes_per_slot: int = 1000
     max_pending_envelopes: int = 256
+    max_pending_per_sender: int = 16
+    """Parked envelopes per transport sender and per statement node; a newer one evicts
+    that peer's oldest (a slot holds at most one nomination and one ballot statement per
+    node, so 16 covers an honest peer's statements for the whole slot window)."""
+    max_learned_quorum_sets: int = 1024
+    """Quorum sets learnt from peers kept beyond those named by retained statements."""
+    state_request_burst: int = 8
+    """`StateRequest` answers a sender may get back to back."""
+    state_request_refill_ms: int = 125
+    """One more `StateRequest` answer per sender per this many ms (8 per second).  An
+    honest peer asks once per rebroadcast tick (500 ms or more in synod's settings),
+    once per restart, and while catching up once per half window decided; each answer
+    is at most two cached envelopes per retained slot, and costs no signature."""
     rebroadcast_interval_ms: int | None = 2000
     """While a slot is undecided, re-send our latest statements this often, so that lost
     messages do not stall the slot once the network heals (None: never)."""
@@ -152,28 +183,94 @@ class ScpConfig:
 
 
 class QuorumSetStore:
-    """Quorum sets by hash: sane ones only, added by the application or on request."""
+    """Quorum sets by hash: sane ones only, added by the application (kept for good) or
+    learnt from peers (at most `max_learned` beyond those `in_use` returns; the oldest
+    learnt set not in use is forgotten first)."""
 
-    def __init__(self, hasher: Callable[[QuorumSet], bytes]) -> None:
+    def __init__(
+        self,
+        hasher: Callable[[QuorumSet], bytes],
+        max_learned: int = 1024,
+        in_use: Callable[[], set[bytes]] = set,
+    ) -> None:
         self._hasher = hasher
-        self._by_hash: dict[bytes, QuorumSet] = {}
+        self._max_learned = max_learned
+        self._in_use = in_use
+        self._local: dict[bytes, QuorumSet] = {}
+        self._learned: OrderedDict[bytes, QuorumSet] = OrderedDict()
 
     def add(self, qset: QuorumSet) -> bytes:
-        """Store a quorum set (raises `LocalError` if it is insane); returns its hash."""
-        if not is_sane(qset):
-            raise LocalError("quorum set breaks the sanity rules")
-        digest = self._hasher(qset)
-        self._by_hash[digest] = qset
+        """Store a quorum set for good (raises `LocalError` if it is insane); returns
+        its hash."""
+        digest = self._checked_hash(qset)
+        self._learned.pop(digest, None)
+        self._local[digest] = qset
+        return digest
+
+    def learn(self, qset: QuorumSet) -> bytes:
+        """Store a quorum set a peer sent (raises `LocalError` if it is insane), then
+        forget the oldest learnt sets not in use while over the cap; returns its hash."""
+        digest = self._checked_hash(qset)
+        if digest in self._local:
+            return digest
+        self._learned.pop(digest, None)
+        self._learned[digest] = qset
+        if len(self._learned) > self._max_learned:
+            spared = self._in_use() | {digest}
+            for candidate in [key for key in self._learned if key not in spared]:
+                if len(self._learned) <= self._max_learned:
+                    break
+                del self._learned[candidate]
         return digest
 
     def get(self, digest: bytes) -> QuorumSet | None:
-        return self._by_hash.get(digest)
+        """The quorum set with this hash, or None when it is not (or no longer) known."""
+        found = self._local.get(digest)
+        return found if found is not None else self._learned.get(digest)
 
     def hash_of(self, qset: QuorumSet) -> bytes:
         return self._hasher(qset)
 
+    def _checked_hash(self, qset: QuorumSet) -> bytes:
+        if not is_sane(qset):
+            raise LocalError("quorum set breaks the sanity rules")
+        return self._hasher(qset)
+
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._local) + len(self._learned)
+
+
+@dataclass
+class _TokenBucket:
+    tokens: float
+    updated_ms: int
+
+
+class SenderRateLimit:
+    """Per-sender token buckets: `burst` actions back to back, then one per `refill_ms`.
+    At most `max_senders` buckets are kept (least recently used forgotten first)."""
+
+    def __init__(self, burst: int, refill_ms: int, max_senders: int = 4096) -> None:
+        self._burst = burst
+        self._refill_ms = max(1, refill_ms)
+        self._max_senders = max_senders
+        self._buckets: OrderedDict[bytes, _TokenBucket] = OrderedDict()
+
+    def allow(self, sender: bytes, now_ms: int) -> bool:
+        """Take one token from `sender`'s bucket; False when it is empty."""
+        bucket = self._buckets.pop(sender, None)
+        if bucket is None:
+            bucket = _TokenBucket(float(self._burst), now_ms)
+        elapsed_ms = max(0, now_ms - bucket.updated_ms)
+        bucket.tokens = min(float(self._burst), bucket.tokens + elapsed_ms / self._refill_ms)
+        bucket.updated_ms = max(bucket.updated_ms, now_ms)
+        self._buckets[sender] = bucket
+        while len(self._buckets) > self._max_senders:
+            self._buckets.popitem(last=False)
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
 
 
 def slot_record_key(slot_index: int, kind: str) -> bytes:
@@ -190,7 +287,9 @@ class ScpCore:
         self.config = config
         self.keys = config.keys
         self.application = config.application
-        self.quorum_sets = QuorumSetStore(config.qset_hasher)
+        self.quorum_sets = QuorumSetStore(
+            config.qset_hasher, config.max_learned_quorum_sets, self._quorum_sets_in_use
+        )
         self.local_qset_hash = self.quorum_sets.add(config.quorum_set)
         for qset in config.known_quorum_sets:
             self.quorum_sets.add(qset)
@@ -199,6 +298,11 @@ class ScpCore:
         self.floor = config.first_slot_index
         self.next_slot_index = config.first_slot_index
         self._pending: dict[tuple[bytes, int, bool], tuple[NodeId, Envelope]] = {}
+        self._own_envelopes: dict[tuple[int, str], Envelope] = {}
+        """Our latest signed envelope per (slot, kind), reused for every re-send."""
+        self._state_request_limit = SenderRateLimit(
+            config.state_request_burst, config.state_request_refill_ms
+        )
         self._rebroadcast_armed = False
         self._awaiting_state = False
         self._state_responders: set[bytes] = set()
@@ -309,8 +413,8 @@ class ScpCore:
         for slot in sorted(self.slots.values(), key=lambda slot: slot.slot_index):
             self._bind(slot, now_ms, step)
             if self.config.validator and slot.fully_validated:
-                for statement in slot.own_statements():
-                    step.outgoing.append(Broadcast(self._sign(statement)))
+                for envelope in self._own_envelopes_of(slot):
+                    step.outgoing.append(Broadcast(envelope))
             slot.nominate(None, timed_out=True)
             self._flush(slot, step)
         step.outgoing.append(Broadcast(StateRequest(self.floor)))
@@ -336,7 +440,10 @@ class ScpCore:
         elif isinstance(message, QuorumSetResponse):
             self._receive_quorum_set(message.quorum_set, now_ms, step)
         elif isinstance(message, StateRequest):
-            self._answer_state_request(sender, message.from_slot_index, step)
+            if self._state_request_limit.allow(sender, now_ms):
+                self._answer_state_request(sender, message.from_slot_index, step)
+            else:
+                self._reject(RejectReason.STATE_REQUEST_LIMITED)
         else:
             self._reject(RejectReason.MALFORMED)
 
@@ -350,8 +457,15 @@ class ScpCore:
             if reason == RejectReason.STALE_STATEMENT:
                 # a peer repeating itself on a slot we decided has likely missed our
                 # EXTERNALIZE (lost message); answering only the transport-authenticated
-                # sender cannot be used to reflect traffic at a third party
-                self._help_straggler(self.slots[statement.slot_index], sender, statement, step)
+                # sender cannot be used to reflect traffic at a third party, and only
+                # a verified envelope earns an answer, so junk costs no sends
+                slot = self.slots[statement.slot_index]
+                if self._straggler_answer(slot, statement) is None:
+                    return
+                if self.config.verifier(envelope):
+                    self._help_straggler(slot, sender, statement, step)
+                else:
+                    self._reject(RejectReason.BAD_SIGNATURE)
             return
         # verified before parking, so a forger cannot displace a parked envelope
         if not self.config.verifier(envelope):
@@ -378,8 +492,9 @@ class ScpCore:
         else:
             self._heard[statement.slot_index] += 1
         self._note_state_responder(statement.node_id)
-        self._help_straggler(slot, sender, statement, step)
+        # flushed first: the answer is the envelope signed (and persisted) by the flush
         self._flush(slot, step)
+        self._help_straggler(slot, sender, statement, step)
 
     def _precheck(self, statement: Statement) -> RejectReason | None:
         """Checks that need no signature: window, sanity, staleness."""
@@ -398,6 +513,12 @@ class ScpCore:
 
     def _help_straggler(self, slot: Slot, sender: NodeId, statement: Statement, step: Step) -> None:
         """A peer still working on a slot we decided gets our EXTERNALIZE directly."""
+        answer = self._straggler_answer(slot, statement)
+        if answer is not None:
+            step.outgoing.append(Send(sender, answer))
+
+    def _straggler_answer(self, slot: Slot, statement: Statement) -> Envelope | None:
+        """Our signed EXTERNALIZE for a peer whose `statement` shows it has not decided."""
         if (
             self.config.validator
             and slot.phase == Phase.EXTERNALIZE
@@ -405,7 +526,8 @@ class ScpCore:
             and slot.ballot.last_statement is not None
             and slot.fully_validated
         ):
-            step.outgoing.append(Send(sender, self._sign(slot.ballot.last_statement)))
+            return self._own_envelope(slot.slot_index, slot.ballot.last_statement)
+        return None
 
     def _note_state_responder(self, node: bytes) -> None:
         if self._awaiting_state:
@@ -420,8 +542,26 @@ class ScpCore:
         for slot_index in sorted(self.slots):
             slot = self.slots[slot_index]
             if slot_index >= from_slot_index and slot.fully_validated:
-                for statement in slot.own_statements():
-                    step.outgoing.append(Send(sender, self._sign(statement)))
+                for envelope in self._own_envelopes_of(slot):
+                    step.outgoing.append(Send(sender, envelope))
+
+    def _own_envelope(self, slot_index: int, statement: Statement) -> Envelope | None:
+        """The envelope signed when `statement` was made, or None if it was not sent."""
+        envelope = self._own_envelopes.get((slot_index, _kind_of(statement)))
+        return envelope if envelope is not None and envelope.statement == statement else None
+
+    def _own_envelopes_of(self, slot: Slot) -> list[Envelope]:
+        found = (self._own_envelope(slot.slot_index, s) for s in slot.own_statements())
+        return [envelope for envelope in found if envelope is not None]
+
+    def _quorum_sets_in_use(self) -> set[bytes]:
+        """Hashes named by the statements that retained slots hold."""
+        in_use = {self.local_qset_hash}
+        for slot in self.slots.values():
+            for latest in (slot.nomination.latest, slot.ballot.latest):
+                for statement in latest.values():
+                    in_use.add(companion_quorum_set_hash(statement.pledges))
+        return in_use
 
     def _park(self, sender: NodeId, envelope: Envelope, digest: bytes, step: Step) -> None:
         statement = envelope.statement
@@ -430,12 +570,25 @@ class ScpCore:
             statement.slot_index,
             isinstance(statement.pledges, Nomination),
         )
-        if key not in self._pending and len(self._pending) >= self.config.max_pending_envelopes:
+        # a replacement moves to the back: the newest envelope of a peer is kept longest
+        self._pending.pop(key, None)
+        self._evict_over_share(lambda parked_key, parked_sender: parked_sender == sender)
+        self._evict_over_share(lambda parked_key, parked_sender: parked_key[0] == key[0])
+        if len(self._pending) >= self.config.max_pending_envelopes:
             self._reject(RejectReason.PENDING_FULL)
             return
         self._pending[key] = (sender, envelope)
         self._reject(RejectReason.UNKNOWN_QUORUM_SET)
         step.outgoing.append(Send(sender, QuorumSetRequest(digest)))
+
+    def _evict_over_share(self, belongs: Callable[[tuple[bytes, int, bool], NodeId], bool]) -> None:
+        """Drop one peer's oldest parked envelopes until it has room for one more."""
+        owned = [
+            key for key, (parked_sender, _) in self._pending.items() if belongs(key, parked_sender)
+        ]
+        for key in owned[: max(0, len(owned) - self.config.max_pending_per_sender + 1)]:
+            del self._pending[key]
+            self._reject(RejectReason.PENDING_EVICTED)
 
     def _receive_quorum_set(self, qset: QuorumSet, now_ms: int, step: Step) -> None:
         digest = self.quorum_sets.hash_of(qset)
@@ -452,7 +605,7 @@ class ScpCore:
             for key in waiting:
                 del self._pending[key]
             return
-        self.quorum_sets.add(qset)
+        self.quorum_sets.learn(qset)
         for key in waiting:
             sender, envelope = self._pending.pop(key)
             self._receive_envelope(sender, envelope, now_ms, step)
@@ -485,7 +638,8 @@ class ScpCore:
         """Persist, then send, the slot's new statements; then move the window."""
         for statement in slot.new_statements():
             envelope = self._sign(statement)
-            kind = "nomination" if isinstance(statement.pledges, Nomination) else "ballot"
+            kind = _kind_of(statement)
+            self._own_envelopes[(slot.slot_index, kind)] = envelope
             step.persist.append(
                 Persist(slot_record_key(slot.slot_index, kind), CODEC.encode(envelope))
             )
@@ -546,8 +700,8 @@ class ScpCore:
                 chosen.append(self.slots[max(decided)])
             for slot in chosen:
                 if slot.fully_validated:
-                    for statement in slot.own_statements():
-                        step.outgoing.append(Broadcast(self._sign(statement)))
+                    for envelope in self._own_envelopes_of(slot):
+                        step.outgoing.append(Broadcast(envelope))
         stuck = [
             slot.slot_index
             for slot in undecided
@@ -593,6 +747,9 @@ class ScpCore:
         self._pending = {
             key: parked for key, parked in self._pending.items() if key[1] >= new_floor
         }
+        self._own_envelopes = {
+            key: envelope for key, envelope in self._own_envelopes.items() if key[0] >= new_floor
+        }
         for slot_index in [index for index in self._heard if index < new_floor]:
             del self._heard[slot_index]
         self.floor = new_floor
@@ -622,12 +779,13 @@ class ScpCore:
                 raise LocalError(f"storage record {key!r} is corrupt: {error}") from None
             if not isinstance(envelope, Envelope):
                 raise LocalError(f"storage record {key!r} is not an envelope")
-            self._restore_statement(envelope.statement)
+            self._restore_statement(envelope)
         if delivered_record is not None and len(delivered_record) == 8:
             delivered = struct.unpack(">Q", delivered_record)[0]
             self.delivered_through = max(self.delivered_through, delivered)
 
-    def _restore_statement(self, statement: Statement) -> None:
+    def _restore_statement(self, envelope: Envelope) -> None:
+        statement = envelope.statement
         if statement.node_id != self.node_id:
             raise LocalError("storage holds another node's statement")
         if statement.slot_index < self.floor:
@@ -643,6 +801,11 @@ class ScpCore:
                 slot.nomination.stopped = True
                 self.next_slot_index = max(self.next_slot_index, statement.slot_index + 1)
         slot.mark_sent(statement)
+        self._own_envelopes[(statement.slot_index, _kind_of(statement))] = envelope
+
+
+def _kind_of(statement: Statement) -> str:
+    return "nomination" if isinstance(statement.pledges, Nomination) else "ballot"
 
 
 def _is_stale(slot: Slot, statement: Statement) -> bool:
