@@ -235,6 +235,15 @@ class _ScpTally:
     def have_all(self, nodes: list[str], expected: set[str]) -> bool:
         return all(expected <= self.entries.get(node, set()) for node in nodes)
 
+    def add_restored(self, name: str, log: Mapping[int, bytes]) -> None:
+        """Count what a restarted node holds from before its crash: it does not print
+        restored slots again, and a SIGKILL can fall between its commit and its print."""
+        from synod.cli.scp import decode_batch, value_digest
+
+        for slot, value in log.items():
+            self.slots.setdefault(name, {})[slot] = value_digest(value)
+            self.entries.setdefault(name, set()).update(decode_batch(value) or [])
+
 
 @dataclass(frozen=True, slots=True)
 class ScpVerdict:
@@ -346,6 +355,10 @@ def _run_scp(workdir: Path, node_count: int, per_node: int) -> bool:
             f"{victim.name} did not restart",
         )
         ready = tally.ready[victim.name]
+        from synod.cli.scp import read_log
+
+        victim_entry = config.nodes[-1]
+        tally.add_restored(victim.name, read_log(config.store_path(victim_entry)) or {})
         click.echo(
             f"{victim.name} restored {ready.get('restored_slots')} slots and "
             f"{ready.get('pending')} pending values; round 3: one value per node"
