@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scp_fixtures import KEYS, PEER, QSET, V0, envelope_from, make_core
 
 from synod.core import Broadcast, LocalError, Persist, Proposed, Received, Send, Started, Step
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
 from synod.scp import (
     CODEC,
-    Application,
     Ballot,
     Envelope,
     Externalize,
@@ -25,32 +25,11 @@ from synod.scp import (
     ScpCore,
     Statement,
     StateRequest,
-    Validity,
     sign_statement,
 )
 from synod.scp.core import slot_record_key
 from synod.scp.local import LocalNetwork
 from synod.scp.statements import is_newer_ballot_statement
-
-KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
-V0, PEER = KEYS[0], KEYS[1]
-QSET = QuorumSet(threshold=3, validators=tuple(key.node_id for key in KEYS))
-
-
-class NoBadValues(Application):
-    def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
-        return Validity.INVALID if value.startswith(b"bad") else Validity.FULLY_VALID
-
-
-def make_core(**overrides: object) -> ScpCore:
-    config = ScpConfig(keys=V0, quorum_set=QSET, application=NoBadValues())
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return ScpCore(config)
-
-
-def envelope_from(key: KeyPair, slot_index: int, pledges: object) -> Envelope:
-    return sign_statement(key, Statement(key.node_id, slot_index, pledges))  # type: ignore[arg-type]
 
 
 def prepare(counter: int, value: bytes = b"x", qset_hash: bytes | None = None) -> Prepare:

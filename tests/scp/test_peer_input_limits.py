@@ -5,12 +5,13 @@ so that one peer cannot grow memory or crowd out honest peers."""
 
 from __future__ import annotations
 
+from scp_fixtures import KEYS, PEER, QSET, envelope_from, make_core
+
 from synod.core import Received, Send, Step
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
 from synod.scp import (
     CODEC,
-    Application,
     Ballot,
     Confirm,
     Envelope,
@@ -19,24 +20,13 @@ from synod.scp import (
     QuorumSetRequest,
     QuorumSetResponse,
     RejectReason,
-    ScpConfig,
     ScpCore,
     Statement,
     StateRequest,
-    Validity,
     sign_statement,
 )
 from synod.scp.ballot import Phase
 from synod.scp.core import slot_record_key
-
-KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
-V0, PEER = KEYS[0], KEYS[1]
-QSET = QuorumSet(threshold=3, validators=tuple(key.node_id for key in KEYS))
-
-
-class NoBadValues(Application):
-    def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
-        return Validity.INVALID if value.startswith(b"bad") else Validity.FULLY_VALID
 
 
 class CountingSigner:
@@ -48,17 +38,6 @@ class CountingSigner:
     def __call__(self, keys: KeyPair, statement: Statement) -> Envelope:
         self.count += 1
         return sign_statement(keys, statement)
-
-
-def make_core(**overrides: object) -> ScpCore:
-    config = ScpConfig(keys=V0, quorum_set=QSET, application=NoBadValues())
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return ScpCore(config)
-
-
-def envelope_from(key: KeyPair, slot_index: int, pledges: object) -> Envelope:
-    return sign_statement(key, Statement(key.node_id, slot_index, pledges))  # type: ignore[arg-type]
 
 
 def prepare(digest: bytes, value: bytes = b"x") -> Prepare:
