@@ -186,13 +186,19 @@ class Network:
     node_ids: tuple[NodeId, ...]
     plan: FaultPlan
     blocked: set[tuple[int, int]] = field(default_factory=set)
+    silenced: set[int] = field(default_factory=set)
+    """Nodes cut off from everyone (`World.silence`), apart from the blocked links."""
     healed: bool = False
 
     def index(self, node: NodeId) -> int:
         return self.node_ids.index(node)
 
     def is_blocked(self, sender: int, receiver: int) -> bool:
-        return (sender, receiver) in self.blocked
+        return (
+            (sender, receiver) in self.blocked
+            or sender in self.silenced
+            or receiver in self.silenced
+        )
 
     def delay_ms(self, rng: random.Random, sender: int, receiver: int) -> int:
         base = self.plan.link_base_ms[sender][receiver] if self.plan.link_base_ms else 0

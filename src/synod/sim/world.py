@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from synod.core import (
     Broadcast,
@@ -49,7 +49,7 @@ from synod.core import (
 )
 from synod.crypto import NodeId
 from synod.sim.history import History, Record, to_plain
-from synod.sim.network import FaultPlan, Network
+from synod.sim.network import FaultPlan, LatencyModel, Network
 from synod.wire import Codec, DecodeError
 
 NodeFactory = Callable[[Storage, random.Random], Core]
@@ -57,6 +57,10 @@ NodeFactory = Callable[[Storage, random.Random], Core]
 
 Observer = Callable[[Record], None]
 DeliveryKind = Literal["message", "call", "reply"]
+NodeRef = int | NodeId
+"""A node named by its index (order of `add_node`) or by its id."""
+
+_Kind = TypeVar("_Kind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,33 @@ class World:
         self._link_delivered: dict[tuple[int, int], int] = {}
         self.network = Network((), FaultPlan.calm())
         self.steps = 0
+        self.events: list[tuple[NodeId, object]] = []
+        """Every event a core produced, as the object itself, in the order produced."""
+
+    @classmethod
+    def perfect(
+        cls,
+        seed: int = 0,
+        *,
+        latency_ms: tuple[int, int] = (1, 1),
+        loss_probability: float = 0.0,
+        call_timeout_ms: int = 1_000,
+    ) -> World:
+        """A world whose network only delays (and, if asked, loses) messages.
+
+        Each message takes a delay drawn uniformly from `latency_ms` (at least 1 ms), so
+        messages overtake each other in an order drawn from `seed`; nothing is duplicated,
+        partitioned or crashed unless a test does it (`silence`, `crash`, `restart`).
+        """
+        low_ms, high_ms = latency_ms
+        if not 0 <= low_ms <= high_ms:
+            raise ValueError(f"latency range {latency_ms} is not (low, high) with 0 <= low <= high")
+        if not 0.0 <= loss_probability < 1.0:
+            raise ValueError(f"loss probability {loss_probability} is not in [0, 1)")
+        world = cls(seed, call_timeout_ms=call_timeout_ms)
+        latency = LatencyModel("uniform", base_ms=low_ms, spread_ms=high_ms - low_ms)
+        world.network = Network((), FaultPlan(latency=latency, loss_probability=loss_probability))
+        return world
 
     # ------------------------------------------------------------ building
 
@@ -170,11 +201,21 @@ class World:
         )
         self.nodes.append(node)
         self._by_id[node_id] = node
-        self.network = Network(tuple(n.node_id for n in self.nodes), self.network.plan)
+        self.network.node_ids = tuple(n.node_id for n in self.nodes)
+
+    def add_nodes(
+        self, factories: Mapping[NodeId, NodeFactory], codec: Codec[Any], *, start: bool = True
+    ) -> None:
+        """Add one correct node per factory (in the mapping's order), started unless asked."""
+        for node_id, factory in factories.items():
+            self.add_node(node_id, factory, codec)
+        if start:
+            for node_id in factories:
+                self._boot(self._by_id[node_id])
 
     def use_fault_plan(self, plan: FaultPlan) -> None:
         """Install a fault plan and schedule its partitions and crashes."""
-        self.network = Network(self.network.node_ids, plan)
+        self.network.plan = plan
         for spell in plan.partitions:
             self.schedule(spell.start_ms, partial(self._partition, spell.blocked), "partition")
             end_ms = spell.start_ms + spell.duration_ms
@@ -188,8 +229,32 @@ class World:
         """Call `observer` with every history record as it is written."""
         self._observers.append(observer)
 
-    def node(self, node_id: NodeId) -> SimNode:
-        return self._by_id[node_id]
+    def node(self, node: NodeRef) -> SimNode:
+        """The node with this index or id."""
+        if isinstance(node, int):
+            return self.nodes[node]
+        found = self._by_id.get(node)
+        if found is None:
+            raise KeyError(f"no node {bytes(node).hex()[:12]} in this world")
+        return found
+
+    def core(self, node: NodeRef, kind: type[_Kind]) -> _Kind:
+        """The running core of a node, checked to be a `kind` (raises if it is down)."""
+        core = self.node(node).core
+        if core is None:
+            raise LookupError(f"node {self.node(node).index} is down")
+        if not isinstance(core, kind):
+            raise TypeError(f"node {self.node(node).index} runs a {type(core).__name__}")
+        return core
+
+    def events_of(self, node: NodeRef, kind: type[_Kind]) -> list[_Kind]:
+        """The events of type `kind` that a node's cores produced, oldest first."""
+        node_id = self.node(node).node_id
+        return [
+            event
+            for source, event in self.events
+            if source == node_id and isinstance(event, kind)
+        ]
 
     def correct_nodes(self) -> list[SimNode]:
         return [node for node in self.nodes if not node.byzantine]
@@ -204,9 +269,22 @@ class World:
         self._push(at_ms, _NodeInput(self._by_id[node_id].index, event))
 
     def start(self) -> None:
-        """Start every node at the current time."""
+        """Start every node that is not up yet, at the current time."""
         for node in self.nodes:
-            self._boot(node)
+            if not node.up:
+                self._boot(node)
+
+    def input(self, node: NodeRef, event: Input) -> None:
+        """Feed `event` to a node now (a local proposal, a client's request)."""
+        target = self.node(node)
+        if not target.up:
+            raise LookupError(f"node {target.index} is down: it takes no input")
+        self.record("input", node=target.node_id.hex(), event=to_plain(event))
+        self.feed(target, event)
+
+    def apply(self, node: NodeRef, step: Step) -> None:
+        """Apply `step` as if the node's core had returned it (scripted Byzantine output)."""
+        self._apply(self.node(node), step)
 
     def _push(self, at_ms: int, item: _Scheduled) -> None:
         self._counter += 1
@@ -233,6 +311,28 @@ class World:
         self.now_ms = max(self.now_ms, end_ms)
         return stop is not None and stop()
 
+    def step_until(
+        self, done: Callable[[], bool], *, max_steps: int = 200_000, max_ms: int | None = None
+    ) -> bool:
+        """Step until `done()` holds (True), or nothing is left to do, `max_steps` steps were
+        taken or virtual time would pass `max_ms` (False unless `done()` holds then)."""
+        for _ in range(max_steps):
+            if done():
+                return True
+            if not self._queue or (max_ms is not None and self._queue[0][0] > max_ms):
+                break
+            self.step()
+        return done()
+
+    def silence(self, node: NodeRef) -> None:
+        """Cut a node off: it neither sends nor receives until `unsilence` or `heal`."""
+        self.network.silenced.add(self.node(node).index)
+        self.record("silence", node=self.node(node).node_id.hex())
+
+    def unsilence(self, node: NodeRef) -> None:
+        self.network.silenced.discard(self.node(node).index)
+        self.record("unsilence", node=self.node(node).node_id.hex())
+
     def heal(self) -> None:
         """End every fault: unblock all links, stop loss and duplication, restart nodes.
 
@@ -245,6 +345,7 @@ class World:
         ]
         heapq.heapify(self._queue)
         self.network.blocked.clear()
+        self.network.silenced.clear()
         self.network.healed = True
         self.record("heal")
         for node in self.nodes:
@@ -292,6 +393,7 @@ class World:
         for command in step.timers:
             self._timer(node, command)
         for event in step.events:
+            self.events.append((node.node_id, event))
             self.record("event", node=node.node_id.hex(), event=to_plain(event))
         assert node.incarnation == incarnation, "a node crashed while applying its own step"
 
@@ -300,9 +402,9 @@ class World:
         assert node.core.node_id == node.node_id, "factory built a core with another identity"
         self.feed(node, Started())
 
-    def crash(self, index: int) -> None:
+    def crash(self, index: NodeRef) -> None:
         """Crash a node: it keeps exactly what it persisted."""
-        node = self.nodes[index]
+        node = self.node(index)
         if not node.up:
             return
         node.core = None
@@ -310,10 +412,16 @@ class World:
         node.incarnation += 1
         self.record("crash", node=node.node_id.hex())
 
-    def restart(self, index: int) -> None:
-        node = self.nodes[index]
+    def restart(self, index: NodeRef, factory: NodeFactory | None = None) -> None:
+        """Rebuild a crashed node from its persisted records and start it.
+
+        With `factory`, the node is rebuilt by it from now on (an upgraded or Byzantine core).
+        """
+        node = self.node(index)
         if node.up:
             return
+        if factory is not None:
+            node.factory = factory
         self.record("restart", node=node.node_id.hex())
         self._boot(node)
 
