@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
+
+from synod import config
+from synod.config import Named
 
 if TYPE_CHECKING:
     from synod.crypto import KeyPair, NodeId
@@ -38,95 +41,53 @@ class ConfigError(click.ClickException):
 
 # ---------------------------------------------------------------- configuration files
 
+# The library's checks (`synod.config`) under the names the commands import.
+NodeEntry = config.NodeEntry
+render_node_tables = config.render_node_tables
+
+
+@contextmanager
+def config_errors(init_command: str | None = None) -> Iterator[None]:
+    """Turn the library's configuration errors into user errors.
+
+    A wrong value is a `ConfigError` (exit status 2); a missing file (with how to create
+    one, `init_command`), a file that is not TOML or an unknown name exits with 1.
+    """
+    try:
+        yield
+    except config.ConfigError as error:
+        raise ConfigError(error.path, error.key, error.expected) from None
+    except config.ConfigFileError as error:
+        hint = f" (create one with `{init_command}`)" if error.missing and init_command else ""
+        raise click.ClickException(f"{error}{hint}") from None
+    except config.UnknownEntry as error:
+        raise click.ClickException(str(error)) from None
+
 
 def read_toml(path: Path, init_command: str) -> dict[str, Any]:
     """The document in `path`; a user error naming `init_command` when there is none."""
-    import tomllib
-
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise click.ClickException(
-            f"{path}: no such file (create one with `{init_command}`)"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise click.ClickException(f"{path}: not valid TOML: {error}") from None
+    with config_errors(init_command):
+        return config.read_toml(path)
 
 
 def require_string(
     path: Path, table: dict[str, Any], prefix: str, key: str, default: str | None = None
 ) -> str:
     """``table[key]`` (or `default`), which must be a non-empty string."""
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"{prefix}.{key}", f"expected a non-empty string, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class NodeEntry:
-    """A node of a network file: its name, id, listening address and key file."""
-
-    name: str
-    node_id: NodeId
-    host: str
-    port: int
-    key_file: Path
+    with config_errors():
+        return config.require_string(path, table, prefix, key, default)
 
 
 def node_entry(path: Path, prefix: str, raw: object) -> NodeEntry:
     """Check the table `prefix` (name, id, host, port, key_file) of the file `path`."""
-    from synod.crypto import InvalidNodeId, parse_node_id
-
-    if not isinstance(raw, dict):
-        raise ConfigError(path, prefix, "expected a table")
-    name = require_string(path, raw, prefix, "name")
-    try:
-        node_id = parse_node_id(require_string(path, raw, prefix, "id"))
-    except InvalidNodeId as error:
-        raise ConfigError(path, f"{prefix}.id", f"expected a node id ({error})") from None
-    host = require_string(path, raw, prefix, "host")
-    port = raw.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ConfigError(path, f"{prefix}.port", f"expected an integer 1..65535, got {port!r}")
-    key_file = Path(require_string(path, raw, prefix, "key_file"))
-    if not key_file.is_absolute():
-        key_file = path.parent / key_file
-    return NodeEntry(name, node_id, host, port, key_file)
-
-
-def render_node_tables(table: str, entries: Iterable[tuple[str, str, str, int, str]]) -> list[str]:
-    """The ``[[table]]`` TOML lines of (name, id text, host, port, key file) entries."""
-    lines: list[str] = []
-    for name, node_id, host, port, key_file in entries:
-        lines += [
-            "",
-            f"[[{table}]]",
-            f"name = {json.dumps(name)}",
-            f"id = {json.dumps(node_id)}",
-            f"host = {json.dumps(host)}",
-            f"port = {port}",
-            f"key_file = {json.dumps(key_file)}",
-        ]
-    return lines
-
-
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-Named = TypeVar("Named", bound=_Named)
+    with config_errors():
+        return config.node_entry(path, prefix, raw)
 
 
 def find_named(path: Path, entries: Sequence[Named], selector: str, noun: str = "node") -> Named:
     """The entry called `selector` (or with that index); a user error otherwise."""
-    for index, entry in enumerate(entries):
-        if selector in (entry.name, str(index)):
-            return entry
-    names = ", ".join(entry.name for entry in entries)
-    raise click.ClickException(f"{path}: no {noun} {selector!r} ({noun}s: {names})")
+    with config_errors():
+        return config.find_named(path, entries, selector, noun)
 
 
 # ---------------------------------------------------------------- init
