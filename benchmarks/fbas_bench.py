@@ -28,16 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synod.quorum.fbas import Fbas, bits_from
-from synod.quorum.fbas_analysis import (
+from synod.fbas.analysis import (
     check_intersection,
     find_disjoint_quorums,
     minimal_blocking_sets,
     minimal_splitting_sets,
     top_tier,
 )
-from synod.quorum.fbas_load import load_stellarbeat
-from synod.quorum.fbas_synthetic import symmetric_network
+from synod.fbas.load import load_stellarbeat
+from synod.fbas.network import Fbas, bits_from
+from synod.fbas.synthetic import symmetric_network
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fbas"
 SNAPSHOTS = [

@@ -1,6 +1,6 @@
 """FBAS analyses agree with brute force on small random networks.
 
-The reference (`synod.quorum.fbas_bruteforce`) enumerates every subset of nodes and checks
+The reference (`synod.fbas.bruteforce`) enumerates every subset of nodes and checks
 slices with `synod.quorum.qset`; the analyses under test use SAT encodings over bitsets.
 Networks are generated as stellarbeat JSON, so the loader is exercised too, and may name
 validators absent from the input (then they have no quorum set), leave nodes without
@@ -14,16 +14,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synod.quorum import fbas_bruteforce as brute
-from synod.quorum.fbas import iter_bits, quorum_cores
-from synod.quorum.fbas_analysis import (
+from synod.fbas import bruteforce as brute
+from synod.fbas.analysis import (
     check_intersection,
     enumerate_minimal_quorums,
     minimal_blocking_sets,
     minimal_splitting_sets,
     top_tier,
 )
-from synod.quorum.fbas_load import LoadOptions, encode_public_key, load_stellarbeat
+from synod.fbas.load import LoadOptions, encode_public_key, load_stellarbeat
+from synod.fbas.network import iter_bits, quorum_cores
 from synod.quorum.qset import QuorumSet, all_validators, is_quorum
 
 EXAMPLES = settings(max_examples=250, deadline=None)

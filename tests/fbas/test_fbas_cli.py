@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from synod.cli.main import cli
-from synod.quorum.fbas_load import decode_public_key
-from synod.quorum.fbas_synthetic import symmetric_network
+from synod.fbas.load import decode_public_key
+from synod.fbas.synthetic import symmetric_network
 from synod.quorum.qset import QuorumSet, is_quorum
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fbas"

@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from synod.quorum import fbas_bruteforce as brute
-from synod.quorum.fbas import Fbas, iter_bits
-from synod.quorum.fbas_analysis import (
+from synod.fbas import bruteforce as brute
+from synod.fbas.analysis import (
     check_intersection,
     minimal_blocking_sets,
     minimal_splitting_sets,
     top_tier,
 )
-from synod.quorum.fbas_load import decode_public_key, load_stellarbeat
+from synod.fbas.load import decode_public_key, load_stellarbeat
+from synod.fbas.network import Fbas, iter_bits
 from synod.quorum.qset import QuorumSet, is_quorum, largest_quorum_within
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fbas"

@@ -9,9 +9,8 @@ import pytest
 from stellar_sdk import StrKey
 
 from synod.crypto import node_id_text
-from synod.quorum.fbas import ALWAYS_SATISFIED, iter_bits
-from synod.quorum.fbas_analysis import check_intersection
-from synod.quorum.fbas_load import (
+from synod.fbas.analysis import check_intersection
+from synod.fbas.load import (
     FbasInputError,
     LoadOptions,
     decode_public_key,
@@ -20,6 +19,7 @@ from synod.quorum.fbas_load import (
     load_stellar_core,
     load_stellarbeat,
 )
+from synod.fbas.network import ALWAYS_SATISFIED, iter_bits
 from synod.quorum.qset import QuorumSet
 
 KEYS = [encode_public_key(bytes([i + 1]) * 32) for i in range(6)]

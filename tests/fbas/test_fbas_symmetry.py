@@ -20,17 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synod.quorum import fbas_bruteforce as brute
-from synod.quorum.fbas import iter_bits
-from synod.quorum.fbas_analysis import (
+from synod.fbas import bruteforce as brute
+from synod.fbas.analysis import (
     check_intersection,
     minimal_blocking_sets,
     minimal_splitting_sets,
     top_tier,
 )
-from synod.quorum.fbas_load import decode_public_key, load_stellarbeat
-from synod.quorum.fbas_symmetry import find_symmetries
-from synod.quorum.fbas_synthetic import symmetric_network, two_thirds
+from synod.fbas.load import decode_public_key, load_stellarbeat
+from synod.fbas.network import iter_bits
+from synod.fbas.symmetry import find_symmetries
+from synod.fbas.synthetic import symmetric_network, two_thirds
 from synod.quorum.qset import QuorumSet
 
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from synod.quorum.fbas import Fbas
-    from synod.quorum.fbas_analysis import MinimalSetResult
-    from synod.quorum.fbas_load import LoadOptions
+    from synod.fbas.analysis import MinimalSetResult
+    from synod.fbas.load import LoadOptions
+    from synod.fbas.network import Fbas
 
 
 class InputProblem(click.ClickException):
@@ -59,7 +59,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _load(settings: Settings) -> Fbas:
-    from synod.quorum.fbas_load import FbasInputError, load_stellar_core, load_stellarbeat
+    from synod.fbas.load import FbasInputError, load_stellar_core, load_stellarbeat
 
     if settings.input_format == "synod" or settings.path.suffix == ".toml":
         return _load_synod(settings, options_of(settings))
@@ -86,7 +86,7 @@ def _load(settings: Settings) -> Fbas:
 
 
 def options_of(settings: Settings) -> LoadOptions:
-    from synod.quorum.fbas_load import LoadOptions
+    from synod.fbas.load import LoadOptions
 
     return LoadOptions(
         missing_qset=settings.missing_qset,  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def options_of(settings: Settings) -> LoadOptions:
 def _load_synod(settings: Settings, options: LoadOptions) -> Fbas:
     """A synod SCP network file (``network.toml``, as `synod scp init` writes it)."""
     from synod.cli.scp import load_config
-    from synod.quorum.fbas_load import FbasInputError, from_quorum_sets
+    from synod.fbas.load import FbasInputError, from_quorum_sets
 
     if settings.path.name != "network.toml":
         raise InputProblem(f"{settings.path}: a synod network file is named network.toml")
@@ -202,7 +202,7 @@ def _settings(**options: Any) -> Settings:
 
 
 def _node_json(fbas: Fbas, nodes: int) -> list[dict[str, Any]]:
-    from synod.quorum.fbas import iter_bits
+    from synod.fbas.network import iter_bits
 
     return [
         {"publicKey": fbas.nodes[v].public_key, "name": fbas.nodes[v].name}
@@ -223,7 +223,7 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 
 def _node_rows(fbas: Fbas, nodes: int, grouping: str | None = "org") -> list[list[str]]:
-    from synod.quorum.fbas import abbreviate_key, iter_bits
+    from synod.fbas.network import abbreviate_key, iter_bits
 
     rows = []
     for v in iter_bits(nodes):
@@ -242,7 +242,7 @@ def fbas() -> None:
 @_common
 def check(**options: Any) -> None:
     """Quorum intersection: do every two quorums share a node? (exit 1 when not)"""
-    from synod.quorum.fbas_analysis import check_intersection
+    from synod.fbas.analysis import check_intersection
 
     settings = _settings(**options)
     network = _load(settings)
@@ -332,12 +332,12 @@ def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, wh
             rows = _node_rows(network, example.nodes)
             _print_table(f"set {number}", ["name", "public key", "organisation"], rows)
         else:
-            from synod.quorum.fbas_analysis import labels
+            from synod.fbas.analysis import labels
 
             rows = [[g.label, ", ".join(labels(network, g.nodes))] for g in example.groups]
             _print_table(f"set {number}", [result.grouping, "nodes"], rows)
         if example.quorums:
-            from synod.quorum.fbas_analysis import labels
+            from synod.fbas.analysis import labels
 
             first, second = (", ".join(labels(network, q)) for q in example.quorums)
             click.echo(f"  then these two quorums are disjoint:\n    {first}\n    {second}")
@@ -351,7 +351,7 @@ def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, wh
 @_ALL
 def blocking(group_by: str, limit: int, **options: Any) -> None:
     """Minimal blocking sets: the fewest failures that leave no quorum (liveness buffer)."""
-    from synod.quorum.fbas_analysis import minimal_blocking_sets
+    from synod.fbas.analysis import minimal_blocking_sets
 
     settings = _settings(**options)
     network = _load(settings)
@@ -375,7 +375,7 @@ def blocking(group_by: str, limit: int, **options: Any) -> None:
 def splitting(group_by: str, limit: int, scope: str, **options: Any) -> None:
     """Minimal splitting sets: the fewest Byzantine nodes that allow two disjoint quorums
     (safety buffer)."""
-    from synod.quorum.fbas_analysis import minimal_splitting_sets
+    from synod.fbas.analysis import minimal_splitting_sets
 
     settings = _settings(**options)
     network = _load(settings)
@@ -401,7 +401,7 @@ def splitting(group_by: str, limit: int, scope: str, **options: Any) -> None:
 )
 def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
     """The top tier: the union of all minimal quorums."""
-    from synod.quorum.fbas_analysis import (
+    from synod.fbas.analysis import (
         enumerate_minimal_quorums,
         group_summary,
         labels,
@@ -463,8 +463,8 @@ def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
 def graph(output: Path, group_by: str, **options: Any) -> None:
     """Draw the trust graph: groups (organisations by default) clustered, the top tier
     highlighted."""
-    from synod.quorum.fbas_analysis import top_tier
-    from synod.quorum.fbas_graph import layout, render_html
+    from synod.fbas.analysis import top_tier
+    from synod.fbas.graph import layout, render_html
 
     suffix = output.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):

@@ -22,7 +22,7 @@ Method.  Each question is answered with a SAT (or MaxSAT) instance over node-mem
 variables, after three reductions:
 
 1. only the greatest quorum U (the nodes that are in any quorum at all) matters, and
-   inside it only the *cores* of `synod.quorum.fbas.quorum_cores`: every quorum contains
+   inside it only the *cores* of `synod.fbas.network.quorum_cores`: every quorum contains
    a quorum inside a single strongly connected component of the trust graph (take a
    component it touches from which no other such component is reachable), so every
    minimal quorum lies inside one core; two cores give two disjoint quorums at once,
@@ -31,7 +31,7 @@ variables, after three reductions:
    usually shares one quorum set), so the formula grows with the number of *distinct*
    quorum sets, not nodes;
 3. interchangeable validators and organisations get lex-leader symmetry-breaking
-   constraints (`synod.quorum.fbas_symmetry`), without which proving that no smaller
+   constraints (`synod.fbas.symmetry`), without which proving that no smaller
    set exists is a pigeonhole search, exponential in the number of organisations.
 
 "B blocks everything" is a least fixpoint, which plain SAT cannot state directly; we
@@ -50,7 +50,7 @@ of Q; one incremental SAT call per node not yet known (each success reveals a wh
 minimal quorum, whose members need no call).
 
 Every answer carries its evidence (quorums, sets) and is re-checked against the plain
-definitions in `synod.quorum.fbas` before it is returned.
+definitions in `synod.fbas.network` before it is returned.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from pysat.examples.rc2 import RC2
 from pysat.formula import WCNF
 from pysat.solvers import Solver
 
-from synod.quorum.fbas import (
+from synod.fbas.network import (
     Fbas,
     Threshold,
     bits_from,
@@ -76,7 +76,7 @@ from synod.quorum.fbas import (
     quorum_cores,
     shrink_to_minimal_quorum,
 )
-from synod.quorum.fbas_symmetry import add_lex_leader, find_symmetries
+from synod.fbas.symmetry import add_lex_leader, find_symmetries
 
 Progress = Callable[[str], None]
 Lit = int | bool

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Every answer here comes straight from the definitions (SCP paper sections 3 and 4.1) by
 enumerating all subsets of the nodes, using only `synod.quorum.qset` for slice checks.
-It shares no code with the SAT analyses in `synod.quorum.fbas_analysis`, which is the
+It shares no code with the SAT analyses in `synod.fbas.analysis`, which is the
 point: the two are compared on small random networks.  Cost is exponential (about 2^n
 quorum checks, 3^n for splitting sets), so keep n small (up to about 10).
 """

@@ -16,7 +16,7 @@ import html
 import math
 from dataclasses import dataclass
 
-from synod.quorum.fbas import Fbas, iter_bits
+from synod.fbas.network import Fbas, iter_bits
 
 
 @dataclass(frozen=True)

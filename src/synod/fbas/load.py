@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from synod.crypto import node_id_text
-from synod.quorum.fbas import ALWAYS_SATISFIED, Fbas, NodeInfo, Threshold, threshold_of
+from synod.fbas.network import ALWAYS_SATISFIED, Fbas, NodeInfo, Threshold, threshold_of
 from synod.quorum.qset import MAX_NESTING_DEPTH, MAX_TOTAL_NODES, QuorumSet
 
 MissingQset = Literal["exclude", "unconstrained"]

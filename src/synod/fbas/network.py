@@ -14,7 +14,7 @@ integers used as bitsets (bit i = node i), which makes the fixpoint computations
 (largest quorum inside a set, the closure of a failure under v-blocking) cheap.
 
 Semantics that the known tools treat differently are made explicit at load time (see
-`LoadOptions` in `synod.quorum.fbas_load`); by the time an `Fbas` exists every node has
+`LoadOptions` in `synod.fbas.load`); by the time an `Fbas` exists every node has
 one of three states:
 
 - a `Threshold` (threshold >= 1): an ordinary quorum set;

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from synod.quorum.fbas import Fbas, Threshold, bits_from, iter_bits, threshold_of
+from synod.fbas.network import Fbas, Threshold, bits_from, iter_bits, threshold_of
 
 Lit = int | bool
 

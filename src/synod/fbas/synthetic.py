@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from synod.quorum.fbas_load import encode_public_key
+from synod.fbas.load import encode_public_key
 
 
 def synthetic_key(name: str) -> str:
