@@ -179,15 +179,12 @@ def run_process(
 
 def lock_exclusively(path: Path, what: str = "this node") -> IO[str]:
     """Hold an exclusive lock for the life of the process: one process per node."""
-    import fcntl
+    from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
 
-    handle = path.open("a")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise click.ClickException(f"{path}: {what} is already running") from None
-    return handle
+        return hold_exclusive_lock(path, what)
+    except NodeAlreadyRunning as error:
+        raise click.ClickException(str(error)) from None
 
 
 def print_json_line(entry: dict[str, Any], *, ensure_ascii: bool = False) -> None:
