@@ -11,10 +11,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from synod.cli.tusk import CONFIG_NAME, EXIT_CONFIG, tusk
+from synod.cli.common import EXIT_CONFIG
+from synod.cli.tusk import tusk
 from synod.core import Persist
 from synod.crypto import parse_node_id, read_key_file
 from synod.runtime.storage import SqliteStorage
+from synod.tusk.config import CONFIG_NAME
 from synod.tusk.driver import Driver
 from synod.tusk.localnet import LocalNet
 

@@ -1,0 +1,381 @@
+"""Tusk on a real network: passive cores, drivers and a submit client (asyncio, TCP, SQLite).
+
+- `CoreNode` runs one passive `synod.tusk.TuskCore` behind a request/response listener,
+  with its state in one SQLite file: a `synod.runtime.host.NodeHost` commits the records
+  of every batch of requests before any answer leaves, and a core opened again on the
+  same file resumes from them.  It opens no connection.
+- `DriverNode` drives a sans-I/O `synod.tusk.Driver`: its `Call`s become RPC calls to the
+  cores, answers and failures come back as `Response` / `CallFailed`, its timers become
+  loop timers; one input at a time, in arrival order.  It holds no key and no file, so
+  it may be stopped (or killed) at any time, and several may run at once.
+- `submit_transactions` hands transactions to one core and returns its receipt once the
+  core's signature over it checks.
+- `CommitLogReader` reads a core's committed sequence from its SQLite file (read-only;
+  the core need not run).
+
+Nothing here prints or exits: failures are typed errors (`SubmitFailed`,
+`DriverFailed`, `synod.runtime.host.HostFailed`, `synod.runtime.storage.StorageError`)
+for the caller to report.  See docs/tusk.md ("From Python").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synod.core import Call, CallFailed, Response, SetTimer, Started, Step, TimerFired
+from synod.crypto import KeyPair, NodeId
+from synod.quorum.committee import Committee
+from synod.runtime.host import EventHandler, HostConfig, NodeHost, monotonic_ms
+from synod.runtime.rpc import RpcClient, RpcFailure
+from synod.runtime.storage import SqliteStorage, StorageError
+from synod.runtime.transport import Address
+from synod.tusk.core import (
+    COMMIT_LOG_PREFIX,
+    Committed,
+    TuskConfig,
+    TuskCore,
+    commit_log_key,
+    read_commit_record,
+)
+from synod.tusk.driver import Driver
+from synod.tusk.messages import (
+    CODEC,
+    MAX_SUBMIT_TRANSACTIONS,
+    MAX_TRANSACTION_BYTES,
+    SubmitAnswer,
+    SubmitRequest,
+    request_digest,
+)
+from synod.wire import DecodeError
+
+log = logging.getLogger("synod.runtime.tusk_node")
+
+# ---------------------------------------------------------------- cores
+
+
+class CoreNode:
+    """One passive Tusk core: a `TuskCore` rebuilt from `storage`, served by a `NodeHost`.
+
+    `on_event` receives the core's events (`Committed`, `EquivocationDetected`, ...) in
+    order, each after the records of its step are durable.
+    """
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        committee: Committee,
+        storage: SqliteStorage,
+        *,
+        config: TuskConfig | None = None,
+        on_event: EventHandler | None = None,
+        host_config: HostConfig | None = None,
+    ) -> None:
+        self.core = TuskCore(keys, committee, storage.load(), config=config)
+        self.host = NodeHost(
+            self.core,
+            keys=keys,
+            codec=CODEC,
+            storage=storage,
+            on_event=on_event,
+            config=host_config,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        keys: KeyPair,
+        committee: Committee,
+        store_path: Path,
+        *,
+        config: TuskConfig | None = None,
+        on_event: EventHandler | None = None,
+        host_config: HostConfig | None = None,
+    ) -> CoreNode:
+        """A core whose state is the SQLite file `store_path` (created if absent).
+
+        Raises `StorageError` when the file cannot be used.  One process at a time may
+        run a core on one file: two would answer from diverging states.
+        """
+        storage = SqliteStorage.open(store_path)
+        try:
+            return cls(
+                keys, committee, storage, config=config, on_event=on_event, host_config=host_config
+            )
+        except BaseException:
+            storage.close()
+            raise
+
+    @property
+    def node_id(self) -> NodeId:
+        """The core's id (its public key)."""
+        return self.core.node_id
+
+    @property
+    def address(self) -> Address | None:
+        """The address the core listens on, once started."""
+        return self.host.rpc_address
+
+    async def start(self, listen: Address) -> Address:
+        """Listen on `listen` (port 0 picks a free one) and begin answering requests;
+        returns the address bound."""
+        await self.host.start(rpc_listen=listen)
+        assert self.host.rpc_address is not None
+        return self.host.rpc_address
+
+    async def stop(self) -> None:
+        """Finish the step in progress, close the listener and the SQLite file; idempotent."""
+        await self.host.stop()
+
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Answer requests until SIGINT or SIGTERM, then stop; `HostFailed` on a failure.
+
+        `on_ready` runs once the signal handlers are installed.
+        """
+        await self.host.serve(on_ready=on_ready)
+
+
+# ---------------------------------------------------------------- drivers
+
+
+class DriverFailed(Exception):
+    """The driver stopped because handling an input failed (see the cause)."""
+
+
+class DriverNode:
+    """Runs a sans-I/O `Driver` against the cores at `addresses` (id -> address).
+
+    `call_timeout_ms` bounds each call; a call that fails or times out reaches the
+    driver as `CallFailed`, which retries on its own schedule.  `on_round` is called with
+    the driver's highest round each time it grows.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        addresses: Mapping[NodeId, Address],
+        *,
+        call_timeout_ms: int = 2_000,
+        on_round: Callable[[int], None] | None = None,
+    ) -> None:
+        if call_timeout_ms < 1:
+            raise ValueError("call_timeout_ms must be positive")
+        self.driver = driver
+        self.call_timeout_ms = call_timeout_ms
+        self.on_round = on_round
+        self.clients = {node_id: RpcClient(address) for node_id, address in addresses.items()}
+        self.failure: BaseException | None = None
+        self._inputs: asyncio.Queue[Any] = asyncio.Queue()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+        self._worker: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._highest_round = 0
+
+    async def start(self) -> None:
+        """Feed the driver `Started` and begin carrying messages between the cores."""
+        if self._worker is not None:
+            raise RuntimeError("driver already started")
+        self._inputs.put_nowait(Started())
+        self._worker = asyncio.create_task(self._work(), name=f"driver {self.driver.name}")
+
+    async def stop(self) -> None:
+        """Cancel the calls in flight and the timers, close the connections; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        tasks = [*self._calls, *([self._worker] if self._worker is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for client in self.clients.values():
+            await client.close()
+
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGINT or SIGTERM (or a failure), then stop; `DriverFailed` on a failure.
+
+        `on_ready` runs once the signal handlers are installed.
+        """
+        if self._worker is None:
+            await self.start()
+        assert self._worker is not None
+        loop = asyncio.get_running_loop()
+        signalled = asyncio.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, signalled.set)
+        waiter = asyncio.ensure_future(signalled.wait())
+        try:
+            if on_ready is not None:
+                on_ready()
+            await asyncio.wait({self._worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            for number in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(number)
+            await self.stop()
+        if self.failure is not None:
+            raise DriverFailed(str(self.failure)) from self.failure
+
+    async def _work(self) -> None:
+        try:
+            while True:
+                event = await self._inputs.get()
+                self._apply(self.driver.handle(event, monotonic_ms()))
+                if self.driver.highest_round > self._highest_round:
+                    self._highest_round = self.driver.highest_round
+                    if self.on_round is not None:
+                        self.on_round(self._highest_round)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("driver failed")
+            self.failure = error
+
+    def _apply(self, step: Step) -> None:
+        loop = asyncio.get_running_loop()
+        for out in step.outgoing:
+            assert isinstance(out, Call), "a driver only calls cores"
+            task = loop.create_task(self._call(out))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+        for command in step.timers:
+            previous = self._timers.pop(command.name, None)
+            if previous is not None:
+                previous.cancel()
+            if isinstance(command, SetTimer):
+                self._timers[command.name] = loop.call_later(
+                    command.delay_ms / 1000, self._inputs.put_nowait, TimerFired(command.name)
+                )
+
+    async def _call(self, call: Call) -> None:
+        timeout_s = self.call_timeout_ms / 1000
+        try:
+            result = await self.clients[call.to].call(CODEC.encode(call.body), timeout_s=timeout_s)
+        except ValueError as error:  # a request larger than the frame cap
+            self._inputs.put_nowait(CallFailed(call.to, call.request_id, str(error)))
+            return
+        if isinstance(result, RpcFailure):
+            self._inputs.put_nowait(CallFailed(call.to, call.request_id, result.reason))
+            return
+        try:
+            body = CODEC.decode(result.body)
+        except DecodeError as error:
+            self._inputs.put_nowait(CallFailed(call.to, call.request_id, f"undecodable: {error}"))
+            return
+        self._inputs.put_nowait(Response(call.to, call.request_id, body))
+
+
+# ---------------------------------------------------------------- submitting
+
+
+class SubmitFailed(Exception):
+    """The core could not be reached, or its answer is not a receipt it signed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A core's signed answer to a submission: how many transactions it `accepted`
+    (persisted, to be ordered), `refused` (no room), and how many it holds `pending`."""
+
+    accepted: int
+    refused: int
+    pending: int
+
+
+def check_submission(transactions: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The transactions as one request's tuple; `ValueError` when a core would refuse
+    them all (too many at once, or one too large)."""
+    batch = tuple(transactions)
+    if len(batch) > MAX_SUBMIT_TRANSACTIONS:
+        raise ValueError(f"at most {MAX_SUBMIT_TRANSACTIONS} transactions at once")
+    if any(len(transaction) > MAX_TRANSACTION_BYTES for transaction in batch):
+        raise ValueError(f"a transaction is at most {MAX_TRANSACTION_BYTES} bytes")
+    return batch
+
+
+async def submit_transactions(
+    address: Address, core_id: NodeId, transactions: Iterable[bytes], *, timeout_s: float = 5.0
+) -> Receipt:
+    """Hand `transactions` to the core `core_id` listening at `address`; its receipt.
+
+    Raises `ValueError` for a submission no core takes (see `check_submission`) and
+    `SubmitFailed` when the core cannot be reached in `timeout_s` or its answer is not a
+    receipt for this request signed by `core_id`.
+    """
+    request = SubmitRequest(transactions=check_submission(transactions))
+    client = RpcClient(address)
+    try:
+        result = await client.call(CODEC.encode(request), timeout_s=timeout_s)
+    finally:
+        await client.close()
+    if isinstance(result, RpcFailure):
+        raise SubmitFailed(result.reason)
+    try:
+        answer = CODEC.decode(result.body)
+    except DecodeError as error:
+        raise SubmitFailed(f"undecodable answer: {error}") from None
+    if (
+        not isinstance(answer, SubmitAnswer)
+        or answer.core != core_id
+        or answer.request_digest != request_digest(request)
+        or not answer.has_valid_signature()
+    ):
+        raise SubmitFailed("the answer is not a receipt signed by it")
+    return Receipt(answer.accepted, answer.refused, answer.pending)
+
+
+# ---------------------------------------------------------------- reading a core's log
+
+_LAST_COMMIT_KEY = COMMIT_LOG_PREFIX + b"\xff" * 8
+
+
+class CommitLogReader:
+    """A core's committed sequence, read from its SQLite file through a read-only
+    connection (the core may be running: it commits its records before it answers).
+
+    Raises `StorageError` when the file cannot be opened or read.
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = store_path
+        try:
+            self._connection = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            raise StorageError(store_path, f"cannot open: {error}") from None
+
+    def read_from(self, first: int) -> list[Committed]:
+        """The deliveries at positions `first`, `first` + 1, ... held in the file now,
+        up to the first gap (a write in progress: read it next time)."""
+        try:
+            rows = self._connection.execute(
+                "SELECT value FROM records WHERE key >= ? AND key <= ? ORDER BY key",
+                (commit_log_key(first), _LAST_COMMIT_KEY),
+            ).fetchall()
+        except sqlite3.Error as error:
+            raise StorageError(self.path, f"cannot read: {error}") from None
+        commits: list[Committed] = []
+        for (value,) in rows:
+            event = read_commit_record(bytes(value))
+            if event.sequence != first + len(commits):
+                break
+            commits.append(event)
+        return commits
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+    def __enter__(self) -> CommitLogReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,134 @@
+"""A Tusk committee's configuration file, ``tusk.toml``: its model, loader and writer.
+
+The file has a ``[tusk]`` table of settings (core limits, driver pacing, call timeout;
+see `SETTINGS`) and one ``[[cores]]`` table per core (name, id, host, port, key file).
+Loading checks every value and raises `synod.config.ConfigError` naming the file, the
+key and what was expected.  Each core keeps its state next to the file, in
+``<name>.sqlite`` (see `TuskNetwork.store_path`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from synod.config import (
+    ConfigError,
+    NodeEntry,
+    find_named,
+    node_entry,
+    read_toml,
+    render_node_tables,
+)
+from synod.crypto import NodeId
+from synod.quorum.committee import Committee
+from synod.tusk.core import TuskConfig
+from synod.tusk.driver import Driver
+
+CONFIG_NAME = "tusk.toml"
+
+SETTINGS: dict[str, tuple[int, int]] = {
+    "gc_depth": (100, 2),
+    "min_header_delay_ms": (100, 0),
+    "max_batch_transactions": (512, 1),
+    "max_batch_bytes": (256 * 1024, 4096),
+    "poll_interval_ms": (50, 1),
+    "window_rounds": (150, 2),
+    "call_timeout_ms": (2_000, 1),
+}
+"""Settings of ``[tusk]``: name -> (default, smallest allowed value)."""
+
+CoreEntry = NodeEntry
+"""A core of ``tusk.toml``: its name, id, listening address and key file."""
+
+
+@dataclass(frozen=True, slots=True)
+class TuskNetwork:
+    """What ``tusk.toml`` says: the file, its checked settings and the cores in order."""
+
+    path: Path
+    settings: dict[str, int]
+    cores: tuple[CoreEntry, ...]
+
+    def find(self, selector: str) -> CoreEntry:
+        """The core named `selector` (or with that index); `UnknownEntry` otherwise."""
+        return find_named(self.path, self.cores, selector, "core")
+
+    def committee(self) -> Committee:
+        """The committee of every core, each with the same weight."""
+        return Committee.equal_weights(core.node_id for core in self.cores)
+
+    def addresses(self) -> dict[NodeId, tuple[str, int]]:
+        """Every core's id -> its listening address."""
+        return {core.node_id: (core.host, core.port) for core in self.cores}
+
+    def core_config(self) -> TuskConfig:
+        """The limits every core of this committee runs with."""
+        return TuskConfig(
+            gc_depth=self.settings["gc_depth"],
+            min_header_delay_ms=self.settings["min_header_delay_ms"],
+            max_batch_transactions=self.settings["max_batch_transactions"],
+            max_batch_bytes=self.settings["max_batch_bytes"],
+        )
+
+    def new_driver(self, name: str) -> Driver:
+        """A fresh driver for this committee, paced by the file's settings."""
+        return Driver(
+            name,
+            self.committee(),
+            poll_interval_ms=self.settings["poll_interval_ms"],
+            window_rounds=self.settings["window_rounds"],
+        )
+
+    def store_path(self, core: CoreEntry) -> Path:
+        """The SQLite file where `core` keeps its state."""
+        return self.path.parent / f"{core.name}.sqlite"
+
+
+def load_network(directory: Path) -> TuskNetwork:
+    """Read and check ``DIR/tusk.toml``.
+
+    Raises `ConfigFileError` when it is missing or not TOML, `ConfigError` naming the
+    key when a value is wrong.
+    """
+    path = directory / CONFIG_NAME
+    document = read_toml(path)
+    table = document.get("tusk", {})
+    if not isinstance(table, dict):
+        raise ConfigError(path, "tusk", "expected a table")
+    settings = {}
+    for key, (default, smallest) in SETTINGS.items():
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+            raise ConfigError(path, f"tusk.{key}", f"expected an integer >= {smallest}")
+        settings[key] = value
+    raw_cores = document.get("cores")
+    if not isinstance(raw_cores, list) or not raw_cores:
+        raise ConfigError(path, "cores", "expected a non-empty array of tables [[cores]]")
+    cores = tuple(node_entry(path, f"cores[{index}]", raw) for index, raw in enumerate(raw_cores))
+    _check_distinct(path, cores)
+    return TuskNetwork(path, settings, cores)
+
+
+def _check_distinct(path: Path, cores: tuple[CoreEntry, ...]) -> None:
+    for key, value_of in (
+        ("name", lambda core: core.name),
+        ("id", lambda core: core.node_id),
+        ("port", lambda core: (core.host, core.port)),
+    ):
+        seen: set[object] = set()
+        for index, core in enumerate(cores):
+            value = value_of(core)
+            if value in seen:
+                raise ConfigError(path, f"cores[{index}].{key}", "expected a unique value")
+            seen.add(value)
+
+
+def render_config(cores: list[tuple[str, str, str, int, str]]) -> str:
+    """The text of a new ``tusk.toml``: default settings and the (name, id text, host,
+    port, key file) of each core."""
+    lines = ["# A synod Tusk committee (written by `synod tusk init`).", "[tusk]"]
+    lines += [f"{key} = {default}" for key, (default, _) in SETTINGS.items()]
+    lines += render_node_tables("cores", cores)
+    return "\n".join(lines) + "\n"
+
