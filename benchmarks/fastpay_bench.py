@@ -49,15 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synod.cli.fastpay import (
-    AuthorityEntry,
-    CommitteeFile,
-    free_port_block,
-    percentile,
-    process_cpu_s,
-    shard_router,
-)
 from synod.crypto import KeyPair, node_id_text, verify
+from synod.fastpay.config import AuthorityEntry, CommitteeFile, shard_router
 from synod.fastpay.messages import (
     CROSS_SHARD_DOMAIN,
     REPLY_CODEC,
@@ -74,6 +67,8 @@ from synod.fastpay.messages import (
     make_transfer_order,
     vote_is_valid,
 )
+from synod.fastpay.wallet import percentile
+from synod.runtime.fastpay_node import free_port_block, process_cpu_s
 from synod.runtime.rpc import RpcClient, RpcFailure, RpcResult
 from synod.wire import canonical_bytes
 
@@ -209,7 +204,7 @@ def prepare(directory: Path, shards: int, transfers: int) -> Setup:
     (directory / "initial_accounts.txt").write_text(
         "".join(f"{node_id_text(keys.node_id)}:100\n" for keys in accounts), encoding="utf-8"
     )
-    committee = CommitteeFile(directory / "committee.json", tuple(entries))
+    committee = CommitteeFile(tuple(entries), directory / "committee.json")
     return Setup(directory, committee, authorities, accounts)
 
 

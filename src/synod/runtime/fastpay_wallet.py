@@ -1,0 +1,468 @@
+"""A FastPay wallet that talks to a running committee over TCP: transfer, query, benchmark.
+
+Theory of operation.  `WalletClient` drives the `synod.fastpay.client.Client` core of
+every wallet in an `Accounts` (in memory, or an `AccountsFile`) the way
+`synod.runtime.host.NodeHost` drives a node: all cores share one input queue and one
+task; each batch of inputs is handled, the wallets' records are saved (one durable
+rewrite of the accounts file per batch), and only then are the batch's calls sent to the
+authorities' shards (routed by `synod.fastpay.config.shard_router`).  A signed order is
+therefore saved before any authority sees it, and after a crash the next transfer from
+that account resumes the very same order.
+
+A call that gets no answer within `timeout_ms` comes back to the core as `CallFailed`;
+while an authority refuses connections (not started yet, restarting) the call is tried
+again every 50 ms until that deadline.
+
+Failures are typed (`synod.fastpay.wallet`): `UnknownAccount`, `TransferError`,
+`NoQuorum` (all `WalletError`), and `FastPayFileError` for files that do not hold what
+they should.  Nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from synod.core import CallFailed, LocalError, Proposed, Response
+from synod.crypto import KeyPair, NodeId
+from synod.fastpay.client import Client, Pay, Query, Receive, Resume, TransferReceived
+from synod.fastpay.config import CommitteeFile, FastPayFileError, read_text, shard_router
+from synod.fastpay.messages import REPLY_CODEC, REQUEST_CODEC, CertifiedTransferOrder
+from synod.fastpay.wallet import (
+    Accounts,
+    WalletError,
+    decode_accounts,
+    percentile,
+    queried_balance,
+    transfer_certificate,
+)
+from synod.runtime.rpc import RpcClient, RpcFailure
+from synod.wire import DecodeError
+
+DEFAULT_TIMEOUT_MS = 10_000
+RETRY_INTERVAL_S = 0.05
+MAX_BATCH_INPUTS = 512
+
+
+class WalletFileError(WalletError):
+    """The accounts file could not be written."""
+
+
+# ---------------------------------------------------------------- the accounts file
+
+
+class AccountsFile(Accounts):
+    """``accounts.json``: one wallet per line, rewritten atomically (fsync, rename).
+
+    A second process on the same file waits for the first: `lock` takes an exclusive
+    lock on a ``.lock`` file beside it, held until `unlock`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(source=str(path))
+        self.path = path
+        self._lock: IO[str] | None = None
+
+    @classmethod
+    def open(cls, path: Path, *, missing_ok: bool = False) -> AccountsFile:
+        """Lock `path` (waiting for another holder) and load it; a missing file is empty
+        when `missing_ok`."""
+        accounts = cls(path)
+        accounts.lock()
+        try:
+            accounts.load(missing_ok=missing_ok)
+        except BaseException:
+            accounts.unlock()
+            raise
+        return accounts
+
+    def lock(self) -> None:
+        """Wait for, then hold, the exclusive lock of the accounts file."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            handle = lock_path.open("a")
+        except OSError as error:
+            raise FastPayFileError(f"{lock_path}: cannot open the lock file: {error}") from None
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        self._lock = handle
+
+    def unlock(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def load(self, *, missing_ok: bool = False) -> None:
+        """Read the wallets of the file (replacing those in memory)."""
+        if missing_ok and not self.path.exists():
+            self.wallets = {}
+            return
+        wallets = decode_accounts(read_text(self.path, "accounts"), self.source)
+        self.wallets = {bytes(wallet.keys.node_id): wallet for wallet in wallets}
+        self.dirty = False
+
+    def save(self) -> None:
+        """Write every wallet durably: a temporary file, fsync, rename, fsync the folder."""
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(self.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            raise WalletFileError(f"{self.path}: cannot write the accounts file: {error}") from None
+        self.dirty = False
+
+
+def create_wallets(accounts: Accounts, count: int, initial_balance: int) -> list[NodeId]:
+    """Add `count` wallets with fresh keys, funded with `initial_balance` at genesis."""
+    created = []
+    for _ in range(count):
+        keys = KeyPair.generate()
+        accounts.add(keys, initial_balance)
+        created.append(keys.node_id)
+    return created
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    """A confirmed transfer: its certificate, and what else `WalletClient.transfer` did.
+
+    `resumed` is the interrupted transfer finished first (if any); `uncounted` the
+    payments to wallets of these accounts that could not count them yet.
+    """
+
+    certificate: CertifiedTransferOrder
+    elapsed_ms: float
+    balance: int
+    resumed: CertifiedTransferOrder | None = None
+    uncounted: tuple[CertifiedTransferOrder, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkSummary:
+    """The outcome of `WalletClient.benchmark` (latencies of the confirmed transfers)."""
+
+    transfers: int
+    failed: int
+    seconds: float
+    transfers_per_s: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    first_failure: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON object."""
+        return {
+            "transfers": self.transfers,
+            "failed": self.failed,
+            "seconds": self.seconds,
+            "transfers_per_s": self.transfers_per_s,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p90_ms": self.latency_p90_ms,
+            "latency_p99_ms": self.latency_p99_ms,
+            "first_failure": self.first_failure,
+        }
+
+
+# ---------------------------------------------------------------- the client driver
+
+
+@dataclass(slots=True)
+class _Operation:
+    events: list[Any] = field(default_factory=list)
+    done: asyncio.Future[list[Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    command: Any
+    operation: _Operation
+
+
+class WalletClient:
+    """Drives the `Client` cores of the wallets in `accounts` against `committee`.
+
+    Use it as an async context manager: leaving it cancels what is in flight, closes the
+    connections and saves the wallets.
+    """
+
+    def __init__(
+        self, committee: CommitteeFile, accounts: Accounts, *, timeout_ms: int = DEFAULT_TIMEOUT_MS
+    ) -> None:
+        self.committee_file = committee
+        self.committee = committee.committee()
+        self.accounts = accounts
+        self.timeout_s = timeout_ms / 1000
+        self.route = shard_router(committee)
+        self.cores: dict[bytes, Client] = {}
+        self.failure: BaseException | None = None
+        self._operations: dict[bytes, _Operation] = {}
+        self._inputs: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self._rpc: dict[tuple[str, int], RpcClient] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WalletClient:
+        self._worker = asyncio.create_task(self._process())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in self._rpc.values():
+            await client.close()
+        if self.accounts.dirty:
+            self.accounts.save()
+
+    # ------------------------------------------------------------ the accounts' cores
+
+    def core(self, account: bytes) -> Client:
+        """The client core of `account`, rebuilt from its wallet on first use."""
+        key = bytes(account)
+        core = self.cores.get(key)
+        if core is None:
+            wallet = self.accounts.wallet(key)
+            core = self.cores[key] = wallet.client(self.committee, self.accounts.source)
+        return core
+
+    def pending_sequence_number(self, account: bytes) -> int | None:
+        """The sequence number of `account`'s interrupted transfer, if one is pending."""
+        pending = self.core(account).pending
+        return None if pending is None else pending.transfer.sequence_number
+
+    def known_balance(self, account: bytes) -> int:
+        """The balance of `account` as its own client knows it."""
+        return self.core(account).balance
+
+    # ------------------------------------------------------------ operations
+
+    async def transfer(self, sender: bytes, recipient: bytes, amount: int) -> TransferDone:
+        """Pay `amount` from `sender`'s wallet to `recipient`, after finishing `sender`'s
+        interrupted transfer if one is pending; wallets of these accounts that are paid
+        count the payment.  `TransferError` when a transfer does not complete."""
+        resumed = None
+        uncounted: list[CertifiedTransferOrder] = []
+        if self.pending_sequence_number(sender) is not None:
+            resumed = await self.resume(sender)
+            if not await self._count_if_ours(sender, resumed):
+                uncounted.append(resumed)
+        started = time.perf_counter()
+        certificate = await self.pay(sender, recipient, amount)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        balance = self.known_balance(sender)
+        if not await self._count_if_ours(sender, certificate):
+            uncounted.append(certificate)
+        return TransferDone(certificate, elapsed_ms, balance, resumed, tuple(uncounted))
+
+    async def pay(self, sender: bytes, recipient: bytes, amount: int) -> CertifiedTransferOrder:
+        """One payment to its confirmation (refused while an order is pending)."""
+        return transfer_certificate(await self.perform(sender, Pay(recipient, amount)))
+
+    async def resume(self, account: bytes) -> CertifiedTransferOrder:
+        """Finish `account`'s pending order (or confirm its last certificate again)."""
+        return transfer_certificate(await self.perform(account, Resume()))
+
+    async def receive(self, account: bytes, certificate: CertifiedTransferOrder) -> bool:
+        """Confirm a certificate paying `account` and count it; whether it was counted."""
+        events = await self.perform(account, Receive(certificate))
+        return any(isinstance(event, TransferReceived) for event in events)
+
+    async def query_balance(self, account: bytes) -> int:
+        """The highest balance of `account` that a quorum of authorities vouches for."""
+        events = await self.perform(account, Query())
+        return queried_balance(events, len(self.committee))
+
+    async def benchmark(
+        self,
+        *,
+        max_in_flight: int = 500,
+        amount: int = 1,
+        on_progress: Callable[[], None] | None = None,
+    ) -> BenchmarkSummary:
+        """Every wallet pays `amount` to the next one, at most `max_in_flight` at once;
+        `on_progress` runs after each transfer (confirmed or failed)."""
+        accounts = list(self.accounts.wallets)
+        if not accounts:
+            raise WalletError(f"{self.accounts.source}: no accounts")
+        limit = asyncio.Semaphore(max_in_flight)
+        latencies_ms: list[float] = []
+        failures: list[str] = []
+
+        async def one(index: int) -> None:
+            sender, recipient = accounts[index], accounts[(index + 1) % len(accounts)]
+            async with limit:
+                started = time.perf_counter()
+                try:
+                    if self.pending_sequence_number(sender) is not None:
+                        await self.resume(sender)
+                    await self.pay(sender, recipient, amount)
+                    latencies_ms.append((time.perf_counter() - started) * 1000)
+                except WalletError as error:
+                    failures.append(str(error))
+                if on_progress is not None:
+                    on_progress()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(index) for index in range(len(accounts))))
+        return _summary(latencies_ms, failures, time.perf_counter() - started)
+
+    async def perform(self, account: bytes, command: Any) -> list[Any]:
+        """Run one client command (`Pay`, `Resume`, `Query`, `Receive`...) to its end.
+
+        Returns the events of the operation; a local refusal (insufficient known balance,
+        a pending order) is returned as the `LocalError` itself.
+        """
+        key = bytes(account)
+        self.core(key)
+        if self._worker is None:
+            raise RuntimeError("use the WalletClient as an async context manager")
+        operation = _Operation(done=asyncio.get_running_loop().create_future())
+        self._inputs.put_nowait((key, _Command(command, operation)))
+        assert operation.done is not None
+        return await operation.done
+
+    async def _count_if_ours(self, sender: bytes, certificate: CertifiedTransferOrder) -> bool:
+        account = certificate.transfer.recipient
+        if account not in self.accounts.wallets or account == sender:
+            return True
+        return await self.receive(account, certificate)
+
+    # ------------------------------------------------------------ the loop
+
+    async def _process(self) -> None:
+        try:
+            while True:
+                batch = [await self._inputs.get()]
+                while len(batch) < MAX_BATCH_INPUTS and not self._inputs.empty():
+                    batch.append(self._inputs.get_nowait())
+                steps = self._run_batch(batch)
+                if self.accounts.dirty:
+                    await asyncio.to_thread(self.accounts.save)
+                for account, step, busy, operation in steps:
+                    self._apply(account, step, busy, operation)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            self.failure = error
+            for operation in self._operations.values():
+                if operation.done is not None and not operation.done.done():
+                    operation.done.set_exception(error)
+
+    def _run_batch(
+        self, batch: list[tuple[bytes, Any]]
+    ) -> list[tuple[bytes, Any, bool, _Operation | None]]:
+        """Handle a batch; each step is paired with the operation it belongs to (a late
+        answer handled before a new command's input belongs to none)."""
+        steps = []
+        for account, item in batch:
+            core = self.cores[account]
+            event = item
+            if isinstance(item, _Command):
+                self._operations[account] = item.operation
+                event = Proposed(item.command)
+            try:
+                step = core.handle(event, int(time.monotonic() * 1000))
+            except LocalError as error:
+                if isinstance(item, _Command):
+                    self._finish(account, item.operation, [error])
+                    continue
+                raise
+            self.accounts.apply(account, step.persist)
+            steps.append((account, step, core.busy, self._operations.get(account)))
+        return steps
+
+    def _apply(self, account: bytes, step: Any, busy: bool, operation: _Operation | None) -> None:
+        for call in step.outgoing:
+            task = asyncio.get_running_loop().create_task(self._call(account, call))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if operation is not None:
+            operation.events.extend(step.events)
+            if not busy:
+                self._finish(account, operation, operation.events)
+
+    def _finish(self, account: bytes, operation: _Operation, events: list[Any]) -> None:
+        if self._operations.get(account) is operation:
+            del self._operations[account]
+        if operation.done is not None and not operation.done.done():
+            operation.done.set_result(events)
+
+    async def _call(self, account: bytes, call: Any) -> None:
+        address = self.route(call.to, call.body)
+        if address is None:
+            self._inputs.put_nowait((account, CallFailed(call.to, call.request_id, "unknown")))
+            return
+        client = self._rpc.get(address)
+        if client is None:
+            client = self._rpc[address] = RpcClient(address)
+        body = REQUEST_CODEC.encode(call.body)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            result = await client.call(body, timeout_s=max(0.001, remaining))
+            refused = isinstance(result, RpcFailure) and result.reason.startswith("cannot")
+            if not refused or time.monotonic() + RETRY_INTERVAL_S >= deadline:
+                break
+            await asyncio.sleep(RETRY_INTERVAL_S)  # the authority is not listening (yet)
+        if isinstance(result, RpcFailure):
+            event: Any = CallFailed(call.to, call.request_id, result.reason)
+        else:
+            try:
+                event = Response(call.to, call.request_id, REPLY_CODEC.decode(result.body))
+            except DecodeError as error:
+                event = CallFailed(call.to, call.request_id, f"undecodable reply: {error}")
+        self._inputs.put_nowait((account, event))
+
+
+def _summary(latencies_ms: list[float], failures: list[str], seconds: float) -> BenchmarkSummary:
+    return BenchmarkSummary(
+        transfers=len(latencies_ms),
+        failed=len(failures),
+        seconds=round(seconds, 3),
+        transfers_per_s=round(len(latencies_ms) / seconds, 1) if seconds else 0.0,
+        latency_p50_ms=round(percentile(latencies_ms, 0.50), 1),
+        latency_p90_ms=round(percentile(latencies_ms, 0.90), 1),
+        latency_p99_ms=round(percentile(latencies_ms, 0.99), 1),
+        first_failure=failures[0] if failures else None,
+    )
+
+
+@asynccontextmanager
+async def open_wallet(
+    committee_path: Path,
+    accounts_path: Path,
+    *,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+) -> AsyncIterator[WalletClient]:
+    """A `WalletClient` over the files `committee_path` and `accounts_path` (held
+    locked, saved and unlocked on exit)."""
+    committee = CommitteeFile.load(committee_path)
+    accounts = await asyncio.to_thread(AccountsFile.open, accounts_path)
+    try:
+        async with WalletClient(committee, accounts, timeout_ms=timeout_ms) as wallet:
+            yield wallet
+    finally:
+        accounts.unlock()
