@@ -49,10 +49,10 @@ class ConnectionSlots:
     """Connection slots, at most `per_host` per host and `total` in all (see module doc)."""
 
     def __init__(self, *, total: int, per_host: int) -> None:
-        if not 1 <= per_host <= total:
-            raise ValueError(f"need 1 <= per_host ({per_host}) <= total ({total})")
+        if per_host < 1 or total < 1:
+            raise ValueError(f"budgets must be positive: total {total}, per host {per_host}")
         self.total = total
-        self.per_host = per_host
+        self.per_host = min(per_host, total)
         self._by_host: dict[str, list[Slot]] = {}
         self._count = 0
         self.refused = 0
@@ -105,10 +105,10 @@ class ByteBudget:
     """Bytes held on behalf of remote hosts: `per_host` each, `total` in all."""
 
     def __init__(self, *, total: int, per_host: int) -> None:
-        if not 1 <= per_host <= total:
-            raise ValueError(f"need 1 <= per_host ({per_host}) <= total ({total})")
+        if per_host < 1 or total < 1:
+            raise ValueError(f"budgets must be positive: total {total}, per host {per_host}")
         self.total = total
-        self.per_host = per_host
+        self.per_host = min(per_host, total)
         self.used = 0
         self._by_host: dict[str, int] = {}
         self.refused = 0

@@ -4,15 +4,52 @@ Shared by the peer transport and the request/response layer.  `read_frame` reads
 header with ``readexactly(4)``, refuses an announced length above the cap
 (`synod.wire.FrameTooLarge`) without reading or buffering any of the body, and only then
 reads the body with ``readexactly(n)``.
+
+`read_frame_guarded` is what listeners use on connections from parties they do not
+trust: the header must arrive within an idle deadline, the body's bytes are reserved
+from a `ByteBudget` (per source host and per process) before any of it is read, and the
+body must arrive within a deadline that grows with its length (`FrameDeadlines`), so a
+peer that sends one byte now and then, or announces a large frame and stalls, holds
+neither memory nor the connection for long.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
-from synod.wire import FRAME_HEADER, encode_frame, parse_frame_header
+from synod.runtime.admission import ByteBudget
+from synod.wire import FRAME_HEADER, WireError, encode_frame, parse_frame_header
 
-__all__ = ["close_writer", "encode_frame", "read_frame"]
+__all__ = [
+    "FrameBudgetExceeded",
+    "FrameDeadlines",
+    "close_writer",
+    "encode_frame",
+    "read_frame",
+    "read_frame_guarded",
+]
+
+
+class FrameBudgetExceeded(WireError):
+    """A frame's bytes could not be reserved: its host (or the process) holds too many."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDeadlines:
+    """How long a remote party may take: to start a frame, and to finish one.
+
+    A frame of n bytes must be complete `frame_s + n / min_bytes_per_s` seconds after its
+    header: 10 s plus 4 s per MiB by default (256 KiB/s, far below any real link between
+    nodes, far above a trickle).
+    """
+
+    idle_s: float = 300.0
+    frame_s: float = 10.0
+    min_bytes_per_s: int = 256 * 1024
+
+    def body_s(self, length: int) -> float:
+        return self.frame_s + length / self.min_bytes_per_s
 
 
 async def read_frame(reader: asyncio.StreamReader, *, max_frame_bytes: int) -> bytes:
@@ -39,3 +76,31 @@ async def close_writer(writer: asyncio.StreamWriter, *, timeout_s: float = 1.0) 
         writer.transport.abort()
     except (OSError, RuntimeError):
         pass
+
+
+async def read_frame_guarded(
+    reader: asyncio.StreamReader,
+    *,
+    max_frame_bytes: int,
+    deadlines: FrameDeadlines,
+    budget: ByteBudget,
+    host: str,
+) -> bytes:
+    """Read one frame from an untrusted party (see the module docstring).
+
+    Raises what `read_frame` raises, `TimeoutError` when a deadline passes and
+    `FrameBudgetExceeded` when the body's bytes cannot be reserved.
+    """
+    async with asyncio.timeout(deadlines.idle_s):
+        header = await reader.readexactly(FRAME_HEADER.size)
+    length = parse_frame_header(header, max_frame_bytes=max_frame_bytes)
+    if not budget.reserve(host, length):
+        raise FrameBudgetExceeded(
+            f"{length}-byte frame refused: {budget.used_by(host)} bytes already held for "
+            f"this host, {budget.used} for all"
+        )
+    try:
+        async with asyncio.timeout(deadlines.body_s(length)):
+            return await reader.readexactly(length)
+    finally:
+        budget.release(host, length)

@@ -19,6 +19,18 @@ not read its replies (more than `RpcConfig.max_buffered_reply_bytes` waiting) is
 disconnected and logged; every other client keeps being served.  The server does not
 authenticate clients: passive cores check the signatures carried in requests.
 
+*Under attack* (docs/runtime.md gives each number and its reason).  Anyone can connect,
+so every resource a connection holds is budgeted per source host (`synod.runtime.
+admission`): connection slots (`max_clients_per_host` of `max_clients`; a full server
+makes room by closing the least recently active connection of the busiest host), bytes
+of frames being received (`receive_budget_per_host_bytes` of `receive_budget_bytes`,
+reserved from the header before the body is read), time (a frame must start within
+`deadlines.idle_s` and finish within a deadline that grows with its length), and
+unread replies: the server reads a connection's next request only once that
+connection's replies have drained below the socket's high-water mark, waiting at most
+`deadlines.idle_s`, so a client that never reads stops being served without growing the
+server.
+
 *Client.*  `RpcClient.call` reports every failure as a value (`RpcFailure`: cannot
 connect, timeout, connection lost, garbage from the server), never as an exception; it
 reconnects on the next call after a failure.  A reply that arrives after its call timed
@@ -38,9 +50,10 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from synod.runtime.framing import close_writer, read_frame
+from synod.runtime.admission import ByteBudget, ConnectionSlots, Slot
+from synod.runtime.framing import FrameDeadlines, close_writer, read_frame, read_frame_guarded
 from synod.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     U64,
@@ -84,7 +97,19 @@ class RpcConfig:
     max_buffered_reply_bytes: int = 16 * 1024 * 1024
     close_timeout_s: float = 1.0
     max_clients: int = 1024
-    """Connections served at once; more are closed on accept (counted as refused)."""
+    """Connections served at once (a full server makes room from the busiest host)."""
+    max_clients_per_host: int = 64
+    """Connections from one source address: a client needs one per server, a load
+    generator one per process; more than 64 from one host is an attack or a leak."""
+    receive_budget_bytes: int = 256 * 1024 * 1024
+    """Bytes of requests being received, all connections together."""
+    receive_budget_per_host_bytes: int = 32 * 1024 * 1024
+    """Bytes of requests being received from one host: eight maximum-size frames."""
+    unread_reply_budget_bytes: int = 256 * 1024 * 1024
+    """Replies written but not yet read by their clients, all connections together."""
+    unread_reply_budget_per_host_bytes: int = 32 * 1024 * 1024
+    """The same for the connections of one host."""
+    deadlines: FrameDeadlines = field(default_factory=FrameDeadlines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +127,11 @@ class RpcFailure:
 
 
 RpcResult = RpcReply | RpcFailure
+
+_REPLY_SUM_THRESHOLD_BYTES = 1024 * 1024
+_EAGER_WRITE_BYTES = 64 * 1024
+"""Replies of one client buffered in this loop turn beyond which they are written at
+once, so that the socket's back-pressure applies before the next request is read."""
 
 # ---------------------------------------------------------------- server
 
@@ -122,13 +152,29 @@ class RpcServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._numbers = itertools.count(1)
         self._server: asyncio.Server | None = None
+        self._hosts: dict[str, str] = {}
+        self.slots = ConnectionSlots(
+            total=self.config.max_clients, per_host=self.config.max_clients_per_host
+        )
+        self.receive_budget = ByteBudget(
+            total=self.config.receive_budget_bytes,
+            per_host=self.config.receive_budget_per_host_bytes,
+        )
         self.dropped_clients = 0
-        self.refused_clients = 0
         """Connections closed because the client misbehaved."""
+
+    @property
+    def refused_clients(self) -> int:
+        """Connections refused on accept (their host, or the server, was full)."""
+        return self.slots.refused
 
     @property
     def client_count(self) -> int:
         return len(self._clients)
+
+    def host_of(self, client: str) -> str:
+        """The source address of a connected client (its own id when it has gone)."""
+        return self._hosts.get(client, client)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
         """Listen on host:port (0 picks a free port); return the bound address."""
@@ -151,7 +197,7 @@ class RpcServer:
         )
         unsent_bytes = self._unsent_bytes.get(client, 0) + len(frame)
         buffered = writer.transport.get_write_buffer_size() + unsent_bytes
-        if buffered > self.config.max_buffered_reply_bytes:
+        if self._over_reply_budget(client, buffered):
             log.warning("client does not read its replies; disconnected", extra={"client": client})
             self.dropped_clients += 1
             self._unsent.pop(client, None)
@@ -164,6 +210,38 @@ class RpcServer:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         return True
+
+    def _buffered(self, client: str) -> int:
+        writer = self._clients.get(client)
+        if writer is None or writer.is_closing():
+            return 0
+        return writer.transport.get_write_buffer_size() + self._unsent_bytes.get(client, 0)
+
+    def _over_reply_budget(self, client: str, buffered: int) -> bool:
+        """Whether replies waiting for `client` pass its bound, its host's or the server's.
+
+        Honest clients read their replies, so the sums over a host's clients and over all
+        clients are taken only for a client that already has 1 MiB waiting.
+        """
+        config = self.config
+        if buffered > config.max_buffered_reply_bytes:
+            return True
+        if buffered <= _REPLY_SUM_THRESHOLD_BYTES:
+            return False
+        host = self._hosts.get(client)
+        others = [other for other in self._clients if other != client]
+        same_host = sum(self._buffered(other) for other in others if self._hosts.get(other) == host)
+        if buffered + same_host > config.unread_reply_budget_per_host_bytes:
+            return True
+        everyone = sum(self._buffered(other) for other in others)
+        return buffered + everyone > config.unread_reply_budget_bytes
+
+    def _write_unsent(self, client: str) -> None:
+        frames = self._unsent.pop(client, [])
+        self._unsent_bytes.pop(client, None)
+        writer = self._clients.get(client)
+        if frames and writer is not None and not writer.is_closing():
+            writer.write(b"".join(frames))
 
     def _flush(self) -> None:
         """Write each client's replies of this loop turn in one go (see module doc)."""
@@ -187,40 +265,69 @@ class RpcServer:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self.config.max_clients:
-            self.refused_clients += 1
-            log.warning("too many clients; connection refused", extra={"limit": len(self._clients)})
-            await close_writer(writer, timeout_s=self.config.close_timeout_s)
+        host = _peer_host(writer)
+        loop = asyncio.get_running_loop()
+        slot = self.slots.admit(host, writer.transport.abort, loop.time())
+        if slot is None:
+            log.warning(
+                "too many clients; connection refused",
+                extra={"host": host, "from_host": self.slots.held_by(host)},
+            )
+            writer.transport.abort()
             return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         client = f"rpc:{_peer_address(writer)}#{next(self._numbers)}"
         self._clients[client] = writer
+        self._hosts[client] = host
         try:
-            await self._serve(client, reader)
+            await self._serve(client, slot, reader, writer)
         except asyncio.CancelledError:
             pass  # cancelled by `close`: end quietly (asyncio would log it as an error)
         finally:
+            self.slots.release(slot)
             frames = self._unsent.pop(client, [])
             self._unsent_bytes.pop(client, None)
             if frames and not writer.is_closing():
                 writer.write(b"".join(frames))  # replies of this turn still go out
             self._clients.pop(client, None)
+            self._hosts.pop(client, None)
             self._tasks.discard(task)
             await close_writer(writer, timeout_s=self.config.close_timeout_s)
 
-    async def _serve(self, client: str, reader: asyncio.StreamReader) -> None:
+    async def _serve(
+        self,
+        client: str,
+        slot: Slot,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = self.config.deadlines
         try:
             while True:
-                body = await read_frame(reader, max_frame_bytes=self.config.max_frame_bytes)
+                body = await read_frame_guarded(
+                    reader,
+                    max_frame_bytes=self.config.max_frame_bytes,
+                    deadlines=deadlines,
+                    budget=self.receive_budget,
+                    host=slot.host,
+                )
+                slot.last_active = loop.time()
                 request = self._codec.decode(body)
                 reply = await self.handler(client, request.request_id, request.body)
                 if reply is not None:
                     self.reply(client, request.request_id, reply)
+                if self._unsent_bytes.get(client, 0) >= _EAGER_WRITE_BYTES:
+                    self._write_unsent(client)  # so that `drain` sees them
+                async with asyncio.timeout(deadlines.idle_s):
+                    await writer.drain()  # replies read before the next request is
         except asyncio.IncompleteReadError as error:
             if error.partial:
                 self._drop(client, "connection closed mid-frame")
+        except TimeoutError:
+            log.info("idle or stalled client disconnected", extra={"client": client})
         except (DecodeError, WireError) as error:
             self._drop(client, f"{type(error).__name__}: {error}")
         except OSError as error:
@@ -427,4 +534,12 @@ def _peer_address(writer: asyncio.StreamWriter) -> str:
     peername = writer.get_extra_info("peername")
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"
+    return str(peername)
+
+
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    """The source address a connection comes from: what admission is fair between."""
+    peername = writer.get_extra_info("peername")
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
     return str(peername)
