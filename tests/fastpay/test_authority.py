@@ -30,7 +30,6 @@ from synod.fastpay.authority import (
     CreditSaturated,
     check_certificate,
 )
-from synod.fastpay.localnet import certify
 from synod.fastpay.messages import (
     MAX_BALANCE,
     REQUEST_CODEC,
@@ -46,6 +45,7 @@ from synod.fastpay.messages import (
     SignedTransferOrder,
     Transfer,
     TransferOrder,
+    certify,
     make_transfer_order,
     shard_of,
     vote_is_valid,

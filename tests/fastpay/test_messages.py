@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synod.crypto import KeyPair
-from synod.fastpay.localnet import certify
 from synod.fastpay.messages import (
     MAX_AMOUNT,
     MAX_COMMITTEE_SIZE,
@@ -35,6 +34,7 @@ from synod.fastpay.messages import (
     ErrorReply,
     Transfer,
     TransferOrder,
+    certify,
     make_transfer_order,
     make_vote,
     request_shard,

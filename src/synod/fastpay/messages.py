@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
@@ -238,6 +239,20 @@ def make_vote(authority_keys: KeyPair, order: TransferOrder) -> SignedTransferOr
         order=order,
         authority=authority_keys.node_id,
         signature=authority_keys.sign(VOTE_DOMAIN, order.transfer.signed_bytes()),
+    )
+
+
+def certify(order: TransferOrder, authorities: Iterable[KeyPair]) -> CertifiedTransferOrder:
+    """A certificate for `order` carrying the votes of `authorities`, in that order.
+
+    What a client assembles from the votes it collects; made directly from the
+    authorities' keys here for tests, examples and tools that hold those keys.  Nothing
+    is checked: too few or foreign signers give a certificate that authorities refuse.
+    """
+    votes = [make_vote(keys, order) for keys in authorities]
+    return CertifiedTransferOrder(
+        order=order,
+        signatures=[AuthoritySignature(vote.authority, vote.signature) for vote in votes],
     )
 
 
