@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from synod.cli.crdt import ConfigError, crdt, load_config, parse_peer
+from synod.cli.crdt import crdt
+from synod.config import ConfigError
+from synod.crdt.config import load_config, parse_peer
 from synod.crypto import KeyPair, node_id_text, read_key_file
 
 
@@ -76,8 +78,11 @@ def test_configuration_errors_name_the_file_and_the_key(
     path.write_text(text.replace(replace, by))
     with pytest.raises(ConfigError) as raised:
         load_config(tmp_path / "alice")
-    assert str(path) in raised.value.message and key in raised.value.message
-    assert raised.value.exit_code == 2
+    assert raised.value.path == path and raised.value.key == key
+    assert f"{path}: {key}: expected" in str(raised.value)
+    result = CliRunner().invoke(crdt, ["run", str(tmp_path / "alice")])
+    assert result.exit_code == 2
+    assert f"{path}: {key}: expected" in result.output
 
 
 def test_a_peer_table_with_a_bad_id_is_a_configuration_error(tmp_path: Path) -> None:

@@ -17,12 +17,23 @@ one every node already holds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from synod.core import LocalError
-from synod.crdt.messages import ROOT, MapPut, NewList, NewMap, Update, UpdateBody, sign_update
-from synod.crdt.replica import Edit, Insert, Put, Replica
-from synod.crypto import KeyPair, blake2b, node_id_text
+from synod.core import LocalError, Received
+from synod.crdt.messages import (
+    ROOT,
+    UPDATE_CODEC,
+    MapPut,
+    NewList,
+    NewMap,
+    Update,
+    UpdateBody,
+    Updates,
+    sign_update,
+)
+from synod.crdt.replica import Edit, Insert, Put, Replica, UpdateApplied
+from synod.crypto import KeyPair, NodeId, blake2b, node_id_text
 
 LOG_KEY = "log"
 _GENESIS_PERSON = b"synod-crdt-gen"
@@ -38,6 +49,15 @@ def genesis_update(document: str) -> tuple[bytes, Update]:
     keys = genesis_keys(document)
     body = UpdateBody(keys.node_id, 1, 1, [], [MapPut(ROOT, LOG_KEY, NewList())])
     return sign_update(keys, body)
+
+
+def genesis_input(replica: Replica, document: str) -> Received | None:
+    """The input that hands `replica` the genesis update of `document`, as if a peer
+    had sent it (None when the replica holds it already)."""
+    genesis_id, genesis = genesis_update(document)
+    if genesis_id in replica.graph:
+        return None
+    return Received(NodeId(genesis.body.author), Updates([UPDATE_CODEC.encode(genesis)]))
 
 
 def append_edits(replica: Replica, text: str, name: str) -> list[Edit]:
@@ -76,3 +96,46 @@ def appended_entry(update: Update) -> dict[str, str] | None:
     if "text" not in fields:
         return None
     return fields
+
+
+@dataclass(frozen=True, slots=True)
+class EntryAppended:
+    """An update that appended an entry to the log was applied (`local`: made here)."""
+
+    update_id: bytes
+    author: NodeId
+    local: bool
+    name: str | None
+    text: str
+
+
+def entry_appended(replica: Replica, event: UpdateApplied) -> EntryAppended | None:
+    """What the update of `event` appended to the log (None if it appended nothing)."""
+    entry = appended_entry(UPDATE_CODEC.decode(replica.encoded_update(event.update_id)))
+    if entry is None:
+        return None
+    return EntryAppended(
+        event.update_id, NodeId(event.author), event.local, entry.get("name"), entry["text"]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogDigest:
+    """A replica's log at a glance: equal digests on two replicas, equal documents."""
+
+    entries: int
+    updates: int
+    document: str
+    updates_digest: str
+    waiting: int
+
+
+def log_digest(replica: Replica) -> LogDigest:
+    """The `LogDigest` of `replica` now."""
+    return LogDigest(
+        entries=len(entries(replica)),
+        updates=len(replica.graph),
+        document=replica.document_digest(),
+        updates_digest=replica.updates_digest(),
+        waiting=len(replica.waiting_ids()),
+    )

@@ -1,0 +1,337 @@
+"""A BFT-CRDT log node on a real network: SQLite store, relayer link, direct peer links.
+
+`LogNode` drives one `synod.crdt.replica.Replica` that edits the shared log document of
+`synod.crdt.log` (a list of ``{"author", "name", "text"}`` entries, created by a genesis
+update every node makes by itself).  It talks to a relayer over a websocket
+(`synod.runtime.relay.RelayClient`) and/or directly to peers over synod's authenticated
+TCP transport; on start, on every reconnection to the relayer and every
+``announce_interval_ms`` it announces its heads, which starts the catch-up
+(reconciliation by heads).
+
+Inputs (peer messages, local appends, timers, reconnections, inspections) go through one
+queue into one task, so the replica sees one input at a time.  Each step's records are
+committed to SQLite before any of its messages leaves (`synod.core`'s contract); a node
+opened again on the same store resumes from them.  Peer input waits while the queue
+holds `INPUT_QUEUE_LIMIT` items, which stops reading those connections and pushes back on
+the senders; the application's own appends and inspections are never refused.
+
+Nothing here prints or exits: events go to the `on_event` callback, a failure stops the
+node and `wait` raises `NodeFailed`.  See docs/crdt.md ("From Python").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from synod.core import (
+    Broadcast,
+    Input,
+    LocalError,
+    Proposed,
+    Received,
+    Send,
+    SetTimer,
+    Started,
+    Step,
+    TimerFired,
+)
+from synod.crdt.config import DEFAULT_ANNOUNCE_MS, DEFAULT_DOCUMENT, NodeConfig, PeerEntry
+from synod.crdt.log import append_edits, entries, entry_appended, genesis_input
+from synod.crdt.messages import CODEC
+from synod.crdt.replica import ANNOUNCE_TIMER, LocalChange, Replica, ReplicaConfig, UpdateApplied
+from synod.crypto import KeyPair, NodeId
+from synod.runtime.host import monotonic_ms
+from synod.runtime.relay import RelayClient
+from synod.runtime.storage import SqliteStorage
+from synod.runtime.transport import Address, PeerTransport
+from synod.wire import DecodeError
+
+log = logging.getLogger("synod.runtime.crdt_node")
+
+INPUT_QUEUE_LIMIT = 10_000
+"""Inputs waiting in a node's queue before peer input waits for room."""
+
+FLUSH_TIMEOUT_S = 1.0
+"""How long `LogNode.stop` lets the direct links send what they hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConnected:
+    """The websocket to the relayer at `url` came up (again); the node announces its heads."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRefused:
+    """`append(text)` made no transaction: `reason` says why (no log list yet, say)."""
+
+    text: str
+    reason: str
+
+
+class NodeFailed(Exception):
+    """The node stopped because handling an input failed (see the cause)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Inspect:
+    callback: Callable[[Replica], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Announce:
+    pass
+
+
+_Item = Input | _Append | _Inspect | _Announce
+
+
+class LogNode:
+    """One node of the shared log: a `Replica` rebuilt from `storage`, its links, one loop.
+
+    `name` is written into each entry this node appends.  `listen` opens the direct
+    transport (port 0 picks a free one, see `address`) for the `peers`; `relay` is a
+    relayer's ``ws://`` URL.  `on_event` receives, in order and after the step's records
+    are durable, every replica event (`UpdateApplied`, `UpdateRejected`,
+    `EquivocationDetected`, ...), an `EntryAppended` after each applied update that
+    appended to the log, `AppendRefused`, and `RelayConnected`.
+    """
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        storage: SqliteStorage,
+        *,
+        name: str,
+        document: str = DEFAULT_DOCUMENT,
+        announce_interval_ms: int = DEFAULT_ANNOUNCE_MS,
+        listen: Address | None = None,
+        relay: str | None = None,
+        peers: Sequence[PeerEntry] = (),
+        on_event: Callable[[object], None] | None = None,
+    ) -> None:
+        if peers and listen is None:
+            raise ValueError("direct peers need a listen address")
+        self.keys = keys
+        self.storage = storage
+        self.name = name
+        self.listen = listen
+        self.relay_url = relay
+        self.peers = tuple(peers)
+        self.on_event = on_event
+        self.replica = Replica(
+            keys, storage.load(), ReplicaConfig(announce_interval_ms=announce_interval_ms)
+        )
+        self.restored_updates = len(self.replica.graph)
+        self.address: Address | None = None
+        self.transport: PeerTransport | None = None
+        self.relay: RelayClient | None = None
+        self.failure: BaseException | None = None
+        self._direct = {peer.node_id for peer in self.peers}
+        self._inputs: asyncio.Queue[_Item] = asyncio.Queue()
+        self._inputs.put_nowait(Started())
+        genesis = genesis_input(self.replica, document)
+        if genesis is not None:
+            self._inputs.put_nowait(genesis)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._worker: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self._stopped = False
+
+    @classmethod
+    def open(
+        cls,
+        config: NodeConfig,
+        keys: KeyPair,
+        *,
+        on_event: Callable[[object], None] | None = None,
+    ) -> LogNode:
+        """The node `config` describes, with its store at ``config.database_path``.
+
+        Raises `StorageError` when the store cannot be used.  One process at a time may
+        run a node on one store.
+        """
+        storage = SqliteStorage.open(config.database_path)
+        try:
+            return cls(
+                keys,
+                storage,
+                name=config.name,
+                document=config.document,
+                announce_interval_ms=config.announce_interval_ms,
+                listen=config.listen,
+                relay=config.relay,
+                peers=config.peers,
+                on_event=on_event,
+            )
+        except BaseException:
+            storage.close()
+            raise
+
+    @property
+    def node_id(self) -> NodeId:
+        """This node's id (the author key of its updates)."""
+        return self.keys.node_id
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the direct transport and the relayer link, then begin handling inputs."""
+        if self._worker is not None:
+            raise RuntimeError("node already started")
+        if self.listen is not None:
+            addresses = {peer.node_id: (peer.host, peer.port) for peer in self.peers}
+            self.transport = PeerTransport(self.keys, addresses, CODEC, self._from_peer)
+            self.address = await self.transport.start(*self.listen)
+        if self.relay_url is not None:
+            self.relay = RelayClient(
+                self.relay_url, self.keys, self._from_relay, on_connected=self._relay_connected
+            )
+            self.relay.start()
+        self._worker = asyncio.create_task(self._work(), name=f"crdt node {self.name}")
+
+    def append(self, text: str) -> None:
+        """Append `text` to the shared log, as one signed update (in order with inputs)."""
+        self._inputs.put_nowait(_Append(text))
+
+    def inspect(self, callback: Callable[[Replica], None]) -> None:
+        """Call `callback` with the replica once every input queued before it is handled."""
+        self._inputs.put_nowait(_Inspect(callback))
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The log as plain JSON, in the order every node shows it."""
+        return entries(self.replica)
+
+    async def wait(self) -> None:
+        """Wait until the node stops handling inputs; `NodeFailed` if it failed."""
+        await self._ended.wait()
+        if self.failure is not None:
+            raise NodeFailed(str(self.failure)) from self.failure
+
+    async def stop(self) -> None:
+        """Stop handling inputs, close the links and the store; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        self._ended.set()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self.relay is not None:
+            await self.relay.close()
+        if self.transport is not None:
+            await self.transport.close(flush_timeout_s=FLUSH_TIMEOUT_S)
+        self.storage.close()
+
+    # ------------------------------------------------------------ input sources
+
+    async def _from_peer(self, sender: NodeId, message: Any) -> None:
+        while self._inputs.qsize() >= INPUT_QUEUE_LIMIT:
+            self._room.clear()
+            await self._room.wait()
+        self._inputs.put_nowait(Received(sender, message))
+
+    async def _from_relay(self, sender: NodeId, payload: bytes) -> None:
+        try:
+            message = CODEC.decode(payload)
+        except DecodeError as error:
+            log.debug("undecodable relayed frame dropped", extra={"reason": str(error)[:120]})
+            return
+        await self._from_peer(sender, message)
+
+    def _relay_connected(self) -> None:
+        assert self.relay_url is not None
+        self._emit(RelayConnected(self.relay_url))
+        self._inputs.put_nowait(_Announce())
+
+    # ------------------------------------------------------------ the step loop
+
+    async def _work(self) -> None:
+        try:
+            while True:
+                item = await self._inputs.get()
+                if self._inputs.qsize() < INPUT_QUEUE_LIMIT:
+                    self._room.set()
+                if isinstance(item, _Inspect):
+                    item.callback(self.replica)
+                    continue
+                step = self._handle(item)
+                if step is None:
+                    continue
+                if step.persist:
+                    await asyncio.to_thread(self.storage.apply, step.persist)
+                self._send(step)
+                self._apply_timers(step)
+                self._emit_events(step)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("node failed; stopping")
+            self.failure = error
+            self._ended.set()
+
+    def _handle(self, item: _Item) -> Step | None:
+        if isinstance(item, _Announce):
+            item = TimerFired(ANNOUNCE_TIMER)
+        elif isinstance(item, _Append):
+            try:
+                edits = append_edits(self.replica, item.text, self.name)
+                return self.replica.handle(Proposed(LocalChange(tuple(edits))), monotonic_ms())
+            except LocalError as error:
+                self._emit(AppendRefused(item.text, str(error)))
+                return None
+        assert not isinstance(item, _Inspect)
+        return self.replica.handle(item, monotonic_ms())
+
+    def _send(self, step: Step) -> None:
+        for effect in step.outgoing:
+            if isinstance(effect, Broadcast):
+                if self.transport is not None:
+                    self.transport.broadcast(effect.message)
+                if self.relay is not None:
+                    self.relay.send(None, CODEC.encode(effect.message))
+            elif isinstance(effect, Send):
+                if self.transport is not None and effect.to in self._direct:
+                    self.transport.send(effect.to, effect.message)
+                elif self.relay is not None:
+                    self.relay.send(effect.to, CODEC.encode(effect.message))
+
+    def _apply_timers(self, step: Step) -> None:
+        loop = asyncio.get_running_loop()
+        for command in step.timers:
+            pending = self._timers.pop(command.name, None)
+            if pending is not None:
+                pending.cancel()
+            if isinstance(command, SetTimer):
+                self._timers[command.name] = loop.call_later(
+                    max(0, command.delay_ms) / 1000,
+                    self._inputs.put_nowait,
+                    TimerFired(command.name),
+                )
+
+    def _emit_events(self, step: Step) -> None:
+        for event in step.events:
+            self._emit(event)
+            if isinstance(event, UpdateApplied):
+                appended = entry_appended(self.replica, event)
+                if appended is not None:
+                    self._emit(appended)
+
+    def _emit(self, event: object) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
