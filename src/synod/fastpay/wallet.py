@@ -22,6 +22,7 @@ summaries.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,10 +248,12 @@ def queried_balance(events: Sequence[object], committee_size: int) -> int:
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of `values` (0 for none)."""
+    """Nearest-rank percentile of `values`: the smallest value with at least `fraction`
+    of them at or below it (0 for none)."""
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+    # The tolerance keeps float error (0.07 * 100 = 7.000000000000001) from adding a rank.
+    rank = math.ceil(fraction * len(ordered) - 1e-9)
+    return ordered[max(1, min(len(ordered), rank)) - 1]
 

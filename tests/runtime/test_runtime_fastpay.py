@@ -1,0 +1,143 @@
+"""FastPay from Python on real sockets: authority shards (`FastPayShard`) and a wallet
+(`WalletClient`) in one process, on 127.0.0.1 with ports the system picks.
+
+A transfer moves the money at a quorum and survives the shards' restart from SQLite; one
+shard is run by one runner at a time; with the authorities down a signed order stays in
+the saved wallet and is resumed, not signed anew."""
+
+from __future__ import annotations
+
+import socket
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from runtime_helpers import asynchronous
+
+from synod.crypto import KeyPair
+from synod.fastpay.config import AuthorityEntry, CommitteeFile
+from synod.fastpay.wallet import Accounts, TransferError, UnknownAccount
+from synod.runtime.fastpay_node import FastPayShard, ShardAlreadyRunning
+from synod.runtime.fastpay_wallet import AccountsFile, WalletClient
+
+pytestmark = pytest.mark.timeout(30)
+
+AUTHORITIES = [KeyPair.from_seed(bytes([index]) * 32) for index in range(1, 5)]
+ALICE, BOB = KeyPair.from_seed(b"a" * 32), KeyPair.from_seed(b"b" * 32)
+ANY_PORT = CommitteeFile(
+    tuple(AuthorityEntry(keys.node_id, "127.0.0.1", 0, 1) for keys in AUTHORITIES)
+)
+
+
+async def start_shards(directory: Path, genesis: Mapping[bytes, int]) -> list[FastPayShard]:
+    shards = [
+        FastPayShard(keys, ANY_PORT, 0, genesis, directory / f"authority{index}.sqlite")
+        for index, keys in enumerate(AUTHORITIES)
+    ]
+    for shard in shards:
+        await shard.start()
+    return shards
+
+
+def listening(shards: list[FastPayShard]) -> CommitteeFile:
+    return CommitteeFile(tuple(shard.authority for shard in shards))
+
+
+def funded() -> Accounts:
+    accounts = Accounts()
+    accounts.add(ALICE, 100)
+    accounts.add(BOB)
+    return accounts
+
+
+@asynchronous
+async def test_a_transfer_moves_money_at_a_quorum_and_survives_a_restart(tmp_path: Path) -> None:
+    accounts = funded()
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        async with WalletClient(listening(shards), accounts, timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 30)
+            assert done.certificate.transfer.amount == 30 and done.resumed is None
+            assert done.balance == 70 and done.uncounted == ()
+            assert wallet.known_balance(BOB.node_id) == 30  # Bob's wallet counted it
+    finally:
+        for shard in shards:
+            await shard.stop()
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        async with WalletClient(listening(shards), accounts, timeout_ms=5000) as wallet:
+            assert await wallet.query_balance(ALICE.node_id) == 70
+            assert await wallet.query_balance(BOB.node_id) == 30
+            with pytest.raises(TransferError, match="exceeds the known balance 70"):
+                await wallet.transfer(ALICE.node_id, BOB.node_id, 71)
+            with pytest.raises(UnknownAccount):
+                await wallet.query_balance(KeyPair.from_seed(b"c" * 32).node_id)
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+@asynchronous
+async def test_one_shard_has_one_runner_at_a_time(tmp_path: Path) -> None:
+    storage = tmp_path / "authority0.sqlite"
+    first = FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {}, storage)
+    async with first:
+        second = FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {}, storage)
+        with pytest.raises(ShardAlreadyRunning, match="already running"):
+            await second.start()
+    async with FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {}, storage) as again:
+        assert again.address[1] != 0
+
+
+def test_a_shard_outside_its_authority_or_committee_is_refused(tmp_path: Path) -> None:
+    storage = tmp_path / "shard.sqlite"
+    with pytest.raises(ValueError, match=r"shards 0\.\.0"):
+        FastPayShard(AUTHORITIES[0], ANY_PORT, 1, {}, storage)
+    with pytest.raises(ValueError, match="not in the committee"):
+        FastPayShard(ALICE, ANY_PORT, 0, {}, storage)
+    two_shards = CommitteeFile((AuthorityEntry(AUTHORITIES[0].node_id, "127.0.0.1", 0, 2),))
+    with pytest.raises(ValueError, match="port 0"):
+        FastPayShard(AUTHORITIES[0], two_shards, 0, {}, storage)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynchronous
+async def test_with_the_authorities_down_the_signed_order_is_saved_then_resumed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "accounts.json"
+    accounts = AccountsFile.open(path, missing_ok=True)
+    accounts.add(ALICE, 100)
+    accounts.add(BOB)
+    accounts.save()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    nobody = CommitteeFile(
+        tuple(AuthorityEntry(k.node_id, "127.0.0.1", closed_port(), 1) for k in AUTHORITIES)
+    )
+    async with WalletClient(nobody, accounts, timeout_ms=200) as wallet:
+        with pytest.raises(TransferError, match="stays pending") as raised:
+            await wallet.transfer(ALICE.node_id, BOB.node_id, 5)
+    assert raised.value.failure is not None and raised.value.failure.stage == "vote"
+    accounts.unlock()
+
+    reopened = AccountsFile.open(path)
+    try:
+        shards = await start_shards(tmp_path, reopened.genesis())
+        try:
+            async with WalletClient(listening(shards), reopened, timeout_ms=5000) as wallet:
+                assert wallet.pending_sequence_number(ALICE.node_id) == 0
+                done = await wallet.transfer(ALICE.node_id, BOB.node_id, 7)
+                assert done.resumed is not None and done.resumed.transfer.amount == 5
+                assert done.certificate.transfer.sequence_number == 1
+                assert await wallet.query_balance(BOB.node_id) == 12
+        finally:
+            for shard in shards:
+                await shard.stop()
+    finally:
+        reopened.unlock()
