@@ -5,6 +5,7 @@
 - `synod.runtime.rpc`: `RpcServer` / `RpcClient` for passive servers and their clients;
 - `synod.runtime.host`: `NodeHost`, which drives one `synod.core.Core` by the contract;
 - `synod.runtime.logs`: JSON-lines logging on stderr.
+- `synod.runtime.fastpay_node` / `fastpay_wallet`: FastPay authority shards and wallets.
 
 Nothing is re-exported here: importing one module (the storage, say) does not import
 the whole runtime.  See docs/runtime.md.
