@@ -37,9 +37,10 @@ from synod.core import (
 )
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
-from synod.runtime.rpc import RpcClient, RpcReply
+from synod.runtime.rpc import RpcClient, RpcReply, RpcRequest
 from synod.runtime.storage import SqliteStorage
 from synod.runtime.transport import Address, TransportConfig
+from synod.wire import canonical_bytes, encode_frame
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -423,10 +424,38 @@ async def test_an_expiry_made_stale_by_a_later_step_of_its_batch_is_discarded(
         node.host.propose(Step(timers=[SetTimer("t", 60_000)]))
     else:
         node.host.propose(Step())
-    node.host._inputs.put_nowait(_TimerExpiry("t", generation))  # it expired meanwhile
+    node.host._put_local(_TimerExpiry("t", generation))  # it expired meanwhile
     node.host.propose(Step(events=["marker"]))
     await node.host.start()
     assert await node.next_event(str) == "marker"
     fired = [event for event in node.core.inputs if isinstance(event, TimerFired)]
     assert fired == ([] if replaced else [TimerFired("t")])
     await node.host.stop()
+
+
+@asynchronous
+async def test_a_host_flooding_requests_waits_for_its_own_turn(tmp_path: Path) -> None:
+    """One client host queues hundreds of requests; an honest client's request from another
+    host is handled after at most one round of them (16 inputs of the flooding host), not
+    after all (first in, first out would serve the whole flood first)."""
+    node = build_node(tmp_path, keys(0), storage_class=SlowStorage)
+    await node.host.start(rpc_listen=("127.0.0.1", 0))
+    assert node.host.rpc_address is not None
+    # keep the host busy with a slow commit while the requests queue up
+    node.host.propose(Step(persist=[Persist(b"k", b"v")], events=["committed"]))
+    _, flood = await asyncio.open_connection(*node.host.rpc_address, local_addr=("127.0.0.2", 0))
+    big = CODEC.encode(Note("a" * 100))
+    frames = (encode_frame(canonical_bytes(RpcRequest(n, big))) for n in range(300))
+    flood.write(b"".join(frames))
+    async with asyncio.timeout(DEADLINE_S):
+        while node.host.waiting_inputs < 200:
+            await asyncio.sleep(0.01)
+    client = RpcClient(node.host.rpc_address)
+    reply = await client.call(CODEC.encode(Note("honest")), timeout_s=DEADLINE_S)
+    await client.close()
+    flood.close()
+    await node.host.stop()
+    assert isinstance(reply, RpcReply)
+    requests = [event.body for event in node.core.inputs if isinstance(event, RequestReceived)]
+    position = requests.index(Note("honest"))
+    assert position <= 16, f"the honest request waited behind {position} flood requests"

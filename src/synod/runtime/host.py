@@ -3,14 +3,19 @@
 Theory of operation.  The host turns the world into the core's inputs and the core's
 outputs into effects, following the contract of `synod.core`:
 
-*Inputs.*  `Started` first; then, in arrival order, peer messages from the
-`PeerTransport` (decoded with the protocol's `Codec`, sender authenticated by the
-handshake) as `Received`, client requests from the `RpcServer` as `RequestReceived`,
-answers to the core's own calls as `Response` / `CallFailed`, expired timers as
-`TimerFired`, and the application's `propose` as `Proposed`.  They all go through one
-queue and one task, so the core sees one input at a time.  Network input waits when the
-queue holds `HostConfig.input_queue_limit` items, which stops reading those sockets and
-pushes back on the senders; timers, call results and proposals are never refused.
+*Inputs.*  `Started` first; then peer messages from the `PeerTransport` (decoded with
+the protocol's `Codec`, sender authenticated by the handshake) as `Received`, client
+requests from the `RpcServer` as `RequestReceived`, answers to the core's own calls as
+`Response` / `CallFailed`, expired timers as `TimerFired`, and the application's
+`propose` as `Proposed`.  One task feeds them to the core, so the core sees one input at
+a time.  The node's own inputs (timers, call results, proposals) wait in arrival order
+and go first; remote inputs wait in a `synod.runtime.admission.FairQueue`, one source per
+peer and one per client host, served by deficit round robin counted in request bytes
+plus a fixed 4 KiB per input: a peer or host that sends much, many, or large requests
+waits for its own turn, not everyone's.  A source whose queue is full (`HostConfig.per_source_inputs` items or
+`per_source_bytes`), or a full host (`input_queue_limit` remote inputs), stops reading
+that source's connection, which pushes back on it alone; the node's own inputs are never
+refused.
 
 *Outputs, in the contract's order.*  For each input the core returns a `Step`:
 
@@ -54,6 +59,7 @@ import itertools
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +86,7 @@ from synod.core import (
     TimerFired,
 )
 from synod.crypto import KeyPair, NodeId, node_id_short
+from synod.runtime.admission import FairQueue
 from synod.runtime.rpc import (
     RequestRejected,
     RpcClient,
@@ -110,6 +117,13 @@ class HostConfig:
 
     max_batch_inputs: int = 256
     input_queue_limit: int = 10_000
+    """Remote inputs waiting, all sources together."""
+    per_source_inputs: int = 1_024
+    """Inputs waiting from one peer or one client host."""
+    per_source_bytes: int = 16 * 1024 * 1024
+    """Request bytes waiting from one peer or one client host."""
+    fair_quantum_bytes: int = 64 * 1024
+    """Bytes of input each waiting source may have handled per round."""
     call_timeout_ms: int = 5_000
     flush_timeout_s: float = 1.0
     transport: TransportConfig = field(default_factory=TransportConfig)
@@ -127,6 +141,11 @@ class _TimerExpiry:
 
 
 _Item = Input | _TimerExpiry
+
+_INPUT_BASE_COST_BYTES = 4_096
+"""What any remote input costs in the fair queue besides its bytes: handling one has a
+fixed price (a decode, a signature check or two), so a source of many tiny requests gets
+at most quantum / 4 KiB of them (16 by default) per round, not thousands."""
 
 
 class NodeHost:
@@ -172,9 +191,16 @@ class NodeHost:
         self.failure: BaseException | None = None
         self.steps_applied = 0
         self.commits = 0
-        self._inputs: asyncio.Queue[_Item] = asyncio.Queue()
+        self._local: deque[_Item] = deque()
         # Started is queued first, before any proposal or listener: the core's first input.
-        self._inputs.put_nowait(Started())
+        self._local.append(Started())
+        self._remote: FairQueue[str, Input] = FairQueue(
+            quantum_bytes=self.config.fair_quantum_bytes,
+            per_source_items=self.config.per_source_inputs,
+            per_source_bytes=self.config.per_source_bytes,
+        )
+        self._ready = asyncio.Event()
+        self._ready.set()
         self._room = asyncio.Event()
         self._room.set()
         self._rpc_clients: dict[Address, RpcClient] = {}
@@ -217,11 +243,16 @@ class NodeHost:
         self._worker = asyncio.create_task(self._process_inputs(), name="host inputs")
         log.info("host started", extra={"node": node_id_short(self.keys.node_id)})
 
+    @property
+    def waiting_inputs(self) -> int:
+        """Inputs from peers and clients waiting for their turn."""
+        return len(self._remote)
+
     def propose(self, value: Any) -> None:
         """Hand the core a `Proposed(value)` (processed in order with other inputs)."""
         if self._stopping:
             raise RuntimeError("host is stopping")
-        self._inputs.put_nowait(Proposed(value))
+        self._put_local(Proposed(value))
 
     async def wait_stopped(self) -> None:
         """Wait until the host stopped (after `stop` or a failure)."""
@@ -289,38 +320,57 @@ class NodeHost:
 
     # ------------------------------------------------------------ input sources
 
-    async def _wait_for_room(self) -> None:
-        while self._inputs.qsize() >= self.config.input_queue_limit:
+    def _put_local(self, item: _Item) -> None:
+        self._local.append(item)
+        self._ready.set()
+
+    async def _put_remote(self, source: str, item: Input, cost_bytes: int) -> None:
+        while (
+            len(self._remote) >= self.config.input_queue_limit
+            or not self._remote.has_room(source)
+        ):
             self._room.clear()
             await self._room.wait()
+        self._remote.put(source, item, cost_bytes)
+        self._ready.set()
 
     async def _on_peer_message(self, sender: NodeId, message: Any) -> None:
-        await self._wait_for_room()
-        self._inputs.put_nowait(Received(sender, message))
+        source = "peer:" + bytes(sender).hex()
+        await self._put_remote(source, Received(sender, message), _INPUT_BASE_COST_BYTES)
 
     async def _on_request(self, client: str, request_id: int, body: bytes) -> bytes | None:
         try:
             message = self.codec.decode(body)
         except DecodeError as error:
             raise RequestRejected(f"undecodable request: {error}") from None
-        await self._wait_for_room()
-        self._inputs.put_nowait(RequestReceived(client, request_id, message))
+        server = self.rpc_server
+        source = "host:" + (server.host_of(client) if server is not None else client)
+        cost = _INPUT_BASE_COST_BYTES + len(body)
+        await self._put_remote(source, RequestReceived(client, request_id, message), cost)
         return None
 
     def _timer_expired(self, name: str, generation: int) -> None:
-        self._inputs.put_nowait(_TimerExpiry(name, generation))
+        self._put_local(_TimerExpiry(name, generation))
+
+    async def _next_batch(self) -> list[_Item]:
+        while not self._local and not len(self._remote):
+            self._ready.clear()
+            await self._ready.wait()
+        limit = self.config.max_batch_inputs
+        batch: list[_Item] = []
+        while self._local and len(batch) < limit:
+            batch.append(self._local.popleft())
+        batch.extend(self._remote.take(limit - len(batch)))
+        self._room.set()
+        return batch
 
     # ------------------------------------------------------------ the step loop
 
     async def _process_inputs(self) -> None:
         try:
             while not self._stopping:
-                batch = [await self._inputs.get()]
+                batch = await self._next_batch()
                 self._busy = True
-                while len(batch) < self.config.max_batch_inputs and not self._inputs.empty():
-                    batch.append(self._inputs.get_nowait())
-                if self._inputs.qsize() < self.config.input_queue_limit:
-                    self._room.set()
                 await self._run_batch(batch)
                 self._busy = False
         except asyncio.CancelledError:
@@ -397,7 +447,7 @@ class NodeHost:
 
     def _send(self, to: NodeId, message: Any) -> None:
         if to == self.keys.node_id:
-            self._inputs.put_nowait(Received(to, message))
+            self._put_local(Received(to, message))
         elif self.transport is not None:
             self.transport.send(to, message)
         else:
@@ -419,7 +469,7 @@ class NodeHost:
             try:
                 reply = client.start_call(encoded, timeout_s=self.config.call_timeout_ms / 1000)
             except ValueError as error:  # a request larger than the frame cap
-                self._inputs.put_nowait(CallFailed(to, request_id, str(error)))
+                self._put_local(CallFailed(to, request_id, str(error)))
                 return
             reply.add_done_callback(functools.partial(self._call_completed, to, request_id))
             return
@@ -438,20 +488,20 @@ class NodeHost:
 
     def _complete_with(self, to: NodeId, request_id: int, result: RpcResult) -> None:
         if isinstance(result, RpcFailure):
-            self._inputs.put_nowait(CallFailed(to, request_id, result.reason))
+            self._put_local(CallFailed(to, request_id, result.reason))
             return
         try:
             message = self.codec.decode(result.body)
         except DecodeError as error:
-            self._inputs.put_nowait(CallFailed(to, request_id, f"undecodable reply: {error}"))
+            self._put_local(CallFailed(to, request_id, f"undecodable reply: {error}"))
             return
-        self._inputs.put_nowait(Response(to, request_id, message))
+        self._put_local(Response(to, request_id, message))
 
     async def _complete_call(
         self, to: NodeId, address: Address | None, request_id: int, body: bytes
     ) -> None:
         if address is None:
-            self._inputs.put_nowait(CallFailed(to, request_id, "unknown server"))
+            self._put_local(CallFailed(to, request_id, "unknown server"))
             return
         client = self._rpc_clients.get(address)
         if client is None:
@@ -459,7 +509,7 @@ class NodeHost:
         try:
             result = await client.call(body, timeout_s=self.config.call_timeout_ms / 1000)
         except ValueError as error:  # a request larger than the frame cap
-            self._inputs.put_nowait(CallFailed(to, request_id, str(error)))
+            self._put_local(CallFailed(to, request_id, str(error)))
             return
         self._complete_with(to, request_id, result)
 
