@@ -12,10 +12,10 @@ a time.  The node's own inputs (timers, call results, proposals) wait in arrival
 and go first; remote inputs wait in a `synod.runtime.admission.FairQueue`, one source per
 peer and one per client host, served by deficit round robin counted in request bytes
 plus a fixed 4 KiB per input: a peer or host that sends much, many, or large requests
-waits for its own turn, not everyone's.  A source whose queue is full (`HostConfig.per_source_inputs` items or
-`per_source_bytes`), or a full host (`input_queue_limit` remote inputs), stops reading
-that source's connection, which pushes back on it alone; the node's own inputs are never
-refused.
+waits for its own turn, not everyone's.  A source whose queue is full
+(`HostConfig.per_source_inputs` items or `per_source_bytes`), or a full host
+(`input_queue_limit` remote inputs), stops reading that source's connection, which
+pushes back on it alone; the node's own inputs are never refused.
 
 *Outputs, in the contract's order.*  For each input the core returns a `Step`:
 
