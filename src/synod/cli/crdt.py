@@ -27,7 +27,6 @@ import click
 from synod.cli.common import (
     EXIT_FAILED,
     config_errors,
-    lock_exclusively,
     log_level_option,
     print_json_line,
     read_node_keys,
@@ -252,10 +251,13 @@ async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
 
     from synod.crypto import node_id_text
     from synod.runtime.crdt_node import LogNode
+    from synod.runtime.lock import NodeAlreadyRunning
 
     log = logging.getLogger("synod.cli.crdt")
-    lock = lock_exclusively(config.lock_path)
-    node = LogNode.open(config, keys, on_event=lambda event: _show(event, log))
+    try:
+        node = LogNode.from_config(config, keys, on_event=lambda event: _show(event, log))
+    except NodeAlreadyRunning as error:
+        raise click.ClickException(str(error)) from None
     await node.start()
     print_json_line(
         {
@@ -288,7 +290,6 @@ async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
         task.cancel()
     await asyncio.gather(*waiters, console, return_exceptions=True)
     await node.stop()
-    lock.close()
     return EXIT_FAILED if failed else 0
 
 

@@ -28,14 +28,12 @@ from synod.cli.common import (
     EXIT_CONFIG,  # noqa: F401 - part of this command's interface (its exit statuses)
     EXIT_FAILED,
     config_errors,
-    lock_exclusively,
     log_level_option,
     parse_ports,
     print_json_line,
     read_node_keys,
     refuse_to_overwrite,
     run_process,
-    serve_until_stopped,
     write_new_key,
 )
 
@@ -146,18 +144,22 @@ async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> in
     import logging
 
     from synod.crypto import node_id_text
+    from synod.runtime.host import HostFailed
+    from synod.runtime.lock import NodeAlreadyRunning
     from synod.runtime.tusk_node import CoreNode
 
     log = logging.getLogger("synod.cli.tusk")
-    lock = lock_exclusively(network.path.parent / f"{entry.name}.lock", f"core {entry.name}")
     names = {core.node_id: core.name for core in network.cores}
-    node = CoreNode.open(
-        keys,
-        network.committee(),
-        network.store_path(entry),
-        config=network.core_config(),
-        on_event=lambda event: _print_core_event(event, names, log),
-    )
+    try:
+        node = CoreNode.open(
+            keys,
+            network.committee(),
+            network.store_path(entry),
+            config=network.core_config(),
+            on_event=lambda event: _print_core_event(event, names, log),
+        )
+    except NodeAlreadyRunning as error:
+        raise click.ClickException(str(error)) from None
     await node.start((entry.host, entry.port))
     ready = {
         "event": "ready",
@@ -167,7 +169,12 @@ async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> in
         "round": node.core.round,
         "restored_commits": node.core.committed_count,
     }
-    return await serve_until_stopped(node.host, ready, lock=lock, log=log, failure="core failed")
+    try:
+        await node.serve(on_ready=lambda: print_json_line(ready))
+    except HostFailed as error:
+        log.error("core failed", extra={"reason": str(error)})
+        return EXIT_FAILED
+    return 0
 
 
 def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None:

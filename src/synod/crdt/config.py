@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 CONFIG_NAME = "node.toml"
 KEY_NAME = "node.key"
 DATABASE_NAME = "node.sqlite"
-LOCK_NAME = "node.lock"
 DEFAULT_DOCUMENT = "log"
 DEFAULT_ANNOUNCE_MS = 2_000
 MIN_ANNOUNCE_MS = 10
@@ -66,11 +65,6 @@ class NodeConfig:
     def database_path(self) -> Path:
         """The node's SQLite store, next to its configuration."""
         return self.path.parent / DATABASE_NAME
-
-    @property
-    def lock_path(self) -> Path:
-        """The file a running node holds locked, next to its configuration."""
-        return self.path.parent / LOCK_NAME
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -16,7 +16,8 @@ holds `INPUT_QUEUE_LIMIT` items, which stops reading those connections and pushe
 the senders; the application's own appends and inspections are never refused.
 
 Nothing here prints or exits: events go to the `on_event` callback, a failure stops the
-node and `wait` raises `NodeFailed`.  See docs/crdt.md ("From Python").
+node and `wait` raises `NodeFailed`; `open` raises `synod.runtime.lock.NodeAlreadyRunning`
+or `synod.runtime.storage.StorageError`.  See docs/crdt.md ("From Python").
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from synod.core import (
     Broadcast,
@@ -45,6 +47,7 @@ from synod.crdt.messages import CODEC
 from synod.crdt.replica import ANNOUNCE_TIMER, LocalChange, Replica, ReplicaConfig, UpdateApplied
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.host import monotonic_ms
+from synod.runtime.lock import hold_exclusive_lock
 from synod.runtime.relay import RelayClient
 from synod.runtime.storage import SqliteStorage
 from synod.runtime.transport import Address, PeerTransport
@@ -149,36 +152,75 @@ class LogNode:
         self._worker: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._stopped = False
+        self._lock: IO[str] | None = None
 
     @classmethod
     def open(
+        cls,
+        keys: KeyPair,
+        store_path: Path,
+        *,
+        name: str,
+        document: str = DEFAULT_DOCUMENT,
+        announce_interval_ms: int = DEFAULT_ANNOUNCE_MS,
+        listen: Address | None = None,
+        relay: str | None = None,
+        peers: Sequence[PeerEntry] = (),
+        on_event: Callable[[object], None] | None = None,
+    ) -> LogNode:
+        """A node whose state is the SQLite file `store_path` (created if absent); the
+        other arguments are those of the constructor.
+
+        The node holds the lock file beside it (``<store>.lock``) until it stops: two
+        processes on one store would each sign updates with the same sequence numbers
+        (equivocation by an honest operator).  Raises `NodeAlreadyRunning` when another
+        process holds it, `StorageError` when the file cannot be used.
+        """
+        lock = hold_exclusive_lock(store_path.with_suffix(".lock"))
+        try:
+            storage = SqliteStorage.open(store_path)
+            try:
+                node = cls(
+                    keys,
+                    storage,
+                    name=name,
+                    document=document,
+                    announce_interval_ms=announce_interval_ms,
+                    listen=listen,
+                    relay=relay,
+                    peers=peers,
+                    on_event=on_event,
+                )
+            except BaseException:
+                storage.close()
+                raise
+        except BaseException:
+            lock.close()
+            raise
+        node._lock = lock
+        return node
+
+    @classmethod
+    def from_config(
         cls,
         config: NodeConfig,
         keys: KeyPair,
         *,
         on_event: Callable[[object], None] | None = None,
     ) -> LogNode:
-        """The node `config` describes, with its store at ``config.database_path``.
-
-        Raises `StorageError` when the store cannot be used.  One process at a time may
-        run a node on one store.
-        """
-        storage = SqliteStorage.open(config.database_path)
-        try:
-            return cls(
-                keys,
-                storage,
-                name=config.name,
-                document=config.document,
-                announce_interval_ms=config.announce_interval_ms,
-                listen=config.listen,
-                relay=config.relay,
-                peers=config.peers,
-                on_event=on_event,
-            )
-        except BaseException:
-            storage.close()
-            raise
+        """The node `config` describes (``NAME/node.toml``), opened as `open` does, with
+        its store at ``config.database_path``."""
+        return cls.open(
+            keys,
+            config.database_path,
+            name=config.name,
+            document=config.document,
+            announce_interval_ms=config.announce_interval_ms,
+            listen=config.listen,
+            relay=config.relay,
+            peers=config.peers,
+            on_event=on_event,
+        )
 
     @property
     def node_id(self) -> NodeId:
@@ -221,7 +263,8 @@ class LogNode:
             raise NodeFailed(str(self.failure)) from self.failure
 
     async def stop(self) -> None:
-        """Stop handling inputs, close the links and the store; idempotent."""
+        """Stop handling inputs, close the links and the store, release the lock;
+        idempotent."""
         if self._stopped:
             return
         self._stopped = True
@@ -237,6 +280,8 @@ class LogNode:
         if self.transport is not None:
             await self.transport.close(flush_timeout_s=FLUSH_TIMEOUT_S)
         self.storage.close()
+        if self._lock is not None:
+            self._lock.close()
 
     # ------------------------------------------------------------ input sources
 

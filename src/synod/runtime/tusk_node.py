@@ -14,8 +14,9 @@
   the core need not run).
 
 Nothing here prints or exits: failures are typed errors (`SubmitFailed`,
-`DriverFailed`, `synod.runtime.host.HostFailed`, `synod.runtime.storage.StorageError`)
-for the caller to report.  See docs/tusk.md ("From Python").
+`DriverFailed`, `synod.runtime.host.HostFailed`, `synod.runtime.storage.StorageError`,
+`synod.runtime.lock.NodeAlreadyRunning`) for the caller to report.  See docs/tusk.md
+("From Python").
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from synod.core import Call, CallFailed, Response, SetTimer, Started, Step, TimerFired
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.committee import Committee
 from synod.runtime.host import EventHandler, HostConfig, NodeHost, monotonic_ms
+from synod.runtime.lock import hold_exclusive_lock
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.runtime.storage import SqliteStorage, StorageError
 from synod.runtime.transport import Address
@@ -86,6 +88,7 @@ class CoreNode:
             on_event=on_event,
             config=host_config,
         )
+        self._lock: IO[str] | None = None
 
     @classmethod
     def open(
@@ -100,17 +103,31 @@ class CoreNode:
     ) -> CoreNode:
         """A core whose state is the SQLite file `store_path` (created if absent).
 
-        Raises `StorageError` when the file cannot be used.  One process at a time may
-        run a core on one file: two would answer from diverging states.
+        The core holds the lock file beside it (``<store>.lock``) until it stops: two
+        processes on one file would answer from diverging states.  Raises
+        `NodeAlreadyRunning` when another process holds it, `StorageError` when the file
+        cannot be used.
         """
-        storage = SqliteStorage.open(store_path)
+        lock = hold_exclusive_lock(store_path.with_suffix(".lock"), f"core {store_path.stem}")
         try:
-            return cls(
-                keys, committee, storage, config=config, on_event=on_event, host_config=host_config
-            )
+            storage = SqliteStorage.open(store_path)
+            try:
+                node = cls(
+                    keys,
+                    committee,
+                    storage,
+                    config=config,
+                    on_event=on_event,
+                    host_config=host_config,
+                )
+            except BaseException:
+                storage.close()
+                raise
         except BaseException:
-            storage.close()
+            lock.close()
             raise
+        node._lock = lock
+        return node
 
     @property
     def node_id(self) -> NodeId:
@@ -130,15 +147,25 @@ class CoreNode:
         return self.host.rpc_address
 
     async def stop(self) -> None:
-        """Finish the step in progress, close the listener and the SQLite file; idempotent."""
+        """Finish the step in progress, close the listener and the SQLite file, release
+        the lock; idempotent."""
         await self.host.stop()
+        self._release()
 
     async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
         """Answer requests until SIGINT or SIGTERM, then stop; `HostFailed` on a failure.
 
         `on_ready` runs once the signal handlers are installed.
         """
-        await self.host.serve(on_ready=on_ready)
+        try:
+            await self.host.serve(on_ready=on_ready)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 # ---------------------------------------------------------------- drivers
