@@ -4,7 +4,6 @@ submit to a core that is not there, watch of a core that never ran."""
 from __future__ import annotations
 
 import json
-import random
 import socket
 import tomllib
 from pathlib import Path
@@ -16,9 +15,8 @@ from synod.cli.tusk import tusk
 from synod.core import Persist
 from synod.crypto import parse_node_id, read_key_file
 from synod.runtime.storage import SqliteStorage
+from synod.sim.scenarios.tusk import committed, delivered_transactions, submit, tusk_world
 from synod.tusk.config import CONFIG_NAME
-from synod.tusk.driver import Driver
-from synod.tusk.localnet import LocalNet
 
 
 def init(directory: Path, *options: str) -> None:
@@ -80,18 +78,18 @@ def test_watch_prints_a_stored_delivery_log_in_order(tmp_path: Path) -> None:
     init(tmp_path, "--cores", "4", "--ports", "9001,9002,9003,9004")
     document = tomllib.loads((tmp_path / CONFIG_NAME).read_text())
     keys = [read_key_file(tmp_path / core["key_file"]) for core in document["cores"]]
-    net = LocalNet(keys, [], random.Random(1))
-    net.drivers.append(Driver("driver", net.committee))
-    net.start()
-    net.submit(keys[0].node_id, [b"pay alice 5"])
+    world = tusk_world(keys, seed=1, drivers=["driver"])
     first = keys[0].node_id
-    assert net.run(20_000, until=lambda n: b"pay alice 5" in n.delivered_transactions(first))
+    submit(world, first, [b"pay alice 5"])
+    assert world.step_until(
+        lambda: b"pay alice 5" in delivered_transactions(world, first), max_steps=20_000
+    )
     with SqliteStorage.open(tmp_path / "core-0.sqlite") as storage:
-        storage.apply(Persist(key, value) for key, value in net.storages[first].items())
+        storage.apply(Persist(key, value) for key, value in world.node(first).storage.items())
     result = CliRunner().invoke(tusk, ["watch", str(tmp_path), "--no-follow", "--from", "1"])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
-    expected = net.committed[first][1:]
+    expected = committed(world, first)[1:]
     assert [line["sequence"] for line in lines] == [event.sequence for event in expected]
     assert [line["digest"] for line in lines] == [event.digest.hex() for event in expected]
     assert [line["transactions"] for line in lines] == [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import msgspec
@@ -23,6 +22,7 @@ from synod.core import (
 )
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
+from synod.sim.scenarios.tusk import tusk_world
 from synod.tusk.core import (
     MAX_EVIDENCE_PER_CREATOR,
     CertificateConflictDetected,
@@ -32,8 +32,6 @@ from synod.tusk.core import (
     TuskConfig,
     TuskCore,
 )
-from synod.tusk.driver import Driver
-from synod.tusk.localnet import LocalNet
 from synod.tusk.messages import (
     MAX_BATCH_BYTES,
     Certificate,
@@ -593,21 +591,17 @@ def test_full_pending_queue_refuses_the_excess() -> None:
 
 
 def test_old_rounds_are_collected_and_requests_about_them_change_nothing() -> None:
-    net = LocalNet(KEYS, [], random.Random(5), config=TuskConfig(gc_depth=2))
-    net.drivers.append(Driver("d", net.committee))
-    seen: list[Any] = []
+    world = tusk_world(KEYS, seed=5, drivers=["d"], config=TuskConfig(gc_depth=2))
     early: list[Certificate] = []
 
-    def remember(node: Any, event: Any) -> None:
-        seen.append(event)
+    def collected() -> bool:
+        return all(world.core(key.node_id, TuskCore).gc_round >= 6 for key in KEYS)
 
-    net.on_event = remember
-    net.start()
-    assert net.run(4000, until=lambda n: all(c.gc_round >= 6 for c in cores(n)))
-    core = cores(net)[0]
-    storage = net.storages[core.node_id]
+    assert world.step_until(collected, max_steps=4000)
+    core = world.core(KEYS[0].node_id, TuskCore)
+    storage = world.node(core.node_id).storage
     assert not any(key.startswith(b"tusk/certificate/" + (1).to_bytes(8, "big")) for key in storage)
-    assert any(isinstance(event, Committed) for event in seen)
+    assert any(isinstance(event, Committed) for _, event in world.events)
     # A certificate and a header of round 1, valid in every other respect, change nothing.
     early.extend(certified_round(1, ()))
     header = sign_header(KEYS[1], 1, (b"late",), ())
@@ -621,10 +615,6 @@ def test_old_rounds_are_collected_and_requests_about_them_change_nothing() -> No
     assert refusal_reasons(reply.body) == [RefusalReason.ROUND_TOO_OLD] * 2
     assert step.persist == [] and step.events == []
     assert dict(storage) == before
-
-
-def cores(net: LocalNet) -> list[TuskCore]:
-    return [core for core in net.cores.values() if isinstance(core, TuskCore)]
 
 
 def test_caller_misuse_raises() -> None:

@@ -1,15 +1,16 @@
-"""Four passive cores (f = 1) and two drivers in a seeded, deterministic loop.
+"""Four passive cores (f = 1) and two drivers in a seeded, deterministic world.
 
-`LocalNet` checks after every delivered message that each core's `Committed` sequence
-numbers are consecutive and that all cores' sequences are prefixes of the longest one
-(it raises `SafetyViolation` otherwise).  The tests add faults within the protocol's
-bound and require, beyond safety, progress: every correct core commits.
+`tusk_world` checks after every step that each core's `Committed` sequence numbers are
+consecutive and that all cores' sequences are prefixes of the longest one (it raises
+`PrefixViolated` otherwise).  The tests add faults within the protocol's bound and
+require, beyond safety, progress: every correct core commits.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -17,113 +18,121 @@ import pytest
 
 from synod.core import Reply, Step
 from synod.crypto import KeyPair, NodeId
+from synod.sim.scenarios.tusk import (
+    PrefixViolated,
+    answers,
+    committed,
+    delivered_transactions,
+    replace_core,
+    restart_driver,
+    submit,
+    tally_refusals,
+    tusk_world,
+)
+from synod.sim.world import World
 from synod.tusk.core import Committed, EquivocationDetected, TuskCore
-from synod.tusk.driver import ByzantineDriver, Driver
-from synod.tusk.localnet import LocalNet, SafetyViolation
 from synod.tusk.messages import (
     CoreAnswer,
     RefusalReason,
+    SubmitRequest,
+    request_digest,
     sign_answer,
     sign_header,
     sign_vote,
 )
 
 KEYS = [KeyPair.from_seed(bytes([index + 11]) * 32) for index in range(4)]
+CORES = [key.node_id for key in KEYS]
 
 
-def make_net(seed: int, drivers: str = "hh") -> LocalNet:
-    """A world with drivers 'h' (honest) and 'b' (Byzantine, seeded from `seed`)."""
-    net = LocalNet(KEYS, [], random.Random(seed))
-    for index, kind in enumerate(drivers):
-        name = f"driver-{index}"
-        if kind == "h":
-            net.drivers.append(Driver(name, net.committee))
-        else:
-            net.drivers.append(
-                ByzantineDriver(name, net.committee, random.Random(seed * 7 + index))
-            )
-    return net
+def make_world(seed: int, drivers: str = "hh") -> World:
+    """Cores for KEYS and drivers `driver-0`, `driver-1`, ...: 'h' honest, 'b' Byzantine."""
+    names = {f"driver-{index}": kind for index, kind in enumerate(drivers)}
+    return tusk_world(
+        KEYS,
+        seed=seed,
+        drivers=[name for name, kind in names.items() if kind == "h"],
+        byzantine_drivers=[name for name, kind in names.items() if kind == "b"],
+    )
 
 
-def each_committed(count: int, nodes: list[NodeId] | None = None) -> Any:
-    def reached(net: LocalNet) -> bool:
-        chosen = nodes if nodes is not None else list(net.committed)
-        return all(len(net.committed[node]) >= count for node in chosen)
-
-    return reached
+def each_committed(world: World, count: int, nodes: list[NodeId] = CORES) -> Callable[[], bool]:
+    return lambda: all(len(committed(world, node)) >= count for node in nodes)
 
 
-def assert_same_prefix(net: LocalNet) -> None:
-    """Independent of LocalNet's own check: compare every pair of cores directly."""
-    logs = {node: [event.digest for event in log] for node, log in net.committed.items()}
-    for first in logs.values():
-        for second in logs.values():
+def run(world: World, steps: int) -> None:
+    """Take `steps` steps, whatever happens."""
+    world.step_until(lambda: False, max_steps=steps)
+
+
+def assert_same_prefix(world: World) -> None:
+    """Independent of the world's own check: compare every pair of cores directly."""
+    logs = [[event.digest for event in committed(world, node)] for node in CORES]
+    for first in logs:
+        for second in logs:
             shorter = min(len(first), len(second))
             assert first[:shorter] == second[:shorter]
 
 
-def assert_one_certificate_per_slot(net: LocalNet) -> None:
+def assert_one_certificate_per_slot(world: World) -> None:
     slots: dict[tuple[int, bytes], set[bytes]] = defaultdict(set)
-    for log in net.committed.values():
-        for event in log:
+    for node in CORES:
+        for event in committed(world, node):
             slots[(event.round, event.creator)].add(event.digest)
     assert all(len(found) == 1 for found in slots.values())
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_two_honest_drivers_all_cores_commit_the_same_sequence(seed: int) -> None:
-    net = make_net(seed)
-    net.start()
-    assert net.run(6000, until=each_committed(60))
-    assert_same_prefix(net)
-    assert_one_certificate_per_slot(net)
-    rounds = {event.round for log in net.committed.values() for event in log}
+    world = make_world(seed)
+    assert world.step_until(each_committed(world, 60), max_steps=6000)
+    assert_same_prefix(world)
+    assert_one_certificate_per_slot(world)
+    rounds = {event.round for node in CORES for event in committed(world, node)}
     assert max(rounds) >= 10
 
 
 @pytest.mark.parametrize("seed", [3, 4, 5, 6])
 def test_byzantine_driver_beside_an_honest_one_cannot_break_the_prefix(seed: int) -> None:
-    net = make_net(seed, "hb")
-    net.start()
-    assert net.run(8000, until=each_committed(60))
-    assert_same_prefix(net)
-    assert_one_certificate_per_slot(net)
+    world = make_world(seed, "hb")
+    refusals = tally_refusals(world, CORES)
+    assert world.step_until(each_committed(world, 60), max_steps=8000)
+    assert_same_prefix(world)
+    assert_one_certificate_per_slot(world)
     # The Byzantine driver did carry forged, sub-quorum and out-of-order items.
-    assert net.refusals[RefusalReason.BAD_SIGNATURE] + net.refusals[RefusalReason.NOT_ENOUGH_VOTES]
-    assert net.refusals[RefusalReason.ALREADY_KNOWN]
+    assert refusals[RefusalReason.BAD_SIGNATURE] + refusals[RefusalReason.NOT_ENOUGH_VOTES]
+    assert refusals[RefusalReason.ALREADY_KNOWN]
 
 
 def test_byzantine_driver_alone_cannot_break_safety() -> None:
-    net = make_net(8, "b")
-    net.start()
-    net.run(3000)
-    assert_same_prefix(net)  # progress is not promised without an honest driver
+    world = make_world(8, "b")
+    run(world, 3000)
+    assert_same_prefix(world)  # progress is not promised without an honest driver
 
 
 @pytest.mark.parametrize("seed", [10, 11])
 def test_crashed_core_is_rebuilt_from_its_records_and_catches_up(seed: int) -> None:
-    net = make_net(seed, "hb")
-    net.start()
-    assert net.run(4000, until=each_committed(20))
-    victim = KEYS[seed % 4].node_id
-    net.crash(victim)
-    others = [node for node in net.committed if node != victim]
-    assert net.run(6000, until=each_committed(len(net.committed[victim]) + 40, others))
-    rebuilt = net.restart(victim)
-    assert rebuilt.committed_count == len(net.committed[victim])
-    target = max(len(log) for log in net.committed.values()) + 20
-    assert net.run(8000, until=each_committed(target))
-    assert_same_prefix(net)
+    world = make_world(seed, "hb")
+    assert world.step_until(each_committed(world, 20), max_steps=4000)
+    victim = CORES[seed % 4]
+    world.crash(victim)
+    others = [node for node in CORES if node != victim]
+    before = len(committed(world, victim))
+    assert world.step_until(each_committed(world, before + 40, others), max_steps=6000)
+    world.restart(victim)
+    assert world.core(victim, TuskCore).committed_count == before
+    target = max(len(committed(world, node)) for node in CORES) + 20
+    assert world.step_until(each_committed(world, target), max_steps=8000)
+    assert_same_prefix(world)
 
 
 def test_a_driver_restarted_empty_changes_nothing_but_its_own_memory() -> None:
-    net = make_net(12)
-    net.start()
-    assert net.run(4000, until=each_committed(20))
-    net.restart_driver(0, Driver("driver-0", net.committee))
-    net.restart_driver(1, Driver("driver-1", net.committee))
-    assert net.run(6000, until=each_committed(60))
-    assert_same_prefix(net)
+    world = make_world(12)
+    assert world.step_until(each_committed(world, 20), max_steps=4000)
+    restart_driver(world, "driver-0")
+    restart_driver(world, "driver-1")
+    assert world.step_until(each_committed(world, 60), max_steps=6000)
+    assert_same_prefix(world)
 
 
 class EquivocatingCore:
@@ -164,23 +173,18 @@ class EquivocatingCore:
 def test_equivocating_core_is_refused_kept_as_evidence_and_cannot_split_the_order(
     seed: int,
 ) -> None:
-    net = make_net(seed)
+    world = make_world(seed)
     liar = KEYS[1]
-    core = net.cores[liar.node_id]
-    assert isinstance(core, TuskCore)
-    net.replace_core(liar.node_id, EquivocatingCore(core, liar))
-    evidence: list[tuple[NodeId, Any]] = []
-
-    def watch(node: NodeId, event: Any) -> None:
-        if isinstance(event, EquivocationDetected):
-            evidence.append((node, event.evidence))
-
-    net.on_event = watch
-    net.start()
-    honest = [key.node_id for key in KEYS if key is not liar]
-    assert net.run(8000, until=each_committed(60, honest))
-    assert_same_prefix(net)
-    assert_one_certificate_per_slot(net)
+    replace_core(world, liar.node_id, lambda core: EquivocatingCore(core, liar))
+    honest = [node for node in CORES if node != liar.node_id]
+    assert world.step_until(each_committed(world, 60, honest), max_steps=8000)
+    assert_same_prefix(world)
+    assert_one_certificate_per_slot(world)
+    evidence = [
+        (node, event.evidence)
+        for node, event in world.events
+        if isinstance(event, EquivocationDetected)
+    ]
     accusers = {node for node, proof in evidence if proof.first.creator == liar.node_id}
     assert accusers & set(honest), "an honest core kept evidence against the equivocator"
     assert all(proof.is_valid() for _, proof in evidence)
@@ -189,36 +193,39 @@ def test_equivocating_core_is_refused_kept_as_evidence_and_cannot_split_the_orde
 
 @pytest.mark.parametrize("seed", [30, 31])
 def test_client_transactions_are_committed_once_in_the_same_order_everywhere(seed: int) -> None:
-    net = make_net(seed, "hb")
+    world = make_world(seed, "hb")
     rng = random.Random(seed)
-    net.start()
-    submitted: list[bytes] = []
+    batches: list[tuple[bytes, ...]] = []
     for batch in range(12):
-        node = KEYS[rng.randrange(4)].node_id
-        transactions = [f"tx-{batch}-{index}".encode() for index in range(rng.randint(1, 9))]
-        answer = net.submit(node, transactions)
-        assert answer.accepted == len(transactions)
-        submitted.extend(transactions)
-        net.run(rng.randint(20, 80))
+        node = CORES[rng.randrange(4)]
+        transactions = tuple(f"tx-{batch}-{index}".encode() for index in range(rng.randint(1, 9)))
+        submit(world, node, transactions)
+        batches.append(transactions)
+        run(world, rng.randint(20, 80))
+    submitted = [transaction for batch in batches for transaction in batch]
 
-    def all_delivered(net: LocalNet) -> bool:
-        return all(len(net.delivered_transactions(node)) >= len(submitted) for node in net.cores)
+    def all_delivered() -> bool:
+        return all(len(delivered_transactions(world, node)) >= len(submitted) for node in CORES)
 
-    assert net.run(8000, until=all_delivered)
-    orders = [net.delivered_transactions(node) for node in net.cores]
+    assert world.step_until(all_delivered, max_steps=8000)
+    # Every batch was answered, and accepted whole, by the core it went to.
+    accepted = {answer.request_digest: answer.accepted for answer in answers(world)}
+    assert accepted == {
+        request_digest(SubmitRequest(transactions=batch)): len(batch) for batch in batches
+    }
+    orders = [delivered_transactions(world, node) for node in CORES]
     assert all(order == orders[0] for order in orders)
     assert sorted(orders[0]) == sorted(submitted), "each transaction committed exactly once"
 
 
 def test_the_prefix_checker_reports_a_divergence() -> None:
-    net = make_net(40)
-    first, second = list(net.committed)[:2]
-    event = Committed(0, 2, 1, first, b"a" * 32, ())
-    net._check_committed(first, event)
-    with pytest.raises(SafetyViolation):
-        net._check_committed(second, Committed(0, 2, 1, first, b"b" * 32, ()))
-    with pytest.raises(SafetyViolation):
-        net._check_committed(first, Committed(5, 2, 1, first, b"a" * 32, ()))
+    world = make_world(40)
+    first, second = CORES[:2]
+    world.apply(first, Step(events=[Committed(0, 2, 1, first, b"a" * 32, ())]))
+    with pytest.raises(PrefixViolated):
+        world.apply(second, Step(events=[Committed(0, 2, 1, first, b"b" * 32, ())]))
+    with pytest.raises(PrefixViolated):
+        world.apply(first, Step(events=[Committed(5, 2, 1, first, b"a" * 32, ())]))
 
 
 @pytest.mark.parametrize("seed", range(50, 60))
@@ -227,23 +234,22 @@ def test_random_crashes_and_driver_restarts_keep_the_prefix_and_progress(seed: i
     fewer rounds than the collection depth), drivers restarted empty, a Byzantine driver
     throughout; afterwards every core commits again."""
     rng = random.Random(seed)
-    net = make_net(seed, "hb")
-    net.start()
+    world = make_world(seed, "hb")
     down: NodeId | None = None
     for _ in range(6):
         choice = rng.randrange(3)
         if choice == 0 and down is None:
-            down = KEYS[rng.randrange(4)].node_id
-            net.crash(down)
+            down = CORES[rng.randrange(4)]
+            world.crash(down)
         elif choice == 1 and down is not None:
-            net.restart(down)
+            world.restart(down)
             down = None
         elif choice == 2:
-            net.restart_driver(0, Driver("driver-0", net.committee))
-        net.run(rng.randint(100, 400))
+            restart_driver(world, "driver-0")
+        run(world, rng.randint(100, 400))
     if down is not None:
-        net.restart(down)
-    target = max(len(log) for log in net.committed.values()) + 30
-    assert net.run(10000, until=each_committed(target))
-    assert_same_prefix(net)
-    assert_one_certificate_per_slot(net)
+        world.restart(down)
+    target = max(len(committed(world, node)) for node in CORES) + 30
+    assert world.step_until(each_committed(world, target), max_steps=10000)
+    assert_same_prefix(world)
+    assert_one_certificate_per_slot(world)

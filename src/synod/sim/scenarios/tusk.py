@@ -36,6 +36,8 @@ an honest core).  With at most f colluders the same attack only slows the halves
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +59,13 @@ from synod.core import (
     Storage,
     TimerFired,
 )
-from synod.crypto import KeyPair, NodeId
+from synod.crypto import KeyPair, NodeId, blake2b
 from synod.quorum.committee import Committee
 from synod.sim.adversary import AdversaryContext, Behaviour, ByzantineCore, Withhold
 from synod.sim.checkers import Checker, Violation, events_of
 from synod.sim.history import Record
-from synod.sim.world import RawBytes, World
-from synod.tusk.core import TuskConfig, TuskCore
+from synod.sim.world import NodeFactory, NodeRef, RawBytes, World
+from synod.tusk.core import Committed, TuskConfig, TuskCore
 from synod.tusk.driver import ByzantineDriver, Driver
 from synod.tusk.messages import (
     CODEC,
@@ -71,6 +73,7 @@ from synod.tusk.messages import (
     CoreAnswer,
     CoreRequest,
     Header,
+    RefusalReason,
     SubmitAnswer,
     SubmitRequest,
     header_signature_valid,
@@ -657,3 +660,197 @@ class TuskPrefixChecker:
 
     def finish(self) -> list[Violation]:
         return []
+
+
+# ---------------------------------------------------------------- plain networks
+#
+# Tests, documentation examples and benchmarks run Tusk in a perfect world built here:
+# correct cores, drivers, and a client that submits on demand, with the prefix property
+# checked after every step.  Faults are the caller's: `world.crash`, `world.silence`,
+# `restart_driver`, `replace_core`.
+
+CLIENT_ID = NodeId(blake2b(b"client", person=b"synod-sim-tusk"))
+"""The node id of the submitting client that `tusk_world` adds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """Input for a `SubmittingClient` (as `Proposed(Submission(...))`): hand
+    `transactions` to `core` in one `SubmitRequest`."""
+
+    core: NodeId
+    transactions: tuple[bytes, ...]
+
+
+class SubmittingClient:
+    """A client node that sends each `Submission` it is given as one `SubmitRequest`
+    and hands every `SubmitAnswer` that comes back to the caller as an event, as it came
+    (the caller judges it).  A request that fails gets no event and no retry."""
+
+    def __init__(self, node_id: NodeId = CLIENT_ID) -> None:
+        self._node_id = node_id
+        self._next_request_id = 1
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, Proposed) and isinstance(event.value, Submission):
+            request_id = self._next_request_id
+            self._next_request_id += 1
+            request = SubmitRequest(transactions=event.value.transactions)
+            return Step(outgoing=[Call(event.value.core, request_id, request)])
+        if isinstance(event, Response) and isinstance(event.body, SubmitAnswer):
+            return Step(events=[event.body])
+        return Step()
+
+
+def tusk_world(
+    keys: Sequence[KeyPair],
+    *,
+    seed: int = 0,
+    drivers: Iterable[str] = ("driver-a", "driver-b"),
+    byzantine_drivers: Iterable[str] = (),
+    config: TuskConfig | None = None,
+    latency_ms: tuple[int, int] = (1, 10),
+    call_timeout_ms: int = 300,
+) -> World:
+    """A perfect world with one correct core per key (in order), then the named honest
+    and Byzantine drivers, then a `SubmittingClient` (`CLIENT_ID`), all started.
+
+    Every request and answer is delayed by a latency drawn from `latency_ms`, so the
+    seed decides which overtake which; nothing else goes wrong unless the caller makes
+    it.  A call to a core that is down fails after `call_timeout_ms`.  The prefix
+    property is checked after every step (`check_prefix`).
+    """
+    world = World.perfect(seed, latency_ms=latency_ms, call_timeout_ms=call_timeout_ms)
+    committee = Committee.equal_weights(key.node_id for key in keys)
+    config = config or TuskConfig()
+    world.add_nodes({key.node_id: _core_factory(key, committee, config) for key in keys}, CODEC)
+    add_drivers(world, committee, drivers)
+    add_drivers(world, committee, byzantine_drivers, byzantine=True)
+    world.add_nodes({CLIENT_ID: lambda storage, rng: SubmittingClient()}, CODEC)
+    check_prefix(world, (key.node_id for key in keys))
+    return world
+
+
+def add_drivers(
+    world: World, committee: Committee, names: Iterable[str], *, byzantine: bool = False
+) -> None:
+    """Add and start one driver per name (`ByzantineDriver`s, seeded by the world, if
+    asked); a driver persists nothing, so a restarted one starts empty."""
+
+    def factory(name: str) -> NodeFactory:
+        def build(storage: Storage, rng: random.Random) -> Core:
+            if byzantine:
+                return ByzantineDriver(name, committee, rng)
+            return Driver(name, committee)
+
+        return build
+
+    world.add_nodes({Driver(name, committee).node_id: factory(name) for name in names}, CODEC)
+
+
+def restart_driver(world: World, name: str) -> None:
+    """Crash the running driver called `name` and restart it empty, at once: what it
+    held is lost; answers to its earlier life may still reach the new one."""
+    found = [node for node in world.nodes if isinstance(node.core, Driver)]
+    node = next((node for node in found if _driver_name(node.core) == name), None)
+    if node is None:
+        raise LookupError(f"no running driver called {name!r}")
+    world.crash(node.index)
+    world.restart(node.index)
+
+
+def _driver_name(core: Core | None) -> str:
+    return core.name if isinstance(core, Driver) else ""
+
+
+def replace_core(world: World, node: NodeRef, wrap: Callable[[TuskCore], Core]) -> None:
+    """Put `wrap(core)` (a Byzantine or instrumented wrapper) in place of a correct
+    core, from now on: the node restarts from what it persisted, its factory's
+    `TuskCore` wrapped."""
+    build = world.node(node).factory
+
+    def wrapped(storage: Storage, rng: random.Random) -> Core:
+        core = build(storage, rng)
+        if not isinstance(core, TuskCore):
+            raise TypeError(f"replace_core wraps a TuskCore, not a {type(core).__name__}")
+        return wrap(core)
+
+    world.crash(node)
+    world.restart(node, wrapped)
+
+
+def submit(world: World, core: NodeRef, transactions: Iterable[bytes]) -> None:
+    """The client of `tusk_world` sends `transactions` to `core` now; the core's answer
+    arrives later as a `SubmitAnswer` event of `CLIENT_ID` (see `answers`)."""
+    submission = Submission(world.node(core).node_id, tuple(transactions))
+    world.input(CLIENT_ID, Proposed(submission))
+
+
+def answers(world: World) -> list[SubmitAnswer]:
+    """The answers the client of `tusk_world` received, in order."""
+    return world.events_of(CLIENT_ID, SubmitAnswer)
+
+
+def committed(world: World, core: NodeRef) -> list[Committed]:
+    """The certificates a core delivered, in order (over all its restarts)."""
+    return world.events_of(core, Committed)
+
+
+def delivered_transactions(world: World, core: NodeRef) -> list[bytes]:
+    """The transactions a core delivered, in order."""
+    return [transaction for event in committed(world, core) for transaction in event.transactions]
+
+
+class PrefixViolated(AssertionError):
+    """Two cores delivered different certificates at one position, a core skipped or
+    repeated a position, or delivered a certificate twice (`TuskPrefixChecker`)."""
+
+
+def check_prefix(world: World, cores: Iterable[NodeId]) -> TuskPrefixChecker:
+    """Check the Tusk prefix property among `cores` after every step of `world`.
+
+    The step whose event breaks it raises `PrefixViolated` out of `world.step` (and so
+    out of `step_until` and `run_until`).  The returned checker's `lengths` holds the
+    number of positions each core (by hex id) delivered.
+    """
+    checker = TuskPrefixChecker({core.hex() for core in cores})
+
+    def observe(record: Record) -> None:
+        violations = checker.observe(record)
+        if violations:
+            raise PrefixViolated("; ".join(str(violation) for violation in violations))
+
+    world.observe(observe)
+    return checker
+
+
+class RefusalTally:
+    """A core wrapper that counts, by reason, the refusals in the core's answers: what
+    the drivers tried to carry (see `tally_refusals`)."""
+
+    def __init__(self, inner: TuskCore, tally: Counter[RefusalReason]) -> None:
+        self.inner = inner
+        self.tally = tally
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.inner.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = self.inner.handle(event, now_ms)
+        for outgoing in step.outgoing:
+            if isinstance(outgoing, Reply) and isinstance(outgoing.body, CoreAnswer):
+                self.tally.update(refusal.reason for refusal in outgoing.body.refusals)
+        return step
+
+
+def tally_refusals(world: World, cores: Iterable[NodeRef]) -> Counter[RefusalReason]:
+    """Count from now on how often `cores` refuse carried items, by reason."""
+    tally: Counter[RefusalReason] = Counter()
+    for core in cores:
+        replace_core(world, core, lambda inner: RefusalTally(inner, tally))
+    return tally
