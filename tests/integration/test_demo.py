@@ -106,12 +106,14 @@ def test_a_node_that_did_not_stop_cleanly_fails_the_demo() -> None:
 
 def test_the_summary_of_stores_that_disagree_fails(tmp_path: pathlib.Path) -> None:
     """The demo's own summary path, from SQLite files through to its verdict."""
-    from synod.cli.scp import init, load_config, log_record_key
+    from synod.cli.scp import init
     from synod.core import Persist
     from synod.runtime.storage import SqliteStorage
+    from synod.scp.log import log_record_key
+    from synod.scp.network import load_network
 
     init.main([str(tmp_path), "--base-port", "23000"], standalone_mode=False)
-    config = load_config(tmp_path)
+    config = load_network(tmp_path)
     for index, node in enumerate(config.nodes):
         second = b'["c"]' if index < 3 else b'["d"]'
         with SqliteStorage.open(config.store_path(node)) as storage:

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from synod.cli.scp import EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE, load_config, log_record_key
+from synod.cli.scp import EXIT_CONFIG, EXIT_FAILED, EXIT_UNREACHABLE
 from synod.cli.scp import scp as scp_group
 from synod.quorum.qset import QuorumSet, is_quorum, is_satisfied_by
 from synod.runtime.storage import SqliteStorage
+from synod.scp.log import log_record_key
+from synod.scp.network import load_network
 
 
 def invoke(*arguments: str) -> tuple[int, str, str]:
@@ -31,7 +33,7 @@ def init(directory: Path, *options: str) -> None:
 
 def test_the_default_network_is_four_nodes_each_trusting_any_three(tmp_path: Path) -> None:
     init(tmp_path)
-    config = load_config(tmp_path)
+    config = load_network(tmp_path)
     ids = [node.node_id for node in config.nodes]
     assert [node.name for node in config.nodes] == ["node-0", "node-1", "node-2", "node-3"]
     for node in config.nodes:
@@ -50,7 +52,7 @@ def test_a_tiered_network_trusts_a_share_of_organisations_each_by_majority(
     tmp_path: Path,
 ) -> None:
     init(tmp_path, "--organisations", "4", "--per-organisation", "3")
-    config = load_config(tmp_path)
+    config = load_network(tmp_path)
     assert len(config.nodes) == 12
     assert {node.organisation for node in config.nodes} == {"org-0", "org-1", "org-2", "org-3"}
     quorum_set = config.nodes[0].quorum_set

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from synod.cli.cluster import WatchedProcess, free_ports, synod_command
-from synod.cli.scp import compare_logs, decode_batch, read_log
+from synod.runtime.scp_node import read_log
+from synod.scp.log import compare_logs, decode_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

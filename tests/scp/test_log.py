@@ -1,4 +1,4 @@
-"""The replicated-log application behind `synod scp run`, without processes or sockets.
+"""The replicated-log application (`synod.scp.log`), without processes or sockets.
 
 `LogCore`s are driven here by a small deterministic loop (messages through the real
 codec, a virtual clock for timers, crash = rebuild from what was persisted), so the
@@ -16,22 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from synod.cli.scp import (
-    LOG_CODEC,
-    MAX_BATCH_ENTRIES,
-    MAX_ENTRY_BYTES,
-    Forward,
-    LogAppended,
-    LogCore,
-    LogRules,
-    SubmitReply,
-    SubmitRequest,
-    compare_logs,
-    cut_batch,
-    decode_batch,
-    encode_batch,
-    log_record_key,
-)
 from synod.core import (
     Broadcast,
     Persist,
@@ -47,6 +31,23 @@ from synod.core import (
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
 from synod.scp import ScpConfig, Validity
+from synod.scp.log import (
+    LOG_CODEC,
+    MAX_BATCH_ENTRIES,
+    MAX_ENTRY_BYTES,
+    Forward,
+    LogAppended,
+    LogCore,
+    LogRules,
+    LogTimeouts,
+    SubmitReply,
+    SubmitRequest,
+    compare_logs,
+    cut_batch,
+    decode_batch,
+    encode_batch,
+    log_record_key,
+)
 
 KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
 IDS = [key.node_id for key in KEYS]
@@ -110,8 +111,6 @@ def test_cut_batch_drops_duplicates_and_entries_that_cannot_fit() -> None:
 
 
 def test_the_draft_timeout_policy_is_scaled_by_the_configured_unit() -> None:
-    from synod.cli.scp import LogTimeouts
-
     rules = LogRules(LogTimeouts(nomination_ms=100, ballot_ms=300))
     assert [rules.nomination_timeout_ms(round_number) for round_number in (1, 2, 3)] == [
         200,
@@ -360,20 +359,22 @@ def test_a_node_behind_is_a_gap_not_a_disagreement() -> None:
 def test_nodes_built_from_a_tiered_init_agree_and_survive_a_silent_organisation(
     tmp_path: Path,
 ) -> None:
-    """The cores `synod scp run` builds from `synod scp init --organisations 4`:
-    3 of 4 organisations, 2 of 3 nodes in each; one organisation silent throughout."""
-    from click.testing import CliRunner
-
-    from synod.cli.scp import build_core, load_config
-    from synod.cli.scp import scp as scp_group
+    """The cores a node runner builds from a network written with `--organisations 4`
+    (`synod scp init`): 3 of 4 organisations, 2 of 3 nodes in each; one organisation
+    silent throughout."""
     from synod.crypto import read_key_file
+    from synod.runtime.scp_node import create_network
+    from synod.scp.network import build_log_core
 
-    arguments = ["init", str(tmp_path), "--organisations", "4", "--base-port", "22000"]
-    assert CliRunner().invoke(scp_group, arguments).exit_code == 0
-    config = load_config(tmp_path)
+    config = create_network(
+        tmp_path,
+        organisations=4,
+        ports=range(22000, 22024, 2),
+        submit_ports=range(22001, 22024, 2),
+    )
     cores = {}
     for entry in config.nodes:
-        cores[entry.node_id] = build_core(config, entry, read_key_file(entry.key_file), {})
+        cores[entry.node_id] = build_log_core(config, entry, read_key_file(entry.key_file), {})
     network = Network(cores)
     silent_organisation = [node.node_id for node in config.nodes if node.organisation == "org-3"]
     network.silent.update(silent_organisation)

@@ -34,7 +34,7 @@ import click
 from synod.cli.cluster import ClusterError, Line, NodeProcess, drain, free_ports, running
 
 if TYPE_CHECKING:
-    from synod.cli.scp import NetworkConfig
+    from synod.scp.network import NetworkConfig
 
 STEP_TIMEOUT_S = 60.0
 
@@ -238,7 +238,7 @@ class _ScpTally:
     def add_restored(self, name: str, log: Mapping[int, bytes]) -> None:
         """Count what a restarted node holds from before its crash: it does not print
         restored slots again, and a SIGKILL can fall between its commit and its print."""
-        from synod.cli.scp import decode_batch, value_digest
+        from synod.scp.log import decode_batch, value_digest
 
         for slot, value in log.items():
             self.slots.setdefault(name, {})[slot] = value_digest(value)
@@ -269,7 +269,7 @@ def judge_scp_logs(
     exit_codes: Mapping[str, int | None],
 ) -> ScpVerdict:
     """Compare the nodes' logs slot by slot and check them against what was submitted."""
-    from synod.cli.scp import compare_logs, decode_batch
+    from synod.scp.log import compare_logs, decode_batch
 
     comparison = compare_logs(logs)
     exactly_once = bool(comparison.rows) and comparison.agree
@@ -292,23 +292,11 @@ def judge_scp_logs(
 
 
 def _run_scp(workdir: Path, node_count: int, per_node: int) -> bool:
-    from synod.cli.scp import init as scp_init
-    from synod.cli.scp import load_config
+    from synod.cli.scp import print_network
+    from synod.runtime.scp_node import create_network
 
-    ports = free_ports(2 * node_count)
-    scp_init.main(
-        [
-            str(workdir),
-            "--nodes",
-            str(node_count),
-            "--ports",
-            ",".join(str(port) for port in ports[:node_count]),
-            "--submit-ports",
-            ",".join(str(port) for port in ports[node_count:]),
-        ],
-        standalone_mode=False,
-    )
-    config = load_config(workdir)
+    config = create_network(workdir, nodes=node_count)  # ports picked by the kernel
+    print_network(config)
     threshold = config.nodes[0].quorum_set.threshold
     click.echo(f"each node trusts any {threshold} of the {node_count} (network.toml)")
     inbox: queue.Queue[Line] = queue.Queue()
@@ -355,7 +343,7 @@ def _run_scp(workdir: Path, node_count: int, per_node: int) -> bool:
             f"{victim.name} did not restart",
         )
         ready = tally.ready[victim.name]
-        from synod.cli.scp import read_log
+        from synod.runtime.scp_node import read_log
 
         victim_entry = config.nodes[-1]
         tally.add_restored(victim.name, read_log(config.store_path(victim_entry)) or {})
@@ -374,14 +362,15 @@ def _submit_round(
 ) -> set[str]:
     import asyncio
 
-    from synod.cli.scp import submit_entries
+    from synod.runtime.scp_node import SubmitFailed, submit_entries
 
     entries: set[str] = set()
     for name in names:
         values = [f"r{round_number}-{index}-{name}" for index in range(per_node)]
-        reply = asyncio.run(submit_entries(addresses[name], values))
-        if isinstance(reply, str) or reply.error:
-            raise ClusterError(f"{name} did not take values: {reply}")
+        try:
+            asyncio.run(submit_entries(addresses[name], values))
+        except SubmitFailed as error:
+            raise ClusterError(f"{name} did not take values: {error}") from None
         entries.update(values)
     return entries
 
@@ -410,9 +399,11 @@ def _scp_summary(
     submitted: set[str],
     exit_codes: dict[str, int | None],
 ) -> bool:
-    from synod.cli.scp import compare_logs, print_comparison, read_log, value_digest
+    from synod.cli.scp import print_comparison
+    from synod.runtime.scp_node import read_network_logs
+    from synod.scp.log import compare_logs, value_digest
 
-    logs = {node.name: read_log(config.store_path(node)) or {} for node in config.nodes}
+    logs = {name: log or {} for name, log in read_network_logs(config).items()}
     print_comparison(compare_logs(logs), title="every node's log, from its SQLite file", brief=True)
     verdict = judge_scp_logs(logs, submitted, exit_codes)
     printed_match = all(

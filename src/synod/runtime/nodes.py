@@ -1,0 +1,66 @@
+"""What the node runners of `synod.runtime` share (`scp_node`, `rbc_node`...).
+
+A runner opens a node's SQLite store, rebuilds its core from the records there
+(`restore_core`), holds the node's lock file while it runs (`synod.runtime.lock`) and
+reports failures as typed errors; `free_ports` picks addresses for networks made on
+the spot (tests, examples).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from synod.runtime.storage import SqliteStorage
+
+CoreType = TypeVar("CoreType")
+
+
+class RestoreFailed(Exception):
+    """A node's store holds records its core cannot be rebuilt from (the cause says why)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: cannot restore: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class NodeStopped(Exception):
+    """The node stopped (or failed) before what was waited for happened."""
+
+
+def restore_core(
+    path: Path, build: Callable[[Mapping[bytes, bytes]], CoreType]
+) -> tuple[SqliteStorage, CoreType]:
+    """Open the store `path` and build the core from its records.
+
+    Raises `StorageError` when the store cannot be opened or read, and `RestoreFailed`
+    (the store closed again) when `build` refuses the records.
+    """
+    storage = SqliteStorage.open(path)
+    try:
+        return storage, build(storage.load())
+    except Exception as error:
+        storage.close()
+        raise RestoreFailed(path, str(error)) from None
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct ports the kernel hands out on `host` now (all bound at once).
+
+    Free at this moment only: another program could take one before it is used, which
+    is fine for tests and examples, not for a network meant to last.
+    """
+    family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            handle = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(handle)
+            handle.bind((host, 0))
+        return [handle.getsockname()[1] for handle in sockets]
+    finally:
+        for handle in sockets:
+            handle.close()

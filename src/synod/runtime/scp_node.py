@@ -1,0 +1,447 @@
+"""SCP log nodes on a real network, from a program: create, run, submit to, read back.
+
+What `synod scp` does, as a library:
+
+- `create_network` writes a new network: one key file per node and ``network.toml``
+  (`synod.scp.network` is the model, loader and renderer);
+- `LogNode` runs one node of a network in the caller's event loop (`start` / `stop`):
+  its `LogCore` (`synod.scp.log`) driven by a `NodeHost` over the peer transport, its
+  state and log in ``<name>.sqlite``, clients' entries on its submit port, an exclusive
+  lock file so that one process at a time runs it; `run_log_node` runs one until
+  SIGINT/SIGTERM, the way ``synod scp run`` does;
+- `submit_entries` hands entries to a running node's submit port and returns once the
+  node has stored them;
+- `read_log` reads a node's log from its SQLite file, read-only, even while it runs.
+
+Nothing here prints or exits: failures are typed errors (`NodeAlreadyRunning`,
+`RestoreFailed`, `StorageError`, `HostFailed`, `SubmitFailed`, `LogReadError`...) and
+the command line chooses the messages and exit statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from synod.crypto import KeyPair, node_id_text, write_key_file
+from synod.runtime.host import HostConfig, HostFailed, NodeHost
+from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
+from synod.runtime.nodes import NodeStopped, RestoreFailed, free_ports, restore_core
+from synod.runtime.rpc import RpcClient, RpcFailure
+from synod.scp.log import (
+    LOG_CODEC,
+    LOG_KEY_PREFIX,
+    MAX_ENTRY_BYTES,
+    MAX_SUBMIT_ENTRIES,
+    LogAppended,
+    LogCore,
+    SubmitReply,
+    SubmitRequest,
+    decode_batch,
+    entry_fits,
+    log_from_records,
+)
+from synod.scp.network import (
+    CONFIG_NAME,
+    NetworkConfig,
+    NetworkSettings,
+    NodeEntry,
+    PlannedNode,
+    build_log_core,
+    load_network,
+    plan_nodes,
+    planned_quorum_set,
+    render_config,
+)
+from synod.wire import DecodeError
+
+if TYPE_CHECKING:
+    from synod.runtime.transport import Address
+
+AppendedHandler = Callable[[LogAppended], None]
+
+
+class NetworkExists(Exception):
+    """`create_network` refuses to overwrite an existing ``network.toml``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: already exists; refusing to overwrite")
+        self.path = path
+
+
+class SubmitFailed(Exception):
+    """Entries were not stored by the node: `SubmitUnanswered` or `SubmitRefused`."""
+
+    def __init__(self, address: Address, reason: str) -> None:
+        super().__init__(f"{address[0]}:{address[1]}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class SubmitUnanswered(SubmitFailed):
+    """The submit port did not answer: cannot connect, timeout, or an unreadable reply."""
+
+
+class SubmitRefused(SubmitFailed):
+    """The node answered with a refusal (`reply.error`: its pending list is full...).
+
+    `queued` counts the new entries that earlier requests of the same call stored
+    (entries travel in requests of at most `MAX_SUBMIT_ENTRIES`).
+    """
+
+    def __init__(self, address: Address, reply: SubmitReply, queued: int) -> None:
+        super().__init__(address, reply.error)
+        self.reply = reply
+        self.queued = queued
+
+
+class LogReadError(Exception):
+    """A node's SQLite file cannot be read (the message names the file)."""
+
+
+# ---------------------------------------------------------------- a new network
+
+
+def create_network(
+    directory: Path,
+    *,
+    nodes: int = 4,
+    threshold: int | None = None,
+    organisations: int | None = None,
+    per_organisation: int = 3,
+    host: str = "127.0.0.1",
+    ports: Sequence[int] | None = None,
+    submit_ports: Sequence[int] | None = None,
+    settings: NetworkSettings | None = None,
+) -> NetworkConfig:
+    """Write a key file per node and ``DIRECTORY/network.toml``; return the loaded file.
+
+    `nodes` nodes each trusting any `threshold` of them (by default n - (n-1)//3), or
+    `organisations` of `per_organisation` nodes each with the tiered quorum set of
+    `synod.scp.network.tiered_quorum_set`.  Node *i* listens on ``ports[i]`` (peers)
+    and ``submit_ports[i]`` (clients); when either is None, every port is picked by the
+    kernel now, free at this moment (another program could take one before the node
+    starts: fine for tests and examples, not for a network meant to last).
+
+    Raises `NetworkExists` rather than overwrite a network, `ValueError` for an
+    impossible plan, `KeyFileError` when a key file exists or cannot be written.
+    """
+    planned = plan_nodes(nodes, organisations, per_organisation)
+    quorum_set = planned_quorum_set(planned, threshold)
+    if ports is None or submit_ports is None:
+        chosen = free_ports(host, 2 * len(planned))
+        ports, submit_ports = chosen[: len(planned)], chosen[len(planned) :]
+    _check_ports(len(planned), ports, submit_ports)
+    config_path = directory / CONFIG_NAME
+    if config_path.exists():
+        raise NetworkExists(config_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for node, port, submit_port in zip(planned, ports, submit_ports, strict=True):
+        _write_node_key(directory, node, port, submit_port)
+    text = render_config(settings or NetworkSettings(), planned, host, quorum_set)
+    config_path.write_text(text, encoding="utf-8")
+    return load_network(directory)
+
+
+def _check_ports(count: int, ports: Sequence[int], submit_ports: Sequence[int]) -> None:
+    if len(ports) != count or len(submit_ports) != count:
+        raise ValueError(f"expected {count} ports and {count} submit ports")
+    if len({*ports, *submit_ports}) != 2 * count:
+        raise ValueError("every port must differ")
+    if not all(1 <= port <= 65535 for port in (*ports, *submit_ports)):
+        raise ValueError("ports are 1..65535")
+
+
+def _write_node_key(directory: Path, node: PlannedNode, port: int, submit_port: int) -> None:
+    keys = KeyPair.generate()
+    write_key_file(directory / f"{node.name}.key", keys)
+    node.port, node.submit_port, node.id_text = port, submit_port, node_id_text(keys.node_id)
+
+
+# ---------------------------------------------------------------- running a node
+
+
+class LogNode:
+    """One node of an SCP log network, run in the caller's asyncio event loop.
+
+    `start` takes the node's lock file, rebuilds its `LogCore` from its SQLite file,
+    listens on its peer port and its submit port; `stop` shuts it down cleanly and
+    releases the lock.  `on_appended` receives each slot added to the log, once the slot
+    is durably in the store (a restarted node does not see again what it had).
+    """
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        entry: NodeEntry,
+        keys: KeyPair,
+        *,
+        on_appended: AppendedHandler | None = None,
+        host_config: HostConfig | None = None,
+    ) -> None:
+        if keys.node_id != entry.node_id:
+            raise ValueError(f"these keys are not those of {entry.name} in {config.path}")
+        self.config = config
+        self.entry = entry
+        self.keys = keys
+        self.on_appended = on_appended
+        self.host_config = host_config
+        self.restored_slots = 0
+        """How many slots the log held when the node started."""
+        self._host: NodeHost | None = None
+        self._lock: IO[str] | None = None
+        self._log: dict[int, bytes] = {}
+        self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
+
+    @property
+    def host(self) -> NodeHost:
+        """The `NodeHost` that drives the core (once started)."""
+        if self._host is None:
+            raise RuntimeError("the node has not been started")
+        return self._host
+
+    @property
+    def core(self) -> LogCore:
+        """The node's `LogCore` (once started); read it, never feed it directly."""
+        core = self.host.core
+        assert isinstance(core, LogCore)
+        return core
+
+    @property
+    def submit_address(self) -> Address:
+        """Where clients submit entries (see `submit_entries`)."""
+        return self.entry.host, self.entry.submit_port
+
+    @property
+    def log(self) -> Mapping[int, bytes]:
+        """slot index -> value, for every slot durably in this node's store."""
+        return self._log
+
+    async def start(self) -> None:
+        """Lock, restore, listen and start deciding.
+
+        Raises `NodeAlreadyRunning` (another process runs this node), `StorageError`
+        (the store cannot be opened), `RestoreFailed`, or `OSError` (a port in use).
+        """
+        if self._host is not None:
+            raise RuntimeError("the node was started already")
+        lock = hold_exclusive_lock(self.config.lock_path(self.entry))
+        try:
+            self._host = self._open_host()
+            await self._host.start(
+                listen=(self.entry.host, self.entry.port),
+                rpc_listen=self.submit_address,
+            )
+        except BaseException:
+            if self._host is not None:
+                await self._host.stop()  # closes whatever listeners and store it opened
+            lock.close()
+            raise
+        self._lock = lock
+
+    def _open_host(self) -> NodeHost:
+        storage, core = restore_core(
+            self.config.store_path(self.entry),
+            lambda records: build_log_core(self.config, self.entry, self.keys, records),
+        )
+        self._log = dict(core.log)
+        self.restored_slots = len(core.log)
+        others = [node for node in self.config.nodes if node.node_id != self.keys.node_id]
+        return NodeHost(
+            core,
+            keys=self.keys,
+            codec=LOG_CODEC,
+            storage=storage,
+            peers={node.node_id: (node.host, node.port) for node in others},
+            on_event=self._on_event,
+            config=self.host_config,
+        )
+
+    async def stop(self) -> None:
+        """Stop deciding, flush and close the connections and the store, release the
+        lock (idempotent)."""
+        if self._host is not None:
+            await self._host.stop()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        self._fail_waiters()
+
+    async def serve(self, on_ready: Callable[[LogNode], None] | None = None) -> None:
+        """Run the started node until SIGINT/SIGTERM, then stop it.
+
+        `on_ready` runs once the signal handlers are in place.  Raises `HostFailed`
+        when the node failed (the core, the store or an output; see its cause).
+        """
+        ready = (lambda: on_ready(self)) if on_ready is not None else None
+        try:
+            await self.host.serve(on_ready=ready)
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------ the log as it grows
+
+    def _on_event(self, event: object) -> None:
+        if not isinstance(event, LogAppended):
+            return
+        self._log[event.slot_index] = event.value
+        if self._waiters:
+            logged = set(event.entries or ())
+            for remaining, done in self._waiters:
+                remaining.difference_update(logged)
+                if not remaining and not done.done():
+                    done.set_result(None)
+        if self.on_appended is not None:
+            self.on_appended(event)
+
+    async def wait_for_entries(self, entries: Iterable[str], *, timeout_s: float) -> None:
+        """Return once every one of `entries` is durably in this node's log.
+
+        Raises `TimeoutError` after `timeout_s`, `NodeStopped` if the node stops first.
+        """
+        remaining = self._not_yet_durable(entries)
+        if not remaining:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (remaining, done)
+        self._waiters.append(waiter)
+        stopped = asyncio.ensure_future(self.host.wait_stopped())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait([done, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            self._waiters.remove(waiter)
+        if not done.done() or done.exception() is not None:
+            raise NodeStopped(f"{self.entry.name} stopped; {len(remaining)} entries not logged")
+
+    def _not_yet_durable(self, entries: Iterable[str]) -> set[str]:
+        # The core's log runs ahead of the store while a commit is in flight (the host
+        # commits on a worker thread): its slots count only once an event confirms them.
+        core = self.core
+        unconfirmed: set[str] = set()
+        if len(core.log) != len(self._log):
+            for slot_index in core.log.keys() - self._log.keys():
+                unconfirmed.update(decode_batch(core.log[slot_index]) or ())
+        return {entry for entry in entries if entry not in core.logged or entry in unconfirmed}
+
+    def _fail_waiters(self) -> None:
+        for _, done in self._waiters:
+            if not done.done():
+                done.set_exception(NodeStopped(f"{self.entry.name} stopped"))
+
+
+async def run_log_node(
+    config: NetworkConfig,
+    entry: NodeEntry,
+    keys: KeyPair,
+    *,
+    on_appended: AppendedHandler | None = None,
+    on_ready: Callable[[LogNode], None] | None = None,
+    host_config: HostConfig | None = None,
+) -> None:
+    """Run node `entry` of `config` until SIGINT/SIGTERM (what ``synod scp run`` does).
+
+    Raises what `LogNode.start` raises, and `HostFailed` when the node failed.
+    """
+    node = LogNode(config, entry, keys, on_appended=on_appended, host_config=host_config)
+    await node.start()
+    await node.serve(on_ready)
+
+
+# ---------------------------------------------------------------- clients
+
+
+async def submit_entries(
+    address: Address, entries: Sequence[str], *, timeout_s: float = 5.0
+) -> SubmitReply:
+    """Hand `entries` to the node whose submit port is `address`.
+
+    Returns once the node has stored them durably: the reply's `queued` counts the
+    entries that were new to it (an entry already logged or pending is not queued
+    again, so a retry is safe), `pending` how many wait for a slot.  Raises
+    `SubmitUnanswered` or `SubmitRefused`, and `ValueError` for an entry that can never
+    be logged (empty, or over `MAX_ENTRY_BYTES` bytes of UTF-8).
+    """
+    if not all(entry_fits(entry) for entry in entries):
+        raise ValueError(f"each entry must be 1..{MAX_ENTRY_BYTES} bytes of UTF-8")
+    client = RpcClient(address)
+    try:
+        queued = 0
+        reply = SubmitReply(0, 0)
+        for start in range(0, len(entries), MAX_SUBMIT_ENTRIES):
+            chunk = tuple(entries[start : start + MAX_SUBMIT_ENTRIES])
+            reply = await _submit_chunk(client, address, chunk, timeout_s)
+            if reply.error:
+                raise SubmitRefused(address, reply, queued)
+            queued += reply.queued
+        return SubmitReply(queued, reply.pending)
+    finally:
+        await client.close()
+
+
+async def _submit_chunk(
+    client: RpcClient, address: Address, chunk: tuple[str, ...], timeout_s: float
+) -> SubmitReply:
+    result = await client.call(LOG_CODEC.encode(SubmitRequest(chunk)), timeout_s=timeout_s)
+    if isinstance(result, RpcFailure):
+        raise SubmitUnanswered(address, result.reason)
+    try:
+        reply = LOG_CODEC.decode(result.body)
+    except DecodeError as error:
+        raise SubmitUnanswered(address, f"unreadable reply: {error}") from None
+    if not isinstance(reply, SubmitReply):
+        raise SubmitUnanswered(address, "unexpected reply")
+    return reply
+
+
+def read_log(path: Path) -> dict[int, bytes] | None:
+    """The externalized log in a node's SQLite file, read-only; None if there is no file.
+
+    Safe while the node runs: SQLite's write-ahead log lets a reader see the last
+    committed state without blocking the writer.  Raises `LogReadError`.
+    """
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise LogReadError(f"{path}: cannot open: {error}") from None
+    try:
+        rows = connection.execute(
+            "SELECT key, value FROM records WHERE key >= ? AND key < ?",
+            (LOG_KEY_PREFIX, LOG_KEY_PREFIX[:-1] + b"0"),
+        ).fetchall()
+    except sqlite3.Error as error:
+        raise LogReadError(f"{path}: not a synod node store ({error})") from None
+    finally:
+        connection.close()
+    return log_from_records({bytes(key): bytes(value) for key, value in rows})
+
+
+def read_network_logs(config: NetworkConfig) -> dict[str, dict[int, bytes] | None]:
+    """Every node's log by name, from the SQLite files (None: that node never ran)."""
+    return {node.name: read_log(config.store_path(node)) for node in config.nodes}
+
+
+__all__ = [
+    "HostFailed",
+    "LogNode",
+    "LogReadError",
+    "NetworkExists",
+    "NodeAlreadyRunning",
+    "NodeStopped",
+    "RestoreFailed",
+    "SubmitFailed",
+    "SubmitRefused",
+    "SubmitUnanswered",
+    "create_network",
+    "free_ports",
+    "read_log",
+    "read_network_logs",
+    "run_log_node",
+    "submit_entries",
+]
