@@ -62,17 +62,18 @@ class CommandFailed(click.ClickException):
 
 
 @contextmanager
-def _exit_codes() -> Iterator[None]:
-    """The library's typed errors as one-line messages and exit codes."""
+def _exit_codes(*failures: type[Exception]) -> Iterator[None]:
+    """The library's typed errors as one-line messages and exit codes: file errors exit
+    2; wallet errors and `failures` (the command's own, such as `ShardError`) exit 1."""
     from synod.fastpay.config import FastPayFileError
     from synod.fastpay.wallet import WalletError
-    from synod.runtime.fastpay_node import BenchFailed, ShardError
 
+    failed: tuple[type[Exception], ...] = (WalletError, *failures)
     try:
         yield
     except FastPayFileError as error:
         raise ConfigError(str(error)) from None
-    except (WalletError, ShardError, BenchFailed) as error:
+    except failed as error:
         raise CommandFailed(str(error)) from None
 
 
@@ -179,11 +180,11 @@ async def _serve_shard(
     import logging
 
     from synod.crypto import node_id_text
-    from synod.runtime.fastpay_node import FastPayShard
+    from synod.runtime.fastpay_node import FastPayShard, ShardError
     from synod.runtime.host import HostFailed
 
     node = FastPayShard(server_file.keys, committee_file, shard, genesis, storage_path)
-    with _exit_codes():
+    with _exit_codes(ShardError):
         await node.start()
     ready = {
         "event": "ready",
@@ -379,11 +380,8 @@ def bench(shards: int, transfers: int, max_in_flight: int) -> None:
     authority's own work, compared with the cost of the signatures it must check and
     make (measured in the same run, divided over the cores).
     """
-    from synod.runtime.fastpay_node import run_local_bench
+    from synod.runtime.fastpay_node import BenchFailed, run_local_bench
 
-    with _exit_codes():
-        try:
-            line = run_local_bench(shards, transfers, max_in_flight)
-        except OSError as error:
-            raise CommandFailed(str(error)) from None
+    with _exit_codes(BenchFailed, OSError):
+        line = run_local_bench(shards, transfers, max_in_flight)
     click.echo(json.dumps(line))
