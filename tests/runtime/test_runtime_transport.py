@@ -17,6 +17,7 @@ from synod.crypto import KeyPair, NodeId
 from synod.runtime.transport import (
     HANDSHAKE_DOMAIN,
     PROTOCOL_VERSION,
+    HandshakeFailed,
     Hello,
     PeerTransport,
     Proof,
@@ -109,7 +110,7 @@ async def _oversized_header(port: int) -> None:
 async def _forged_handshake(port: int, claimed: KeyPair) -> None:
     """Claims a member's id but cannot sign for it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    hello = Hello(PROTOCOL_VERSION, claimed.node_id, b"\x07" * 32)
+    hello = Hello(PROTOCOL_VERSION, b"", claimed.node_id, b"\x07" * 32)
     writer.write(encode_frame(HANDSHAKE_CODEC.encode(hello)))
     writer.write(encode_frame(HANDSHAKE_CODEC.encode(Proof(b"\x00" * 64))))
     await read_to_end(reader)
@@ -228,7 +229,7 @@ async def test_newer_connection_from_the_same_peer_replaces_the_older() -> None:
 
 
 @asynchronous
-async def test_listener_proof_cannot_be_replayed_for_another_nonce() -> None:
+async def test_dialer_proof_cannot_be_replayed_for_another_nonce() -> None:
     """The proof binds the verifier's fresh nonce: a recorded proof fails a new session."""
     a, b = keys(0), keys(1)
     transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, Inbox().handler)
@@ -241,14 +242,103 @@ async def test_listener_proof_cannot_be_replayed_for_another_nonce() -> None:
         writer.close()
         # ...and present a proof for a nonce the server did not issue in a new session.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            encode_frame(HANDSHAKE_CODEC.encode(Hello(PROTOCOL_VERSION, a.node_id, b"\x01" * 32)))
-        )
-        stale = a.sign(HANDSHAKE_DOMAIN, b"D" + b"\x00" * 32 + b"\x01" * 32 + a.node_id + b.node_id)
+        hello = Hello(PROTOCOL_VERSION, b"", a.node_id, b"\x01" * 32)
+        writer.write(encode_frame(HANDSHAKE_CODEC.encode(hello)))
+        stale_transcript = b"D" + b"\x00" + b"\x00" * 32 + b"\x01" * 32 + a.node_id + b.node_id
+        stale = a.sign(HANDSHAKE_DOMAIN, stale_transcript)
         writer.write(encode_frame(HANDSHAKE_CODEC.encode(Proof(stale))))
         await read_to_end(reader)
         writer.close()
         assert server.rejected_connections == 1
+
+
+async def _hello_and_frames(port: int, claimed: KeyPair, network: bytes = b"") -> list[object]:
+    """Send a Hello claiming `claimed` (without its key) and a bad proof; return every
+    handshake message the listener sent before closing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    hello = Hello(PROTOCOL_VERSION, network, claimed.node_id, b"\x02" * 32)
+    writer.write(encode_frame(HANDSHAKE_CODEC.encode(hello)))
+    writer.write(encode_frame(HANDSHAKE_CODEC.encode(Proof(b"\x00" * 64))))
+    received = await read_to_end(reader)
+    writer.close()
+    messages: list[object] = []
+    while len(received) >= 4:
+        length = struct.unpack(">I", received[:4])[0]
+        messages.append(HANDSHAKE_CODEC.decode(received[4 : 4 + length]))
+        received = received[4 + length :]
+    return messages
+
+
+@asynchronous
+async def test_the_listener_signs_nothing_for_a_dialer_that_has_not_proven_itself() -> None:
+    """Knowing a member's id must not buy the listener's signature (no signing oracle)."""
+    a, b = keys(0), keys(1)
+    transport_b = PeerTransport(b, {a.node_id: ("127.0.0.1", 1)}, CODEC, Inbox().handler)
+    async with running(transport_b) as server:
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+        messages = await asyncio.wait_for(_hello_and_frames(port, a), DEADLINE_S)
+        assert [type(message) for message in messages] == [Hello]
+        assert server.rejected_connections == 1
+
+
+@asynchronous
+async def test_a_peer_of_another_network_is_refused_at_the_handshake() -> None:
+    a, b = keys(0), keys(1)
+    inbox_b = Inbox()
+    port_b = await free_port()
+    transport_b = PeerTransport(
+        b, {a.node_id: ("127.0.0.1", 1)}, CODEC, inbox_b.handler, config=FAST, network=b"main"
+    )
+    async with running(transport_b, port_b):
+        to_b = {b.node_id: ("127.0.0.1", port_b)}
+        other = PeerTransport(a, to_b, CODEC, Inbox().handler, config=FAST, network=b"test")
+        async with running(other):
+            other.send(b.node_id, Note("cross-network"))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_b)
+            # a handshake by hand in the wrong network fails like the transport's does
+            with pytest.raises(HandshakeFailed, match="network"):
+                await asyncio.wait_for(
+                    handshake(
+                        reader, writer, a, dialer=True, accept=lambda _: True, network=b"test"
+                    ),
+                    DEADLINE_S,
+                )
+            writer.close()
+        same = PeerTransport(a, to_b, CODEC, Inbox().handler, config=FAST, network=b"main")
+        async with running(same):
+            same.send(b.node_id, Note("same network"))
+            assert await inbox_b.next() == (a.node_id, Note("same network"))
+        assert transport_b.stats[a.node_id].received_frames == 1
+
+
+@asynchronous
+async def test_one_host_cannot_hold_every_handshake_slot() -> None:
+    a, b = keys(0), keys(1)
+    inbox_b = Inbox()
+    port_b = await free_port()
+    config = TransportConfig(
+        max_handshakes=16,
+        max_handshakes_per_host=4,
+        handshake_timeout_s=30.0,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.2,
+    )
+    to_a = {a.node_id: ("127.0.0.1", 1)}
+    transport_b = PeerTransport(b, to_a, CODEC, inbox_b.handler, config=config)
+    async with running(transport_b, port_b):
+        held = [
+            await asyncio.open_connection("127.0.0.1", port_b, local_addr=("127.0.0.2", 0))
+            for _ in range(30)
+        ]
+        to_b = {b.node_id: ("127.0.0.1", port_b)}
+        transport_a = PeerTransport(a, to_b, CODEC, Inbox().handler, config=FAST)
+        async with running(transport_a):
+            transport_a.send(b.node_id, Note("through"))
+            assert await inbox_b.next() == (a.node_id, Note("through"))
+        assert transport_b.handshake_slots.held_by("127.0.0.2") <= 4
+        for _, writer in held:
+            writer.close()
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:

@@ -10,16 +10,25 @@ older inbound connection from it is still open (it restarted, or the old one is
 half-dead), the newer connection wins and the older one is closed: that is the
 duplicate-connection rule.
 
-*Handshake.*  Both sides first send ``Hello(version, node_id, nonce)`` with a fresh
-32-byte nonce, then ``Proof(signature)``: each signs, under the domain tag
-``synod/transport/handshake/v1``, its role (dialer or listener), the *other* side's
-nonce, its own nonce, its own id and the other's id.  The receiver thus knows that the
-peer holds the key of the id it claims, that the proof was made for this connection
-(its own fresh nonce) and for it (its id), and a proof cannot be reflected back (the
-role).  The dialer requires the id it meant to reach; the listener accepts only ids of
-its configured peers.  The transport authenticates connections; it does not encrypt
-them and an on-path attacker could still tamper with later frames: cores sign what
-their safety depends on.
+*Handshake.*  Both sides first send ``Hello(version, network, node_id, nonce)`` with a
+fresh 32-byte nonce; a Hello for another network or version ends the connection at once.
+Then the *dialer* sends ``Proof(signature)``, and the listener answers with its own
+Proof only after it has checked the dialer's: a listener signs nothing for a party that
+has not proven itself a configured peer, so knowing a member's id gets an outsider no
+signatures (no signing oracle) and costs the listener one verification per handshake at
+most.  Each side signs, under the domain tag ``synod/transport/handshake/v2``, its role
+(dialer or listener), the network id, the *other* side's nonce, its own nonce, its own
+id and the other's id.  The receiver thus knows that the peer holds the key of the id it
+claims, that the proof was made for this network, this connection (its own fresh nonce)
+and for it (its id), and a proof cannot be reflected back (the role).  The dialer
+requires the id it meant to reach; the listener accepts only ids of its configured
+peers.  The transport authenticates connections; it does not encrypt them and an on-path
+attacker could still tamper with later frames: cores sign what their safety depends on.
+
+*Admission.*  Connections that have not finished the handshake hold a slot of
+`TransportConfig.max_handshakes` (at most `max_handshakes_per_host` per source host;
+see `synod.runtime.admission`) for at most `handshake_timeout_s`; a host cannot hold
+more, and a full listener makes room from the busiest host.
 
 *Frames.*  After the handshake each frame (4-byte length, then body; the length is
 checked against the cap before the body is read) carries one message of the protocol's
@@ -52,9 +61,12 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from synod.crypto import KeyPair, NodeId, node_id_short, verify
+from synod.runtime.admission import ConnectionSlots
 from synod.runtime.framing import close_writer, read_frame
 from synod.wire import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -77,9 +89,10 @@ MessageHandler = Callable[[NodeId, Any], Awaitable[None]]
 """Called with each authenticated sender and decoded message; awaited before the next
 frame of that connection is read, so a slow handler pushes back on the sender."""
 
-HANDSHAKE_DOMAIN = b"synod/transport/handshake/v1"
-PROTOCOL_VERSION = 1
+HANDSHAKE_DOMAIN = b"synod/transport/handshake/v2"
+PROTOCOL_VERSION = 2
 NONCE_BYTES = 32
+MAX_NETWORK_ID_BYTES = 64
 MAX_HANDSHAKE_FRAME_BYTES = 256
 
 _DIALER = b"D"
@@ -87,9 +100,10 @@ _LISTENER = b"L"
 
 
 class Hello(Message, frozen=True, tag="hello"):
-    """First handshake frame: who I claim to be and the nonce you must sign."""
+    """First handshake frame: the network, who I claim to be, the nonce you must sign."""
 
     version: U16
+    network: Annotated[bytes, msgspec.Meta(max_length=MAX_NETWORK_ID_BYTES)]
     node_id: Bytes32
     nonce: Bytes32
 
@@ -122,6 +136,10 @@ class TransportConfig:
     send_queue_max_bytes: int = 64 * 1024 * 1024
     write_chunk_bytes: int = 256 * 1024
     handshake_timeout_s: float = 5.0
+    max_handshakes: int = 256
+    """Inbound connections still in their handshake, all hosts together."""
+    max_handshakes_per_host: int = 8
+    """The same from one source address (peers dial once; a restart may overlap)."""
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
@@ -145,10 +163,16 @@ class PeerStats:
     outgoing_connected: bool = False
 
 
-def _transcript(
-    role: bytes, verifier_nonce: bytes, signer_nonce: bytes, signer: bytes, verifier: bytes
+def _transcript(  # noqa: PLR0917 - the transcript's fields, in their signed order
+    role: bytes,
+    network: bytes,
+    verifier_nonce: bytes,
+    signer_nonce: bytes,
+    signer: bytes,
+    verifier: bytes,
 ) -> bytes:
-    return role + verifier_nonce + signer_nonce + signer + verifier
+    network_field = len(network).to_bytes(1, "big") + network
+    return role + network_field + verifier_nonce + signer_nonce + signer + verifier
 
 
 async def handshake(
@@ -158,37 +182,73 @@ async def handshake(
     *,
     dialer: bool,
     accept: Callable[[NodeId], bool],
+    network: bytes = b"",
 ) -> NodeId:
     """Run the mutual handshake; return the peer's proven id or raise `HandshakeFailed`.
 
     `accept` decides whether a claimed id may connect at all (checked before any
-    signature work).  Also raises the stream's own errors (`asyncio.IncompleteReadError`,
-    `OSError`) and `synod.wire.WireError` for bad frames; callers treat all as failure.
+    signature work); `network` must equal the peer's.  The dialer proves itself first,
+    the listener only to a dialer that has.  Also raises the stream's own errors
+    (`asyncio.IncompleteReadError`, `OSError`) and `synod.wire.WireError` for bad frames;
+    callers treat all as failure.
     """
+    if len(network) > MAX_NETWORK_ID_BYTES:
+        raise ValueError(f"a network id is at most {MAX_NETWORK_ID_BYTES} bytes")
     own_nonce = os.urandom(NONCE_BYTES)
-    hello_frame = _HANDSHAKE_CODEC.encode(Hello(PROTOCOL_VERSION, keys.node_id, own_nonce))
+    hello_frame = _HANDSHAKE_CODEC.encode(
+        Hello(PROTOCOL_VERSION, network, keys.node_id, own_nonce)
+    )
     writer.write(encode_frame(hello_frame))
     hello = await _read_handshake_message(reader)
     if not isinstance(hello, Hello):
         raise HandshakeFailed("expected Hello")
+    peer = _check_hello(hello, keys, accept, network)
+    own_role, peer_role = (_DIALER, _LISTENER) if dialer else (_LISTENER, _DIALER)
+    own_proof = Proof(
+        keys.sign(
+            HANDSHAKE_DOMAIN,
+            _transcript(own_role, network, hello.nonce, own_nonce, keys.node_id, peer),
+        )
+    )
+    expected = _transcript(peer_role, network, own_nonce, hello.nonce, peer, keys.node_id)
+    if dialer:
+        await _send_proof(writer, own_proof)
+        await _receive_proof(reader, peer, expected)
+    else:
+        await _receive_proof(reader, peer, expected)
+        await _send_proof(writer, own_proof)
+    return peer
+
+
+def _check_hello(
+    hello: Hello, keys: KeyPair, accept: Callable[[NodeId], bool], network: bytes
+) -> NodeId:
     if hello.version != PROTOCOL_VERSION:
         raise HandshakeFailed(f"protocol version {hello.version}, expected {PROTOCOL_VERSION}")
+    if hello.network != network:
+        raise HandshakeFailed(
+            f"peer is in network {hello.network.hex() or '(none)'}, "
+            f"this node in {network.hex() or '(none)'}"
+        )
     peer = NodeId(hello.node_id)
     if peer == keys.node_id:
         raise HandshakeFailed("peer claims this node's own id")
     if not accept(peer):
         raise HandshakeFailed(f"{node_id_short(peer)} is not an accepted peer")
-    own_role, peer_role = (_DIALER, _LISTENER) if dialer else (_LISTENER, _DIALER)
-    signed = _transcript(own_role, hello.nonce, own_nonce, keys.node_id, peer)
-    writer.write(encode_frame(_HANDSHAKE_CODEC.encode(Proof(keys.sign(HANDSHAKE_DOMAIN, signed)))))
+    return peer
+
+
+async def _send_proof(writer: asyncio.StreamWriter, proof: Proof) -> None:
+    writer.write(encode_frame(_HANDSHAKE_CODEC.encode(proof)))
     await writer.drain()
+
+
+async def _receive_proof(reader: asyncio.StreamReader, peer: NodeId, expected: bytes) -> None:
     proof = await _read_handshake_message(reader)
     if not isinstance(proof, Proof):
         raise HandshakeFailed("expected Proof")
-    expected = _transcript(peer_role, own_nonce, hello.nonce, peer, keys.node_id)
     if not verify(peer, HANDSHAKE_DOMAIN, expected, proof.signature):
         raise HandshakeFailed(f"bad handshake signature from {node_id_short(peer)}")
-    return peer
 
 
 async def _read_handshake_message(reader: asyncio.StreamReader) -> Hello | Proof:
@@ -287,7 +347,12 @@ class _OutgoingLink:
         try:
             async with asyncio.timeout(config.handshake_timeout_s):
                 await handshake(
-                    reader, writer, self.transport.keys, dialer=True, accept=self._is_target
+                    reader,
+                    writer,
+                    self.transport.keys,
+                    dialer=True,
+                    accept=self._is_target,
+                    network=self.transport.network,
                 )
         except _CONNECTION_ERRORS as error:
             log.warning(
@@ -355,8 +420,12 @@ class PeerTransport:
         *,
         config: TransportConfig | None = None,
         rng: random.Random | None = None,
+        network: bytes = b"",
     ) -> None:
+        if len(network) > MAX_NETWORK_ID_BYTES:
+            raise ValueError(f"a network id is at most {MAX_NETWORK_ID_BYTES} bytes")
         self.keys = keys
+        self.network = network
         self.codec = codec
         self.on_message = on_message
         self.config = config if config is not None else TransportConfig()
@@ -369,6 +438,9 @@ class PeerTransport:
             self.stats[peer] = PeerStats()
             self._links[peer] = _OutgoingLink(self, peer, address, self.stats[peer])
         self.rejected_connections = 0
+        self.handshake_slots = ConnectionSlots(
+            total=self.config.max_handshakes, per_host=self.config.max_handshakes_per_host
+        )
         self._inbound: dict[NodeId, asyncio.StreamWriter] = {}
         self._connection_tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -466,10 +538,24 @@ class PeerTransport:
         if self._closing:
             await close_writer(writer, timeout_s=0)
             return
+        host = address.rsplit(":", 1)[0]
+        slot = self.handshake_slots.admit(
+            host, writer.transport.abort, asyncio.get_running_loop().time()
+        )
+        if slot is None:
+            self.rejected_connections += 1
+            log.warning("too many handshakes from one host; refused", extra={"host": host})
+            writer.transport.abort()
+            return
         try:
             async with asyncio.timeout(self.config.handshake_timeout_s):
                 peer = await handshake(
-                    reader, writer, self.keys, dialer=False, accept=self._links.__contains__
+                    reader,
+                    writer,
+                    self.keys,
+                    dialer=False,
+                    accept=self._links.__contains__,
+                    network=self.network,
                 )
         except _CONNECTION_ERRORS as error:
             self.rejected_connections += 1
@@ -479,6 +565,8 @@ class PeerTransport:
             )
             await close_writer(writer, timeout_s=0)
             return
+        finally:
+            self.handshake_slots.release(slot)
         previous = self._inbound.get(peer)
         self._inbound[peer] = writer
         if previous is not None:
