@@ -6,6 +6,10 @@ Modules:
   `sequence`  the chunked RGA behind lists and text
   `document`  the JSON document (maps, lists, text, counters) and validity of references
   `replica`   `Replica`, the `synod.core.Core` that edits, delivers and reconciles
+  `log`       the shared log application: genesis, appends, entries, digests
+  `config`    `node.toml`: `NodeConfig`, `load_config`, `render_config`
+
+To run a node on a network: `synod.runtime.crdt_node`.
 
 See docs/crdt.md for the theory of operation.
 """

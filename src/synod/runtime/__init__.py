@@ -6,6 +6,8 @@
 - `synod.runtime.host`: `NodeHost`, which drives one `synod.core.Core` by the contract;
 - `synod.runtime.logs`: JSON-lines logging on stderr.
 - `synod.runtime.fastpay_node` / `fastpay_wallet`: FastPay authority shards and wallets.
+- `synod.runtime.tusk_node`: Tusk cores, drivers, the submit client, commit-log reading;
+- `synod.runtime.crdt_node`: `LogNode`, a BFT-CRDT node sharing a log (relayer, peers).
 
 Nothing is re-exported here: importing one module (the storage, say) does not import
 the whole runtime.  See docs/runtime.md.

@@ -4,6 +4,9 @@
 - `synod.tusk.ordering`  the DAG and the Tusk commit rule (leader rule: `leader_of`)
 - `synod.tusk.core`      `TuskCore`, the passive core (answers requests, never initiates)
 - `synod.tusk.driver`    `Driver` and `ByzantineDriver`, the untrusted carriers
+- `synod.tusk.config`    `tusk.toml`: `TuskNetwork`, `load_network`, `render_config`
+
+To run cores and drivers on a network: `synod.runtime.tusk_node`.
 
 See docs/tusk.md for the theory of operation.
 """
