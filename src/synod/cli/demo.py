@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from synod.cli.cluster import ClusterError, Line, NodeProcess, drain, free_ports, running
+from synod.cli.cluster import ClusterError, Line, NodeProcess, drain, running
 
 if TYPE_CHECKING:
     from synod.scp.network import NetworkConfig
@@ -110,12 +110,10 @@ def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
 
 
 def _run(workdir: Path, node_count: int, per_node: int) -> bool:
-    from synod.cli.rbc import init as rbc_init
+    from synod.cli.rbc import print_network
+    from synod.runtime.rbc_node import create_network
 
-    ports = ",".join(str(port) for port in free_ports(node_count))
-    rbc_init.main(
-        [str(workdir), "--nodes", str(node_count), "--ports", ports], standalone_mode=False
-    )
+    print_network(create_network(workdir, nodes=node_count))  # ports picked by the kernel
     inbox: queue.Queue[Line] = queue.Queue()
     names = [f"node-{index}" for index in range(node_count)]
     nodes = [

@@ -7,103 +7,51 @@
   JSON object per line.  Logs are JSON lines on standard error.  SIGINT or SIGTERM stops
   the node cleanly (exit 0); the node's records are in ``DIR/<name>.sqlite`` and it
   resumes from them when started again.
+
+The commands parse options, read standard input, print and choose exit statuses; the
+network file is `synod.rbc.network` and the node runner `synod.runtime.rbc_node`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from synod.cli.common import (
-    ConfigError,
-    NodeEntry,
-    find_named,
-    lock_exclusively,
+    EXIT_FAILED,
+    config_errors,
     log_level_option,
-    node_entry,
     parse_ports,
     print_json_line,
     read_node_keys,
     read_stdin_lines,
-    read_toml,
     refuse_to_overwrite,
-    render_node_tables,
     run_process,
-    serve_until_stopped,
-    write_new_key,
+)
+from synod.rbc.network import (
+    CONFIG_NAME,
+    DEFAULT_BASE_PORT,
+    DEFAULT_RETRANSMIT_MS,
+    NetworkConfig,
+    load_network,
 )
 
 if TYPE_CHECKING:
-    from synod.crypto import KeyPair, NodeId
-
-CONFIG_NAME = "network.toml"
-DEFAULT_BASE_PORT = 7100
-DEFAULT_RETRANSMIT_MS = 300
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkConfig:
-    path: Path
-    retransmit_ms: int
-    nodes: tuple[NodeEntry, ...]
-
-    def find(self, selector: str) -> NodeEntry:
-        return find_named(self.path, self.nodes, selector)
-
-
-# ---------------------------------------------------------------- configuration
+    from synod.config import NodeEntry
+    from synod.crypto import KeyPair
+    from synod.rbc import Delivered, Rejected
+    from synod.runtime.rbc_node import RbcNode
 
 
 def load_config(directory: Path) -> NetworkConfig:
-    """Read and check ``DIR/network.toml``; raise `ConfigError` naming what is wrong."""
-    path = directory / CONFIG_NAME
-    document = read_toml(path, f"synod rbc init {directory}")
-    network = document.get("network", {})
-    if not isinstance(network, dict):
-        raise ConfigError(path, "network", "expected a table")
-    retransmit_ms = network.get("retransmit_ms", DEFAULT_RETRANSMIT_MS)
-    if not isinstance(retransmit_ms, int) or isinstance(retransmit_ms, bool) or retransmit_ms < 1:
-        raise ConfigError(path, "network.retransmit_ms", "expected a positive integer")
-    raw_nodes = document.get("nodes")
-    if not isinstance(raw_nodes, list) or not raw_nodes:
-        raise ConfigError(path, "nodes", "expected a non-empty array of tables [[nodes]]")
-    nodes = tuple(node_entry(path, f"nodes[{index}]", raw) for index, raw in enumerate(raw_nodes))
-    _check_distinct(path, nodes)
-    return NetworkConfig(path, retransmit_ms, nodes)
-
-
-def _check_distinct(path: Path, nodes: tuple[NodeEntry, ...]) -> None:
-    for attribute in ("name", "node_id"):
-        seen: set[object] = set()
-        for index, node in enumerate(nodes):
-            value = getattr(node, attribute)
-            if value in seen:
-                key = "name" if attribute == "name" else "id"
-                raise ConfigError(
-                    path, f"nodes[{index}].{key}", "expected a value unique among nodes"
-                )
-            seen.add(value)
-    addresses: set[tuple[str, int]] = set()
-    for index, node in enumerate(nodes):
-        if (node.host, node.port) in addresses:
-            raise ConfigError(
-                path, f"nodes[{index}].port", "expected an address unique among nodes"
-            )
-        addresses.add((node.host, node.port))
-
-
-def render_config(nodes: list[tuple[str, str, str, int, str]], retransmit_ms: int) -> str:
-    lines = [
-        "# A synod reliable-broadcast network (written by `synod rbc init`).",
-        "[network]",
-        f"retransmit_ms = {retransmit_ms}",
-    ]
-    lines += render_node_tables("nodes", nodes)
-    return "\n".join(lines) + "\n"
+    """``DIRECTORY/network.toml`` for a command: its problems become user errors
+    (exit status 2 for a wrong value, 1 for a missing file or one that is not TOML)."""
+    with config_errors(f"synod rbc init {directory}"):
+        return load_network(directory)
 
 
 # ---------------------------------------------------------------- commands
@@ -133,21 +81,30 @@ def init(  # noqa: PLR0917 - one parameter per click option
     directory: Path, count: int, host: str, base_port: int, ports: str | None, retransmit_ms: int
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local network."""
-    from synod.crypto import node_id_text
+    from synod.crypto import KeyFileError
+    from synod.runtime.rbc_node import NetworkExists, create_network
 
     port_list = parse_ports(ports, count, base_port)
-    config_path = directory / CONFIG_NAME
-    refuse_to_overwrite(config_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for index, port in enumerate(port_list):
-        name = f"node-{index}"
-        pair = write_new_key(directory / f"{name}.key")
-        entries.append((name, node_id_text(pair.node_id), host, port, f"{name}.key"))
-    config_path.write_text(render_config(entries, retransmit_ms), encoding="utf-8")
-    for name, node_id, node_host, port, _ in entries:
-        click.echo(f"{name}  {node_id}  {node_host}:{port}")
-    click.echo(f"wrote {config_path}", err=True)
+    refuse_to_overwrite(directory / CONFIG_NAME)
+    try:
+        with config_errors():
+            config = create_network(
+                directory, nodes=count, host=host, ports=port_list, retransmit_ms=retransmit_ms
+            )
+    except (KeyFileError, NetworkExists) as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--ports") from None
+    print_network(config)
+
+
+def print_network(config: NetworkConfig) -> None:
+    """One line per node (name, id, address) on stdout; the file written on stderr."""
+    from synod.crypto import node_id_text
+
+    for node in config.nodes:
+        click.echo(f"{node.name}  {node_id_text(node.node_id)}  {node.host}:{node.port}")
+    click.echo(f"wrote {config.path}", err=True)
 
 
 @rbc.command("run")
@@ -160,97 +117,69 @@ def run(directory: Path, node: str, log_level: str) -> None:
     Each line on standard input is proposed; each delivery is printed as a JSON line.
     """
     config = load_config(directory)
-    entry = config.find(node)
+    with config_errors():
+        entry = config.find(node)
     keys = read_node_keys(
         entry.key_file,
         entry.node_id,
         f"holds the key of another node than {entry.name}'s id in {config.path}",
     )
-    run_process(_run_node(config, entry, keys), log_level)
+    run_process(
+        _run_node(config, entry, keys), log_level, listen_failure=f"{entry.name}: cannot listen"
+    )
 
 
 async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> int:
     import asyncio
     import logging
 
-    from synod.crypto import node_id_text
-    from synod.rbc import CODEC, Delivered, RbcCore
-    from synod.rbc.core import WINDOW
-    from synod.runtime.host import NodeHost
-    from synod.runtime.storage import SqliteStorage
+    from synod.runtime.rbc_node import HostFailed, NodeAlreadyRunning, RbcNode, RestoreFailed
 
     log = logging.getLogger("synod.cli.rbc")
-    lock = lock_exclusively(config.path.parent / f"{entry.name}.lock")
-    storage = SqliteStorage.open(config.path.parent / f"{entry.name}.sqlite")
-    members = [node.node_id for node in config.nodes]
-    core = RbcCore(keys, members, storage.load(), retransmit_ms=config.retransmit_ms)
     names = {node.node_id: node.name for node in config.nodes}
-    flow = _ProposalFlow(keys.node_id, limit=WINDOW // 2)
-
-    def on_event(event: object) -> None:
-        if isinstance(event, Delivered):
-            flow.delivered(event.origin)
-        _print_event(event, names, log)
-
-    host = NodeHost(
-        core,
-        keys=keys,
-        codec=CODEC,
-        storage=storage,
-        peers={n.node_id: (n.host, n.port) for n in config.nodes if n.node_id != keys.node_id},
-        on_event=on_event,
+    node = RbcNode(
+        config,
+        entry,
+        keys,
+        on_delivered=partial(_print_delivered, names),
+        on_rejected=partial(_log_rejected, names, log),
     )
-    flow.host = host
-    await host.start(listen=(entry.host, entry.port))
-    ready = {
-        "event": "ready",
-        "node": entry.name,
-        "id": node_id_text(keys.node_id),
-        "address": f"{entry.host}:{entry.port}",
-        "restored_deliveries": core.delivered_count,
-    }
-    proposals = asyncio.create_task(_propose_lines(flow, log))
-    return await serve_until_stopped(host, ready, lock=lock, log=log, background=[proposals])
+    try:
+        await node.start()
+    except (NodeAlreadyRunning, RestoreFailed) as error:
+        raise click.ClickException(str(error)) from None
+    proposals = asyncio.create_task(_propose_lines(node, log))
+    try:
+        await node.serve(on_ready=_print_ready)
+    except HostFailed as error:
+        log.error("node failed", extra={"reason": str(error)})
+        return EXIT_FAILED
+    finally:
+        proposals.cancel()
+        await asyncio.gather(proposals, return_exceptions=True)
+    return 0
 
 
-class _ProposalFlow:
-    """Keeps at most `limit` of this node's own broadcasts undelivered at once.
+def _print_ready(node: RbcNode) -> None:
+    from synod.crypto import node_id_text
 
-    `RbcCore` refuses instances more than its window ahead of an origin's lowest
-    undelivered one, so an unpaced burst of proposals larger than the window would stall;
-    standard input is read only as fast as this node's own broadcasts complete.
-    """
-
-    def __init__(self, node_id: NodeId, *, limit: int) -> None:
-        import asyncio
-
-        self.node_id = node_id
-        self.limit = limit
-        self.host: Any = None
-        self.in_flight = 0
-        self._room = asyncio.Event()
-        self._room.set()
-
-    async def submit(self, payload: bytes) -> None:
-        while self.in_flight >= self.limit:
-            self._room.clear()
-            await self._room.wait()
-        self.in_flight += 1
-        with contextlib.suppress(RuntimeError):  # the node is stopping
-            self.host.propose(payload)
-
-    def delivered(self, origin: bytes) -> None:
-        if origin == self.node_id and self.in_flight > 0:
-            self.in_flight -= 1
-            self._room.set()
+    print_json_line(
+        {
+            "event": "ready",
+            "node": node.entry.name,
+            "id": node_id_text(node.keys.node_id),
+            "address": f"{node.entry.host}:{node.entry.port}",
+            "restored_deliveries": node.restored_deliveries,
+        }
+    )
 
 
-async def _propose_lines(flow: _ProposalFlow, log: Any) -> None:
+async def _propose_lines(node: RbcNode, log: Any) -> None:
     """Propose each line of standard input (without its newline); empty lines are skipped."""
     from synod.rbc.core import MAX_PAYLOAD_BYTES
 
     async def propose(line: bytes) -> None:
-        await _propose_line(flow, log, line, MAX_PAYLOAD_BYTES)
+        await _propose_line(node, log, line, MAX_PAYLOAD_BYTES)
 
     await read_stdin_lines(
         propose,
@@ -260,32 +189,33 @@ async def _propose_lines(flow: _ProposalFlow, log: Any) -> None:
     )
 
 
-async def _propose_line(flow: _ProposalFlow, log: Any, line: bytes, max_bytes: int) -> None:
+async def _propose_line(node: RbcNode, log: Any, line: bytes, max_bytes: int) -> None:
+    from synod.runtime.rbc_node import NodeStopped
+
     payload = line.rstrip(b"\r\n")
     if not payload:
         return
     if len(payload) > max_bytes:
         log.warning("proposal too large; ignored", extra={"bytes": len(payload)})
         return
-    await flow.submit(payload)
+    with contextlib.suppress(NodeStopped):  # the node is stopping
+        await node.broadcast(payload)
 
 
-def _print_event(event: Any, names: dict[Any, str], log: Any) -> None:
+def _print_delivered(names: dict[Any, str], event: Delivered) -> None:
     from synod.crypto import node_id_text
-    from synod.rbc import Delivered, Rejected
 
-    if isinstance(event, Delivered):
-        line: dict[str, Any] = {
-            "event": "delivered",
-            "origin": node_id_text(event.origin),
-            "origin_name": names.get(event.origin),
-            "sequence": event.sequence,
-            "payload_hex": event.payload.hex(),
-        }
-        with contextlib.suppress(UnicodeDecodeError):
-            line["payload"] = event.payload.decode("utf-8")
-        print_json_line(line)
-    elif isinstance(event, Rejected):
-        log.warning(
-            "message rejected", extra={"peer": names.get(event.sender), "reason": event.reason}
-        )
+    line: dict[str, Any] = {
+        "event": "delivered",
+        "origin": node_id_text(event.origin),
+        "origin_name": names.get(event.origin),
+        "sequence": event.sequence,
+        "payload_hex": event.payload.hex(),
+    }
+    with contextlib.suppress(UnicodeDecodeError):
+        line["payload"] = event.payload.decode("utf-8")
+    print_json_line(line)
+
+
+def _log_rejected(names: dict[Any, str], log: Any, event: Rejected) -> None:
+    log.warning("message rejected", extra={"peer": names.get(event.sender), "reason": event.reason})

@@ -149,16 +149,17 @@ def init(  # noqa: PLR0917 - one parameter per click option
         raise click.BadParameter("only for a symmetric network", param_hint="--threshold")
     refuse_to_overwrite(directory / CONFIG_NAME)
     try:
-        config = create_network(
-            directory,
-            nodes=count,
-            threshold=threshold,
-            organisations=organisations,
-            per_organisation=per_organisation,
-            host=host,
-            ports=peer_ports,
-            submit_ports=rpc_ports,
-        )
+        with config_errors():
+            config = create_network(
+                directory,
+                nodes=count,
+                threshold=threshold,
+                organisations=organisations,
+                per_organisation=per_organisation,
+                host=host,
+                ports=peer_ports,
+                submit_ports=rpc_ports,
+            )
     except (KeyFileError, NetworkExists) as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
