@@ -9,9 +9,9 @@ of the round (n x (1 + q) verifications, q = quorum size).  The passive-core spl
 one signed answer per request and its check by the driver; those are not in the bound,
 so the ratio shows what they and everything else cost.
 
-1. `localnet`: 4 cores and 2 drivers in `synod.tusk.localnet.LocalNet` (one thread, no
-   I/O): committed 512-byte transactions per second of CPU, against the bound for all
-   four cores' crypto on that one CPU.
+1. `in-process`: 4 cores and 2 drivers in a `synod.sim` world (one thread, no I/O,
+   every request and answer through the codec): committed 512-byte transactions per
+   second of CPU, against the bound for all four cores' crypto on that one CPU.
 2. `processes`: `synod tusk core` x 4 and `synod tusk driver` x 2 as real processes on
    127.0.0.1 (SQLite with fsync, TCP): transactions per second from the first
    submission to the last commit seen on every core, commit latency at the core that
@@ -54,10 +54,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synod.crypto import KeyPair, verify
+from synod.crypto import KeyPair, NodeId, verify
+from synod.quorum.committee import Committee
+from synod.sim.scenarios.tusk import add_drivers, answers, committed, submit, tusk_world
 from synod.tusk.core import TuskConfig
-from synod.tusk.driver import Driver
-from synod.tusk.localnet import LocalNet
 
 CORES = 4
 TRANSACTION_BYTES = 512
@@ -102,31 +102,39 @@ def crypto_seconds_per_round_per_core(sign_s: float, verify_s: float) -> float:
     return signs * sign_s + verifications * verify_s
 
 
-# ---------------------------------------------------------------- 1. LocalNet
+# ---------------------------------------------------------------- 1. in-process
 
 
-def bench_localnet(count: int, sign_s: float, verify_s: float) -> dict[str, Any]:
-    import random
-
+def bench_in_process(count: int, sign_s: float, verify_s: float) -> dict[str, Any]:
     keys = [KeyPair.from_seed(bytes([index + 41]) * 32) for index in range(CORES)]
-    net = LocalNet(keys, [], random.Random(3), config=TuskConfig(gc_depth=50))
-    net.drivers += [Driver("bench-a", net.committee), Driver("bench-b", net.committee)]
     members = [key.node_id for key in keys]
-    for start in range(0, count, 500):
+    # Events kept as objects only: their JSON history would cost more than the cores.
+    config = TuskConfig(gc_depth=50)
+    world = tusk_world(keys, seed=3, drivers=(), config=config, record_events=False)
+    chunks = range(0, count, 500)
+    for start in chunks:
         chunk = [transaction(n) for n in range(start, min(count, start + 500))]
-        net.submit(members[(start // 500) % CORES], chunk)
-    net.start()
+        submit(world, members[(start // 500) % CORES], chunk)
+    assert world.step_until(lambda: len(answers(world)) == len(chunks)), "a submission failed"
+    # The clock starts with the drivers, the transactions waiting at the cores.
+    add_drivers(world, Committee.equal_weights(members), ["bench-a", "bench-b"])
+
+    def delivered(member: NodeId) -> int:
+        return sum(len(event.transactions) for event in committed(world, member))
+
     began = time.process_time()
-    done = net.run(
-        10_000_000,
-        until=lambda n: all(len(n.delivered_transactions(k)) >= count for k in members),
+    done = world.step_until(
+        lambda: all(delivered(member) >= count for member in members), max_steps=10_000_000
     )
     cpu_s = time.process_time() - began
-    assert done, "the local network did not commit every transaction"
-    rounds = max(event.round for event in net.committed[members[0]])
+    assert done, "the cores did not commit every transaction"
+    logs = [[event.digest for event in committed(world, member)] for member in members]
+    shortest = min(len(log) for log in logs)
+    assert all(log[:shortest] == logs[0][:shortest] for log in logs), "the orders diverged"
+    rounds = max(event.round for event in committed(world, members[0]))
     bound_s = rounds * CORES * crypto_seconds_per_round_per_core(sign_s, verify_s)
     return {
-        "bench": "tusk-localnet",
+        "bench": "tusk-in-process",
         "cores": CORES,
         "drivers": 2,
         "transactions": count,
@@ -500,7 +508,7 @@ def main() -> None:
             ),
         }
     )
-    emit(bench_localnet(count, sign_s, verify_s))
+    emit(bench_in_process(count, sign_s, verify_s))
     tusk = bench_processes(count, sign_s, verify_s)
     emit(tusk)
     runs = [bench_raft(count, config) for config in RAFT_CONFIGS]

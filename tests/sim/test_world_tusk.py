@@ -87,3 +87,15 @@ def test_the_prefix_check_raises_at_the_step_that_breaks_it_and_counts_positions
         world.apply(first, Step(events=[Committed(1, 2, 1, first, b"c" * 32, ())]))
     with pytest.raises(PrefixViolated, match="twice"):
         world.apply(first, Step(events=[Committed(2, 2, 1, first, b"a" * 32, ())]))
+
+
+def test_a_world_without_event_records_keeps_events_as_objects_only() -> None:
+    world = tusk_world(KEYS, seed=6, record_events=False)
+    submit(world, CORES[0], [b"pay carol 1"])
+    assert world.step_until(
+        lambda: all(delivered_transactions(world, node) == [b"pay carol 1"] for node in CORES)
+    )
+    assert [answer.accepted for answer in answers(world)] == [1]
+    assert not any(record["kind"] == "event" for record in world.history)
+    with pytest.raises(ValueError, match="no event records"):
+        check_prefix(world, CORES)

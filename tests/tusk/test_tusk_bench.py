@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "tusk_bench.py"
 
 EXPECTED_KEYS = {
     "tusk-crypto": {"sign_us", "verify_us", "crypto_ms_per_round_per_core"},
-    "tusk-localnet": {"tx_per_cpu_s", "bound_tx_per_cpu_s", "ratio_to_crypto_bound", "rounds"},
+    "tusk-in-process": {"tx_per_cpu_s", "bound_tx_per_cpu_s", "ratio_to_crypto_bound", "rounds"},
     "tusk-processes": {
         "tx_per_s",
         "latency_p50_ms",
@@ -63,7 +63,7 @@ def test_quick_benchmark_prints_json_lines_with_the_expected_keys() -> None:
         keys = EXPECTED_KEYS[line["bench"]]
         assert keys <= set(line), f"{line['bench']} lacks {keys - set(line)}"
     by_bench = {line["bench"]: line for line in lines}
-    assert by_bench["tusk-localnet"]["transactions"] == 200
+    assert by_bench["tusk-in-process"]["transactions"] == 200
     tusk = by_bench["tusk-processes"]
     assert tusk["transactions"] == 200
     assert tusk["tx_per_s"] > 0
