@@ -270,8 +270,8 @@ async def _submit_all(directory: Path, count: int) -> dict[str, tuple[float, int
     arrived, so every core has at most (and, until its batches run out, exactly) one
     batch in flight.
     """
-    from synod.tusk.config import load_network
     from synod.runtime.rpc import RpcClient, RpcFailure
+    from synod.tusk.config import load_network
     from synod.tusk.messages import CODEC, SubmitAnswer, SubmitRequest
 
     network = load_network(directory)
