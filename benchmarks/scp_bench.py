@@ -1,13 +1,16 @@
 """SCP benchmarks, JSON lines on stdout.
 
 1. Envelope processing against the crypto bound.  For n validators (each trusting
-   n - f of them), one slot is run in the in-process network and the stream of
+   n - f of them), one slot is run in the simulator's perfect world and the stream of
    envelopes one node received is recorded.  The stream is then replayed twice in
    the same process: once only verifying each envelope's signature (the bound), and
    once through a fresh core (decoding, checks, signature, protocol).  The figure is
    the ratio of the two times (goal: at most 2.0 at n = 64).
 2. Cost per externalized slot as n grows: messages delivered and simulated time, with
-   one-way latencies drawn from 10-100 ms in the in-process network.
+   one-way latencies drawn from 10-100 ms in the perfect world.
+
+Both start the nodes and let their start-up state requests be delivered before slot 1
+is proposed, so what is measured is the work of the slots alone.
 
     python benchmarks/scp_bench.py [--sizes 4,16,64] [--repeats 3] [--slots 3]
 """
@@ -19,44 +22,71 @@ import json
 import time
 from collections.abc import Callable
 
-from synod.core import Proposed, Received
+from synod.core import Input, Proposed, Received, Step
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
-from synod.scp import CODEC, Envelope, ScpConfig, ScpCore, verify_envelope
-from synod.scp.local import LocalNetwork
+from synod.scp import CODEC, Envelope, Externalized, ScpConfig, ScpCore, verify_envelope
+from synod.sim.world import World
 
 LATENCY_MS = (10, 100)
 """One-way message latency range for the cost-per-slot runs."""
 
+RECORDING_LATENCY_MS = (1, 10)
+"""One-way message latency range for the run whose stream is replayed."""
 
-def build(size: int, seed: int = 1) -> tuple[LocalNetwork, list[KeyPair], QuorumSet]:
+
+class Tap:
+    """An `ScpCore` that keeps every message it receives, with its sender."""
+
+    def __init__(self, core: ScpCore) -> None:
+        self.core = core
+        self.received: list[tuple[NodeId, object]] = []
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.core.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, Received):
+            self.received.append((event.sender, event.message))
+        return self.core.handle(event, now_ms)
+
+
+def build(
+    size: int, latency_ms: tuple[int, int], seed: int = 1
+) -> tuple[World, list[KeyPair], QuorumSet, list[Tap]]:
+    """n started nodes whose start-up state requests have all been delivered."""
     keys = [
         KeyPair.from_seed(size.to_bytes(2, "big") + bytes([index]) * 30) for index in range(size)
     ]
     faulty = (size - 1) // 3
     qset = QuorumSet(threshold=size - faulty, validators=tuple(key.node_id for key in keys))
-    cores = {key.node_id: ScpCore(ScpConfig(keys=key, quorum_set=qset)) for key in keys}
-    return LocalNetwork(cores, seed=seed), keys, qset
+    taps = [Tap(ScpCore(ScpConfig(keys=key, quorum_set=qset))) for key in keys]
+    world = World.perfect(seed, latency_ms=latency_ms)
+    world.add_nodes({tap.node_id: (lambda storage, rng, tap=tap: tap) for tap in taps}, CODEC)
+    world.run_until(latency_ms[1])
+    for tap in taps:
+        tap.received.clear()
+    return world, keys, qset, taps
+
+
+def run_slot(world: World, taps: list[Tap], slot_index: int, values: list[bytes]) -> bool:
+    """Propose `values` (one per node) and run until every node externalized the slot."""
+    for tap, value in zip(taps, values, strict=True):
+        world.input(tap.node_id, Proposed(value))
+    return world.step_until(
+        lambda: all(tap.core.delivered_through >= slot_index for tap in taps)
+    )
 
 
 def record_one_slot(size: int) -> tuple[list[tuple[NodeId, bytes]], KeyPair, QuorumSet, bytes]:
     """Run slot 1 and return the (sender, bytes) stream node 0 received."""
-    network, keys, qset = build(size)
-    observer = keys[0].node_id
-    stream: list[tuple[NodeId, bytes]] = []
-    original_handle = network.handle
-
-    def recording_handle(node: NodeId, event: object) -> None:
-        if node == observer and isinstance(event, Received):
-            stream.append((event.sender, event.message))
-        original_handle(node, event)
-
-    network.handle = recording_handle  # type: ignore[method-assign]
+    world, keys, qset, taps = build(size, RECORDING_LATENCY_MS)
     own_value = b"value from node 0"
-    for index, key in enumerate(keys):
-        network.handle(key.node_id, Proposed(own_value if index == 0 else b"value %d" % index))
-    decided = network.run_until(lambda: all(1 in network.externalized(k.node_id) for k in keys))
-    assert decided, f"n={size}: slot 1 did not externalize"
+    values = [own_value] + [b"value %d" % index for index in range(1, size)]
+    assert run_slot(world, taps, 1, values), f"n={size}: slot 1 did not externalize"
+    assert all(world.events_of(tap.node_id, Externalized) for tap in taps)
+    stream = [(sender, CODEC.encode(message)) for sender, message in taps[0].received]
     return stream, keys[0], qset, own_value
 
 
@@ -105,23 +135,19 @@ def envelope_processing(size: int, repeats: int) -> dict[str, object]:
 
 
 def cost_per_slot(size: int, slots: int) -> dict[str, object]:
-    network, keys, _ = build(size, seed=2)
-    network.latency_ms = LATENCY_MS
-    start_ms = 0
+    world, _, _, taps = build(size, LATENCY_MS, seed=2)
+    start_ms = world.now_ms
     for slot_index in range(1, slots + 1):
-        for index, key in enumerate(keys):
-            network.handle(key.node_id, Proposed(b"slot %d value %d" % (slot_index, index)))
-        assert network.run_until(
-            lambda index=slot_index: all(index in network.externalized(k.node_id) for k in keys)
-        )
-        start_ms = network.now_ms
+        values = [b"slot %d value %d" % (slot_index, index) for index in range(size)]
+        assert run_slot(world, taps, slot_index, values), f"n={size}: slot {slot_index} stalled"
+    delivered = sum(len(tap.received) for tap in taps)
     return {
         "benchmark": "scp_cost_per_slot",
         "validators": size,
         "slots": slots,
         "latency_ms": list(LATENCY_MS),
-        "messages_per_slot": round(network.messages_delivered / slots, 1),
-        "simulated_ms_per_slot": round(start_ms / slots, 1),
+        "messages_per_slot": round(delivered / slots, 1),
+        "simulated_ms_per_slot": round((world.now_ms - start_ms) / slots, 1),
     }
 
 

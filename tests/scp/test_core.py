@@ -8,7 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scp_fixtures import KEYS, PEER, QSET, V0, envelope_from, make_core
 
-from synod.core import Broadcast, LocalError, Persist, Proposed, Received, Send, Started, Step
+from synod.core import (
+    Broadcast,
+    Input,
+    LocalError,
+    Persist,
+    Proposed,
+    Received,
+    Send,
+    Started,
+    Step,
+    Storage,
+)
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
 from synod.scp import (
@@ -28,8 +39,9 @@ from synod.scp import (
     sign_statement,
 )
 from synod.scp.core import slot_record_key
-from synod.scp.local import LocalNetwork
 from synod.scp.statements import is_newer_ballot_statement
+from synod.sim.scenarios.scp import externalized, scp_world
+from synod.sim.world import NodeFactory, World
 
 
 def prepare(counter: int, value: bytes = b"x", qset_hash: bytes | None = None) -> Prepare:
@@ -132,71 +144,72 @@ def test_quorum_set_requests_are_answered_for_known_sets() -> None:
 # ---------------------------------------------------------------- persistence
 
 
-def test_every_broadcast_envelope_was_persisted_in_the_same_step_first() -> None:
-    network = four_node_network(seed=3)
-    checked = 0
-    original_apply = network.apply
+class PersistBeforeBroadcast:
+    """An `ScpCore` whose every step is checked: each envelope it broadcasts is persisted
+    by the same step (the driver makes that durable before it sends anything)."""
 
-    def checking_apply(node: NodeId, step: Step) -> None:
-        nonlocal checked
+    def __init__(self, core: ScpCore, checked: list[Envelope]) -> None:
+        self.core = core
+        self.checked = checked
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.core.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = self.core.handle(event, now_ms)
         persisted = {record.value for record in step.persist if isinstance(record, Persist)}
         for outgoing in step.outgoing:
             if isinstance(outgoing, Broadcast) and isinstance(outgoing.message, Envelope):
                 assert CODEC.encode(outgoing.message) in persisted
-                checked += 1
-        original_apply(node, step)
-
-    network.apply = checking_apply  # type: ignore[method-assign]
-    propose_everywhere(network, b"v")
-    assert network.run_until(lambda: all_externalized(network, 1))
-    assert checked > 10
+                self.checked.append(outgoing.message)
+        return step
 
 
-def four_node_network(seed: int, *, retained_slots: int = 4) -> LocalNetwork:
-    cores = {
-        key.node_id: ScpCore(ScpConfig(keys=key, quorum_set=QSET, retained_slots=retained_slots))
-        for key in KEYS
-    }
-    return LocalNetwork(cores, seed=seed)
+def test_every_broadcast_envelope_was_persisted_in_the_same_step_first() -> None:
+    checked: list[Envelope] = []
+
+    def checking(key: KeyPair) -> NodeFactory:
+        config = ScpConfig(keys=key, quorum_set=QSET)
+        return lambda storage, rng: PersistBeforeBroadcast(ScpCore(config, storage), checked)
+
+    world = World.perfect(seed=3, latency_ms=(1, 10))
+    world.add_nodes({key.node_id: checking(key) for key in KEYS}, CODEC)
+    propose_everywhere(world, b"v")
+    assert world.step_until(lambda: all_externalized(world, 1))
+    assert len(checked) > 10
 
 
-def propose_everywhere(network: LocalNetwork, prefix: bytes) -> None:
-    for index, node in enumerate(network.cores):
-        if node not in network.silent:
-            network.handle(node, Proposed(prefix + bytes([48 + index])))
+def four_node_network(seed: int, *, retained_slots: int = 4) -> World:
+    configs = [ScpConfig(keys=key, quorum_set=QSET, retained_slots=retained_slots) for key in KEYS]
+    return scp_world(configs, seed=seed)
 
 
-def all_externalized(network: LocalNetwork, slot_index: int) -> bool:
-    return all(
-        slot_index in network.externalized(node)
-        for node in network.cores
-        if node not in network.silent
-    )
+def propose_everywhere(world: World, prefix: bytes) -> None:
+    for index, key in enumerate(KEYS):
+        world.input(key.node_id, Proposed(prefix + bytes([48 + index])))
 
 
-def rebuild(key: KeyPair) -> object:
-    def build(storage: dict[bytes, bytes]) -> ScpCore:
-        return ScpCore(ScpConfig(keys=key, quorum_set=QSET), storage)
-
-    return build
+def all_externalized(world: World, slot_index: int) -> bool:
+    return all(slot_index in externalized(world, key.node_id) for key in KEYS)
 
 
 def test_old_slots_are_purged_from_memory_and_storage() -> None:
-    network = four_node_network(seed=5, retained_slots=2)
+    world = four_node_network(seed=5, retained_slots=2)
     for slot_index in range(1, 7):
-        propose_everywhere(network, b"slot%d-" % slot_index)
-        assert network.run_until(lambda index=slot_index: all_externalized(network, index))
+        propose_everywhere(world, b"slot%d-" % slot_index)
+        assert world.step_until(lambda index=slot_index: all_externalized(world, index))
     for key in KEYS:
-        core = network.cores[key.node_id]
+        core = world.core(key.node_id, ScpCore)
         assert set(core.slots) <= {5, 6, 7}
         stored_slots = {
             int.from_bytes(record[9:17], "big")
-            for record in network.storage[key.node_id]
+            for record in world.node(key.node_id).storage
             if record.startswith(b"scp/slot/")
         }
         assert stored_slots <= {5, 6, 7}
     # a purged slot's statements are refused as too old
-    core = network.cores[KEYS[0].node_id]
+    core = world.core(KEYS[0].node_id, ScpCore)
     too_old_before = core.rejected[RejectReason.TOO_OLD]  # late messages of the run itself
     receive(core, envelope_from(PEER, 2, prepare(1, qset_hash=core.local_qset_hash)))
     assert core.rejected[RejectReason.TOO_OLD] == too_old_before + 1
@@ -255,22 +268,24 @@ def test_restored_nomination_never_drops_votes() -> None:
 
 
 def test_crashed_node_restarts_and_the_network_agrees() -> None:
-    network = four_node_network(seed=11)
-    propose_everywhere(network, b"one-")
-    victim = KEYS[2]
-    # let some messages flow, then crash the victim mid-slot
-    for _ in range(30):
-        network.run_once()
-    before = dict(network.storage[victim.node_id])
-    network.crash_and_restart(victim.node_id, rebuild(victim))  # type: ignore[arg-type]
-    assert network.run_until(lambda: all_externalized_or_restored(network, 1))
-    values = {decided_value(network, key.node_id, 1) for key in KEYS}
+    world = four_node_network(seed=11)
+    propose_everywhere(world, b"one-")
+    victim = KEYS[2].node_id
+    # let messages flow until the victim has a ballot statement, then crash it mid-slot
+    assert world.step_until(lambda: slot_record_key(1, "ballot") in world.node(victim).storage)
+    assert not externalized(world, victim)
+    before = dict(world.node(victim).storage)
+    world.crash(victim)
+    world.restart(victim)
+    assert world.step_until(lambda: all_externalized_or_restored(world, 1))
+    values = {decided_value(world, key.node_id, 1) for key in KEYS}
     assert len(values) == 1
     # what the victim persisted after the restart never contradicts what it had said
+    after: Storage = world.node(victim).storage
     for record_key, value in before.items():
-        if record_key.endswith(b"/ballot") and record_key in network.storage[victim.node_id]:
+        if record_key.endswith(b"/ballot") and record_key in after:
             old = CODEC.decode(value)
-            new = CODEC.decode(network.storage[victim.node_id][record_key])
+            new = CODEC.decode(after[record_key])
             assert isinstance(old, Envelope) and isinstance(new, Envelope)
             assert old == new or is_newer_ballot_statement(
                 old.statement.pledges,  # type: ignore[arg-type]
@@ -278,15 +293,15 @@ def test_crashed_node_restarts_and_the_network_agrees() -> None:
             )
 
 
-def decided_value(network: LocalNetwork, node: NodeId, slot_index: int) -> bytes | None:
-    value = network.externalized(node).get(slot_index)
+def decided_value(world: World, node: NodeId, slot_index: int) -> bytes | None:
+    value = externalized(world, node).get(slot_index)
     if value is None:
-        value = network.cores[node].externalized_value(slot_index)
+        value = world.core(node, ScpCore).externalized_value(slot_index)
     return value
 
 
-def all_externalized_or_restored(network: LocalNetwork, slot_index: int) -> bool:
-    return all(decided_value(network, node, slot_index) is not None for node in network.cores)
+def all_externalized_or_restored(world: World, slot_index: int) -> bool:
+    return all(decided_value(world, key.node_id, slot_index) is not None for key in KEYS)
 
 
 def test_watcher_refuses_to_nominate() -> None:

@@ -1,53 +1,72 @@
-"""Whole networks in the deterministic in-process loop: every node that takes part
+"""Whole networks in the simulator's perfect world: every node that takes part
 externalizes, all externalize the same value (agreement), and that value is one that
 was proposed (validity), for 4 and 7 nodes, with and without a silent node."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from synod.core import Proposed
-from synod.crypto import KeyPair
+from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
-from synod.scp import ScpConfig, ScpCore
-from synod.scp.local import LocalNetwork
+from synod.scp import ScpConfig
+from synod.sim.scenarios.scp import externalized, scp_world
+from synod.sim.world import World
 
 SLOTS = 3
 
 
-def build_network(size: int, seed: int, silent: int = 0) -> tuple[LocalNetwork, list[KeyPair]]:
+def build_network(
+    size: int,
+    seed: int,
+    silent: int = 0,
+    *,
+    latency_ms: tuple[int, int] = (1, 10),
+    loss_probability: float = 0.0,
+    rebroadcast_interval_ms: int | None = 2000,
+) -> tuple[World, list[NodeId]]:
+    """`size` nodes trusting any `size - f` of them, the first `silent` ones silenced;
+    returns the world and the nodes that are not silenced."""
     keys = [KeyPair.from_seed(bytes([size, index + 1]) * 16) for index in range(size)]
     faulty = (size - 1) // 3
     qset = QuorumSet(threshold=size - faulty, validators=tuple(key.node_id for key in keys))
-    cores = {key.node_id: ScpCore(ScpConfig(keys=key, quorum_set=qset)) for key in keys}
-    network = LocalNetwork(cores, seed=seed)
-    network.silent.update(key.node_id for key in keys[:silent])
-    return network, keys
+    configs = [
+        ScpConfig(keys=key, quorum_set=qset, rebroadcast_interval_ms=rebroadcast_interval_ms)
+        for key in keys
+    ]
+    world = scp_world(
+        configs, seed=seed, latency_ms=latency_ms, loss_probability=loss_probability
+    )
+    for key in keys[:silent]:
+        world.silence(key.node_id)
+    return world, [key.node_id for key in keys[silent:]]
 
 
-def run_slots(network: LocalNetwork, keys: list[KeyPair]) -> dict[int, set[bytes]]:
+def decided_everywhere(world: World, live: Sequence[NodeId], slot_index: int) -> bool:
+    return all(slot_index in externalized(world, node) for node in live)
+
+
+def run_slots(world: World, live: Sequence[NodeId]) -> dict[int, set[bytes]]:
     """Propose one value per live node per slot; returns the proposals per slot."""
-    live = [key.node_id for key in keys if key.node_id not in network.silent]
     proposals: dict[int, set[bytes]] = {}
     for slot_index in range(1, SLOTS + 1):
         proposals[slot_index] = set()
         for position, node in enumerate(live):
             value = b"slot %d from node %d" % (slot_index, position)
             proposals[slot_index].add(value)
-            network.handle(node, Proposed(value))
-        decided = network.run_until(
-            lambda index=slot_index: all(index in network.externalized(n) for n in live)
-        )
+            world.input(node, Proposed(value))
+        decided = world.step_until(lambda index=slot_index: decided_everywhere(world, live, index))
         assert decided, f"slot {slot_index} did not externalize everywhere"
     return proposals
 
 
 def check_agreement_and_validity(
-    network: LocalNetwork, keys: list[KeyPair], proposals: dict[int, set[bytes]]
+    world: World, live: Sequence[NodeId], proposals: dict[int, set[bytes]]
 ) -> None:
-    live = [key.node_id for key in keys if key.node_id not in network.silent]
     for slot_index, proposed in proposals.items():
-        values = {network.externalized(node)[slot_index] for node in live}
+        values = {externalized(world, node)[slot_index] for node in live}
         assert len(values) == 1, f"nodes disagree on slot {slot_index}: {values}"
         assert values <= proposed
 
@@ -55,39 +74,36 @@ def check_agreement_and_validity(
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("size", [4, 7])
 def test_all_nodes_externalize_the_same_proposed_value(size: int, seed: int) -> None:
-    network, keys = build_network(size, seed)
-    proposals = run_slots(network, keys)
-    check_agreement_and_validity(network, keys, proposals)
+    world, live = build_network(size, seed)
+    proposals = run_slots(world, live)
+    check_agreement_and_validity(world, live, proposals)
 
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("size", [4, 7])
 def test_agreement_with_silent_nodes_up_to_the_tolerated_number(size: int, seed: int) -> None:
-    network, keys = build_network(size, seed, silent=(size - 1) // 3)
-    proposals = run_slots(network, keys)
-    check_agreement_and_validity(network, keys, proposals)
+    world, live = build_network(size, seed, silent=(size - 1) // 3)
+    proposals = run_slots(world, live)
+    check_agreement_and_validity(world, live, proposals)
 
 
 def test_nothing_is_decided_when_too_many_nodes_are_silent() -> None:
-    network, keys = build_network(4, seed=0, silent=2)
-    live = [key.node_id for key in keys[2:]]
+    world, live = build_network(4, seed=0, silent=2)
     for node in live:
-        network.handle(node, Proposed(b"lonely"))
-    # two of four cannot form a 3-of-4 quorum: the loop runs out of budget undecided
-    assert not network.run_until(
-        lambda: any(network.externalized(node) for node in live), max_actions=2_000
+        world.input(node, Proposed(b"lonely"))
+    # two of four cannot form a 3-of-4 quorum: the world runs out of budget undecided
+    assert not world.step_until(
+        lambda: any(externalized(world, node) for node in live), max_steps=2_000
     )
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_agreement_and_progress_with_latency_and_message_loss(seed: int) -> None:
     # lost messages are made up for by the periodic rebroadcast of latest statements
-    network, keys = build_network(7, seed)
-    network.latency_ms = (5, 200)
-    network.drop_probability = 0.2
-    proposals = run_slots(network, keys)
-    check_agreement_and_validity(network, keys, proposals)
-    assert network.now_ms > 0
+    world, live = build_network(7, seed, latency_ms=(5, 200), loss_probability=0.2)
+    proposals = run_slots(world, live)
+    check_agreement_and_validity(world, live, proposals)
+    assert world.now_ms > 0
 
 
 def test_without_rebroadcast_lost_messages_can_stall_a_slot() -> None:
@@ -95,15 +111,13 @@ def test_without_rebroadcast_lost_messages_can_stall_a_slot() -> None:
     # which is what the rebroadcast timer is for
     stalled = 0
     for seed in range(6):
-        network, keys = build_network(4, seed)
-        for core in network.cores.values():
-            core.config.rebroadcast_interval_ms = None
-        network.drop_probability = 0.3
-        for index, key in enumerate(keys):
-            network.handle(key.node_id, Proposed(b"value %d" % index))
-        decided = network.run_until(
-            lambda n=network, k=keys: all(1 in n.externalized(key.node_id) for key in k),
-            max_actions=20_000,
+        world, live = build_network(
+            4, seed, loss_probability=0.3, rebroadcast_interval_ms=None
+        )
+        for index, node in enumerate(live):
+            world.input(node, Proposed(b"value %d" % index))
+        decided = world.step_until(
+            lambda w=world, nodes=live: decided_everywhere(w, nodes, 1), max_ms=60_000
         )
         stalled += not decided
     assert stalled > 0
@@ -120,8 +134,10 @@ def test_tiered_organisations_agree_with_one_organisation_silent(seed: int) -> N
         for members in organisations
     )
     qset = QuorumSet(threshold=2, inner_sets=inner)
-    cores = {key.node_id: ScpCore(ScpConfig(keys=key, quorum_set=qset)) for key in keys}
-    network = LocalNetwork(cores, seed=seed, latency_ms=(5, 50))
-    network.silent.update(key.node_id for key in organisations[2])
-    proposals = run_slots(network, keys)
-    check_agreement_and_validity(network, keys, proposals)
+    configs = [ScpConfig(keys=key, quorum_set=qset) for key in keys]
+    world = scp_world(configs, seed=seed, latency_ms=(5, 50))
+    for key in organisations[2]:
+        world.silence(key.node_id)
+    live = [key.node_id for key in keys[:6]]
+    proposals = run_slots(world, live)
+    check_agreement_and_validity(world, live, proposals)

@@ -16,11 +16,10 @@ pytest.importorskip("stellar_sdk", reason="needs the synod[stellar] extra (stell
 from stellar_sdk import Keypair, Network, xdr
 from stellar_sdk.exceptions import BadSignatureError
 
-from synod.core import Proposed, Started
+from synod.core import Proposed
 from synod.crypto import KeyPair
 from synod.quorum.qset import QuorumSet
 from synod.scp.core import RejectReason, ScpConfig, ScpCore
-from synod.scp.local import LocalNetwork
 from synod.scp.messages import Envelope, Statement, companion_quorum_set_hash
 from synod.scp.stellar import (
     PUBLIC_NETWORK_PASSPHRASE,
@@ -29,6 +28,8 @@ from synod.scp.stellar import (
     envelope_to_xdr,
     stellar_qset_hash,
 )
+from synod.sim.scenarios.scp import externalized, scp_world
+from synod.sim.world import World
 
 KEYS = [KeyPair.from_seed(bytes([index + 11]) * 32) for index in range(4)]
 QSET = QuorumSet(threshold=3, validators=tuple(sorted(key.node_id for key in KEYS)))
@@ -45,8 +46,8 @@ def sdk_qset_hash() -> bytes:
     return hashlib.sha256(sdk_qset.to_xdr_bytes()).digest()
 
 
-def build_network(passphrases: list[str], sent: list[Envelope], seed: int) -> LocalNetwork:
-    cores = {}
+def build_network(passphrases: list[str], sent: list[Envelope], seed: int) -> World:
+    configs = []
     for keys, passphrase in zip(KEYS, passphrases, strict=True):
         stellar = StellarNetwork(passphrase)
 
@@ -57,20 +58,19 @@ def build_network(passphrases: list[str], sent: list[Envelope], seed: int) -> Lo
             sent.append(envelope)
             return envelope
 
-        config = ScpConfig(
-            keys=keys,
-            quorum_set=QSET,
-            qset_hasher=stellar_qset_hash,
-            signer=signer,
-            verifier=stellar.verify_envelope,
+        configs.append(
+            ScpConfig(
+                keys=keys,
+                quorum_set=QSET,
+                qset_hasher=stellar_qset_hash,
+                signer=signer,
+                verifier=stellar.verify_envelope,
+            )
         )
-        cores[keys.node_id] = ScpCore(config)
-    network = LocalNetwork(cores, seed=seed)
-    for keys in KEYS:
-        network.handle(keys.node_id, Started())
+    world = scp_world(configs, seed=seed)
     for index, keys in enumerate(KEYS):
-        network.handle(keys.node_id, Proposed(f"value {index}".encode()))
-    return network
+        world.input(keys.node_id, Proposed(f"value {index}".encode()))
+    return world
 
 
 def verified_by_stellar_sdk(envelope: Envelope, passphrase: str) -> bool:
@@ -92,10 +92,10 @@ def verified_by_stellar_sdk(envelope: Envelope, passphrase: str) -> bool:
 
 def test_nodes_signing_the_stellar_way_agree_and_stellar_sdk_verifies_every_envelope() -> None:
     sent: list[Envelope] = []
-    network = build_network([TESTNET_NETWORK_PASSPHRASE] * 4, sent, seed=5)
+    world = build_network([TESTNET_NETWORK_PASSPHRASE] * 4, sent, seed=5)
     nodes = [keys.node_id for keys in KEYS]
-    assert network.run_until(lambda: all(SLOT in network.externalized(n) for n in nodes))
-    decided = {network.externalized(n)[SLOT] for n in nodes}
+    assert world.step_until(lambda: all(SLOT in externalized(world, n) for n in nodes))
+    decided = {externalized(world, n)[SLOT] for n in nodes}
     assert len(decided) == 1
     assert decided <= {f"value {index}".encode() for index in range(4)}
     assert sent
@@ -104,17 +104,17 @@ def test_nodes_signing_the_stellar_way_agree_and_stellar_sdk_verifies_every_enve
         assert verified_by_stellar_sdk(envelope, TESTNET_NETWORK_PASSPHRASE)
         assert not verified_by_stellar_sdk(envelope, PUBLIC_NETWORK_PASSPHRASE)
         assert companion_quorum_set_hash(envelope.statement.pledges) == expected_hash
-    for core in network.cores.values():
-        assert core.rejected[RejectReason.BAD_SIGNATURE] == 0
+    for node in nodes:
+        assert world.core(node, ScpCore).rejected[RejectReason.BAD_SIGNATURE] == 0
 
 
 def test_a_node_signing_for_another_network_is_refused_and_the_rest_still_agree() -> None:
     sent: list[Envelope] = []
     passphrases = [TESTNET_NETWORK_PASSPHRASE] * 3 + [PUBLIC_NETWORK_PASSPHRASE]
-    network = build_network(passphrases, sent, seed=9)
+    world = build_network(passphrases, sent, seed=9)
     honest = [keys.node_id for keys in KEYS[:3]]
-    assert network.run_until(lambda: all(SLOT in network.externalized(n) for n in honest))
-    assert len({network.externalized(n)[SLOT] for n in honest}) == 1
+    assert world.step_until(lambda: all(SLOT in externalized(world, n) for n in honest))
+    assert len({externalized(world, n)[SLOT] for n in honest}) == 1
     for node in honest:
-        assert network.cores[node].rejected[RejectReason.BAD_SIGNATURE] >= 1
-    assert SLOT not in network.externalized(KEYS[3].node_id)
+        assert world.core(node, ScpCore).rejected[RejectReason.BAD_SIGNATURE] >= 1
+    assert SLOT not in externalized(world, KEYS[3].node_id)

@@ -45,6 +45,11 @@ Network faults come from the seed (`FaultPlan.draw`): latency, loss, duplication
 reordering, partitions, and crashes of correct nodes, which restart from what they
 persisted.
 
+Outside the scenario, `scp_world` puts correct nodes with the caller's configurations
+into a perfect world (`World.perfect`: delay and optional loss only) for tests, examples
+and benchmarks that drive the network themselves; `externalized` reads a node's
+decisions back from its events.
+
 Checkers, pure over the history (`scp_agreement_checker` is the generic agreement
 checker on `Externalized` events):
 
@@ -61,7 +66,7 @@ checker on `Externalized` events):
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -88,6 +93,7 @@ from synod.scp import (
     Confirm,
     Envelope,
     Externalize,
+    Externalized,
     Nomination,
     Prepare,
     ScpConfig,
@@ -108,7 +114,7 @@ from synod.sim.adversary import (
 )
 from synod.sim.checkers import AgreementChecker, Checker, Violation, events_of
 from synod.sim.history import Record
-from synod.sim.world import World
+from synod.sim.world import NodeFactory, NodeRef, World
 from synod.wire import canonical_bytes
 
 TopologyKind = Literal["symmetric", "tiered", "disjoint"]
@@ -460,6 +466,41 @@ class TwoFacedCore:
             half = self._collusion.half_of(outgoing.to)
             return [outgoing] if half == number else []
         return [outgoing]
+
+
+# ---------------------------------------------------------------- plain networks
+
+
+def scp_factory(config: ScpConfig) -> NodeFactory:
+    """Builds a correct node: an `ScpCore` with `config`, restored from its storage."""
+
+    def build(storage: Storage, rng: random.Random) -> Core:
+        return ScpCore(config, storage)
+
+    return build
+
+
+def scp_world(
+    configs: Iterable[ScpConfig],
+    *,
+    seed: int = 0,
+    latency_ms: tuple[int, int] = (1, 10),
+    loss_probability: float = 0.0,
+) -> World:
+    """A perfect world with one started, correct node per configuration, in order.
+
+    Every message is delayed by a latency drawn from `latency_ms`, so the seed decides
+    which messages overtake which; nothing else goes wrong unless the caller makes it
+    (`silence`, `crash`, `restart`, `loss_probability`).
+    """
+    world = World.perfect(seed, latency_ms=latency_ms, loss_probability=loss_probability)
+    world.add_nodes({config.keys.node_id: scp_factory(config) for config in configs}, CODEC)
+    return world
+
+
+def externalized(world: World, node: NodeRef) -> dict[int, bytes]:
+    """Slot -> value of every `Externalized` event the node has handed out."""
+    return {event.slot_index: event.value for event in world.events_of(node, Externalized)}
 
 
 # ---------------------------------------------------------------- the scenario
