@@ -1,0 +1,29 @@
+"""The "From Python" example of docs/runtime.md runs: four reliable-broadcast members on
+127.0.0.1 in one program, a broadcast that every member delivers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
+HEADING = "## From Python: a reliable-broadcast network"
+
+
+@pytest.mark.timeout(60)
+def test_the_python_example_broadcasts_to_every_member(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split(f"\n{HEADING}\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    namespace: dict[str, Any] = {"__name__": "runtime_docs_example"}
+    exec(compile(block, str(DOC), "exec"), namespace)
+    delivered = namespace["delivered"]
+    assert sorted(name for name, _ in delivered) == ["node-0", "node-1", "node-2", "node-3"]
+    assert {(event.sequence, event.payload) for _, event in delivered} == {(0, b"hello")}
+    assert len({event.origin for _, event in delivered}) == 1
+    assert capsys.readouterr().out.splitlines()[0] == "node-0 0 b'hello'"
