@@ -99,15 +99,17 @@ def options_of(settings: Settings) -> LoadOptions:
 
 def _load_synod(settings: Settings, options: LoadOptions) -> Fbas:
     """A synod SCP network file (``network.toml``, as `synod scp init` writes it)."""
-    from synod.cli.scp import load_config
+    from synod.cli.common import config_errors
     from synod.fbas.load import FbasInputError, from_quorum_sets
+    from synod.scp.network import load_network
 
     if settings.path.name != "network.toml":
         raise InputProblem(f"{settings.path}: a synod network file is named network.toml")
     if settings.orgs:
         raise InputProblem("--orgs applies to stellarbeat input only")
     try:
-        config = load_config(settings.path.parent)
+        with config_errors(f"synod scp init {settings.path.parent}"):
+            config = load_network(settings.path.parent)
         qsets: dict[bytes, Any] = {node.node_id: node.quorum_set for node in config.nodes}
         names: dict[bytes, str] = {node.node_id: node.name for node in config.nodes}
         organizations: dict[bytes, str] = {
