@@ -7,6 +7,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from runtime_helpers import asynchronous
@@ -20,8 +21,10 @@ from synod.runtime.relay import (
     Envelope,
     Hello,
     RelayClient,
+    RelayConfig,
     Relayer,
     TamperPolicy,
+    hello_transcript,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -103,7 +106,7 @@ async def test_a_hello_signed_with_another_key_is_refused() -> None:
             challenge = RELAY_CODEC.decode(await websocket.recv(decode=False))
             assert isinstance(challenge, Challenge)
             claimed, signer = keys(1), keys(2)
-            signature = signer.sign(HELLO_DOMAIN, challenge.nonce)
+            signature = signer.sign(HELLO_DOMAIN, hello_transcript(challenge))
             await websocket.send(RELAY_CODEC.encode(Hello(claimed.node_id, signature)))
             await asyncio.wait_for(websocket.wait_closed(), DEADLINE_S)
         assert claimed.node_id not in relayer.connections
@@ -124,7 +127,7 @@ async def test_garbage_from_one_client_does_not_disturb_the_others() -> None:
             challenge = RELAY_CODEC.decode(await websocket.recv(decode=False))
             assert isinstance(challenge, Challenge)
             rogue = keys(9)
-            hello = Hello(rogue.node_id, rogue.sign(HELLO_DOMAIN, challenge.nonce))
+            hello = Hello(rogue.node_id, rogue.sign(HELLO_DOMAIN, hello_transcript(challenge)))
             await websocket.send(RELAY_CODEC.encode(hello))
             await until(lambda: len(relayer.connections) == 3, "three registrations")
             await websocket.send(b"\xff\x00garbage")
@@ -202,3 +205,150 @@ def test_tamper_policy_only_ever_sends_past_frames_or_altered_copies() -> None:
     # Reordering: some frame went out after a frame that was handed over later.
     positions = [int.from_bytes(item.payload[:4], "big") for item in sent if item in known]
     assert any(later < earlier for earlier, later in itertools.pairwise(positions))
+
+
+async def raw_member(url: str, pair: KeyPair, local_host: str = "127.0.0.1") -> Any:
+    """A websocket that says a correct hello and then does only what the test makes it."""
+    from websockets.asyncio.client import connect
+
+    websocket = await connect(
+        url, compression=None, proxy=None, max_size=None, max_queue=1, local_addr=(local_host, 0)
+    )
+    challenge = RELAY_CODEC.decode(await websocket.recv(decode=False))
+    assert isinstance(challenge, Challenge)
+    signature = pair.sign(HELLO_DOMAIN, hello_transcript(challenge))
+    await websocket.send(RELAY_CODEC.encode(Hello(pair.node_id, signature)))
+    return websocket
+
+
+@asynchronous
+async def test_a_flooding_sender_delays_no_one_elses_frames_and_holds_a_bounded_queue() -> None:
+    """A fresh key broadcasts 40 frames of 1 MiB; a member's small frame sent after them
+    reaches a slow reader among the first, and the relayer holds at most the flooder's
+    budget for that reader (first in, first out held all 40 MiB and sent them first)."""
+    config = RelayConfig(queue_bytes_per_sender=4 * 1024 * 1024)
+    relayer = Relayer(config)
+    host, port = await relayer.start()
+    url = f"ws://{host}:{port}"
+    reader = await raw_member(url, keys(1))
+    flooder = await raw_member(url, keys(2), local_host="127.0.0.2")
+    honest = await raw_member(url, keys(3))
+    try:
+        await until(lambda: len(relayer.connections) == 3, "three registrations")
+        for number in range(40):
+            payload = number.to_bytes(4, "big") * (256 * 1024)
+            await flooder.send(RELAY_CODEC.encode(Envelope(bytes(keys(1).node_id), payload)))
+        await until(
+            lambda: relayer.dropped_by_sender.get(bytes(keys(2).node_id), 0) > 0, "a drop"
+        )
+        # the flooder's budget for this reader, plus the one frame being written to it
+        assert relayer.queued_bytes <= 5 * (1024 * 1024 + 1024)
+        await honest.send(RELAY_CODEC.encode(Envelope(bytes(keys(1).node_id), b"update")))
+        await until(lambda: relayer.forwarded >= 2, "the honest frame queued")
+        senders = []
+        while True:
+            envelope = RELAY_CODEC.decode(await asyncio.wait_for(reader.recv(), DEADLINE_S))
+            assert isinstance(envelope, Envelope)
+            senders.append(envelope.peer)
+            if envelope.payload == b"update":
+                break
+        # Frames already written into the kernel's socket buffers (up to about 12 MiB on
+        # loopback) come first whatever the relayer does; of those still queued at the
+        # relayer, the honest frame waits for at most one.  First in, first out: all 40.
+        assert len(senders) < 20, f"the honest frame came after {len(senders) - 1} flood frames"
+    finally:
+        for websocket in (reader, flooder, honest):
+            websocket.transport.abort()
+        await relayer.close()
+
+
+@asynchronous
+async def test_only_members_may_connect_when_the_relayer_has_a_member_list() -> None:
+    member, outsider = keys(1), keys(2)
+    relayer = Relayer(RelayConfig(members=frozenset({bytes(member.node_id)})))
+    host, port = await relayer.start()
+    url = f"ws://{host}:{port}"
+    inbox = Inbox()
+    intruder = RelayClient(url, outsider, inbox.receive)
+    intruder.start()
+    insider = RelayClient(url, member, inbox.receive)
+    insider.start()
+    try:
+        await until(lambda: member.node_id in relayer.connections, "the member's registration")
+        await until(lambda: relayer.refused_hellos >= 1, "the outsider's refusal")
+        assert outsider.node_id not in relayer.connections
+    finally:
+        await intruder.close()
+        await insider.close()
+        await relayer.close()
+
+
+@asynchronous
+async def test_a_hello_is_bound_to_the_relayer_and_the_network() -> None:
+    """A hostile relayer cannot replay a hello it was given at another relayer, and a node
+    of another network does not register."""
+    from websockets.asyncio.client import connect
+
+    first, second = Relayer(keys=keys(50)), Relayer(keys=keys(51))
+    second_host, second_port = await second.start()
+    second_url = f"ws://{second_host}:{second_port}"
+    await first.start()
+    node = keys(1)
+    try:
+        # the hello the node gave the first relayer, for the first relayer's challenge...
+        given = Challenge(b"\x05" * 32, b"", bytes(keys(50).node_id))
+        signature = node.sign(HELLO_DOMAIN, hello_transcript(given))
+        # ...replayed at the second relayer, with the nonce forwarded as the first's own
+        async with connect(second_url, compression=None, proxy=None) as websocket:
+            challenge = RELAY_CODEC.decode(await websocket.recv(decode=False))
+            assert isinstance(challenge, Challenge)
+            assert challenge.relayer_id == bytes(keys(51).node_id)
+            forged = Challenge(challenge.nonce, b"", bytes(keys(50).node_id))
+            replayed = node.sign(HELLO_DOMAIN, hello_transcript(forged))
+            await websocket.send(RELAY_CODEC.encode(Hello(node.node_id, replayed)))
+            await asyncio.wait_for(websocket.wait_closed(), DEADLINE_S)
+        assert node.node_id not in second.connections
+        del signature
+        # a node configured for another network refuses the challenge itself
+        inbox = Inbox()
+        stranger = RelayClient(second_url, node, inbox.receive, config=RelayConfig(network=b"x"))
+        pinned = RelayClient(second_url, keys(2), inbox.receive, relayer_id=bytes(keys(50).node_id))
+        good = RelayClient(second_url, keys(3), inbox.receive, relayer_id=bytes(keys(51).node_id))
+        for client in (stranger, pinned, good):
+            client.start()
+        await until(lambda: keys(3).node_id in second.connections, "the pinned node")
+        assert node.node_id not in second.connections
+        assert keys(2).node_id not in second.connections
+        for client in (stranger, pinned, good):
+            await client.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+@asynchronous
+async def test_one_host_cannot_take_every_connection_slot() -> None:
+    from websockets.asyncio.client import connect
+
+    relayer = Relayer(RelayConfig(max_connections=32, max_connections_per_host=4))
+    host, port = await relayer.start()
+    url = f"ws://{host}:{port}"
+    held = []
+    for _ in range(12):
+        try:
+            held.append(
+                await connect(url, compression=None, proxy=None, local_addr=("127.0.0.2", 0))
+            )
+        except Exception:  # refused: the slot limit at work
+            continue
+    clients, _ = await start_clients(url, 2)
+    try:
+        await until(lambda: len(relayer.connections) == 2, "honest registrations")
+        assert relayer.slots.held_by("127.0.0.2") <= 4
+        assert relayer.slots.refused >= 8
+    finally:
+        for client in clients:
+            await client.close()
+        for websocket in held:
+            await websocket.close()
+        await relayer.close()

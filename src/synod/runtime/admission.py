@@ -171,11 +171,13 @@ class FairQueue(Generic[_Source, _Item]):
     def __len__(self) -> int:
         return self._length
 
-    def has_room(self, source: _Source) -> bool:
+    def has_room(self, source: _Source, cost_bytes: int = 1) -> bool:
+        """Whether `source` may queue an item of `cost_bytes` within its bounds (an item
+        of any size fits a source that has nothing queued)."""
         queue = self._sources.get(source)
         return queue is None or (
             len(queue.items) < self.per_source_items
-            and queue.queued_bytes < self.per_source_bytes
+            and queue.queued_bytes + max(1, cost_bytes) <= self.per_source_bytes
         )
 
     def put(self, source: _Source, item: _Item, cost_bytes: int) -> None:

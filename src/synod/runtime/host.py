@@ -327,7 +327,7 @@ class NodeHost:
     async def _put_remote(self, source: str, item: Input, cost_bytes: int) -> None:
         while (
             len(self._remote) >= self.config.input_queue_limit
-            or not self._remote.has_room(source)
+            or not self._remote.has_room(source, cost_bytes)
         ):
             self._room.clear()
             await self._room.wait()
