@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -177,54 +177,10 @@ def run_process(
     sys.exit(code)
 
 
-def lock_exclusively(path: Path, what: str = "this node") -> IO[str]:
-    """Hold an exclusive lock for the life of the process: one process per node."""
-    from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
-
-    try:
-        return hold_exclusive_lock(path, what)
-    except NodeAlreadyRunning as error:
-        raise click.ClickException(str(error)) from None
-
-
 def print_json_line(entry: dict[str, Any], *, ensure_ascii: bool = False) -> None:
     """Write `entry` as one JSON line on standard output, at once."""
     sys.stdout.write(json.dumps(entry, ensure_ascii=ensure_ascii) + "\n")
     sys.stdout.flush()
-
-
-async def serve_until_stopped(
-    host: Any,
-    ready: dict[str, Any],
-    *,
-    lock: IO[str],
-    log: Any,
-    failure: str = "node failed",
-    print_line: Callable[[dict[str, Any]], None] = print_json_line,
-    background: Sequence[Any] = (),
-) -> int:
-    """Serve with a started `NodeHost` until SIGINT/SIGTERM; the exit status.
-
-    `ready` is printed once the host serves; a `HostFailed` is logged as `failure` and
-    gives `EXIT_FAILED`.  Whatever happens, the `background` tasks are cancelled, then
-    the lock is released.
-    """
-    import asyncio
-
-    from synod.runtime.host import HostFailed
-
-    try:
-        await host.serve(on_ready=lambda: print_line(ready))
-    except HostFailed as error:
-        log.error(failure, extra={"reason": str(error)})
-        return EXIT_FAILED
-    finally:
-        for task in background:
-            task.cancel()
-        if background:
-            await asyncio.gather(*background, return_exceptions=True)
-        lock.close()
-    return 0
 
 
 async def read_stdin_lines(
