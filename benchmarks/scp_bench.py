@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections.abc import Callable
 
-from synod.core import Input, Proposed, Received, Step
+from synod.core import Input, Proposed, Received, Step, Storage
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
-from synod.scp import CODEC, Envelope, Externalized, ScpConfig, ScpCore, verify_envelope
+from synod.scp import (
+    CODEC,
+    Envelope,
+    Externalized,
+    ScpConfig,
+    ScpCore,
+    ScpMessage,
+    verify_envelope,
+)
 from synod.sim.world import World
 
 LATENCY_MS = (10, 100)
@@ -40,11 +49,15 @@ class Tap:
 
     def __init__(self, core: ScpCore) -> None:
         self.core = core
-        self.received: list[tuple[NodeId, object]] = []
+        self.received: list[tuple[NodeId, ScpMessage]] = []
 
     @property
     def node_id(self) -> NodeId:
         return self.core.node_id
+
+    def factory(self, storage: Storage, rng: random.Random) -> Tap:
+        """The world's node factory: this tap, on a node that is never restarted."""
+        return self
 
     def handle(self, event: Input, now_ms: int) -> Step:
         if isinstance(event, Received):
@@ -63,7 +76,7 @@ def build(
     qset = QuorumSet(threshold=size - faulty, validators=tuple(key.node_id for key in keys))
     taps = [Tap(ScpCore(ScpConfig(keys=key, quorum_set=qset))) for key in keys]
     world = World.perfect(seed, latency_ms=latency_ms)
-    world.add_nodes({tap.node_id: (lambda storage, rng, tap=tap: tap) for tap in taps}, CODEC)
+    world.add_nodes({tap.node_id: tap.factory for tap in taps}, CODEC)
     world.run_until(latency_ms[1])
     for tap in taps:
         tap.received.clear()

@@ -3,6 +3,8 @@ the slot window, and restoring after a crash without contradicting earlier state
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -198,7 +200,7 @@ def test_old_slots_are_purged_from_memory_and_storage() -> None:
     world = four_node_network(seed=5, retained_slots=2)
     for slot_index in range(1, 7):
         propose_everywhere(world, b"slot%d-" % slot_index)
-        assert world.step_until(lambda index=slot_index: all_externalized(world, index))
+        assert world.step_until(partial(all_externalized, world, slot_index))
     for key in KEYS:
         core = world.core(key.node_id, ScpCore)
         assert set(core.slots) <= {5, 6, 7}

@@ -5,6 +5,7 @@ was proposed (validity), for 4 and 7 nodes, with and without a silent node."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import pytest
 
@@ -57,7 +58,7 @@ def run_slots(world: World, live: Sequence[NodeId]) -> dict[int, set[bytes]]:
             value = b"slot %d from node %d" % (slot_index, position)
             proposals[slot_index].add(value)
             world.input(node, Proposed(value))
-        decided = world.step_until(lambda index=slot_index: decided_everywhere(world, live, index))
+        decided = world.step_until(partial(decided_everywhere, world, live, slot_index))
         assert decided, f"slot {slot_index} did not externalize everywhere"
     return proposals
 
@@ -116,9 +117,7 @@ def test_without_rebroadcast_lost_messages_can_stall_a_slot() -> None:
         )
         for index, node in enumerate(live):
             world.input(node, Proposed(b"value %d" % index))
-        decided = world.step_until(
-            lambda w=world, nodes=live: decided_everywhere(w, nodes, 1), max_ms=60_000
-        )
+        decided = world.step_until(partial(decided_everywhere, world, live, 1), max_ms=60_000)
         stalled += not decided
     assert stalled > 0
 
