@@ -43,7 +43,7 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from synod.quorum.qset import QuorumSet, is_v_blocking
 from synod.scp.messages import (
@@ -55,6 +55,7 @@ from synod.scp.messages import (
     Prepare,
     Statement,
 )
+from synod.scp.slot_view import BallotSlot
 from synod.scp.statements import (
     INFINITE_COUNTER,
     ballot_counter,
@@ -69,9 +70,6 @@ from synod.scp.voting import (
     accepts_with,
     is_quorum_threshold_set,
 )
-
-if TYPE_CHECKING:
-    from synod.scp.slot import Slot
 
 MAX_ADVANCE_DEPTH: Final = 50
 """Own statements feed back into the rules; this bounds the recursion (a bug guard)."""
@@ -129,7 +127,7 @@ class _CommitRanges(NamedTuple):
 class BallotProtocol:
     """Ballot state of one slot (see the module docstring for the rules)."""
 
-    def __init__(self, slot: Slot) -> None:
+    def __init__(self, slot: BallotSlot) -> None:
         self.slot = slot
         self.phase = Phase.PREPARE
         self.current: Ballot | None = None

@@ -38,17 +38,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from fractions import Fraction
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from synod.crypto import sha256
 from synod.quorum.qset import QuorumSet, all_validators
 from synod.scp.application import Validity
 from synod.scp.messages import MAX_NOMINATION_VALUES, Nomination, Statement
+from synod.scp.slot_view import NominationSlot
 from synod.scp.statements import is_newer_nomination, is_nomination_sane
 from synod.scp.voting import accepts_with, is_quorum_threshold_set
-
-if TYPE_CHECKING:
-    from synod.scp.slot import Slot
 
 _NEIGHBOUR_TAG: Final = 1
 _PRIORITY_TAG: Final = 2
@@ -121,7 +119,7 @@ def value_hash(slot_index: int, round_number: int, value: bytes) -> int:
 class NominationProtocol:
     """Nomination state of one slot (see the module docstring)."""
 
-    def __init__(self, slot: Slot) -> None:
+    def __init__(self, slot: NominationSlot) -> None:
         self.slot = slot
         self.round_number = 0
         self.started = False

@@ -3,8 +3,9 @@ phases), the application's validity verdicts, and what the slot wants sent.
 
 The two protocols call back into their slot for everything outside themselves: the
 local quorum set, other nodes' quorum sets, value validation (cached per slot), timers,
-and the events `Externalized`.  The slot gathers these into the `Step` that `ScpCore`
-is building for the current input.
+and the events `Externalized`.  They see the slot only through the narrow views of
+`synod.scp.slot_view` (`NominationSlot`, `BallotSlot`), which `Slot` satisfies.  The
+slot gathers these into the `Step` that `ScpCore` is building for the current input.
 
 A slot is *fully validated* while every value it has seen was judged `FULLY_VALID`.  A
 `MAYBE_VALID` value (the application cannot yet tell) clears the flag: the node keeps
