@@ -8,6 +8,7 @@ can be checked again from its file, and two runs of one seed are compared by `di
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 from collections.abc import Iterator
@@ -19,9 +20,12 @@ Record = dict[str, Any]
 
 
 def to_plain(value: Any) -> Any:  # noqa: PLR0911 (one return per kind of value)
-    """Convert events and messages to JSON-compatible values (bytes as hex)."""
+    """Convert events and messages to JSON-compatible values (bytes as hex, enum members
+    as their values)."""
     if isinstance(value, bytes):
         return value.hex()
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value)  # as the wire has it (msgspec encodes the value)
     if isinstance(value, msgspec.Struct):
         plain = {"type": type(value).__name__}
         for name in value.__struct_fields__:

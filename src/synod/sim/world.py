@@ -308,6 +308,15 @@ class World:
         self._process(item)
         return True
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is left to do: no message, timer, call deadline, input or fault to come.
+
+        `world.step_until(lambda: world.idle)` runs a world whose cores set no endless
+        timers to rest, and says whether it got there within the step budget.
+        """
+        return not self._queue
+
     def run_until(self, end_ms: int, *, stop: Callable[[], bool] | None = None) -> bool:
         """Run until virtual time `end_ms`, the queue empties, or `stop()` holds (True)."""
         while self._queue and self._queue[0][0] <= end_ms:

@@ -19,6 +19,12 @@ Byzantine authority is promiscuous; when they exceed f the equivocating client o
 two certificates and honest authorities apply different transfers for one sequence
 number, which the checkers report.
 
+Outside the scenario, tests and examples build FastPay worlds by hand: `add_authorities`
+puts a committee's authorities (each a `ShardedAuthority`, or a `ScriptedAuthority` that
+answers what a test says) into a world, `add_client` an account owner's `Client`;
+`account_at` reads an account as one authority sees it, and `restart_shard` crashes and
+restarts one shard of an authority alone.
+
 Checkers (history only: the `TransferApplied` events of honest authorities and the
 `TransferCertified` events of honest clients):
 
@@ -35,6 +41,7 @@ Checkers (history only: the `TransferApplied` events of honest authorities and t
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +61,7 @@ from synod.core import (
     TimerFired,
 )
 from synod.crypto import KeyPair, NodeId
-from synod.fastpay.authority import AuthorityShard
+from synod.fastpay.authority import AccountState, AuthorityShard
 from synod.fastpay.checkers import balances_after, conflicting_transfers
 from synod.fastpay.client import (
     Client,
@@ -76,13 +83,14 @@ from synod.fastpay.messages import (
     make_transfer_order,
     make_vote,
     request_shard,
+    shard_of,
     transfer_order_is_valid,
     vote_is_valid,
 )
 from synod.quorum.committee import Committee
 from synod.sim.checkers import Checker, Violation, events_of
 from synod.sim.history import Record
-from synod.sim.world import RawBytes, World
+from synod.sim.world import NodeFactory, NodeRef, RawBytes, World
 
 RETRY_TIMER = "sim-fastpay-retry"
 BEHAVIOURS = ("silent", "garbage", "liar", "promiscuous")
@@ -171,7 +179,8 @@ class ShardedAuthority:
     own authority travels through the simulated network back to this node like any
     call.  Each shard keeps its records under its own key prefix, numbers its calls and
     names its timers independently, so this node renumbers calls and prefixes timers.
-    A crash takes every shard down together (one process per authority).
+    A crash takes every shard down together (one process per authority);
+    `restart_shard` models the crash of one shard's process alone.
     """
 
     def __init__(
@@ -179,27 +188,46 @@ class ShardedAuthority:
         keys: KeyPair,
         committee: Committee,
         shard_count: int,
-        genesis: dict[bytes, int],
+        genesis: Mapping[bytes, int],
         storage: Storage,
     ) -> None:
         self.keys = keys
-        self.shards = [
-            AuthorityShard(
-                keys,
-                committee,
-                shard=index,
-                shard_count=shard_count,
-                genesis=genesis,
-                storage=_unprefixed(storage, _shard_prefix(index)),
-            )
-            for index in range(shard_count)
-        ]
+        self.committee = committee
+        self.genesis = dict(genesis)
+        self.shard_count = shard_count
+        self.shards = [self._build_shard(index, storage) for index in range(shard_count)]
         self._calls: dict[int, tuple[int, int]] = {}
+        self._timers: set[str] = set()
         self._next_request_id = 1
+
+    def _build_shard(self, index: int, storage: Storage) -> AuthorityShard:
+        return AuthorityShard(
+            self.keys,
+            self.committee,
+            shard=index,
+            shard_count=self.shard_count,
+            genesis=self.genesis,
+            storage=_unprefixed(storage, _shard_prefix(index)),
+        )
 
     @property
     def node_id(self) -> NodeId:
         return self.keys.node_id
+
+    def restart_shard(self, index: int, storage: Storage, now_ms: int) -> Step:
+        """Rebuild shard `index` alone from this node's `storage` and start it again.
+
+        The crash of one shard's process while the others run on: the shard keeps
+        exactly what it persisted, answers to its calls in flight are dropped, its
+        timers are cancelled, and `Started` makes it re-send its outbox.
+        """
+        self.shards[index] = self._build_shard(index, storage)
+        self._calls = {key: call for key, call in self._calls.items() if call[0] != index}
+        prefix = f"{index}:"
+        lapsed = sorted(name for name in self._timers if name.startswith(prefix))
+        self._timers.difference_update(lapsed)
+        step = Step(timers=[CancelTimer(name) for name in lapsed])
+        return step.extend(self._on_shard(index, Started(), now_ms))
 
     def handle(self, event: Input, now_ms: int) -> Step:
         if isinstance(event, RequestReceived):
@@ -215,6 +243,7 @@ class ShardedAuthority:
                 inner = CallFailed(event.server, request_id, event.reason)
             return self._on_shard(shard, inner, now_ms)
         if isinstance(event, TimerFired):
+            self._timers.discard(event.name)
             shard_text, _, name = event.name.partition(":")
             if shard_text.isdigit() and int(shard_text) < len(self.shards):
                 return self._on_shard(int(shard_text), TimerFired(name), now_ms)
@@ -249,8 +278,10 @@ class ShardedAuthority:
         for command in inner.timers:
             name = f"{index}:{command.name}"
             if isinstance(command, SetTimer):
+                self._timers.add(name)
                 step.timers.append(SetTimer(name, command.delay_ms))
             else:
+                self._timers.discard(name)
                 step.timers.append(CancelTimer(name))
         return step
 
@@ -397,6 +428,149 @@ class EquivocatingClient:
                 for authority in self.targets[side]:
                     self._call(step, authority, ConfirmationOrder(certificate))
         return step
+
+
+# ---------------------------------------------------------------- worlds built by hand
+
+
+Balances = Mapping[NodeId, int] | Mapping[bytes, int]
+"""Account -> balance (a genesis)."""
+
+ReplyRewrite = Callable[[Any, Any], Any]
+"""(request, honest reply) -> what a scripted authority answers instead: a message,
+`RawBytes` (sent as they are), or None (no answer at all)."""
+
+
+class ScriptedAuthority:
+    """An authority that keeps its state honestly but answers what a test says.
+
+    Every request is handled by the honest `inner` authority, so its records, events and
+    cross-shard traffic between its own shards stay as they are; only its answers to
+    other nodes are replaced by `rewrite(request, honest reply)`.  `rewrite` may be
+    changed at any time; None answers honestly.
+    """
+
+    def __init__(self, inner: ShardedAuthority, rewrite: ReplyRewrite | None) -> None:
+        self.inner = inner
+        self.rewrite = rewrite
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.inner.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = self.inner.handle(event, now_ms)
+        rewrite = self.rewrite
+        if (
+            rewrite is None
+            or not isinstance(event, RequestReceived)
+            or event.client == self.node_id.hex()  # a sibling shard's cross-shard update
+        ):
+            return step
+        outgoing = []
+        for item in step.outgoing:
+            if not isinstance(item, Reply) or item.request_id != event.request_id:
+                outgoing.append(item)
+                continue
+            body = rewrite(event.body, item.body)
+            if body is not None:
+                outgoing.append(Reply(item.client, item.request_id, body))
+        step.outgoing = outgoing
+        return step
+
+
+def add_authorities(
+    world: World,
+    authorities: Sequence[KeyPair],
+    genesis: Balances,
+    *,
+    shards: int = 1,
+    weights: Mapping[NodeId, int] | None = None,
+    authority_genesis: Mapping[NodeId, Balances] | None = None,
+    scripted: Mapping[NodeId, ReplyRewrite | None] | None = None,
+) -> Committee:
+    """Add and start one node per authority (a `ShardedAuthority` of `shards` shards);
+    return their committee.
+
+    Every authority starts from `genesis`, updated by its own `authority_genesis` entry
+    (authorities that disagree).  Weights are equal unless `weights` says otherwise.  The
+    authorities named in `scripted` are `ScriptedAuthority`s with that rewrite.
+    """
+    names = [keys.node_id for keys in authorities]
+    committee = Committee(weights) if weights else Committee.equal_weights(names)
+    overrides = authority_genesis or {}
+    scripts = scripted or {}
+    factories = {}
+    for keys in authorities:
+        balances = {bytes(account): balance for account, balance in genesis.items()}
+        balances.update({bytes(a): b for a, b in overrides.get(keys.node_id, {}).items()})
+        factories[keys.node_id] = _sharded_factory(keys, committee, shards, balances, scripts)
+    world.add_nodes(factories, MESSAGE_CODEC)
+    return committee
+
+
+def _sharded_factory(
+    keys: KeyPair,
+    committee: Committee,
+    shards: int,
+    genesis: dict[bytes, int],
+    scripts: Mapping[NodeId, ReplyRewrite | None],
+) -> NodeFactory:
+    def build(storage: Storage, rng: random.Random) -> ShardedAuthority | ScriptedAuthority:
+        authority = ShardedAuthority(keys, committee, shards, genesis, storage)
+        if keys.node_id in scripts:
+            return ScriptedAuthority(authority, scripts[keys.node_id])
+        return authority
+
+    return build
+
+
+def add_client(world: World, keys: KeyPair, committee: Committee, *, balance: int = 0) -> Client:
+    """Add and start the `Client` of `keys`'s account, which knows of `balance` at first
+    (a restart rebuilds it from its records); return it."""
+
+    def build(storage: Storage, rng: random.Random) -> Client:
+        return Client(keys, committee, balance=balance, storage=storage)
+
+    world.add_nodes({keys.node_id: build}, REPLY_CODEC)
+    return world.core(keys.node_id, Client)
+
+
+def shards_of(core: object) -> list[AuthorityShard]:
+    """The shards an authority's core runs, in shard order, through any wrapper (none
+    for a core that is no authority)."""
+    while isinstance(core, ScriptedAuthority | ByzantineAuthority):
+        core = core.inner
+    if isinstance(core, ShardedAuthority):
+        return list(core.shards)
+    if isinstance(core, AuthorityShard):
+        return [core]
+    return []
+
+
+def authority_shards(world: World, authority: NodeRef) -> list[AuthorityShard]:
+    """The running shards of an authority node, in shard order (through any wrapper)."""
+    shards = shards_of(world.node(authority).core)
+    if not shards:
+        raise LookupError(f"node {world.node(authority).index} runs no authority (or is down)")
+    return shards
+
+
+def account_at(world: World, authority: NodeRef, account: bytes) -> AccountState:
+    """`account` as an authority's shard that keeps it sees it."""
+    shards = authority_shards(world, authority)
+    return shards[shard_of(account, len(shards))].account(account)
+
+
+def restart_shard(world: World, authority: NodeRef, index: int) -> None:
+    """Crash shard `index` of a running `ShardedAuthority` alone and restart it from
+    what it persisted (`ShardedAuthority.restart_shard`)."""
+    core = world.node(authority).core
+    if isinstance(core, ScriptedAuthority):
+        core = core.inner
+    if not isinstance(core, ShardedAuthority):
+        raise LookupError(f"node {world.node(authority).index} runs no sharded authority")
+    world.apply(authority, core.restart_shard(index, world.node(authority).storage, world.now_ms))
 
 
 # ---------------------------------------------------------------- the scenario
