@@ -387,7 +387,7 @@ class TuskCore:
             if refusal is not None:
                 refusals.append(refusal)
         votes: list[Vote] = []
-        for header in request.headers:
+        for header in self._headers_worth_checking(request.headers, refusals):
             outcome = self._vote_on(header, step)
             if isinstance(outcome, Refusal):
                 refusals.append(outcome)
@@ -406,6 +406,24 @@ class TuskCore:
             refusals,
             header_held=request.header_held,
         )
+
+    def _headers_worth_checking(
+        self, headers: tuple[Header, ...], refusals: list[Refusal]
+    ) -> list[Header]:
+        """The distinct headers of a request, at most two per committee member.
+
+        A driver carries at most one header per creator for the round it serves and the
+        next; beyond that a request can only be an attempt to make the core verify
+        signatures for nothing (each costs about 60 us), so the excess is refused unread.
+        """
+        limit = 2 * len(self.committee)
+        distinct = list({header.digest(): header for header in headers}.items())
+        # at most MAX_HEADERS_PER_REQUEST refusals: the answer's refusal bound holds
+        refusals.extend(
+            Refusal(digest=digest, reason=RefusalReason.MALFORMED_REQUEST)
+            for digest, _ in distinct[limit:]
+        )
+        return [header for _, header in distinct[:limit]]
 
     def _answer(
         self,
@@ -680,10 +698,13 @@ class TuskCore:
     def _refuse_equivocation(
         self, earlier: HeaderStub, header: Header, digest: bytes, step: Step
     ) -> Refusal:
-        if not header_signature_valid(header, digest):
-            return Refusal(digest=digest, reason=RefusalReason.BAD_SIGNATURE)
         slot = (header.round, header.creator)
         full = _count_of(self._evidence, header.creator) >= MAX_EVIDENCE_PER_CREATOR
+        if slot in self._evidence or full:
+            # Refused either way; a signature is checked only when it buys evidence.
+            return Refusal(digest=digest, reason=RefusalReason.EQUIVOCATION)
+        if not header_signature_valid(header, digest):
+            return Refusal(digest=digest, reason=RefusalReason.BAD_SIGNATURE)
         if slot not in self._evidence and not full:
             evidence = Equivocation(first=earlier, second=header.stub())
             assert evidence.is_valid()
