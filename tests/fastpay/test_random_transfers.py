@@ -1,6 +1,6 @@
 """Random transfers among several clients and sharded authorities, with message loss and
 duplication, crashes (rebuilt from persisted records), an equivocating client and a
-Byzantine authority, driven by a seeded, in-test message loop (`LocalNetwork`).
+Byzantine authority, run in the simulator (`synod.sim.World`) from one seed.
 
 Checkers (`synod.fastpay.checkers`), pure functions of what the run produced:
 
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import itertools
 import random
+from functools import partial
 from typing import Any
 
 import pytest
 
-from synod.core import Call, CallFailed, Response, Step
+from synod.core import Call, CallFailed, Input, Response, Step
 from synod.crypto import KeyPair, NodeId
 from synod.fastpay.authority import AccountState, AuthorityShard, check_certificate
 from synod.fastpay.checkers import (
@@ -35,7 +36,6 @@ from synod.fastpay.checkers import (
     final_balances,
 )
 from synod.fastpay.client import Client, Synchronized, TransferCertified
-from synod.fastpay.localnet import LocalNetwork, client_name
 from synod.fastpay.messages import (
     REPLY_CODEC,
     AuthoritySignature,
@@ -52,36 +52,53 @@ from synod.fastpay.messages import (
     vote_is_valid,
 )
 from synod.quorum.committee import Committee
-from synod.wire import DecodeError
+from synod.sim.network import FaultPlan, LatencyModel
+from synod.sim.scenarios.fastpay import (
+    ReplyRewrite,
+    account_at,
+    add_authorities,
+    add_client,
+    authority_shards,
+    restart_shard,
+    shards_of,
+)
+from synod.sim.world import RawBytes, World
 
 AUTHORITIES = [KeyPair.from_seed(bytes([index]) * 32) for index in range(1, 5)]
 NAMES = sorted(keys.node_id for keys in AUTHORITIES)
 KEYS_BY_NAME = {keys.node_id: keys for keys in AUTHORITIES}
 COMMITTEE = Committee.equal_weights(NAMES)
+CALL_TIMEOUT_MS = 100
+"""Longer than any call and its answer take (two deliveries of at most 20 ms each)."""
 
 
 # ---------------------------------------------------------------- checkers
 
 
-def certificates_held(net: LocalNetwork) -> list[CertifiedTransferOrder]:
-    found = [c for client in net.clients.values() for c in client.sent]
-    for shard in net.shards.values():
-        for account in shard.accounts.values():
-            found.extend(account.confirmed)
-    found.extend(e.certificate for _, e in net.events if isinstance(e, TransferCertified))
+def certificates_held(world: World) -> list[CertifiedTransferOrder]:
+    """Certificates that running clients hold, that authorities applied, and that
+    clients reported (crashed clients reported theirs)."""
+    found: list[CertifiedTransferOrder] = []
+    for node in world.nodes:
+        if isinstance(node.core, Client | Equivocator):
+            found.extend(node.core.sent)
+        for shard in shards_of(node.core):
+            for account in shard.accounts.values():
+                found.extend(account.confirmed)
+    found.extend(e.certificate for _, e in world.events if isinstance(e, TransferCertified))
     return found
 
 
 # ---------------------------------------------------------------- a Byzantine authority
 
 
-def byzantine_replies(rng: random.Random, liar: KeyPair) -> Any:
+def byzantine_replies(rng: random.Random, liar: KeyPair) -> ReplyRewrite:
     """Answers that mix honest replies with garbage, forged and misleading ones."""
 
-    def reply(shard: AuthorityShard, request: Any, honest: Any) -> Any:
+    def reply(request: Any, honest: Any) -> Any:
         choice = rng.randrange(6)
         if choice == 0:
-            return bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+            return RawBytes(bytes(rng.randrange(256) for _ in range(rng.randrange(40))))
         if choice == 1 and isinstance(honest, SignedTransferOrder):
             return SignedTransferOrder(honest.order, honest.authority, b"\1" * 64)
         if choice == 2 and isinstance(request, TransferOrder):
@@ -109,8 +126,6 @@ class Equivocator:
         self.balance = balance
         self.sequence_number = 0
         self.sent: list[CertifiedTransferOrder] = []
-        self.pending = None
-        self.busy = True  # the honest-client loop leaves it alone
         self._orders: list[TransferOrder] = []
         self._votes: dict[int, dict[NodeId, SignedTransferOrder]] = {}
         self._next_request_id = 1
@@ -149,16 +164,13 @@ class Equivocator:
         step.outgoing.append(Call(name, self._next_request_id, body))
         self._next_request_id += 1
 
-    def handle(self, event: Any, now_ms: int) -> Step:
+    def handle(self, event: Input, now_ms: int) -> Step:
         step = Step()
         if not isinstance(event, Response | CallFailed):
             return step
         if self._calls.pop(event.request_id, None) is None or isinstance(event, CallFailed):
             return step
-        try:
-            vote = REPLY_CODEC.decode(event.body)
-        except DecodeError:
-            return step
+        vote = event.body
         if not isinstance(vote, SignedTransferOrder) or not vote_is_valid(vote):
             return step
         for index, order in enumerate(self._orders):
@@ -185,7 +197,33 @@ class Equivocator:
                 self._call(step, name, ConfirmationOrder(certificate))
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the run
+
+
+def faulty_world(seed: int) -> World:
+    """Messages take 1 to 20 ms (so they overtake each other); 5% are lost, 5% arrive twice."""
+    world = World(seed, call_timeout_ms=CALL_TIMEOUT_MS)
+    latency = LatencyModel("uniform", base_ms=1, spread_ms=19)
+    world.use_fault_plan(
+        FaultPlan(latency=latency, loss_probability=0.05, duplicate_probability=0.05)
+    )
+    return world
+
+
+def crash_client(world: World, keys: KeyPair) -> None:
+    """Crash a client; it restarts from its records once every answer to its earlier calls
+    has arrived or timed out (a restarted process never gets them)."""
+    world.crash(keys.node_id)
+    restart = partial(world.restart, keys.node_id)
+    world.schedule(world.now_ms + CALL_TIMEOUT_MS, restart, "restart")
+
+
+def running_client(world: World, keys: KeyPair) -> Client | None:
+    """The client of `keys` when it is up and idle."""
+    if not world.node(keys.node_id).up:
+        return None
+    client = world.core(keys.node_id, Client)
+    return None if client.busy else client
 
 
 def run_random_transfers(
@@ -197,81 +235,87 @@ def run_random_transfers(
     genesis = {keys.node_id: 50 + 10 * index for index, keys in enumerate(owners)}
     genesis[cheater.node_id] = 40
     supply = sum(genesis.values())
-    net = LocalNetwork(AUTHORITIES, shard_count=shard_count, genesis=genesis, rng=rng)
+    world = faulty_world(seed)
     liar = NAMES[2] if byzantine else None
+    scripted = {}
     if liar is not None:
-        net.reply_filters[liar] = byzantine_replies(rng, KEYS_BY_NAME[liar])
+        scripted[liar] = byzantine_replies(random.Random(seed), KEYS_BY_NAME[liar])
+    add_authorities(world, AUTHORITIES, genesis, shards=shard_count, scripted=scripted)
     honest = [name for name in NAMES if name != liar]
     for keys in owners:
-        net.add_client(keys)
-    net.storage[client_name(cheater.node_id)] = {}
-    net.clients[cheater.node_id] = cheater  # type: ignore[assignment]
+        add_client(world, keys, COMMITTEE, balance=genesis[keys.node_id])
+    world.add_nodes({cheater.node_id: lambda storage, rng: cheater}, REPLY_CODEC)
     recipients = [keys.node_id for keys in owners]
     inbox: dict[NodeId, list[CertifiedTransferOrder]] = {keys.node_id: [] for keys in owners}
     seen_events = 0
 
     for _ in range(rounds):
-        for account, client in list(net.clients.items()):
-            if client.busy or rng.random() < 0.5:
+        for keys in owners:
+            client = running_client(world, keys)
+            if client is None or rng.random() < 0.5:
                 continue
-            net.submit(account, next_command(rng, client, inbox[account], owners))
+            world.apply(keys.node_id, next_command(rng, client, inbox[keys.node_id], owners))
         if rng.random() < 0.2:
-            net.submit(cheater.node_id, cheater.attack(rng, recipients))
+            world.apply(cheater.node_id, cheater.attack(rng, recipients))
         for _ in range(rng.randrange(1, 30)):
-            faults = {"lose": rng.random() < 0.05, "duplicate": rng.random() < 0.05}
-            if not net.deliver_one(**faults):
+            if not world.step():
                 break
         if rng.random() < 0.05:
-            net.crash_shard(rng.choice(honest), rng.randrange(shard_count))
+            restart_shard(world, rng.choice(honest), rng.randrange(shard_count))
         if rng.random() < 0.05:
-            net.crash_client(rng.choice(owners).node_id)
-        for _, event in net.events[seen_events:]:
+            keys = rng.choice(owners)
+            if world.node(keys.node_id).up:
+                crash_client(world, keys)
+        for _, event in world.events[seen_events:]:
             if (
                 isinstance(event, TransferCertified)
                 and event.certificate.transfer.recipient in inbox
             ):
                 inbox[NodeId(event.certificate.transfer.recipient)].append(event.certificate)
-        seen_events = len(net.events)
+        seen_events = len(world.events)
         for name in honest:
-            assert conservation_gap(net.authority_shards(name), supply) == 0
-        assert double_spends(certificates_held(net)) == []
-        assert_rebuildable(net, owners)
+            assert conservation_gap(authority_shards(world, name), supply) == 0
+        assert double_spends(certificates_held(world)) == []
+        assert_rebuildable(world)
 
-    heal(net, owners)
-    certificates = certificates_held(net)
+    heal(world, owners)
+    certificates = certificates_held(world)
     assert double_spends(certificates) == []
     expected = final_balances(genesis, certificates)
     assert all(balance >= 0 for balance in expected.values()), "overspent"
     assert sum(expected.values()) == supply
     for name in honest:
-        shards = net.authority_shards(name)
+        shards = authority_shards(world, name)
         assert all(not shard.outbox for shard in shards)
         assert conservation_gap(shards, supply) == 0
         for account, balance in expected.items():
-            assert net.balance_at(name, account) == balance
-    assert all(client.pending is None for client in net.clients.values())
+            assert account_at(world, name, account).balance == balance
+    assert all(world.core(keys.node_id, Client).pending is None for keys in owners)
     assert len({certificate_key(c) for c in certificates}) > 5, "the run made some progress"
 
 
-def assert_rebuildable(net: LocalNetwork, owners: list[KeyPair]) -> None:
-    """Every core equals the one rebuilt from what it persisted (what a crash keeps)."""
-    for (authority, index), shard in net.shards.items():
-        rebuilt = net._build_shard(authority, index)
-        live = {k: v for k, v in shard.accounts.items() if v != AccountState(balance=0)}
-        assert {k: v for k, v in rebuilt.accounts.items() if v != AccountState(balance=0)} == live
-        assert dict(rebuilt.outbox) == dict(shard.outbox)
-    for keys in owners:
-        client = net.clients[keys.node_id]
-        rebuilt_client = Client(
-            keys, net.committee, storage=dict(net.storage[client_name(keys.node_id)])
-        )
-        if net.storage[client_name(keys.node_id)]:
-            assert (rebuilt_client.balance, rebuilt_client.next_sequence_number) == (
+def assert_rebuildable(world: World) -> None:
+    """Every running core equals the one rebuilt from what it persisted (what a crash keeps)."""
+    for node in world.nodes:
+        if node.core is None:
+            continue
+        rebuilt = node.factory(dict(node.storage), random.Random(0))
+        for shard, again in zip(shards_of(node.core), shards_of(rebuilt), strict=True):
+            assert accounts_in_use(again) == accounts_in_use(shard)
+            assert dict(again.outbox) == dict(shard.outbox)
+        if isinstance(node.core, Client):
+            assert isinstance(rebuilt, Client)
+            client = node.core
+            assert (rebuilt.balance, rebuilt.next_sequence_number) == (
                 client.balance,
                 client.next_sequence_number,
             )
-        assert rebuilt_client.pending == client.pending
-        assert rebuilt_client.sent == client.sent and rebuilt_client.received == client.received
+            assert rebuilt.pending == client.pending
+            assert rebuilt.sent == client.sent and rebuilt.received == client.received
+
+
+def accounts_in_use(shard: AuthorityShard) -> dict[bytes, AccountState]:
+    return {key: state for key, state in shard.accounts.items() if state != AccountState(0)}
 
 
 def next_command(
@@ -287,24 +331,29 @@ def next_command(
     return client.transfer(recipient, rng.randrange(1, client.balance + 1))
 
 
-def heal(net: LocalNetwork, owners: list[KeyPair]) -> None:
+def settle(world: World) -> None:
+    assert world.step_until(lambda: world.idle)
+
+
+def heal(world: World, owners: list[KeyPair]) -> None:
     """No more faults: finish pending orders, then push every certificate everywhere."""
-    net.run()
+    world.heal()
+    settle(world)
     for keys in owners:
-        client = net.clients[keys.node_id]
+        client = world.core(keys.node_id, Client)
         if client.pending is not None:
-            net.submit(keys.node_id, client.resume())
-            net.run()
-    helper = net.clients[owners[0].node_id]
+            world.apply(keys.node_id, client.resume())
+            settle(world)
+    helper = world.core(owners[0].node_id, Client)
     latest: dict[NodeId, CertifiedTransferOrder] = {}
-    for certificate in certificates_held(net):
+    for certificate in certificates_held(world):
         sender, number = certificate_key(certificate)
         if sender not in latest or latest[sender].transfer.sequence_number < number:
             latest[sender] = certificate
     for certificate in latest.values():
-        net.submit(helper.node_id, helper.synchronize(certificate))
-        net.run()
-        assert isinstance(net.client_events(helper.node_id)[-1], Synchronized)
+        world.apply(helper.node_id, helper.synchronize(certificate))
+        settle(world)
+        assert isinstance(world.events_of(helper.node_id, object)[-1], Synchronized)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -380,11 +429,12 @@ def test_checker_reports_a_double_spend_when_more_than_f_authorities_collude() -
 
 def test_conservation_checker_detects_created_value_and_phantom_credits() -> None:
     owner = KeyPair.from_seed(b"o" * 32)
-    net = LocalNetwork(AUTHORITIES, shard_count=2, genesis={owner.node_id: 10})
-    client = net.add_client(owner)
-    net.submit(owner.node_id, client.transfer(NAMES[0], 4))
-    net.run()
-    shards = net.authority_shards(NAMES[1])
+    world = World.perfect()
+    add_authorities(world, AUTHORITIES, {owner.node_id: 10}, shards=2)
+    client = add_client(world, owner, COMMITTEE, balance=10)
+    world.apply(owner.node_id, client.transfer(NAMES[0], 4))
+    settle(world)
+    shards = authority_shards(world, NAMES[1])
     assert conservation_gap(shards, 10) == 0
     holder = next(shard for shard in shards if shard.owns(NAMES[0]))
     holder.accounts[NAMES[0]].balance += 1
