@@ -214,3 +214,18 @@ def test_synod_network_file_is_analysed(tmp_path: Path) -> None:
     wrong.write_text("")
     result = run("check", str(wrong))
     assert result.exit_code == 2 and "network.toml" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "top-tier", "blocking", "splitting"])
+def test_names_from_the_data_file_are_printed_as_text_not_markup(
+    tmp_path: Path, command: str
+) -> None:
+    """A node named `[/evil]` once crashed the table printer with exit code 1, the code
+    that means "intersection broken" to monitoring."""
+    nodes, _ = symmetric_network(4, 1)
+    for number, node in enumerate(nodes):
+        node["name"] = "[/evil]" if number == 0 else f"[bold]n{number}"
+    result = run(command, write(tmp_path, nodes))
+    assert result.exit_code == 0, result.output
+    if command != "check":
+        assert "[/evil]" in result.stdout or "[bold]n" in result.stdout

@@ -176,6 +176,7 @@ def _summary(
 ) -> bool:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="deliveries per node")
     for column in ("node", "delivered", "digest of the delivery log", "exit code"):
@@ -184,7 +185,7 @@ def _summary(
     for name in names:
         log = sorted(tally.delivered.get(name, {}).items())
         digests[name] = hashlib.sha256(repr(log).encode()).hexdigest()[:16]
-        table.add_row(name, str(len(log)), digests[name], str(exit_codes.get(name)))
+        table.add_row(Text(name), str(len(log)), digests[name], str(exit_codes.get(name)))
     Console().print(table)
     agree = len(set(digests.values())) == 1
     complete = tally.everyone_has(names, expected)

@@ -215,12 +215,14 @@ def _node_json(fbas: Fbas, nodes: int) -> list[dict[str, Any]]:
 def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left")
+    # Names, domains and keys come from the data file: printed as text, never as markup.
+    table = Table(title=Text(title), title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(Text(column))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     Console(soft_wrap=False).print(table)
 
 

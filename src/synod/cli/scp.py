@@ -348,11 +348,13 @@ def print_comparison(comparison: Comparison, *, title: str, brief: bool = False)
     """A table: one row per slot, one column per node, and a verdict per slot."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    # Entries and node names come from peers and files: printed as text, never as markup.
+    table = Table(title=Text(title))
     table.add_column("slot", justify="right")
     for node in comparison.nodes:
-        table.add_column(node)
+        table.add_column(Text(node))
     table.add_column("agree")
     for row in comparison.rows:
         first = next(iter(row.distinct_values), None)
@@ -360,8 +362,9 @@ def print_comparison(comparison: Comparison, *, title: str, brief: bool = False)
         for node in comparison.nodes:
             value = row.values[node]
             label = value_label(value, brief=brief)
-            cells.append(label if value is None or value == first else f"[red]{label}[/red]")
-        verdict = "yes" if row.agree else "[red]NO[/red]"
+            differs = value is not None and value != first
+            cells.append(Text(label, style="red" if differs else ""))
+        verdict = Text("yes") if row.agree else Text("NO", style="red")
         table.add_row(str(row.slot_index), *cells, verdict)
     Console().print(table)
 
