@@ -68,7 +68,7 @@ from synod.fastpay.messages import (
     vote_is_valid,
 )
 from synod.fastpay.wallet import percentile
-from synod.runtime.fastpay_node import free_port_block, process_cpu_s
+from synod.runtime.fastpay_node import create_server_file, free_port_block, process_cpu_s
 from synod.runtime.rpc import RpcClient, RpcFailure, RpcResult
 from synod.wire import canonical_bytes
 
@@ -198,8 +198,7 @@ def prepare(directory: Path, shards: int, transfers: int) -> Setup:
         "".join(json.dumps(entry.to_json()) + "\n" for entry in entries), encoding="utf-8"
     )
     for index, (entry, keys) in enumerate(zip(entries, authorities, strict=True)):
-        server = {"authority": entry.to_json(), "secret_key": keys.seed.hex()}
-        (directory / f"server{index}.json").write_text(json.dumps(server), encoding="utf-8")
+        create_server_file(directory / f"server{index}.json", keys, entry)  # mode 0600
     accounts = [KeyPair.generate() for _ in range(transfers)]
     (directory / "initial_accounts.txt").write_text(
         "".join(f"{node_id_text(keys.node_id)}:100\n" for keys in accounts), encoding="utf-8"

@@ -85,8 +85,7 @@ def test_the_router_sends_a_request_to_the_shard_of_its_account() -> None:
 
 
 def test_a_server_file_reads_back_and_must_match_its_committee_line(tmp_path: Path) -> None:
-    path = tmp_path / "server.json"
-    path.write_text(ServerFile(AUTHORITIES[0], entries()[0]).encode())
+    path = private(tmp_path / "server.json", ServerFile(AUTHORITIES[0], entries()[0]).encode())
     server = ServerFile.load(path)
     assert server.keys.seed == AUTHORITIES[0].seed and server.authority == entries()[0]
     assert server.entry_in(CommitteeFile(entries())) == entries()[0]
@@ -98,12 +97,24 @@ def test_a_server_file_reads_back_and_must_match_its_committee_line(tmp_path: Pa
 
 
 def test_a_server_file_with_another_authoritys_key_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "server.json"
-    path.write_text(ServerFile(AUTHORITIES[1], entries()[1]).encode())
-    document = json.loads(path.read_text())
+    document = json.loads(ServerFile(AUTHORITIES[1], entries()[1]).encode())
     document["authority"] = entries()[0].to_json()
-    path.write_text(json.dumps(document))
+    path = private(tmp_path / "server.json", json.dumps(document))
     with pytest.raises(FastPayFileError, match=r"secret_key: not the key of authority\.name"):
+        ServerFile.load(path)
+
+
+def private(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_server_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    """It holds the authority's secret seed, like a key file: 0644 is refused."""
+    path = private(tmp_path / "server.json", ServerFile(AUTHORITIES[0], entries()[0]).encode())
+    path.chmod(0o644)
+    with pytest.raises(FastPayFileError, match="permissions 0644 .* chmod 600"):
         ServerFile.load(path)
 
 

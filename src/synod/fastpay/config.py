@@ -17,6 +17,7 @@ into the routing function that shards and clients give their drivers.
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,8 +220,10 @@ class ServerFile:
 
     @classmethod
     def load(cls, path: Path) -> ServerFile:
-        """Read and check `path`: the key must be that of the line's authority."""
+        """Read and check `path`: private to its owner (it holds a secret seed), and the
+        key must be that of the line's authority."""
         try:
+            mode = path.stat().st_mode
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FastPayFileError(
@@ -228,6 +231,11 @@ class ServerFile:
             ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FastPayFileError(f"{path}: not a server file: {error}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise FastPayFileError(
+                f"{path}: permissions {stat.S_IMODE(mode):04o} let other users read its "
+                "secret key; chmod 600"
+            )
         if not isinstance(raw, dict) or set(raw) != {"authority", "secret_key"}:
             raise FastPayFileError(f"{path}: expected an object with 'authority' and 'secret_key'")
         authority = AuthorityEntry.from_json(raw["authority"], f"{path}: authority")

@@ -330,8 +330,7 @@ def prepare_bench(directory: Path, shards: int, transfers: int) -> BenchSetup:
     ]
     committee = CommitteeFile(tuple(entries), directory / "committee.json")
     (directory / "committee.json").write_text(committee.encode(), encoding="utf-8")
-    server = ServerFile(authorities[0], entries[0])
-    (directory / "server.json").write_text(server.encode(), encoding="utf-8")
+    create_server_file(directory / "server.json", authorities[0], entries[0])
     accounts = [KeyPair.generate() for _ in range(transfers)]
     genesis = {bytes(keys.node_id): 100 for keys in accounts}
     (directory / "initial_accounts.txt").write_text(
