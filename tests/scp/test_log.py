@@ -1,17 +1,16 @@
 """The replicated-log application (`synod.scp.log`), without processes or sockets.
 
-`LogCore`s are driven here by a small deterministic loop (messages through the real
-codec, a virtual clock for timers, crash = rebuild from what was persisted), so the
-rules of the application are checked exactly: canonical batches, union of candidates,
-durable submissions answered after their records, relaying, idempotent resubmission,
-and catch-up of a node that was away for longer than its slot window.
+`LogCore`s are driven here by the simulator (`synod.sim.World` on a perfect network:
+messages through the real codec, a virtual clock for timers, crash = rebuild from what
+was persisted), so the rules of the application are checked exactly: canonical
+batches, union of candidates, durable submissions answered after their records,
+relaying, idempotent resubmission, and catch-up of a node that was away for longer
+than its slot window.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,7 @@ from synod.core import (
     Received,
     Reply,
     RequestReceived,
-    Send,
-    SetTimer,
-    Started,
     Step,
-    TimerFired,
 )
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
@@ -48,6 +43,7 @@ from synod.scp.log import (
     encode_batch,
     log_record_key,
 )
+from synod.sim.world import NodeFactory, World
 
 KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
 IDS = [key.node_id for key in KEYS]
@@ -123,107 +119,29 @@ def test_the_draft_timeout_policy_is_scaled_by_the_configured_unit() -> None:
 # ---------------------------------------------------------------- a deterministic network
 
 
-@dataclass(order=True)
-class _Timer:
-    due_ms: int
-    order: int
-    node: NodeId = field(compare=False)
-    name: str = field(compare=False)
+def log_factory(keys: KeyPair, **overrides: Any) -> NodeFactory:
+    return lambda storage, rng: LogCore(scp_config(keys, **overrides), storage)
 
 
-@dataclass
-class Network:
-    """LogCores exchanging encoded messages in FIFO order; timers on a virtual clock."""
-
-    cores: dict[NodeId, LogCore]
-    storage: dict[NodeId, dict[bytes, bytes]] = field(default_factory=dict)
-    events: dict[NodeId, list[Any]] = field(default_factory=dict)
-    replies: list[tuple[NodeId, Reply, int]] = field(default_factory=list)
-    silent: set[NodeId] = field(default_factory=set)
-    now_ms: int = 0
-
-    def __post_init__(self) -> None:
-        self.queue: list[tuple[NodeId, NodeId, bytes]] = []
-        self.timers: dict[tuple[NodeId, str], _Timer] = {}
-        self.counter = 0
-        for node in self.cores:
-            self.storage.setdefault(node, {})
-            self.events.setdefault(node, [])
-
-    def handle(self, node: NodeId, event: Any) -> Step:
-        step = self.cores[node].handle(event, self.now_ms)
-        store = self.storage[node]
-        for record in step.persist:
-            if record.value is None:
-                store.pop(record.key, None)
-            else:
-                store[record.key] = record.value
-        for output in step.outgoing:
-            if node in self.silent:
-                break
-            if isinstance(output, Broadcast):
-                for peer in self.cores:
-                    if peer != node:
-                        self.queue.append((node, peer, LOG_CODEC.encode(output.message)))
-            elif isinstance(output, Send):
-                self.queue.append((node, output.to, LOG_CODEC.encode(output.message)))
-            elif isinstance(output, Reply):
-                self.replies.append((node, output, len(store)))
-        for timer in step.timers:
-            self.timers.pop((node, timer.name), None)
-            if isinstance(timer, SetTimer):
-                self.counter += 1
-                self.timers[(node, timer.name)] = _Timer(
-                    self.now_ms + timer.delay_ms, self.counter, node, timer.name
-                )
-        self.events[node].extend(step.events)
-        return step
-
-    def run_until(self, done: Callable[[], bool], max_actions: int = 100_000) -> bool:
-        for _ in range(max_actions):
-            if done():
-                return True
-            if self.queue:
-                sender, receiver, payload = self.queue.pop(0)
-                if receiver not in self.silent and sender not in self.silent:
-                    self.handle(receiver, Received(sender, LOG_CODEC.decode(payload)))
-                continue
-            if not self.timers:
-                return done()
-            timer = min(self.timers.values())
-            del self.timers[(timer.node, timer.name)]
-            self.now_ms = max(self.now_ms, timer.due_ms)
-            if timer.node not in self.silent:
-                self.handle(timer.node, TimerFired(timer.name))
-        return done()
-
-    def restart(self, node: NodeId, build: Callable[[dict[bytes, bytes]], LogCore]) -> None:
-        self.timers = {key: timer for key, timer in self.timers.items() if key[0] != node}
-        self.queue = [message for message in self.queue if message[1] != node]
-        self.cores[node] = build(dict(self.storage[node]))
-        self.handle(node, Started())
-
-    def logged_entries(self, node: NodeId) -> set[str]:
-        return self.cores[node].logged
+def build_network(**overrides: Any) -> World:
+    """Four started log nodes on a perfect network (1 ms per message, in order sent)."""
+    world = World.perfect()
+    world.add_nodes({key.node_id: log_factory(key, **overrides) for key in KEYS}, LOG_CODEC)
+    return world
 
 
-def logged_everywhere(network: Network, nodes: list[NodeId], entry: str) -> bool:
-    return all(entry in network.logged_entries(node) for node in nodes)
+def core(world: World, node: NodeId) -> LogCore:
+    return world.core(node, LogCore)
 
 
-def build_network(**overrides: Any) -> Network:
-    cores = {key.node_id: LogCore(scp_config(key, **overrides), {}) for key in KEYS}
-    network = Network(cores)
-    for node in cores:
-        network.handle(node, Started())
-    return network
+def logged_everywhere(world: World, nodes: list[NodeId], entry: str) -> bool:
+    return all(entry in core(world, node).logged for node in nodes)
 
 
-def submit(network: Network, node: NodeId, *entries: str) -> SubmitReply:
-    network.handle(
-        node, RequestReceived("client", len(network.replies) + 1, SubmitRequest(entries))
-    )
-    _, reply, _ = network.replies[-1]
+def submit(world: World, node: NodeId, *entries: str) -> SubmitReply:
+    """A client outside the world submits to `node`; its answer, at once."""
+    world.input(node, RequestReceived("client", len(world.replies) + 1, SubmitRequest(entries)))
+    _, reply = world.replies[-1]
     assert isinstance(reply.body, SubmitReply)
     return reply.body
 
@@ -252,34 +170,35 @@ def test_four_nodes_log_every_submitted_entry_once_in_the_same_slots() -> None:
     submit(network, IDS[0], "alpha", "beta")
     submit(network, IDS[2], "gamma")
     submit(network, IDS[3], "delta", "epsilon")
-    assert network.run_until(lambda: all(network.logged_entries(n) >= submitted for n in IDS))
-    logs = {node.hex(): network.cores[node].log for node in IDS}
+    assert network.step_until(lambda: all(core(network, n).logged >= submitted for n in IDS))
+    logs = {node.hex(): core(network, node).log for node in IDS}
     comparison = compare_logs(logs)
     assert comparison.agree and comparison.complete
     entries = [e for value in logs[IDS[0].hex()].values() for e in decode_batch(value) or []]
     assert sorted(entries) == sorted(submitted)
-    assert all(not network.cores[node].pending for node in IDS)
-    assert all(not network.cores[node].relayed for node in IDS)
+    assert all(not core(network, node).pending for node in IDS)
+    assert all(not core(network, node).relayed for node in IDS)
     # every logged slot was also stored under its key
     for node in IDS:
-        for slot, value in network.cores[node].log.items():
-            assert network.storage[node][log_record_key(slot)] == value
+        for slot, value in core(network, node).log.items():
+            assert network.node(node).storage[log_record_key(slot)] == value
 
 
 def test_a_restarted_node_keeps_its_log_and_answered_entries_and_ignores_resubmission() -> None:
     network = build_network()
     submit(network, IDS[1], "first")
-    assert network.run_until(lambda: all("first" in network.logged_entries(n) for n in IDS))
+    assert network.step_until(partial(logged_everywhere, network, IDS, "first"))
     # node 1 takes an entry, answers, and crashes before anything leaves it
-    network.silent.add(IDS[1])
+    network.silence(IDS[1])
     reply = submit(network, IDS[1], "second")
     assert reply == SubmitReply(queued=1, pending=1)
-    network.silent.discard(IDS[1])
-    network.restart(IDS[1], lambda records: LogCore(scp_config(KEYS[1]), records))
-    restored = network.cores[IDS[1]]
+    network.crash(IDS[1])
+    network.unsilence(IDS[1])
+    network.restart(IDS[1])
+    restored = core(network, IDS[1])
     assert restored.pending == ["second"]
     assert "first" in restored.logged
-    assert network.run_until(lambda: all("second" in network.logged_entries(n) for n in IDS))
+    assert network.step_until(partial(logged_everywhere, network, IDS, "second"))
     # an entry already in the log is not queued again: submitting is idempotent
     assert submit(network, IDS[1], "first", "second") == SubmitReply(queued=0, pending=0)
 
@@ -315,23 +234,20 @@ def test_a_node_away_for_longer_than_its_window_catches_up_from_its_peers() -> N
     # refused, so the node can only catch up by asking again as its window moves
     network = build_network(max_slots_ahead=2)
     absent = IDS[3]
-    network.silent.add(absent)
+    network.silence(absent)
     present = IDS[:3]
     for number in range(16):  # one slot at a time: each waits for the previous
         entry = f"while away {number}"
         submit(network, IDS[number % 3], entry)
-        assert network.run_until(partial(logged_everywhere, network, present, entry))
-    decided = len(network.cores[IDS[0]].log)
-    assert decided >= 16 and not network.cores[absent].log
-    network.silent.discard(absent)
-    network.restart(
-        absent, lambda records: LogCore(scp_config(KEYS[3], max_slots_ahead=2), records)
-    )
-    assert network.run_until(lambda: len(network.cores[absent].log) >= decided)
-    assert network.cores[absent].log == network.cores[IDS[0]].log
-    appended = [
-        event.slot_index for event in network.events[absent] if isinstance(event, LogAppended)
-    ]
+        assert network.step_until(partial(logged_everywhere, network, present, entry))
+    decided = len(core(network, IDS[0]).log)
+    assert decided >= 16 and not core(network, absent).log
+    network.crash(absent)
+    network.unsilence(absent)
+    network.restart(absent)
+    assert network.step_until(lambda: len(core(network, absent).log) >= decided)
+    assert core(network, absent).log == core(network, IDS[0]).log
+    appended = [event.slot_index for event in network.events_of(absent, LogAppended)]
     assert sorted(appended) == list(range(1, decided + 1))
 
 
@@ -364,7 +280,7 @@ def test_nodes_built_from_a_tiered_init_agree_and_survive_a_silent_organisation(
     silent throughout."""
     from synod.crypto import read_key_file
     from synod.runtime.scp_node import create_network
-    from synod.scp.network import build_log_core
+    from synod.scp.network import NodeEntry, build_log_core
 
     config = create_network(
         tmp_path,
@@ -372,19 +288,23 @@ def test_nodes_built_from_a_tiered_init_agree_and_survive_a_silent_organisation(
         ports=range(22000, 22024, 2),
         submit_ports=range(22001, 22024, 2),
     )
-    cores = {}
+    def factory(entry: NodeEntry) -> NodeFactory:
+        keys = read_key_file(entry.key_file)
+        return lambda storage, rng: build_log_core(config, entry, keys, storage)
+
+    world = World.perfect()
     for entry in config.nodes:
-        cores[entry.node_id] = build_log_core(config, entry, read_key_file(entry.key_file), {})
-    network = Network(cores)
+        world.add_node(entry.node_id, factory(entry), LOG_CODEC)
     silent_organisation = [node.node_id for node in config.nodes if node.organisation == "org-3"]
-    network.silent.update(silent_organisation)
-    for node in cores:
-        network.handle(node, Started())
-    live = [node for node in cores if node not in network.silent]
-    submit(network, live[0], "tiered one")
-    submit(network, live[4], "tiered two")
+    for node in silent_organisation:
+        world.silence(node)
+    world.start()
+    live = [entry.node_id for entry in config.nodes if entry.node_id not in silent_organisation]
+    submit(world, live[0], "tiered one")
+    submit(world, live[4], "tiered two")
     wanted = {"tiered one", "tiered two"}
-    assert network.run_until(lambda: all(network.logged_entries(n) >= wanted for n in live))
-    comparison = compare_logs({node.hex(): cores[node].log for node in live})
+    assert world.step_until(lambda: all(core(world, n).logged >= wanted for n in live))
+    comparison = compare_logs({node.hex(): core(world, node).log for node in live})
     assert comparison.agree and comparison.complete
+    cores = {node: core(world, node) for node in silent_organisation}
     assert all(not cores[node].log for node in silent_organisation)

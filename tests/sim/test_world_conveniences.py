@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from synod.core import Broadcast, Input, Persist, Proposed, Received, Started, Step, Storage
+from synod.core import (
+    Broadcast,
+    Input,
+    Persist,
+    Proposed,
+    Received,
+    Reply,
+    RequestReceived,
+    Started,
+    Step,
+    Storage,
+)
 from synod.crypto import NodeId
 from synod.sim.world import World
 from synod.wire import Codec, Message
@@ -154,3 +165,22 @@ def test_bad_latency_ranges_are_refused() -> None:
         World.perfect(latency_ms=(5, 1))
     with pytest.raises(ValueError, match="loss probability"):
         World.perfect(loss_probability=1.0)
+
+
+class EchoCore(GossipCore):
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, RequestReceived):
+            return Step(outgoing=[Reply(event.client, event.request_id, event.body)])
+        return super().handle(event, now_ms)
+
+
+def test_answers_to_a_client_outside_the_world_are_kept_in_order() -> None:
+    world = World.perfect()
+    world.add_nodes({IDS[0]: lambda storage, rng: EchoCore(IDS[0], storage)}, CODEC)
+    world.silence(IDS[0])  # answers to outside clients never cross the network
+    world.input(IDS[0], RequestReceived("client", 1, Note("first")))
+    world.input(IDS[0], RequestReceived("client", 2, Note("second")))
+    assert world.replies == [
+        (IDS[0], Reply("client", 1, Note("first"))),
+        (IDS[0], Reply("client", 2, Note("second"))),
+    ]

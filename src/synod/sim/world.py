@@ -160,6 +160,8 @@ class World:
         self._link_delivered: dict[tuple[int, int], int] = {}
         self.network = Network((), FaultPlan.calm())
         self.steps = 0
+        self.replies: list[tuple[NodeId, Reply]] = []
+        """Answers to requests from clients that are not nodes of the world (`input`)."""
         self.events: list[tuple[NodeId, object]] = []
         """Every event a core produced, as the object itself, in the order produced."""
 
@@ -463,7 +465,13 @@ class World:
                     if other.index != node.index:
                         self._transmit(node, other.index, message, "message", 0)
             case Reply(client=client, request_id=request_id, body=body):
-                self._transmit(node, self._client_index(client), body, "reply", request_id)
+                receiver = self._client_node(client)
+                if receiver is None:
+                    # a request fed by the test itself (`input`): the answer is kept here
+                    self.replies.append((node.node_id, outgoing))
+                    self.record("reply", node=node.node_id.hex(), client=client)
+                    return
+                self._transmit(node, receiver, body, "reply", request_id)
             case Call(to=to, request_id=request_id, body=body):
                 server = self._index_of(to)
                 self._pending_calls.add((node.index, server, request_id))
@@ -479,8 +487,13 @@ class World:
             raise ValueError(f"message addressed to unknown node {bytes(node_id).hex()[:12]}")
         return node.index
 
-    def _client_index(self, client: str) -> int:
-        return self._index_of(NodeId(bytes.fromhex(client)))
+    def _client_node(self, client: str) -> int | None:
+        """The node a client id names (its hex id), or None for a client outside the world."""
+        try:
+            node = self._by_id.get(NodeId(bytes.fromhex(client)))
+        except ValueError:
+            return None
+        return None if node is None else node.index
 
     def _transmit(
         self, node: SimNode, receiver: int, message: object, kind: DeliveryKind, request_id: int
