@@ -114,7 +114,7 @@ def test_a_server_file_others_can_read_is_refused(tmp_path: Path) -> None:
     """It holds the authority's secret seed, like a key file: 0644 is refused."""
     path = private(tmp_path / "server.json", ServerFile(AUTHORITIES[0], entries()[0]).encode())
     path.chmod(0o644)
-    with pytest.raises(FastPayFileError, match="permissions 0644 .* chmod 600"):
+    with pytest.raises(FastPayFileError, match=r"permissions 0644 .* chmod 600"):
         ServerFile.load(path)
 
 
