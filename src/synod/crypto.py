@@ -57,6 +57,27 @@ class KeyFileError(CryptoError):
         self.reason = reason
 
 
+MAX_NETWORK_ID_BYTES = 64
+"""A network (instance) identifier: a name people choose, such as ``b"payments-prod"``."""
+
+
+def in_network(domain: bytes, network: bytes) -> bytes:
+    """The domain tag `domain` for one network: signatures made for one network are refused
+    by another, even when the same key serves in both.
+
+    The empty network leaves the tag as it is (the tags of networks made before network
+    ids existed).  Otherwise the tag is ``domain || "@" || network``; a network id is
+    1..64 bytes without ``@``, so no two (domain, network) pairs give the same tag.
+    """
+    if not network:
+        return domain
+    if len(network) > MAX_NETWORK_ID_BYTES or b"@" in network or b"@" in domain:
+        raise ValueError(
+            f"a network id is 1..{MAX_NETWORK_ID_BYTES} bytes without '@', and a domain has none"
+        )
+    return domain + b"@" + network
+
+
 def _signed_bytes(domain: bytes, message: bytes) -> bytes:
     if not 0 < len(domain) <= MAX_DOMAIN_BYTES:
         raise ValueError(f"domain tag must be 1..{MAX_DOMAIN_BYTES} bytes, got {len(domain)}")

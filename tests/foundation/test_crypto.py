@@ -146,3 +146,19 @@ def test_corrupt_key_file_names_the_file(tmp_path: Path, content: bytes, reason:
 def test_missing_key_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="no such key file"):
         read_key_file(tmp_path / "absent.key")
+
+
+def test_a_signature_made_for_one_network_is_refused_by_another() -> None:
+    from synod.crypto import in_network
+
+    keys = KeyPair.from_seed(b"\x05" * 32)
+    domain = b"synod/test/vote"
+    signature = keys.sign(in_network(domain, b"main"), b"payload")
+    assert verify(keys.node_id, in_network(domain, b"main"), b"payload", signature)
+    assert not verify(keys.node_id, in_network(domain, b"test"), b"payload", signature)
+    assert not verify(keys.node_id, domain, b"payload", signature)
+    assert in_network(domain, b"") == domain
+    with pytest.raises(ValueError):
+        in_network(domain, b"a@b")
+    with pytest.raises(ValueError):
+        in_network(domain, b"x" * 65)
