@@ -39,11 +39,18 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from synod.crypto import node_id_text
 from synod.fbas.network import ALWAYS_SATISFIED, Fbas, NodeInfo, Threshold, threshold_of
-from synod.quorum.qset import MAX_NESTING_DEPTH, MAX_TOTAL_NODES, QuorumSet
+
+if TYPE_CHECKING:
+    from synod.quorum.qset import QuorumSet
+
+# stellar-core's sanity limits, as in `synod.quorum.qset` (a test checks they agree).
+# Kept here so that loading a snapshot does not import the quorum package and, through
+# it, the signature library: start-up is most of a command's time on real networks.
+MAX_NESTING_DEPTH = 4
+MAX_TOTAL_NODES = 1000
 
 MissingQset = Literal["exclude", "unconstrained"]
 UnknownValidators = Literal["missing", "error"]
@@ -95,13 +102,9 @@ class _RawQset:
 
 
 def _crc16_xmodem(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+    # CRC16-XModem is CRC-CCITT (polynomial 0x1021) from 0, which the standard library
+    # computes in C; a loop in Python cost most of the loading time of a 600-node file.
+    return binascii.crc_hqx(data, 0)
 
 
 def decode_public_key(strkey: str) -> bytes:
@@ -150,17 +153,28 @@ def _expect_list(value: Any, node: str, path: str) -> list[Any]:
     return value
 
 
-def _expect_key(value: Any, node: str, path: str, check: bool) -> str:
-    if not isinstance(value, str) or not value:
-        raise FbasInputError("expected a public key string", node, path)
-    if check:
-        try:
-            decode_public_key(value)
-        except ValueError as error:
-            raise FbasInputError(
-                f"{value!r} is not a Stellar public key ({error})", node, path
-            ) from None
-    return value
+class _KeyCheck:
+    """Verifies node ids, each distinct text once per load: a snapshot names every
+    top-tier key in hundreds of quorum sets (about 8 mentions per key on the public
+    network), and only the first mention needs decoding.  Memory: one set entry per
+    distinct valid key, at most the input's own size."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.valid: set[str] = set()
+
+    def __call__(self, value: Any, node: str, path: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise FbasInputError("expected a public key string", node, path)
+        if self.enabled and value not in self.valid:
+            try:
+                decode_public_key(value)
+            except ValueError as error:
+                raise FbasInputError(
+                    f"{value!r} is not a Stellar public key ({error})", node, path
+                ) from None
+            self.valid.add(value)
+        return value
 
 
 def _optional_text(value: Any) -> str | None:
@@ -172,14 +186,14 @@ def _optional_text(value: Any) -> str | None:
 # ---------------------------------------------------------------- stellarbeat
 
 
-def _stellarbeat_qset(value: Any, node: str, path: str, check: bool) -> _RawQset:
+def _stellarbeat_qset(value: Any, node: str, path: str, check: _KeyCheck) -> _RawQset:
     if not isinstance(value, dict):
         raise FbasInputError(f"expected an object, got {type(value).__name__}", node, path)
     if "threshold" not in value:
         raise FbasInputError("missing threshold", node, path + ".threshold")
     threshold = _expect_int(value["threshold"], node, path + ".threshold")
     validators = [
-        _expect_key(v, node, f"{path}.validators[{i}]", check)
+        check(v, node, f"{path}.validators[{i}]")
         for i, v in enumerate(_expect_list(value.get("validators"), node, path + ".validators"))
     ]
     inner_values = _expect_list(value.get("innerQuorumSets"), node, path + ".innerQuorumSets")
@@ -190,13 +204,13 @@ def _stellarbeat_qset(value: Any, node: str, path: str, check: bool) -> _RawQset
     return _RawQset(threshold, validators, inner, path)
 
 
-def _stellarbeat_node(record: Any, position: int, check: bool) -> _RawNode:
+def _stellarbeat_node(record: Any, position: int, check: _KeyCheck) -> _RawNode:
     where = f"node #{position}"
     if not isinstance(record, dict):
         raise FbasInputError(f"expected an object, got {type(record).__name__}", where)
     if "publicKey" not in record:
         raise FbasInputError("missing publicKey", where, "publicKey")
-    key = _expect_key(record["publicKey"], where, "publicKey", check)
+    key = check(record["publicKey"], where, "publicKey")
     where = f"node #{position} ({key})"
     raw_qset = record.get("quorumSet")
     qset = None if raw_qset is None else _stellarbeat_qset(raw_qset, where, "quorumSet", check)
@@ -226,12 +240,13 @@ def load_stellarbeat(
     options = options or LoadOptions()
     if not isinstance(data, list):
         raise FbasInputError(f"expected a JSON array of nodes, got {type(data).__name__}")
-    raw = [_stellarbeat_node(record, i, options.check_keys) for i, record in enumerate(data)]
-    org_names = _organizations(organizations, options.check_keys)
+    check = _KeyCheck(options.check_keys)
+    raw = [_stellarbeat_node(record, i, check) for i, record in enumerate(data)]
+    org_names = _organizations(organizations, check)
     return _build(raw, options, org_names)
 
 
-def _organizations(data: Any, check: bool) -> dict[str, tuple[str, set[str]]]:
+def _organizations(data: Any, check: _KeyCheck) -> dict[str, tuple[str, set[str]]]:
     """Organisation id -> (display name, member keys)."""
     if data is None:
         return {}
@@ -247,7 +262,7 @@ def _organizations(data: Any, check: bool) -> dict[str, tuple[str, set[str]]]:
         if name is None:
             raise FbasInputError("missing id and name", where, "id")
         members = {
-            _expect_key(v, where, f"validators[{j}]", check)
+            check(v, where, f"validators[{j}]")
             for j, v in enumerate(_expect_list(record.get("validators"), where, "validators"))
         }
         result[str(org_id) if org_id is not None else name] = (name, members)
@@ -257,7 +272,7 @@ def _organizations(data: Any, check: bool) -> dict[str, tuple[str, set[str]]]:
 # ---------------------------------------------------------------- stellar-core
 
 
-def _core_qset(value: Any, node: str, path: str, check: bool) -> _RawQset:
+def _core_qset(value: Any, node: str, path: str, check: _KeyCheck) -> _RawQset:
     if not isinstance(value, dict):
         raise FbasInputError(f"expected an object, got {type(value).__name__}", node, path)
     if "t" not in value:
@@ -270,7 +285,7 @@ def _core_qset(value: Any, node: str, path: str, check: bool) -> _RawQset:
         if isinstance(entry, dict):
             inner.append(_core_qset(entry, node, entry_path, check))
         else:
-            validators.append(_expect_key(entry, node, entry_path, check))
+            validators.append(check(entry, node, entry_path))
     return _RawQset(threshold, validators, inner, path)
 
 
@@ -283,16 +298,17 @@ def load_stellar_core(data: Any, options: LoadOptions | None = None) -> Fbas:
         raise FbasInputError('expected an object with a "nodes" array', field="nodes")
     records = _expect_list(data["nodes"], "input", "nodes")
     raw: list[_RawNode] = []
+    check = _KeyCheck(options.check_keys)
     for i, record in enumerate(records):
         where = f"node #{i}"
         if not isinstance(record, dict):
             raise FbasInputError("expected an object", where)
         if "node" not in record:
             raise FbasInputError("missing node", where, "node")
-        key = _expect_key(record["node"], where, "node", options.check_keys)
+        key = check(record["node"], where, "node")
         where = f"node #{i} ({key})"
         value = record.get("qset")
-        qset = None if value is None else _core_qset(value, where, "qset", options.check_keys)
+        qset = None if value is None else _core_qset(value, where, "qset", check)
         raw.append(
             _RawNode(
                 key, where, qset, NodeInfo(public_key=key, name=_optional_text(record.get("name")))
@@ -318,24 +334,25 @@ def from_quorum_sets(
     names: Mapping[bytes, str] | None = None,
     organizations: Mapping[bytes, str] | None = None,
     options: LoadOptions | None = None,
-    key_text: Callable[[bytes], str] = node_id_text,
+    key_text: Callable[[bytes], str] | None = None,
 ) -> Fbas:
     """An `Fbas` from synod's own quorum sets (node id -> `QuorumSet`), as a network
     configuration resolves to.  Node ids are shown as `key_text` makes them (synod's
     "N..." text by default; `encode_public_key` gives Stellar strkeys)."""
     options = options or LoadOptions()
+    text_of = key_text if key_text is not None else _synod_node_id_text()
 
     def convert(qset: QuorumSet, path: str) -> _RawQset:
         return _RawQset(
             qset.threshold,
-            [key_text(v) for v in qset.validators],
+            [text_of(v) for v in qset.validators],
             [convert(inner, f"{path}.inner_sets[{i}]") for i, inner in enumerate(qset.inner_sets)],
             path,
         )
 
     raw = []
     for node_id, qset in qsets.items():
-        key = key_text(node_id)
+        key = text_of(node_id)
         info = NodeInfo(
             key,
             name=(names or {}).get(node_id),
@@ -346,6 +363,14 @@ def from_quorum_sets(
             _RawNode(key, where, None if qset is None else convert(qset, "quorum_set"), info)
         )
     return _build(raw, options, {})
+
+
+def _synod_node_id_text() -> Callable[[bytes], str]:
+    # Imported on use: synod.crypto loads the signature library, which stellarbeat and
+    # stellar-core inputs never need.
+    from synod.crypto import node_id_text
+
+    return node_id_text
 
 
 # ---------------------------------------------------------------- common build

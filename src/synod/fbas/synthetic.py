@@ -12,6 +12,7 @@ it goes through the same loader as real snapshots.
 from __future__ import annotations
 
 import hashlib
+import random
 from typing import Any
 
 from synod.fbas.load import encode_public_key
@@ -71,4 +72,36 @@ def symmetric_network(
     orgs = [
         {"id": f"org{o}", "name": f"Org {o}", "validators": keys} for o, keys in enumerate(members)
     ]
+    return nodes, orgs
+
+
+def public_like_network(
+    seed: int = 1, top_tier_orgs: int = 7, watchers: int = 616
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(nodes, organisations) shaped like the Stellar public network of 2025 (637 nodes):
+    a symmetric top tier of `top_tier_orgs` organisations of 3 validators, and
+    `watchers` nodes each trusting 2/3 of two or three top-tier organisations drawn
+    with `random.Random(seed)`.  About eight key mentions per node, as in the real
+    snapshot, so loading costs what it costs there."""
+    rng = random.Random(seed)
+    nodes, orgs = symmetric_network(top_tier_orgs)
+    members = [org["validators"] for org in orgs]
+    for index in range(watchers):
+        trusted = rng.sample(range(top_tier_orgs), rng.choice((2, 2, 3)))
+        nodes.append(
+            {
+                "publicKey": synthetic_key(f"watcher{index}"),
+                "name": f"watcher {index}",
+                "active": True,
+                "isValidating": False,
+                "quorumSet": {
+                    "threshold": two_thirds(len(trusted)),
+                    "validators": [],
+                    "innerQuorumSets": [
+                        {"threshold": 2, "validators": list(members[o]), "innerQuorumSets": []}
+                        for o in sorted(trusted)
+                    ],
+                },
+            }
+        )
     return nodes, orgs
