@@ -162,7 +162,9 @@ def test_leader_values_that_are_invalid_are_never_echoed() -> None:
     node.nominate(b"x")
     node.receive(leader, node.nomination([b"bad-value"]))
     assert node.sent == []
-    assert node.core.rejected[RejectReason.INVALID_VALUE] == 1
+    # stellar-core records the statement and ignores only the value it cannot vote for
+    assert node.core.rejected[RejectReason.INVALID_VALUE] == 0
+    assert leader.node_id in node.core.slots[node.slot_index].nomination.latest
 
 
 def test_quorum_voting_accepts_then_quorum_accepting_confirms_and_starts_ballot() -> None:
@@ -229,12 +231,33 @@ def test_rounds_time_out_with_growing_timeouts_and_add_leaders() -> None:
     assert slot.nomination.round_leaders == expected_leaders
 
 
-def test_maybe_valid_value_stops_sending_but_not_following() -> None:
+def test_a_maybe_valid_value_in_peers_nominations_does_not_mute_the_node() -> None:
     node = Node(slot_led_by(V0.node_id))
     node.nominate(b"x")
-    count = len(node.sent)
     node.receive(PEERS[0], node.nomination([b"maybe-later"], [b"maybe-later"]))
     node.receive(PEERS[1], node.nomination([b"maybe-later"], [b"maybe-later"]))
     slot = node.core.slots[node.slot_index]
-    assert not slot.fully_validated
-    assert len(node.sent) == count  # it no longer vouches for what it cannot check
+    assert slot.fully_validated
+    assert b"maybe-later" not in slot.nomination.accepted  # never vouched for
+    count = len(node.sent)
+    node.receive(PEERS[0], node.nomination([b"maybe-later", b"x"], [b"maybe-later"]))
+    node.receive(PEERS[1], node.nomination([b"maybe-later", b"x"], [b"maybe-later"]))
+    node.receive(PEERS[2], node.nomination([b"x"]))
+    # v0 and three peers vote x, a quorum threshold: x is accepted and announced
+    assert len(node.sent) > count
+    assert node.nominations()[-1].accepted == (b"x",)
+
+
+def test_own_ballot_on_a_maybe_valid_value_stops_sending_until_it_is_valid() -> None:
+    verdicts = {b"maybe-v": Validity.MAYBE_VALID}
+
+    class Learning(RejectingApplication):
+        def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
+            return verdicts.get(value, Validity.FULLY_VALID)
+
+    node = Node(slot_led_by(V0.node_id), Learning())
+    node.apply(node.core.bump_state(node.slot_index, b"maybe-v", 0))
+    assert node.ballots() == []  # it does not vouch for what it cannot check
+    verdicts[b"maybe-v"] = Validity.FULLY_VALID
+    node.receive(PEERS[0], node.nomination([b"y"]))
+    assert [pledges.ballot.value for pledges in node.ballots()] == [b"maybe-v"]  # type: ignore[union-attr]

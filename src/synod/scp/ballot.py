@@ -181,7 +181,7 @@ class BallotProtocol:
             self._record(statement)
             return None
         self._record(statement)
-        self._advance(pledges)
+        self._advance(pledges, own=from_self)
         return None
 
     def _record(self, statement: Statement) -> None:
@@ -306,7 +306,7 @@ class BallotProtocol:
 
     # ------------------------------------------------------------ advancing
 
-    def _advance(self, hint: BallotPledges) -> None:
+    def _advance(self, hint: BallotPledges, *, own: bool = False) -> None:
         self._depth += 1
         assert self._depth <= MAX_ADVANCE_DEPTH, "ballot protocol recursion ran away"
         counter_before = self._local_counter()
@@ -317,10 +317,16 @@ class BallotProtocol:
             self._attempt_confirm_commit(hint)
             if self._depth == 1:
                 # a blocking set can only have got ahead of us if the new statement is
-                # ahead, or if our counter went down (switching to an accepted commit
-                # of another value); otherwise skip the scan over every node
+                # ahead, if our counter went down (switching to an accepted commit of
+                # another value), or if the statement is our own: a bump of ours (timer,
+                # application) may land below a blocking set already further on, and
+                # stellar-core checks the jump on every advance; otherwise skip the scan
                 local_counter = self._local_counter()
-                if ballot_counter(hint) > local_counter or local_counter < counter_before:
+                if (
+                    own
+                    or ballot_counter(hint) > local_counter
+                    or local_counter < counter_before
+                ):
                     while self._attempt_bump():
                         pass
                 self._check_heard_from_quorum()

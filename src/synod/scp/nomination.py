@@ -181,6 +181,10 @@ class NominationProtocol:
         )
         if updated:
             self._emit()
+        if timed_out:
+            # values judged not yet valid earlier may be valid now (verdicts other than
+            # FULLY_VALID are asked again): look at what peers said once more
+            updated = self._accept_recorded_values() or updated
         return updated
 
     def stop(self) -> None:
@@ -224,11 +228,27 @@ class NominationProtocol:
         if modified:
             self._emit()
         if new_candidates:
-            composite = self.slot.application.combine_candidates(
-                self.slot.slot_index, sorted(self.candidates)
-            )
-            self.latest_composite = composite
-            self.slot.bump_state(composite, force=False)
+            self._bump_composite()
+
+    def _bump_composite(self) -> None:
+        composite = self.slot.application.combine_candidates(
+            self.slot.slot_index, sorted(self.candidates)
+        )
+        self.latest_composite = composite
+        self.slot.bump_state(composite, force=False)
+
+    def _accept_recorded_values(self) -> bool:
+        """Run the accept and confirm rules over every recorded nomination; a grown
+        candidate set starts (or feeds) the ballot protocol."""
+        modified = False
+        for node in sorted(self.latest):
+            if node != self.slot.node_id:
+                modified = self._accept_values(_nomination(self.latest[node])) or modified
+        if modified:
+            self._emit()
+        if self._confirm_values():
+            self._bump_composite()
+        return modified
 
     def _accept_values(self, nomination: Nomination) -> bool:
         modified = False

@@ -7,11 +7,19 @@ and the events `Externalized`.  They see the slot only through the narrow views 
 `synod.scp.slot_view` (`NominationSlot`, `BallotSlot`), which `Slot` satisfies.  The
 slot gathers these into the `Step` that `ScpCore` is building for the current input.
 
-A slot is *fully validated* while every value it has seen was judged `FULLY_VALID`.  A
-`MAYBE_VALID` value (the application cannot yet tell) clears the flag: the node keeps
-following the slot, and may externalize, but stops sending statements for it, as a
-non-validating watcher would (stellar-core's rule, so a node never vouches for what it
-could not check).
+Validity.  A NOMINATE is recorded whatever its values (stellar-core records the
+statement and ignores only the values it cannot vote for): nomination votes for and
+accepts `FULLY_VALID` values only, so an `INVALID` or `MAYBE_VALID` value in a peer's
+nomination costs the node nothing but the verdict.  A ballot statement carrying an
+`INVALID` value is dropped; one carrying a `MAYBE_VALID` value is recorded.
+
+A slot is *fully validated* while every value in the node's own latest statements is
+judged `FULLY_VALID` now.  Only then does the node send its statements for the slot: a
+node never vouches for what it could not check (stellar-core's rule), but a peer cannot
+mute it by merely mentioning a `MAYBE_VALID` value, and a value the application later
+judges `FULLY_VALID` unmutes it (only `FULLY_VALID` verdicts are cached, so `INVALID`
+and `MAYBE_VALID` ones are asked again: a value whose time has not come yet, such as a
+timestamp slightly in the future, is accepted once it has).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from synod.scp.nomination import NominationProtocol
 from synod.scp.statements import statement_values
 
 MAX_CACHED_VERDICTS: Final = 4096
-"""Validity verdicts remembered per slot (beyond this, values are judged again)."""
+"""`FULLY_VALID` verdicts remembered per slot (beyond this, values are judged again)."""
 
 NOMINATION_TIMER_PREFIX: Final = "scp/nominate/"
 BALLOT_TIMER_PREFIX: Final = "scp/ballot/"
@@ -60,7 +68,6 @@ class Slot:
         self.validator = validator
         self.now_ms = started_ms
         self.step = Step()
-        self.fully_validated = True
         self.externalized_value: bytes | None = None
         self._verdicts: dict[tuple[bytes, bool], Validity] = {}
         self._sent: dict[str, Statement] = {}
@@ -84,15 +91,27 @@ class Slot:
         return self._qset_by_hash(companion_quorum_set_hash(statement.pledges))
 
     def validate(self, value: bytes, *, nomination: bool) -> Validity:
-        """The application's verdict on `value`, cached for the slot."""
+        """The application's verdict on `value`; a `FULLY_VALID` one is cached for the
+        slot, the others are asked again (the application may learn more: the previous
+        slot, or a clock that reaches a value's timestamp)."""
         key = (value, nomination)
         verdict = self._verdicts.get(key)
         if verdict is None:
             verdict = Validity(self.application.validate_value(self.slot_index, value, nomination))
-            # a MAYBE_VALID verdict may improve (the application learns more): ask again
-            if verdict != Validity.MAYBE_VALID and len(self._verdicts) < MAX_CACHED_VERDICTS:
+            if verdict == Validity.FULLY_VALID and len(self._verdicts) < MAX_CACHED_VERDICTS:
                 self._verdicts[key] = verdict
         return verdict
+
+    @property
+    def fully_validated(self) -> bool:
+        """Every value of our own latest statements is `FULLY_VALID` now: only then do
+        we send (or re-send) our statements of this slot."""
+        return all(
+            self.validate(value, nomination=isinstance(statement.pledges, Nomination))
+            == Validity.FULLY_VALID
+            for statement in self.own_statements()
+            for value in statement_values(statement.pledges)
+        )
 
     def seconds_on_slot(self) -> int:
         return max(0, self.now_ms - self.started_ms) // 1000
@@ -110,21 +129,18 @@ class Slot:
 
     def process(self, statement: Statement, *, from_self: bool = False) -> str | None:
         """Feed a (verified) statement to its protocol; returns a rejection or None."""
-        validity = self.statement_validity(statement)
-        if validity == Validity.INVALID:
-            return "invalid_value"
         if isinstance(statement.pledges, Nomination):
+            # recorded whatever its values: nomination judges each value where it
+            # would vote for or accept it, so one bad value cannot hide the others
             if not from_self and self.validator and not self.nomination.started:
                 # join a nomination the network started even without a value of our
                 # own (we lag, or the application proposes later): echoing and
                 # accepting others' values is what lets their candidates confirm
                 self.nominate(None)
-            reason = self.nomination.process(statement, from_self=from_self)
-        else:
-            reason = self.ballot.process(statement, from_self=from_self)
-        if reason is None and validity == Validity.MAYBE_VALID:
-            self.fully_validated = False
-        return reason
+            return self.nomination.process(statement, from_self=from_self)
+        if self.statement_validity(statement) == Validity.INVALID:
+            return "invalid_value"
+        return self.ballot.process(statement, from_self=from_self)
 
     def nominate(self, value: bytes | None, *, timed_out: bool = False) -> bool:
         """Propose `value` for this slot (or run the next round after a timeout)."""

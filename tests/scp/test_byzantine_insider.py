@@ -1,0 +1,119 @@
+"""One Byzantine member within the bound, sending well-formed, correctly signed
+statements chosen to cost the most: values the application cannot judge yet, values
+that become valid later, partly invalid nominations, counters run ahead, made-up node
+ids.  None of it may mute or stall a slot, nor grow a node's memory past its bounds.
+
+Four nodes, each with the quorum set 3 of 4 (`scp_fixtures`); KEYS[3] plays the
+Byzantine member where a network is simulated.
+"""
+
+from __future__ import annotations
+
+from scp_fixtures import KEYS, PEER, QSET, V0, envelope_from, make_core
+
+from synod.core import Broadcast, Proposed, Received, Step
+from synod.quorum.qset import qset_hash
+from synod.scp import (
+    Application,
+    Ballot,
+    Envelope,
+    Nomination,
+    Prepare,
+    RejectReason,
+    ScpConfig,
+    Validity,
+)
+from synod.sim.scenarios.scp import externalized, scp_world
+
+QSET_HASH = qset_hash(QSET)
+BYZANTINE = KEYS[3]
+HONEST = KEYS[:3]
+
+
+class MaybeLater(Application):
+    """Values starting with b"maybe" cannot be judged (the previous slot is unknown,
+    say); values in `later` are invalid until they are removed from it (a timestamp
+    in the future); everything else is valid."""
+
+    def __init__(self, later: set[bytes] | None = None) -> None:
+        self.later = later if later is not None else set()
+
+    def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
+        if value.startswith(b"maybe"):
+            return Validity.MAYBE_VALID
+        if value in self.later:
+            return Validity.INVALID
+        return Validity.FULLY_VALID
+
+
+def nomination(votes: tuple[bytes, ...], accepted: tuple[bytes, ...] = ()) -> Nomination:
+    return Nomination(QSET_HASH, tuple(sorted(votes)), tuple(sorted(accepted)))
+
+
+def ballot_counters(step: Step) -> list[int]:
+    return [
+        outgoing.message.statement.pledges.ballot.counter
+        for outgoing in step.outgoing
+        if isinstance(outgoing, Broadcast)
+        and isinstance(outgoing.message, Envelope)
+        and isinstance(outgoing.message.statement.pledges, Prepare)
+    ]
+
+
+def test_one_maybe_valid_nomination_from_a_member_does_not_mute_the_slot() -> None:
+    """Finding 1: one NOMINATE carrying a MAYBE_VALID value, from one member, muted
+    every honest node for the rest of the slot, which then never externalized."""
+    configs = [ScpConfig(keys=keys, quorum_set=QSET, application=MaybeLater()) for keys in KEYS]
+    world = scp_world(configs, seed=3)
+    world.silence(BYZANTINE.node_id)
+    lure = envelope_from(BYZANTINE, 1, nomination((b"maybe-1",), (b"maybe-1",)))
+    for keys in HONEST:
+        world.input(keys.node_id, Received(BYZANTINE.node_id, lure))
+    for index, keys in enumerate(HONEST):
+        world.input(keys.node_id, Proposed(b"value-%d" % index))
+    assert world.step_until(
+        lambda: all(1 in externalized(world, keys.node_id) for keys in HONEST), max_ms=60_000
+    )
+    values = {externalized(world, keys.node_id)[1] for keys in HONEST}
+    assert len(values) == 1 and not values.pop().startswith(b"maybe")
+
+
+def test_a_partly_invalid_nomination_is_recorded_and_only_its_invalid_values_ignored() -> None:
+    """Finding 4: a NOMINATE with one invalid value was dropped whole."""
+    core = make_core(application=MaybeLater(later={b"bad"}))
+    envelope = envelope_from(PEER, 1, nomination((b"bad", b"ok")))
+    core.handle(Received(PEER.node_id, envelope), 0)
+    assert core.rejected[RejectReason.INVALID_VALUE] == 0
+    slot = core.slots[1]
+    assert slot.nomination.latest[PEER.node_id].pledges == nomination((b"bad", b"ok"))
+    assert b"bad" not in slot.nomination.votes
+
+
+def test_a_value_that_becomes_valid_later_is_accepted_from_the_same_peers() -> None:
+    """Finding 4: an INVALID verdict was cached for the slot, so a value that becomes
+    valid later (a timestamp in the future) was never accepted from the peers that
+    had named it, and their later statements were dropped too."""
+    later = {b"future"}
+    core = make_core(application=MaybeLater(later=later))
+    accepting = nomination((b"future",), (b"future",))
+    for keys in (PEER, KEYS[2]):
+        core.handle(Received(keys.node_id, envelope_from(keys, 1, accepting)), 0)
+    assert b"future" not in core.slots[1].nomination.accepted
+    later.clear()  # the clock reached the value's timestamp
+    # a third peer now accepts it too: {PEER, KEYS[2], KEYS[3]} accepting is v-blocking
+    core.handle(Received(KEYS[3].node_id, envelope_from(KEYS[3], 1, accepting)), 1_000)
+    assert b"future" in core.slots[1].nomination.accepted
+    assert core.rejected[RejectReason.INVALID_VALUE] == 0
+
+
+def test_own_bump_jumps_to_the_counter_a_blocking_set_has_reached() -> None:
+    """Finding 5: when a blocking set was already at a higher counter, the node's own
+    bump stayed at counter 1 until a peer ahead sent something new."""
+    core = make_core()
+    for keys in (PEER, KEYS[2]):  # two of four: v-blocking for 3 of 4
+        pledges = Prepare(QSET_HASH, Ballot(5, b"v"), None, None, 0, 0)
+        core.handle(Received(keys.node_id, envelope_from(keys, 1, pledges)), 0)
+    step = core.bump_state(1, b"w", 0)
+    assert core.slots[1].ballot.current == Ballot(5, b"w")
+    assert ballot_counters(step) == [5]
+    assert V0.node_id == core.node_id
