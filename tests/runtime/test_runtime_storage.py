@@ -147,3 +147,26 @@ def test_damaged_store_is_refused_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as caught:
         SqliteStorage.open(path).load()
     assert str(path) in str(caught.value)
+
+
+def test_a_garbage_write_ahead_log_is_refused_not_ignored(tmp_path: Path) -> None:
+    """SQLite ignores a -wal file without its magic number, and every commit in it."""
+    path = tmp_path / "node.sqlite"
+    store = SqliteStorage.open(path)
+    store.apply([Persist(b"k", b"v")])
+    store.close()
+    (tmp_path / "node.sqlite-wal").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(StorageError, match=r"node\.sqlite-wal is not a SQLite log"):
+        SqliteStorage.open(path)
+
+
+def test_a_real_write_ahead_log_left_by_a_crash_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite"
+    store = SqliteStorage.open(path)
+    store.apply([Persist(b"k", b"v")])
+    # no close: the commit stays in the -wal file, as after a SIGKILL
+    assert (tmp_path / "node.sqlite-wal").stat().st_size > 0
+    reopened = SqliteStorage.open(path)
+    assert reopened.load() == {b"k": b"v"}
+    reopened.close()
+    store.close()

@@ -52,6 +52,29 @@ class StorageError(Exception):
         self.reason = reason
 
 
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+"""The first four bytes (big-endian) of a SQLite write-ahead log."""
+
+
+def _check_write_ahead_log(path: Path) -> None:
+    """Refuse a ``-wal`` file that is not a write-ahead log: SQLite would silently ignore
+    it, and with it every commit it may have held."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        with wal.open("rb") as handle:
+            header = handle.read(32)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StorageError(path, f"cannot read its write-ahead log {wal.name}: {error}") from None
+    if header and (len(header) < 32 or int.from_bytes(header[:4], "big") not in _WAL_MAGIC):
+        raise StorageError(
+            path,
+            f"its write-ahead log {wal.name} is not a SQLite log (damaged or foreign); "
+            "move it away only if the commits it held may be lost",
+        )
+
+
 class SqliteStorage:
     """A core's persisted records in one SQLite file (WAL, synchronous=FULL).
 
@@ -69,6 +92,7 @@ class SqliteStorage:
         path = Path(path)
         if not path.parent.is_dir():
             raise StorageError(path, "the directory does not exist")
+        _check_write_ahead_log(path)
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE / COMMIT).
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
