@@ -84,13 +84,33 @@ def _image(
     return found
 
 
-def _is_automorphism(fbas: Fbas, mapping: dict[int, int], partition: dict[int, int]) -> bool:
+def _holders(fbas: Fbas) -> list[tuple[Threshold, int]]:
+    """Each distinct quorum set with the bitset of the nodes that hold it."""
+    by_qset: dict[Threshold, int] = {}
+    for node, qset in enumerate(fbas.qsets):
+        if qset is not None:
+            by_qset[qset] = by_qset.get(qset, 0) | 1 << node
+    return list(by_qset.items())
+
+
+def _is_automorphism(
+    fbas: Fbas,
+    mapping: dict[int, int],
+    partition: dict[int, int],
+    holders: Sequence[tuple[Threshold, int]],
+) -> bool:
     """True when the permutation `mapping` (identity elsewhere) maps the network and the
     grouping (node -> group id) onto themselves."""
     memo: dict[int, Threshold] = {}
     moved = bits_from(mapping)
-    for x, qset in enumerate(fbas.qsets):
-        target = fbas.qsets[mapping.get(x, x)]
+    # A node that stays put must keep its quorum set: checked once per distinct quorum
+    # set rather than per node (hundreds of watchers share a few quorum sets).
+    for qset, nodes in holders:
+        touched = nodes & ~moved and qset.member_bits & moved
+        if touched and _image(qset, mapping, moved, memo) != qset:
+            return False
+    for x, y in mapping.items():
+        qset, target = fbas.qsets[x], fbas.qsets[y]
         if qset is None or target is None:
             if qset is not target:
                 return False
@@ -142,11 +162,12 @@ def find_symmetries(fbas: Fbas, grouping: str | None = None) -> Symmetries:
             for first, second in pairwise(ordered):
                 if not set(first) & set(second):
                     block_candidates.add((first, second))
+    holders = _holders(fbas)
     node_pairs = tuple(
         sorted(
             pair
             for pair in node_candidates
-            if _is_automorphism(fbas, {pair[0]: pair[1], pair[1]: pair[0]}, partition)
+            if _is_automorphism(fbas, {pair[0]: pair[1], pair[1]: pair[0]}, partition, holders)
         )
     )
     classes = Symmetries(node_pairs, ()).orbits(len(fbas))
@@ -155,7 +176,7 @@ def find_symmetries(fbas: Fbas, grouping: str | None = None) -> Symmetries:
         if not (_is_single_class(first, classes) and _is_single_class(second, classes)):
             continue
         mapping = dict(zip(first, second, strict=True)) | dict(zip(second, first, strict=True))
-        if _is_automorphism(fbas, mapping, partition):
+        if _is_automorphism(fbas, mapping, partition, holders):
             block_pairs.append((first, second))
     return Symmetries(node_pairs, tuple(block_pairs))
 
