@@ -144,3 +144,31 @@ def find_named(path: Path, entries: Sequence[Named], selector: str, noun: str = 
         if selector in (entry.name, str(index)):
             return entry
     raise UnknownEntry(path, noun, selector, [entry.name for entry in entries])
+
+
+def refuse_unknown_keys(
+    path: Path, prefix: str, table: dict[str, Any], allowed: Iterable[str]
+) -> None:
+    """A key of `table` that is not `allowed` is a mistake (a misspelling, a setting of
+    another version): refused, naming it, rather than silently ignored."""
+    known = set(allowed)
+    for key in table:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(path, where, f"unknown key (known: {', '.join(sorted(known))})")
+
+
+MAX_NETWORK_ID_BYTES = 64
+
+
+def network_id(path: Path, table: dict[str, Any], prefix: str) -> bytes:
+    """``table["network_id"]``: the network's identifier, in every signature domain and at
+    every handshake (empty: none).  At most 64 bytes of UTF-8, without ``@``."""
+    value = table.get("network_id", "")
+    key = f"{prefix}.network_id" if prefix else "network_id"
+    if not isinstance(value, str):
+        raise ConfigError(path, key, f"expected a string, got {value!r}")
+    encoded = value.encode("utf-8")
+    if len(encoded) > MAX_NETWORK_ID_BYTES or "@" in value:
+        raise ConfigError(path, key, "expected at most 64 bytes of UTF-8 without '@'")
+    return encoded

@@ -55,6 +55,14 @@ def node_text(name: str, port: object, seed: int = 1) -> str:
             "nodes[0].host",
             "non-empty string",
         ),
+        (
+            "[network]\nretransmitms = 300\n" + node_text("a", 7001),
+            "network.retransmitms",
+            "unknown key",
+        ),
+        ("[networks]\n" + node_text("a", 7001), "networks", "unknown key"),
+        ('[network]\nnetwork_id = "a@b"\n' + node_text("a", 7001), "network.network_id", "'@'"),
+        ("[network]\nnetwork_id = 7\n" + node_text("a", 7001), "network.network_id", "string"),
     ],
 )
 def test_config_error_names_the_file_the_key_and_what_was_expected(
@@ -95,6 +103,19 @@ def test_a_missing_file_and_a_file_that_is_not_toml_are_file_errors(tmp_path: Pa
 
 
 def _id(seed: int) -> str:
+    from synod.crypto import KeyPair
+
+    return node_id_text(KeyPair.from_seed(bytes([seed]) * 32).node_id)
+
+
+def test_the_network_id_is_read_back_as_written(tmp_path: Path) -> None:
+    (tmp_path / "network.toml").write_text(
+        render_config([("a", node_text_id(1), "127.0.0.1", 7001, "a.key")], 300, "payments")
+    )
+    assert load_network(tmp_path).network_id == b"payments"
+
+
+def node_text_id(seed: int) -> str:
     from synod.crypto import KeyPair
 
     return node_id_text(KeyPair.from_seed(bytes([seed]) * 32).node_id)

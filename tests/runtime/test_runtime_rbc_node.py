@@ -110,3 +110,37 @@ async def test_a_member_runs_in_one_place_at_a_time(tmp_path: Path) -> None:
             await member(config).start()
     finally:
         await node.stop()
+
+
+@asynchronous
+async def test_members_of_two_networks_never_connect(tmp_path: Path) -> None:
+    """The same keys and addresses under two network ids: the handshake refuses them, so
+    a broadcast of one never reaches the other (it waits for a quorum that never forms)."""
+    main = create_network(tmp_path / "main", nodes=2, network="main")
+    other_text = (tmp_path / "main" / "network.toml").read_text().replace(
+        'network_id = "main"', 'network_id = "test"'
+    )
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "network.toml").write_text(other_text)
+    for node in main.nodes:
+        (tmp_path / "test" / node.key_file.name).write_bytes(node.key_file.read_bytes())
+        (tmp_path / "test" / node.key_file.name).chmod(0o600)
+    from synod.rbc.network import load_network
+
+    other = load_network(tmp_path / "test")
+    assert other.network_id == b"test"
+    first, second = member(main, 0), member(other, 1)
+    await first.start()
+    await second.start()
+    try:
+        transport = first._host.transport if first._host is not None else None
+        assert transport is not None
+        async with asyncio.timeout(DEADLINE_S):
+            while second._host is None or second._host.transport is None or (
+                second._host.transport.rejected_connections == 0
+            ):
+                await asyncio.sleep(0.02)
+        assert all(not stats.outgoing_connected for stats in transport.stats.values())
+    finally:
+        await first.stop()
+        await second.stop()

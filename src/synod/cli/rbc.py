@@ -77,8 +77,20 @@ def rbc() -> None:
 @click.option(
     "--retransmit-ms", type=click.IntRange(1), default=DEFAULT_RETRANSMIT_MS, show_default=True
 )
+@click.option(
+    "--network",
+    "network_name",
+    default="",
+    help="A name for the network; nodes of another network are refused at the handshake.",
+)
 def init(  # noqa: PLR0917 - one parameter per click option
-    directory: Path, count: int, host: str, base_port: int, ports: str | None, retransmit_ms: int
+    directory: Path,
+    count: int,
+    host: str,
+    base_port: int,
+    ports: str | None,
+    retransmit_ms: int,
+    network_name: str,
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local network."""
     from synod.crypto import KeyFileError
@@ -89,7 +101,12 @@ def init(  # noqa: PLR0917 - one parameter per click option
     try:
         with config_errors():
             config = create_network(
-                directory, nodes=count, host=host, ports=port_list, retransmit_ms=retransmit_ms
+                directory,
+                nodes=count,
+                host=host,
+                ports=port_list,
+                retransmit_ms=retransmit_ms,
+                network=network_name,
             )
     except (KeyFileError, NetworkExists) as error:
         raise click.ClickException(str(error)) from None

@@ -9,6 +9,7 @@ new one (the key files and the file itself are written by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ from synod.config import (
     ConfigError,
     NodeEntry,
     find_named,
+    network_id,
     node_entry,
     read_toml,
+    refuse_unknown_keys,
     render_node_tables,
 )
 
@@ -36,6 +39,8 @@ class NetworkConfig:
     path: Path
     retransmit_ms: int
     nodes: tuple[NodeEntry, ...]
+    network_id: bytes = b""
+    """Peers of another network are refused at the handshake (`[network] network_id`)."""
 
     def find(self, selector: str) -> NodeEntry:
         """The node named `selector` (or with that index); `UnknownEntry` otherwise."""
@@ -58,9 +63,11 @@ def load_network(directory: Path) -> NetworkConfig:
     """
     path = directory / CONFIG_NAME
     document = read_toml(path)
+    refuse_unknown_keys(path, "", document, ("network", "nodes"))
     network = document.get("network", {})
     if not isinstance(network, dict):
         raise ConfigError(path, "network", "expected a table")
+    refuse_unknown_keys(path, "network", network, ("retransmit_ms", "network_id"))
     retransmit_ms = network.get("retransmit_ms", DEFAULT_RETRANSMIT_MS)
     if not isinstance(retransmit_ms, int) or isinstance(retransmit_ms, bool) or retransmit_ms < 1:
         raise ConfigError(path, "network.retransmit_ms", "expected a positive integer")
@@ -69,7 +76,7 @@ def load_network(directory: Path) -> NetworkConfig:
         raise ConfigError(path, "nodes", "expected a non-empty array of tables [[nodes]]")
     nodes = tuple(node_entry(path, f"nodes[{index}]", raw) for index, raw in enumerate(raw_nodes))
     _check_distinct(path, nodes)
-    return NetworkConfig(path, retransmit_ms, nodes)
+    return NetworkConfig(path, retransmit_ms, nodes, network_id(path, network, "network"))
 
 
 def _check_distinct(path: Path, nodes: tuple[NodeEntry, ...]) -> None:
@@ -92,12 +99,15 @@ def _check_distinct(path: Path, nodes: tuple[NodeEntry, ...]) -> None:
         addresses.add((node.host, node.port))
 
 
-def render_config(nodes: Sequence[tuple[str, str, str, int, str]], retransmit_ms: int) -> str:
+def render_config(
+    nodes: Sequence[tuple[str, str, str, int, str]], retransmit_ms: int, network: str = ""
+) -> str:
     """The text of ``network.toml`` for (name, id text, host, port, key file) entries."""
     lines = [
         "# A synod reliable-broadcast network (written by `synod rbc init`).",
         "[network]",
         f"retransmit_ms = {retransmit_ms}",
+        f"network_id = {json.dumps(network)}",
     ]
     lines += render_node_tables("nodes", nodes)
     return "\n".join(lines) + "\n"

@@ -155,7 +155,8 @@ class NodeHost:
     maps every peer's id to its transport address; `servers` maps passive servers this
     core may `Call` to their RPC addresses; `route_call`, when given, chooses the address
     of each call instead (a server split in shards: one address per shard, picked from
-    the request).
+    the request).  `network` is the network id every peer must share (see
+    `synod.runtime.transport`).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class NodeHost:
         route_call: CallRouter | None = None,
         config: HostConfig | None = None,
         clock: Callable[[], int] = monotonic_ms,
+        network: bytes = b"",
     ) -> None:
         if core.node_id != keys.node_id:
             raise ValueError("the core's node id is not the id of these keys")
@@ -184,6 +186,8 @@ class NodeHost:
         self.route_call = route_call
         self.config = config if config is not None else HostConfig()
         self.clock = clock
+        self.network = network
+        """The network id peers must share (checked at the transport's handshake)."""
         self.transport: PeerTransport | None = None
         self.rpc_server: RpcServer | None = None
         self.address: Address | None = None
@@ -235,6 +239,7 @@ class NodeHost:
                 self.codec,
                 self._on_peer_message,
                 config=self.config.transport,
+                network=self.network,
             )
             self.address = await self.transport.start(*listen)
         if rpc_listen is not None:

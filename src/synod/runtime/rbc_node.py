@@ -50,10 +50,12 @@ def create_network(
     host: str = "127.0.0.1",
     ports: Sequence[int] | None = None,
     retransmit_ms: int = DEFAULT_RETRANSMIT_MS,
+    network: str = "",
 ) -> NetworkConfig:
     """Write a key file per member and ``DIRECTORY/network.toml``; return the loaded file.
 
-    Member *i* (``node-i``) listens on ``ports[i]``; with no ports, on ports the kernel
+    `network` names the network (its peers must name the same).  Member *i*
+    (``node-i``) listens on ``ports[i]``; with no ports, on ports the kernel
     hands out now (free at this moment: fine for tests and examples).  Raises
     `NetworkExists` rather than overwrite a network, `ValueError` for ports that do not
     fit, `KeyFileError` when a key file exists or cannot be written.
@@ -71,7 +73,7 @@ def create_network(
         keys = KeyPair.generate()
         write_key_file(directory / f"{name}.key", keys)
         entries.append((name, node_id_text(keys.node_id), host, port, f"{name}.key"))
-    config_path.write_text(render_config(entries, retransmit_ms), encoding="utf-8")
+    config_path.write_text(render_config(entries, retransmit_ms, network), encoding="utf-8")
     return load_network(directory)
 
 
@@ -170,6 +172,7 @@ class RbcNode:
             peers={node.node_id: (node.host, node.port) for node in others},
             on_event=self._on_event,
             config=self.host_config,
+            network=self.config.network_id,
         )
 
     async def stop(self) -> None:
