@@ -169,6 +169,35 @@ def run_many(
             failed.append(current)
         if history is not None:
             history.write_text("".join(outcome.world.history.lines()))
+    passed = seeds - len(failed)
+    click.echo(f"TALLY: {seeds} runs, {passed} passed, {len(failed)} failed", err=as_json)
     if failed:
         click.echo(f"FAILED SEEDS: {' '.join(map(str, failed))}", err=True)
+        for failed_seed in failed:
+            click.echo(f"reproduce: {reproduce_command(failed_seed)}", err=True)
         sys.exit(1)
+
+
+_NOT_REPRODUCED = frozenset({"seed", "seeds", "history", "as_json"})
+
+
+def reproduce_command(seed: int) -> str:
+    """The `synod sim ...` command line that runs this scenario again with `seed` alone:
+    every option that differs from its default, then `--seed`."""
+    import shlex
+
+    context = click.get_current_context()
+    words = ["synod", *context.command_path.split()[1:]]
+    for parameter in context.command.params:
+        if not isinstance(parameter, click.Option) or parameter.name in _NOT_REPRODUCED:
+            continue
+        value = context.params.get(parameter.name or "")
+        if value == parameter.default:
+            continue
+        if parameter.is_flag:
+            if value:
+                words.append(parameter.opts[0])
+            continue
+        words += [parameter.opts[0], str(value)]
+    words += ["--seed", str(seed)]
+    return shlex.join(words)
