@@ -12,7 +12,8 @@ from __future__ import annotations
 from scp_fixtures import KEYS, PEER, QSET, V0, envelope_from, make_core
 
 from synod.core import Broadcast, Proposed, Received, Step
-from synod.quorum.qset import qset_hash
+from synod.crypto import KeyPair
+from synod.quorum.qset import QuorumSet, qset_hash
 from synod.scp import (
     Application,
     Ballot,
@@ -21,6 +22,7 @@ from synod.scp import (
     Prepare,
     RejectReason,
     ScpConfig,
+    ScpCore,
     Validity,
 )
 from synod.sim.scenarios.scp import externalized, scp_world
@@ -117,3 +119,48 @@ def test_own_bump_jumps_to_the_counter_a_blocking_set_has_reached() -> None:
     assert core.slots[1].ballot.current == Ballot(5, b"w")
     assert ballot_counters(step) == [5]
     assert V0.node_id == core.node_id
+
+
+def made_up_keys(count: int) -> list[KeyPair]:
+    return [KeyPair.from_seed(b"made-up/" + index.to_bytes(24, "big")) for index in range(count)]
+
+
+def test_made_up_node_ids_cannot_fill_the_slot_before_it_starts() -> None:
+    """Finding 2: statements were admitted from any node id, first come, until the
+    per-slot node table was full; fresh keys nominating before the slot started left
+    it undecided (`slot_full` for every honest statement)."""
+    configs = [
+        ScpConfig(keys=keys, quorum_set=QSET, application=MaybeLater(), max_nodes_per_slot=32)
+        for keys in KEYS
+    ]
+    world = scp_world(configs, seed=5)
+    world.silence(BYZANTINE.node_id)
+    for fresh in made_up_keys(40):
+        flood = envelope_from(fresh, 1, nomination((b"flood",)))
+        for keys in HONEST:
+            world.input(keys.node_id, Received(BYZANTINE.node_id, flood))
+    for index, keys in enumerate(HONEST):
+        world.input(keys.node_id, Proposed(b"value-%d" % index))
+    assert world.step_until(
+        lambda: all(1 in externalized(world, keys.node_id) for keys in HONEST), max_ms=60_000
+    )
+    for keys in HONEST:
+        core = world.core(keys.node_id, ScpCore)
+        assert core.rejected[RejectReason.NOT_IN_QUORUM] == 40
+        assert core.rejected[RejectReason.SLOT_FULL] == 0
+
+
+def test_a_member_naming_made_up_ids_in_its_quorum_set_adds_at_most_the_cap() -> None:
+    """A member may name made-up ids in the quorum set it declares: they join the
+    transitive quorum only up to `max_transitive_nodes`, the local set's first."""
+    fresh = made_up_keys(300)
+    wide = QuorumSet(threshold=1, validators=tuple(key.node_id for key in fresh))
+    core = make_core(max_transitive_nodes=64, known_quorum_sets=[wide])
+    pledges = Prepare(qset_hash(wide), Ballot(1, b"v"), None, None, 0, 0)
+    core.handle(Received(PEER.node_id, envelope_from(PEER, 1, pledges)), 0)
+    assert len(core.transitive_quorum) == 64
+    assert all(keys.node_id in core.transitive_quorum for keys in KEYS)
+    for keys in fresh[60:80]:
+        core.handle(Received(keys.node_id, envelope_from(keys, 1, nomination((b"v",)))), 0)
+    assert core.rejected[RejectReason.NOT_IN_QUORUM] == 20
+    assert len(core.slots[1].nomination.latest) <= 64

@@ -98,17 +98,26 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     assert sum(core.rejected.values()) <= 1
 
 
-def test_memory_stays_bounded_under_a_flood_of_strangers() -> None:
+def test_strangers_outside_the_transitive_quorum_never_enter_a_slot() -> None:
     core = make_core(max_nodes_per_slot=10)
     for index in range(40):
         stranger = KeyPair.from_seed(index.to_bytes(32, "big"))
         receive(core, envelope_from(stranger, 1, prepare(1)))
         receive(core, envelope_from(stranger, 5_000 + index, prepare(1)))
-    slot = core.slots[1]
-    assert len(slot.ballot.latest) == 10
-    assert core.rejected[RejectReason.SLOT_FULL] == 30
-    assert core.rejected[RejectReason.FAR_FUTURE] == 40
-    assert set(core.slots) == {1}
+    assert core.rejected[RejectReason.NOT_IN_QUORUM] == 80
+    assert core.slots == {}
+
+
+def test_the_slot_table_holds_at_most_max_nodes_per_slot_members() -> None:
+    strangers = [KeyPair.from_seed(index.to_bytes(32, "big")) for index in range(40)]
+    wide = QuorumSet(threshold=1, validators=tuple(key.node_id for key in strangers))
+    core = make_core(max_nodes_per_slot=10, known_quorum_sets=[wide])
+    digest = core.quorum_sets.hash_of(wide)
+    receive(core, envelope_from(PEER, 1, prepare(1, qset_hash=digest)))  # PEER trusts them
+    for stranger in strangers:
+        receive(core, envelope_from(stranger, 1, prepare(1)))
+    assert len(core.slots[1].ballot.latest) == 10
+    assert core.rejected[RejectReason.SLOT_FULL] == 31
 
 
 # ---------------------------------------------------------------- quorum sets

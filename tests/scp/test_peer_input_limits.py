@@ -138,6 +138,13 @@ def test_state_request_answers_follow_a_per_sender_token_bucket() -> None:
 # ---------------------------------------------------------------- quorum-set store
 
 
+def admit(core: ScpCore, keys: list[KeyPair]) -> None:
+    """Make `keys` members of the core's transitive quorum: PEER declares a quorum set
+    naming them (how nodes beyond the local quorum set become members)."""
+    wide = QuorumSet(threshold=1, validators=tuple(key.node_id for key in keys))
+    core.transitive_quorum.declare(PEER.node_id, core.quorum_sets.hash_of(wide), wide)
+
+
 def own_qset(key: KeyPair) -> QuorumSet:
     return QuorumSet(threshold=1, validators=(key.node_id,))
 
@@ -158,6 +165,7 @@ def test_learnt_quorum_sets_are_capped_keeping_local_and_in_use_sets() -> None:
     feed_quorum_set(core, PEER, honest_qset, b"x")
     assert PEER.node_id in core.slots[1].ballot.latest  # its statement names honest_qset
     strangers = [KeyPair.from_seed(bytes([200 + index]) * 32) for index in range(10)]
+    admit(core, strangers)
     for stranger in strangers:
         # an invalid value: parked, the set stored, then the statement refused
         feed_quorum_set(core, stranger, own_qset(stranger), b"bad")
@@ -177,8 +185,9 @@ def test_learnt_quorum_sets_are_capped_keeping_local_and_in_use_sets() -> None:
 def test_one_sender_cannot_fill_the_parking_for_honest_peers() -> None:
     core = make_core(max_pending_envelopes=8, max_pending_per_sender=2)
     flooder = KeyPair.from_seed(bytes([99]) * 32).node_id
-    for index in range(30):
-        stranger = KeyPair.from_seed(bytes([100 + index]) * 32)
+    strangers = [KeyPair.from_seed(bytes([100 + index]) * 32) for index in range(30)]
+    admit(core, strangers)
+    for stranger in strangers:
         digest = core.quorum_sets.hash_of(own_qset(stranger))
         receive(core, envelope_from(stranger, 1, prepare(digest)), flooder)
     honest = KEYS[2]

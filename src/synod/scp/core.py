@@ -90,7 +90,7 @@ from synod.core import (
     TimerFired,
 )
 from synod.crypto import KeyPair, NodeId
-from synod.quorum.qset import QuorumSet, is_sane, is_satisfied_by, qset_hash
+from synod.quorum.qset import QuorumSet, all_validators, is_sane, is_satisfied_by, qset_hash
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.ballot import Phase
 from synod.scp.messages import (
@@ -112,6 +112,7 @@ from synod.scp.statements import (
     is_newer_nomination,
     is_statement_sane,
 )
+from synod.scp.transitive import TransitiveQuorum
 from synod.wire import DecodeError
 
 _SLOT_KEY_PREFIX: Final = b"scp/slot/"
@@ -140,6 +141,8 @@ class RejectReason(enum.StrEnum):
     PENDING_EVICTED = "pending_evicted"
     """A parked envelope dropped because its sender or node went over its share."""
     STATE_REQUEST_LIMITED = "state_request_limited"
+    NOT_IN_QUORUM = "not_in_quorum"
+    """The statement's node is outside the local node's transitive quorum."""
 
 
 EnvelopeSigner = Callable[[KeyPair, Statement], Envelope]
@@ -159,6 +162,10 @@ class ScpConfig:
     max_slots_ahead: int = 8
     retained_slots: int = 4
     max_nodes_per_slot: int = 1000
+    max_transitive_nodes: int = 256
+    """Nodes whose statements are admitted: the local quorum set's validators always,
+    then those the members' quorum sets name, first declared first (`TransitiveQuorum`).
+    Stellar's public network has a transitive quorum of about 100 validators."""
     max_pending_envelopes: int = 256
     max_pending_per_sender: int = 16
     """Parked envelopes per transport sender and per statement node; a newer one evicts
@@ -294,6 +301,11 @@ class ScpCore:
         for qset in config.known_quorum_sets:
             self.quorum_sets.add(qset)
         self.rejected: Counter[RejectReason] = Counter()
+        self.transitive_quorum = TransitiveQuorum(
+            config.keys.node_id,
+            config.quorum_set,
+            max(config.max_transitive_nodes, len(list(all_validators(config.quorum_set))) + 1),
+        )
         self.slots: dict[int, Slot] = {}
         self.floor = config.first_slot_index
         self.next_slot_index = config.first_slot_index
@@ -472,11 +484,13 @@ class ScpCore:
             self._reject(RejectReason.BAD_SIGNATURE)
             return
         pledges = statement.pledges
-        if not isinstance(pledges, Externalize):
-            qset_hash_value = companion_quorum_set_hash(pledges)
-            if self.quorum_sets.get(qset_hash_value) is None:
-                self._park(sender, envelope, qset_hash_value, step)
-                return
+        qset_hash_value = companion_quorum_set_hash(pledges)
+        declared = self.quorum_sets.get(qset_hash_value)
+        if declared is None and not isinstance(pledges, Externalize):
+            self._park(sender, envelope, qset_hash_value, step)
+            return
+        if declared is not None:
+            self.transitive_quorum.declare(statement.node_id, qset_hash_value, declared)
         slot = self._slot(statement.slot_index, now_ms, step)
         if (
             statement.node_id not in slot.ballot.latest
@@ -500,15 +514,23 @@ class ScpCore:
         """Checks that need no signature: window, sanity, staleness."""
         if statement.node_id == self.node_id:
             return RejectReason.OWN_STATEMENT
-        if statement.slot_index < self.floor:
-            return RejectReason.TOO_OLD
-        if statement.slot_index > self.next_slot_index + self.config.max_slots_ahead:
-            return RejectReason.FAR_FUTURE
+        if statement.node_id not in self.transitive_quorum:
+            return RejectReason.NOT_IN_QUORUM
+        outside = self._outside_window(statement.slot_index)
+        if outside is not None:
+            return outside
         if not is_statement_sane(statement):
             return RejectReason.INSANE_STATEMENT
         slot = self.slots.get(statement.slot_index)
         if slot is not None and _is_stale(slot, statement):
             return RejectReason.STALE_STATEMENT
+        return None
+
+    def _outside_window(self, slot_index: int) -> RejectReason | None:
+        if slot_index < self.floor:
+            return RejectReason.TOO_OLD
+        if slot_index > self.next_slot_index + self.config.max_slots_ahead:
+            return RejectReason.FAR_FUTURE
         return None
 
     def _help_straggler(self, slot: Slot, sender: NodeId, statement: Statement, step: Step) -> None:
