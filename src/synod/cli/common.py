@@ -219,3 +219,17 @@ async def read_stdin_lines(
             await on_line(line)
     finally:
         transport.close()
+
+
+def printable(text: str) -> str:
+    """`text` from a peer, a client or a data file, safe to print on a terminal: control
+    characters (escape sequences that move the cursor, recolour or retitle the terminal,
+    a carriage return that overwrites the line) are shown escaped, as Python writes them."""
+    return "".join(
+        character if character.isprintable() or character == " " else _escaped(character)
+        for character in text
+    )
+
+
+def _escaped(character: str) -> str:
+    return repr(character)[1:-1] if character != "'" else character
