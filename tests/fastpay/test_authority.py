@@ -27,11 +27,10 @@ from synod.crypto import KeyPair, NodeId
 from synod.fastpay.authority import (
     CROSS_SHARD_RETRY_TIMER,
     AuthorityShard,
-    CreditSaturated,
     check_certificate,
 )
 from synod.fastpay.messages import (
-    MAX_BALANCE,
+    MAX_SUPPLY,
     REQUEST_CODEC,
     AccountInfoRequest,
     AccountInfoResponse,
@@ -250,14 +249,11 @@ def test_certified_transfer_exceeding_the_local_balance_is_applied() -> None:
     assert core.account(BOB.node_id).balance == 1000
 
 
-def test_receiver_balance_saturates_at_the_bound_and_the_sender_is_debited() -> None:
-    core = shard({ALICE.node_id: 1, BOB.node_id: MAX_BALANCE})
-    step = core.handle(
-        RequestReceived("c", 1, ConfirmationOrder(certified(ALICE, BOB.node_id, 1))), 0
-    )
+def test_receiver_at_the_supply_bound_is_credited_in_full() -> None:
+    core = shard({ALICE.node_id: 1, BOB.node_id: MAX_SUPPLY - 1})
+    ask(core, ConfirmationOrder(certified(ALICE, BOB.node_id, 1)))
     assert core.account(ALICE.node_id).balance == 0
-    assert core.account(BOB.node_id).balance == MAX_BALANCE
-    assert CreditSaturated(BOB.node_id, 1) in step.events
+    assert core.account(BOB.node_id).balance == MAX_SUPPLY
 
 
 def test_transfer_to_oneself_leaves_the_balance_unchanged() -> None:
@@ -280,6 +276,10 @@ def forged_certificates() -> dict[str, CertifiedTransferOrder]:
         "non-member": certify(good.order, [*AUTHORITIES[:2], outsider]),
         "too little weight": CertifiedTransferOrder(good.order, good.signatures[:2]),
         "votes for another transfer": CertifiedTransferOrder(good.order, other.signatures),
+        # Valid votes over the transfer, but an order its sender never signed.
+        "unsigned order": CertifiedTransferOrder(
+            TransferOrder(good.order.transfer, bytes(range(64))), good.signatures
+        ),
         "garbage signature": CertifiedTransferOrder(
             good.order,
             [*good.signatures[:2], AuthoritySignature(AUTHORITIES[2].node_id, b"\0" * 64)],

@@ -35,6 +35,7 @@ from synod.fastpay.messages import (
     Transfer,
     TransferOrder,
     certify,
+    encode_balance,
     make_transfer_order,
     make_vote,
     request_shard,
@@ -65,7 +66,9 @@ def test_every_request_and_reply_round_trips() -> None:
     ):
         assert REQUEST_CODEC.decode(REQUEST_CODEC.encode(request)) == request
     vote = make_vote(AUTHORITIES[0], order)
-    info = AccountInfoResponse(ALICE.node_id, -7, 4, vote, certificate, [certificate], 1)
+    info = AccountInfoResponse(
+            ALICE.node_id, encode_balance(-7), 4, vote, certificate, [certificate], 1
+        )
     error = ErrorReply(ErrorKind.MISSING_EARLIER_CONFIRMATIONS, "detail", 2, vote)
     for reply in (vote, info, CrossShardAck(ALICE.node_id, 3), error):
         assert REPLY_CODEC.decode(REPLY_CODEC.encode(reply)) == reply
@@ -108,7 +111,10 @@ def test_oversized_signature_lists_and_received_lists_are_refused() -> None:
         REQUEST_CODEC.decode(REQUEST_CODEC.encode(ConfirmationOrder(too_many)))
     certificate = certify(order, AUTHORITIES[:3])
     info = AccountInfoResponse(
-        ALICE.node_id, 0, 0, received=[certificate] * (MAX_RECEIVED_PER_RESPONSE + 1)
+        ALICE.node_id,
+        encode_balance(0),
+        0,
+        received=[certificate] * (MAX_RECEIVED_PER_RESPONSE + 1),
     )
     with pytest.raises(DecodeError):
         REPLY_CODEC.decode(REPLY_CODEC.encode(info))
@@ -181,3 +187,16 @@ def test_the_message_codec_decodes_requests_and_replies() -> None:
     order = sample_order()
     for message in (order, make_vote(AUTHORITIES[0], order), CrossShardAck(ALICE.node_id, 1)):
         assert MESSAGE_CODEC.decode(MESSAGE_CODEC.encode(message)) == message
+
+
+@pytest.mark.parametrize("balance", [-(2**127), -(2**63) - 1, -1, 0, 2**63, 2**127 - 1])
+def test_balances_are_128_bit_on_the_wire(balance: int) -> None:
+    # Beyond MessagePack's 64-bit integers: what a lagging authority may have to report.
+    info = AccountInfoResponse(ALICE.node_id, encode_balance(balance), 0)
+    decoded = REPLY_CODEC.decode(REPLY_CODEC.encode(info))
+    assert isinstance(decoded, AccountInfoResponse) and decoded.balance == balance
+
+
+def test_a_balance_outside_128_bits_cannot_be_encoded() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        encode_balance(2**127)

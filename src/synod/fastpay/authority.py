@@ -17,16 +17,20 @@ Transfer order (paper: "Transfer order"), checked in this order:
   the shard signs the vote, records it as pending, persists, and only then replies.
 
 Confirmation order (paper: "Confirmation order"):
-  the sender lives in this shard; the certificate is checked (`check_certificate`:
-  distinct committee members, quorum weight, valid votes).  A certificate behind the
-  account's next sequence number was already applied: nothing changes (replays are
-  harmless).  One ahead of it is refused with `MISSING_EARLIER_CONFIRMATIONS` naming the
-  first missing sequence number.  The next one is applied: debit the sender (bounded below
-  by `MIN_BALANCE`), advance the sequence number, clear the lock, log the certificate,
-  and credit the recipient, directly when it lives in this shard, else through a
-  `CrossShardUpdate` kept in an *outbox* record until the recipient's shard acknowledges
-  it (it is sent again after a restart or a failed call).  Credits are idempotent per
-  (sender, sequence number) and saturate at `MAX_BALANCE`, as in the reference.
+  the sender lives in this shard.  Cheap checks come before any signature check, so
+  that replays of public certificates cost a dictionary lookup: a certificate behind the
+  account's next sequence number was already applied, and nothing changes (the reply is
+  the account's state, which is public); one ahead of it is refused with
+  `MISSING_EARLIER_CONFIRMATIONS` naming the first missing sequence number.  Only the
+  next one is checked (`check_certificate`: distinct committee members, quorum weight,
+  the sender's signature of the order, valid votes) and applied: debit the sender
+  (bounded below by `MIN_BALANCE`), advance the sequence number, clear the lock, log the
+  certificate, and credit the recipient, directly when it lives in this shard, else
+  through a `CrossShardUpdate` kept in an *outbox* record until the recipient's shard
+  acknowledges it (it is sent again after a restart or a failed call).  Credits are
+  idempotent per (sender, sequence number) and always applied in full: balances are
+  128-bit (`messages.MAX_BALANCE`) and the genesis supply at most 2^63-1, so no credit can
+  reach the bound (it would take more than 2^64 certified transfers).
 
 Cross-shard update: signed by this authority's key (all shards of an authority share it)
 over the certificate, so that the recipient's shard need not check the quorum again.
@@ -34,6 +38,11 @@ over the certificate, so that the recipient's shard need not check the quorum ag
 Durability: every change is emitted as `Persist` records in the same step as the reply,
 so the driver makes it durable before anything leaves the node; `AuthorityShard(...,
 storage=...)` rebuilds the shard from exactly those records plus the genesis balances.
+
+Identity: the first `Started` persists an identity record (the authority's key, the
+shard and shard count, digests of the committee and of the genesis).  Records made for
+another identity refuse to rebuild a shard (`StoreMismatch`): new keys or a new genesis
+never silently take over an old store's accounts.
 """
 
 from __future__ import annotations
@@ -57,12 +66,13 @@ from synod.core import (
     Storage,
     TimerFired,
 )
-from synod.crypto import KeyPair, NodeId, verify
+from synod.crypto import KeyPair, NodeId, blake2b, node_id_text, verify
 from synod.fastpay.messages import (
     CROSS_SHARD_DOMAIN,
     MAX_BALANCE,
     MAX_RECEIVED_PER_RESPONSE,
     MAX_SEQUENCE_NUMBER,
+    MAX_SUPPLY,
     MIN_BALANCE,
     REPLY_CODEC,
     REQUEST_CODEC,
@@ -79,6 +89,8 @@ from synod.fastpay.messages import (
     SignedTransferOrder,
     Transfer,
     TransferOrder,
+    decode_balance,
+    encode_balance,
     make_vote,
     shard_of,
     transfer_order_is_valid,
@@ -94,6 +106,7 @@ _ACCOUNT_PREFIX = b"fastpay/account/"
 _SENT_PREFIX = b"fastpay/sent/"
 _RECEIVED_PREFIX = b"fastpay/received/"
 _OUTBOX_PREFIX = b"fastpay/outbox/"
+_IDENTITY_KEY = b"fastpay/identity"
 _INDEX = struct.Struct(">Q")
 
 
@@ -103,7 +116,10 @@ _INDEX = struct.Struct(">Q")
 def check_certificate(certificate: CertifiedTransferOrder, committee: Committee) -> str | None:
     """Why `certificate` is not valid for `committee`, or None when it is.
 
-    Cheap checks first (distinct signers, membership, weight), signatures last.
+    Cheap checks first (distinct signers, membership, weight), signatures last: the
+    sender's signature of the order, then the votes.  A certificate is only as good as
+    its weakest part: without the sender's signature, valid votes over a transfer would
+    let anyone store and serve an order its owner never signed.
     """
     signers = [vote.authority for vote in certificate.signatures]
     if len(set(signers)) != len(signers):
@@ -112,6 +128,8 @@ def check_certificate(certificate: CertifiedTransferOrder, committee: Committee)
         return "a signer is not a committee member"
     if committee.weight_of(signers) < committee.quorum_threshold:
         return "the signers do not reach the quorum threshold"
+    if not transfer_order_is_valid(certificate.order):
+        return "the order is not signed by its sender"
     signed = certificate.transfer.signed_bytes()
     for vote in certificate.signatures:
         if not verify(vote.authority, VOTE_DOMAIN, signed, vote.signature):
@@ -123,16 +141,68 @@ def check_certificate(certificate: CertifiedTransferOrder, committee: Committee)
 
 
 class AccountRecord(Message, frozen=True):
-    """What a shard persists for one account besides its certificate logs."""
+    """What a shard persists for one account besides its certificate logs.
 
-    balance: int
+    `balance` is `messages.encode_balance` bytes (stores written before balances were
+    128-bit hold a plain integer, still read).
+    """
+
+    balance: int | bytes
     next_sequence_number: int
     pending: SignedTransferOrder | None = None
+
+    def balance_value(self) -> int:
+        """The balance as an integer, whichever way it was written."""
+        return self.balance if isinstance(self.balance, int) else decode_balance(self.balance)
+
+
+class IdentityRecord(Message, frozen=True):
+    """What a shard's records were made for (persisted on the first start)."""
+
+    authority: bytes
+    shard: int
+    shard_count: int
+    committee_digest: bytes
+    genesis_digest: bytes
+
+
+class StoreMismatch(ValueError):
+    """The records were made for another authority, shard, committee or genesis."""
 
 
 _ACCOUNT_CODEC: _Codec[AccountRecord] = _Codec(AccountRecord)
 _CERTIFICATE_CODEC: _Codec[CertifiedTransferOrder] = _Codec(CertifiedTransferOrder)
 _UPDATE_CODEC: _Codec[CrossShardUpdate] = _Codec(CrossShardUpdate)
+_IDENTITY_CODEC: _Codec[IdentityRecord] = _Codec(IdentityRecord)
+
+
+def committee_digest(committee: Committee) -> bytes:
+    """A digest of the members and their weights (independent of their order)."""
+    members = sorted((bytes(name), committee.weight(name)) for name in committee.members)
+    text = b"".join(name + weight.to_bytes(8, "big") for name, weight in members)
+    return blake2b(text, person=b"fastpay-cmt")
+
+
+def genesis_digest(genesis: Mapping[bytes, int]) -> bytes:
+    """A digest of the genesis balances (independent of their order)."""
+    lines = sorted((bytes(account), balance) for account, balance in genesis.items())
+    text = b"".join(account + encode_balance(balance) for account, balance in lines)
+    return blake2b(text, person=b"fastpay-gen")
+
+
+def check_genesis(genesis: Mapping[bytes, int]) -> None:
+    """Raise `ValueError` unless every balance is >= 0 and the total at most `MAX_SUPPLY`.
+
+    The total bound keeps every account's true balance within one transfer's amount;
+    checking lines one by one let three accounts of 2^63-1 exist next to each other.
+    """
+    total = 0
+    for balance in genesis.values():
+        if balance < 0:
+            raise ValueError(f"genesis balance {balance} is negative")
+        total += balance
+    if total > MAX_SUPPLY:
+        raise ValueError(f"the genesis supply {total} exceeds {MAX_SUPPLY} (2^63-1)")
 
 
 def _sequence_key(prefix: bytes, account: bytes, index: int) -> bytes:
@@ -151,19 +221,11 @@ class AccountState:
 
     def record(self) -> bytes:
         return _ACCOUNT_CODEC.encode(
-            AccountRecord(self.balance, self.next_sequence_number, self.pending)
+            AccountRecord(encode_balance(self.balance), self.next_sequence_number, self.pending)
         )
 
 
 # ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class CreditSaturated:
-    """A credit would have taken `account` above `MAX_BALANCE`; `lost` was not credited."""
-
-    account: NodeId
-    lost: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +291,19 @@ class AuthorityShard:
         self._in_flight: dict[int, bytes] = {}
         self._next_request_id = 1
         self._retry_armed = False
-        for account, balance in (genesis or {}).items():
-            if not MIN_BALANCE <= balance <= MAX_BALANCE:
-                raise ValueError(f"genesis balance {balance} is out of bounds")
+        genesis_balances = {bytes(account): balance for account, balance in (genesis or {}).items()}
+        check_genesis(genesis_balances)
+        for account, balance in genesis_balances.items():
             if self.owns(account):
-                self.accounts[bytes(account)] = AccountState(balance=balance)
+                self.accounts[account] = AccountState(balance=balance)
+        self.identity = IdentityRecord(
+            bytes(keys.node_id),
+            shard,
+            shard_count,
+            committee_digest(committee),
+            genesis_digest(genesis_balances),
+        )
+        self._identity_persisted = False
         self._restore(storage or {})
 
     # -- identity and sharding
@@ -258,14 +328,36 @@ class AuthorityShard:
 
     # -- rebuilding
 
+    def _check_identity(self, storage: Storage) -> None:
+        raw = storage.get(_IDENTITY_KEY)
+        if raw is None:
+            return  # a new store (or one written before identities were recorded)
+        found = _IDENTITY_CODEC.decode(raw)
+        self._identity_persisted = found == self.identity
+        if found.authority != self.identity.authority:
+            raise StoreMismatch(
+                f"these records belong to authority {node_id_text(found.authority)}, "
+                f"not {node_id_text(self.identity.authority)}"
+            )
+        if (found.shard, found.shard_count) != (self.identity.shard, self.identity.shard_count):
+            raise StoreMismatch(
+                f"these records belong to shard {found.shard} of {found.shard_count}, "
+                f"not {self.identity.shard} of {self.identity.shard_count}"
+            )
+        if found.committee_digest != self.identity.committee_digest:
+            raise StoreMismatch("these records were made for another committee")
+        if found.genesis_digest != self.identity.genesis_digest:
+            raise StoreMismatch("these records were made for another genesis")
+
     def _restore(self, storage: Storage) -> None:
+        self._check_identity(storage)
         sent: list[tuple[bytes, int, CertifiedTransferOrder]] = []
         received: list[tuple[bytes, int, CertifiedTransferOrder]] = []
         for key, value in storage.items():
             if key.startswith(_ACCOUNT_PREFIX):
                 record = _ACCOUNT_CODEC.decode(value)
                 state = self._account_for_update(key[len(_ACCOUNT_PREFIX) :])
-                state.balance = record.balance
+                state.balance = record.balance_value()
                 state.next_sequence_number = record.next_sequence_number
                 state.pending = record.pending
             elif key.startswith(_SENT_PREFIX):
@@ -304,7 +396,11 @@ class AuthorityShard:
             step.outgoing.append(Reply(event.client, event.request_id, reply))
             return step
         if isinstance(event, Started):
-            return self._send_outbox(all_entries=True)
+            step = self._send_outbox(all_entries=True)
+            if not self._identity_persisted:
+                self._identity_persisted = True
+                step.persist.append(Persist(_IDENTITY_KEY, _IDENTITY_CODEC.encode(self.identity)))
+            return step
         if isinstance(event, Response):
             return self._handle_cross_shard_response(event)
         if isinstance(event, CallFailed):
@@ -358,10 +454,9 @@ class AuthorityShard:
         transfer = certificate.transfer
         if not self.owns(transfer.sender):
             return _error(ErrorKind.WRONG_SHARD, "the sender lives in another shard")
-        problem = check_certificate(certificate, self.committee)
-        if problem is not None:
-            return _error(ErrorKind.BAD_CERTIFICATE, problem)
         account = self.account(transfer.sender)
+        # Sequence checks before signature checks: a replayed public certificate costs a
+        # lookup, not 1 + quorum signature checks, and learns only public state.
         if transfer.sequence_number < account.next_sequence_number:
             return self._account_info(transfer.sender)  # already applied: a replay
         if transfer.sequence_number > account.next_sequence_number:
@@ -370,6 +465,9 @@ class AuthorityShard:
                 detail="earlier certificates of this account must be confirmed first",
                 expected_sequence_number=account.next_sequence_number,
             )
+        problem = check_certificate(certificate, self.committee)
+        if problem is not None:
+            return _error(ErrorKind.BAD_CERTIFICATE, problem)
         new_balance = account.balance - transfer.amount
         if new_balance < MIN_BALANCE:
             return _error(ErrorKind.BALANCE_OUT_OF_RANGE, "the debit would underflow")
@@ -400,12 +498,10 @@ class AuthorityShard:
             return
         self._credited.add(key)
         account = self._account_for_update(transfer.recipient)
-        credited = min(transfer.amount, MAX_BALANCE - account.balance)
-        if credited < transfer.amount:
-            step.events.append(
-                CreditSaturated(NodeId(transfer.recipient), transfer.amount - credited)
-            )
-        account.balance += credited
+        # Applied in full: reaching MAX_BALANCE takes more than 2^64 certified credits of
+        # at most 2^63-1 each (see the module docstring), so this is our invariant.
+        assert account.balance + transfer.amount <= MAX_BALANCE, "128-bit balances exhausted"
+        account.balance += transfer.amount
         step.persist.append(
             Persist(
                 _sequence_key(_RECEIVED_PREFIX, transfer.recipient, len(account.received)),
@@ -441,6 +537,10 @@ class AuthorityShard:
         transfer = certificate.transfer
         if not self.owns(transfer.recipient):
             return _error(ErrorKind.WRONG_SHARD, "the recipient lives in another shard")
+        if (transfer.sender, transfer.sequence_number) in self._credited:
+            # Already credited: acknowledging costs nothing and changes nothing, so a
+            # replayed update is answered before its signature is checked.
+            return CrossShardAck(sender=transfer.sender, sequence_number=transfer.sequence_number)
         if update.authority != self.node_id or not verify(
             update.authority, CROSS_SHARD_DOMAIN, canonical_bytes(certificate), update.signature
         ):
@@ -515,7 +615,7 @@ class AuthorityShard:
         account = self.account(account_id)
         return AccountInfoResponse(
             account=account_id,
-            balance=account.balance,
+            wide_balance=encode_balance(account.balance),
             next_sequence_number=account.next_sequence_number,
             pending=account.pending,
             requested_certificate=requested,

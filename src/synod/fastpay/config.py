@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from synod.crypto import InvalidNodeId, KeyPair, NodeId, node_id_text, parse_node_id
-from synod.fastpay.messages import MAX_BALANCE, MAX_SHARDS, FastPayRequest, request_shard
+from synod.fastpay.messages import MAX_SHARDS, MAX_SUPPLY, FastPayRequest, request_shard
 from synod.quorum.committee import Committee
 
 MAX_WEIGHT = 2**32 - 1
@@ -281,6 +281,7 @@ def load_initial_accounts(path: Path) -> dict[bytes, int]:
 def parse_initial_accounts(text: str, source: str) -> dict[bytes, int]:
     """The genesis balances of the ``ADDRESS:BALANCE`` lines `text` (from `source`)."""
     genesis: dict[bytes, int] = {}
+    supply = 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -295,10 +296,17 @@ def parse_initial_accounts(text: str, source: str) -> dict[bytes, int]:
             raise FastPayFileError(
                 f"{where}: balance: expected an integer, got {amount!r}"
             ) from None
-        if not 0 <= balance <= MAX_BALANCE:
-            raise FastPayFileError(f"{where}: balance: expected 0..{MAX_BALANCE}")
+        if not 0 <= balance <= MAX_SUPPLY:
+            raise FastPayFileError(f"{where}: balance: expected 0..{MAX_SUPPLY}")
         if account in genesis:
             raise FastPayFileError(f"{where}: this account is listed twice")
+        supply += balance
+        if supply > MAX_SUPPLY:
+            # The total, not each line: the supply bound is what keeps every true balance
+            # within one transfer's amount (see synod.fastpay.messages).
+            raise FastPayFileError(
+                f"{where}: balance: the total supply would exceed {MAX_SUPPLY} (2^63-1)"
+            )
         genesis[bytes(account)] = balance
     return genesis
 

@@ -22,10 +22,14 @@ Every signature is over a domain tag plus canonical bytes:
   `canonical_bytes(certificate)` under `CROSS_SHARD_DOMAIN`, so that the receiving shard
   of the same authority can apply it without checking the whole certificate again.
 
-Every integer and container that a peer fills is bounded.  Balances are signed: an
-authority that missed some credits may apply a certified debit that takes an account below
-zero (the reference does the same); they stay within `MIN_BALANCE..MAX_BALANCE`, which fits
-MessagePack's 64-bit integers.
+Every integer and container that a peer fills is bounded.  Balances are signed 128-bit
+integers, as in the reference (`i128`), carried as 16 big-endian bytes because MessagePack
+integers stop at 64 bits.  The genesis supply is at most `MAX_SUPPLY` (2^63-1), so an
+account's true balance always fits an amount; an authority that is behind may still hold
+more or less than that for an account (credits applied before the debits they fund, or a
+certified debit before the credits that funded it: the reference does the same).  Reaching
+2^127 that way takes more than 2^64 certified transfers, so every credit is applied in
+full and no money is ever clamped away.
 
 Requests go to one shard of an authority: `request_shard` says which, so that drivers
 (`synod.runtime`, the simulator, tests) route a `Call` addressed to an authority's node id.
@@ -49,10 +53,14 @@ CROSS_SHARD_DOMAIN = b"synod/fastpay/cross-shard-update"
 
 MAX_AMOUNT = 2**63 - 1
 """Largest amount a transfer may carry."""
-MAX_BALANCE = 2**63 - 1
-"""Largest balance an authority keeps; credits beyond it saturate (reference behaviour)."""
-MIN_BALANCE = -(2**63)
-"""Smallest balance; a certified debit that would go below it is refused."""
+MAX_SUPPLY = 2**63 - 1
+"""Largest total of the genesis balances: every true balance then fits one transfer."""
+MAX_BALANCE = 2**127 - 1
+"""Largest balance an authority keeps (the reference's i128): unreachable, see above."""
+MIN_BALANCE = -(2**127)
+"""Smallest balance an authority keeps; a certified debit that would go below is refused."""
+BALANCE_BYTES = 16
+"""A balance on the wire and on disk: two's complement, big-endian."""
 MAX_SEQUENCE_NUMBER = 2**63 - 2
 """Largest sequence number an authority votes for (its successor must still fit)."""
 MAX_USER_DATA_BYTES = 32
@@ -68,7 +76,7 @@ MAX_SHARDS = 1024
 """Most shards one authority may run."""
 
 Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
-Balance = Annotated[int, msgspec.Meta(ge=MIN_BALANCE, le=MAX_BALANCE)]
+WideBalance = Annotated[bytes, msgspec.Meta(min_length=BALANCE_BYTES, max_length=BALANCE_BYTES)]
 SequenceNumber = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE_NUMBER + 1)]
 UserData = Annotated[bytes, msgspec.Meta(max_length=MAX_USER_DATA_BYTES)]
 Detail = Annotated[str, msgspec.Meta(max_length=MAX_DETAIL_CHARS)]
@@ -153,7 +161,7 @@ class AccountInfoResponse(Message, frozen=True):
     """An authority's view of one account."""
 
     account: Bytes32
-    balance: Balance
+    wide_balance: WideBalance
     next_sequence_number: SequenceNumber
     pending: SignedTransferOrder | None = None
     requested_certificate: CertifiedTransferOrder | None = None
@@ -161,6 +169,23 @@ class AccountInfoResponse(Message, frozen=True):
         list[CertifiedTransferOrder], msgspec.Meta(max_length=MAX_RECEIVED_PER_RESPONSE)
     ] = msgspec.field(default_factory=list)
     received_count: SequenceNumber = 0
+
+    @property
+    def balance(self) -> int:
+        """The account's balance at this authority."""
+        return decode_balance(self.wide_balance)
+
+
+def encode_balance(balance: int) -> bytes:
+    """`balance` as `BALANCE_BYTES` bytes (caller misuse, raises: out of range)."""
+    if not MIN_BALANCE <= balance <= MAX_BALANCE:
+        raise ValueError(f"balance {balance} is outside {MIN_BALANCE}..{MAX_BALANCE}")
+    return balance.to_bytes(BALANCE_BYTES, "big", signed=True)
+
+
+def decode_balance(encoded: bytes) -> int:
+    """The balance spelled by `encode_balance`'s bytes."""
+    return int.from_bytes(encoded, "big", signed=True)
 
 
 class CrossShardAck(Message, frozen=True):

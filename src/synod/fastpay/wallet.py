@@ -42,7 +42,7 @@ from synod.fastpay.config import (
     json_lines,
     parse_account,
 )
-from synod.fastpay.messages import MAX_BALANCE, CertifiedTransferOrder
+from synod.fastpay.messages import MAX_SUPPLY, CertifiedTransferOrder
 from synod.quorum.committee import Committee
 from synod.wire import DecodeError
 
@@ -104,7 +104,7 @@ class Wallet:
         address = raw["address"]
         if not isinstance(address, str) or parse_account(address, where) != keys.node_id:
             raise FastPayFileError(f"{where}: address: not the account of secret_key")
-        initial = integer_in(raw.get("initial_balance", 0), 0, MAX_BALANCE)
+        initial = integer_in(raw.get("initial_balance", 0), 0, MAX_SUPPLY)
         if initial is None:
             raise FastPayFileError(f"{where}: initial_balance: expected an integer 0..2^63-1")
         return cls(keys, initial, _records_from_json(raw.get("records", {}), where))
@@ -156,8 +156,8 @@ class Accounts:
         account = bytes(keys.node_id)
         if account in self.wallets:
             raise ValueError(f"{node_id_text(account)} already has a wallet")
-        if not 0 <= initial_balance <= MAX_BALANCE:
-            raise ValueError(f"initial balance must be 0..{MAX_BALANCE}")
+        if not 0 <= initial_balance <= MAX_SUPPLY:
+            raise ValueError(f"initial balance must be 0..{MAX_SUPPLY}")
         wallet = self.wallets[account] = Wallet(keys, initial_balance)
         self.dirty = True
         return wallet

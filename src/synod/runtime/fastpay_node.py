@@ -14,7 +14,8 @@ The second half benchmarks one authority's shards as separate processes fed with
 pre-signed orders and certificates (`run_local_bench`), against the cost of the
 signatures the work requires, measured in the same run.
 
-Failures are typed: `ShardAlreadyRunning`, `ShardRebuildFailed` (both `ShardError`),
+Failures are typed: `ShardAlreadyRunning`, `ShardRebuildFailed`, `ShardStoreMismatch`
+(records made for another key, shard, committee or genesis; all `ShardError`),
 `synod.runtime.storage.StorageError`, `OSError` when the port cannot be listened on,
 `synod.runtime.host.HostFailed` from `serve`, `BenchFailed`.  Nothing here prints or
 exits.
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from synod.crypto import KeyPair, verify
-from synod.fastpay.authority import AuthorityShard
+from synod.fastpay.authority import AuthorityShard, StoreMismatch
 from synod.fastpay.config import (
     AuthorityEntry,
     CommitteeFile,
@@ -79,6 +80,10 @@ class ShardAlreadyRunning(ShardError):
 
 class ShardRebuildFailed(ShardError):
     """The shard's records do not rebuild a shard (the SQLite file was altered)."""
+
+
+class ShardStoreMismatch(ShardError):
+    """The SQLite file was made for another authority key, shard, committee or genesis."""
 
 
 class BenchFailed(Exception):
@@ -173,6 +178,12 @@ class FastPayShard:
                 genesis=self.genesis,
                 storage=storage.load(),
             )
+        except StoreMismatch as error:
+            storage.close()
+            raise ShardStoreMismatch(
+                f"{self.storage_path}: {error}; refusing to serve them (move the file "
+                "away, or give this shard another --storage)"
+            ) from None
         except (DecodeError, AssertionError, ValueError) as error:
             storage.close()
             reason = str(error) or type(error).__name__
@@ -453,7 +464,9 @@ def run_local_bench(shards: int, transfers: int, max_in_flight: int) -> dict[str
     throughput = len(latencies_ms) / seconds
     return {
         "benchmark": "fastpay-authority-shards",
-        "authorities": 4,
+        # What runs: one authority's shards; the other three only signed certificates.
+        "authorities_running": 1,
+        "committee_size": 4,
         "shards": shards,
         "transfers": len(latencies_ms),
         "max_in_flight": max_in_flight,
