@@ -60,6 +60,10 @@ class NodeConfig:
     listen: tuple[str, int] | None
     relay: str | None
     peers: tuple[PeerEntry, ...]
+    network: bytes = b""
+    """``network_id`` (UTF-8): the network in every signature domain of the node."""
+    members: frozenset[NodeId] | None = None
+    """``members``: the group's author keys (None: anyone may write)."""
 
     @property
     def database_path(self) -> Path:
@@ -117,7 +121,44 @@ def load_config(directory: Path) -> NodeConfig:
         listen=_optional_address(path, node, "node.listen"),
         relay=_relay(path, node),
         peers=_peers(path, document.get("peers", [])),
+        network=_network(path, node),
+        members=_members(path, node),
     )
+
+
+MAX_NETWORK_ID_BYTES = 64
+"""As `synod.crypto.MAX_NETWORK_ID_BYTES` (not imported: the command line reads this
+module without the crypto library)."""
+
+
+def _network(path: Path, node: dict[str, Any]) -> bytes:
+    value = node.get("network_id", "")
+    encoded = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else b""
+    if not isinstance(value, str) or len(encoded) > MAX_NETWORK_ID_BYTES or b"@" in encoded:
+        raise ConfigError(
+            path,
+            "node.network_id",
+            f"expected a string of at most {MAX_NETWORK_ID_BYTES} bytes without '@', "
+            f"got {value!r}",
+        )
+    return encoded
+
+
+def _members(path: Path, node: dict[str, Any]) -> frozenset[NodeId] | None:
+    value = node.get("members")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            path, "node.members", f"expected a non-empty array of node ids, got {value!r}"
+        )
+    members = []
+    for index, item in enumerate(value):
+        key = f"node.members[{index}]"
+        if not isinstance(item, str):
+            raise ConfigError(path, key, f"expected a node id string, got {item!r}")
+        members.append(require_node_id(path, key, item))
+    return frozenset(members)
 
 
 def _announce(path: Path, node: dict[str, Any]) -> int:

@@ -40,6 +40,7 @@ from synod.crdt.messages import (
     MAX_KEY_CHARS,
     MAX_LIST_VALUES,
     MAX_OPERATIONS,
+    MAX_PREDECESSORS,
     MAX_STRING_CHARS,
     ROOT_UPDATE,
     CounterAdd,
@@ -56,6 +57,7 @@ from synod.crdt.messages import (
     Span,
     TextInsert,
     Value,
+    canonical_spans,
 )
 from synod.crdt.sequence import Sequence
 
@@ -74,8 +76,10 @@ MAX_NESTING = 64
 """Deepest nesting of objects (keeps reading a document free of deep recursion)."""
 _KIND_NAMES = {KIND_MAP: "map", KIND_LIST: "list", KIND_TEXT: "text", KIND_COUNTER: "counter"}
 
-Path = tuple[str | int, ...]
-"""Address of a nested object: map keys (str) and list positions (int) from the root."""
+Path = tuple[str | int | Ref, ...]
+"""Address of a nested object: map keys (str) and list positions (int) from the root, or
+from the object a `Ref` names when the first step is one (it stays reachable however
+the maps above it change)."""
 
 JsonValue = Any
 """What `Document.value` returns: dict, list, str, int, float, bool or None."""
@@ -105,16 +109,27 @@ class InvalidUpdate(Exception):
 
 
 class _Pending:
-    """The update being applied: its handle range and what to undo if it is invalid."""
+    """The update being applied: its handle range and what to undo if it is invalid.
 
-    __slots__ = ("base", "checked", "ordinal", "predecessors", "undo")
+    A remote update's deletions wait in `deferred` until every operation is known
+    valid, so an update rejected at its last operation never made this replica hide
+    (and then show again) the elements its spans name.  A local one (`local`) applies
+    them at once, since later edits of the transaction see positions; its
+    `predecessors` grow when an edit refers to an update outside their causal past.
+    """
 
-    def __init__(self, ordinal: int, base: int, predecessors: list[int]) -> None:
+    __slots__ = ("base", "checked", "deferred", "local", "ordinal", "predecessors", "undo")
+
+    def __init__(
+        self, ordinal: int, base: int, predecessors: list[int], *, local: bool = False
+    ) -> None:
         self.ordinal = ordinal
         self.base = base
         self.predecessors = predecessors
+        self.local = local
         self.checked: set[int] = set()
         self.undo: list[tuple[Any, ...]] = []
+        self.deferred: list[tuple[int, int, int]] = []
 
 
 class Document:
@@ -133,6 +148,9 @@ class Document:
         self._owner = array("q", [-1])
         self._payload: list[Any] = [_CONTAINER]
         self._chunk_of: list[Any] = [None]
+        # 1 once an element is deleted: a deletion finds the next live element of a span
+        # with one C-level search, so naming deleted elements again costs no Python work.
+        self._hidden = bytearray(1)
         # Per object.
         self._maps: dict[int, dict[str, int]] = {0: {}}
         self._sequences: dict[int, Sequence] = {}
@@ -157,9 +175,17 @@ class Document:
         except InvalidUpdate:
             self._rollback(pending)
             raise
+        for target, first, end in pending.deferred:
+            self._hide_range(pending, target, first, end)
 
     def _open(
-        self, ordinal: int, update_id: bytes, clock: int, predecessors: list[int]
+        self,
+        ordinal: int,
+        update_id: bytes,
+        clock: int,
+        predecessors: list[int],
+        *,
+        local: bool = False,
     ) -> _Pending:
         if ordinal != len(self._ids):
             raise AssertionError(f"ordinal {ordinal} out of step with {len(self._ids)}")
@@ -167,7 +193,7 @@ class Document:
         self._clocks.append(clock)
         self._bases.append(len(self._kind))
         self._sizes.append(0)
-        return _Pending(ordinal, len(self._kind), predecessors)
+        return _Pending(ordinal, len(self._kind), predecessors, local=local)
 
     def _rollback(self, pending: _Pending) -> None:
         for entry in reversed(pending.undo):
@@ -183,6 +209,7 @@ class Document:
         del self._owner[base:]
         del self._payload[base:]
         del self._chunk_of[base:]
+        del self._hidden[base:]
         for column in (self._ids, self._clocks, self._bases, self._sizes):
             column.pop()
         assert len(self._ids) == pending.ordinal
@@ -203,6 +230,7 @@ class Document:
         elif action == _UNDO_HIDE:
             _, target, handle = entry
             self._sequences[target].set_visible(handle, True)
+            self._hidden[handle] = 0
         else:
             _, target, delta = entry
             self._counters[target] -= delta
@@ -226,9 +254,24 @@ class Document:
             raise InvalidUpdate("reference past the end of an update")
         if ordinal != ROOT_ORDINAL and ordinal not in pending.checked:
             if not any(self._graph.is_ancestor(ordinal, p) for p in pending.predecessors):
-                raise InvalidUpdate("reference to an update outside the causal past")
+                self._extend_past(pending, ordinal)
             pending.checked.add(ordinal)
         return self._bases[ordinal] + ref.counter
+
+    def _extend_past(self, pending: _Pending, ordinal: int) -> None:
+        """A local edit refers to an update outside the chosen predecessors' past: name
+        it too (its clock is at most the largest head's, which the author chose first,
+        so the update's clock stays right); a remote update is invalid."""
+        if not pending.local:
+            raise InvalidUpdate("reference to an update outside the causal past")
+        if len(pending.predecessors) >= MAX_PREDECESSORS:
+            raise LocalError(
+                f"this transaction refers to more than {MAX_PREDECESSORS} concurrent "
+                "updates; make it smaller"
+            )
+        if self._clocks[ordinal] >= self._clocks[pending.ordinal]:
+            raise AssertionError("a predecessor added late would change the clock")
+        pending.predecessors.append(ordinal)
 
     def _resolve_object(self, pending: _Pending, ref: Ref, kinds: tuple[int, ...]) -> int:
         handle = self._resolve(pending, ref)
@@ -252,6 +295,7 @@ class Document:
         self._owner.extend([owner] * count)
         self._payload.extend(payloads)
         self._chunk_of.extend([None] * count)
+        self._hidden.extend(bytes(count))
         self._sizes[pending.ordinal] += count
         return list(range(start, start + count))
 
@@ -306,18 +350,33 @@ class Document:
         return after
 
     def _apply_delete(self, pending: _Pending, operation: SequenceDelete) -> None:
+        # Cost: the checks are C-level scans of the named range (at most
+        # MAX_DELETED_PER_UPDATE elements per update, by the form rule); Python work is
+        # spent only on elements not deleted before, once per element ever.
         target = self._resolve_object(pending, operation.target, (KIND_TEXT, KIND_LIST))
-        sequence = self._sequences[target]
         owner = self._owner
         for span in operation.spans:
             first = self._resolve(pending, span)
-            if first + span.count > len(owner):
+            end = first + span.count
+            if end > len(owner):
                 raise InvalidUpdate("deletion past the end of an update")
-            for handle in range(first, first + span.count):
-                if owner[handle] != target:
-                    raise InvalidUpdate("deletion of an element of another sequence")
-                if sequence.set_visible(handle, False):
-                    pending.undo.append((_UNDO_HIDE, target, handle))
+            if owner[first:end].count(target) != span.count:
+                raise InvalidUpdate("deletion of an element of another sequence")
+            if pending.local:
+                self._hide_range(pending, target, first, end)
+            else:
+                pending.deferred.append((target, first, end))
+
+    def _hide_range(self, pending: _Pending, target: int, first: int, end: int) -> None:
+        sequence = self._sequences[target]
+        hidden = self._hidden
+        handle = hidden.find(0, first, end)
+        while handle >= 0:
+            hidden[handle] = 1
+            sequence.set_visible(handle, False)
+            if pending.local:
+                pending.undo.append((_UNDO_HIDE, target, handle))
+            handle = hidden.find(0, handle + 1, end)
 
     def _apply_map(self, pending: _Pending, operation: MapPut | MapRemove) -> None:
         target = self._resolve_object(pending, operation.target, (KIND_MAP,))
@@ -345,7 +404,7 @@ class Document:
 
     def begin(self, ordinal: int, clock: int, predecessors: list[int]) -> LocalTransaction:
         """Start building the local update `ordinal`; finish it with `commit` or `abort`."""
-        return LocalTransaction(self, self._open(ordinal, b"", clock, predecessors))
+        return LocalTransaction(self, self._open(ordinal, b"", clock, predecessors, local=True))
 
     def _set_update_id(self, ordinal: int, update_id: bytes) -> None:
         self._ids[ordinal] = update_id
@@ -390,8 +449,22 @@ class Document:
 
     def _at(self, path: Path) -> int:
         handle = 0
-        for step in path:
-            handle = self._child(handle, step, path)
+        for index, step in enumerate(path):
+            if isinstance(step, Ref):
+                if index:
+                    raise LocalError("only the first step of a path may be a Ref")
+                handle = self._object_of(step)
+            else:
+                handle = self._child(handle, step, path)
+        return handle
+
+    def _object_of(self, ref: Ref) -> int:
+        ordinal = self._graph.ordinal_of.get(ref.update)
+        if ordinal is None or ref.counter >= self._sizes[ordinal]:
+            raise LocalError(f"no object {ref!r} in this replica")
+        handle = self._bases[ordinal] + ref.counter
+        if self._kind[handle] == KIND_NONE:
+            raise LocalError(f"{ref!r} is not an object")
         return handle
 
     def _child(self, handle: int, step: str | int, path: Path) -> int:
@@ -617,7 +690,7 @@ class LocalTransaction:
             handles = [self._last_insert_end]  # backspace over the character just typed
         else:
             handles = [sequence.element_at(index + offset) for offset in range(count)]
-        spans = self._spans(handles)
+        spans = canonical_spans(self._spans(handles))
         for start in range(0, len(spans), MAX_DELETE_SPANS):
             self._delete_spans(target, spans[start : start + MAX_DELETE_SPANS])
         self._forget_cursor()
@@ -629,7 +702,7 @@ class LocalTransaction:
         last = self._operations[-1] if self._operations else None
         merged = None
         if isinstance(last, SequenceDelete) and last.target == target:
-            combined = _merge_spans(last.spans, spans)
+            combined = canonical_spans([*last.spans, *spans])
             if len(combined) <= MAX_DELETE_SPANS:
                 merged = SequenceDelete(target, combined)
         self._add(operation, merged)
@@ -646,17 +719,3 @@ class LocalTransaction:
             spans.append(Span(ref.update, ref.counter, 1))
         return spans
 
-
-def _merge_spans(earlier: list[Span], later: list[Span]) -> list[Span]:
-    combined = list(earlier)
-    for span in later:
-        if combined and combined[-1].update == span.update:
-            previous = combined[-1]
-            if previous.counter + previous.count == span.counter:
-                combined[-1] = Span(span.update, previous.counter, previous.count + span.count)
-                continue
-            if span.counter + span.count == previous.counter:
-                combined[-1] = Span(span.update, span.counter, previous.count + span.count)
-                continue
-        combined.append(span)
-    return combined

@@ -1,10 +1,18 @@
 """A shared log document on the BFT-CRDT: what `synod crdt run` edits.
 
-Theory of operation.  The document is a map whose key "log" holds a list; each entry is
-a map `{"author": <node id text>, "name": <author's chosen name>, "text": <line>}`
-appended by one transaction (one signed update).  Concurrent appends are ordered by the
-list's RGA rule (Roh et al. 2011; `synod.crdt.sequence`), so every replica that holds the
-same updates shows the same log in the same order.
+Theory of operation.  Each entry `{"author", "name", "text"}` is appended by one
+transaction (one signed update), and the log *is* those signed updates: `entries` reads
+every applied update that appended one, in the replica's canonical causal order
+(`Replica.history`: by clock, then id), and names as its author the key that signed
+it.  So no participant can remove another's entry (updates are never removed; a
+`MapRemove` of the list only hides the document's view of it), nor attribute an entry to
+someone else (the author field written in the operations is not trusted), and every
+replica that holds the same updates shows the same log in the same order.
+
+The entries are also inserted into a list of the document (key "log"), so that
+applications reading the document see them; appends reach that list through the
+`Ref` of the genesis operation that created it, not through the key, so they keep
+working whatever another participant does to the key.
 
 The list must be created once, not by every node (concurrent creations of one key would
 hide all but one list, see docs/crdt.md).  So it is created by a *genesis* update that
@@ -18,6 +26,7 @@ one every node already holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from synod.core import LocalError, Received
@@ -27,6 +36,7 @@ from synod.crdt.messages import (
     MapPut,
     NewList,
     NewMap,
+    Ref,
     Update,
     UpdateBody,
     Updates,
@@ -44,30 +54,38 @@ def genesis_keys(document: str) -> KeyPair:
     return KeyPair.from_seed(blake2b(document.encode("utf-8"), person=_GENESIS_PERSON))
 
 
-def genesis_update(document: str) -> tuple[bytes, Update]:
-    """The update that creates the shared log list; the same bytes on every node."""
+@lru_cache(maxsize=64)
+def genesis_update(document: str, network: bytes = b"") -> tuple[bytes, Update]:
+    """The update that creates the shared log list; the same bytes on every node of
+    `network` (its signature is for that network)."""
     keys = genesis_keys(document)
     body = UpdateBody(keys.node_id, 1, 1, [], [MapPut(ROOT, LOG_KEY, NewList())])
-    return sign_update(keys, body)
+    return sign_update(keys, body, network)
 
 
 def genesis_input(replica: Replica, document: str) -> Received | None:
     """The input that hands `replica` the genesis update of `document`, as if a peer
     had sent it (None when the replica holds it already)."""
-    genesis_id, genesis = genesis_update(document)
+    genesis_id, genesis = genesis_update(document, replica.config.network)
     if genesis_id in replica.graph:
         return None
     return Received(NodeId(genesis.body.author), Updates([UPDATE_CODEC.encode(genesis)]))
 
 
-def append_edits(replica: Replica, text: str, name: str) -> list[Edit]:
+def log_ref(replica: Replica, document: str = LOG_KEY) -> Ref:
+    """The log list of `document`: the object its genesis operation created."""
+    return Ref(genesis_update(document, replica.config.network)[0], 0)
+
+
+def append_edits(replica: Replica, text: str, name: str, document: str = LOG_KEY) -> list[Edit]:
     """Edits that append one entry to the log (raises `LocalError` before the genesis)."""
-    if replica.document.kind_at((LOG_KEY,)) != "list":
+    log = log_ref(replica, document)
+    if log.update not in replica.graph:
         raise LocalError("the log list does not exist yet (apply the genesis update)")
-    index = replica.document.length((LOG_KEY,))
-    entry = (LOG_KEY, index)
+    index = replica.document.length((log,))
+    entry = (log, index)
     return [
-        Insert((LOG_KEY,), index, [NewMap()]),
+        Insert((log,), index, [NewMap()]),
         Put(entry, "author", node_id_text(replica.node_id)),
         Put(entry, "name", name),
         Put(entry, "text", text),
@@ -75,12 +93,21 @@ def append_edits(replica: Replica, text: str, name: str) -> list[Edit]:
 
 
 def entries(replica: Replica) -> list[dict[str, Any]]:
-    """The log as plain JSON, in the order every replica shows it."""
-    try:
-        value = replica.value((LOG_KEY,))
-    except LocalError:
-        return []
-    return value if isinstance(value, list) else []
+    """The log, in the order every replica shows it: one entry per applied update that
+    appended one, its author the update's signer (see the module's theory)."""
+    found = []
+    for update_id in replica.history():
+        update = UPDATE_CODEC.decode(replica.encoded_update(update_id))
+        entry = appended_entry(update)
+        if entry is not None:
+            found.append(
+                {
+                    "author": node_id_text(NodeId(update.body.author)),
+                    "name": entry.get("name", ""),
+                    "text": entry["text"],
+                }
+            )
+    return found
 
 
 def appended_entry(update: Update) -> dict[str, str] | None:

@@ -32,7 +32,7 @@ from typing import Annotated
 
 import msgspec
 
-from synod.crypto import KeyPair, blake2b, verify
+from synod.crypto import KeyPair, blake2b, in_network, verify
 from synod.wire import U32, U64, Bytes32, Codec, Message, Signature, canonical_bytes
 
 UPDATE_DOMAIN = b"synod/crdt/update/v1"
@@ -50,6 +50,10 @@ MAX_DELETE_SPANS = 4096
 MAX_IDS_PER_MESSAGE = 4096
 MAX_UPDATES_PER_MESSAGE = 4096
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_UPDATE_BYTES = MAX_MESSAGE_BYTES - 1024
+"""Largest encoded update: it must fit, with the envelope, in one `Updates` message."""
+MAX_DELETED_PER_UPDATE = MAX_COUNTERS
+"""Most elements the delete spans of one update may name in all (bounds the check)."""
 
 ROOT_UPDATE = bytes(32)
 """The pseudo update that created the root map (no real update hashes to zero)."""
@@ -218,17 +222,38 @@ def body_id(body: UpdateBody) -> bytes:
     return blake2b(canonical_bytes(body), person=_ID_PERSON)
 
 
-def sign_update(keys: KeyPair, body: UpdateBody) -> tuple[bytes, Update]:
-    """Sign `body` with `keys` (caller misuse, such as a foreign author, raises)."""
+def sign_update(keys: KeyPair, body: UpdateBody, network: bytes = b"") -> tuple[bytes, Update]:
+    """Sign `body` with `keys` for `network` (caller misuse, such as a foreign author,
+    raises)."""
     if body.author != keys.node_id:
         raise ValueError("an update can only be signed by its author")
     update_id = body_id(body)
-    return update_id, Update(body, keys.sign(UPDATE_DOMAIN, update_id))
+    return update_id, Update(body, keys.sign(in_network(UPDATE_DOMAIN, network), update_id))
 
 
-def signature_is_valid(update_id: bytes, update: Update) -> bool:
-    """True when the update's signature is its stated author's over its id."""
-    return verify(update.body.author, UPDATE_DOMAIN, update_id, update.signature)
+def signature_is_valid(update_id: bytes, update: Update, network: bytes = b"") -> bool:
+    """True when the update's signature is its stated author's over its id, for
+    `network` (an update signed for another network is refused)."""
+    domain = in_network(UPDATE_DOMAIN, network)
+    return verify(update.body.author, domain, update_id, update.signature)
+
+
+def standalone_error(
+    body: UpdateBody, encoded_bytes: int, members: frozenset[bytes] | None = None
+) -> str | None:
+    """Why an update is invalid whatever else exists, or None: the one rule for both sides.
+
+    A receiver applies it to every update before checking the signature; an author
+    applies it to its own update before the update takes effect, so an update that a
+    correct replica makes is never refused by another one.  `encoded_bytes` is the size
+    of the encoded update (at most `MAX_UPDATE_BYTES`, so it fits in one message);
+    `members`, when given, are the only authors accepted (the group's keys).
+    """
+    if encoded_bytes > MAX_UPDATE_BYTES:
+        return f"an update is at most {MAX_UPDATE_BYTES} bytes encoded"
+    if members is not None and body.author not in members:
+        return "the author is not a member"
+    return form_error(body)
 
 
 def form_error(body: UpdateBody) -> str | None:
@@ -237,13 +262,15 @@ def form_error(body: UpdateBody) -> str | None:
     These checks look at the update alone, so every replica reaches the same verdict
     without knowing anything else: sequence and clock start at 1, predecessors are
     strictly ascending (canonical, no duplicates), the root appears only as a target,
-    references to the update itself point to earlier operations, and the counters used
-    stay within `MAX_COUNTERS`.
+    references to the update itself point to earlier operations, the counters used
+    stay within `MAX_COUNTERS`, delete spans are canonical (ascending, neither
+    overlapping nor touching) and name at most `MAX_DELETED_PER_UPDATE` elements.
     """
     problem = _header_form_error(body)
     if problem is not None:
         return problem
     counter = 0
+    deleted = 0
     for operation in body.operations:
         problem = _operation_form_error(operation, counter)
         if problem is not None:
@@ -251,6 +278,34 @@ def form_error(body: UpdateBody) -> str | None:
         counter += operation_size(operation)
         if counter > MAX_COUNTERS:
             return "too many counters in one update"
+        if isinstance(operation, SequenceDelete):
+            deleted += sum(span.count for span in operation.spans)
+            if deleted > MAX_DELETED_PER_UPDATE:
+                return "too many deleted elements in one update"
+    return None
+
+
+def canonical_spans(spans: list[Span]) -> list[Span]:
+    """`spans` sorted by (update, counter), with overlapping or touching spans merged."""
+    merged: list[Span] = []
+    for span in sorted(spans, key=lambda each: (each.update, each.counter)):
+        if merged and merged[-1].update == span.update:
+            last = merged[-1]
+            last_end = last.counter + last.count
+            if span.counter <= last_end:
+                end = max(last_end, span.counter + span.count)
+                merged[-1] = Span(last.update, last.counter, end - last.counter)
+                continue
+        merged.append(span)
+    return merged
+
+
+def _spans_form_error(spans: list[Span]) -> str | None:
+    for earlier, later in pairwise(spans):
+        if (later.update, later.counter) <= (earlier.update, earlier.counter):
+            return "delete spans are not in ascending order"
+        if later.update == earlier.update and later.counter <= earlier.counter + earlier.count:
+            return "delete spans overlap or touch"
     return None
 
 
@@ -283,6 +338,9 @@ def _operation_form_error(operation: Operation, counter: int) -> str | None:
     if isinstance(operation, TextInsert | ListInsert):
         refs.append(operation.after)
     if isinstance(operation, SequenceDelete):
+        problem = _spans_form_error(operation.spans)
+        if problem is not None:
+            return problem
         refs.extend(operation.spans)
     for ref in refs:
         problem = _ref_form_error(ref, counter)

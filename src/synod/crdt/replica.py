@@ -60,6 +60,7 @@ from synod.crdt.causal import UpdateGraph, Waiting, WaitingBuffer
 from synod.crdt.document import Document, InvalidUpdate, LocalTransaction, Path
 from synod.crdt.messages import (
     MAX_IDS_PER_MESSAGE,
+    MAX_PREDECESSORS,
     UPDATE_CODEC,
     Heads,
     Update,
@@ -68,9 +69,9 @@ from synod.crdt.messages import (
     Value,
     Want,
     body_id,
-    form_error,
     sign_update,
     signature_is_valid,
+    standalone_error,
 )
 from synod.crypto import KeyPair, NodeId, blake2b
 from synod.wire import DecodeError
@@ -94,6 +95,10 @@ class ReplicaConfig:
     heads_answer_interval_ms: int = 500
     """One more answer to a peer's `Heads` is allowed per this many milliseconds."""
     max_rate_limited_peers: int = 4_096
+    network: bytes = b""
+    """The network id in the updates' signature domain (`synod.crypto.in_network`)."""
+    members: frozenset[bytes] | None = None
+    """The group: the only authors whose updates are accepted (None: anyone)."""
 
 
 def document_digest(value: Any) -> str:
@@ -310,7 +315,7 @@ class Replica:
         if isinstance(event, Started) or (
             isinstance(event, TimerFired) and event.name == ANNOUNCE_TIMER
         ):
-            step.outgoing.append(Broadcast(Heads(self.heads())))
+            step.outgoing.append(Broadcast(self._heads_message()))
             step.timers.append(SetTimer(ANNOUNCE_TIMER, self.config.announce_interval_ms))
         elif isinstance(event, Proposed):
             change = event.value
@@ -324,36 +329,78 @@ class Replica:
     def transact(self, edits: Iterable[Edit], step: Step | None = None) -> Step:
         """Apply `edits` as one signed update and broadcast it.
 
-        All or nothing: a `LocalError` from any edit undoes the edits before it.
+        All or nothing: an edit the caller gets wrong, or an update that another replica
+        would refuse (too large, too many counters, text that cannot be encoded), raises
+        `LocalError` and undoes every edit of the transaction.
         """
         step = step if step is not None else Step()
         graph = self.graph
-        predecessors = set(graph.heads)
-        if self._own_last is not None:
-            predecessors.add(self._own_last)
-        ordered = sorted(predecessors, key=graph.ids.__getitem__)
-        clock = 1 + max((graph.clocks[p] for p in ordered), default=0)
-        # The validity rule itself, so the update is valid even if another process
-        # signs with this key (its updates then reach us as foreign ones).
-        own = [graph.sequences[p] for p in ordered if graph.authors[p] == self.node_id]
-        sequence = 1 + max(own, default=0)
-        transaction = self.document.begin(len(graph.ids), clock, ordered)
+        chosen = self._chosen_predecessors()
+        clock = 1 + max((graph.clocks[p] for p in chosen), default=0)
+        transaction = self.document.begin(len(graph.ids), clock, chosen)
         try:
             for edit in edits:
                 edit.apply(transaction)
+            # Edits may have named more predecessors (references outside the past of
+            # the chosen ones); the list is canonical: ascending ids, no duplicates.
+            ordered = sorted(set(chosen), key=graph.ids.__getitem__)
+            update_id, update, encoded = self._signed_update(ordered, clock, transaction)
         except LocalError:
             transaction.abort()
             raise
-        body = UpdateBody(
-            self.node_id, sequence, clock, [graph.ids[p] for p in ordered], transaction.operations
-        )
-        update_id, update = sign_update(self._keys, body)
+        except Exception as error:  # msgspec refuses e.g. a lone surrogate in a string
+            transaction.abort()
+            raise LocalError(f"the transaction cannot be encoded: {error}") from None
         transaction.commit(update_id)
-        encoded = UPDATE_CODEC.encode(update)
+        body = update.body
         self._record(update_id, body, ordered, encoded, step)
         step.outgoing.append(Broadcast(Updates([encoded])))
-        step.events.append(UpdateApplied(update_id, self.node_id, sequence, local=True))
+        step.events.append(UpdateApplied(update_id, self.node_id, body.sequence, local=True))
         return step
+
+    def _chosen_predecessors(self) -> list[int]:
+        """The predecessors a new local update starts from (a list edits may extend).
+
+        At most `MAX_PREDECESSORS // 2`, whatever the number of heads (so that any
+        number of concurrent writers, honest or not, can never make an update that
+        receivers refuse): this author's last update, then the heads by descending
+        clock, so that the largest clock is among them and later additions cannot
+        change the update's clock.  Heads left out stay heads and are merged by the
+        next updates.
+        """
+        graph = self.graph
+        heads = sorted(graph.heads, key=lambda head: (-graph.clocks[head], head))
+        chosen = [] if self._own_last is None else [self._own_last]
+        for head in heads:
+            if len(chosen) >= MAX_PREDECESSORS // 2:
+                break
+            if head != self._own_last:
+                chosen.append(head)
+        return chosen
+
+    def _signed_update(
+        self, ordered: list[int], clock: int, transaction: LocalTransaction
+    ) -> tuple[bytes, Update, bytes]:
+        graph = self.graph
+        # The validity rule itself, so the update is valid even if another process
+        # signs with this key (its updates then reach us as foreign ones).
+        own = [graph.sequences[p] for p in ordered if graph.authors[p] == self.node_id]
+        body = UpdateBody(
+            self.node_id,
+            1 + max(own, default=0),
+            clock,
+            [graph.ids[p] for p in ordered],
+            transaction.operations,
+        )
+        update_id, update = sign_update(self._keys, body, self.config.network)
+        encoded = UPDATE_CODEC.encode(update)
+        problem = self._standalone_error(body, len(encoded)) or self._causal_error(body)
+        if problem is not None:
+            raise LocalError(f"other replicas would refuse this transaction: {problem}")
+        return update_id, update, encoded
+
+    def _standalone_error(self, body: UpdateBody, encoded_bytes: int) -> str | None:
+        return standalone_error(body, encoded_bytes, self.config.members)
 
     def _record(
         self,
@@ -425,7 +472,14 @@ class Replica:
         unknown = [h for h in message.heads if h not in self.graph and h not in self._rejected]
         self._send_ordinals(sender, self.graph.missing_from(known), step)
         if unknown:
-            step.outgoing.append(Send(NodeId(sender), Heads(self.heads())))
+            step.outgoing.append(Send(NodeId(sender), self._heads_message()))
+
+    def _heads_message(self) -> Heads:
+        """At most `MAX_IDS_PER_MESSAGE` heads (those with the largest clocks): any
+        subset is a correct announcement, answered with what it does not cover."""
+        graph = self.graph
+        heads = sorted(graph.heads, key=lambda head: (-graph.clocks[head], head))
+        return Heads(sorted(graph.ids[head] for head in heads[:MAX_IDS_PER_MESSAGE]))
 
     def _received_want(self, sender: bytes, message: Want, step: Step) -> None:
         ordinal_of = self.graph.ordinal_of
@@ -458,18 +512,29 @@ class Replica:
             except DecodeError as error:
                 step.events.append(MessageDropped(sender, f"undecodable update: {error}"))
                 continue
-            asked.update(self.receive(update, step, sender=sender))
+            asked.update(self.receive(update, step, sender=sender, encoded_bytes=len(encoded)))
         missing = [i for i in sorted(asked) if i not in self.graph and i not in self._buffer]
         if missing:
             step.outgoing.append(Send(NodeId(sender), Want(missing[:MAX_IDS_PER_MESSAGE])))
 
-    def receive(self, update: Update, step: Step, sender: bytes | None = None) -> list[bytes]:
-        """Take one update from a peer (or a test); returns predecessors it waits for."""
+    def receive(
+        self,
+        update: Update,
+        step: Step,
+        sender: bytes | None = None,
+        encoded_bytes: int | None = None,
+    ) -> list[bytes]:
+        """Take one update from a peer (or a test); returns predecessors it waits for.
+
+        `encoded_bytes` is the size it arrived as (encoded here when not given).
+        """
         body = update.body
         update_id = body_id(body)
         if update_id in self.graph or update_id in self._buffer or update_id in self._rejected:
             return []
-        if not self._passes_checks_alone(update_id, update, sender, step):
+        if encoded_bytes is None:
+            encoded_bytes = len(UPDATE_CODEC.encode(update))
+        if not self._passes_checks_alone(update_id, update, encoded_bytes, sender, step):
             return []
         missing = {p for p in body.predecessors if p not in self.graph}
         if missing:
@@ -481,16 +546,16 @@ class Replica:
         return []
 
     def _passes_checks_alone(
-        self, update_id: bytes, update: Update, sender: bytes | None, step: Step
+        self, update_id: bytes, update: Update, encoded_bytes: int, sender: bytes | None, step: Step
     ) -> bool:
         body = update.body
-        problem = form_error(body)
+        problem = self._standalone_error(body, encoded_bytes)
         if problem is None and any(p in self._rejected for p in body.predecessors):
             problem = "a predecessor was rejected"
         if problem is not None:
             self._reject(update_id, body.author, problem, sender, step)
             return False
-        if not signature_is_valid(update_id, update):
+        if not signature_is_valid(update_id, update, self.config.network):
             # Not remembered: the signature is not part of the id, so a genuine copy of
             # this update may still arrive.
             step.events.append(UpdateRejected(update_id, body.author, "bad signature", sender))

@@ -42,13 +42,13 @@ from synod.core import (
     TimerFired,
 )
 from synod.crdt.config import DEFAULT_ANNOUNCE_MS, DEFAULT_DOCUMENT, NodeConfig, PeerEntry
-from synod.crdt.log import append_edits, entries, entry_appended, genesis_input
+from synod.crdt.log import append_edits, entries, entry_appended, genesis_input, genesis_keys
 from synod.crdt.messages import CODEC
 from synod.crdt.replica import ANNOUNCE_TIMER, LocalChange, Replica, ReplicaConfig, UpdateApplied
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.host import monotonic_ms
 from synod.runtime.lock import hold_exclusive_lock
-from synod.runtime.relay import RelayClient
+from synod.runtime.relay import RelayClient, RelayConfig
 from synod.runtime.storage import SqliteStorage
 from synod.runtime.transport import Address, PeerTransport
 from synod.wire import DecodeError
@@ -122,6 +122,8 @@ class LogNode:
         relay: str | None = None,
         peers: Sequence[PeerEntry] = (),
         on_event: Callable[[object], None] | None = None,
+        network: bytes = b"",
+        members: frozenset[NodeId] | None = None,
     ) -> None:
         if peers and listen is None:
             raise ValueError("direct peers need a listen address")
@@ -132,9 +134,16 @@ class LogNode:
         self.relay_url = relay
         self.peers = tuple(peers)
         self.on_event = on_event
-        self.replica = Replica(
-            keys, storage.load(), ReplicaConfig(announce_interval_ms=announce_interval_ms)
+        self.document = document
+        self.network = network
+        if members is not None:
+            # The genesis is signed by the document's public key; it must be accepted.
+            members = frozenset({*members, genesis_keys(document).node_id})
+        self.members = members
+        config = ReplicaConfig(
+            announce_interval_ms=announce_interval_ms, network=network, members=members
         )
+        self.replica = Replica(keys, storage.load(), config)
         self.restored_updates = len(self.replica.graph)
         self.address: Address | None = None
         self.transport: PeerTransport | None = None
@@ -167,6 +176,8 @@ class LogNode:
         relay: str | None = None,
         peers: Sequence[PeerEntry] = (),
         on_event: Callable[[object], None] | None = None,
+        network: bytes = b"",
+        members: frozenset[NodeId] | None = None,
     ) -> LogNode:
         """A node whose state is the SQLite file `store_path` (created if absent); the
         other arguments are those of the constructor.
@@ -190,6 +201,8 @@ class LogNode:
                     relay=relay,
                     peers=peers,
                     on_event=on_event,
+                    network=network,
+                    members=members,
                 )
             except BaseException:
                 storage.close()
@@ -220,6 +233,8 @@ class LogNode:
             relay=config.relay,
             peers=config.peers,
             on_event=on_event,
+            network=config.network,
+            members=config.members,
         )
 
     @property
@@ -235,11 +250,17 @@ class LogNode:
             raise RuntimeError("node already started")
         if self.listen is not None:
             addresses = {peer.node_id: (peer.host, peer.port) for peer in self.peers}
-            self.transport = PeerTransport(self.keys, addresses, CODEC, self._from_peer)
+            self.transport = PeerTransport(
+                self.keys, addresses, CODEC, self._from_peer, network=self.network
+            )
             self.address = await self.transport.start(*self.listen)
         if self.relay_url is not None:
             self.relay = RelayClient(
-                self.relay_url, self.keys, self._from_relay, on_connected=self._relay_connected
+                self.relay_url,
+                self.keys,
+                self._from_relay,
+                on_connected=self._relay_connected,
+                config=RelayConfig(network=self.network, members=self.members),
             )
             self.relay.start()
         self._worker = asyncio.create_task(self._work(), name=f"crdt node {self.name}")
@@ -335,7 +356,7 @@ class LogNode:
             item = TimerFired(ANNOUNCE_TIMER)
         elif isinstance(item, _Append):
             try:
-                edits = append_edits(self.replica, item.text, self.name)
+                edits = append_edits(self.replica, item.text, self.name, self.document)
                 return self.replica.handle(Proposed(LocalChange(tuple(edits))), monotonic_ms())
             except LocalError as error:
                 self._emit(AppendRefused(item.text, str(error)))

@@ -1,0 +1,372 @@
+"""One participant with a fresh key and no rights against the replicas (issue 15).
+
+Each test is an attack a single author (or an honest user in a hurry) can make: many
+concurrent heads, overlapping delete spans, rewriting the shared log, transactions
+receivers would refuse, and reconciliation requests that ask for much with little.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from synod.core import LocalError, Received, Started, Step
+from synod.crdt import sequence as sequence_module
+from synod.crdt.log import append_edits, entries, genesis_update
+from synod.crdt.messages import (
+    CODEC,
+    MAX_COUNTERS,
+    MAX_IDS_PER_MESSAGE,
+    MAX_PREDECESSORS,
+    ROOT,
+    UPDATE_CODEC,
+    Heads,
+    MapPut,
+    NewText,
+    Operation,
+    Ref,
+    SequenceDelete,
+    Span,
+    TextInsert,
+    Update,
+    UpdateBody,
+    Updates,
+    body_id,
+    form_error,
+    sign_update,
+)
+from synod.crdt.replica import (
+    Delete,
+    InsertText,
+    Put,
+    Remove,
+    Replica,
+    ReplicaConfig,
+    UpdateApplied,
+    UpdateRejected,
+)
+from synod.crypto import KeyPair, node_id_text
+
+
+def keys_for(seed: int) -> KeyPair:
+    return KeyPair.from_seed(seed.to_bytes(32, "big"))
+
+
+def deliver(replica: Replica, *updates: Update, sender: bytes = b"\x07" * 32) -> Step:
+    message = Updates([UPDATE_CODEC.encode(update) for update in updates])
+    return replica.handle(Received(sender, CODEC.decode(CODEC.encode(message))), 0)  # type: ignore[arg-type]
+
+
+def rejected(step: Step) -> list[str]:
+    return [event.reason for event in step.events if isinstance(event, UpdateRejected)]
+
+
+def applied(step: Step) -> list[bytes]:
+    return [event.update_id for event in step.events if isinstance(event, UpdateApplied)]
+
+
+def last_update(replica: Replica) -> Update:
+    return UPDATE_CODEC.decode(replica.encoded_update(replica.applied_ids()[-1]))
+
+
+def storage_of(*steps: Step) -> dict[bytes, bytes]:
+    records: dict[bytes, bytes] = {}
+    for step in steps:
+        for record in step.persist:
+            assert record.value is not None
+            records[record.key] = record.value
+    return records
+
+
+def orphan_updates(count: int, keys: KeyPair) -> list[Update]:
+    """`count` valid updates without predecessors: as many concurrent heads."""
+    found = []
+    for index in range(count):
+        body = UpdateBody(keys.node_id, 1, 1, [], [MapPut(ROOT, f"k{index}", index)])
+        found.append(sign_update(keys, body)[1])
+    return found
+
+
+# ---------------------------------------------------------------- 1: many heads
+
+
+def test_an_update_made_over_more_heads_than_receivers_accept_is_still_accepted() -> None:
+    # One attacker's 300 valid concurrent updates used to make the next local update
+    # name 301 predecessors, which no receiver (nor the author's own restart) decodes.
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    flood = orphan_updates(MAX_PREDECESSORS + 44, keys_for(66))
+    steps = [deliver(alice, *flood), deliver(bob, *flood)]
+    steps.append(alice.transact([Put((), "mine", "typed after the flood")]))
+    own = last_update(alice)
+    assert len(own.body.predecessors) <= MAX_PREDECESSORS
+    assert applied(deliver(bob, own)) == [body_id(own.body)]
+    assert bob.value()["mine"] == "typed after the flood"
+    restarted = Replica(keys_for(1), storage_of(*steps))
+    assert restarted.document_digest() == alice.document_digest()
+    # The heads left out are merged by the next updates: they shrink, never grow.
+    before = len(alice.heads())
+    alice.transact([Put((), "mine", "again")])
+    alice.transact([Put((), "mine", "and again")])
+    assert len(alice.heads()) < before
+
+
+def test_a_local_edit_after_an_element_of_a_head_left_out_names_that_head() -> None:
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    keys = keys_for(66)
+    texts = []
+    for index in range(MAX_PREDECESSORS + 10):
+        operations: list[Operation] = [
+            MapPut(ROOT, f"t{index}", NewText()),
+            TextInsert(Ref(b"", 0), Ref(b"", 0), "ab"),
+        ]
+        texts.append(sign_update(keys, UpdateBody(keys.node_id, 1, 1, [], operations))[1])
+    deliver(alice, *texts)
+    deliver(bob, *texts)
+    for index in (0, MAX_PREDECESSORS + 9):  # whichever heads were chosen, one was not
+        alice.transact([InsertText((f"t{index}",), 1, "X")])
+        own = last_update(alice)
+        assert applied(deliver(bob, own)) == [body_id(own.body)]
+        assert bob.document.text((f"t{index}",)) == "aXb"
+
+
+def test_a_replica_with_more_heads_than_a_message_holds_announces_a_decodable_subset() -> None:
+    alice = Replica(keys_for(1))
+    flood = orphan_updates(MAX_IDS_PER_MESSAGE + 5, keys_for(66))
+    for start in range(0, len(flood), 1_000):
+        deliver(alice, *flood[start : start + 1_000])
+    assert len(alice.heads()) > MAX_IDS_PER_MESSAGE
+    step = alice.handle(Received(b"\x09" * 32, Heads([])), 0)  # type: ignore[arg-type]
+    announcements = [out.message for out in step.outgoing if isinstance(out.message, Heads)]
+    announcements += [
+        out.message
+        for out in alice.handle(Started(), 0).outgoing
+        if isinstance(out.message, Heads)
+    ]
+    assert announcements
+    for heads in announcements:
+        assert isinstance(CODEC.decode(CODEC.encode(heads)), Heads)
+
+
+# ---------------------------------------------------------------- 2: delete spans
+
+
+def _text_replica(length: int) -> tuple[Replica, Ref]:
+    author = Replica(keys_for(5))
+    author.transact([Put((), "t", NewText()), InsertText(("t",), 0, "x" * length)])
+    created = last_update(author)
+    return author, Ref(body_id(created.body), 0)
+
+
+def _delete_body(
+    keys: KeyPair, replica: Replica, target: Ref, spans: list[Span], sequence: int = 1
+) -> UpdateBody:
+    heads = replica.heads()
+    clock = 1 + max(replica.graph.clocks[replica.graph.ordinal_of[h]] for h in heads)
+    return UpdateBody(keys.node_id, sequence, clock, heads, [SequenceDelete(target, spans)])
+
+
+def test_overlapping_repeated_or_unsorted_delete_spans_are_refused_by_form() -> None:
+    update = b"\x01" * 32
+    target = Ref(update, 0)
+    for spans in (
+        [Span(update, 1, 5), Span(update, 3, 5)],  # overlap
+        [Span(update, 1, 5), Span(update, 1, 5)],  # repeated
+        [Span(update, 1, 2), Span(update, 3, 2)],  # touching: one span, canonically
+        [Span(update, 9, 1), Span(update, 1, 1)],  # not ascending
+    ):
+        body = UpdateBody(b"\x02" * 32, 1, 1, [], [SequenceDelete(target, spans)])
+        assert form_error(body) is not None, spans
+    fine = [Span(update, 1, 2), Span(update, 4, 2), Span(b"\x02" * 32, 0, 1)]
+    assert form_error(UpdateBody(b"\x02" * 32, 1, 1, [], [SequenceDelete(target, fine)])) is None
+
+
+def test_an_update_naming_more_elements_than_the_bound_is_refused_by_form() -> None:
+    update = b"\x01" * 32
+    target = Ref(update, 0)
+    operations: list[Operation] = [
+        SequenceDelete(target, [Span(update, 1, MAX_COUNTERS)]),
+        SequenceDelete(target, [Span(update, 1, 1)]),
+    ]
+    assert form_error(UpdateBody(b"\x02" * 32, 1, 1, [], operations)) is not None
+
+
+def test_deleting_elements_already_deleted_costs_no_work_per_element(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A few bytes naming many elements used to cost a list scan per element, again at
+    # every update naming them: each element now costs Python work once, ever.
+    author, text = _text_replica(20_000)
+    receiver = Replica(keys_for(6))
+    deliver(receiver, last_update(author))
+    calls = [0]
+    original = sequence_module.Sequence.set_visible
+
+    def counting(self: Any, handle: int, visible: bool) -> bool:
+        calls[0] += 1
+        return original(self, handle, visible)
+
+    monkeypatch.setattr(sequence_module.Sequence, "set_visible", counting)
+    attacker = keys_for(66)
+    span = [Span(text.update, 1, 20_000)]
+    first = sign_update(attacker, _delete_body(attacker, receiver, text, span))[1]
+    assert applied(deliver(receiver, first)) == [body_id(first.body)]
+    assert calls[0] == 20_000 and receiver.document.text(("t",)) == ""
+    for sequence in range(2, 6):
+        again = sign_update(attacker, _delete_body(attacker, receiver, text, span, sequence))[1]
+        assert applied(deliver(receiver, again)) == [body_id(again.body)]
+    assert calls[0] == 20_000
+
+
+def test_an_update_rejected_at_its_last_operation_hid_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    author, text = _text_replica(5_000)
+    receiver = Replica(keys_for(6))
+    deliver(receiver, last_update(author))
+    calls = [0]
+    original = sequence_module.Sequence.set_visible
+
+    def counting(self: Any, handle: int, visible: bool) -> bool:
+        calls[0] += 1
+        return original(self, handle, visible)
+
+    monkeypatch.setattr(sequence_module.Sequence, "set_visible", counting)
+    attacker = keys_for(66)
+    body = _delete_body(attacker, receiver, text, [Span(text.update, 1, 5_000)])
+    dangling = MapPut(Ref(b"\x05" * 32, 0), "k", 1)
+    body = UpdateBody(body.author, 1, body.clock, body.predecessors, [*body.operations, dangling])
+    bad = sign_update(attacker, body)[1]
+    assert rejected(deliver(receiver, bad))
+    assert calls[0] == 0
+    assert receiver.document.text(("t",)) == "x" * 5_000
+
+
+def test_local_deletes_in_any_order_make_canonical_spans() -> None:
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    deliver(bob, *[UPDATE_CODEC.decode(alice.encoded_update(i)) for i in alice.applied_ids()])
+    step = alice.transact([Put((), "t", NewText()), InsertText(("t",), 0, "abcdefghij")])
+    deliver(bob, last_update(alice))
+    alice.transact([InsertText(("t",), 5, "XY")])
+    deliver(bob, last_update(alice))
+    # Deletes from the end backwards, across two updates' elements, then forwards.
+    alice.transact([Delete(("t",), 8), Delete(("t",), 6), Delete(("t",), 4, 2), Delete(("t",), 0)])
+    own = last_update(alice)
+    assert form_error(own.body) is None
+    assert applied(deliver(bob, own)) == [body_id(own.body)]
+    assert bob.document.text(("t",)) == alice.document.text(("t",))
+    assert step.persist
+
+
+# ---------------------------------------------------------------- 4: the shared log
+
+
+def _with_genesis(replica: Replica) -> Replica:
+    deliver(replica, genesis_update("log")[1])
+    return replica
+
+
+def test_removing_the_log_key_erases_no_entry_and_appends_go_on() -> None:
+    alice, bob, mallory = (_with_genesis(Replica(keys_for(seed))) for seed in (1, 2, 66))
+    for replica in (alice, bob):
+        replica.transact(append_edits(replica, f"hello from {replica.node_id.hex()[:4]}", "n"))
+        update = last_update(replica)
+        for other in (alice, bob, mallory):
+            if other is not replica:
+                deliver(other, update)
+    mallory.transact([Remove((), "log")])
+    erase = last_update(mallory)
+    for replica in (alice, bob):
+        deliver(replica, erase)
+        assert len(entries(replica)) == 2
+    alice.transact(append_edits(alice, "after the removal", "alice"))
+    deliver(bob, last_update(alice))
+    assert [entry["text"] for entry in entries(bob)][-1] == "after the removal"
+    assert entries(alice) == entries(bob)
+
+
+def test_an_entry_is_attributed_to_the_key_that_signed_it() -> None:
+    alice, mallory = (_with_genesis(Replica(keys_for(seed))) for seed in (1, 66))
+    edits = append_edits(mallory, "I am alice", "alice")
+    forged = [
+        Put(edit.path, "author", node_id_text(alice.node_id))
+        if isinstance(edit, Put) and edit.key == "author"
+        else edit
+        for edit in edits
+    ]
+    mallory.transact(forged)
+    deliver(alice, last_update(mallory))
+    (entry,) = entries(alice)
+    assert entry["author"] == node_id_text(mallory.node_id)
+    assert entry["text"] == "I am alice"
+
+
+def test_a_member_list_refuses_other_authors_alike_everywhere() -> None:
+    members = frozenset({keys_for(1).node_id, keys_for(2).node_id})
+    config = ReplicaConfig(members=members)
+    alice, bob = Replica(keys_for(1), config=config), Replica(keys_for(2), config=config)
+    outsider = Replica(keys_for(66))
+    outsider.transact([Put((), "k", "outside")])
+    for replica in (alice, bob):
+        assert rejected(deliver(replica, last_update(outsider))) == ["the author is not a member"]
+    with pytest.raises(LocalError):
+        Replica(keys_for(66), config=config).transact([Put((), "k", "refused")])
+
+
+# ---------------------------------------------------------------- 5: local bounds
+
+
+def test_a_transaction_larger_than_an_update_may_be_is_refused_and_undone() -> None:
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    alice.transact([Put((), "kept", "before")])
+    deliver(bob, last_update(alice))
+    digest = alice.document_digest()
+    huge = [Put((), f"k{index}", "v" * 65_536) for index in range(70)]  # about 4.6 MB
+    with pytest.raises(LocalError):
+        alice.transact(huge)
+    assert alice.document_digest() == digest
+    alice.transact([Put((), "next", "accepted")])
+    own = last_update(alice)
+    assert applied(deliver(bob, own)) == [body_id(own.body)]
+    assert bob.document_digest() == alice.document_digest()
+
+
+def test_a_paste_of_more_characters_than_an_update_may_create_is_refused_and_undone() -> None:
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    alice.transact([Put((), "t", NewText()), InsertText(("t",), 0, "ok")])
+    deliver(bob, last_update(alice))
+    with pytest.raises(LocalError):
+        alice.transact([InsertText(("t",), 1, "p" * (MAX_COUNTERS + 1))])
+    assert alice.document.text(("t",)) == "ok"
+    alice.transact([InsertText(("t",), 2, "!")])
+    own = last_update(alice)
+    assert applied(deliver(bob, own)) == [body_id(own.body)]
+    assert bob.document.text(("t",)) == "ok!"
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb"])
+def test_a_lone_surrogate_is_refused_and_later_transactions_work(text: str) -> None:
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    alice.transact([Put((), "t", NewText())])
+    deliver(bob, last_update(alice))
+    digest = alice.document_digest()
+    with pytest.raises(LocalError):
+        alice.transact([InsertText(("t",), 0, "fine"), InsertText(("t",), 0, text)])
+    with pytest.raises(LocalError):
+        alice.transact([Put((), "k", text)])
+    assert alice.document_digest() == digest
+    alice.transact([InsertText(("t",), 0, "after")])
+    own = last_update(alice)
+    assert applied(deliver(bob, own)) == [body_id(own.body)]
+    assert bob.document.text(("t",)) == "after"
+
+
+def test_updates_signed_for_one_network_are_refused_by_another() -> None:
+    alice = Replica(keys_for(1), config=ReplicaConfig(network=b"alpha"))
+    beta = Replica(keys_for(2), config=ReplicaConfig(network=b"beta"))
+    alpha = Replica(keys_for(3), config=ReplicaConfig(network=b"alpha"))
+    alice.transact([Put((), "k", "v")])
+    own = last_update(alice)
+    assert rejected(deliver(beta, own)) == ["bad signature"]
+    assert applied(deliver(alpha, own)) == [body_id(own.body)]
+
