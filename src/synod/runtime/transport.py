@@ -138,8 +138,9 @@ class TransportConfig:
     handshake_timeout_s: float = 5.0
     max_handshakes: int = 256
     """Inbound connections still in their handshake, all hosts together."""
-    max_handshakes_per_host: int = 8
-    """The same from one source address (peers dial once; a restart may overlap)."""
+    max_handshakes_per_host: int = 32
+    """The same from one source address: peers dial once each, but a test or a small
+    deployment may run dozens of nodes on one machine, all dialing at start."""
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
