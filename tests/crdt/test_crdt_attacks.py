@@ -7,6 +7,8 @@ receivers would refuse, and reconciliation requests that ask for much with littl
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from synod.crdt.messages import (
     Update,
     UpdateBody,
     Updates,
+    Want,
     body_id,
     form_error,
     sign_update,
@@ -370,3 +373,118 @@ def test_updates_signed_for_one_network_are_refused_by_another() -> None:
     assert rejected(deliver(beta, own)) == ["bad signature"]
     assert applied(deliver(alpha, own)) == [body_id(own.body)]
 
+
+
+# ---------------------------------------------------------------- 6: reconciliation
+
+
+ANSWER_BYTES_PER_PEER = 8 * 1024 * 1024
+"""The bounds docs/crdt.md states: what one peer's requests, and all peers' together,
+may make a replica send at once."""
+ANSWER_BYTES_TOTAL = 32 * 1024 * 1024
+
+
+def _large_history(replica: Replica, updates: int) -> int:
+    """`updates` updates of almost the largest size; returns their total bytes."""
+    for index in range(updates):
+        replica.transact([Put((), f"k{index}-{part}", "v" * 65_000) for part in range(60)])
+    return sum(len(replica.encoded_update(i)) for i in replica.applied_ids())
+
+
+def sent_bytes(step: Step) -> int:
+    return sum(
+        len(encoded)
+        for out in step.outgoing
+        if isinstance(out.message, Updates)
+        for encoded in out.message.updates
+    )
+
+
+def ask(replica: Replica, sender: bytes, message: Heads | Want, now_ms: int = 0) -> Step:
+    return replica.handle(Received(sender, message), now_ms)  # type: ignore[arg-type]
+
+
+def test_repeated_empty_heads_from_one_peer_cost_at_most_its_byte_budget() -> None:
+    alice = Replica(keys_for(1))
+    history = _large_history(alice, 4)
+    budget = ANSWER_BYTES_PER_PEER
+    assert history > budget  # the whole history is more than one answer may hold
+    out = sum(sent_bytes(ask(alice, b"\x09" * 32, Heads([]))) for _ in range(20))
+    assert 0 < out <= budget
+
+
+def test_many_identities_together_cost_at_most_the_shared_budget() -> None:
+    alice = Replica(keys_for(1))
+    _large_history(alice, 4)
+    out = sum(
+        sent_bytes(ask(alice, index.to_bytes(32, "big"), Heads([]))) for index in range(100)
+    )
+    assert 0 < out <= ANSWER_BYTES_TOTAL
+
+
+def test_a_want_naming_everything_costs_at_most_the_budget() -> None:
+    alice = Replica(keys_for(1))
+    _large_history(alice, 4)
+    wanted = Want(sorted(alice.applied_ids()))
+    out = sum(sent_bytes(ask(alice, b"\x09" * 32, wanted)) for _ in range(20))
+    assert 0 < out <= ANSWER_BYTES_PER_PEER
+
+
+def test_a_paced_answer_completes_at_the_peers_next_announcements() -> None:
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    _large_history(alice, 4)
+    now_ms = 0
+    for _ in range(10):
+        answer = ask(alice, bob.node_id, Heads(bob.heads()), now_ms)
+        for out in answer.outgoing:
+            if isinstance(out.message, Updates):
+                bob.handle(Received(alice.node_id, out.message), now_ms)
+        if bob.updates_digest() == alice.updates_digest():
+            break
+        now_ms += 5_000  # the peer's next periodic announcement
+    assert bob.document_digest() == alice.document_digest()
+
+
+def test_with_a_member_list_only_members_get_answers() -> None:
+    members = frozenset({keys_for(1).node_id, keys_for(2).node_id})
+    alice = Replica(keys_for(1), config=ReplicaConfig(members=members))
+    alice.transact([Put((), "k", "v")])
+    assert sent_bytes(ask(alice, keys_for(66).node_id, Heads([]))) == 0
+    assert sent_bytes(ask(alice, keys_for(2).node_id, Heads([]))) > 0
+
+
+# ---------------------------------------------------------------- 7: memory in memory
+
+
+def test_the_waiting_buffer_bound_is_counted_in_memory() -> None:
+    # 3,000 small valid updates whose predecessors never come (one to four each),
+    # against a buffer of 1 MiB: what the buffer holds stays within 1 MiB of memory.
+    keys = keys_for(66)
+    frames = []
+    orphans = []
+    for index in range(3_000):
+        predecessors = sorted(
+            index.to_bytes(2, "big") + bytes([part]) * 30 for part in range(1 + index % 4)
+        )
+        body = UpdateBody(keys.node_id, 1, 2, predecessors, [MapPut(ROOT, f"k{index}", index)])
+        orphans.append(UPDATE_CODEC.encode(sign_update(keys, body)[1]))
+    for start in range(0, len(orphans), 500):
+        frames.append(CODEC.encode(Updates(orphans[start : start + 500])))
+    del orphans
+    bound = 1024 * 1024
+    replica = Replica(
+        keys_for(1), config=ReplicaConfig(max_waiting_updates=100_000, max_waiting_bytes=bound)
+    )
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for frame in frames:
+            replica.handle(Received(b"\x09" * 32, CODEC.decode(frame)), 0)  # type: ignore[arg-type]
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(replica.waiting_ids()) > 500  # the buffer is full, not empty
+    # The rejections remembered and the heads table are not the buffer: a few KiB.
+    assert held <= bound + 64 * 1024, held

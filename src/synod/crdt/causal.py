@@ -12,12 +12,15 @@ shared between an update and its single predecessor on the same chain (copies ha
 only at forks and merges).  The answer does not depend on the order in which the replica
 received the updates, only on the graph.
 
-`WaitingBuffer` holds updates whose predecessors have not all arrived.  It is bounded in
-both count and bytes; when a new update would exceed a bound, the updates that have
-waited longest are evicted first (FIFO).  Eviction only forgets: an evicted update is not
-marked invalid and is accepted if it arrives again (reconciliation by heads fetches
-missing updates ancestors-first, so an honest peer's updates rarely wait at all).  An
-update whose predecessors never arrive is never applied.
+`WaitingBuffer` holds updates whose predecessors have not all arrived, as their encoded
+bytes (decoded again when they are ready: a decoded update takes several times its
+encoded size).  It is bounded in both count and bytes of memory, each entry counted
+with its bookkeeping (`waiting_memory_bytes`); when a new update would exceed a bound,
+the updates that have waited longest are evicted first (FIFO).  Eviction only forgets:
+an evicted update is not marked invalid and is accepted if it arrives again
+(reconciliation by heads fetches missing updates ancestors-first, so an honest peer's
+updates rarely wait at all).  An update whose predecessors never arrive is never
+applied.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from synod.crdt.messages import ROOT_UPDATE, Update
+from synod.crdt.messages import ROOT_UPDATE
 
 ROOT_ORDINAL = 0
 """The pseudo update that created the root map; an ancestor of every update."""
@@ -143,11 +146,26 @@ class UpdateGraph:
         return len(self._chain_tip)
 
 
+WAITING_ENTRY_BYTES = 640
+"""Memory of one held update besides its bytes: the `Waiting` object, its id and its
+entry in the buffer's table, an empty set of missing ids (measured with tracemalloc on
+CPython 3.11, rounded up)."""
+WAITING_MISSING_BYTES = 320
+"""Memory per missing predecessor: the id, its place in the entry's set and in the
+buffer's reverse table (a set per missing id; measured likewise, rounded up)."""
+
+
+def waiting_memory_bytes(encoded_bytes: int, missing: int) -> int:
+    """What holding an update of `encoded_bytes` that misses `missing` ids costs."""
+    return 33 + encoded_bytes + WAITING_ENTRY_BYTES + WAITING_MISSING_BYTES * missing
+
+
 @dataclass(slots=True)
 class Waiting:
-    """An update held until its missing predecessors are applied."""
+    """An update held, encoded, until its missing predecessors are applied."""
 
-    update: Update
+    encoded: bytes
+    author: bytes
     size_bytes: int
     missing: set[bytes]
     sender: bytes | None

@@ -56,7 +56,7 @@ from synod.core import (
     Storage,
     TimerFired,
 )
-from synod.crdt.causal import UpdateGraph, Waiting, WaitingBuffer
+from synod.crdt.causal import UpdateGraph, Waiting, WaitingBuffer, waiting_memory_bytes
 from synod.crdt.document import Document, InvalidUpdate, LocalTransaction, Path
 from synod.crdt.messages import (
     MAX_IDS_PER_MESSAGE,
@@ -73,6 +73,7 @@ from synod.crdt.messages import (
     signature_is_valid,
     standalone_error,
 )
+from synod.crdt.pacing import ByteBudget
 from synod.crypto import KeyPair, NodeId, blake2b
 from synod.wire import DecodeError
 
@@ -95,6 +96,16 @@ class ReplicaConfig:
     heads_answer_interval_ms: int = 500
     """One more answer to a peer's `Heads` is allowed per this many milliseconds."""
     max_rate_limited_peers: int = 4_096
+    answer_bytes_per_peer: int = 8 * 1024 * 1024
+    """Bytes one peer's requests (`Heads`, `Want`) may make this replica send at once
+    (a byte budget; 0: no limit): two maximum-size updates."""
+    answer_bytes_per_peer_per_second: int = 2 * 1024 * 1024
+    """What one peer's budget earns per second."""
+    answer_bytes_total: int = 32 * 1024 * 1024
+    """Bytes all peers' requests together may make this replica send at once, so that
+    many identities (keys are free) cost no more than this (0: no limit)."""
+    answer_bytes_total_per_second: int = 8 * 1024 * 1024
+    """What the shared budget earns per second."""
     network: bytes = b""
     """The network id in the updates' signature domain (`synod.crypto.in_network`)."""
     members: frozenset[bytes] | None = None
@@ -256,6 +267,10 @@ class Replica:
         self._rejected: dict[bytes, str] = {}
         self._own_last: int | None = None
         self._heads_tokens: dict[bytes, tuple[int, int]] = {}
+        self._answer_budgets: dict[bytes, ByteBudget] = {}
+        self._answer_total = ByteBudget(
+            self.config.answer_bytes_total, self.config.answer_bytes_total_per_second
+        )
         if storage:
             self._restore(storage)
 
@@ -429,13 +444,15 @@ class Replica:
     def _received(self, sender: bytes, message: object, step: Step, now_ms: int) -> None:
         if isinstance(message, Updates):
             self._received_updates(sender, message, step)
+        elif isinstance(message, Heads | Want) and not self._is_member(sender):
+            step.events.append(MessageDropped(sender, "requests are answered to members only"))
         elif isinstance(message, Heads):
             if self._may_answer_heads(sender, now_ms):
-                self._received_heads(sender, message, step)
+                self._received_heads(sender, message, step, now_ms)
             else:
                 step.events.append(MessageDropped(sender, "heads answered too often"))
         elif isinstance(message, Want):
-            self._received_want(sender, message, step)
+            self._received_want(sender, message, step, now_ms)
         else:
             step.events.append(MessageDropped(sender, f"not a CRDT message: {type(message)}"))
 
@@ -464,13 +481,17 @@ class Replica:
             del self._heads_tokens[next(iter(self._heads_tokens))]
         return allowed
 
-    def _received_heads(self, sender: bytes, message: Heads, step: Step) -> None:
+    def _is_member(self, sender: bytes) -> bool:
+        members = self.config.members
+        return members is None or sender in members
+
+    def _received_heads(self, sender: bytes, message: Heads, step: Step, now_ms: int) -> None:
         ordinal_of = self.graph.ordinal_of
         if set(message.heads) == {self.graph.ids[h] for h in self.graph.heads}:
             return
         known = [ordinal_of[h] for h in message.heads if h in self.graph]
         unknown = [h for h in message.heads if h not in self.graph and h not in self._rejected]
-        self._send_ordinals(sender, self.graph.missing_from(known), step)
+        self._send_ordinals(sender, self.graph.missing_from(known), step, now_ms)
         if unknown:
             step.outgoing.append(Send(NodeId(sender), self._heads_message()))
 
@@ -481,16 +502,38 @@ class Replica:
         heads = sorted(graph.heads, key=lambda head: (-graph.clocks[head], head))
         return Heads(sorted(graph.ids[head] for head in heads[:MAX_IDS_PER_MESSAGE]))
 
-    def _received_want(self, sender: bytes, message: Want, step: Step) -> None:
+    def _received_want(self, sender: bytes, message: Want, step: Step, now_ms: int) -> None:
         ordinal_of = self.graph.ordinal_of
         wanted = sorted({ordinal_of[i] for i in message.ids if i in self.graph})
-        self._send_ordinals(sender, wanted, step)
+        self._send_ordinals(sender, wanted, step, now_ms)
 
-    def _send_ordinals(self, to: bytes, ordinals: list[int], step: Step) -> None:
+    def _answer_budget(self, peer: bytes) -> ByteBudget:
+        budget = self._answer_budgets.pop(peer, None)
+        if budget is None:
+            config = self.config
+            budget = ByteBudget(
+                config.answer_bytes_per_peer, config.answer_bytes_per_peer_per_second
+            )
+        self._answer_budgets[peer] = budget  # most recently used last
+        while len(self._answer_budgets) > self.config.max_rate_limited_peers:
+            del self._answer_budgets[next(iter(self._answer_budgets))]
+        return budget
+
+    def _send_ordinals(self, to: bytes, ordinals: list[int], step: Step, now_ms: int) -> None:
+        """Send `ordinals` (ancestors first) in batches, cut to the peer's and the shared
+        byte budgets; what is cut follows at the peer's next request."""
+        peer_budget = self._answer_budget(to)
+        allowed = min(peer_budget.available(now_ms), self._answer_total.available(now_ms))
+        spent = 0
         batch: list[bytes] = []
         batch_bytes = 0
-        for ordinal in ordinals:
+        for index, ordinal in enumerate(ordinals):
             encoded = self._encoded[ordinal]
+            if spent + len(encoded) > allowed:
+                left = len(ordinals) - index
+                step.events.append(MessageDropped(to, f"answer paced: {left} updates later"))
+                break
+            spent += len(encoded)
             if batch and (
                 len(batch) >= self.config.max_updates_per_message
                 or batch_bytes + len(encoded) > self.config.max_bytes_per_message
@@ -501,6 +544,8 @@ class Replica:
             batch_bytes += len(encoded)
         if batch:
             step.outgoing.append(Send(NodeId(to), Updates(batch)))
+        peer_budget.spend(spent)
+        self._answer_total.spend(spent)
 
     # ------------------------------------------------------------ delivery
 
@@ -512,7 +557,7 @@ class Replica:
             except DecodeError as error:
                 step.events.append(MessageDropped(sender, f"undecodable update: {error}"))
                 continue
-            asked.update(self.receive(update, step, sender=sender, encoded_bytes=len(encoded)))
+            asked.update(self.receive(update, step, sender=sender, encoded=encoded))
         missing = [i for i in sorted(asked) if i not in self.graph and i not in self._buffer]
         if missing:
             step.outgoing.append(Send(NodeId(sender), Want(missing[:MAX_IDS_PER_MESSAGE])))
@@ -522,23 +567,24 @@ class Replica:
         update: Update,
         step: Step,
         sender: bytes | None = None,
-        encoded_bytes: int | None = None,
+        encoded: bytes | None = None,
     ) -> list[bytes]:
         """Take one update from a peer (or a test); returns predecessors it waits for.
 
-        `encoded_bytes` is the size it arrived as (encoded here when not given).
+        `encoded` is the bytes it arrived as (encoded here when not given).
         """
         body = update.body
         update_id = body_id(body)
         if update_id in self.graph or update_id in self._buffer or update_id in self._rejected:
             return []
-        if encoded_bytes is None:
-            encoded_bytes = len(UPDATE_CODEC.encode(update))
-        if not self._passes_checks_alone(update_id, update, encoded_bytes, sender, step):
+        if encoded is None:
+            encoded = UPDATE_CODEC.encode(update)
+        if not self._passes_checks_alone(update_id, update, len(encoded), sender, step):
             return []
         missing = {p for p in body.predecessors if p not in self.graph}
         if missing:
-            waiting = Waiting(update, len(UPDATE_CODEC.encode(update)), missing, sender)
+            size = waiting_memory_bytes(len(encoded), len(missing))
+            waiting = Waiting(encoded, body.author, size, missing, sender)
             for evicted in self._buffer.add(update_id, waiting):
                 step.events.append(UpdateEvicted(evicted))
             return sorted(missing)
@@ -574,7 +620,8 @@ class Replica:
             for ready_id in reversed(ready):
                 waiting = self._buffer.remove(ready_id)
                 assert waiting is not None
-                queue.append((ready_id, waiting.update, waiting.sender))
+                ready_update = UPDATE_CODEC.decode(waiting.encoded)  # decoded once before
+                queue.append((ready_id, ready_update, waiting.sender))
 
     def _deliver(self, update_id: bytes, update: Update, sender: bytes | None, step: Step) -> bool:
         body = update.body
@@ -617,7 +664,7 @@ class Replica:
                 waiting = self._buffer.remove(dependant)
                 if waiting is not None:
                     pending.append(
-                        (dependant, waiting.update.body.author, "a predecessor was rejected")
+                        (dependant, waiting.author, "a predecessor was rejected")
                     )
 
     def _remember_rejection(self, update_id: bytes, reason: str) -> None:
