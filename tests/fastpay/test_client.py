@@ -92,6 +92,11 @@ def client_events(world: World, client: Client) -> list[Any]:
     return world.events_of(client.node_id, object)
 
 
+def silent(request: Any, honest: Any) -> None:
+    """A Byzantine (or unreachable) authority that never answers."""
+    return None
+
+
 def garbage(request: Any, honest: Any) -> RawBytes:
     """A Byzantine authority's answer that no client can decode."""
     return GARBAGE
@@ -131,6 +136,24 @@ def test_strong_majority_balance_is_what_a_quorum_vouches_for() -> None:
     for balances, expected in (([3, 4, 4, 4], 4), ([0, 3, 4, 4], 3), ([0, 0, 4, 4], 0)):
         world = network({ALICE.node_id: balances})
         assert strong_majority_balance(world, join(world, ALICE)) == expected
+
+
+def test_a_query_does_not_wait_for_a_silent_authority_once_the_answer_is_settled() -> None:
+    # Three agreeing answers settle it: whatever the fourth says cannot change the
+    # highest balance that a quorum vouches for.
+    world = network({ALICE.node_id: [4, 4, 4, 4]}, scripted={NAMES[0]: silent})
+    client = join(world, ALICE)
+    world.apply(client.node_id, client.query())
+
+    def answered() -> list[AccountQueried]:
+        return [e for e in client_events(world, client) if isinstance(e, AccountQueried)]
+
+    assert world.step_until(lambda: bool(answered()))
+    # Virtual time: answered before the silent authority's call could even time out.
+    assert world.now_ms < world.call_timeout_ms
+    queried = answered()
+    assert len(queried) == 1 and queried[0].balance == 4
+    assert NAMES[0] not in queried[0].responses and not client.busy
 
 
 def test_initiating_a_valid_transfer() -> None:

@@ -32,13 +32,31 @@ receive
   order (the recipient may confirm in the sender's place), then tracked in the received
   log and added to the known balance (`TransferReceived`).
 
+Certified elsewhere.  Votes are public (authorities show the pending vote), so anyone
+may assemble our order's certificate and confirm it.  An authority that answers our
+order with `UNEXPECTED_SEQUENCE_NUMBER` beyond it has applied a certificate for our
+sequence number: the client fetches that certificate from it and adopts it.  When it is
+our order, the transfer is certified; when it is another order of this account (another
+copy of the wallet), it is recorded, the pending order is dropped (it can never be
+certified: a quorum voted for the other) and the transfer fails with that reason.
+
 synchronize
   Push any certificate (and, through the catch-up above, the ones before it) to every
   authority, waiting for all answers rather than a quorum.
 
+recover
+  Rebuild the account's state from the authorities (the reference's received-certificate
+  download): every authority is asked for the account, with its received certificates
+  page by page (a page that brings no new valid certificate ends that authority's
+  paging); then the certificates of our sequence numbers that some authority has
+  applied and we lack are fetched one by one, each checked, from the authorities that
+  claim them; a pending order of ours that authorities hold is adopted, so that `resume`
+  can finish it; and the known balance becomes the one a quorum vouches for.  A wallet
+  restored from its key alone is usable after this (`AccountRecovered`).
+
 query
-  Ask every authority about an account; report the highest balance and sequence number
-  that a quorum vouches for (`AccountQueried`).
+  Ask every authority about an account; report, as soon as a quorum answered, the
+  highest balance and sequence number that a quorum vouches for (`AccountQueried`).
 
 The known balance (`balance`) is the initial funding plus received minus sent transfers;
 `transfer` refuses amounts above it unless told otherwise, so that an overspend cannot
@@ -67,6 +85,7 @@ from synod.crypto import KeyPair, NodeId
 from synod.fastpay.authority import check_certificate
 from synod.fastpay.messages import (
     MAX_AMOUNT,
+    MAX_RECEIVED_PER_RESPONSE,
     REPLY_CODEC,
     AccountInfoRequest,
     AccountInfoResponse,
@@ -81,6 +100,7 @@ from synod.fastpay.messages import (
     TransferOrder,
     certificate_key,
     make_transfer_order,
+    transfer_order_is_valid,
     vote_is_valid,
 )
 from synod.quorum.committee import Committee
@@ -91,7 +111,7 @@ _SENT_PREFIX = b"fastpay-client/sent/"
 _RECEIVED_PREFIX = b"fastpay-client/received/"
 _INDEX = struct.Struct(">Q")
 
-_UNTIL_ALL_ANSWER = ("query", "sync")
+_UNTIL_ALL_ANSWER = ("sync", "recover")
 _BEHIND_ON_ORDER = (ErrorKind.UNEXPECTED_SEQUENCE_NUMBER, ErrorKind.CONFLICTING_PENDING_ORDER)
 
 
@@ -138,6 +158,11 @@ class Query:
     """Command: ask every authority about `account` (this client's when None)."""
 
     account: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """Command: rebuild this account's state from the authorities (see `Client.recover`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +225,19 @@ class ReceiveFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountRecovered:
+    """What `recover` learnt: certificates of ours and payments to us that the wallet
+    lacked, the pending order it adopted, and the resulting state."""
+
+    sent: tuple[CertifiedTransferOrder, ...]
+    received: tuple[CertifiedTransferOrder, ...]
+    adopted_pending: TransferOrder | None
+    next_sequence_number: int
+    balance: int
+    answered: frozenset[NodeId]
+
+
+@dataclass(frozen=True, slots=True)
 class AccountQueried:
     """Answers about `account`: the highest balance and sequence number vouched for by a
     quorum (None without a quorum of answers), and every answer by authority."""
@@ -246,6 +284,7 @@ class _Lane:
     done: bool = False
     caught_up: bool = False
     fetch_candidates: list[NodeId] = field(default_factory=list)
+    received_from: int = 0  # recover: the next page of received certificates to ask
 
 
 @dataclass
@@ -259,6 +298,10 @@ class _Operation:
     refusals: dict[tuple[ErrorKind, int | None], dict[NodeId, ErrorReply]] = field(
         default_factory=dict
     )
+    # recover: valid certificates paying us, then ours fetched in the second phase.
+    received: dict[tuple[NodeId, int], CertifiedTransferOrder] = field(default_factory=dict)
+    fetched: list[CertifiedTransferOrder] = field(default_factory=list)
+    candidates: list[NodeId] = field(default_factory=list)
 
 
 class Client:
@@ -395,6 +438,12 @@ class Client:
         self._known[certificate_key(certificate)] = certificate
         return self._start_confirmation(Step(), "sync", certificate)
 
+    def recover(self) -> Step:
+        """Rebuild this account's state from the authorities (see the module docstring)."""
+        self._require_idle()
+        request = AccountInfoRequest(account=self.node_id, received_from=0)
+        return self._start(Step(), "recover", self.node_id, request, 0)
+
     def query(self, account: bytes | None = None) -> Step:
         """Ask every authority about `account` (default: this client's account)."""
         self._require_idle()
@@ -434,6 +483,8 @@ class Client:
             return self.query(command.account)
         if isinstance(command, Synchronize):
             return self.synchronize(command.certificate)
+        if isinstance(command, Recover):
+            return self.recover()
         raise LocalError(f"unknown FastPay client command {command!r}")
 
     # -- running an operation
@@ -479,12 +530,19 @@ class Client:
         if entry is None or operation is None:
             return step  # a late answer to a finished operation
         lane_name, purpose, sequence_number = entry
+        if purpose == "history":  # recover's second phase, after every lane is done
+            self._on_history_reply(step, operation, sequence_number, _decode_reply(body))
+            return step
         lane = operation.lanes[lane_name]
         if lane.done:
             return step
         reply = _decode_reply(body)
-        if purpose == "main":
+        if purpose == "main" and operation.kind == "recover":
+            self._on_recover_reply(step, operation, lane, reply)
+        elif purpose == "main":
             self._on_main_reply(step, operation, lane, reply)
+        elif purpose == "adopt":
+            self._on_adopt_reply(step, operation, lane, reply)
         elif purpose == "push":
             self._on_push_reply(step, operation, lane, sequence_number, reply)
         else:
@@ -500,7 +558,161 @@ class Client:
             lane.caught_up = True
             self._catch_up(step, operation, lane, behind)
             return
+        if self._applied_beyond(operation, reply) and not lane.caught_up:
+            # This authority applied a certificate for our sequence number: fetch it.
+            lane.caught_up = True
+            request = AccountInfoRequest(account=self.node_id, sequence_number=operation.target)
+            self._call(step, lane.authority, "adopt", operation.target, request)
+            return
         self._lane_failed(step, operation, lane, reply)
+
+    @staticmethod
+    def _applied_beyond(operation: _Operation, reply: Any) -> bool:
+        return (
+            operation.kind == "vote"
+            and isinstance(reply, ErrorReply)
+            and reply.kind is ErrorKind.UNEXPECTED_SEQUENCE_NUMBER
+            and reply.expected_sequence_number is not None
+            and reply.expected_sequence_number > operation.target
+        )
+
+    def _on_adopt_reply(self, step: Step, operation: _Operation, lane: _Lane, reply: Any) -> None:
+        certificate = self._our_certificate(reply, operation.target)
+        if certificate is None:
+            self._lane_failed(step, operation, lane, None)
+            return
+        assert isinstance(operation.main, TransferOrder)
+        self._end()
+        self._record_certificate(step, certificate)
+        if certificate.transfer == operation.main.transfer:
+            step.events.append(TransferCertified(certificate))
+            if self._confirm_after_vote:
+                self._start_confirmation(step, "confirm", certificate)
+            return
+        step.events.append(
+            TransferFailed(
+                operation.target,
+                "vote",
+                "this sequence number was used by another order of this account "
+                "(another copy of the wallet?); that order is recorded and this one dropped",
+            )
+        )
+
+    def _our_certificate(self, reply: Any, sequence_number: int) -> CertifiedTransferOrder | None:
+        """The valid certificate of our `sequence_number` that `reply` carries, if any."""
+        certificate = (
+            reply.requested_certificate if isinstance(reply, AccountInfoResponse) else None
+        )
+        if certificate is None or certificate_key(certificate) != (self.node_id, sequence_number):
+            return None
+        if check_certificate(certificate, self.committee) is not None:
+            return None
+        return certificate
+
+    # -- recover
+
+    def _on_recover_reply(
+        self, step: Step, operation: _Operation, lane: _Lane, reply: Any
+    ) -> None:
+        if not isinstance(reply, AccountInfoResponse) or reply.account != self.node_id:
+            self._lane_failed(step, operation, lane, reply)
+            return
+        new = 0
+        for certificate in reply.received[:MAX_RECEIVED_PER_RESPONSE]:
+            key = certificate_key(certificate)
+            if key in operation.received or key in self.received:
+                continue
+            if certificate.transfer.recipient != self.node_id:
+                continue
+            if check_certificate(certificate, self.committee) is None:
+                operation.received[key] = certificate
+                new += 1
+        lane.received_from += len(reply.received)
+        # A page that brings nothing new ends the paging: an authority cannot keep us
+        # fetching with made-up counts or replayed pages.
+        if reply.received and new and lane.received_from < reply.received_count:
+            request = AccountInfoRequest(account=self.node_id, received_from=lane.received_from)
+            self._call(step, lane.authority, "main", 0, request)
+            return
+        self._lane_succeeded(step, operation, lane, reply)
+
+    def _recover_history(self, step: Step, operation: _Operation) -> None:
+        """Phase two: fetch our certificates that authorities applied and we lack."""
+        wanted = self.next_sequence_number + len(operation.fetched)
+        operation.candidates = [
+            name
+            for name, info in sorted(operation.succeeded.items())
+            if info.next_sequence_number > wanted
+        ]
+        self._fetch_history(step, operation, wanted)
+
+    def _fetch_history(self, step: Step, operation: _Operation, sequence_number: int) -> None:
+        if not operation.candidates:
+            self._finish_recover(step, operation)
+            return
+        source = operation.candidates.pop(0)
+        request = AccountInfoRequest(account=self.node_id, sequence_number=sequence_number)
+        self._call(step, source, "history", sequence_number, request)
+
+    def _on_history_reply(
+        self, step: Step, operation: _Operation, sequence_number: int, reply: Any
+    ) -> None:
+        certificate = self._our_certificate(reply, sequence_number)
+        if certificate is None:
+            self._fetch_history(step, operation, sequence_number)  # the next candidate
+            return
+        operation.fetched.append(certificate)
+        self._recover_history(step, operation)
+
+    def _finish_recover(self, step: Step, operation: _Operation) -> None:
+        self._end()
+        for certificate in operation.fetched:
+            self._record_certificate(step, certificate)
+        for key, certificate in sorted(operation.received.items()):
+            if key not in self.received:
+                self.received[key] = certificate
+                self.balance += certificate.transfer.amount
+                step.persist.append(_received_record(certificate))
+        responses: dict[NodeId, AccountInfoResponse] = dict(operation.succeeded)
+        adopted = self._adopt_pending(responses)
+        balances = {name: info.balance for name, info in responses.items()}
+        vouched = strong_majority_lower_bound(balances, self.committee)
+        if vouched is not None:
+            # What a quorum holds beats our sum: it includes the genesis funding that a
+            # wallet restored from its key alone does not know.
+            self.balance = vouched
+        step.persist.append(self._record())
+        step.events.append(
+            AccountRecovered(
+                tuple(operation.fetched),
+                tuple(certificate for _, certificate in sorted(operation.received.items())),
+                adopted,
+                self.next_sequence_number,
+                self.balance,
+                frozenset(responses),
+            )
+        )
+
+    def _adopt_pending(
+        self, responses: Mapping[NodeId, AccountInfoResponse]
+    ) -> TransferOrder | None:
+        """Our order that authorities hold a vote for at our next sequence number (the
+        one with the most weight), when we have none pending: `resume` can finish it."""
+        if self.pending is not None:
+            return None
+        weights: dict[TransferOrder, int] = {}
+        for name, info in responses.items():
+            vote = info.pending
+            if vote is None or vote.order.transfer.sender != self.node_id:
+                continue
+            if vote.order.transfer.sequence_number != self.next_sequence_number:
+                continue
+            weights[vote.order] = weights.get(vote.order, 0) + self.committee.weight(name)
+        for order, _ in sorted(weights.items(), key=lambda item: -item[1]):
+            if transfer_order_is_valid(order):
+                self.pending = order
+                return order
+        return None
 
     def _is_success(self, operation: _Operation, lane: _Lane, reply: Any) -> bool:
         if operation.kind == "vote":
@@ -585,6 +797,9 @@ class Client:
         operation.succeeded[lane.authority] = reply
         if operation.kind in _UNTIL_ALL_ANSWER:
             self._finish_when_all_answered(step, operation)
+        elif operation.kind == "query":
+            if self._query_settled(operation):
+                self._finish_query(step, operation)
         elif self.committee.reaches_quorum(operation.succeeded):
             self._succeed(step, operation)
 
@@ -593,7 +808,10 @@ class Client:
         if isinstance(reply, ErrorReply):
             agreeing = operation.refusals.setdefault(reply.agreement_key(), {})
             agreeing[lane.authority] = reply
-            if operation.kind not in _UNTIL_ALL_ANSWER and self.committee.reaches_validity(
+            if operation.kind not in (
+                *_UNTIL_ALL_ANSWER,
+                "query",
+            ) and self.committee.reaches_validity(
                 agreeing
             ):
                 self._fail(step, operation, f"authorities refused: {reply.kind.value}", reply)
@@ -602,7 +820,10 @@ class Client:
             self._finish_when_all_answered(step, operation)
             return
         open_lanes = [name for name, other in operation.lanes.items() if not other.done]
-        if not self.committee.reaches_quorum([*operation.succeeded, *open_lanes]):
+        if operation.kind == "query":
+            if not open_lanes or self._query_settled(operation):
+                self._finish_query(step, operation)
+        elif not self.committee.reaches_quorum([*operation.succeeded, *open_lanes]):
             self._fail(step, operation, "not enough authorities accepted", None)
 
     # -- outcomes
@@ -640,12 +861,38 @@ class Client:
     def _finish_when_all_answered(self, step: Step, operation: _Operation) -> None:
         if not all(lane.done for lane in operation.lanes.values()):
             return
-        self._end()
-        if operation.kind == "sync":
-            assert isinstance(operation.main, ConfirmationOrder)
-            applied = frozenset(operation.succeeded)
-            step.events.append(Synchronized(operation.main.certificate, applied))
+        if operation.kind == "recover":
+            self._recover_history(step, operation)
             return
+        self._end()
+        assert isinstance(operation.main, ConfirmationOrder)
+        applied = frozenset(operation.succeeded)
+        step.events.append(Synchronized(operation.main.certificate, applied))
+
+    def _query_settled(self, operation: _Operation) -> bool:
+        """True when no answer still to come can change the query's result.
+
+        More answers can only raise what a quorum vouches for; if the open authorities
+        answering "more than anyone" would not raise it either, the result is final, so
+        a query does not wait for an authority that is down once the others agree.
+        """
+        open_lanes = [name for name, lane in operation.lanes.items() if not lane.done]
+        if not open_lanes:
+            return True
+        responses: dict[NodeId, AccountInfoResponse] = operation.succeeded
+        for field_of in (_balance_of, _sequence_number_of):
+            values = {name: field_of(info) for name, info in responses.items()}
+            now = strong_majority_lower_bound(values, self.committee)
+            if now is None:
+                return False
+            ceiling = max(values.values()) + 1
+            optimistic = {**values, **dict.fromkeys(open_lanes, ceiling)}
+            if strong_majority_lower_bound(optimistic, self.committee) != now:
+                return False
+        return True
+
+    def _finish_query(self, step: Step, operation: _Operation) -> None:
+        self._end()
         responses: dict[NodeId, AccountInfoResponse] = dict(operation.succeeded)
         balances = {name: info.balance for name, info in responses.items()}
         numbers = {name: info.next_sequence_number for name, info in responses.items()}
@@ -671,6 +918,8 @@ class Client:
         return certificate
 
     def _record_certificate(self, step: Step, certificate: CertifiedTransferOrder) -> None:
+        """Record our certificate for the next sequence number (the pending order, or
+        one adopted from the authorities: either way the sequence number is used)."""
         transfer = certificate.transfer
         assert transfer.sequence_number == self.next_sequence_number == len(self.sent)
         self.sent.append(certificate)
@@ -708,6 +957,14 @@ class Client:
     def received_certificates(self) -> Iterable[CertifiedTransferOrder]:
         """Certificates paying us that we confirmed and counted."""
         return list(self.received.values())
+
+
+def _balance_of(info: AccountInfoResponse) -> int:
+    return info.balance
+
+
+def _sequence_number_of(info: AccountInfoResponse) -> int:
+    return info.next_sequence_number
 
 
 def _received_record(certificate: CertifiedTransferOrder) -> Persist:
