@@ -57,6 +57,11 @@ def test_the_scenario_exercises_every_fault_and_lie() -> None:
         "sequence does not follow the author's previous update",
         "a predecessor was rejected",
         "a reference to this update points at a later operation",
+        # issue 15: overlapping or repeated delete spans, more deleted elements than an
+        # update may name
+        "delete spans overlap or touch",
+        "delete spans are not in ascending order",
+        "too many deleted elements in one update",
     }
     assert expected_reasons <= set(reasons), sorted(reasons)
     assert any(reason.startswith("reference to an update outside") for reason in reasons)

@@ -46,17 +46,23 @@ from synod.core import Core, Input, LocalError, Proposed, Started, Step, Storage
 from synod.crdt.document import Document
 from synod.crdt.messages import (
     CODEC,
+    MAX_DELETED_PER_UPDATE,
+    MAX_IDS_PER_MESSAGE,
+    MAX_PREDECESSORS,
     ROOT,
     UPDATE_CODEC,
     UPDATE_DOMAIN,
     Heads,
     MapPut,
+    MapRemove,
     NewCounter,
     NewList,
     NewMap,
     NewText,
     Operation,
     Ref,
+    SequenceDelete,
+    Span,
     TextInsert,
     Update,
     UpdateBody,
@@ -64,6 +70,7 @@ from synod.crdt.messages import (
     Value,
     Want,
     body_id,
+    operation_size,
 )
 from synod.crdt.replica import (
     Delete,
@@ -225,8 +232,9 @@ class CrdtLies:
     keys: KeyPair
     replica: Replica
     victims: tuple[NodeId, ...]
+    flooded: bool = False
 
-    def __call__(self, message: Any, rng: random.Random, recipient: NodeId) -> Any:
+    def __call__(self, message: Any, rng: random.Random, recipient: NodeId) -> Any:  # noqa: PLR0911
         if isinstance(message, Heads):
             choice = rng.randrange(3)
             if choice == 0:
@@ -235,6 +243,8 @@ class CrdtLies:
                 return Heads(sorted(rng.randbytes(32) for _ in range(rng.randint(1, 3))))
             return message
         if isinstance(message, Want):
+            if rng.random() < 0.5:  # amplifying: everything it holds, again and again
+                return Want(sorted(self.replica.applied_ids()[:MAX_IDS_PER_MESSAGE]))
             return Want(sorted(rng.randbytes(32) for _ in range(rng.randint(1, 3))))
         if isinstance(message, Updates):
             lies = self._lies(rng, recipient)
@@ -249,16 +259,68 @@ class CrdtLies:
         own = [graph.sequences[h] for h in heads if graph.authors[h] == self.keys.node_id]
         return 1 + max(own, default=0), clock, graph.head_ids()
 
-    def _signed(self, body: UpdateBody) -> bytes:
-        signature = self.keys.sign(UPDATE_DOMAIN, body_id(body))
+    def _signed(self, body: UpdateBody, keys: KeyPair | None = None) -> bytes:
+        keys = keys or self.keys
+        signature = keys.sign(UPDATE_DOMAIN, body_id(body))
         return UPDATE_CODEC.encode(Update(body, signature))
 
-    def _lies(self, rng: random.Random, recipient: NodeId) -> list[bytes]:  # noqa: PLR0911
+    def _lies(self, rng: random.Random, recipient: NodeId) -> list[bytes]:
+        choice = rng.randrange(14)
+        if choice >= 9:
+            return self._costly_lies(choice - 9, rng)
+        return self._simple_lies(choice, rng, recipient)
+
+    def _costly_lies(self, choice: int, rng: random.Random) -> list[bytes]:
+        """Valid or nearly valid updates chosen to cost the most (issue 15's attacks)."""
+        sequence, clock, predecessors = self._header()
+        author = self.keys.node_id
+        if choice == 0 and not self.flooded:  # many heads: more than an update may name
+            self.flooded = True
+            fresh = KeyPair.from_seed(rng.randbytes(32))
+            orphans = [
+                UpdateBody(fresh.node_id, 1, 1, [], [MapPut(ROOT, f"head{index}", index)])
+                for index in range(MAX_PREDECESSORS + 20)
+            ]
+            return [self._signed(body, fresh) for body in orphans]
+        typed = self._typed_text()
+        if choice in (1, 2) and typed is not None:
+            target, span = typed
+            # 1: repeated or touching spans; 2: valid, deleting typed text again and again
+            touching = Span(span.update, span.counter + span.count, 1)
+            spans = [span, rng.choice((span, touching))] if choice == 1 else [span]
+            operations = [SequenceDelete(target, spans)]
+            return [self._signed(UpdateBody(author, sequence, clock, predecessors, operations))]
+        if choice == 3:  # rewriting what others wrote: remove their objects, forge names
+            keys = ["text", "list", "counter", "r0"]
+            operations: list[Operation] = [MapRemove(ROOT, key) for key in keys]
+            operations.append(MapPut(ROOT, "author", self.victims[0].hex()))
+            return [self._signed(UpdateBody(author, sequence, clock, predecessors, operations))]
+        # oversized: more deleted elements than an update may name, in a few bytes
+        spans = [Span(b"\x01" * 32, 0, MAX_DELETED_PER_UPDATE), Span(b"\x02" * 32, 0, 9)]
+        operation = SequenceDelete(Ref(b"\x01" * 32, 0), spans)
+        return [self._signed(UpdateBody(author, sequence, clock, predecessors, [operation]))]
+
+    def _typed_text(self) -> tuple[Ref, Span] | None:
+        """The text and the characters of the latest applied `TextInsert` it holds."""
+        replica = self.replica
+        for update_id in reversed(replica.applied_ids()[-16:]):
+            counter = 0
+            for operation in UPDATE_CODEC.decode(replica.encoded_update(update_id)).body.operations:
+                if isinstance(operation, TextInsert):
+                    target = operation.target
+                    if not target.update:  # created by the same update
+                        target = Ref(update_id, target.counter)
+                    return target, Span(update_id, counter, len(operation.text))
+                counter += operation_size(operation)
+        return None
+
+    def _simple_lies(  # noqa: PLR0911
+        self, choice: int, rng: random.Random, recipient: NodeId
+    ) -> list[bytes]:
         sequence, clock, predecessors = self._header()
         author = self.keys.node_id
         twin_value = f"to {recipient.hex()[:6]} #{rng.randrange(1 << 20)}"
         valid: list[Operation] = [MapPut(ROOT, "byzantine", twin_value)]
-        choice = rng.randrange(9)
         if choice == 0:  # a valid twin per recipient: equivocation
             return [self._signed(UpdateBody(author, sequence, clock, predecessors, valid))]
         if choice == 1:  # forged author: signed with our key, naming a victim
