@@ -1,0 +1,430 @@
+"""The Stellar overlay on asyncio: accept and dial connections that speak stellar-core's
+peer protocol, serve SCP state from a `ScpStateStore`, and crawl a network.
+
+Theory of operation.  Each TCP connection drives one `synod.stellar.peer.StellarPeer`
+(the handshake, MACs, flow control and framing live there, sans-I/O); this module only
+moves bytes and applies its outputs in order.  Everything a remote host can make the
+process spend is bounded (docs/stellar-overlay.md lists the numbers and their reasons):
+
+- connection slots: `ConnectionSlots`, at most `connections_per_host` from one host and
+  `total_connections` in all, the busiest host's idlest connection making room;
+- the handshake must complete within `handshake_s` of the connection opening (a total
+  deadline, not per read, so trickled bytes do not extend it); after it, a connection
+  silent in both directions for `idle_s` is closed;
+- memory: a read takes at most `read_chunk_bytes`; the peer core holds at most one
+  record (4096 bytes before authentication, `max_message_bytes` after) and an outbound
+  flood queue bounded in bytes; a remote that does not read its replies is dropped once
+  `max_write_buffer_bytes` wait in the socket's buffer;
+- CPU: GET_SCP_STATE is answered only when the previous answer has left the queue, and
+  every answer comes from the store's bounded contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from stellar_sdk import xdr
+
+from synod.crypto import KeyPair, node_id_short
+from synod.runtime.admission import ConnectionSlots
+from synod.runtime.framing import close_writer
+from synod.scp.stellar import StellarNetwork
+from synod.stellar.auth import CURVE25519_BYTES, NONCE_BYTES, OverlayIdentity
+from synod.stellar.crawl import Crawl, peer_address_xdr
+from synod.stellar.peer import (
+    Authenticated,
+    Closed,
+    MessageReceived,
+    OverlaySettings,
+    Role,
+    StellarPeer,
+    Write,
+)
+from synod.stellar.state import ScpStateStore
+
+log = logging.getLogger("synod.stellar")
+
+MessageType = xdr.MessageType
+MessageHandler = Callable[["OverlayConnection", xdr.StellarMessage], None]
+_MAX_PEERS_SENT = 50
+"""stellar-core sends at most 50 addresses in PEERS."""
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayLimits:
+    """Per-process bounds of the overlay listener (see the module docstring)."""
+
+    total_connections: int = 64
+    connections_per_host: int = 8
+    handshake_s: float = 5.0
+    idle_s: float = 30.0
+    read_chunk_bytes: int = 64 * 1024
+    max_write_buffer_bytes: int = 4 * 1024 * 1024
+    connect_s: float = 5.0
+
+
+def now_s() -> int:
+    """Unix time in whole seconds, as certificates count it."""
+    return int(time.time())
+
+
+class OverlayConnection:
+    """One connection: a `StellarPeer` fed from a socket, its outputs applied in order."""
+
+    def __init__(
+        self,
+        node: OverlayNode,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        role: Role,
+        address: str,
+        *,
+        expected_peer_id: bytes | None = None,
+        on_message: MessageHandler | None = None,
+    ) -> None:
+        self.node = node
+        self.address = address
+        self.peer = StellarPeer(
+            node.identity,
+            node.settings,
+            role,
+            os.urandom(NONCE_BYTES),
+            expected_peer_id=expected_peer_id,
+        )
+        self.authenticated = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_reason: str | None = None
+        self.received = 0
+        self._reader = reader
+        self._writer = writer
+        self._on_message = on_message
+        self._progress = asyncio.Event()
+
+    def send(self, message: xdr.StellarMessage) -> None:
+        """Send a message after the handshake (flood messages wait for capacity)."""
+        if not self.closed.is_set():
+            self._apply(self.peer.send(message))
+
+    def close(self, reason: str) -> None:
+        """Tell the remote why, then close."""
+        if not self.closed.is_set():
+            self._apply(self.peer.close(reason))
+
+    async def wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `condition()` holds after some input, the connection closes, or the
+        time runs out; returns `condition()`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not condition() and not self.closed.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._progress.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._progress.wait()
+            except TimeoutError:
+                break
+        return condition()
+
+    async def run(self) -> None:
+        """Read until the connection ends; always closes the socket."""
+        limits = self.node.limits
+        loop = asyncio.get_running_loop()
+        handshake_deadline = loop.time() + limits.handshake_s
+        try:
+            self._apply(self.peer.start(now_s()))
+            while not self.closed.is_set():
+                if self.peer.authenticated:
+                    timeout = limits.idle_s
+                else:
+                    timeout = handshake_deadline - loop.time()
+                try:
+                    async with asyncio.timeout(max(timeout, 0)):
+                        data = await self._reader.read(limits.read_chunk_bytes)
+                except TimeoutError:
+                    what = "idle" if self.peer.authenticated else "handshake deadline passed"
+                    self.close(what)
+                    break
+                if not data:
+                    self._finish("remote closed the connection")
+                    break
+                self._apply(self.peer.receive(data, now_s()))
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._finish(f"connection error: {error}")
+        finally:
+            self._finish("closed")
+            await close_writer(self._writer, timeout_s=1.0)
+
+    def _apply(self, outputs: Iterable[object]) -> None:
+        for output in outputs:
+            if self.closed.is_set():
+                return
+            if isinstance(output, Write):
+                self._write(output.data)
+            elif isinstance(output, Authenticated):
+                self.authenticated.set()
+                self.node.on_authenticated(self, output)
+            elif isinstance(output, MessageReceived):
+                self.received += 1
+                self.node.on_message(self, output.message)
+                if self._on_message is not None:
+                    self._on_message(self, output.message)
+            elif isinstance(output, Closed):
+                self._finish(output.reason)
+        self._progress.set()
+
+    def _write(self, data: bytes) -> None:
+        transport = self._writer.transport
+        if transport.is_closing():
+            self._finish("connection lost")
+            return
+        self._writer.write(data)
+        if transport.get_write_buffer_size() > self.node.limits.max_write_buffer_bytes:
+            # A remote that does not read what it asked for is dropped, not buffered for.
+            transport.abort()
+            self._finish("remote does not read")
+
+    def _finish(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        self._progress.set()
+        peer = node_id_short(self.peer.peer_id) if self.peer.peer_id else None
+        log.info(
+            "overlay connection closed",
+            extra={"address": self.address, "peer": peer, "reason": reason},
+        )
+
+
+class OverlayNode:
+    """A process's presence on a Stellar overlay: a listener, dialed connections, and the
+    SCP state it serves (`store`).  Peers named in `peers` are advertised in PEERS."""
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        settings: OverlaySettings,
+        *,
+        store: ScpStateStore | None = None,
+        limits: OverlayLimits | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self.keys = keys
+        self.settings = settings
+        self.limits = limits or OverlayLimits()
+        self.store = store if store is not None else ScpStateStore()
+        self.identity = OverlayIdentity.create(
+            keys, settings.network_id, os.urandom(CURVE25519_BYTES)
+        )
+        self.slots = ConnectionSlots(
+            total=self.limits.total_connections, per_host=self.limits.connections_per_host
+        )
+        self.connections: set[OverlayConnection] = set()
+        self.refused_connections = 0
+        self.ignored_state_requests = 0
+        self._peers = [peer_address_xdr(host, port) for host, port in peers[:_MAX_PEERS_SENT]]
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on `host:port` (0: any free port); returns the bound address."""
+        self._server = await asyncio.start_server(self._accept, host, port)
+        bound = self._server.sockets[0].getsockname()
+        self.settings = replace(self.settings, listening_port=int(bound[1]))
+        return str(bound[0]), int(bound[1])
+
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        expected_peer_id: bytes | None = None,
+        on_message: MessageHandler | None = None,
+    ) -> OverlayConnection:
+        """Dial `host:port` and start the handshake; `OSError`/`TimeoutError` on failure.
+
+        The connection runs in the background: await its `authenticated` event.
+        """
+        async with asyncio.timeout(self.limits.connect_s):
+            reader, writer = await asyncio.open_connection(host, port)
+        connection = OverlayConnection(
+            self,
+            reader,
+            writer,
+            Role.WE_CALLED_REMOTE,
+            f"{host}:{port}",
+            expected_peer_id=expected_peer_id,
+            on_message=on_message,
+        )
+        self._spawn(connection)
+        return connection
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close("shutting down")
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        for task in tasks:
+            task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # Called by connections --------------------------------------------------------------
+
+    def on_authenticated(self, connection: OverlayConnection, event: Authenticated) -> None:
+        log.info(
+            "overlay peer authenticated",
+            extra={"address": connection.address, "peer": node_id_short(event.peer_id)},
+        )
+        if connection.peer.role is Role.REMOTE_CALLED_US and self._peers:
+            connection.send(xdr.StellarMessage(MessageType.PEERS, peers=list(self._peers)))
+
+    def on_message(self, connection: OverlayConnection, message: xdr.StellarMessage) -> None:
+        if message.type == MessageType.GET_SCP_STATE and connection.peer.queued_flood_bytes:
+            # The previous answer is still waiting for the remote's capacity: answering
+            # again would only grow the queue.
+            self.ignored_state_requests += 1
+            return
+        for answer in self.store.answer(message):
+            connection.send(answer)
+
+    # Internals --------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer_name = writer.get_extra_info("peername")
+        host = str(peer_name[0]) if peer_name else "?"
+        address = f"{host}:{peer_name[1]}" if peer_name else "?"
+        loop = asyncio.get_running_loop()
+        slot = self.slots.admit(host, writer.transport.abort, loop.time())
+        if slot is None:
+            self.refused_connections += 1
+            log.warning("too many overlay connections from one host", extra={"host": host})
+            writer.transport.abort()
+            return
+        connection = OverlayConnection(self, reader, writer, Role.REMOTE_CALLED_US, address)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+            self.slots.release(slot)
+
+    def _spawn(self, connection: OverlayConnection) -> None:
+        self.connections.add(connection)
+
+        async def run() -> None:
+            try:
+                await connection.run()
+            finally:
+                self.connections.discard(connection)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+# Crawling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlLimits:
+    """How long and how wide a crawl goes."""
+
+    listen_s: float = 5.0
+    concurrency: int = 16
+    max_nodes: int = 5000
+    total_s: float = 300.0
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (port 11625 when omitted) -> (host, port); `ValueError` when bad."""
+    host, separator, port_text = text.strip().rpartition(":")
+    if not separator:
+        host, port_text = text.strip(), "11625"
+    if not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port_text)
+
+
+async def crawl(
+    addresses: Sequence[str],
+    settings: OverlaySettings,
+    *,
+    keys: KeyPair | None = None,
+    limits: CrawlLimits | None = None,
+    overlay_limits: OverlayLimits | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Crawl:
+    """Visit `addresses` and every address their PEERS name, within `limits`.
+
+    Each visit: handshake, GET_SCP_STATE(0), then listen until the node's own quorum set
+    is known or `listen_s` passes.  Returns what was learnt; unreachable nodes are skipped.
+    """
+    limits = limits or CrawlLimits()
+    book = Crawl(StellarNetwork(settings.passphrase), max_nodes=limits.max_nodes)
+    for address in addresses:
+        book.add_address(address)
+    node = OverlayNode(keys or KeyPair.generate(), settings, limits=overlay_limits)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.total_s
+    visited = 0
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while (visited < len(book.addresses) or running) and loop.time() < deadline:
+            while visited < len(book.addresses) and len(running) < limits.concurrency:
+                address = book.addresses[visited]
+                visited += 1
+                running.add(asyncio.create_task(_visit(node, book, address, limits.listen_s)))
+            if not running:
+                break
+            _done, running = await asyncio.wait(
+                running, timeout=max(deadline - loop.time(), 0), return_when="FIRST_COMPLETED"
+            )
+            if on_progress is not None:
+                on_progress(visited - len(running), len(book.addresses))
+    finally:
+        for task in running:
+            task.cancel()
+        await node.close()
+    return book
+
+
+async def _visit(node: OverlayNode, book: Crawl, address: str, listen_s: float) -> None:
+    try:
+        host, port = parse_address(address)
+    except ValueError:
+        return
+    asked: set[bytes] = set()
+
+    def learn(connection: OverlayConnection, message: xdr.StellarMessage) -> None:
+        for request in book.on_message(message, asked):
+            connection.send(request)
+
+    try:
+        connection = await node.connect(host, port, on_message=learn)
+    except (OSError, TimeoutError) as error:
+        log.info("crawl: cannot connect", extra={"address": address, "reason": str(error)})
+        return
+    try:
+        if not await connection.wait_for(connection.authenticated.is_set, node.limits.handshake_s):
+            return
+        peer_id = connection.peer.peer_id
+        assert peer_id is not None and connection.peer.remote_hello is not None
+        book.connected(address, peer_id, connection.peer.remote_hello)
+        connection.send(
+            xdr.StellarMessage(MessageType.GET_SCP_STATE, get_scp_ledger_seq=xdr.Uint32(0))
+        )
+        await connection.wait_for(lambda: book.quorum_set_of(peer_id) is not None, listen_s)
+    finally:
+        connection.close("crawl done")
