@@ -288,13 +288,13 @@ class CrdtLies:
             # 1: repeated or touching spans; 2: valid, deleting typed text again and again
             touching = Span(span.update, span.counter + span.count, 1)
             spans = [span, rng.choice((span, touching))] if choice == 1 else [span]
-            operations = [SequenceDelete(target, spans)]
-            return [self._signed(UpdateBody(author, sequence, clock, predecessors, operations))]
+            deletion: list[Operation] = [SequenceDelete(target, spans)]
+            return [self._signed(UpdateBody(author, sequence, clock, predecessors, deletion))]
         if choice == 3:  # rewriting what others wrote: remove their objects, forge names
             keys = ["text", "list", "counter", "r0"]
-            operations: list[Operation] = [MapRemove(ROOT, key) for key in keys]
-            operations.append(MapPut(ROOT, "author", self.victims[0].hex()))
-            return [self._signed(UpdateBody(author, sequence, clock, predecessors, operations))]
+            rewrite: list[Operation] = [MapRemove(ROOT, key) for key in keys]
+            rewrite.append(MapPut(ROOT, "author", self.victims[0].hex()))
+            return [self._signed(UpdateBody(author, sequence, clock, predecessors, rewrite))]
         # oversized: more deleted elements than an update may name, in a few bytes
         spans = [Span(b"\x01" * 32, 0, MAX_DELETED_PER_UPDATE), Span(b"\x02" * 32, 0, 9)]
         operation = SequenceDelete(Ref(b"\x01" * 32, 0), spans)
