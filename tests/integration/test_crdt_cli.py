@@ -48,6 +48,21 @@ def test_init_records_direct_peers_and_the_listen_address(tmp_path: Path) -> Non
     )
 
 
+def test_init_records_the_network_id_and_the_group(tmp_path: Path) -> None:
+    bob = node_id_text(KeyPair.from_seed(b"\x02" * 32).node_id)
+    printed = init(tmp_path / "alice", "--network-id", "staging", "--member", bob)
+    config = load_config(tmp_path / "alice")
+    assert config.network == b"staging"
+    assert config.members is not None
+    assert {node_id_text(member) for member in config.members} == {bob}
+    assert printed["id"] != bob
+    plain = load_config(Path(init(tmp_path / "carol")["config"]).parent)
+    assert (plain.network, plain.members) == (b"", None)
+    refused = CliRunner().invoke(crdt, ["init", str(tmp_path / "dave"), "--member", "Nx"])
+    assert refused.exit_code == 2
+    assert "--member" in refused.output
+
+
 def test_init_refuses_to_overwrite_a_node(tmp_path: Path) -> None:
     init(tmp_path / "alice")
     result = CliRunner().invoke(crdt, ["init", str(tmp_path / "alice")])
@@ -66,6 +81,10 @@ def test_init_refuses_to_overwrite_a_node(tmp_path: Path) -> None:
         ('# relay = "ws://127.0.0.1:7400"', 'relay = "http://x"', "node.relay"),
         ('# listen = "127.0.0.1:7300"', 'listen = "nowhere"', "node.listen"),
         ('name = "alice"', 'name = ""', "node.name"),
+        ('network_id = ""', 'network_id = "a@b"', "node.network_id"),
+        ('network_id = ""', "network_id = 7", "node.network_id"),
+        ('# members = ["N...", "N..."]', 'members = ["Nnot-an-id"]', "node.members[0]"),
+        ('# members = ["N...", "N..."]', "members = []", "node.members"),
     ],
 )
 def test_configuration_errors_name_the_file_and_the_key(

@@ -41,6 +41,7 @@ from synod.crdt.config import (
     DEFAULT_DOCUMENT,
     KEY_NAME,
     MAX_ANNOUNCE_MS,
+    MAX_NETWORK_ID_BYTES,
     MIN_ANNOUNCE_MS,
     NodeConfig,
     PeerEntry,
@@ -66,6 +67,26 @@ def _peer_option(_: Any, __: Any, values: tuple[str, ...]) -> list[PeerEntry]:
         return [parse_peer(value) for value in values]
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--peer") from None
+
+
+def _member_option(_: Any, __: Any, values: tuple[str, ...]) -> tuple[str, ...]:
+    from synod.crypto import InvalidNodeId, parse_node_id
+
+    for value in values:
+        try:
+            parse_node_id(value)
+        except InvalidNodeId as error:
+            raise click.BadParameter(str(error), param_hint="--member") from None
+    return values
+
+
+def _network_option(_: Any, __: Any, value: str) -> str:
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_NETWORK_ID_BYTES or b"@" in encoded:
+        raise click.BadParameter(
+            f"at most {MAX_NETWORK_ID_BYTES} bytes without '@'", param_hint="--network-id"
+        )
+    return value
 
 
 def _address_option(_: Any, __: Any, value: str | None) -> str | None:
@@ -108,6 +129,12 @@ _PEER = click.option(
     help="A direct peer, [NAME=]ID@HOST:PORT (repeatable).",
 )
 _LOG_LEVEL = log_level_option()
+_NETWORK_ID = click.option(
+    "--network-id",
+    default="",
+    callback=_network_option,
+    help="The network's id: signatures made for another network are refused.",
+)
 
 
 @crdt.command("init")
@@ -123,6 +150,14 @@ _LOG_LEVEL = log_level_option()
     show_default=True,
     help="How often the node announces its heads (the repair period).",
 )
+@_NETWORK_ID
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    callback=_member_option,
+    help="A node id of the group; with any, only members' updates count (repeatable).",
+)
 def init(  # noqa: PLR0917 - one parameter per click option
     name: Path,
     relay: str | None,
@@ -130,6 +165,8 @@ def init(  # noqa: PLR0917 - one parameter per click option
     peers: list[PeerEntry],
     document: str,
     announce_ms: int,
+    network_id: str,
+    members: tuple[str, ...],
 ) -> None:
     """Create the node directory NAME: a new key and NAME/node.toml."""
     from synod.crypto import node_id_text
@@ -147,6 +184,8 @@ def init(  # noqa: PLR0917 - one parameter per click option
         listen=listen,
         relay=relay,
         peers=peers,
+        network_id=network_id,
+        members=list(members),
     )
     config_path.write_text(text, encoding="utf-8")
     print_json_line(
@@ -201,8 +240,11 @@ def run(
 @click.option(
     "--tamper-seed", type=int, default=None, help="Seed of the tampering (default: random)."
 )
+@_NETWORK_ID
 @_LOG_LEVEL
-def relayer(host: str, port: int, tamper: float, tamper_seed: int | None, log_level: str) -> None:
+def relayer(  # noqa: PLR0917 - one parameter per click option
+    host: str, port: int, tamper: float, tamper_seed: int | None, network_id: str, log_level: str
+) -> None:
     """Run a websocket relayer that forwards frames between nodes (it is not trusted)."""
     import asyncio
 
@@ -210,20 +252,22 @@ def relayer(host: str, port: int, tamper: float, tamper_seed: int | None, log_le
 
     configure_json_logging(log_level.upper())
     try:
-        asyncio.run(_run_relayer(host, port, tamper, tamper_seed))
+        asyncio.run(_run_relayer(host, port, tamper, tamper_seed, network_id.encode()))
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from None
 
 
-async def _run_relayer(host: str, port: int, tamper: float, tamper_seed: int | None) -> None:
+async def _run_relayer(
+    host: str, port: int, tamper: float, tamper_seed: int | None, network: bytes
+) -> None:
     import asyncio
     import random
     import signal
 
-    from synod.runtime.relay import Relayer, TamperPolicy
+    from synod.runtime.relay import RelayConfig, Relayer, TamperPolicy
 
     policy = TamperPolicy(tamper, random.Random(tamper_seed)) if tamper > 0 else None
-    server = Relayer(tamper=policy)
+    server = Relayer(RelayConfig(network=network), tamper=policy)
     bound = await server.start(host, port)
     print_json_line({"event": "ready", "address": f"ws://{bound[0]}:{bound[1]}", "tamper": tamper})
     stop = asyncio.Event()

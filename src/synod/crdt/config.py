@@ -225,6 +225,8 @@ def render_config(
     listen: str | None,
     relay: str | None,
     peers: list[PeerEntry],
+    network_id: str = "",
+    members: list[str] | None = None,
 ) -> str:
     """The TOML text of a node's configuration."""
     from synod.crypto import node_id_text
@@ -240,6 +242,11 @@ def render_config(
     ]
     lines.append(f"listen = {json.dumps(listen)}" if listen else '# listen = "127.0.0.1:7300"')
     lines.append(f"relay = {json.dumps(relay)}" if relay else '# relay = "ws://127.0.0.1:7400"')
+    lines.append(f"network_id = {json.dumps(network_id)}")
+    if members:
+        lines.append(f"members = {json.dumps(list(members))}")
+    else:
+        lines.append('# members = ["N...", "N..."]     # only these authors count')
     for peer in peers:
         lines += [
             "",
