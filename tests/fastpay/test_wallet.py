@@ -123,7 +123,8 @@ def test_transfer_events_read_as_a_certificate_or_a_typed_error() -> None:
     assert raised.value.failure is failed
     assert str(raised.value) == (
         "transfer #0 failed at the vote stage: refused by 2 of 4 (short by 4); "
-        "the order stays pending and the next transfer from this account resumes it"
+        "the order stays pending: run the same transfer again, or `finish`, to complete "
+        "it (it is paid once)"
     )
     with pytest.raises(TransferError, match=r"did not complete \(no events\)"):
         transfer_certificate([])

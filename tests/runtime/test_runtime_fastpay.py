@@ -18,7 +18,7 @@ from runtime_helpers import asynchronous
 from synod.crypto import KeyPair
 from synod.fastpay.config import AuthorityEntry, CommitteeFile
 from synod.fastpay.wallet import Accounts, TransferError, UnknownAccount
-from synod.runtime.fastpay_node import FastPayShard, ShardAlreadyRunning
+from synod.runtime.fastpay_node import FastPayShard, ShardAlreadyRunning, ShardStoreMismatch
 from synod.runtime.fastpay_wallet import AccountsFile, WalletClient
 
 pytestmark = pytest.mark.timeout(30)
@@ -141,3 +141,92 @@ async def test_with_the_authorities_down_the_signed_order_is_saved_then_resumed(
                 await shard.stop()
     finally:
         reopened.unlock()
+
+
+async def refused_once(accounts: Accounts, sender: KeyPair, recipient: bytes, amount: int) -> None:
+    """A transfer attempted while every authority is down: it fails, its order pending."""
+    nobody = CommitteeFile(
+        tuple(AuthorityEntry(k.node_id, "127.0.0.1", closed_port(), 1) for k in AUTHORITIES)
+    )
+    async with WalletClient(nobody, accounts, timeout_ms=200) as wallet:
+        with pytest.raises(TransferError, match="stays pending"):
+            await wallet.transfer(sender.node_id, recipient, amount)
+
+
+@asynchronous
+async def test_the_same_transfer_retried_after_a_failure_is_paid_once(tmp_path: Path) -> None:
+    accounts = funded()
+    await refused_once(accounts, ALICE, BOB.node_id, 10)
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        async with WalletClient(listening(shards), accounts, timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 10)
+            assert done.retried and done.resumed is None
+            assert done.certificate.transfer.sequence_number == 0
+            assert await wallet.query_balance(BOB.node_id) == 10  # not 20
+            assert await wallet.query_balance(ALICE.node_id) == 90
+            assert await wallet.finish(ALICE.node_id) is None  # nothing left pending
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+@asynchronous
+async def test_finish_completes_a_pending_order_without_a_new_payment(tmp_path: Path) -> None:
+    accounts = funded()
+    await refused_once(accounts, ALICE, BOB.node_id, 4)
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        async with WalletClient(listening(shards), accounts, timeout_ms=5000) as wallet:
+            certificate = await wallet.finish(ALICE.node_id)
+            assert certificate is not None and certificate.transfer.amount == 4
+            assert wallet.pending_order(ALICE.node_id) is None
+            assert await wallet.query_balance(BOB.node_id) == 4
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+@asynchronous
+async def test_a_wallet_restored_from_its_key_spends_payments_from_other_wallets(
+    tmp_path: Path,
+) -> None:
+    carol = KeyPair.from_seed(b"c" * 32)
+    alice_wallet, carol_wallet = Accounts(), Accounts()
+    alice_wallet.add(ALICE, 100)
+    carol_wallet.add(carol, 50)
+    genesis = {**alice_wallet.genesis(), **carol_wallet.genesis()}
+    shards = await start_shards(tmp_path, genesis)
+    try:
+        committee = listening(shards)
+        async with WalletClient(committee, alice_wallet, timeout_ms=5000) as wallet:
+            await wallet.transfer(ALICE.node_id, BOB.node_id, 30)
+        async with WalletClient(committee, carol_wallet, timeout_ms=5000) as wallet:
+            await wallet.transfer(carol.node_id, ALICE.node_id, 50)
+        # Alice's wallet file is lost: she has her key and nothing else.
+        restored = Accounts()
+        restored.add(ALICE)
+        async with WalletClient(committee, restored, timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 120)  # 100 - 30 + 50
+            assert done.recovered and done.certificate.transfer.sequence_number == 1
+            assert await wallet.query_balance(ALICE.node_id) == 0
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+@asynchronous
+async def test_a_shard_refuses_a_store_made_for_another_key_or_genesis(tmp_path: Path) -> None:
+    storage = tmp_path / "shard.sqlite"
+    async with FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {ALICE.node_id: 5}, storage):
+        pass
+    new_keys = KeyPair.from_seed(b"n" * 32)
+    other = CommitteeFile(
+        (AuthorityEntry(new_keys.node_id, "127.0.0.1", 0, 1), *ANY_PORT.authorities[1:])
+    )
+    with pytest.raises(ShardStoreMismatch, match="belong to authority"):
+        await FastPayShard(new_keys, other, 0, {ALICE.node_id: 5}, storage).start()
+    with pytest.raises(ShardStoreMismatch, match="another genesis"):
+        await FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {BOB.node_id: 5}, storage).start()
+    async with FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {ALICE.node_id: 5}, storage) as same:
+        assert same.core.account(ALICE.node_id).balance == 5

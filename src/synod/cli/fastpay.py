@@ -303,21 +303,74 @@ def query_balance(context: _ClientContext, address: str) -> None:
 @click.option("--to", "recipient", required=True, help="Receiving account address.")
 @click.pass_obj
 def transfer(context: _ClientContext, amount: int, sender: str, recipient: str) -> None:
-    """Pay AMOUNT from one wallet to an address; recover an interrupted transfer first."""
+    """Pay AMOUNT from one wallet to an address, once: running it again after a failure
+    finishes the same payment; another interrupted transfer is finished first."""
     source = _account(sender, "--from")
     target = _account(recipient, "--to")
 
     async def body(wallet: WalletClient) -> None:
-        pending = wallet.pending_sequence_number(source)
+        pending = wallet.pending_order(source)
         if pending is not None:
-            click.echo(f"resuming the interrupted transfer #{pending} first", err=True)
+            number = pending.transfer.sequence_number
+            if (pending.transfer.recipient, pending.transfer.amount) == (target, amount):
+                note = f"finishing the interrupted transfer #{number}: this same payment, paid once"
+            else:
+                note = f"resuming the interrupted transfer #{number} first"
+            click.echo(note, err=True)
         done = await wallet.transfer(source, target, amount)
+        if done.recovered:
+            click.echo("the wallet was behind the authorities; it was brought up to date", err=True)
         click.echo(
             f"transfer #{done.certificate.transfer.sequence_number} of {amount} confirmed "
             f"in {done.elapsed_ms:.0f} ms; known balance {done.balance}"
         )
         for _ in done.uncounted:
             click.echo("warning: the recipient's wallet could not count the payment yet", err=True)
+
+    _run_client(context, body)
+
+
+@client.command("finish")
+@click.option("--from", "sender", required=True, help="The account whose order is pending.")
+@click.pass_obj
+def finish(context: _ClientContext, sender: str) -> None:
+    """Finish the account's interrupted transfer, without any new payment."""
+    source = _account(sender, "--from")
+
+    async def body(wallet: WalletClient) -> None:
+        certificate = await wallet.finish(source)
+        if certificate is None:
+            click.echo("nothing is pending")
+            return
+        transfer = certificate.transfer
+        click.echo(
+            f"transfer #{transfer.sequence_number} of {transfer.amount} confirmed; "
+            f"known balance {wallet.known_balance(source)}"
+        )
+
+    _run_client(context, body)
+
+
+@client.command("sync")
+@click.argument("address")
+@click.pass_obj
+def sync(context: _ClientContext, address: str) -> None:
+    """Bring ADDRESS's wallet up to date from the authorities (after a restore from its
+    key, or payments made from other wallets): transfers, pending order, payments
+    received and the balance a quorum vouches for."""
+    account = _account(address, "ADDRESS")
+
+    async def body(wallet: WalletClient) -> None:
+        recovered = await wallet.recover(account)
+        pending = recovered.adopted_pending or wallet.pending_order(account)
+        pending_text = (
+            "none" if pending is None else f"#{pending.transfer.sequence_number} (run finish)"
+        )
+        click.echo(
+            f"next transfer #{recovered.next_sequence_number}; "
+            f"{len(recovered.sent)} transfers and {len(recovered.received)} payments "
+            f"received fetched; pending {pending_text}; known balance {recovered.balance}"
+        )
 
     _run_client(context, body)
 

@@ -328,6 +328,14 @@ class AuthorityShard:
 
     # -- rebuilding
 
+    def identity_records(self) -> list[Persist]:
+        """The identity record, the first time it is asked for on a store that lacks it
+        (a driver may write it before serving; `Started` emits it otherwise)."""
+        if self._identity_persisted:
+            return []
+        self._identity_persisted = True
+        return [Persist(_IDENTITY_KEY, _IDENTITY_CODEC.encode(self.identity))]
+
     def _check_identity(self, storage: Storage) -> None:
         raw = storage.get(_IDENTITY_KEY)
         if raw is None:
@@ -397,9 +405,7 @@ class AuthorityShard:
             return step
         if isinstance(event, Started):
             step = self._send_outbox(all_entries=True)
-            if not self._identity_persisted:
-                self._identity_persisted = True
-                step.persist.append(Persist(_IDENTITY_KEY, _IDENTITY_CODEC.encode(self.identity)))
+            step.persist.extend(self.identity_records())
             return step
         if isinstance(event, Response):
             return self._handle_cross_shard_response(event)

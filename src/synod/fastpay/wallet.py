@@ -216,7 +216,7 @@ def transfer_certificate(events: Sequence[object]) -> CertifiedTransferOrder:
     """
     for event in events:
         if isinstance(event, LocalError):
-            raise TransferError(str(event))
+            raise TransferError(str(event)) from event
         if isinstance(event, TransferFailed):
             raise TransferError(failure_text(event), event)
         if isinstance(event, TransferConfirmed):
@@ -230,8 +230,11 @@ def failure_text(event: TransferFailed) -> str:
     text = f"transfer #{event.sequence_number} failed at the {event.stage} stage: {event.reason}"
     if event.error is not None and event.error.detail:
         text += f" ({event.error.detail})"
-    if event.stage == "vote":
-        text += "; the order stays pending and the next transfer from this account resumes it"
+    if event.stage == "vote" and "another order" not in event.reason:
+        text += (
+            "; the order stays pending: run the same transfer again, or `finish`, to "
+            "complete it (it is paid once)"
+        )
     return text
 
 

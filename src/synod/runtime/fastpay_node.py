@@ -190,6 +190,8 @@ class FastPayShard:
             raise ShardRebuildFailed(
                 f"{self.storage_path}: cannot rebuild the shard: {reason}"
             ) from None
+        # Bound to this identity before anything is served, durably.
+        storage.apply(core.identity_records())
         return NodeHost(
             core,
             keys=self.keys,

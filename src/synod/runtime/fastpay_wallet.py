@@ -21,6 +21,7 @@ they should.  Nothing here prints or exits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import os
 import time
@@ -32,11 +33,28 @@ from typing import IO, Any
 
 from synod.core import CallFailed, LocalError, Proposed, Response
 from synod.crypto import KeyPair, NodeId
-from synod.fastpay.client import Client, Pay, Query, Receive, Resume, TransferReceived
+from synod.fastpay.client import (
+    AccountRecovered,
+    Client,
+    InsufficientFunds,
+    Pay,
+    Query,
+    Receive,
+    Recover,
+    Resume,
+    TransferReceived,
+)
 from synod.fastpay.config import CommitteeFile, FastPayFileError, read_text, shard_router
-from synod.fastpay.messages import REPLY_CODEC, REQUEST_CODEC, CertifiedTransferOrder
+from synod.fastpay.messages import (
+    REPLY_CODEC,
+    REQUEST_CODEC,
+    CertifiedTransferOrder,
+    ErrorKind,
+    TransferOrder,
+)
 from synod.fastpay.wallet import (
     Accounts,
+    TransferError,
     WalletError,
     decode_accounts,
     percentile,
@@ -145,8 +163,11 @@ def create_wallets(accounts: Accounts, count: int, initial_balance: int) -> list
 class TransferDone:
     """A confirmed transfer: its certificate, and what else `WalletClient.transfer` did.
 
-    `resumed` is the interrupted transfer finished first (if any); `uncounted` the
-    payments to wallets of these accounts that could not count them yet.
+    `resumed` is another interrupted transfer finished first (if any); `retried` says
+    that this very payment was the pending order of an earlier, interrupted attempt
+    (finished, not signed again); `recovered` that the wallet was brought up to date
+    from the authorities first; `uncounted` the payments to wallets of these accounts
+    that could not count them yet.
     """
 
     certificate: CertifiedTransferOrder
@@ -154,6 +175,8 @@ class TransferDone:
     balance: int
     resumed: CertifiedTransferOrder | None = None
     uncounted: tuple[CertifiedTransferOrder, ...] = ()
+    retried: bool = False
+    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,23 +282,85 @@ class WalletClient:
 
     # ------------------------------------------------------------ operations
 
+    def pending_order(self, account: bytes) -> TransferOrder | None:
+        """`account`'s signed order that is not certified yet, if any."""
+        return self.core(account).pending
+
     async def transfer(self, sender: bytes, recipient: bytes, amount: int) -> TransferDone:
-        """Pay `amount` from `sender`'s wallet to `recipient`, after finishing `sender`'s
-        interrupted transfer if one is pending; wallets of these accounts that are paid
-        count the payment.  `TransferError` when a transfer does not complete."""
+        """Pay `amount` from `sender`'s wallet to `recipient`, once, whatever was retried.
+
+        A pending order that pays the same amount to the same recipient is this payment
+        retried: it is finished and nothing new is signed.  Another pending order is
+        finished first, then this payment made.  When the wallet is behind the
+        authorities (its order's sequence number was used elsewhere, or the amount
+        exceeds what it knows of), it recovers its state from them and tries once more.
+        Wallets of these accounts that are paid count the payment.  `TransferError`
+        when a transfer does not complete."""
+        pending = self.pending_order(sender)
+        if pending is not None and _same_payment(pending, recipient, amount):
+            started = time.perf_counter()
+            certificate = await self.resume(sender)
+            return await self._done(sender, certificate, started, retried=True)
         resumed = None
         uncounted: list[CertifiedTransferOrder] = []
-        if self.pending_sequence_number(sender) is not None:
+        if pending is not None:
             resumed = await self.resume(sender)
             if not await self._count_if_ours(sender, resumed):
                 uncounted.append(resumed)
         started = time.perf_counter()
-        certificate = await self.pay(sender, recipient, amount)
+        try:
+            certificate = await self.pay(sender, recipient, amount)
+            recovered = False
+        except TransferError as error:
+            if not _wallet_is_behind(error) or self.pending_order(sender) is not None:
+                raise
+            await self.recover(sender)
+            certificate = await self.pay(sender, recipient, amount)
+            recovered = True
+        done = await self._done(sender, certificate, started, recovered=recovered)
+        return dataclasses.replace(
+            done, resumed=resumed, uncounted=(*uncounted, *done.uncounted)
+        )
+
+    async def _done(
+        self,
+        sender: bytes,
+        certificate: CertifiedTransferOrder,
+        started: float,
+        *,
+        retried: bool = False,
+        recovered: bool = False,
+    ) -> TransferDone:
         elapsed_ms = (time.perf_counter() - started) * 1000
         balance = self.known_balance(sender)
-        if not await self._count_if_ours(sender, certificate):
-            uncounted.append(certificate)
-        return TransferDone(certificate, elapsed_ms, balance, resumed, tuple(uncounted))
+        counted = await self._count_if_ours(sender, certificate)
+        uncounted = () if counted else (certificate,)
+        return TransferDone(
+            certificate, elapsed_ms, balance, None, uncounted, retried=retried,
+            recovered=recovered,
+        )  # fmt: skip
+
+    async def finish(self, account: bytes) -> CertifiedTransferOrder | None:
+        """Finish `account`'s pending order without any new payment (its certificate), or
+        None when nothing is pending."""
+        if self.pending_order(account) is None:
+            return None
+        certificate = await self.resume(account)
+        await self._count_if_ours(account, certificate)
+        return certificate
+
+    async def recover(self, account: bytes) -> AccountRecovered:
+        """Bring `account`'s wallet up to date from the authorities: its sequence number,
+        the certificates of its transfers, the pending order they hold, the payments it
+        received (with their certificates) and the balance a quorum vouches for.  A
+        wallet restored from its key alone is fully usable afterwards."""
+        events = await self.perform(account, Recover())
+        for event in events:
+            if isinstance(event, AccountRecovered):
+                return event
+            if isinstance(event, LocalError):
+                raise WalletError(str(event))
+        raise WalletError("the authorities could not be asked about the account")
 
     async def pay(self, sender: bytes, recipient: bytes, amount: int) -> CertifiedTransferOrder:
         """One payment to its confirmation (refused while an order is pending)."""
@@ -316,9 +401,12 @@ class WalletClient:
             async with limit:
                 started = time.perf_counter()
                 try:
+                    # An order left pending by an interrupted run is this wallet's
+                    # payment of that run: finishing it is the payment, not a second one.
                     if self.pending_sequence_number(sender) is not None:
                         await self.resume(sender)
-                    await self.pay(sender, recipient, amount)
+                    else:
+                        await self.pay(sender, recipient, amount)
                     latencies_ms.append((time.perf_counter() - started) * 1000)
                 except WalletError as error:
                     failures.append(str(error))
@@ -435,6 +523,21 @@ class WalletClient:
             except DecodeError as error:
                 event = CallFailed(call.to, call.request_id, f"undecodable reply: {error}")
         self._inputs.put_nowait((account, event))
+
+
+def _same_payment(pending: TransferOrder, recipient: bytes, amount: int) -> bool:
+    transfer = pending.transfer
+    return transfer.recipient == bytes(recipient) and transfer.amount == amount
+
+
+def _wallet_is_behind(error: TransferError) -> bool:
+    """True when the failure says the wallet lags the authorities (not the payment)."""
+    failure = error.failure
+    if failure is None:
+        return isinstance(error.__cause__, InsufficientFunds)
+    if failure.error is not None:
+        return failure.error.kind is ErrorKind.UNEXPECTED_SEQUENCE_NUMBER
+    return "another order" in failure.reason
 
 
 def _summary(latencies_ms: list[float], failures: list[str], seconds: float) -> BenchmarkSummary:
