@@ -24,7 +24,14 @@ from functools import partial
 from synod.core import Proposed
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
-from synod.scp import Application, Externalized, ScpConfig, ScpCore, SlotProposal
+from synod.scp import (
+    Application,
+    Externalized,
+    ScpConfig,
+    ScpCore,
+    SlotProposal,
+    SlotsUnavailable,
+)
 from synod.scp.nomination import round_leader
 from synod.sim.scenarios.scp import externalized, scp_world
 from synod.sim.world import World
@@ -184,17 +191,24 @@ def retaining_network(retained_slots: int) -> World:
     return scp_world(configs, seed=4)
 
 
-def test_purging_an_open_slot_hands_out_the_decided_slots_after_it() -> None:
+def test_a_slot_no_node_decided_is_never_skipped_silently() -> None:
     # slot 1 never gets a value; slots 2..5 are decided.  Deciding 5 moves the window
-    # (2 slots retained: floor 4), so slot 1 is given up and 2, 3 must be handed out
-    # before they are forgotten, then 4 and 5 in order.
+    # (2 slots retained: floor 4) past slot 1, which used to be skipped silently: 2..5
+    # were handed out as if slot 1 did not exist.  Now 2..5 wait for slot 1, peers
+    # say that they hold no decision for it, the application hears so explicitly
+    # (`SlotsUnavailable`), installs its state by other means and moves on.
     world = retaining_network(retained_slots=2)
     for slot_index in range(2, 6):
         propose(world, slot_index, KEYS)
         assert world.step_until(partial(all_cores_decided, world, slot_index))
     for key in KEYS:
-        assert event_slots(world, key.node_id) == [2, 3, 4, 5]
-        assert world.core(key.node_id, ScpCore).delivered_through == 5
+        assert event_slots(world, key.node_id) == []
+    node = KEYS[0].node_id
+    assert world.step_until(lambda: bool(world.events_of(node, SlotsUnavailable)), max_ms=60_000)
+    assert world.events_of(node, SlotsUnavailable) == [SlotsUnavailable(1, 2)]
+    world.apply(node, world.core(node, ScpCore).advance_to(2, world.now_ms))
+    assert event_slots(world, node) == [2, 3, 4, 5]
+    assert world.core(node, ScpCore).delivered_through == 5
 
 
 def test_advance_to_skips_the_events_of_the_slots_the_application_already_has() -> None:

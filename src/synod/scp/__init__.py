@@ -6,12 +6,21 @@ An application builds one `ScpCore` per node from an `ScpConfig` (keys, quorum s
 `docs/scp.md`.
 """
 
-from synod.scp.application import Application, Externalized, SlotProposal, Validity
+from synod.scp.application import (
+    Application,
+    Externalized,
+    SlotProposal,
+    SlotsUnavailable,
+    Validity,
+)
 from synod.scp.core import QuorumSetStore, RejectReason, ScpConfig, ScpCore
 from synod.scp.messages import (
     CODEC,
     Ballot,
     Confirm,
+    Decision,
+    DecisionRequest,
+    DecisionsUnavailable,
     Envelope,
     Externalize,
     Nomination,
@@ -30,6 +39,9 @@ __all__ = [
     "Application",
     "Ballot",
     "Confirm",
+    "Decision",
+    "DecisionRequest",
+    "DecisionsUnavailable",
     "Envelope",
     "Externalize",
     "Externalized",
@@ -43,6 +55,7 @@ __all__ = [
     "ScpCore",
     "ScpMessage",
     "SlotProposal",
+    "SlotsUnavailable",
     "StateRequest",
     "Statement",
     "Validity",

@@ -16,8 +16,12 @@ bytes mean through four hooks (draft section 3.4 and 3.6; stellar-core `SCPDrive
   policy; the draft's defaults are 1 + n seconds for both.
 
 The application proposes values with `synod.core.Proposed` and receives
-`Externalized(slot_index, value)` events, in slot order: a slot decided before an
-earlier one waits for it.  Subclass `Application` and override what you need.
+`Externalized(slot_index, value)` events, in slot order, every slot once: a slot
+decided before an earlier one waits for it, and a slot the node missed (it was down or
+cut off) is fetched from peers with a proof and delivered in its turn.  When no peer
+holds a missed slot any more, the node says so with `SlotsUnavailable` and waits: the
+application installs a checkpoint of its state and calls `ScpCore.advance_to`.  No
+slot is ever skipped silently.  Subclass `Application` and override what you need.
 """
 
 from __future__ import annotations
@@ -74,3 +78,17 @@ class SlotProposal:
 
     slot_index: int
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsUnavailable:
+    """A peer no longer holds the decisions from slot `first_slot_index` on: the oldest
+    it holds is that of `available_from_slot_index`.  The node cannot deliver slots
+    `first_slot_index` .. `available_from_slot_index - 1` from SCP; later slots wait
+    for them.  The application installs its state as of slot
+    `available_from_slot_index - 1` (a checkpoint it obtains and verifies by its own
+    means) and then calls `ScpCore.advance_to(available_from_slot_index)`.  One peer's
+    word proves nothing: the node keeps asking every peer meanwhile."""
+
+    first_slot_index: int
+    available_from_slot_index: int

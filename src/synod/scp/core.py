@@ -91,10 +91,14 @@ from synod.core import (
 )
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet, all_validators, is_sane, is_satisfied_by, qset_hash
-from synod.scp.application import Application, Externalized, SlotProposal
+from synod.scp.application import Application, Externalized, SlotProposal, SlotsUnavailable
 from synod.scp.ballot import Phase
+from synod.scp.decisions import DecisionStore, build_decision, check_decision
 from synod.scp.messages import (
     CODEC,
+    Decision,
+    DecisionRequest,
+    DecisionsUnavailable,
     Envelope,
     Externalize,
     Nomination,
@@ -118,6 +122,7 @@ from synod.wire import DecodeError
 _SLOT_KEY_PREFIX: Final = b"scp/slot/"
 _FLOOR_KEY: Final = b"scp/floor"
 _DELIVERED_KEY: Final = b"scp/delivered"
+_DECISION_KEY_PREFIX: Final = b"scp/decision/"
 REBROADCAST_TIMER: Final = "scp/rebroadcast"
 
 
@@ -143,6 +148,12 @@ class RejectReason(enum.StrEnum):
     STATE_REQUEST_LIMITED = "state_request_limited"
     NOT_IN_QUORUM = "not_in_quorum"
     """The statement's node is outside the local node's transitive quorum."""
+    UNNEEDED_DECISION = "unneeded_decision"
+    """A `Decision` for a slot already delivered or decided, or too far ahead."""
+    BAD_DECISION = "bad_decision"
+    """A `Decision` whose proof does not hold for the local quorum set."""
+    DECISION_LIMITED = "decision_limited"
+    """A `Decision` over its sender's budget of proof checks."""
 
 
 EnvelopeSigner = Callable[[KeyPair, Statement], Envelope]
@@ -180,6 +191,18 @@ class ScpConfig:
     honest peer asks once per rebroadcast tick (500 ms or more in synod's settings),
     once per restart, and while catching up once per half window decided; each answer
     is at most two cached envelopes per retained slot, and costs no signature."""
+    retained_decisions: int = 1024
+    """Decided slots kept (with their proofs, in memory and in storage) to answer
+    peers that were away: a node away for longer catches up by a checkpoint."""
+    decisions_per_answer: int = 16
+    """Decisions sent back for one `DecisionRequest`."""
+    decision_check_burst: int = 32
+    """Proofs of a sender checked back to back (each check verifies at most
+    `MAX_PROOF_ENVELOPES` signatures, and only for a slot the node still needs)."""
+    decision_check_refill_ms: int = 50
+    """One more proof check per sender per this many ms (20 per second: a node away
+    for 1,000 slots catches up in under a minute from one peer, faster from several;
+    a sender of bad proofs costs at most 20 x 128 signature checks per second)."""
     rebroadcast_interval_ms: int | None = 2000
     """While a slot is undecided, re-send our latest statements this often, so that lost
     messages do not stall the slot once the network heals (None: never)."""
@@ -320,6 +343,17 @@ class ScpCore:
         self._state_responders: set[bytes] = set()
         self._heard: Counter[int] = Counter()
         self._heard_at_last_tick: dict[int, int] = {}
+        self.decisions = DecisionStore()
+        """Decided slots with their proofs (`retained_decisions` below the next slot)."""
+        self._ballot_envelopes: dict[tuple[int, bytes], Envelope] = {}
+        """Per (slot, node), the envelope of the ballot statement the slot recorded."""
+        self._decision_check_limit = SenderRateLimit(
+            config.decision_check_burst, config.decision_check_refill_ms
+        )
+        self._far_future_heard = 0
+        """Highest slot a member's statement named beyond the window (we are behind)."""
+        self._decision_request_through = 0
+        self._unavailable_reported: tuple[int, int] | None = None
         self.delivered_through = config.first_slot_index - 1
         """Highest slot whose `Externalized` event was handed out; every slot below it
         was handed out too, or skipped (purged undecided, or passed by `advance_to`)."""
@@ -378,6 +412,7 @@ class ScpCore:
             self.next_slot_index = slot_index
             self._purge(step)
         self._release_externalized(step)
+        self._arm_rebroadcast(step)
         return step
 
     def add_quorum_set(self, qset: QuorumSet) -> bytes:
@@ -385,9 +420,12 @@ class ScpCore:
         return self.quorum_sets.add(qset)
 
     def externalized_value(self, slot_index: int) -> bytes | None:
-        """The value decided for a retained slot, or None."""
+        """The value decided for a retained slot (or a kept decision), or None."""
         slot = self.slots.get(slot_index)
-        return slot.externalized_value if slot is not None else None
+        if slot is not None and slot.externalized_value is not None:
+            return slot.externalized_value
+        decision = self.decisions.get(slot_index)
+        return decision.value if decision is not None else None
 
     # ------------------------------------------------------------ inputs
 
@@ -451,13 +489,26 @@ class ScpCore:
                 step.outgoing.append(Send(sender, QuorumSetResponse(qset)))
         elif isinstance(message, QuorumSetResponse):
             self._receive_quorum_set(message.quorum_set, now_ms, step)
-        elif isinstance(message, StateRequest):
-            if self._state_request_limit.allow(sender, now_ms):
-                self._answer_state_request(sender, message.from_slot_index, step)
-            else:
-                self._reject(RejectReason.STATE_REQUEST_LIMITED)
+        elif isinstance(message, StateRequest | DecisionRequest):
+            self._receive_request(sender, message, now_ms, step)
+        elif isinstance(message, Decision):
+            self._receive_decision(sender, message, now_ms, step)
+        elif isinstance(message, DecisionsUnavailable):
+            self._decisions_unavailable(message, step)
         else:
             self._reject(RejectReason.MALFORMED)
+
+    def _receive_request(
+        self, sender: NodeId, message: StateRequest | DecisionRequest, now_ms: int, step: Step
+    ) -> None:
+        """State and decision requests share one budget per sender (both are answered
+        from envelopes signed earlier: no signature is made for them)."""
+        if not self._state_request_limit.allow(sender, now_ms):
+            self._reject(RejectReason.STATE_REQUEST_LIMITED)
+        elif isinstance(message, StateRequest):
+            self._answer_state_request(sender, message.from_slot_index, step)
+        else:
+            self._answer_decision_request(sender, message.from_slot_index, step)
 
     def _receive_envelope(
         self, sender: NodeId, envelope: Envelope, now_ms: int, step: Step
@@ -465,24 +516,39 @@ class ScpCore:
         statement = envelope.statement
         reason = self._precheck(statement)
         if reason is not None:
-            self._reject(reason)
-            if reason == RejectReason.STALE_STATEMENT:
-                # a peer repeating itself on a slot we decided has likely missed our
-                # EXTERNALIZE (lost message); answering only the transport-authenticated
-                # sender cannot be used to reflect traffic at a third party, and only
-                # a verified envelope earns an answer, so junk costs no sends
-                slot = self.slots[statement.slot_index]
-                if self._straggler_answer(slot, statement) is None:
-                    return
-                if self.config.verifier(envelope):
-                    self._help_straggler(slot, sender, statement, step)
-                else:
-                    self._reject(RejectReason.BAD_SIGNATURE)
+            self._refused_before_signature(sender, envelope, reason, step)
             return
         # verified before parking, so a forger cannot displace a parked envelope
         if not self.config.verifier(envelope):
             self._reject(RejectReason.BAD_SIGNATURE)
             return
+        self._admit_envelope(sender, envelope, now_ms, step)
+
+    def _refused_before_signature(
+        self, sender: NodeId, envelope: Envelope, reason: RejectReason, step: Step
+    ) -> None:
+        statement = envelope.statement
+        self._reject(reason)
+        if reason == RejectReason.FAR_FUTURE:
+            # unverified, but from a member: at worst it costs one DecisionRequest
+            # broadcast per rebroadcast tick, which peers rate-limit
+            self._far_future_heard = max(self._far_future_heard, statement.slot_index)
+            self._arm_rebroadcast(step)
+        if reason == RejectReason.STALE_STATEMENT:
+            # a peer repeating itself on a slot we decided has likely missed our
+            # EXTERNALIZE (lost message); answering only the transport-authenticated
+            # sender cannot be used to reflect traffic at a third party, and only
+            # a verified envelope earns an answer, so junk costs no sends
+            slot = self.slots[statement.slot_index]
+            if self._straggler_answer(slot, statement) is None:
+                return
+            if self.config.verifier(envelope):
+                self._help_straggler(slot, sender, statement, step)
+            else:
+                self._reject(RejectReason.BAD_SIGNATURE)
+
+    def _admit_envelope(self, sender: NodeId, envelope: Envelope, now_ms: int, step: Step) -> None:
+        statement = envelope.statement
         pledges = statement.pledges
         qset_hash_value = companion_quorum_set_hash(pledges)
         declared = self.quorum_sets.get(qset_hash_value)
@@ -505,6 +571,8 @@ class ScpCore:
             self._reject(RejectReason(reason_text))
         else:
             self._heard[statement.slot_index] += 1
+            if not isinstance(pledges, Nomination):
+                self._ballot_envelopes[(statement.slot_index, statement.node_id)] = envelope
         self._note_state_responder(statement.node_id)
         # flushed first: the answer is the envelope signed (and persisted) by the flush
         self._flush(slot, step)
@@ -667,6 +735,8 @@ class ScpCore:
             )
             if self.config.validator:
                 step.outgoing.append(Broadcast(envelope))
+        if slot.externalized_value is not None and slot.slot_index not in self.decisions:
+            self._record_decision(self._build_decision(slot), step)
         if slot.externalized_value is not None and slot.slot_index >= self.next_slot_index:
             self.next_slot_index = slot.slot_index + 1
             self._purge(step)
@@ -679,11 +749,11 @@ class ScpCore:
         order, and a restarted node re-delivers what it held back)."""
         through = self.delivered_through
         while True:
-            slot = self.slots.get(through + 1)
-            if slot is None or slot.externalized_value is None:
+            value = self.externalized_value(through + 1)
+            if value is None:
                 break
             through += 1
-            step.events.append(Externalized(through, slot.externalized_value))
+            step.events.append(Externalized(through, value))
         if through != self.delivered_through:
             self._set_delivered_through(through, step)
 
@@ -702,7 +772,7 @@ class ScpCore:
         interval_ms = self.config.rebroadcast_interval_ms
         if interval_ms is None or self._rebroadcast_armed:
             return
-        if self._awaiting_state or self._has_gap() or self._undecided_slots():
+        if self._awaiting_state or self._behind() or self._undecided_slots():
             self._rebroadcast_armed = True
             step.timers.append(SetTimer(REBROADCAST_TIMER, interval_ms))
 
@@ -741,6 +811,8 @@ class ScpCore:
             from_slot_index = min(stuck)
         if from_slot_index is not None:
             step.outgoing.append(Broadcast(StateRequest(from_slot_index)))
+        if self._behind():
+            self._request_decisions(Broadcast, step)
         self._arm_rebroadcast(step)
 
     def _has_gap(self) -> bool:
@@ -752,15 +824,12 @@ class ScpCore:
         new_floor = max(self.floor, self.next_slot_index - self.config.retained_slots)
         if new_floor == self.floor:
             return
-        if self.delivered_through < new_floor - 1:
-            # slots about to be forgotten: hand out those decided, skip the others
-            for slot_index in range(self.delivered_through + 1, new_floor):
-                slot = self.slots.get(slot_index)
-                if slot is not None and slot.externalized_value is not None:
-                    step.events.append(Externalized(slot_index, slot.externalized_value))
-            self._set_delivered_through(new_floor - 1, step)
         for slot_index in [index for index in self.slots if index < new_floor]:
             slot = self.slots.pop(slot_index)
+            if slot.externalized_value is not None:
+                # kept, with the fullest proof seen, for our own delivery in slot order
+                # (an undecided slot is not skipped: it is fetched from peers)
+                self._record_decision(self._build_decision(slot), step)
             for timer_cancel in (slot.cancel_nomination_timer, slot.cancel_ballot_timer):
                 slot.step = step
                 timer_cancel()
@@ -772,10 +841,105 @@ class ScpCore:
         self._own_envelopes = {
             key: envelope for key, envelope in self._own_envelopes.items() if key[0] >= new_floor
         }
+        self._ballot_envelopes = {
+            key: envelope for key, envelope in self._ballot_envelopes.items() if key[0] >= new_floor
+        }
+        for slot_index in self.decisions.prune(
+            self.next_slot_index - self.config.retained_decisions
+        ):
+            step.persist.append(Persist(decision_record_key(slot_index), None))
         for slot_index in [index for index in self._heard if index < new_floor]:
             del self._heard[slot_index]
         self.floor = new_floor
         step.persist.append(Persist(_FLOOR_KEY, struct.pack(">Q", new_floor)))
+
+    # ------------------------------------------------------------ decisions
+
+    def _behind(self) -> bool:
+        """A slot before a decided one is missing, or members speak of slots beyond
+        the window: ask peers for decisions with proofs."""
+        far = self._far_future_heard > self.next_slot_index + self.config.max_slots_ahead
+        return self._has_gap() or far
+
+    def _build_decision(self, slot: Slot) -> Decision:
+        assert slot.externalized_value is not None
+        envelopes = [
+            self._ballot_envelopes[(slot.slot_index, node)]
+            for node in slot.ballot.latest
+            if (slot.slot_index, node) in self._ballot_envelopes
+        ]
+        own = self._own_envelopes.get((slot.slot_index, "ballot"))
+        if own is not None:
+            envelopes.append(own)
+        return build_decision(slot.slot_index, slot.externalized_value, envelopes)
+
+    def _record_decision(self, decision: Decision, step: Step) -> None:
+        if self.decisions.get(decision.slot_index) == decision:
+            return
+        self.decisions.put(decision)
+        step.persist.append(
+            Persist(decision_record_key(decision.slot_index), CODEC.encode(decision))
+        )
+
+    def _request_decisions(self, send: Callable[[DecisionRequest], Any], step: Step) -> None:
+        from_slot_index = self.delivered_through + 1
+        self._decision_request_through = from_slot_index + self.config.decisions_per_answer - 1
+        step.outgoing.append(send(DecisionRequest(from_slot_index)))
+
+    def _answer_decision_request(self, sender: NodeId, from_slot_index: int, step: Step) -> None:
+        answers: list[Decision] = []
+        last = from_slot_index + self.config.decisions_per_answer
+        for slot_index in range(from_slot_index, last):
+            decision = self.decisions.get(slot_index)
+            if decision is None:
+                break
+            answers.append(decision)
+        oldest = self.decisions.oldest()
+        if not answers and oldest is not None and from_slot_index < oldest:
+            step.outgoing.append(Send(sender, DecisionsUnavailable(from_slot_index, oldest)))
+        step.outgoing.extend(Send(sender, decision) for decision in answers)
+
+    def _receive_decision(
+        self, sender: NodeId, decision: Decision, now_ms: int, step: Step
+    ) -> None:
+        slot_index = decision.slot_index
+        if (
+            slot_index <= self.delivered_through
+            or self.externalized_value(slot_index) is not None
+            or slot_index > self.delivered_through + self.config.retained_decisions
+        ):
+            self._reject(RejectReason.UNNEEDED_DECISION)
+            return
+        if not self._decision_check_limit.allow(sender, now_ms):
+            self._reject(RejectReason.DECISION_LIMITED)
+            return
+        if not check_decision(
+            decision,
+            local_qset=self.config.quorum_set,
+            qset_by_hash=self.quorum_sets.get,
+            admits=self.transitive_quorum.__contains__,
+            verifier=self.config.verifier,
+        ):
+            self._reject(RejectReason.BAD_DECISION)
+            return
+        self._record_decision(decision, step)
+        if slot_index >= self.next_slot_index:
+            self.next_slot_index = slot_index + 1
+            self._purge(step)
+        self._release_externalized(step)
+        if self._behind() and self.delivered_through >= self._decision_request_through:
+            # the answer is used up: ask the peer that had it for the next ones at once
+            self._request_decisions(lambda request: Send(sender, request), step)
+        self._arm_rebroadcast(step)
+
+    def _decisions_unavailable(self, message: DecisionsUnavailable, step: Step) -> None:
+        first = self.delivered_through + 1
+        if message.from_slot_index != first or message.oldest_slot_index <= first:
+            return
+        report = (first, message.oldest_slot_index)
+        if self._unavailable_reported != report:
+            self._unavailable_reported = report
+            step.events.append(SlotsUnavailable(*report))
 
     def _sign(self, statement: Statement) -> Envelope:
         return self.config.signer(self.keys, statement)
@@ -790,9 +954,12 @@ class ScpCore:
         if floor_record is not None and len(floor_record) == 8:
             self.floor = max(self.floor, struct.unpack(">Q", floor_record)[0])
             self.next_slot_index = max(self.next_slot_index, self.floor)
-        self.delivered_through = max(self.delivered_through, self.floor - 1)
         delivered_record = storage.get(_DELIVERED_KEY)
+        if delivered_record is None:
+            self.delivered_through = max(self.delivered_through, self.floor - 1)
         for key in sorted(storage):
+            if key.startswith(_DECISION_KEY_PREFIX):
+                self._restore_decision(key, storage[key])
             if not key.startswith(_SLOT_KEY_PREFIX):
                 continue
             try:
@@ -805,6 +972,16 @@ class ScpCore:
         if delivered_record is not None and len(delivered_record) == 8:
             delivered = struct.unpack(">Q", delivered_record)[0]
             self.delivered_through = max(self.delivered_through, delivered)
+
+    def _restore_decision(self, key: bytes, record: bytes) -> None:
+        try:
+            decision = CODEC.decode(record)
+        except DecodeError as error:
+            raise LocalError(f"storage record {key!r} is corrupt: {error}") from None
+        if not isinstance(decision, Decision):
+            raise LocalError(f"storage record {key!r} is not a decision")
+        self.decisions.put(decision)
+        self.next_slot_index = max(self.next_slot_index, decision.slot_index + 1)
 
     def _restore_statement(self, envelope: Envelope) -> None:
         statement = envelope.statement
@@ -824,6 +1001,11 @@ class ScpCore:
                 self.next_slot_index = max(self.next_slot_index, statement.slot_index + 1)
         slot.mark_sent(statement)
         self._own_envelopes[(statement.slot_index, _kind_of(statement))] = envelope
+
+
+def decision_record_key(slot_index: int) -> bytes:
+    """Storage key of the decision (value and proof) of a slot."""
+    return _DECISION_KEY_PREFIX + struct.pack(">Q", slot_index)
 
 
 def _kind_of(statement: Statement) -> str:

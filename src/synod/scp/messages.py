@@ -164,7 +164,45 @@ class StateRequest(Message, frozen=True, tag="state_request"):
     from_slot_index: SlotIndex
 
 
-ScpMessage = Envelope | QuorumSetRequest | QuorumSetResponse | StateRequest
+MAX_PROOF_ENVELOPES: Final = 128
+"""Envelopes in one decision's proof: a quorum's signed statements (Stellar's public
+network needs about 25); 128 envelopes of the largest value fit a 4 MiB frame."""
+
+
+class Decision(Message, frozen=True, tag="decision"):
+    """Slot `slot_index` decided `value`; `proof` holds the signed CONFIRM and
+    EXTERNALIZE statements, committing `value`, of nodes that form a quorum for the
+    node that made the decision (a receiver checks them against its own quorum set)."""
+
+    slot_index: SlotIndex
+    value: Value
+    proof: Annotated[tuple[Envelope, ...], msgspec.Meta(max_length=MAX_PROOF_ENVELOPES)]
+
+
+class DecisionRequest(Message, frozen=True, tag="decision_request"):
+    """Ask a peer for its decisions of slots >= `from_slot_index` (sent by a node that
+    missed slots its peers no longer hold statements for)."""
+
+    from_slot_index: SlotIndex
+
+
+class DecisionsUnavailable(Message, frozen=True, tag="decisions_unavailable"):
+    """The answer when the peer no longer holds the decision of `from_slot_index`: the
+    oldest decision it holds is that of `oldest_slot_index`."""
+
+    from_slot_index: SlotIndex
+    oldest_slot_index: SlotIndex
+
+
+ScpMessage = (
+    Envelope
+    | QuorumSetRequest
+    | QuorumSetResponse
+    | StateRequest
+    | Decision
+    | DecisionRequest
+    | DecisionsUnavailable
+)
 """Everything an SCP node sends to another."""
 
 CODEC: Final[Codec[ScpMessage]] = Codec(ScpMessage)

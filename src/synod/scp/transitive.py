@@ -44,7 +44,7 @@ class TransitiveQuorum:
         """No further node can join."""
         return len(self._members) >= self._max_nodes
 
-    def declare(self, node: NodeId, qset_hash: bytes, qset: QuorumSet) -> int:
+    def declare(self, node: bytes, qset_hash: bytes, qset: QuorumSet) -> int:
         """`node` (a member) declares `qset`: its validators join while there is room.
         Returns how many joined; a non-member's declaration is ignored."""
         if node not in self._members or self._declared.get(node) == qset_hash:
