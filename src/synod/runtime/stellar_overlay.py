@@ -280,6 +280,10 @@ class OverlayNode:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def set_peers(self, peers: Sequence[tuple[str, int]]) -> None:
+        """The IPv4 addresses to advertise in PEERS (at most 50, as stellar-core sends)."""
+        self._peers = [peer_address_xdr(host, port) for host, port in peers[:_MAX_PEERS_SENT]]
+
     # Called by connections --------------------------------------------------------------
 
     def on_authenticated(self, connection: OverlayConnection, event: Authenticated) -> None:

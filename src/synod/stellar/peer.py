@@ -91,6 +91,9 @@ _ENVELOPE_HEADER_BYTES: Final = 4 + 8
 """``AuthenticatedMessage``: the union arm (uint32 0) and the uint64 sequence."""
 _MIN_BODY_BYTES: Final = _ENVELOPE_HEADER_BYTES + 4 + MAC_BYTES
 _ZERO_MAC: Final = bytes(MAC_BYTES)
+_GRANT_TYPES: Final = frozenset(
+    (int(MessageType.SEND_MORE_EXTENDED.value), int(MessageType.SEND_MORE.value))
+)
 _MAX_UINT64: Final = 2**64 - 1
 
 
@@ -238,7 +241,8 @@ class StellarPeer:
         self._receive_key = b""
         self._send_sequence = 0
         self._receive_sequence = 0
-        self._flow = _FlowControl(settings.flood_capacity_messages, settings.flood_capacity_bytes)
+        # Nothing may be read until the first SEND_MORE_EXTENDED grants the capacity.
+        self._flow = _FlowControl(read_messages=0, read_bytes=0)
 
     @property
     def we_called_remote(self) -> bool:
@@ -340,8 +344,8 @@ class StellarPeer:
             return self._on_auth(message_xdr)
         if self.state is not State.GOT_AUTH:
             return self._drop(xdr.ErrorCode.ERR_AUTH, "message before completed handshake")
-        if kind == int(MessageType.SEND_MORE_EXTENDED.value):
-            return self._on_send_more(message_xdr)
+        if kind in _GRANT_TYPES:
+            return self._on_send_more(kind, message_xdr)
         if kind in FLOOD_TYPES:
             return self._on_flood(kind, message_xdr)
         return self._deliver(kind, message_xdr)
@@ -482,7 +486,10 @@ class StellarPeer:
 
     # Flow control ---------------------------------------------------------------------
 
-    def _on_send_more(self, message_xdr: bytes) -> list[Output]:
+    def _on_send_more(self, kind: int, message_xdr: bytes) -> list[Output]:
+        if kind == int(MessageType.SEND_MORE.value):
+            # Flow control in messages only is gone: stellar-core refuses it the same way.
+            return self._drop(xdr.ErrorCode.ERR_MISC, "unexpected message type SEND_MORE")
         message = _decode_message(message_xdr)
         if message is None or message.send_more_extended_message is None:
             return self._drop(xdr.ErrorCode.ERR_DATA, "malformed SEND_MORE_EXTENDED")

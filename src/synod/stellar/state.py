@@ -24,10 +24,15 @@ from typing import Final
 
 from stellar_sdk import xdr
 
-from synod.crypto import sha256
+from synod.crypto import KeyPair, sha256
 from synod.quorum.qset import QuorumSet
-from synod.scp.messages import Envelope
-from synod.scp.stellar import envelope_to_xdr_object, qset_to_xdr_object
+from synod.scp.messages import Envelope, Nomination, Statement
+from synod.scp.stellar import (
+    StellarNetwork,
+    envelope_to_xdr_object,
+    qset_to_xdr_object,
+    stellar_qset_hash,
+)
 
 MessageType = xdr.MessageType
 EMPTY_TX_SET_HASH: Final = sha256(b"")
@@ -86,6 +91,26 @@ class ScpStateStore:
             raise ValueError(f"more than {self.max_quorum_sets} quorum sets")
         self._quorum_sets[digest] = xdr.StellarMessage(MessageType.SCP_QUORUMSET, q_set=qset_xdr)
         return digest
+
+    def nominate(
+        self, keys: KeyPair, network: StellarNetwork, qset: QuorumSet, slot: int, value: bytes
+    ) -> Envelope:
+        """Sign and keep this node's NOMINATE of `value` for `slot`, naming `qset`.
+
+        A vote to nominate is a statement one node may make alone; it is what a node that
+        has not yet heard from its quorum serves to those who ask for its state.
+        """
+        self.add_quorum_set(qset)
+        statement = Statement(
+            node_id=keys.node_id,
+            slot_index=slot,
+            pledges=Nomination(
+                quorum_set_hash=stellar_qset_hash(qset), votes=(value,), accepted=()
+            ),
+        )
+        envelope = network.sign_statement(keys, statement)
+        self.add_envelope(envelope)
+        return envelope
 
     def envelopes_from(self, from_slot: int) -> list[xdr.StellarMessage]:
         """SCP_MESSAGEs for every kept slot at or after `from_slot`, oldest slot first."""

@@ -1,0 +1,244 @@
+"""`synod.runtime.stellar_overlay` on 127.0.0.1: nodes that serve their SCP state and quorum
+sets, a crawl that rebuilds a 4-node network's quorum sets from verified envelopes, and a
+listener that drops bad connections while it serves good ones."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+from raw_overlay import TESTNET, RawNode, auth_message, split_records
+from stellar_sdk import xdr
+
+from synod.crypto import KeyPair
+from synod.fbas.analysis import check_intersection
+from synod.fbas.load import load_stellarbeat
+from synod.quorum.qset import QuorumSet
+from synod.runtime.stellar_overlay import (
+    CrawlLimits,
+    OverlayLimits,
+    OverlayNode,
+    crawl,
+)
+from synod.scp.stellar import StellarNetwork, node_id_to_strkey
+from synod.stellar.peer import OverlaySettings
+from synod.stellar.state import ScpStateStore, stellar_value
+
+SETTINGS = OverlaySettings(passphrase=TESTNET)
+KEYS = [KeyPair.from_seed(hashlib.sha256(b"node %d" % index).digest()) for index in range(4)]
+QSET = QuorumSet(threshold=3, validators=tuple(sorted(keys.node_id for keys in KEYS)))
+
+
+async def start_network(count: int = 4) -> list[tuple[OverlayNode, int]]:
+    """`count` nodes on free ports; each nominates for slot 5 and names the others in PEERS."""
+    network = StellarNetwork(TESTNET)
+    nodes = []
+    for keys in KEYS[:count]:
+        store = ScpStateStore()
+        store.nominate(keys, network, QSET, 5, stellar_value(1_800_000_000))
+        node = OverlayNode(keys, SETTINGS, store=store)
+        _host, port = await node.start("127.0.0.1", 0)
+        nodes.append((node, port))
+    ports = [port for _node, port in nodes]
+    for node, port in nodes:
+        node.set_peers([("127.0.0.1", other) for other in ports if other != port])
+    return nodes
+
+
+async def stop(nodes: list[tuple[OverlayNode, int]]) -> None:
+    for node, _port in nodes:
+        await node.close()
+
+
+def test_crawl_rebuilds_every_quorum_set_from_one_address() -> None:
+    async def scenario() -> list[dict[str, object]]:
+        nodes = await start_network()
+        try:
+            progress: list[tuple[int, int]] = []
+            book = await crawl(
+                [f"127.0.0.1:{nodes[0][1]}"],
+                SETTINGS,
+                limits=CrawlLimits(listen_s=10.0, total_s=60.0),
+                on_progress=lambda done, total: progress.append((done, total)),
+            )
+        finally:
+            await stop(nodes)
+        assert progress and progress[-1] == (4, 4)
+        return book.to_stellarbeat()
+
+    records = asyncio.run(scenario())
+    assert {record["publicKey"] for record in records} == {
+        node_id_to_strkey(keys.node_id) for keys in KEYS
+    }
+    expected = {
+        "threshold": 3,
+        "validators": [node_id_to_strkey(v) for v in QSET.validators],
+        "innerQuorumSets": [],
+    }
+    assert all(record["quorumSet"] == expected for record in records)
+    result = check_intersection(load_stellarbeat(records))
+    assert result.has_quorum and result.intersects
+
+
+def test_forged_envelopes_and_unsolicited_quorum_sets_teach_the_crawl_nothing() -> None:
+    from synod.scp.messages import Envelope
+    from synod.scp.stellar import envelope_to_xdr_object, qset_to_xdr_object
+    from synod.stellar.crawl import Crawl
+
+    network = StellarNetwork(TESTNET)
+    book = Crawl(network)
+    store = ScpStateStore()
+    genuine = store.nominate(KEYS[0], network, QSET, 5, b"value")
+    forged = Envelope(statement=genuine.statement, signature=bytes(64))
+    other_network = StellarNetwork("a private network").sign_statement(KEYS[0], genuine.statement)
+    asked: set[bytes] = set()
+    for envelope in (forged, other_network):
+        message = xdr.StellarMessage(
+            xdr.MessageType.SCP_MESSAGE, envelope=envelope_to_xdr_object(envelope)
+        )
+        assert book.on_message(message, asked) == []
+    assert book.rejected_envelopes == 2 and not book.nodes
+    unsolicited = xdr.StellarMessage(xdr.MessageType.SCP_QUORUMSET, q_set=qset_to_xdr_object(QSET))
+    book.on_message(unsolicited, asked)
+    assert book.quorum_sets == {} and book.unsolicited_quorum_sets == 1
+    genuine_message = xdr.StellarMessage(
+        xdr.MessageType.SCP_MESSAGE, envelope=envelope_to_xdr_object(genuine)
+    )
+    (request,) = book.on_message(genuine_message, asked)
+    assert request.type == xdr.MessageType.GET_SCP_QUORUMSET
+    assert book.on_message(genuine_message, asked) == [], "each hash asked once per connection"
+    book.on_message(unsolicited, asked)
+    assert book.quorum_set_of(KEYS[0].node_id) == QSET
+
+
+def test_unknown_quorum_set_hash_is_answered_dont_have() -> None:
+    store = ScpStateStore()
+    store.add_quorum_set(QSET)
+    request = xdr.StellarMessage(
+        xdr.MessageType.GET_SCP_QUORUMSET, q_set_hash=xdr.Uint256(bytes(32))
+    )
+    (answer,) = store.answer(request)
+    assert answer.type == xdr.MessageType.DONT_HAVE
+    assert answer.dont_have.type == xdr.MessageType.SCP_QUORUMSET
+    assert bytes(answer.dont_have.req_hash.uint256) == bytes(32)
+
+
+def test_store_keeps_recent_slots_only() -> None:
+    network = StellarNetwork(TESTNET)
+    store = ScpStateStore(max_slots=3)
+    for slot in range(1, 7):
+        store.nominate(KEYS[0], network, QSET, slot, b"v%d" % slot)
+    slots = [m.envelope.statement.slot_index.uint64 for m in store.envelopes_from(0)]
+    assert slots == [4, 5, 6]
+    assert [m.envelope.statement.slot_index.uint64 for m in store.envelopes_from(6)] == [6]
+
+
+async def _raw_handshake(
+    port: int, raw: RawNode
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-written dialer: HELLO, keys, AUTH; returns the open streams."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw.seal(raw.hello(int(time.time()))))
+    header = await reader.readexactly(4)
+    body = await reader.readexactly(int.from_bytes(header, "big") & 0x7FFFFFFF)
+    raw.derive_keys(raw.open(body).hello)
+    writer.write(raw.seal(auth_message()))
+    return reader, writer
+
+
+async def _read_message(reader: asyncio.StreamReader, raw: RawNode) -> xdr.StellarMessage:
+    header = await reader.readexactly(4)
+    body = await reader.readexactly(int.from_bytes(header, "big") & 0x7FFFFFFF)
+    return raw.open(body)
+
+
+def test_listener_drops_a_bad_peer_and_keeps_serving_others() -> None:
+    async def scenario() -> None:
+        nodes = await start_network(1)
+        _node, port = nodes[0]
+        try:
+            # A peer that authenticates, then sends a message with a bad MAC.
+            bad = RawNode()
+            reader, writer = await _raw_handshake(port, bad)
+            request = xdr.StellarMessage(
+                xdr.MessageType.GET_SCP_STATE, get_scp_ledger_seq=xdr.Uint32(0)
+            )
+            writer.write(bad.seal(request, mac_key=bytes(32)))
+            seen = []
+            while True:
+                message = await asyncio.wait_for(_read_message(reader, bad), 10)
+                seen.append(message.type)
+                if message.type == xdr.MessageType.ERROR_MSG:
+                    break
+            assert await asyncio.wait_for(reader.read(), 10) == b"", "then the socket closes"
+            writer.close()
+            # A good peer still gets the node's state and quorum set.
+            good = RawNode()
+            reader, writer = await _raw_handshake(port, good)
+            writer.write(good.seal(request))
+            grant = xdr.StellarMessage(
+                xdr.MessageType.SEND_MORE_EXTENDED,
+                send_more_extended_message=xdr.SendMoreExtended(
+                    xdr.Uint32(10), xdr.Uint32(100_000)
+                ),
+            )
+            writer.write(good.seal(grant))
+            while True:
+                message = await asyncio.wait_for(_read_message(reader, good), 10)
+                if message.type == xdr.MessageType.SCP_MESSAGE:
+                    break
+            envelope = message.envelope
+            assert bytes(envelope.statement.node_id.node_id.ed25519.uint256) == KEYS[0].node_id
+            writer.close()
+        finally:
+            await stop(nodes)
+
+    asyncio.run(scenario())
+
+
+def test_slow_handshakes_are_cut_at_the_deadline_and_hosts_hold_few_slots() -> None:
+    async def scenario() -> None:
+        limits = OverlayLimits(handshake_s=0.5, connections_per_host=2, total_connections=4)
+        node = OverlayNode(KEYS[0], SETTINGS, limits=limits)
+        _host, port = await node.start("127.0.0.1", 0)
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            # The third is refused at once; the first two are told why at the deadline.
+            answers = [await asyncio.wait_for(reader.read(), 10) for reader, _writer in held]
+            assert answers[2] == b""
+            for answer in answers[:2]:
+                (body,) = split_records(answer)
+                error = xdr.StellarMessage.from_xdr_bytes(body[12:-32]).error
+                assert bytes(error.msg) == b"handshake deadline passed"
+            assert node.refused_connections == 1
+            raw = RawNode()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw.seal(raw.hello(int(time.time())))[:10])
+            answer = await asyncio.wait_for(reader.read(), 10)
+            assert b"handshake deadline passed" in answer, "a trickled HELLO is cut"
+            for _reader, held_writer in held:
+                held_writer.close()
+            writer.close()
+        finally:
+            await node.close()
+
+    asyncio.run(scenario())
+
+
+def test_wrong_network_is_refused_over_tcp() -> None:
+    async def scenario() -> None:
+        nodes = await start_network(1)
+        try:
+            raw = RawNode(passphrase="Public Global Stellar Network ; September 2015")
+            reader, writer = await asyncio.open_connection("127.0.0.1", nodes[0][1])
+            writer.write(raw.seal(raw.hello(int(time.time()))))
+            message = await asyncio.wait_for(_read_message(reader, raw), 10)
+            assert message.type == xdr.MessageType.ERROR_MSG
+            assert bytes(message.error.msg) == b"wrong network passphrase"
+            writer.close()
+        finally:
+            await stop(nodes)
+
+    asyncio.run(scenario())
+
