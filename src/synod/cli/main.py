@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "fastpay": ("synod.cli.fastpay", "fastpay", "FastPay authorities, clients and benchmarks."),
     "tusk": ("synod.cli.tusk", "tusk", "Tusk passive cores and drivers."),
     "crdt": ("synod.cli.crdt", "crdt", "BFT-CRDT nodes and the websocket relayer."),
+    "stellar": ("synod.cli.stellar", "stellar", "Stellar's peer protocol: serve and crawl."),
 }
 
 

@@ -351,12 +351,16 @@ class CrawlLimits:
     total_s: float = 300.0
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (port 11625 when omitted) -> (host, port); `ValueError` when bad."""
+def parse_address(text: str, *, any_port: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` (port 11625 when omitted) -> (host, port); `ValueError` when bad.
+
+    With `any_port`, port 0 (let the system choose, for listening) is accepted.
+    """
     host, separator, port_text = text.strip().rpartition(":")
     if not separator:
         host, port_text = text.strip(), "11625"
-    if not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+    lowest = 0 if any_port else 1
+    if not host or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return host, int(port_text)
 

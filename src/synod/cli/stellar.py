@@ -1,0 +1,264 @@
+"""`synod stellar`: speak Stellar's peer protocol (the stellar-core overlay).
+
+`serve` runs a node that Stellar tooling can connect to: it completes the handshake,
+nominates a ``StellarValue`` for one slot, and answers GET_SCP_STATE, GET_SCP_QUORUMSET
+and PEERS.  `crawl` visits a network over the overlay and writes stellarbeat JSON that
+every `synod fbas` command reads.  Both need the `synod[stellar]` extra.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from synod.cli.common import EXIT_FAILED, ConfigError, log_level_option, print_json_line
+
+if TYPE_CHECKING:
+    from synod.quorum.qset import QuorumSet
+    from synod.stellar.peer import OverlaySettings
+
+NETWORKS = {
+    "public": "Public Global Stellar Network ; September 2015",
+    "testnet": "Test SDF Network ; September 2015",
+}
+
+
+def _network_option(function: Any) -> Any:
+    return click.option(
+        "--network",
+        default="testnet",
+        show_default=True,
+        help="'public', 'testnet', or the passphrase of a private network.",
+    )(function)
+
+
+def _version_options(function: Any) -> Any:
+    for name, default in (
+        ("--overlay-min-version", 35),
+        ("--overlay-version", 38),
+        ("--ledger-version", 25),
+    ):
+        function = click.option(name, type=click.IntRange(0, 2**32 - 1), default=default,
+                                show_default=True)(function)
+    return function
+
+
+def _settings_of(options: dict[str, Any]) -> OverlaySettings:
+    from synod.stellar.peer import OverlaySettings
+
+    network = options["network"]
+    try:
+        return OverlaySettings(
+            passphrase=NETWORKS.get(network, network),
+            ledger_version=options["ledger_version"],
+            overlay_version=options["overlay_version"],
+            overlay_min_version=options["overlay_min_version"],
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@click.group()
+def stellar() -> None:
+    """Stellar's peer protocol: a node Stellar tooling can connect to, and a crawler."""
+
+
+@stellar.command("serve")
+@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
+              help="The node's key file (synod keys generate).")
+@click.option("--listen", default="127.0.0.1:11625", show_default=True, help="HOST:PORT.")
+@click.option("--quorum-set", "qset_file", type=click.Path(path_type=Path), required=True,
+              help="JSON {threshold, validators: [G...], innerQuorumSets: [...]}.")
+@click.option("--peer", "peers", multiple=True, help="HOST:PORT to advertise in PEERS.")
+@click.option("--slot", type=click.IntRange(1, 2**32 - 1), default=1, show_default=True,
+              help="The slot (ledger) this node nominates a value for.")
+@_network_option
+@_version_options
+@log_level_option()
+def serve(**options: Any) -> None:
+    """Run a node on the Stellar overlay; prints one JSON line when it listens."""
+    from synod.cli.common import run_process
+    from synod.crypto import KeyFileError, read_key_file
+    from synod.runtime.stellar_overlay import parse_address
+
+    settings = _settings_of(options)
+    try:
+        keys = read_key_file(options["key_file"])
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    qset = read_quorum_set(options["qset_file"])
+    try:
+        host, port = parse_address(options["listen"], any_port=True)
+        advertised = [parse_address(peer) for peer in options["peers"]]
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    run_process(
+        _serve(
+            keys, settings, qset, address=(host, port), peers=advertised, slot=options["slot"]
+        ),
+        options["log_level"],
+        listen_failure=f"cannot listen on {options['listen']}",
+    )
+
+
+async def _serve(
+    keys: Any,
+    settings: OverlaySettings,
+    qset: QuorumSet,
+    *,
+    address: tuple[str, int],
+    peers: list[tuple[str, int]],
+    slot: int,
+) -> int:
+    import asyncio
+    import time
+
+    from synod.runtime.stellar_overlay import OverlayNode
+    from synod.scp.stellar import StellarNetwork, node_id_to_strkey, stellar_qset_hash
+    from synod.stellar.state import ScpStateStore, stellar_value
+
+    store = ScpStateStore()
+    network = StellarNetwork(settings.passphrase)
+    store.nominate(keys, network, qset, slot, stellar_value(int(time.time())))
+    try:
+        node = OverlayNode(keys, settings, store=store, peers=peers)
+    except ValueError as error:  # a peer that is not an IPv4 address
+        raise click.BadParameter(str(error)) from None
+    bound_host, bound_port = await node.start(*address)
+    print_json_line(
+        {
+            "event": "ready",
+            "id": node_id_to_strkey(keys.node_id),
+            "address": f"{bound_host}:{bound_port}",
+            "quorum_set_hash": stellar_qset_hash(qset).hex(),
+            "slot": slot,
+        }
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await node.close()
+    return 0
+
+
+@stellar.command("crawl")
+@click.argument("addresses", nargs=-1, required=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Write the stellarbeat JSON here (default: standard output).")
+@click.option("--listen-s", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              help="How long to wait for one node's state.")
+@click.option("--timeout-s", type=click.FloatRange(1, 86_400), default=300.0, show_default=True,
+              help="Bound on the whole crawl.")
+@click.option("--max-nodes", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)
+@_network_option
+@_version_options
+@log_level_option("warning")
+def crawl(**options: Any) -> None:
+    """Crawl a network from HOST:PORT... and write stellarbeat JSON (read by `synod fbas`)."""
+    import asyncio
+
+    from synod.runtime.logs import configure_json_logging
+    from synod.runtime.stellar_overlay import CrawlLimits, parse_address
+    from synod.runtime.stellar_overlay import crawl as run_crawl
+
+    settings = _settings_of(options)
+    addresses: tuple[str, ...] = options["addresses"]
+    output: Path | None = options["output"]
+    for address in addresses:
+        try:
+            parse_address(address)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="ADDRESSES") from None
+    configure_json_logging(options["log_level"].upper())
+    limits = CrawlLimits(
+        listen_s=options["listen_s"],
+        concurrency=options["concurrency"],
+        max_nodes=options["max_nodes"],
+        total_s=options["timeout_s"],
+    )
+    with _ProgressBar() as report:
+        book = asyncio.run(run_crawl(addresses, settings, limits=limits, on_progress=report))
+    records = book.to_stellarbeat()
+    text = json.dumps(records, indent=1) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+    with_qset = sum(record["quorumSet"] is not None for record in records)
+    click.echo(
+        f"{len(records)} nodes, {with_qset} with a quorum set, "
+        f"{book.rejected_envelopes} envelopes refused",
+        err=True,
+    )
+    if with_qset == 0:
+        raise SystemExit(EXIT_FAILED)
+
+
+class _ProgressBar:
+    """A progress bar on standard error while the crawl runs."""
+
+    def __enter__(self) -> Any:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._progress = Progress(console=Console(stderr=True), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("crawling", total=None)
+        return self.report
+
+    def report(self, done: int, total: int) -> None:
+        self._progress.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def read_quorum_set(path: Path) -> QuorumSet:
+    """A quorum set from a stellarbeat-style JSON file; errors name the file and the key."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise click.ClickException(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise click.ClickException(f"{path}: not a JSON file: {error}") from None
+    qset = _quorum_set(path, data, "quorumSet", depth=0)
+    from synod.quorum.qset import InsaneQuorumSet, check_sanity
+
+    try:
+        check_sanity(qset)
+    except InsaneQuorumSet as error:
+        raise ConfigError(path, "quorumSet", str(error)) from None
+    return qset
+
+
+def _quorum_set(path: Path, data: Any, key: str, depth: int) -> QuorumSet:
+    from synod.crypto import InvalidNodeId
+    from synod.quorum.qset import QuorumSet
+    from synod.scp.stellar import node_id_from_strkey
+
+    if depth > 4 or not isinstance(data, dict):
+        raise ConfigError(path, key, "an object {threshold, validators, innerQuorumSets}")
+    threshold = data.get("threshold")
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise ConfigError(path, f"{key}.threshold", "a positive integer")
+    validators = data.get("validators", [])
+    inner = data.get("innerQuorumSets", [])
+    if not isinstance(validators, list) or not isinstance(inner, list):
+        raise ConfigError(path, key, "validators and innerQuorumSets are lists")
+    try:
+        ids = tuple(node_id_from_strkey(str(text)) for text in validators)
+    except InvalidNodeId as error:
+        expected = f"Stellar public keys (G...): {error}"
+        raise ConfigError(path, f"{key}.validators", expected) from None
+    return QuorumSet(
+        threshold=threshold,
+        validators=ids,
+        inner_sets=tuple(
+            _quorum_set(path, value, f"{key}.innerQuorumSets[{index}]", depth + 1)
+            for index, value in enumerate(inner)
+        ),
+    )
