@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench clean
+.PHONY: test demo lint typecheck unit bench clean stellar-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for script in benchmarks/*_bench.py; do $(BIN)/python $$script || exit 1; done
+
+# An independent implementation of Stellar's overlay (stellarbeat's crawler library) for
+# tests/stellar/test_stellar_interop.py, which is skipped until this has run.
+stellar-tools:
+	npm install --prefix build/stellar-tools --no-audit --no-fund \
+		@stellarbeat/js-stellar-node-connector@7.0.1
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,84 @@
+"""An implementation of Stellar's overlay written independently of synod (stellarbeat's
+js-stellar-node-connector, the library its public-network crawler uses) connects to a
+`synod stellar serve` process, completes the handshake, asks for its SCP state and quorum
+set, and verifies the envelope it receives with its own code.
+
+Needs Node.js and the connector installed by `make stellar-tools` (into
+build/stellar-tools; or name a node_modules folder in SYNOD_STELLAR_CONNECTOR); skipped
+otherwise, since nothing may be downloaded while the tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_stellar_cli import read_ready_line
+
+from synod.crypto import KeyPair, write_key_file
+from synod.scp.stellar import node_id_to_strkey
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("stellarbeat_connect.js")
+TESTNET = "Test SDF Network ; September 2015"
+
+
+def connector_modules() -> Path:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed: the independent overlay client cannot run")
+    configured = os.environ.get("SYNOD_STELLAR_CONNECTOR")
+    modules = Path(configured) if configured else ROOT / "build/stellar-tools/node_modules"
+    if not (modules / "@stellarbeat/js-stellar-node-connector").is_dir():
+        pytest.skip(f"js-stellar-node-connector is not in {modules}: run `make stellar-tools`")
+    return modules
+
+
+def test_stellarbeat_connector_handshakes_and_verifies_a_synod_node(tmp_path: Path) -> None:
+    modules = connector_modules()
+    keys = KeyPair.generate()
+    key_file = tmp_path / "node.key"
+    write_key_file(key_file, keys)
+    me = node_id_to_strkey(keys.node_id)
+    configured = {"threshold": 1, "validators": [me], "innerQuorumSets": []}
+    qset_file = tmp_path / "qset.json"
+    qset_file.write_text(json.dumps(configured))
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "synod.cli.main", "stellar", "serve", "--key", str(key_file),
+         "--listen", "127.0.0.1:0", "--quorum-set", str(qset_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        ready = read_ready_line(serve)
+        host, port = str(ready["address"]).rsplit(":", 1)
+        environment = {
+            **os.environ,
+            "NODE_PATH": str(modules),
+            "NETWORK": TESTNET,
+            "LEDGER_VERSION": "25",
+            "OVERLAY_VERSION": "38",
+            "OVERLAY_MIN_VERSION": "35",
+        }
+        client = subprocess.run(
+            ["node", str(SCRIPT), host, port], capture_output=True, text=True, timeout=60,
+            env=environment, check=False,
+        )
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+    assert client.returncode == 0, client.stdout + client.stderr
+    seen = json.loads(client.stdout.strip().splitlines()[-1])
+    assert seen["connected"] and seen["peer"] == me
+    assert seen["envelopes"] == seen["verified"] == 1, "its own code verifies the signature"
+    (qset,) = seen["quorumSets"]
+    assert qset["asked"], "the set answered is the one whose hash the envelope named"
+    assert qset["hash"] == ready["quorum_set_hash"]
+    assert qset["quorumSet"] == configured
