@@ -6,7 +6,14 @@ node holding its `shards` shards (`ShardedAuthority` routes requests by `request
 cross-shard updates cross the simulated network back to the node); `clients` honest
 account owners, each running a plan of transfers to the others one after the other
 (`ClientNode` wraps `synod.fastpay.client.Client`: it resumes a pending order or
-re-confirms its last certificate after a failure or a restart); and one Byzantine
+re-confirms its last certificate after a failure or a restart).  Clients are users in a
+hurry: each plan ends with a *sweep* that spends the client's funding plus every payment
+the other clients' plans make to it, payments it only learns of from the authorities
+(no wallet file is shared: it recovers its account with `Client.recover` when its known
+balance falls short, and pushes the payments it received to every authority when
+authorities refuse for lack of funds); and a restarted client loses its wallet file
+with probability `restore_probability`, then starts again from its key alone (its old
+records deleted) and recovers its state from the authorities.  And one Byzantine
 client that signs two different orders for its sequence number 0, each spending its
 whole balance, and shows each to a different half of the honest authorities (plus every
 Byzantine one).
@@ -64,7 +71,9 @@ from synod.crypto import KeyPair, NodeId
 from synod.fastpay.authority import AccountState, AuthorityShard
 from synod.fastpay.checkers import balances_after, conflicting_transfers
 from synod.fastpay.client import (
+    AccountRecovered,
     Client,
+    InsufficientFunds,
     TransferCertified,
     TransferConfirmed,
     TransferFailed,
@@ -109,18 +118,41 @@ def account_keys(index: int) -> KeyPair:
 # ---------------------------------------------------------------- honest clients
 
 
+@dataclass(frozen=True, slots=True)
+class WalletRestored:
+    """A client started again from its key alone, its wallet file lost."""
+
+    account: NodeId
+
+
 class ClientNode:
     """An account owner's application around a `Client`: runs `plan` in order.
 
     After a failed operation it waits `retry_ms` and resumes; after a restart it resumes
-    a pending order, or confirms its last certificate again, before going on.
+    a pending order, or confirms its last certificate again, before going on.  When its
+    known balance does not cover the next payment it recovers the account from the
+    authorities (payments from wallets it shares no file with), and when authorities
+    refuse for lack of funds it also pushes every payment it received to all of them.
+    `forget`: the records of a lost wallet file, deleted at the first start (the client
+    was restored from its key alone and recovers before anything else).
     """
 
-    def __init__(self, client: Client, plan: list[tuple[bytes, int]], retry_ms: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        plan: list[tuple[bytes, int]],
+        retry_ms: int,
+        *,
+        forget: Sequence[bytes] = (),
+    ) -> None:
         self.client = client
         self.plan = plan
         self.retry_ms = retry_ms
         self.needs_confirmation = bool(client.sent)
+        self.restored = bool(forget)
+        self.needs_recover = self.restored
+        self.to_synchronize: list[CertifiedTransferOrder] = []
+        self._forget = sorted(forget)
 
     @property
     def node_id(self) -> NodeId:
@@ -138,9 +170,14 @@ class ClientNode:
         )
 
     def handle(self, event: Input, now_ms: int) -> Step:
-        if isinstance(event, Started) or (
-            isinstance(event, TimerFired) and event.name == RETRY_TIMER
-        ):
+        if isinstance(event, Started):
+            # A wallet restored from its key: the lost file's records are gone.
+            step = Step(persist=[Persist(key, None) for key in self._forget])
+            if self._forget:
+                step.events.append(WalletRestored(self.node_id))
+            self._forget = []
+            return self._next(step)
+        if isinstance(event, TimerFired) and event.name == RETRY_TIMER:
             return self._next(Step())
         step = self.client.handle(event, now_ms)
         failed = False
@@ -149,24 +186,59 @@ class ClientNode:
                 self.needs_confirmation = True
             elif isinstance(item, TransferConfirmed):
                 self.needs_confirmation = False
+            elif isinstance(item, AccountRecovered):
+                self.needs_recover = False
+                # The last transfer may never have been confirmed by a quorum.
+                self.needs_confirmation = self.needs_confirmation or bool(item.sent)
             elif isinstance(item, TransferFailed):
                 failed = True
+                self._after_failure(item)
         if failed:
             step.timers.append(SetTimer(RETRY_TIMER, self.retry_ms))
             return step
         return self._next(step)
 
+    def _after_failure(self, failure: TransferFailed) -> None:
+        if failure.error is not None and failure.error.kind is ErrorKind.INSUFFICIENT_BALANCE:
+            # Some authorities lack credits that paid us: push them all, then recover.
+            self.needs_recover = True
+            self.to_synchronize = list(self.client.received_certificates())
+
     def _next(self, step: Step) -> Step:
-        client = self.client
-        if client.busy:
+        if self.client.busy:
             return step
+        upkeep = self._upkeep()
+        if upkeep is not None:
+            return step.extend(upkeep)
+        return self._pay_next(step)
+
+    def _upkeep(self) -> Step | None:
+        """What must happen before the next payment, if anything."""
+        client = self.client
+        if self.to_synchronize:
+            return client.synchronize(self.to_synchronize.pop(0))
+        if self.needs_recover:
+            return client.recover()
         if client.pending is not None or self.needs_confirmation:
-            return step.extend(client.resume())
+            return client.resume()
+        return None
+
+    def _pay_next(self, step: Step) -> Step:
+        client = self.client
         number = client.next_sequence_number
-        if number < len(self.plan):
-            recipient, amount = self.plan[number]
+        if number >= len(self.plan):
+            return step
+        recipient, amount = self.plan[number]
+        try:
             return step.extend(client.transfer(recipient, amount))
-        return step
+        except InsufficientFunds:
+            # Paid by others whose payments this wallet has not seen: ask the authorities.
+            # A quorum may vouch for less than was paid when honest authorities outside
+            # the payers' quorums lack the credits: push what we received to all first.
+            self.needs_recover = True
+            self.to_synchronize = list(self.client.received_certificates())
+            step.timers.append(SetTimer(RETRY_TIMER, self.retry_ms))
+            return step
 
 
 # ---------------------------------------------------------------- sharded authorities
@@ -588,6 +660,7 @@ class FastPayScenario:
     funding: int = 100
     collude: bool = False
     retry_ms: int = 300
+    restore_probability: float = 0.3
     name: str = "fastpay"
     genesis: dict[bytes, int] = field(default_factory=dict)
     _authority_keys: list[KeyPair] = field(default_factory=list)
@@ -634,8 +707,10 @@ class FastPayScenario:
                 world.add_node(
                     keys.node_id, self._authority_factory(keys, committee), MESSAGE_CODEC
                 )
+        plans = {keys.node_id: self._draw_plan(world.rng, keys) for keys in self._client_keys}
+        self._add_sweeps(plans)
         for keys in self._client_keys:
-            plan = self._draw_plan(world.rng, keys)
+            plan = plans[keys.node_id]
             self._goal[keys.node_id.hex()] = len(plan) - 1
             world.add_node(keys.node_id, self._client_factory(keys, committee, plan), REPLY_CODEC)
         world.add_node(
@@ -659,6 +734,22 @@ class FastPayScenario:
             for _ in range(self.transfers)
         ]
 
+    def _add_sweeps(self, plans: dict[NodeId, list[tuple[bytes, int]]]) -> None:
+        """End each plan with a payment of everything left: the funding, less the plan,
+        plus what the other plans (not their sweeps, so no plan waits on another's
+        sweep) pay this client.  The client only knows of those payments from the
+        authorities."""
+        incoming = dict.fromkeys(plans, 0)
+        for plan in plans.values():
+            for recipient, amount in plan:
+                incoming[NodeId(recipient)] = incoming.get(NodeId(recipient), 0) + amount
+        names = list(plans)
+        for position, name in enumerate(names):
+            plan = plans[name]
+            left = self.funding - sum(amount for _, amount in plan) + incoming[name]
+            if left > 0:
+                plan.append((names[(position + 1) % len(names)], left))
+
     def _authority(
         self, keys: KeyPair, committee: Committee, storage: Storage
     ) -> AuthorityShard | ShardedAuthority:
@@ -681,9 +772,12 @@ class FastPayScenario:
     def _client_factory(
         self, keys: KeyPair, committee: Committee, plan: list[tuple[bytes, int]]
     ) -> Any:
-        funding, retry_ms = self.funding, self.retry_ms
+        funding, retry_ms, restore = self.funding, self.retry_ms, self.restore_probability
 
         def build(storage: Storage, rng: random.Random) -> ClientNode:
+            if storage and rng.random() < restore:
+                # The wallet file is lost: the user has the key and nothing else.
+                return ClientNode(Client(keys, committee), plan, retry_ms, forget=list(storage))
             client = Client(keys, committee, balance=funding, storage=storage)
             return ClientNode(client, plan, retry_ms)
 
