@@ -242,3 +242,56 @@ def test_wrong_network_is_refused_over_tcp() -> None:
 
     asyncio.run(scenario())
 
+
+
+def test_a_node_never_decodes_a_quorum_set_it_did_not_ask_for() -> None:
+    import os
+
+    from synod.runtime.stellar_overlay import serves
+    from synod.scp.stellar import qset_to_xdr_object
+    from synod.stellar.auth import OverlayIdentity
+    from synod.stellar.peer import Closed, MessageReceived, Role, StellarPeer, Write
+
+    identity = OverlayIdentity.create(KEYS[0], SETTINGS.network_id, os.urandom(32))
+    synod = StellarPeer(identity, SETTINGS, Role.REMOTE_CALLED_US, os.urandom(32), accept=serves)
+    raw = RawNode()
+    now = int(time.time())
+    outputs = synod.receive(raw.seal(raw.hello(now)), now)
+    (body,) = split_records(b"".join(o.data for o in outputs if isinstance(o, Write)))
+    raw.derive_keys(raw.open(body).hello)
+    synod.receive(raw.seal(auth_message()), now)
+    many = QuorumSet(threshold=1, validators=tuple(os.urandom(32) for _ in range(20_000)))
+    unsolicited = xdr.StellarMessage(xdr.MessageType.SCP_QUORUMSET, q_set=qset_to_xdr_object(many))
+    outputs = synod.receive(raw.seal(unsolicited), now)
+    assert not any(isinstance(o, MessageReceived | Closed) for o in outputs)
+    assert synod.ignored_messages == 1
+
+
+def test_repeated_state_requests_do_not_grow_the_outbound_queue() -> None:
+    async def scenario() -> None:
+        nodes = await start_network(1)
+        node, port = nodes[0]
+        try:
+            raw = RawNode()
+            reader, writer = await _raw_handshake(port, raw)
+            request = xdr.StellarMessage(
+                xdr.MessageType.GET_SCP_STATE, get_scp_ledger_seq=xdr.Uint32(0)
+            )
+            for _ in range(50):  # never granting capacity, so no answer can leave
+                writer.write(raw.seal(request))
+            last = raw.seal(xdr.StellarMessage(
+                xdr.MessageType.GET_SCP_QUORUMSET, q_set_hash=xdr.Uint256(bytes(32))
+            ))
+            writer.write(last)
+            while True:  # the DONT_HAVE answer to the last request: all 50 were read
+                message = await asyncio.wait_for(_read_message(reader, raw), 10)
+                if message.type == xdr.MessageType.DONT_HAVE:
+                    break
+            assert node.ignored_state_requests == 49
+            (connection,) = node.connections
+            assert connection.peer.queued_flood_bytes < 1024, "one envelope waits, once"
+            writer.close()
+        finally:
+            await stop(nodes)
+
+    asyncio.run(scenario())

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from stellar_sdk import xdr
 
-from synod.crypto import KeyPair, node_id_short
+from synod.crypto import KeyPair, node_id_short, sha256
 from synod.runtime.admission import ConnectionSlots
 from synod.runtime.framing import close_writer
 from synod.scp.stellar import StellarNetwork
@@ -53,6 +53,23 @@ MessageType = xdr.MessageType
 MessageHandler = Callable[["OverlayConnection", xdr.StellarMessage], None]
 _MAX_PEERS_SENT = 50
 """stellar-core sends at most 50 addresses in PEERS."""
+SERVED_TYPES = frozenset(
+    int(kind.value)
+    for kind in (
+        MessageType.GET_SCP_STATE,
+        MessageType.GET_SCP_QUORUMSET,
+        MessageType.GET_TX_SET,
+        MessageType.SCP_MESSAGE,
+        MessageType.DONT_HAVE,
+    )
+)
+"""What a serving node decodes; anything else (a quorum set it never asked for...) is
+authenticated, counted and dropped undecoded."""
+
+
+def serves(kind: int, _message_xdr: bytes) -> bool:
+    """The `accept` filter of a serving node's connections."""
+    return kind in SERVED_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +103,7 @@ class OverlayConnection:
         *,
         expected_peer_id: bytes | None = None,
         on_message: MessageHandler | None = None,
+        accept: Callable[[int, bytes], bool] = serves,
     ) -> None:
         self.node = node
         self.address = address
@@ -95,6 +113,7 @@ class OverlayConnection:
             role,
             os.urandom(NONCE_BYTES),
             expected_peer_id=expected_peer_id,
+            accept=accept,
         )
         self.authenticated = asyncio.Event()
         self.closed = asyncio.Event()
@@ -247,10 +266,12 @@ class OverlayNode:
         *,
         expected_peer_id: bytes | None = None,
         on_message: MessageHandler | None = None,
+        accept: Callable[[int, bytes], bool] = serves,
     ) -> OverlayConnection:
         """Dial `host:port` and start the handshake; `OSError`/`TimeoutError` on failure.
 
         The connection runs in the background: await its `authenticated` event.
+        `accept` picks the messages it decodes (see `StellarPeer`).
         """
         async with asyncio.timeout(self.limits.connect_s):
             reader, writer = await asyncio.open_connection(host, port)
@@ -262,6 +283,7 @@ class OverlayNode:
             f"{host}:{port}",
             expected_peer_id=expected_peer_id,
             on_message=on_message,
+            accept=accept,
         )
         self._spawn(connection)
         return connection
@@ -351,6 +373,11 @@ class CrawlLimits:
     total_s: float = 300.0
 
 
+_CRAWLED_TYPES = frozenset(
+    int(kind.value) for kind in (MessageType.SCP_MESSAGE, MessageType.PEERS, MessageType.DONT_HAVE)
+)
+
+
 def parse_address(text: str, *, any_port: bool = False) -> tuple[str, int]:
     """``HOST:PORT`` (port 11625 when omitted) -> (host, port); `ValueError` when bad.
 
@@ -419,8 +446,15 @@ async def _visit(node: OverlayNode, book: Crawl, address: str, listen_s: float) 
         for request in book.on_message(message, asked):
             connection.send(request)
 
+    def wanted(kind: int, message_xdr: bytes) -> bool:
+        # A quorum set is decoded only when its hash (of the bytes as received: the
+        # arm's body) is one this connection asked for.
+        if kind == int(MessageType.SCP_QUORUMSET.value):
+            return sha256(message_xdr[4:]) in asked
+        return kind in _CRAWLED_TYPES
+
     try:
-        connection = await node.connect(host, port, on_message=learn)
+        connection = await node.connect(host, port, on_message=learn, accept=wanted)
     except (OSError, TimeoutError) as error:
         log.info("crawl: cannot connect", extra={"address": address, "reason": str(error)})
         return
