@@ -646,10 +646,12 @@ def _answer_at(core: TuskCore, body: Any, now_ms: int) -> CoreAnswer:
 
 
 def test_min_header_delay_waits_for_late_parents_until_the_delay_has_passed() -> None:
+    # The delay runs from the core's previous header: made at 1_000, the next waits
+    # until 1_100 even though round 2's parents are in at 1_040.
     core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
-    assert _answer_at(core, CoreRequest(), 0).header is not None, "round 1 never waits"
+    assert _answer_at(core, CoreRequest(), 1_000).header is not None, "round 1 never waits"
     round_one = certified_round(1, ())
-    entered = _answer_at(core, CoreRequest(certificates=tuple(round_one[:3])), 1_000)
+    entered = _answer_at(core, CoreRequest(certificates=tuple(round_one[:3])), 1_040)
     assert entered.round == 2 and entered.header is None
     assert _answer_at(core, CoreRequest(), 1_099).header is None, "still within the delay"
     proposed = _answer_at(core, CoreRequest(), 1_100)
@@ -657,11 +659,26 @@ def test_min_header_delay_waits_for_late_parents_until_the_delay_has_passed() ->
     assert tuple(sorted(proposed.header.parents)) == digests(round_one[:3])
 
 
-def test_min_header_delay_ends_early_once_every_members_parent_is_in() -> None:
+def test_a_core_that_learns_two_rounds_at_once_still_proposes() -> None:
+    # A core far from the drivers learns round r's quorum and round r + 1's in one
+    # answer, every time.  Its delay ran out long ago (it counts from its previous
+    # header), so it proposes in the round it lands in instead of skipping it; with the
+    # delay counted from entering the round it proposed in no round at all.
     core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
     _answer_at(core, CoreRequest(), 0)
     round_one = certified_round(1, ())
-    assert _answer_at(core, CoreRequest(certificates=tuple(round_one[:3])), 1_000).header is None
+    round_two = certified_round(2, digests(round_one[:3]), KEYS[1:])
+    now_ms = 1_000
+    answer = _answer_at(core, CoreRequest(certificates=(*round_one[:3], *round_two)), now_ms)
+    assert answer.round == 3
+    assert answer.header is not None and answer.header.round == 3
+
+
+def test_min_header_delay_ends_early_once_every_members_parent_is_in() -> None:
+    core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
+    _answer_at(core, CoreRequest(), 1_000)
+    round_one = certified_round(1, ())
+    assert _answer_at(core, CoreRequest(certificates=tuple(round_one[:3])), 1_010).header is None
     late = _answer_at(core, CoreRequest(certificates=(round_one[3],)), 1_040)
     assert late.header is not None, "nobody left to wait for"
     assert tuple(sorted(late.header.parents)) == digests(round_one)
@@ -669,9 +686,10 @@ def test_min_header_delay_ends_early_once_every_members_parent_is_in() -> None:
 
 def test_min_header_delay_paces_an_idle_committee_even_with_every_parent_in() -> None:
     core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
-    _answer_at(core, CoreRequest(), 0)
+    _answer_at(core, CoreRequest(), 1_000)
     empty_round = [certify(sign_header(key, 1, (), ())) for key in KEYS]
-    assert _answer_at(core, CoreRequest(certificates=tuple(empty_round)), 1_000).header is None
+    assert _answer_at(core, CoreRequest(certificates=tuple(empty_round)), 1_010).header is None
+    assert _answer_at(core, CoreRequest(), 1_099).header is None
     assert _answer_at(core, CoreRequest(), 1_100).header is not None
 
 
@@ -742,3 +760,78 @@ def test_bad_weak_parents_are_refused_with_a_typed_reason_and_change_nothing() -
     _, answer = harness.ask(CoreRequest(headers=(good,)))
     assert refusal_reasons(answer) == [], "a correct weak parent is voted for"
     assert any(vote.header_digest == good.digest() for vote in answer.votes)
+
+
+def _core_with_a_floor() -> tuple[Harness, list[list[Certificate]]]:
+    """Core 1 after rounds 1..12 certified by cores 1-3 (core 0 silent), gc_depth 4:
+    it has committed and collected, so its floor is well above round 1."""
+    harness = Harness(keys=KEYS[1], config=TuskConfig(gc_depth=4))
+    rounds: list[list[Certificate]] = []
+    parents: tuple[bytes, ...] = ()
+    for round_number in range(1, 13):
+        rounds.append(certified_round(round_number, parents, KEYS[1:]))
+        parents = digests(rounds[-1])
+    harness.ask(CoreRequest(certificates=tuple(c for r in rounds for c in r)))
+    assert harness.core.gc_round >= 4
+    return harness, rounds
+
+
+def test_a_made_up_weak_parent_just_under_the_voters_floor_gets_no_vote() -> None:
+    # The weak-parent attack: a Byzantine creator states a digest that names nothing at
+    # one round below the voter's collection floor.  Skipping weak parents below the
+    # own floor, this voter voted, while a correct core with a lower floor refused it
+    # for the missing parent and could then never store the certificate.  A voter now
+    # checks every weak parent; one it has collected cannot be checked: no vote.
+    harness, rounds = _core_with_a_floor()
+    floor = harness.core.gc_round
+    round_number = floor + 2  # above the floor: votable in every other respect
+    made_up = WeakParent(round=floor - 1, digest=b"\x66" * 32)
+    header = sign_header(
+        KEYS[0], round_number, (b"x",), digests(rounds[round_number - 2]), (made_up,)
+    )
+    before = harness.snapshot()
+    _, answer = harness.ask(CoreRequest(headers=(header,)))
+    assert refusal_reasons(answer) == [RefusalReason.ROUND_TOO_OLD]
+    assert all(vote.header_digest != header.digest() for vote in answer.votes)
+    assert harness.snapshot() == before
+    # The same header without the made-up weak parent is voted for.
+    plain = sign_header(KEYS[0], round_number, (b"x",), digests(rounds[round_number - 2]))
+    _, answer = harness.ask(CoreRequest(headers=(plain,)))
+    assert refusal_reasons(answer) == []
+    assert any(vote.header_digest == plain.digest() for vote in answer.votes)
+
+
+def test_a_weak_parent_more_than_gc_depth_below_its_header_is_refused_by_every_core() -> None:
+    # No leader that delivers a header of round r reaches below r - gc_depth, so such a
+    # weak parent is refused from the header alone, the same way by every core, whatever
+    # its floor: a fresh core (floor 0) and one that has collected.
+    harness, rounds = _core_with_a_floor()
+    round_number = harness.core.gc_round + 6
+    stated = round_number - 4 - 1  # gc_depth is 4
+    weak = WeakParent(round=stated, digest=rounds[stated - 1][0].header.digest())
+    header = sign_header(KEYS[0], round_number, (b"x",), digests(rounds[round_number - 2]), (weak,))
+    _, answer = harness.ask(CoreRequest(headers=(header,)))
+    assert refusal_reasons(answer) == [RefusalReason.PARENT_WRONG_ROUND]
+    fresh = Harness(keys=KEYS[1], config=TuskConfig(gc_depth=4))
+    _, answer = fresh.ask(CoreRequest(certificates=tuple(c for r in rounds for c in r)[:12]))
+    _, answer = fresh.ask(CoreRequest(certificates=(certify(header),)))
+    assert refusal_reasons(answer) == [RefusalReason.PARENT_WRONG_ROUND]
+
+
+def test_weak_parents_named_by_a_core_reach_back_half_of_gc_depth_at_most() -> None:
+    # Voters must hold every weak parent; naming only recent orphans keeps a header
+    # votable by cores that have committed further (a higher floor).
+    harness = Harness(keys=KEYS[0], config=TuskConfig(gc_depth=8))
+    round_one = certified_round(1, ())
+    old_orphan = round_one[0]  # core 0's own round-1 block: nobody builds on it
+    chain: list[Certificate] = [*round_one]
+    parents = digests(round_one[1:])
+    for round_number in range(2, 8):
+        certificates = certified_round(round_number, parents, KEYS[1:])
+        chain.extend(certificates)
+        parents = digests(certificates)
+    _, answer = harness.ask(CoreRequest(certificates=tuple(chain)))
+    assert answer.header is not None and answer.header.round == 8
+    named = {weak.digest for weak in answer.header.weak_parents}
+    assert all(weak.round >= 8 - 4 for weak in answer.header.weak_parents)
+    assert old_orphan.header.digest() not in named

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from synod.core import Call, CallFailed, RequestReceived, Response, Started, Step, TimerFired
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
 from synod.tusk.core import TuskCore
-from synod.tusk.driver import POLL_TIMER, Driver
+from synod.tusk.driver import BLOCK_RETRY_POLLS, POLL_TIMER, Driver
 from synod.tusk.messages import (
     MAX_BATCH_BYTES,
     MAX_TRANSACTION_BYTES,
@@ -14,7 +16,10 @@ from synod.tusk.messages import (
     CoreAnswer,
     CoreRequest,
     Header,
+    Refusal,
+    RefusalReason,
     Vote,
+    make_certificate,
     request_digest,
     sign_answer,
     sign_header,
@@ -185,3 +190,60 @@ def test_pending_headers_per_creator_are_capped_keeping_the_lowest_rounds() -> N
     assert len(kept) == 4
     assert round_one in kept, "a lower round displaces a higher one"
     assert set(kept) - {round_one} <= set(round_two[:4]), "later ones of round 2 refused"
+
+
+def _answer(core: KeyPair, call: Call, **fields: object) -> Response:
+    """A signed answer of `core` to `call`, round 1, with `fields` replaced."""
+    assert isinstance(call.body, CoreRequest)
+    answer = CoreAnswer(
+        core=core.node_id,
+        request_digest=request_digest(call.body),
+        round=1,
+        header=None,
+        votes=(),
+        known=(),
+        certificates=(),
+        refusals=(),
+    )
+    answer = msgspec.structs.replace(answer, **fields)
+    return Response(call.to, call.request_id, sign_answer(core, answer))
+
+
+def test_a_certificate_blocked_on_a_parent_nobody_supplies_is_carried_again_later() -> None:
+    # A core refused a certificate naming a missing parent that no core ever lists (a
+    # made-up weak parent, or one collected since).  Waiting for it blocked the
+    # certificate, and everything built on it, at that core for good; now the driver
+    # holds it back for BLOCK_RETRY_POLLS poll periods, then carries it again.
+    driver = Driver("d", COMMITTEE)
+    calls = {call.to: call for call in calls_of(driver.handle(Started(), 0))}
+    header = sign_header(KEYS[0], 1, (b"tx",), ())
+    votes = [sign_vote(key, header.digest(), 1, KEYS[0].node_id) for key in KEYS[:3]]
+    certificate = make_certificate(header, votes)
+    driver.handle(_answer(KEYS[0], calls[KEYS[0].node_id], certificates=(certificate,)), 1)
+    target = KEYS[3]
+    step = driver.handle(_answer(target, calls[target.node_id]), 2)
+    carrying = next(call for call in calls_of(step) if call.to == target.node_id)
+    assert [c.header for c in carrying.body.certificates] == [header]
+    refusal = Refusal(
+        digest=header.digest(), reason=RefusalReason.MISSING_PARENTS, missing=(b"\x66" * 32,)
+    )
+    step = driver.handle(_answer(target, carrying, refusals=(refusal,)), 3)
+
+    def carried_until_idle(step: Step, now_ms: int) -> bool:
+        """Answer the driver's calls to the target (empty answers) until it makes none;
+        whether one of them carried the certificate."""
+        carried = False
+        for _ in range(10):
+            call = next((c for c in calls_of(step) if c.to == target.node_id), None)
+            if call is None:
+                return carried
+            carried = carried or any(c.header == header for c in call.body.certificates)
+            step = driver.handle(_answer(target, call), now_ms)
+        raise AssertionError("the driver keeps calling a core that answers nothing new")
+
+    assert not carried_until_idle(step, 4)
+    carried = [
+        carried_until_idle(driver.handle(TimerFired(POLL_TIMER), 100 * poll), 100 * poll)
+        for poll in range(1, BLOCK_RETRY_POLLS + 1)
+    ]
+    assert carried == [False] * (BLOCK_RETRY_POLLS - 1) + [True]

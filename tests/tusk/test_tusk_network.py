@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from synod.core import Reply, Step
+from synod.core import Proposed, Reply, Step
 from synod.crypto import KeyPair, NodeId
 from synod.sim.scenarios.tusk import (
     PrefixViolated,
@@ -25,12 +25,13 @@ from synod.sim.scenarios.tusk import (
     delivered_transactions,
     replace_core,
     restart_driver,
+    slow_core,
     submit,
     tally_refusals,
     tusk_world,
 )
 from synod.sim.world import World
-from synod.tusk.core import Committed, EquivocationDetected, TuskCore
+from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
 from synod.tusk.messages import (
     CoreAnswer,
     RefusalReason,
@@ -253,3 +254,36 @@ def test_random_crashes_and_driver_restarts_keep_the_prefix_and_progress(seed: i
     assert world.step_until(each_committed(world, target), max_steps=10000)
     assert_same_prefix(world)
     assert_one_certificate_per_slot(world)
+
+
+@pytest.mark.parametrize("one_way_ms", [100, 200])
+def test_a_core_far_from_every_driver_gets_all_its_transactions_committed(
+    one_way_ms: int,
+) -> None:
+    # Core 3 is `one_way_ms` from both drivers, the others a few milliseconds, under a
+    # steady load on core 3.  Before, it learnt two rounds' quorums per answer and, its
+    # delay restarting on each round entry, proposed in almost no round; and its few
+    # certificates, late, stayed with the drivers (never carried below a core's round
+    # - 1), so no core named them as weak parents: none of its transactions committed.
+    world = tusk_world(
+        KEYS,
+        seed=one_way_ms,
+        config=TuskConfig(min_header_delay_ms=100, gc_depth=50),
+        latency_ms=(1, 5),
+        call_timeout_ms=2_000,
+    )
+    far = CORES[3]
+    slow_core(world, far, one_way_ms)
+    transactions = [f"far {number}".encode() for number in range(40)]
+    for number, transaction in enumerate(transactions):
+        world.input_at(number * 50, far, Proposed(transaction))
+
+    def all_committed() -> bool:
+        return all(
+            set(transactions) <= set(delivered_transactions(world, node)) for node in CORES[:3]
+        )
+
+    assert world.step_until(all_committed, max_ms=20_000)
+    assert_same_prefix(world)
+    creators = {event.creator for event in committed(world, CORES[0])}
+    assert far in creators

@@ -284,11 +284,10 @@ class TuskCore:
         self._evidence: dict[tuple[int, bytes], Equivocation] = {}
         self._conflicts: dict[tuple[int, bytes], CertificateConflict] = {}
         self._round = 1
-        self._round_entered_ms: int | None = None  # unknown after a restart
+        self._last_header_ms: int | None = None  # unknown after a restart
         self._now_ms = 0
         self._stale_keys: list[bytes] = []  # evidence over the cap found in storage
         self._restore(storage or {})
-        self._round_entered_ms = None  # a restarted core waits a full delay, to be safe
 
     # ------------------------------------------------------------ read-only views
 
@@ -534,7 +533,7 @@ class TuskCore:
         header = certificate.header
         reason = self._check_slot(header)
         if reason is None:
-            reason = _check_parent_shape(header)
+            reason = _check_parent_shape(header, self.config.gc_depth)
         if reason is None:
             reason = self._check_voters(certificate)
         if reason is not None:
@@ -568,16 +567,31 @@ class TuskCore:
         return None
 
     def _check_parents_present(
-        self, header: Header
+        self, header: Header, *, for_vote: bool = False
     ) -> tuple[RefusalReason | None, tuple[bytes, ...]]:
-        """Parents (and weak parents) at or above the collection floor must be held, of
-        the round the header gives them; those below it are gone everywhere alike."""
+        """Parents and weak parents must be held, of the round the header gives them.
+
+        A voter checks every weak parent, whatever its own collection floor: a weak
+        parent it has already collected cannot be checked, so it does not vote
+        (`ROUND_TOO_OLD`).  Hence a certificate's quorum holds f + 1 correct cores that
+        held each weak parent, so none is made up and a core still below that round can
+        fetch it through a driver.  (Skipping the ones below the own floor, as before,
+        let a Byzantine creator state a made-up weak parent just under some voters'
+        floor: they voted, and a correct core with a lower floor could never store the
+        certificate nor anything built on it.)  A core storing a certificate checks those
+        at or above its floor only: below it, no delivery of its reaches (the leaders it
+        commits from now on deliver at most `gc_depth` rounds deep), and the voters
+        checked them.
+        """
+        floor = self.gc_round
         expected: dict[bytes, int] = {}
-        if header.round > 1 and header.round - 1 >= self.gc_round:
+        if header.round > 1 and header.round - 1 >= floor:
             expected = dict.fromkeys(header.parents, header.round - 1)
         for weak in header.weak_parents:
-            if weak.round >= self.gc_round:
+            if weak.round >= floor:
                 expected[weak.digest] = weak.round
+            elif for_vote:
+                return RefusalReason.ROUND_TOO_OLD, ()
         missing = tuple(digest for digest in expected if self._dag.get(digest) is None)
         if missing:
             return RefusalReason.MISSING_PARENTS, missing[:MAX_COMMITTEE_SIZE]
@@ -655,11 +669,8 @@ class TuskCore:
         self._own_delivered = {r for r in self._own_delivered if r >= floor}
 
     def _advance_round(self) -> None:
-        entered = self._round
         while self.committee.reaches_quorum(self._dag.at(self._round)):
             self._round += 1
-        if self._round != entered:
-            self._round_entered_ms = self._now_ms
 
     # ------------------------------------------------------------ votes
 
@@ -723,10 +734,10 @@ class TuskCore:
             or header.batch_bytes() > self.config.max_batch_bytes
         ):
             return RefusalReason.BATCH_TOO_LARGE, ()
-        reason = _check_parent_shape(header)
+        reason = _check_parent_shape(header, self.config.gc_depth)
         if reason is not None or header.round == 1:
             return reason, ()
-        reason, missing = self._check_parents_present(header)
+        reason, missing = self._check_parents_present(header, for_vote=True)
         if reason is not None:
             return reason, missing
         parent_creators = [self._dag.by_digest[parent].creator for parent in header.parents]
@@ -763,16 +774,20 @@ class TuskCore:
         transactions = self._take_batch(step)
         header = sign_header(self._keys, self._round, transactions, parents, weak_parents)
         self._own_headers[self._round] = header
+        self._last_header_ms = self._now_ms
         step.persist.append(Persist(_number_key(_OWN_HEADER, self._round), canonical_bytes(header)))
         assert (self._round, self.node_id) not in self._votes, "only this core signs its headers"
         self._cast_vote(header, header.digest(), step)
         return header
 
     def _orphans(self, parents: tuple[bytes, ...]) -> tuple[WeakParent, ...]:
-        """Held certificates of rounds below round - 1, at or above the floor, neither
-        delivered nor reachable from `parents`: named as weak parents so that they get
-        delivered with this header's history (DAG-Rider's weak links)."""
-        floor = self.gc_round
+        """Held certificates of rounds below round - 1, at or above the floor and at most
+        `gc_depth // 2` rounds back, neither delivered nor reachable from `parents`:
+        named as weak parents so that they get delivered with this header's history
+        (DAG-Rider's weak links).  Voters must hold every weak parent, so naming only
+        recent ones keeps the header votable by cores a few commits ahead of this one
+        (their floor is below these rounds)."""
+        floor = max(self.gc_round, self._round - self.config.gc_depth // 2)
         reachable: set[bytes] = set()
         stack = [self._dag.by_digest[digest] for digest in parents]
         while stack:
@@ -791,14 +806,20 @@ class TuskCore:
         return tuple(orphans[:MAX_WEAK_PARENTS])
 
     def _waits_before_proposing(self) -> bool:
+        """Whether the pacing delay, counted from this core's previous header, is still
+        running.  Counting from the previous header rather than from entering the round
+        matters for a core far from the drivers: it often learns a quorum of its round
+        and of the next one in the same answer, and a delay restarted on each round
+        entry would let it skip round after round without proposing (Narwhal's proposer
+        resets its timer only when it makes a header)."""
         delay_ms = self.config.min_header_delay_ms
         if delay_ms == 0 or self._round == 1:
             return False
         if self._busy() and len(self._dag.at(self._round - 1)) == len(self.committee):
             return False  # every member's block of the previous round is in: nobody to wait for
-        if self._round_entered_ms is None:
-            self._round_entered_ms = self._now_ms
-        return self._now_ms - self._round_entered_ms < delay_ms
+        if self._last_header_ms is None:
+            self._last_header_ms = self._now_ms  # restarted: wait a whole delay, to be safe
+        return self._now_ms - self._last_header_ms < delay_ms
 
     def _busy(self) -> bool:
         """Transactions wait here, or the previous round carried some, or a held
@@ -930,13 +951,18 @@ def _trim_evidence(kept: dict[tuple[int, bytes], Any], prefix: bytes) -> list[by
     return dropped
 
 
-def _check_parent_shape(header: Header) -> RefusalReason | None:
+def _check_parent_shape(header: Header, gc_depth: int) -> RefusalReason | None:
+    """What every core decides alike from the header alone.  A weak parent lies below
+    round - 1 and at most `gc_depth` rounds below the header: any leader that delivers
+    the header is at or above its round and delivers `gc_depth` rounds deep at most, so
+    an older weak parent would never be followed by anyone."""
     if header.round == 1 and (header.parents or header.weak_parents):
         return RefusalReason.PARENTS_IN_FIRST_ROUND
     links = [*header.parents, *(weak.digest for weak in header.weak_parents)]
     if len(set(links)) != len(links):
         return RefusalReason.DUPLICATE_PARENT
-    if any(not 1 <= weak.round < header.round - 1 for weak in header.weak_parents):
+    lowest = max(1, header.round - gc_depth)
+    if any(not lowest <= weak.round < header.round - 1 for weak in header.weak_parents):
         return RefusalReason.PARENT_WRONG_ROUND
     if header.round > 1 and not header.parents:
         return RefusalReason.TOO_FEW_PARENTS

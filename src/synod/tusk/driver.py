@@ -69,6 +69,14 @@ _REQUEST_BATCH_BYTES = 2 * 1024 * 1024
 
 _GIVE_UP_REASONS = frozenset(RefusalReason) - {RefusalReason.MISSING_PARENTS}
 
+BLOCK_RETRY_POLLS = 10
+"""An item a core refused for missing parents is carried to it again after this many
+poll periods even when this driver cannot supply the parents: the core may have got
+them from another driver, or collected their rounds, and a parent that exists nowhere
+(a made-up weak parent) must not block the item, and all it leads to, for good.  A retry
+costs the core a parent lookup (checked before any signature), once a poll period times
+this number (0.5 s at the default 50 ms)."""
+
 
 @dataclass(slots=True)
 class _CoreView:
@@ -78,6 +86,7 @@ class _CoreView:
     known: set[bytes] = field(default_factory=set)
     voted: set[bytes] = field(default_factory=set)
     blocked: dict[bytes, set[bytes]] = field(default_factory=dict)
+    blocked_at: dict[bytes, int] = field(default_factory=dict)  # the poll count then
     refused: set[bytes] = field(default_factory=set)
     lists: set[bytes] = field(default_factory=set)
     asked: set[bytes] = field(default_factory=set)
@@ -128,6 +137,7 @@ class Driver:
         self._highest_round = 0
         self._pruned_below = 0
         self._ordered: list[tuple[bytes, Certificate]] | None = None  # by (round, creator)
+        self._polls = 0
 
     @property
     def node_id(self) -> NodeId:
@@ -158,6 +168,7 @@ class Driver:
             self._poll_idle(step, everyone=True)
             step.timers.append(SetTimer(POLL_TIMER, self.poll_interval_ms))
         elif isinstance(event, TimerFired) and event.name == POLL_TIMER:
+            self._polls += 1
             for view in self._views.values():
                 view.asked.clear()  # ask again, at the poll rate, for what is still missing
             self._poll_idle(step, everyone=True)
@@ -220,7 +231,7 @@ class Driver:
                 break
             if digest in view.voted or core in pending.votes:
                 continue
-            if not _unblocked(view, digest, carried):
+            if not self._unblocked(view, digest, carried):
                 continue
             budget_bytes -= pending.header.batch_bytes()
             if headers and budget_bytes < 0:
@@ -242,23 +253,46 @@ class Driver:
         )
 
     def _certificates_for(self, view: _CoreView, since: int) -> list[tuple[bytes, Certificate]]:
-        chosen: list[tuple[bytes, Certificate]] = []
-        chosen_digests: set[bytes] = set()
+        """What to carry to a core, lowest rounds first: the certificates of its recent
+        rounds and the parents it asked for, then, with what room is left, older ones it
+        has not shown it holds.  Those are the late certificates (made after the other
+        cores had moved on, as a slow core's are): carried, they become weak parents of
+        the cores' next headers and get delivered; left with the driver, nobody would
+        ever name them."""
         if self._ordered is None:
             self._ordered = sorted(
                 self._certificates.items(),
                 key=lambda item: (item[1].header.round, item[1].header.creator),
             )
         wanted_as_parents = set().union(*view.blocked.values())
-        budget_bytes = _REQUEST_BATCH_BYTES
-        for digest, certificate in self._ordered:
+        recent = [
+            item
+            for item in self._ordered
+            if item[1].header.round >= since or item[0] in wanted_as_parents
+        ]
+        late = [item for item in self._ordered if item[1].header.round < since]
+        chosen: list[tuple[bytes, Certificate]] = []
+        self._choose(view, recent, chosen)
+        self._choose(view, late, chosen)
+        chosen.sort(key=lambda item: item[1].header.round)
+        return chosen
+
+    def _choose(
+        self,
+        view: _CoreView,
+        candidates: list[tuple[bytes, Certificate]],
+        chosen: list[tuple[bytes, Certificate]],
+    ) -> None:
+        chosen_digests = {digest for digest, _ in chosen}
+        budget_bytes = _REQUEST_BATCH_BYTES - sum(
+            c.header.batch_bytes() for d, c in chosen if d not in view.holds
+        )
+        for digest, certificate in candidates:
             if len(chosen) == self.max_certificates_per_request:
                 break
-            if digest in view.known or digest in view.refused:
+            if digest in view.known or digest in view.refused or digest in chosen_digests:
                 continue
-            if certificate.header.round < since and digest not in wanted_as_parents:
-                continue
-            if digest in view.blocked and not _unblocked(view, digest, view.known | chosen_digests):
+            if not self._unblocked(view, digest, view.known | chosen_digests):
                 continue
             if digest not in view.holds:
                 budget_bytes -= certificate.header.batch_bytes()
@@ -266,7 +300,14 @@ class Driver:
                 break
             chosen.append((digest, certificate))
             chosen_digests.add(digest)
-        return chosen
+
+    def _unblocked(self, view: _CoreView, digest: bytes, available: set[bytes]) -> bool:
+        """Whether `digest` may go to the core: it reported no missing parents for it,
+        they are all `available` now, or the block has lasted `BLOCK_RETRY_POLLS`."""
+        missing = view.blocked.get(digest)
+        if missing is None or missing <= available:
+            return True
+        return self._polls - view.blocked_at.get(digest, self._polls) >= BLOCK_RETRY_POLLS
 
     # ------------------------------------------------------------ answers
 
@@ -327,8 +368,7 @@ class Driver:
             elif refusal.reason == RefusalReason.HEADER_UNKNOWN:
                 view.holds.discard(digest)  # a restarted core: carry it in full
             elif refusal.reason == RefusalReason.MISSING_PARENTS:
-                view.blocked[digest] = set(refusal.missing)
-                self._missing.update(d for d in refusal.missing if d not in self._certificates)
+                self._block(view, digest, refusal.missing)
             else:
                 view.refused.add(digest)  # carrying it again would change nothing
         for header in request.headers:
@@ -339,8 +379,12 @@ class Driver:
             if refusal.reason in _GIVE_UP_REASONS:
                 view.voted.add(digest)
             else:
-                view.blocked[digest] = set(refusal.missing)
-                self._missing.update(d for d in refusal.missing if d not in self._certificates)
+                self._block(view, digest, refusal.missing)
+
+    def _block(self, view: _CoreView, digest: bytes, missing: tuple[bytes, ...]) -> None:
+        view.blocked[digest] = set(missing)
+        view.blocked_at[digest] = self._polls
+        self._missing.update(d for d in missing if d not in self._certificates)
 
     def _learn_header(self, header: Header) -> bytes:
         """Keep `header` to collect votes on it; its digest if this driver now holds it
@@ -427,6 +471,7 @@ class Driver:
             view.voted &= set(self._pending)
             view.holds &= live
             view.blocked = {d: m for d, m in view.blocked.items() if d in live}
+            view.blocked_at = {d: t for d, t in view.blocked_at.items() if d in view.blocked}
             view.refused &= live
             if len(view.asked) > 4 * MAX_WANTED:
                 view.asked.clear()
@@ -436,11 +481,6 @@ class Driver:
 
 def _carries_something(request: CoreRequest) -> bool:
     return bool(request.certificates or request.headers or request.wanted)
-
-
-def _unblocked(view: _CoreView, digest: bytes, available: set[bytes]) -> bool:
-    missing = view.blocked.get(digest)
-    return missing is None or missing <= available
 
 
 def _certificate_valid(committee: Committee, certificate: Certificate, digest: bytes) -> bool:

@@ -8,11 +8,15 @@ certificates.  Faults, all drawn from the seed:
   and cores; a lost request or answer becomes `CallFailed` after `call_timeout_ms`;
 - crash and restart of correct cores (rebuilt from what they persisted) and of correct
   drivers (restarted empty: a driver holds nothing needed for safety);
+- in half the runs, one correct core far from every driver and client (`SlowCore`, a
+  one-way delay drawn from `slow_core_ms`), before and after healing;
 - up to f Byzantine cores, each with a seeded mix of: silence or lost answers
   (`Withhold`), undecodable answers (`GarbageAnswers`), answers to other requests
   (`StaleAnswers`), correctly signed answers carrying forged certificates and votes
   (`ForgedCertificates`), a second signed header per round shown to some drivers
-  (`ForkHeaders`: equivocation) and votes for every carried header (`DoubleVoter`);
+  (`ForkHeaders`: equivocation), votes for every carried header (`DoubleVoter`) and
+  own headers naming a made-up weak parent just under the core's collection floor
+  (`MadeUpWeakParents`, the weak-parent attack);
 - Byzantine drivers (`synod.tusk.driver.ByzantineDriver`: withholding, reordering,
   replaying, mixing rounds, forging certificates) beside the honest ones.
 
@@ -22,7 +26,11 @@ prefix of the other, and no core delivers a certificate twice.  Liveness after h
 every correct core commits at least one certificate after the heal and delivers every
 transaction a correct core took: proposed to it by the local application while it was
 up, or receipted by it to the `SubmitClient` (which submits to cores of its choice,
-Byzantine ones included, and moves on when no valid receipt comes).
+Byzantine ones included, and moves on when no valid receipt comes), and a stream of
+transactions given to each correct core after healing.  The last part is what finds a
+correct core left out (too far from the drivers, or knocked out by a Byzantine one):
+having committed once after healing, or everything it had before, proves nothing
+about the work it takes from now on.
 
 `TuskScenario(collude=True)` is the attack that breaks the prefix property once the
 colluding cores exceed f: a `SplitBrainDriver` holding the colluders' keys runs two
@@ -70,12 +78,14 @@ from synod.tusk.driver import ByzantineDriver, Driver
 from synod.tusk.messages import (
     CODEC,
     MAX_HEADERS_PER_REQUEST,
+    MAX_WEAK_PARENTS,
     CoreAnswer,
     CoreRequest,
     Header,
     RefusalReason,
     SubmitAnswer,
     SubmitRequest,
+    WeakParent,
     header_signature_valid,
     request_digest,
     sign_answer,
@@ -85,6 +95,11 @@ from synod.tusk.messages import (
 
 SUBMIT_WINDOW_MS = 1_000
 """Client transactions reach correct cores at random times in this first window."""
+
+AFTER_HEALING_TRANSACTIONS = 10
+AFTER_HEALING_INTERVAL_MS = 100
+"""Once the network heals, each correct core is given this many more transactions,
+this far apart, and must get every one committed on every correct core."""
 
 
 def core_keys(index: int) -> KeyPair:
@@ -196,7 +211,7 @@ class DoubleVoter:
     """A core that also votes for every correctly signed header a driver carries,
     whatever it voted before (breaking the one-vote-per-slot rule)."""
 
-    def __init__(self, inner: TuskCore, keys: KeyPair) -> None:
+    def __init__(self, inner: TuskCore | MadeUpWeakParents, keys: KeyPair) -> None:
         self._inner = inner
         self._keys = keys
 
@@ -226,6 +241,121 @@ class DoubleVoter:
                 voted.add(digest)
         replaced = msgspec.structs.replace(answer, votes=tuple(votes))
         return Reply(outgoing.client, outgoing.request_id, sign_answer(self._keys, replaced))
+
+
+class MadeUpWeakParents:
+    """The weak-parent attack: the core's own header goes out with one more weak parent,
+    a digest that names nothing, stated one round below the core's collection floor
+    (or as far back as the header allows while the floor is low).  Voters that skipped
+    weak parents below their own floor voted for it, a correct core with a lower floor
+    refused it for the missing parent, and a driver that waited for that parent blocked
+    the certificate and everything built on it at that core for good."""
+
+    def __init__(self, inner: TuskCore, keys: KeyPair) -> None:
+        self._inner = inner
+        self._keys = keys
+        self._forged: dict[int, Header] = {}
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._inner.node_id
+
+    @property
+    def committee(self) -> Committee:
+        return self._inner.committee
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = self._inner.handle(event, now_ms)
+        if isinstance(event, RequestReceived) and isinstance(event.body, CoreRequest):
+            step.outgoing = [self._forge(outgoing) for outgoing in step.outgoing]
+        return step
+
+    def _forge(self, outgoing: Outgoing) -> Outgoing:
+        own = self._inner.own_header()
+        if not isinstance(outgoing, Reply) or not isinstance(outgoing.body, CoreAnswer):
+            return outgoing
+        if own is None or own.round < 3 or outgoing.body.round != own.round:
+            return outgoing
+        forged = self._forged_header(own)
+        honest_digest = own.digest()
+        votes = tuple(vote for vote in outgoing.body.votes if vote.header_digest != honest_digest)
+        forged_vote = sign_vote(self._keys, forged.digest(), forged.round, forged.creator)
+        answer = msgspec.structs.replace(
+            outgoing.body, header=forged, votes=(*votes, forged_vote)
+        )
+        return Reply(outgoing.client, outgoing.request_id, sign_answer(self._keys, answer))
+
+    def _forged_header(self, own: Header) -> Header:
+        forged = self._forged.get(own.round)
+        if forged is None:
+            # Even rounds: just under the floor (the finding); odd rounds: a recent round
+            # that every voter holds, so the made-up digest is plainly missing.
+            below_floor = max(1, self._inner.gc_round - 1)
+            stated = min(own.round - 2, below_floor if own.round % 2 == 0 else own.round - 2)
+            made_up = WeakParent(
+                round=stated, digest=blake2b(b"made up %d" % own.round, person=b"synod-sim-weak")
+            )
+            weak_parents = (*own.weak_parents[: MAX_WEAK_PARENTS - 1], made_up)
+            forged = sign_header(self._keys, own.round, own.transactions, own.parents, weak_parents)
+            self._forged = {r: h for r, h in self._forged.items() if r > own.round - 8}
+            self._forged[own.round] = forged
+        return forged
+
+
+# ---------------------------------------------------------------- the slow-core fault
+
+
+class SlowCore:
+    """A correct core far from every driver, as behind a delay proxy: each request
+    reaches the core `one_way_ms` after it arrived and each answer leaves `one_way_ms`
+    after the core made it (the core persists at once, as it would).  The fault lasts
+    after healing: distance is not a fault that heals, and liveness must hold with it."""
+
+    def __init__(self, inner: Core, one_way_ms: int) -> None:
+        self._inner = inner
+        self.one_way_ms = one_way_ms
+        self._inbound: dict[str, RequestReceived] = {}
+        self._outbound: dict[str, Reply] = {}
+        self._next = 0
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._inner.node_id
+
+    @property
+    def inner(self) -> Core:
+        return self._inner
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, RequestReceived):
+            return Step(timers=[self._hold(self._inbound, event)])
+        if isinstance(event, TimerFired) and event.name in self._outbound:
+            return Step(outgoing=[self._outbound.pop(event.name)])
+        if isinstance(event, TimerFired) and event.name in self._inbound:
+            event = self._inbound.pop(event.name)
+        step = self._inner.handle(event, now_ms)
+        replies = [outgoing for outgoing in step.outgoing if isinstance(outgoing, Reply)]
+        step.outgoing = [outgoing for outgoing in step.outgoing if not isinstance(outgoing, Reply)]
+        step.timers.extend(self._hold(self._outbound, reply) for reply in replies)
+        return step
+
+    def _hold(self, held: dict[str, Any], item: Any) -> SetTimer:
+        self._next += 1
+        name = f"slow-{self._next}"
+        held[name] = item
+        return SetTimer(name, self.one_way_ms)
+
+
+def slow_core(world: World, node: NodeRef, one_way_ms: int) -> None:
+    """Put core `node` `one_way_ms` away from every driver and client, from now on
+    (it restarts from what it persisted, behind a `SlowCore`)."""
+    build = world.node(node).factory
+
+    def slowed(storage: Storage, rng: random.Random) -> Core:
+        return SlowCore(build(storage, rng), one_way_ms)
+
+    world.crash(node)
+    world.restart(node, slowed)
 
 
 # ---------------------------------------------------------------- the split-brain attack
@@ -436,7 +566,18 @@ class TuskScenario:
     gc_depth: int = 10
     min_header_delay_ms: int = 150
     poll_interval_ms: int = 40
-    call_timeout_ms: int = 300
+    call_timeout_ms: int = 2_000
+    """As `synod tusk driver`'s: a call to the slow core takes twice its distance plus
+    two network delays (the bimodal model's slow tail reaches 600 ms)."""
+    slow_core_ms: tuple[int, int] = (150, 400)
+    """One-way delay range of the slow-core fault (one correct core, drawn by the seed
+    in half the runs, is that far from every driver and client, before and after
+    healing); (0, 0) turns the fault off.  Wider than the 100-200 ms of the process
+    test because a hop here already takes up to about 100 ms: what makes a core slow
+    is its distance next to the others' round trips."""
+    weak_parent_attack_only: bool = False
+    """Byzantine cores do nothing but `MadeUpWeakParents` (the attack alone, so that a
+    run shows it rather than the other behaviours that silence the core)."""
     name: str = "tusk"
     _keys: list[KeyPair] = field(default_factory=list)
     _expected: set[tuple[str, str]] = field(default_factory=set)
@@ -445,6 +586,8 @@ class TuskScenario:
     _healed: bool = False
     _client: str = ""
     _correct_cores: set[str] = field(default_factory=set)
+    _slow: dict[int, int] = field(default_factory=dict)
+    _world: World | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.cores <= 64 or not 0 <= self.byzantine_cores <= self.cores:
@@ -465,13 +608,16 @@ class TuskScenario:
 
     def build(self, world: World) -> None:
         world.call_timeout_ms = self.call_timeout_ms
+        self._world = world
         committee, config = self.committee, self.config()
+        self._draw_slow_core(world.rng)
         for index, keys in enumerate(self._keys):
             if index < self.byzantine_cores:
                 factory = self._byzantine_core(keys, committee, config, world.rng)
                 world.add_node(keys.node_id, factory, CODEC, byzantine=True)
             else:
-                world.add_node(keys.node_id, _core_factory(keys, committee, config), CODEC)
+                factory = _core_factory(keys, committee, config, self._slow.get(index, 0))
+                world.add_node(keys.node_id, factory, CODEC)
         for number in range(self.honest_drivers):
             driver = Driver(f"driver-{number}", committee, poll_interval_ms=self.poll_interval_ms)
             world.add_node(driver.node_id, self._driver_factory(driver.name, False), CODEC)
@@ -486,6 +632,16 @@ class TuskScenario:
         world.observe(self._track)
         self._schedule_transactions(world)
 
+    def _draw_slow_core(self, rng: random.Random) -> None:
+        low_ms, high_ms = self.slow_core_ms
+        if high_ms > 0 and self.byzantine_cores < self.cores and rng.random() < 0.5:
+            index = rng.randrange(self.byzantine_cores, self.cores)
+            self._slow = {index: rng.randint(low_ms, high_ms)}
+
+    def slow_cores(self) -> dict[str, int]:
+        """The correct cores far from the drivers, by hex id, with their one-way delay."""
+        return {self._keys[index].node_id.hex(): delay for index, delay in self._slow.items()}
+
     def _byzantine_core(
         self, keys: KeyPair, committee: Committee, config: TuskConfig, rng: random.Random
     ) -> Any:
@@ -499,11 +655,15 @@ class TuskScenario:
         behaviours = [behaviour for behaviour in pool if rng.random() < 0.5]
         behaviours = behaviours or [pool[rng.randrange(len(pool))]]
         double_vote = rng.random() < 0.5
+        made_up_weak_parents = rng.random() < 0.5
+        if self.weak_parent_attack_only:
+            behaviours, double_vote, made_up_weak_parents = [], False, True
         members = list(committee.members)
 
         def build(storage: Storage, node_rng: random.Random) -> Core:
             core = TuskCore(keys, committee, storage, config=config)
-            inner: Core = DoubleVoter(core, keys) if double_vote else core
+            attacker = MadeUpWeakParents(core, keys) if made_up_weak_parents else core
+            inner: Core = DoubleVoter(attacker, keys) if double_vote else attacker
             return ByzantineCore(inner, members, node_rng, CODEC, behaviours)
 
         return build
@@ -566,6 +726,7 @@ class TuskScenario:
         kind = record["kind"]
         if kind == "heal":
             self._healed = True
+            self._submit_after_healing()
         elif kind == "input lost" and record["event"]["type"] == "Proposed":
             # The client's transaction reached a core that was down: nothing to expect.
             self._expected.discard((record["node"], record["event"]["value"]))
@@ -579,6 +740,21 @@ class TuskScenario:
             self._delivered.add((record["node"], transaction))
         if self._healed:
             self._fresh.add(record["node"])
+
+    def _submit_after_healing(self) -> None:
+        """A stream of transactions for each correct core once the network heals
+        (`AFTER_HEALING_TRANSACTIONS`, one every `AFTER_HEALING_INTERVAL_MS`): every
+        correct core must still get its own work committed, under load (a core knocked
+        out or left behind during the faults, or too far from the drivers ever to get a
+        header in, would commit nothing new), not merely what it had before."""
+        world = self._world
+        assert world is not None, "built before it runs"
+        for keys in self._keys[self.byzantine_cores :]:
+            for number in range(AFTER_HEALING_TRANSACTIONS):
+                transaction = f"after healing {keys.node_id.hex()[:8]} {number}".encode()
+                at_ms = world.now_ms + 1 + number * AFTER_HEALING_INTERVAL_MS
+                world.input_at(at_ms, keys.node_id, Proposed(transaction))
+                self._expected.add((keys.node_id.hex(), transaction.hex()))
 
     def checkers(self) -> list[Checker]:
         return [TuskPrefixChecker(self.correct_cores())]
@@ -601,9 +777,12 @@ class TuskScenario:
         )
 
 
-def _core_factory(keys: KeyPair, committee: Committee, config: TuskConfig) -> Any:
+def _core_factory(
+    keys: KeyPair, committee: Committee, config: TuskConfig, slow_ms: int = 0
+) -> Any:
     def build(storage: Storage, rng: random.Random) -> Core:
-        return TuskCore(keys, committee, storage, config=config)
+        core = TuskCore(keys, committee, storage, config=config)
+        return SlowCore(core, slow_ms) if slow_ms else core
 
     return build
 
