@@ -295,3 +295,42 @@ def test_repeated_state_requests_do_not_grow_the_outbound_queue() -> None:
             await stop(nodes)
 
     asyncio.run(scenario())
+
+
+def test_broadcast_envelopes_reach_peers_once_and_forgeries_not_at_all() -> None:
+    from synod.scp.messages import Envelope
+
+    async def scenario() -> None:
+        delivered: list[Envelope] = []
+        sender = OverlayNode(KEYS[0], SETTINGS)
+        receiver = OverlayNode(KEYS[1], SETTINGS, on_envelope=delivered.append)
+        _host, port = await sender.start("127.0.0.1", 0)
+        receiver.keep_connected([("127.0.0.1", port)], retry_s=0.2)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not any(c.peer.authenticated for c in sender.connections):
+                assert loop.time() < deadline, "the receiver never connected"
+                await asyncio.sleep(0.01)
+            network = StellarNetwork(TESTNET)
+            genuine = ScpStateStore().nominate(KEYS[0], network, QSET, 9, b"value")
+            forged = Envelope(statement=genuine.statement, signature=bytes(64))
+            foreign = StellarNetwork("another network").sign_statement(
+                KEYS[0], genuine.statement
+            )
+            for envelope in (forged, foreign, genuine, genuine):
+                sender.broadcast(envelope)
+            while not delivered:
+                assert loop.time() < deadline, "the genuine envelope never arrived"
+                await asyncio.sleep(0.01)
+            (connection,) = [c for c in receiver.connections if c.peer.authenticated]
+            while connection.received < 2:  # forged and foreign (the repeat is not sent)
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            assert delivered == [genuine]
+            assert receiver.rejected_envelopes == 2
+        finally:
+            await receiver.close()
+            await sender.close()
+
+    asyncio.run(scenario())

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -33,7 +34,13 @@ from stellar_sdk import xdr
 from synod.crypto import KeyPair, node_id_short, sha256
 from synod.runtime.admission import ConnectionSlots
 from synod.runtime.framing import close_writer
-from synod.scp.stellar import StellarNetwork
+from synod.scp.messages import Envelope
+from synod.scp.stellar import (
+    StellarFormatError,
+    StellarNetwork,
+    envelope_from_xdr_object,
+    envelope_to_xdr_object,
+)
 from synod.stellar.auth import CURVE25519_BYTES, NONCE_BYTES, OverlayIdentity
 from synod.stellar.crawl import Crawl, peer_address_xdr
 from synod.stellar.peer import (
@@ -65,6 +72,10 @@ SERVED_TYPES = frozenset(
 )
 """What a serving node decodes; anything else (a quorum set it never asked for...) is
 authenticated, counted and dropped undecoded."""
+
+
+_SEEN_ENVELOPES = 10_000
+"""Hashes of envelopes already handled: 12 slots of a few hundred nodes' statements."""
 
 
 def serves(kind: int, _message_xdr: bytes) -> bool:
@@ -234,8 +245,14 @@ class OverlayNode:
         store: ScpStateStore | None = None,
         limits: OverlayLimits | None = None,
         peers: Sequence[tuple[str, int]] = (),
+        on_envelope: Callable[[Envelope], None] | None = None,
     ) -> None:
         self.keys = keys
+        self.on_envelope = on_envelope
+        """Called with each new SCP envelope whose Stellar signature verifies."""
+        self.network = StellarNetwork(settings.passphrase)
+        self.rejected_envelopes = 0
+        self._seen_envelopes: OrderedDict[bytes, None] = OrderedDict()
         self.settings = settings
         self.limits = limits or OverlayLimits()
         self.store = store if store is not None else ScpStateStore()
@@ -251,6 +268,8 @@ class OverlayNode:
         self._peers = [peer_address_xdr(host, port) for host, port in peers[:_MAX_PEERS_SENT]]
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dialed: dict[tuple[str, int], OverlayConnection] = {}
+        self._dialers: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on `host:port` (0: any free port); returns the bound address."""
@@ -288,8 +307,42 @@ class OverlayNode:
         self._spawn(connection)
         return connection
 
+    def broadcast(self, envelope: Envelope) -> None:
+        """Keep `envelope` as this node's state and send it to every authenticated peer."""
+        self.store.add_envelope(envelope)
+        envelope_xdr = envelope_to_xdr_object(envelope)
+        message = xdr.StellarMessage(MessageType.SCP_MESSAGE, envelope=envelope_xdr)
+        self._first_sight(sha256(bytes(envelope_xdr.to_xdr_bytes())))
+        for connection in list(self.connections):
+            if connection.peer.authenticated:
+                connection.send(message)
+
+    def keep_connected(self, addresses: Sequence[tuple[str, int]], retry_s: float = 2.0) -> None:
+        """Dial each address, and again whenever its connection is gone, every `retry_s`."""
+
+        async def dial_forever() -> None:
+            while True:
+                for address in addresses:
+                    current = self._dialed.get(address)
+                    if current is not None and not current.closed.is_set():
+                        continue
+                    try:
+                        self._dialed[address] = await self.connect(*address)
+                    except (OSError, TimeoutError) as error:
+                        log.info(
+                            "overlay peer unreachable",
+                            extra={"address": f"{address[0]}:{address[1]}", "reason": str(error)},
+                        )
+                await asyncio.sleep(retry_s)
+
+        task = asyncio.create_task(dial_forever())
+        self._dialers.add(task)
+        task.add_done_callback(self._dialers.discard)
+
     async def close(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening and dialing, and close every connection."""
+        for dialer in list(self._dialers):
+            dialer.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
@@ -317,6 +370,9 @@ class OverlayNode:
             connection.send(xdr.StellarMessage(MessageType.PEERS, peers=list(self._peers)))
 
     def on_message(self, connection: OverlayConnection, message: xdr.StellarMessage) -> None:
+        if message.type == MessageType.SCP_MESSAGE and message.envelope is not None:
+            self._on_envelope(message.envelope)
+            return
         if message.type == MessageType.GET_SCP_STATE and connection.peer.queued_flood_bytes:
             # The previous answer is still waiting for the remote's capacity: answering
             # again would only grow the queue.
@@ -324,6 +380,31 @@ class OverlayNode:
             return
         for answer in self.store.answer(message):
             connection.send(answer)
+
+    def _on_envelope(self, envelope_xdr: xdr.SCPEnvelope) -> None:
+        # Seen-before first (a hash), then shape, then the signature: cheapest first.
+        if self.on_envelope is None or not self._first_sight(
+            sha256(bytes(envelope_xdr.to_xdr_bytes()))
+        ):
+            return
+        try:
+            envelope = envelope_from_xdr_object(envelope_xdr)
+        except StellarFormatError:
+            self.rejected_envelopes += 1
+            return
+        if not self.network.verify_envelope(envelope):
+            self.rejected_envelopes += 1
+            return
+        self.on_envelope(envelope)
+
+    def _first_sight(self, digest: bytes) -> bool:
+        """Remember an envelope's hash; False when it was seen (bounded: oldest forgotten)."""
+        if digest in self._seen_envelopes:
+            return False
+        self._seen_envelopes[digest] = None
+        if len(self._seen_envelopes) > _SEEN_ENVELOPES:
+            self._seen_envelopes.popitem(last=False)
+        return True
 
     # Internals --------------------------------------------------------------------------
 
