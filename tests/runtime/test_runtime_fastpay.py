@@ -7,6 +7,7 @@ the saved wallet and is resumed, not signed anew."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import stat
 from collections.abc import Mapping
@@ -230,3 +231,36 @@ async def test_a_shard_refuses_a_store_made_for_another_key_or_genesis(tmp_path:
         await FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {BOB.node_id: 5}, storage).start()
     async with FastPayShard(AUTHORITIES[0], ANY_PORT, 0, {ALICE.node_id: 5}, storage) as same:
         assert same.core.account(ALICE.node_id).balance == 5
+
+
+@asynchronous
+async def test_shards_of_one_network_refuse_a_wallet_of_another(tmp_path: Path) -> None:
+    testnet = CommitteeFile(
+        tuple(dataclasses.replace(entry, network_id="testnet") for entry in ANY_PORT.authorities)
+    )
+    accounts = funded()
+    shards = [
+        FastPayShard(keys, testnet, 0, accounts.genesis(), tmp_path / f"authority{index}.sqlite")
+        for index, keys in enumerate(AUTHORITIES)
+    ]
+    for shard in shards:
+        await shard.start()
+    try:
+        listening_testnet = listening(shards)
+        assert listening_testnet.network == b"testnet"
+        mainnet = CommitteeFile(
+            tuple(
+                dataclasses.replace(entry, network_id="mainnet")
+                for entry in listening_testnet.authorities
+            )
+        )
+        async with WalletClient(mainnet, accounts, timeout_ms=5000) as wallet:
+            with pytest.raises(TransferError, match="bad-signature"):
+                await wallet.transfer(ALICE.node_id, BOB.node_id, 5)
+        async with WalletClient(listening_testnet, funded(), timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 5)
+            assert done.certificate.transfer.amount == 5
+            assert await wallet.query_balance(BOB.node_id) == 5
+    finally:
+        for shard in shards:
+            await shard.stop()

@@ -104,17 +104,27 @@ def server(context: click.Context, server_path: Path) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), required=True, help="Port of shard 0.")
 @click.option("--shards", type=click.IntRange(1, 1024), default=1, show_default=True)
 @click.option("--weight", type=click.IntRange(1, 2**32 - 1), default=1, show_default=True)
+@click.option(
+    "--network-id",
+    default="",
+    help="The network's id, in every signature domain (the same for every authority).",
+)
 @click.pass_obj
-def generate(server_path: Path, host: str, port: int, shards: int, weight: int) -> None:
+def generate(  # noqa: PLR0917 - one parameter per click option
+    server_path: Path, host: str, port: int, shards: int, weight: int, network_id: str
+) -> None:
     """Write a new authority key file; print its committee.json line (append with >>)."""
     from synod.crypto import KeyPair
-    from synod.fastpay.config import AuthorityEntry
+    from synod.fastpay.config import AuthorityEntry, network_id_problem
     from synod.runtime.fastpay_node import create_server_file
 
     if port + shards - 1 > 65535:
         raise click.BadParameter("port + shards - 1 must stay within 65535", param_hint="--port")
+    problem = network_id_problem(network_id)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--network-id")
     keys = KeyPair.generate()
-    entry = AuthorityEntry(keys.node_id, host, port, shards, weight)
+    entry = AuthorityEntry(keys.node_id, host, port, shards, weight, network_id)
     try:
         create_server_file(server_path, keys, entry)
     except FileExistsError:

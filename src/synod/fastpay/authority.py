@@ -66,7 +66,7 @@ from synod.core import (
     Storage,
     TimerFired,
 )
-from synod.crypto import KeyPair, NodeId, blake2b, node_id_text, verify
+from synod.crypto import KeyPair, NodeId, blake2b, in_network, node_id_text, verify
 from synod.fastpay.messages import (
     CROSS_SHARD_DOMAIN,
     MAX_BALANCE,
@@ -113,8 +113,10 @@ _INDEX = struct.Struct(">Q")
 # ---------------------------------------------------------------- certificates
 
 
-def check_certificate(certificate: CertifiedTransferOrder, committee: Committee) -> str | None:
-    """Why `certificate` is not valid for `committee`, or None when it is.
+def check_certificate(
+    certificate: CertifiedTransferOrder, committee: Committee, network: bytes = b""
+) -> str | None:
+    """Why `certificate` is not valid for `committee` in `network`, or None when it is.
 
     Cheap checks first (distinct signers, membership, weight), signatures last: the
     sender's signature of the order, then the votes.  A certificate is only as good as
@@ -128,11 +130,12 @@ def check_certificate(certificate: CertifiedTransferOrder, committee: Committee)
         return "a signer is not a committee member"
     if committee.weight_of(signers) < committee.quorum_threshold:
         return "the signers do not reach the quorum threshold"
-    if not transfer_order_is_valid(certificate.order):
+    if not transfer_order_is_valid(certificate.order, network):
         return "the order is not signed by its sender"
     signed = certificate.transfer.signed_bytes()
+    domain = in_network(VOTE_DOMAIN, network)
     for vote in certificate.signatures:
-        if not verify(vote.authority, VOTE_DOMAIN, signed, vote.signature):
+        if not verify(vote.authority, domain, signed, vote.signature):
             return "a vote signature does not verify"
     return None
 
@@ -164,6 +167,7 @@ class IdentityRecord(Message, frozen=True):
     shard_count: int
     committee_digest: bytes
     genesis_digest: bytes
+    network: bytes = b""
 
 
 class StoreMismatch(ValueError):
@@ -275,7 +279,9 @@ class AuthorityShard:
         genesis: Mapping[NodeId, int] | Mapping[bytes, int] | None = None,
         storage: Storage | None = None,
         cross_shard_retry_ms: int = DEFAULT_CROSS_SHARD_RETRY_MS,
+        network: bytes = b"",
     ) -> None:
+        in_network(VOTE_DOMAIN, network)  # caller misuse raises: not a network id
         if not 0 <= shard < shard_count:
             raise ValueError(f"shard {shard} is not within 0..{shard_count - 1}")
         if committee.weight(keys.node_id) == 0:
@@ -285,6 +291,7 @@ class AuthorityShard:
         self.shard = shard
         self.shard_count = shard_count
         self.cross_shard_retry_ms = cross_shard_retry_ms
+        self.network = network
         self.accounts: dict[bytes, AccountState] = {}
         self._credited: set[tuple[bytes, int]] = set()
         self._outbox: dict[bytes, CrossShardUpdate] = {}
@@ -302,6 +309,7 @@ class AuthorityShard:
             shard_count,
             committee_digest(committee),
             genesis_digest(genesis_balances),
+            network,
         )
         self._identity_persisted = False
         self._restore(storage or {})
@@ -356,6 +364,8 @@ class AuthorityShard:
             raise StoreMismatch("these records were made for another committee")
         if found.genesis_digest != self.identity.genesis_digest:
             raise StoreMismatch("these records were made for another genesis")
+        if found.network != self.identity.network:
+            raise StoreMismatch("these records were made for another network id")
 
     def _restore(self, storage: Storage) -> None:
         self._check_identity(storage)
@@ -437,7 +447,7 @@ class AuthorityShard:
     # -- transfer orders
 
     def _handle_transfer_order(self, order: TransferOrder, step: Step) -> FastPayReply:
-        refusal = _refuse_malformed_order(order, self.owns(order.transfer.sender))
+        refusal = _refuse_malformed_order(order, self.owns(order.transfer.sender), self.network)
         if refusal is not None:
             return refusal
         transfer = order.transfer
@@ -447,7 +457,7 @@ class AuthorityShard:
         refusal = _refuse_unaffordable_order(account, order)
         if refusal is not None:
             return refusal
-        vote = make_vote(self.keys, order)
+        vote = make_vote(self.keys, order, self.network)
         account = self._account_for_update(transfer.sender)
         account.pending = vote
         step.persist.append(Persist(_ACCOUNT_PREFIX + transfer.sender, account.record()))
@@ -471,7 +481,7 @@ class AuthorityShard:
                 detail="earlier certificates of this account must be confirmed first",
                 expected_sequence_number=account.next_sequence_number,
             )
-        problem = check_certificate(certificate, self.committee)
+        problem = check_certificate(certificate, self.committee, self.network)
         if problem is not None:
             return _error(ErrorKind.BAD_CERTIFICATE, problem)
         new_balance = account.balance - transfer.amount
@@ -525,7 +535,9 @@ class AuthorityShard:
         update = CrossShardUpdate(
             certificate=certificate,
             authority=self.node_id,
-            signature=self.keys.sign(CROSS_SHARD_DOMAIN, canonical_bytes(certificate)),
+            signature=self.keys.sign(
+                in_network(CROSS_SHARD_DOMAIN, self.network), canonical_bytes(certificate)
+            ),
         )
         key = _sequence_key(_OUTBOX_PREFIX, transfer.sender, transfer.sequence_number)
         self._outbox[key] = update
@@ -547,8 +559,9 @@ class AuthorityShard:
             # Already credited: acknowledging costs nothing and changes nothing, so a
             # replayed update is answered before its signature is checked.
             return CrossShardAck(sender=transfer.sender, sequence_number=transfer.sequence_number)
+        domain = in_network(CROSS_SHARD_DOMAIN, self.network)
         if update.authority != self.node_id or not verify(
-            update.authority, CROSS_SHARD_DOMAIN, canonical_bytes(certificate), update.signature
+            update.authority, domain, canonical_bytes(certificate), update.signature
         ):
             return _error(ErrorKind.BAD_SIGNATURE, "not signed by this authority")
         self._credit(certificate, step)
@@ -649,12 +662,14 @@ def _error(kind: ErrorKind, detail: str) -> ErrorReply:
     return ErrorReply(kind=kind, detail=detail)
 
 
-def _refuse_malformed_order(order: TransferOrder, in_shard: bool) -> ErrorReply | None:
+def _refuse_malformed_order(
+    order: TransferOrder, in_shard: bool, network: bytes
+) -> ErrorReply | None:
     """The checks that need no account state (reference order: shard, signature, amount)."""
     transfer = order.transfer
     if not in_shard:
         return _error(ErrorKind.WRONG_SHARD, "the sender lives in another shard")
-    if not transfer_order_is_valid(order):
+    if not transfer_order_is_valid(order, network):
         return _error(ErrorKind.BAD_SIGNATURE, "not signed by the sender")
     if transfer.amount <= 0:
         return _error(ErrorKind.ZERO_AMOUNT, "the amount must be positive")

@@ -308,7 +308,8 @@ class Client:
     """The sans-I/O client of one FastPay account (a `synod.core.Core`).
 
     `balance` is the initial funding the owner knows of; it is used only when `storage`
-    is empty (a new wallet).
+    is empty (a new wallet).  `network` is the committee's network id: the signature
+    domains of orders, votes and certificates (`synod.crypto.in_network`).
     """
 
     def __init__(
@@ -318,9 +319,11 @@ class Client:
         *,
         balance: int = 0,
         storage: Storage | None = None,
+        network: bytes = b"",
     ) -> None:
         self.keys = keys
         self.committee = committee
+        self.network = network
         self.next_sequence_number = 0
         self.balance = balance
         self.pending: TransferOrder | None = None
@@ -397,7 +400,7 @@ class Client:
             sequence_number=self.next_sequence_number,
             user_data=user_data,
         )
-        self.pending = make_transfer_order(self.keys, transfer)
+        self.pending = make_transfer_order(self.keys, transfer, self.network)
         self._confirm_after_vote = confirm
         step = Step()
         step.persist.append(self._record())
@@ -417,7 +420,7 @@ class Client:
     def receive(self, certificate: CertifiedTransferOrder) -> Step:
         """Confirm `certificate` (which must pay this account) at a quorum and track it."""
         self._require_idle()
-        problem = check_certificate(certificate, self.committee)
+        problem = check_certificate(certificate, self.committee, self.network)
         if problem is not None:
             raise LocalError(f"not a valid certificate: {problem}")
         if certificate.transfer.recipient != self.node_id:
@@ -432,7 +435,7 @@ class Client:
         helpful third party) makes sure that lagging authorities apply a payment.
         """
         self._require_idle()
-        problem = check_certificate(certificate, self.committee)
+        problem = check_certificate(certificate, self.committee, self.network)
         if problem is not None:
             raise LocalError(f"not a valid certificate: {problem}")
         self._known[certificate_key(certificate)] = certificate
@@ -605,7 +608,7 @@ class Client:
         )
         if certificate is None or certificate_key(certificate) != (self.node_id, sequence_number):
             return None
-        if check_certificate(certificate, self.committee) is not None:
+        if check_certificate(certificate, self.committee, self.network) is not None:
             return None
         return certificate
 
@@ -624,7 +627,7 @@ class Client:
                 continue
             if certificate.transfer.recipient != self.node_id:
                 continue
-            if check_certificate(certificate, self.committee) is None:
+            if check_certificate(certificate, self.committee, self.network) is None:
                 operation.received[key] = certificate
                 new += 1
         lane.received_from += len(reply.received)
@@ -709,7 +712,7 @@ class Client:
                 continue
             weights[vote.order] = weights.get(vote.order, 0) + self.committee.weight(name)
         for order, _ in sorted(weights.items(), key=lambda item: -item[1]):
-            if transfer_order_is_valid(order):
+            if transfer_order_is_valid(order, self.network):
                 self.pending = order
                 return order
         return None
@@ -721,7 +724,7 @@ class Client:
                 isinstance(reply, SignedTransferOrder)
                 and reply.authority == lane.authority
                 and reply.order.transfer == operation.main.transfer
-                and vote_is_valid(reply)
+                and vote_is_valid(reply, self.network)
             )
         if not isinstance(reply, AccountInfoResponse) or reply.account != operation.account:
             return False
@@ -783,7 +786,7 @@ class Client:
         if (
             certificate is not None
             and certificate_key(certificate) == (operation.account, sequence_number)
-            and check_certificate(certificate, self.committee) is None
+            and check_certificate(certificate, self.committee, self.network) is None
         ):
             self._known[(operation.account, sequence_number)] = certificate
             self._call(

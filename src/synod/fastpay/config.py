@@ -4,7 +4,8 @@ Theory of operation.  The formats follow the reference implementation's quicksta
 (asonnino/fastpay) and are described in docs/fastpay.md, *Files*:
 
 - ``committee.json``: JSON lines, one authority each (`AuthorityEntry`): its id, host,
-  base port, shard count and weight; shard J listens on ``port + J``;
+  base port, shard count, weight and, optionally, the network id (the same on every
+  line; the signature domains of that network); shard J listens on ``port + J``;
 - ``server<I>.json``: one JSON object, the authority's committee line and secret seed;
 - ``initial_accounts.txt``: ``ADDRESS:BALANCE`` lines, the genesis every shard starts from.
 
@@ -23,12 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synod.crypto import InvalidNodeId, KeyPair, NodeId, node_id_text, parse_node_id
+from synod.crypto import (
+    MAX_NETWORK_ID_BYTES,
+    InvalidNodeId,
+    KeyPair,
+    NodeId,
+    node_id_text,
+    parse_node_id,
+)
 from synod.fastpay.messages import MAX_SHARDS, MAX_SUPPLY, FastPayRequest, request_shard
 from synod.quorum.committee import Committee
 
 MAX_WEIGHT = 2**32 - 1
-_AUTHORITY_KEYS = frozenset({"name", "host", "port", "shards", "weight"})
+_AUTHORITY_KEYS = frozenset({"name", "host", "port", "shards", "weight", "network_id"})
 
 
 class FastPayFileError(ValueError):
@@ -100,6 +108,7 @@ class AuthorityEntry:
     port: int
     shards: int
     weight: int = 1
+    network_id: str = ""
 
     def address(self, shard: int) -> tuple[str, int]:
         """Shard `shard` listens on the base port plus its index."""
@@ -107,13 +116,16 @@ class AuthorityEntry:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this line."""
-        return {
+        line: dict[str, Any] = {
             "name": node_id_text(self.name),
             "host": self.host,
             "port": self.port,
             "shards": self.shards,
             "weight": self.weight,
         }
+        if self.network_id:
+            line["network_id"] = self.network_id
+        return line
 
     @classmethod
     def from_json(cls, raw: object, where: str) -> AuthorityEntry:
@@ -143,7 +155,10 @@ class AuthorityEntry:
         weight = integer_in(raw.get("weight", 1), 1, MAX_WEIGHT)
         if weight is None:
             raise FastPayFileError(f"{where}: weight: expected a positive integer")
-        return cls(node_id, host, port, shards, weight)
+        network_id = raw.get("network_id", "")
+        if network_id_problem(network_id) is not None:
+            raise FastPayFileError(f"{where}: network_id: {network_id_problem(network_id)}")
+        return cls(node_id, host, port, shards, weight, network_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +194,22 @@ class CommitteeFile:
             entries.append(entry)
         if not entries:
             raise FastPayFileError(f"{path}: no authorities (add lines with `server generate`)")
+        networks = {entry.network_id for entry in entries}
+        if len(networks) > 1:
+            raise FastPayFileError(
+                f"{path}: network_id: the lines name different networks {sorted(networks)}"
+            )
         return cls(tuple(entries), path)
 
     def encode(self) -> str:
         """The file's text: one JSON line per authority."""
         return "".join(json.dumps(entry.to_json()) + "\n" for entry in self.authorities)
+
+    @property
+    def network(self) -> bytes:
+        """The network id of the signature domains (`synod.crypto.in_network`; b"" for
+        none): every line names the same one."""
+        return self.authorities[0].network_id.encode() if self.authorities else b""
 
     def committee(self) -> Committee:
         """The voting weights of the authorities (what the cores need)."""
@@ -192,6 +218,17 @@ class CommitteeFile:
     def find(self, name: bytes) -> AuthorityEntry | None:
         """The line of authority `name`, if listed."""
         return next((entry for entry in self.authorities if entry.name == name), None)
+
+
+def network_id_problem(value: object) -> str | None:
+    """Why `value` is not a network id (a string of 0..64 UTF-8 bytes, printable, no
+    '@'; empty for none), or None."""
+    if not isinstance(value, str):
+        return f"expected a string, got {value!r}"
+    encoded = value.encode("utf-8")
+    if len(encoded) > MAX_NETWORK_ID_BYTES or "@" in value or not value.isprintable():
+        return f"expected at most {MAX_NETWORK_ID_BYTES} printable bytes without '@'"
+    return None
 
 
 def shard_router(committee: CommitteeFile) -> Callable[[bytes, Any], tuple[str, int] | None]:

@@ -22,6 +22,11 @@ Every signature is over a domain tag plus canonical bytes:
   `canonical_bytes(certificate)` under `CROSS_SHARD_DOMAIN`, so that the receiving shard
   of the same authority can apply it without checking the whole certificate again.
 
+Each domain is taken for one network (`synod.crypto.in_network(domain, network)`, the
+committee file's `network_id`): an order, vote or certificate made for one network is
+refused by the authorities of another, even when keys are reused across them.  The
+empty network id keeps the tags above unchanged.
+
 Every integer and container that a peer fills is bounded.  Balances are signed 128-bit
 integers, as in the reference (`i128`), carried as 16 big-endian bytes because MessagePack
 integers stop at 64 bits.  The genesis supply is at most `MAX_SUPPLY` (2^63-1), so an
@@ -44,7 +49,7 @@ from typing import Annotated
 
 import msgspec
 
-from synod.crypto import KeyPair, NodeId, blake2b, verify
+from synod.crypto import KeyPair, NodeId, blake2b, in_network, verify
 from synod.wire import Bytes32, Codec, Message, Signature, canonical_bytes
 
 TRANSFER_ORDER_DOMAIN = b"synod/fastpay/transfer-order"
@@ -248,48 +253,62 @@ MESSAGE_CODEC: Codec[FastPayMessage] = Codec(FastPayMessage)
 # ---------------------------------------------------------------- signing helpers
 
 
-def make_transfer_order(sender_keys: KeyPair, transfer: Transfer) -> TransferOrder:
-    """Sign `transfer` as its sender (caller misuse, raises: keys of another account)."""
+def make_transfer_order(
+    sender_keys: KeyPair, transfer: Transfer, network: bytes = b""
+) -> TransferOrder:
+    """Sign `transfer` as its sender for `network` (caller misuse, raises: keys of
+    another account)."""
     if sender_keys.node_id != transfer.sender:
         raise ValueError("a transfer order must be signed with the sender's own key")
     return TransferOrder(
         transfer=transfer,
-        signature=sender_keys.sign(TRANSFER_ORDER_DOMAIN, transfer.signed_bytes()),
+        signature=sender_keys.sign(
+            in_network(TRANSFER_ORDER_DOMAIN, network), transfer.signed_bytes()
+        ),
     )
 
 
-def make_vote(authority_keys: KeyPair, order: TransferOrder) -> SignedTransferOrder:
-    """The vote of the authority holding `authority_keys` for `order`."""
+def make_vote(
+    authority_keys: KeyPair, order: TransferOrder, network: bytes = b""
+) -> SignedTransferOrder:
+    """The vote of the authority holding `authority_keys` for `order` in `network`."""
     return SignedTransferOrder(
         order=order,
         authority=authority_keys.node_id,
-        signature=authority_keys.sign(VOTE_DOMAIN, order.transfer.signed_bytes()),
+        signature=authority_keys.sign(
+            in_network(VOTE_DOMAIN, network), order.transfer.signed_bytes()
+        ),
     )
 
 
-def certify(order: TransferOrder, authorities: Iterable[KeyPair]) -> CertifiedTransferOrder:
+def certify(
+    order: TransferOrder, authorities: Iterable[KeyPair], network: bytes = b""
+) -> CertifiedTransferOrder:
     """A certificate for `order` carrying the votes of `authorities`, in that order.
 
     What a client assembles from the votes it collects; made directly from the
     authorities' keys here for tests, examples and tools that hold those keys.  Nothing
     is checked: too few or foreign signers give a certificate that authorities refuse.
     """
-    votes = [make_vote(keys, order) for keys in authorities]
+    votes = [make_vote(keys, order, network) for keys in authorities]
     return CertifiedTransferOrder(
         order=order,
         signatures=[AuthoritySignature(vote.authority, vote.signature) for vote in votes],
     )
 
 
-def transfer_order_is_valid(order: TransferOrder) -> bool:
-    """True when the order carries its sender's signature of the transfer."""
+def transfer_order_is_valid(order: TransferOrder, network: bytes = b"") -> bool:
+    """True when the order carries its sender's signature of the transfer for `network`."""
     transfer = order.transfer
-    return verify(transfer.sender, TRANSFER_ORDER_DOMAIN, transfer.signed_bytes(), order.signature)
+    domain = in_network(TRANSFER_ORDER_DOMAIN, network)
+    return verify(transfer.sender, domain, transfer.signed_bytes(), order.signature)
 
 
-def vote_is_valid(vote: SignedTransferOrder) -> bool:
-    """True when `vote.signature` is `vote.authority`'s vote for the order's transfer."""
-    return verify(vote.authority, VOTE_DOMAIN, vote.order.transfer.signed_bytes(), vote.signature)
+def vote_is_valid(vote: SignedTransferOrder, network: bytes = b"") -> bool:
+    """True when `vote.signature` is `vote.authority`'s vote for the order's transfer in
+    `network`."""
+    domain = in_network(VOTE_DOMAIN, network)
+    return verify(vote.authority, domain, vote.order.transfer.signed_bytes(), vote.signature)
 
 
 # ---------------------------------------------------------------- sharding

@@ -109,11 +109,18 @@ class Wallet:
             raise FastPayFileError(f"{where}: initial_balance: expected an integer 0..2^63-1")
         return cls(keys, initial, _records_from_json(raw.get("records", {}), where))
 
-    def client(self, committee: Committee, source: str = "the wallets") -> Client:
-        """The account's client core, rebuilt from the records (`DamagedWallet` if not)."""
+    def client(
+        self, committee: Committee, source: str = "the wallets", network: bytes = b""
+    ) -> Client:
+        """The account's client core for `network`, rebuilt from the records
+        (`DamagedWallet` if not)."""
         try:
             return Client(
-                self.keys, committee, balance=self.initial_balance, storage=dict(self.records)
+                self.keys,
+                committee,
+                balance=self.initial_balance,
+                storage=dict(self.records),
+                network=network,
             )
         except (DecodeError, AssertionError, ValueError) as error:
             raise DamagedWallet(

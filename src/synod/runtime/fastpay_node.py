@@ -177,6 +177,7 @@ class FastPayShard:
                 shard_count=self.entry.shards,
                 genesis=self.genesis,
                 storage=storage.load(),
+                network=self.committee.network,
             )
         except StoreMismatch as error:
             storage.close()

@@ -268,7 +268,9 @@ class WalletClient:
         core = self.cores.get(key)
         if core is None:
             wallet = self.accounts.wallet(key)
-            core = self.cores[key] = wallet.client(self.committee, self.accounts.source)
+            core = self.cores[key] = wallet.client(
+                self.committee, self.accounts.source, self.committee_file.network
+            )
         return core
 
     def pending_sequence_number(self, account: bytes) -> int | None:
