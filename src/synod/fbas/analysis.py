@@ -79,6 +79,9 @@ from synod.fbas.network import (
 from synod.fbas.symmetry import add_lex_leader, find_symmetries
 
 Progress = Callable[[str], None]
+Stop = Callable[[], bool]
+"""Asked between solver calls: True ends the search with what it has proven so far.
+The caller owns the clock (this package reads none), e.g. a deadline check."""
 Lit = int | bool
 Scope = Literal["top-tier", "all"]
 
@@ -88,6 +91,35 @@ _CARD = EncType.seqcounter
 
 def _quiet(_: str) -> None:
     """Default progress sink: say nothing."""
+
+
+_FIRST_BUDGET = 500
+_MAX_BUDGET = 5_000
+"""Conflicts per solver call between two `Stop` checks: the budget doubles while a
+query stays open, up to this cap, so a stop request is seen within one capped call
+(about a second at most on the 50-organisation asymmetric networks, whose conflicts
+cost about 0.2 ms each) while the solver keeps what it learned between calls."""
+
+
+def _attempt(solver: Any, assumptions: Sequence[int], budget: int) -> bool | None:
+    """One solver call limited to `budget` conflicts: None when the budget ran out."""
+    solver.conf_budget(budget)
+    outcome = solver.solve_limited(assumptions=assumptions)
+    return None if outcome is None else bool(outcome)
+
+
+def _solve(solver: Any, assumptions: Sequence[int], stop: Stop | None) -> bool | None:
+    """`solver.solve(assumptions)`, or, with `stop`, the same in conflict-budgeted
+    slices with `stop` asked between them: None when it asked to stop first."""
+    if stop is None:
+        return bool(solver.solve(assumptions=assumptions))
+    budget = _FIRST_BUDGET
+    while not stop():
+        outcome = _attempt(solver, assumptions, budget)
+        if outcome is not None:
+            return outcome
+        budget = min(2 * budget, _MAX_BUDGET)
+    return None
 
 
 # ---------------------------------------------------------------- CNF building
@@ -234,15 +266,19 @@ class IntersectionResult:
     """Outcome of the quorum-intersection check."""
 
     has_quorum: bool
-    intersects: bool
+    intersects: bool | None
+    """None when the search was stopped before it decided."""
     witness: tuple[int, int] | None = None
     """Two disjoint minimal quorums (bitsets) when `intersects` is False."""
     greatest_quorum: int = 0
     method: str = ""
 
 
-def check_intersection(fbas: Fbas, progress: Progress = _quiet) -> IntersectionResult:
-    """Decide quorum intersection; on failure return two disjoint minimal quorums."""
+def check_intersection(
+    fbas: Fbas, progress: Progress = _quiet, *, stop: Stop | None = None
+) -> IntersectionResult:
+    """Decide quorum intersection; on failure return two disjoint minimal quorums.
+    With `stop`, the SAT search may end undecided (`intersects` is None)."""
     greatest = largest_quorum_within(fbas, fbas.all_nodes)
     if not greatest:
         return IntersectionResult(False, True, None, 0, "no quorum exists")
@@ -256,7 +292,10 @@ def check_intersection(fbas: Fbas, progress: Progress = _quiet) -> IntersectionR
             fbas, IntersectionResult(True, False, (first, second), greatest, "components")
         )
     core = cores[0]
-    pair = find_disjoint_quorums(fbas, core, progress)
+    try:
+        pair = find_disjoint_quorums(fbas, core, progress, stop=stop)
+    except _Stopped:
+        return IntersectionResult(True, None, None, greatest, "stopped")
     if pair is None:
         return IntersectionResult(True, True, None, greatest, "sat")
     witness = (shrink_to_minimal_quorum(fbas, pair[0]), shrink_to_minimal_quorum(fbas, pair[1]))
@@ -270,10 +309,15 @@ def _checked(fbas: Fbas, result: IntersectionResult) -> IntersectionResult:
     return result
 
 
+class _Stopped(Exception):
+    """The caller's `Stop` ended a search before it decided."""
+
+
 def find_disjoint_quorums(
-    fbas: Fbas, within: int, progress: Progress = _quiet
+    fbas: Fbas, within: int, progress: Progress = _quiet, *, stop: Stop | None = None
 ) -> tuple[int, int] | None:
-    """Two disjoint quorums inside `within`, or None when every two intersect."""
+    """Two disjoint quorums inside `within`, or None when every two intersect (raises
+    `_Stopped` when `stop` ended the search first)."""
     cnf = _Cnf()
     nodes = list(iter_bits(within))
     side_a: dict[int, Lit] = {v: cnf.new() for v in nodes}
@@ -286,7 +330,10 @@ def find_disjoint_quorums(
         cnf.add([cnf.negate(side_a[v]), cnf.negate(side_b[v])])
     progress(f"disjoint quorums: {cnf.top} variables, {len(cnf.clauses)} clauses")
     with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
-        if not solver.solve():
+        outcome = _solve(solver, [], stop)
+        if outcome is None:
+            raise _Stopped
+        if not outcome:
             return None
         model = set(solver.get_model() or [])
     first = bits_from(v for v in nodes if side_a[v] in model)
@@ -324,6 +371,16 @@ class MinimalSetResult:
     """False when `examples` was cut at the requested limit."""
     scope: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lower_bound: int | None = None
+    """Proven: no such set has fewer nodes (or groups).  Equals `size` when `optimal`;
+    None only when no set exists."""
+    optimal: bool = True
+    """False when a `Stop` ended the search first: `examples` holds the best set found
+    (of `size`, the proven upper bound; None when none was found yet)."""
+
+    def __post_init__(self) -> None:
+        if self.optimal and self.lower_bound is None:
+            object.__setattr__(self, "lower_bound", self.size)
 
 
 def _group_variables(
@@ -340,10 +397,54 @@ def _group_variables(
     return groups, variables, faulty
 
 
-def _minimize(cnf: _Cnf, variables: list[int], limit: int, progress: Progress) -> list[set[int]]:
-    """Models (as true-variable sets) of minimum cardinality over `variables`: the first
-    from RC2, further ones (up to `limit`) by SAT with an at-most bound and blocking
-    clauses."""
+@dataclass
+class _Search:
+    """What a minimisation proved: models (true-variable sets), the best first, and the
+    bounds on the minimum."""
+
+    models: list[set[int]]
+    lower: int
+    upper: int | None
+    optimal: bool
+
+
+def _minimize(
+    cnf: _Cnf,
+    variables: list[int],
+    limit: int,
+    progress: Progress,
+    *,
+    stop: Stop | None = None,
+    shrink: Callable[[set[int]], set[int]] | None = None,
+) -> _Search:
+    """Models of minimum cardinality over `variables`: the first from RC2 (or, with
+    `stop`, from the anytime search), further ones (up to `limit`) by SAT with an
+    at-most bound and blocking clauses."""
+    if stop is not None:
+        search = _minimize_anytime(cnf, variables, stop, progress, shrink)
+        if not search.optimal or not search.models:
+            return search
+    else:
+        search = _minimize_rc2(cnf, variables, progress)
+        if not search.models:
+            return search
+    if limit <= 1:
+        return search
+    chosen = {v for v in variables if v in search.models[0]}
+    bound = CardEnc.atmost(
+        variables, bound=len(chosen), top_id=cnf.top, encoding=EncType.seqcounter
+    )
+    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses + bound.clauses) as solver:
+        solver.add_clause([-v for v in chosen])
+        while len(search.models) < limit and _solve(solver, [], stop):
+            found = set(solver.get_model() or [])
+            search.models.append(found)
+            solver.add_clause([-v for v in variables if v in found])
+            progress(f"{len(search.models)} minimum sets found")
+    return search
+
+
+def _minimize_rc2(cnf: _Cnf, variables: list[int], progress: Progress) -> _Search:
     formula = WCNF()
     for clause in cnf.clauses:
         formula.append(clause)
@@ -353,22 +454,67 @@ def _minimize(cnf: _Cnf, variables: list[int], limit: int, progress: Progress) -
     with RC2(formula, solver="g4") as rc2:
         model = rc2.compute()
     if model is None:
-        return []
-    chosen = {v for v in variables if model[v - 1] > 0}
-    solutions = [set(model)]
-    if limit <= 1:
-        return solutions
-    bound = CardEnc.atmost(
-        variables, bound=len(chosen), top_id=cnf.top, encoding=EncType.seqcounter
-    )
-    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses + bound.clauses) as solver:
-        solver.add_clause([-v for v in chosen])
-        while len(solutions) < limit and solver.solve():
-            found = set(solver.get_model() or [])
-            solutions.append(found)
-            solver.add_clause([-v for v in variables if v in found])
-            progress(f"{len(solutions)} minimum sets found")
-    return solutions
+        return _Search([], 0, None, True)
+    size = sum(1 for v in variables if model[v - 1] > 0)
+    return _Search([set(model)], size, size, True)
+
+
+def _minimize_anytime(
+    cnf: _Cnf,
+    variables: list[int],
+    stop: Stop,
+    progress: Progress,
+    shrink: Callable[[set[int]], set[int]] | None,
+) -> _Search:
+    """Bounds on the minimum that tighten until they meet or `stop` says so.
+
+    One incremental solver holds the formula and a totalizer over `variables` (its
+    output k says "more than k are true"), and alternates two budgeted queries: "at
+    most upper - 1" (a model improves the best set; UNSAT proves it optimal) and "at
+    most lower" (UNSAT raises the proven lower bound; a model is optimal).  `shrink`
+    may turn a model into a smaller one that is still a solution (a cheap greedy step).
+    """
+    from pysat.card import ITotalizer
+
+    totalizer = ITotalizer(lits=variables, ubound=len(variables), top_id=cnf.top)
+    at_least = totalizer.rhs  # at_least[k] holds when more than k variables are true
+
+    def at_most(bound: int) -> list[int]:
+        return [-at_least[bound]] if bound < len(at_least) else []
+
+    def size_of(model: set[int]) -> int:
+        return sum(1 for v in variables if v in model)
+
+    lower, upper, best = 0, None, None
+    budget = _FIRST_BUDGET
+    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
+        solver.append_formula(totalizer.cnf.clauses)
+        while not stop() and (upper is None or lower < upper):
+            target = len(variables) if upper is None else upper - 1
+            improved = _attempt(solver, at_most(target), budget)
+            if improved is True:
+                model = set(solver.get_model() or [])
+                best = shrink(model) if shrink else model
+                upper = size_of(best)
+            elif improved is False:
+                if upper is None:
+                    return _Search([], 0, None, True)  # no solution at all
+                lower = upper
+                break
+            proved = None
+            if upper is not None and lower < upper:
+                proved = _attempt(solver, at_most(lower), budget)
+                if proved is False:
+                    lower += 1
+                elif proved is True:
+                    best = set(solver.get_model() or [])
+                    upper = lower = size_of(best)
+            if improved is None and proved is None:
+                budget = min(2 * budget, _MAX_BUDGET)
+            progress(f"bounds: {lower} <= minimum <= {'?' if upper is None else upper}")
+        totalizer.delete()
+    models = [] if best is None else [best]
+    return _Search(models, lower, upper, upper is not None and lower >= upper)
 
 
 def _break_symmetries(
@@ -398,11 +544,14 @@ def minimal_blocking_sets(
     progress: Progress = _quiet,
     symmetry: bool = True,
     reduce: bool = True,
+    stop: Stop | None = None,
 ) -> MinimalSetResult:
     """Smallest sets of nodes (or groups) that intersect every quorum.
 
     `symmetry` and `reduce` (one cascade per core instead of one over the greatest
-    quorum) only change the speed, never the answer; they exist to measure that."""
+    quorum) only change the speed, never the answer; they exist to measure that.
+    With `stop`, the search may end early with the best set found and proven bounds
+    (`optimal` False)."""
     greatest = largest_quorum_within(fbas, fbas.all_nodes)
     if not greatest:
         return MinimalSetResult(
@@ -417,18 +566,43 @@ def minimal_blocking_sets(
         _encode_cascade(cnf, fbas, core, start)
     if symmetry and limit <= 1:
         _break_symmetries(cnf, fbas, grouping, lambda v: [faulty.get(v, False)], progress)
-    solutions = _minimize(cnf, variables, limit, progress)
-    assert solutions, "failing every node of the greatest quorum always blocks"
+    shrink = _blocking_shrinker(fbas, groups, variables)
+    search = _minimize(cnf, variables, limit, progress, stop=stop, shrink=shrink)
+    assert search.models or not search.optimal, "failing the greatest quorum always blocks"
     examples = []
-    for model in solutions:
+    for model in search.models:
         chosen = _selected(groups, variables, model)
         nodes = union(group.nodes for group in chosen)
         assert is_blocking(fbas, nodes), "a reported blocking set must block"
         examples.append(MinimalSet(chosen, nodes))
-    size = len(examples[0].groups)
+    size = len(examples[0].groups) if examples else None
     return MinimalSetResult(
-        "blocking", grouping, size, tuple(examples), len(examples) < limit, greatest
+        "blocking",
+        grouping,
+        size,
+        tuple(examples),
+        len(examples) < limit,
+        greatest,
+        lower_bound=search.lower,
+        optimal=search.optimal,
     )
+
+
+def _blocking_shrinker(
+    fbas: Fbas, groups: list[Group], variables: list[int]
+) -> Callable[[set[int]], set[int]]:
+    """Drop groups from a blocking model while the rest still blocks (greedy, one pass):
+    a cheap way to a better upper bound between two solver calls."""
+
+    def shrink(model: set[int]) -> set[int]:
+        kept = [(g, v) for g, v in zip(groups, variables, strict=True) if v in model]
+        for candidate in list(kept):
+            rest = [pair for pair in kept if pair is not candidate]
+            if is_blocking(fbas, union(g.nodes for g, _ in rest)):
+                kept = rest
+        return {v for _, v in kept}
+
+    return shrink
 
 
 def minimal_splitting_sets(
@@ -440,17 +614,29 @@ def minimal_splitting_sets(
     progress: Progress = _quiet,
     symmetry: bool = True,
     reduce: bool = True,
+    stop: Stop | None = None,
 ) -> MinimalSetResult:
     """Smallest sets of nodes (or groups) whose deletion leaves two disjoint quorums.
+    With `stop`, the search may end early with the best set found and proven bounds.
 
     `scope` says which nodes may form those quorums: the top tier (default: the safety
     buffer of the core network, as the known tools report it) or every node (then a
     node that trusts few others may be split off by corrupting those few).
     """
+    notes: tuple[str, ...] = ()
     if scope == "top-tier":
-        members = top_tier(fbas, progress, symmetry=symmetry, reduce=reduce).nodes
+        tier = top_tier(fbas, progress, symmetry=symmetry, reduce=reduce, stop=stop)
+        members = tier.nodes
+        if tier.undecided:
+            # Quorums inside the known part of the top tier keep every set found valid;
+            # a lower bound would need the whole tier, so none is claimed.
+            notes = ("top tier not decided in time: searched its known part only",)
     else:
         members = bits_from(v for v, q in enumerate(fbas.qsets) if q is not None)
+    if not members and notes:
+        return MinimalSetResult(
+            "splitting", grouping, None, (), True, 0, notes, lower_bound=0, optimal=False
+        )
     if not members:
         return MinimalSetResult("splitting", grouping, None, (), True, 0, ("no quorum exists",))
     relevant = members
@@ -471,9 +657,9 @@ def minimal_splitting_sets(
             lambda v: [faulty.get(v, False), sides[0].get(v, False), sides[1].get(v, False)],
             progress,
         )
-    solutions = _minimize(cnf, variables, limit, progress)
+    search = _minimize(cnf, variables, limit, progress, stop=stop)
     examples = []
-    for model in solutions:
+    for model in search.models:
         chosen = _selected(groups, variables, model)
         nodes = union(group.nodes for group in chosen)
         first = bits_from(v for v, lit in sides[0].items() if lit in model)
@@ -485,7 +671,18 @@ def minimal_splitting_sets(
         examples.append(MinimalSet(chosen, nodes, (first, second)))
     size = len(examples[0].groups) if examples else None
     complete = len(examples) < limit
-    return MinimalSetResult("splitting", grouping, size, tuple(examples), complete, members)
+    optimal = search.optimal and not notes
+    return MinimalSetResult(
+        "splitting",
+        grouping,
+        size,
+        tuple(examples),
+        complete,
+        members,
+        notes,
+        lower_bound=0 if notes else search.lower,
+        optimal=optimal,
+    )
 
 
 def _encode_quorum_despite(
@@ -521,10 +718,18 @@ class TopTierResult:
     minimal_quorums: tuple[int, ...]
     """The minimal quorums met while computing it (not all of them)."""
     greatest_quorum: int
+    undecided: int = 0
+    """Nodes whose membership a `Stop` left open: the top tier holds `nodes` and lies
+    within `nodes | undecided`."""
 
 
 def top_tier(
-    fbas: Fbas, progress: Progress = _quiet, *, symmetry: bool = True, reduce: bool = True
+    fbas: Fbas,
+    progress: Progress = _quiet,
+    *,
+    symmetry: bool = True,
+    reduce: bool = True,
+    stop: Stop | None = None,
 ) -> TopTierResult:
     """The union of all minimal quorums, by one incremental SAT call per node whose
     membership is not yet known (see the module docstring).
@@ -539,19 +744,21 @@ def top_tier(
         return TopTierResult(0, (), 0)
     orbit = find_symmetries(fbas).orbits(len(fbas)) if symmetry else list(range(len(fbas)))
     tier = 0
+    undecided = 0
     found: list[int] = []
     for core in quorum_cores(fbas) if reduce else [greatest]:
-        core_tier, core_found = _core_top_tier(fbas, core, orbit, progress)
+        core_tier, core_found, core_open = _core_top_tier(fbas, core, orbit, progress, stop)
         tier |= core_tier
+        undecided |= core_open
         found.extend(core_found)
-    return TopTierResult(tier, tuple(found), greatest)
+    return TopTierResult(tier, tuple(found), greatest, undecided & ~tier)
 
 
 def _core_top_tier(
-    fbas: Fbas, core: int, orbit: list[int], progress: Progress
-) -> tuple[int, list[int]]:
-    """Members of minimal quorums inside `core` (a strongly connected quorum), and the
-    minimal quorums found on the way."""
+    fbas: Fbas, core: int, orbit: list[int], progress: Progress, stop: Stop | None = None
+) -> tuple[int, list[int], int]:
+    """Members of minimal quorums inside `core` (a strongly connected quorum), the
+    minimal quorums found on the way, and the nodes left open when `stop` ended it."""
     cnf = _Cnf()
     nodes = list(iter_bits(core))
     member: dict[int, Lit] = {v: cnf.new() for v in nodes}
@@ -567,16 +774,24 @@ def _core_top_tier(
     outside: set[int] = set()
     found: list[int] = []
     step = max(1, len(nodes) // 10)
+    undecided = 0
     with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
         for index, v in enumerate(nodes):
             if tier >> v & 1 or orbit[v] in outside:
+                continue
+            if undecided:
+                undecided |= 1 << v
                 continue
             if any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes):
                 # An automorphism maps a minimal quorum through that node to one through v.
                 tier |= 1 << v
                 continue
             assumptions = [int(member[v]), starter[v]] + [-starter[w] for w in nodes if w != v]
-            if solver.solve(assumptions=assumptions):
+            outcome = _solve(solver, assumptions, stop)
+            if outcome is None:
+                undecided |= 1 << v
+                continue
+            if outcome:
                 model = set(solver.get_model() or [])
                 quorum = bits_from(w for w in nodes if member[w] in model)
                 minimal = shrink_to_minimal_quorum(fbas, quorum, keep=1 << v)
@@ -587,7 +802,9 @@ def _core_top_tier(
                 outside.add(orbit[v])
             if (index + 1) % step == 0:
                 progress(f"top tier: {index + 1}/{len(nodes)} checked, {tier.bit_count()} in it")
-    return tier, found
+    # A node put in the tier after an open one was skipped (through a later minimal
+    # quorum) is decided after all.
+    return tier, found, undecided & ~tier
 
 
 def enumerate_minimal_quorums(

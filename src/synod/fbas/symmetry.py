@@ -105,9 +105,9 @@ def _is_automorphism(
     moved = bits_from(mapping)
     # A node that stays put must keep its quorum set: checked once per distinct quorum
     # set rather than per node (hundreds of watchers share a few quorum sets).
-    for qset, nodes in holders:
-        touched = nodes & ~moved and qset.member_bits & moved
-        if touched and _image(qset, mapping, moved, memo) != qset:
+    for shared, nodes in holders:
+        affected = nodes & ~moved and shared.member_bits & moved
+        if affected and _image(shared, mapping, moved, memo) != shared:
             return False
     for x, y in mapping.items():
         qset, target = fbas.qsets[x], fbas.qsets[y]

@@ -105,3 +105,57 @@ def public_like_network(
             }
         )
     return nodes, orgs
+
+
+def asymmetric_network(
+    organizations: int,
+    seed: int,
+    validators_per_org: int = 3,
+    trusted_range: tuple[int, int] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(nodes, organisations) in stellarbeat JSON where each organisation trusts its own
+    random subset of organisations (itself included): no two organisations share a
+    quorum set, so no symmetry shortcut applies.
+
+    Organisation o draws, with `random.Random(seed)`, how many organisations it trusts
+    (uniform in `trusted_range`, by default a third to two thirds of all of them) and
+    which; its validators all use the quorum set "2/3 of those organisations, each 2/3
+    of its validators"."""
+    if organizations < 2 or validators_per_org < 1:
+        raise ValueError("need at least two organisations and one validator each")
+    rng = random.Random(seed)
+    low, high = trusted_range or (max(2, organizations // 3), max(2, 2 * organizations // 3))
+    members = [
+        [synthetic_key(f"asym{seed}-org{o}-v{v}") for v in range(validators_per_org)]
+        for o in range(organizations)
+    ]
+    inner = two_thirds(validators_per_org)
+    nodes: list[dict[str, Any]] = []
+    for o, keys in enumerate(members):
+        others = [p for p in range(organizations) if p != o]
+        count = min(organizations, rng.randint(low, high))
+        trusted = sorted([o, *rng.sample(others, count - 1)])
+        for v, key in enumerate(keys):
+            nodes.append(
+                {
+                    "publicKey": key,
+                    "name": f"org{o} validator {v}",
+                    "homeDomain": f"org{o}.example",
+                    "organizationId": f"org{o}",
+                    "isValidating": True,
+                    "active": True,
+                    "quorumSet": {
+                        "threshold": two_thirds(len(trusted)),
+                        "validators": [],
+                        "innerQuorumSets": [_leaf(inner, members[p]) for p in trusted],
+                    },
+                }
+            )
+    orgs = [
+        {"id": f"org{o}", "name": f"Org {o}", "validators": keys} for o, keys in enumerate(members)
+    ]
+    return nodes, orgs
+
+
+def _leaf(threshold: int, keys: list[str]) -> dict[str, Any]:
+    return {"threshold": threshold, "validators": list(keys), "innerQuorumSets": []}

@@ -1,0 +1,159 @@
+"""Analyses stopped early: the best set found so far and proven bounds, checked against
+exhaustive answers on small random networks, for every point at which a search can be
+stopped (a counting `Stop`, so no clock is involved)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_fbas_bruteforce_agreement import (
+    networks,
+    raw_keys,
+    reference_groups,
+    reference_network,
+)
+
+from synod.fbas import bruteforce as brute
+from synod.fbas.analysis import (
+    check_intersection,
+    minimal_blocking_sets,
+    minimal_splitting_sets,
+    top_tier,
+)
+from synod.fbas.load import load_stellarbeat
+from synod.fbas.synthetic import asymmetric_network
+
+EXAMPLES = settings(max_examples=150, deadline=None)
+
+
+class StopAfter:
+    """A `Stop` that says stop from its `allowed`-th question on, and counts them."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked > self.allowed
+
+
+NEVER = 10**9
+
+
+@EXAMPLES
+@given(networks(), st.booleans(), st.integers(0, 12) | st.just(NEVER))
+def test_stopped_blocking_search_brackets_the_exact_minimum(
+    network: dict[str, Any], by_org: bool, allowed: int
+) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    qsets = reference_network(network)
+    groups = reference_groups(network, qsets, by_org)
+    exact = brute.min_blocking_size(qsets, groups)
+    assert exact is not None  # failing every node always blocks
+    result = minimal_blocking_sets(fbas, "org" if by_org else None, stop=StopAfter(allowed))
+    assert result.lower_bound is not None
+    assert result.lower_bound <= exact
+    if result.size is not None:
+        assert exact <= result.size
+        quorums = brute.all_quorums(qsets)
+        failed = raw_keys(fbas.nodes, result.examples[0].nodes)
+        assert all(quorum & failed for quorum in quorums)
+        assert len(result.examples[0].groups) == result.size
+    if result.optimal:
+        assert result.size == result.lower_bound == exact
+    if allowed == NEVER:
+        assert result.optimal
+
+
+@EXAMPLES
+@given(
+    networks(),
+    st.booleans(),
+    st.sampled_from(["all", "top-tier"]),
+    st.integers(0, 12) | st.just(NEVER),
+)
+def test_stopped_splitting_search_brackets_the_exact_minimum(
+    network: dict[str, Any], by_org: bool, scope: Any, allowed: int
+) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    qsets = reference_network(network)
+    groups = reference_groups(network, qsets, by_org)
+    within = brute.top_tier(qsets) if scope == "top-tier" else None
+    exact = brute.min_splitting_size(qsets, groups, within)
+    result = minimal_splitting_sets(
+        fbas, "org" if by_org else None, scope=scope, stop=StopAfter(allowed)
+    )
+    if result.optimal:
+        assert result.size == exact
+        if exact is not None:
+            assert result.lower_bound == exact
+    else:
+        assert result.lower_bound is not None
+        assert exact is None or result.lower_bound <= exact
+    if result.size is not None:
+        assert exact is not None and exact <= result.size
+        example = result.examples[0]
+        faulty = raw_keys(fbas.nodes, example.nodes)
+        assert example.quorums is not None
+        first, second = (raw_keys(fbas.nodes, q) for q in example.quorums)
+        assert brute.is_quorum_despite(qsets, first, faulty)
+        assert brute.is_quorum_despite(qsets, second, faulty)
+        assert not first & second
+        if within is not None:
+            assert first <= within and second <= within
+    if allowed == NEVER:
+        assert result.optimal
+
+
+@EXAMPLES
+@given(networks(), st.integers(0, 6) | st.just(NEVER))
+def test_stopped_top_tier_lies_between_its_known_and_open_nodes(
+    network: dict[str, Any], allowed: int
+) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    qsets = reference_network(network)
+    exact = brute.top_tier(qsets)
+    result = top_tier(fbas, stop=StopAfter(allowed))
+    assert raw_keys(fbas.nodes, result.nodes) <= exact
+    assert exact <= raw_keys(fbas.nodes, result.nodes | result.undecided)
+    assert not result.nodes & result.undecided
+    if allowed == NEVER:
+        assert not result.undecided
+
+
+@EXAMPLES
+@given(networks(), st.integers(0, 3) | st.just(NEVER))
+def test_stopped_intersection_check_is_undecided_or_right(
+    network: dict[str, Any], allowed: int
+) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    quorums = brute.all_quorums(reference_network(network))
+    result = check_intersection(fbas, stop=StopAfter(allowed))
+    if result.intersects is not None:
+        assert result.intersects == (not brute.has_disjoint_pair(quorums))
+    if allowed == NEVER:
+        assert result.intersects is not None
+
+
+def _asked_after_stop(run: Callable[[StopAfter], Any], allowed: int) -> tuple[Any, int]:
+    stop = StopAfter(allowed)
+    result = run(stop)
+    return result, stop.asked - allowed
+
+
+def test_a_hard_search_ends_soon_after_it_is_asked_to_stop() -> None:
+    # 20 organisations trusting random subsets: the exact answer takes seconds, many
+    # solver slices.
+    nodes, orgs = asymmetric_network(20, seed=1)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    result, extra = _asked_after_stop(lambda stop: minimal_blocking_sets(fbas, stop=stop), 2)
+    # Each question after the first "stop" is one more solver slice that was not cut:
+    # the search must give up at once, not finish its proof.
+    assert extra <= 2
+    assert not result.optimal
+    assert result.size is not None and result.lower_bound is not None
+    assert result.lower_bound <= result.size
