@@ -83,6 +83,12 @@ def serves(kind: int, _message_xdr: bytes) -> bool:
     return kind in SERVED_TYPES
 
 
+def speaks_scp(kind: int, _message_xdr: bytes) -> bool:
+    """The `accept` filter of an SCP node: the served types and quorum sets (its core
+    asks peers for the sets their statements name, and caps what it learns)."""
+    return kind in SERVED_TYPES or kind == int(MessageType.SCP_QUORUMSET.value)
+
+
 @dataclass(frozen=True, slots=True)
 class OverlayLimits:
     """Per-process bounds of the overlay listener (see the module docstring)."""
@@ -246,8 +252,14 @@ class OverlayNode:
         limits: OverlayLimits | None = None,
         peers: Sequence[tuple[str, int]] = (),
         on_envelope: Callable[[Envelope], None] | None = None,
+        handler: MessageHandler | None = None,
+        accept: Callable[[int, bytes], bool] = serves,
     ) -> None:
+        """`handler`, when given, takes every decoded message instead of the store's
+        answers (an SCP core answers for itself); `accept` picks what is decoded."""
         self.keys = keys
+        self.handler = handler
+        self.accept = accept
         self.on_envelope = on_envelope
         """Called with each new SCP envelope whose Stellar signature verifies."""
         self.network = StellarNetwork(settings.passphrase)
@@ -285,7 +297,7 @@ class OverlayNode:
         *,
         expected_peer_id: bytes | None = None,
         on_message: MessageHandler | None = None,
-        accept: Callable[[int, bytes], bool] = serves,
+        accept: Callable[[int, bytes], bool] | None = None,
     ) -> OverlayConnection:
         """Dial `host:port` and start the handshake; `OSError`/`TimeoutError` on failure.
 
@@ -302,7 +314,7 @@ class OverlayNode:
             f"{host}:{port}",
             expected_peer_id=expected_peer_id,
             on_message=on_message,
-            accept=accept,
+            accept=accept or self.accept,
         )
         self._spawn(connection)
         return connection
@@ -370,6 +382,9 @@ class OverlayNode:
             connection.send(xdr.StellarMessage(MessageType.PEERS, peers=list(self._peers)))
 
     def on_message(self, connection: OverlayConnection, message: xdr.StellarMessage) -> None:
+        if self.handler is not None:
+            self.handler(connection, message)
+            return
         if message.type == MessageType.SCP_MESSAGE and message.envelope is not None:
             self._on_envelope(message.envelope)
             return
@@ -419,7 +434,9 @@ class OverlayNode:
             log.warning("too many overlay connections from one host", extra={"host": host})
             writer.transport.abort()
             return
-        connection = OverlayConnection(self, reader, writer, Role.REMOTE_CALLED_US, address)
+        connection = OverlayConnection(
+            self, reader, writer, Role.REMOTE_CALLED_US, address, accept=self.accept
+        )
         self.connections.add(connection)
         try:
             await connection.run()

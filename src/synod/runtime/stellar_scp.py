@@ -1,0 +1,209 @@
+"""An SCP node in Stellar mode: synod's `ScpCore` on the Stellar overlay.
+
+Theory of operation.  The core is configured with Stellar's envelope signatures and
+quorum-set hashes (`synod.scp.stellar.StellarNetwork`, `stellar_qset_hash`), so every
+statement it signs is byte for byte what stellar-core signs, under the network id (the
+SHA-256 of the passphrase).  Its messages travel as the overlay's SCP arms: `Envelope`
+as SCP_MESSAGE, `QuorumSetRequest`/`QuorumSetResponse` as GET_SCP_QUORUMSET /
+SCP_QUORUMSET, `StateRequest` as GET_SCP_STATE.  Messages without a Stellar counterpart
+(synod's decision proofs for nodes that were away) are not sent in this mode.
+
+The driver is the runtime's usual one, reduced: one input at a time on the event loop,
+each step applied in the contract's order (persist, send, timers, events).  Storage is
+in memory here: a restarted node rejoins as a new one (it has never voted, so it cannot
+vote twice); durable storage comes with `synod scp run --stellar` (docs/stellar-overlay.md).
+Connections are the overlay's (`OverlayNode`): a `Broadcast` goes to every authenticated
+peer (validators and watchers alike), a `Send` to the connections of the named node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from stellar_sdk import xdr
+
+from synod.core import (
+    Broadcast,
+    CancelTimer,
+    Input,
+    Persist,
+    Proposed,
+    Received,
+    Send,
+    SetTimer,
+    Started,
+    Step,
+    TimerFired,
+)
+from synod.crypto import KeyPair, NodeId
+from synod.quorum.qset import QuorumSet
+from synod.runtime.host import monotonic_ms
+from synod.runtime.stellar_overlay import (
+    OverlayConnection,
+    OverlayLimits,
+    OverlayNode,
+    speaks_scp,
+)
+from synod.scp.application import Application, Externalized, SlotProposal
+from synod.scp.core import ScpConfig, ScpCore
+from synod.scp.stellar import (
+    OverlayMessage,
+    StellarFormatError,
+    StellarNetwork,
+    overlay_message_from_xdr,
+    overlay_message_to_xdr,
+    stellar_qset_hash,
+)
+from synod.stellar.peer import OverlaySettings
+
+log = logging.getLogger("synod.stellar.scp")
+
+MessageType = xdr.MessageType
+_SCP_TYPES = frozenset(
+    (
+        MessageType.SCP_MESSAGE,
+        MessageType.GET_SCP_QUORUMSET,
+        MessageType.SCP_QUORUMSET,
+        MessageType.GET_SCP_STATE,
+    )
+)
+
+
+class StellarScpNode:
+    """One SCP validator (or watcher) speaking Stellar's overlay (see the module doc)."""
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        quorum_set: QuorumSet,
+        settings: OverlaySettings,
+        *,
+        application: Application | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+        on_externalized: Callable[[Externalized], None] | None = None,
+        limits: OverlayLimits | None = None,
+        validator: bool = True,
+    ) -> None:
+        self.network = StellarNetwork(settings.passphrase)
+        config = ScpConfig(
+            keys=keys,
+            quorum_set=quorum_set,
+            application=application or Application(),
+            validator=validator,
+            qset_hasher=stellar_qset_hash,
+            signer=self.network.sign_statement,
+            verifier=self.network.verify_envelope,
+        )
+        self.storage: dict[bytes, bytes] = {}
+        self.core = ScpCore(config, self.storage)
+        self.overlay = OverlayNode(
+            keys,
+            settings,
+            limits=limits,
+            peers=peers,
+            handler=self._on_overlay_message,
+            accept=speaks_scp,
+        )
+        self.on_externalized = on_externalized
+        self.externalized: list[Externalized] = []
+        self.unsent = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._started = False
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen, then feed the core `Started`; returns the bound address."""
+        address = await self.overlay.start(host, port)
+        self._started = True
+        self._input(Started())
+        return address
+
+    def connect_to(self, addresses: Sequence[tuple[str, int]]) -> None:
+        """Keep dialing these peers (the overlay retries lost connections)."""
+        self.overlay.keep_connected(addresses)
+
+    def propose(self, value: bytes, slot_index: int | None = None) -> None:
+        """Nominate `value` (a ``StellarValue`` XDR) for `slot_index` or the next slot."""
+        if not self._started:
+            raise RuntimeError("start the node before proposing")
+        proposal: bytes | SlotProposal = (
+            value if slot_index is None else SlotProposal(slot_index, value)
+        )
+        self._input(Proposed(proposal))
+
+    async def close(self) -> None:
+        """Cancel timers and close the overlay."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        await self.overlay.close()
+
+    # Inputs ---------------------------------------------------------------------------
+
+    def _on_overlay_message(
+        self, connection: OverlayConnection, message: xdr.StellarMessage
+    ) -> None:
+        sender = connection.peer.peer_id
+        if sender is None or message.type not in _SCP_TYPES:
+            return
+        try:
+            converted = overlay_message_from_xdr(bytes(message.to_xdr_bytes()))
+        except StellarFormatError:
+            return  # beyond synod's bounds: dropped, like any malformed statement
+        self._input(Received(sender, converted))
+
+    def _input(self, event: Input) -> None:
+        self._apply(self.core.handle(event, monotonic_ms()))
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self._input(TimerFired(name))
+
+    # Outputs, in the contract's order ---------------------------------------------------
+
+    def _apply(self, step: Step) -> None:
+        for record in step.persist:
+            self._persist(record)
+        for effect in step.outgoing:
+            if isinstance(effect, Broadcast):
+                self._send_to(None, effect.message)
+            elif isinstance(effect, Send):
+                self._send_to(effect.to, effect.message)
+        for command in step.timers:
+            self._timer(command)
+        for event in step.events:
+            if isinstance(event, Externalized):
+                self.externalized.append(event)
+                if self.on_externalized is not None:
+                    self.on_externalized(event)
+
+    def _persist(self, record: Persist) -> None:
+        if record.value is None:
+            self.storage.pop(record.key, None)
+        else:
+            self.storage[record.key] = record.value
+
+    def _send_to(self, to: NodeId | None, message: object) -> None:
+        if not isinstance(message, OverlayMessage):
+            self.unsent += 1  # no Stellar counterpart (decision proofs)
+            return
+        try:
+            encoded = xdr.StellarMessage.from_xdr_bytes(overlay_message_to_xdr(message))
+        except ValueError:
+            self.unsent += 1  # a state request beyond XDR's uint32 slot
+            return
+        for connection in list(self.overlay.connections):
+            peer = connection.peer
+            if peer.authenticated and (to is None or peer.peer_id == to):
+                connection.send(encoded)
+
+    def _timer(self, command: SetTimer | CancelTimer) -> None:
+        previous = self._timers.pop(command.name, None)
+        if previous is not None:
+            previous.cancel()
+        if isinstance(command, SetTimer):
+            loop = asyncio.get_running_loop()
+            self._timers[command.name] = loop.call_later(
+                command.delay_ms / 1000, self._fire, command.name
+            )

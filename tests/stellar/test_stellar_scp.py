@@ -1,0 +1,61 @@
+"""SCP in Stellar mode over the Stellar overlay on 127.0.0.1: four synod validators
+(Stellar signatures, quorum-set hashes and messages) externalize the same
+``StellarValue``, and a crawl of them rebuilds their quorum sets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from raw_overlay import TESTNET
+from stellar_sdk import xdr
+
+from synod.crypto import KeyPair
+from synod.fbas.analysis import check_intersection
+from synod.fbas.load import load_stellarbeat
+from synod.quorum.qset import QuorumSet
+from synod.runtime.stellar_overlay import CrawlLimits, crawl
+from synod.runtime.stellar_scp import StellarScpNode
+from synod.scp.application import Externalized
+from synod.stellar.peer import OverlaySettings
+from synod.stellar.state import stellar_value
+
+SETTINGS = OverlaySettings(passphrase=TESTNET)
+KEYS = [KeyPair.from_seed(hashlib.sha256(b"scp %d" % index).digest()) for index in range(4)]
+QSET = QuorumSet(threshold=3, validators=tuple(keys.node_id for keys in KEYS))
+
+
+def test_four_validators_agree_over_the_overlay_and_a_crawl_sees_them() -> None:
+    async def scenario() -> tuple[list[list[Externalized]], list[dict[str, object]]]:
+        nodes = [StellarScpNode(keys, QSET, SETTINGS) for keys in KEYS]
+        addresses = [await node.start("127.0.0.1", 0) for node in nodes]
+        for index, node in enumerate(nodes):
+            node.overlay.set_peers([a for a in addresses if a != addresses[index]])
+            node.connect_to(addresses[:index])  # each pair dialed once
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            for index, node in enumerate(nodes):
+                node.propose(stellar_value(1_800_000_000 + index), slot_index=1)
+            while not all(node.externalized for node in nodes):
+                assert loop.time() < deadline, [len(n.externalized) for n in nodes]
+                await asyncio.sleep(0.05)
+            book = await crawl(
+                [f"{addresses[0][0]}:{addresses[0][1]}"],
+                SETTINGS,
+                limits=CrawlLimits(listen_s=10, total_s=60),
+            )
+        finally:
+            for node in nodes:
+                await node.close()
+        return [node.externalized for node in nodes], book.to_stellarbeat()
+
+    decided, records = asyncio.run(scenario())
+    values = {events[0].value for events in decided}
+    assert len(values) == 1 and all(events[0].slot_index == 1 for events in decided)
+    (value,) = values
+    decoded = xdr.StellarValue.from_xdr_bytes(value)
+    assert 1_800_000_000 <= decoded.close_time.time_point.uint64 <= 1_800_000_003
+    assert len(records) == 4 and all(record["quorumSet"] is not None for record in records)
+    result = check_intersection(load_stellarbeat(records))
+    assert result.has_quorum and result.intersects
