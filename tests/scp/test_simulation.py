@@ -74,6 +74,75 @@ def test_intact_nodes_agree_on_valid_values_and_all_decide_after_healing(
     assert not failures, "\n".join(failures)
 
 
+# The costly insider (issue 12): one or two Byzantine members within the bound send
+# MAYBE_VALID lures, partly invalid nominations and statements of made-up ids, some
+# values are MAYBE_VALID at first and FULLY_VALID later (honest ones too), the slot
+# window is 2 slots and, where the topology leaves a quorum without it, one correct
+# node is away for the whole safety phase: after healing every intact node must
+# deliver every slot, in order.  (topology, nodes, byzantine, away, slots, first, count)
+INSIDER_CHUNKS = [
+    ("symmetric", 4, 1, 0, 4, 0, 50),
+    ("symmetric", 4, 1, 0, 4, 50, 50),
+    ("symmetric", 7, 2, 0, 4, 0, 40),
+    ("symmetric", 7, 1, 1, 5, 0, 30),
+    ("symmetric", 10, 2, 1, 5, 0, 15),
+    ("tiered", 9, 1, 1, 5, 0, 15),
+]
+INSIDER_SETTINGS = RunSettings(safety_ms=1_500, liveness_budget_ms=20_000)
+
+
+def test_ci_runs_at_least_200_insider_seeds() -> None:
+    assert sum(chunk[-1] for chunk in INSIDER_CHUNKS) >= 200
+    assert any(chunk[3] for chunk in INSIDER_CHUNKS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "nodes", "byzantine", "away", "slots", "first", "count"), INSIDER_CHUNKS
+)
+def test_a_costly_insider_neither_stalls_nor_mutes_and_nodes_away_deliver_every_slot(
+    kind: str, nodes: int, byzantine: int, away: int, slots: int, first: int, count: int
+) -> None:
+    topology = build_topology(kind, nodes, byzantine)  # type: ignore[arg-type]
+    assert topology.within_assumptions
+    failures = []
+    for seed in range(first, first + count):
+        scenario = ScpScenario(topology, slots=slots, insider=True, away=away, window=2)
+        outcome = run_scenario(scenario, seed, INSIDER_SETTINGS)
+        if not outcome.ok:
+            failures.append(f"{outcome.summary()}: {outcome.violations[0]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_insider_runs_exercise_made_up_ids_maybe_values_and_catch_up() -> None:
+    rejected: collections.Counter[str] = collections.Counter()
+    asked_later = 0
+    delivered_after_heal = 0
+    for seed in range(6):
+        scenario = ScpScenario(
+            symmetric_topology(7, 1), slots=5, insider=True, away=1, window=2
+        )
+        outcome = run_scenario(scenario, seed, INSIDER_SETTINGS)
+        assert outcome.ok
+        heal_ms = next(record["t"] for record in outcome.world.history if record["kind"] == "heal")
+        away_node = outcome.world.correct_nodes()[0]
+        delivered_after_heal += sum(
+            1
+            for record in outcome.world.history
+            if record["kind"] == "event"
+            and record["node"] == away_node.node_id.hex()
+            and record["t"] >= heal_ms
+        )
+        for node in outcome.world.correct_nodes():
+            core = node.core
+            assert core is not None
+            rejected.update(str(reason) for reason in core.rejected)  # type: ignore[attr-defined]
+            application = core.config.application  # type: ignore[attr-defined]
+            asked_later += sum(application.asked.values())
+    assert rejected["not_in_quorum"], "no made-up id was refused"
+    assert asked_later, "no value was MAYBE_VALID at first"
+    assert delivered_after_heal >= 6 * 5, "the away nodes did not deliver after healing"
+
+
 # ---------------------------------------------------------------- outside the assumptions
 
 

@@ -390,7 +390,7 @@ class ScpCore:
     def bump_state(self, slot_index: int, value: bytes, now_ms: int) -> Step:
         """Start (or move past) a ballot for `value` directly, bypassing nomination:
         for applications that pick the value themselves, and for tests."""
-        if not self.floor <= slot_index <= self.next_slot_index + self.config.max_slots_ahead:
+        if not self.floor <= slot_index <= self.window_top:
             raise LocalError(f"slot {slot_index} is outside the window")
         step = Step()
         slot = self._slot(slot_index, now_ms, step)
@@ -415,6 +415,13 @@ class ScpCore:
         self._arm_rebroadcast(step)
         return step
 
+    @property
+    def window_top(self) -> int:
+        """The highest slot this node takes part in: `max_slots_ahead` beyond the first
+        slot it has not delivered (so slots it holds stay within `retained_slots` +
+        `max_slots_ahead` + 1, however far peers are ahead)."""
+        return self.delivered_through + 1 + self.config.max_slots_ahead
+
     def add_quorum_set(self, qset: QuorumSet) -> bytes:
         """Make a quorum set known ahead of time; returns its hash."""
         return self.quorum_sets.add(qset)
@@ -438,7 +445,7 @@ class ScpCore:
             raise LocalError("propose bytes or a SlotProposal")
         if proposal.slot_index < self.floor:
             return
-        if proposal.slot_index > self.next_slot_index + self.config.max_slots_ahead:
+        if proposal.slot_index > self.window_top:
             raise LocalError(f"slot {proposal.slot_index} is beyond the window")
         slot = self._slot(proposal.slot_index, now_ms, step)
         slot.nominate(proposal.value)
@@ -597,7 +604,7 @@ class ScpCore:
     def _outside_window(self, slot_index: int) -> RejectReason | None:
         if slot_index < self.floor:
             return RejectReason.TOO_OLD
-        if slot_index > self.next_slot_index + self.config.max_slots_ahead:
+        if slot_index > self.window_top:
             return RejectReason.FAR_FUTURE
         return None
 
@@ -756,6 +763,7 @@ class ScpCore:
             step.events.append(Externalized(through, value))
         if through != self.delivered_through:
             self._set_delivered_through(through, step)
+            self._purge(step)  # the floor may have waited for these slots
 
     def _set_delivered_through(self, slot_index: int, step: Step) -> None:
         self.delivered_through = slot_index
@@ -821,7 +829,11 @@ class ScpCore:
         return self.delivered_through + 1 < self.next_slot_index
 
     def _purge(self, step: Step) -> None:
-        new_floor = max(self.floor, self.next_slot_index - self.config.retained_slots)
+        # a slot not yet delivered stays: forgetting it would leave the application a
+        # hole that no peer may be able to fill (the window's top follows it, so the
+        # slot table stays bounded)
+        retained_from = self.next_slot_index - self.config.retained_slots
+        new_floor = max(self.floor, min(retained_from, self.delivered_through + 1))
         if new_floor == self.floor:
             return
         for slot_index in [index for index in self.slots if index < new_floor]:
@@ -858,7 +870,7 @@ class ScpCore:
     def _behind(self) -> bool:
         """A slot before a decided one is missing, or members speak of slots beyond
         the window: ask peers for decisions with proofs."""
-        far = self._far_future_heard > self.next_slot_index + self.config.max_slots_ahead
+        far = self._far_future_heard > self.window_top
         return self._has_gap() or far
 
     def _build_decision(self, slot: Slot) -> Decision:

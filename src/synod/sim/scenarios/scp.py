@@ -145,14 +145,32 @@ def is_valid_value(slot_index: int, value: bytes) -> bool:
     return len(parts) == 3 and parts[0] == str(slot_index) and all(parts)
 
 
+LATER_NONCE = "later"
+"""Values whose nonce starts with this cannot be judged at first (`SimApplication`)."""
+
+
 @dataclass
 class SimApplication(Application):
-    """Values of the simulated workload; short timeouts so that runs stay small."""
+    """Values of the simulated workload; short timeouts so that runs stay small.
+
+    With `later_asks` > 0, a valid value whose nonce starts with ``later`` is
+    `MAYBE_VALID` the first `later_asks` times this node's application is asked about
+    it, then `FULLY_VALID` (an application that learns the previous slot, or whose
+    clock reaches the value's timestamp)."""
 
     round_ms: int = 150
+    later_asks: int = 0
+    asked: dict[bytes, int] = field(default_factory=dict)
 
     def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
-        return Validity.FULLY_VALID if is_valid_value(slot_index, value) else Validity.INVALID
+        if not is_valid_value(slot_index, value):
+            return Validity.INVALID
+        if self.later_asks and value.split(b":")[2].startswith(LATER_NONCE.encode()):
+            count = self.asked.get(value, 0) + 1
+            self.asked[value] = count
+            if count <= self.later_asks:
+                return Validity.MAYBE_VALID
+        return Validity.FULLY_VALID
 
     def nomination_timeout_ms(self, round_number: int) -> int:
         return self.round_ms * (1 + round_number)
@@ -293,12 +311,25 @@ def build_topology(kind: TopologyKind, nodes: int, byzantine: int) -> Topology:
 # ---------------------------------------------------------------- Byzantine behaviour
 
 
+MADE_UP_IDS = 6
+"""Made-up identities (fresh keys) an insider signs statements with."""
+
+
+def made_up_keys(owner: KeyPair) -> tuple[KeyPair, ...]:
+    """Fresh keys only `owner` (a Byzantine node) holds: ids no honest node trusts."""
+    return tuple(
+        KeyPair.from_seed(b"synod-sim-scp/made-up/" + owner.node_id[:8] + bytes([index]) * 2)
+        for index in range(MADE_UP_IDS)
+    )
+
+
 @dataclass(slots=True)
 class Forger:
     """Rewrites a Byzantine node's envelopes and signs them with its own key."""
 
     keys: KeyPair
     others: tuple[NodeId, ...]
+    insider: bool = False
 
     @property
     def selfish_quorum_set(self) -> QuorumSet:
@@ -306,8 +337,24 @@ class Forger:
         node's inner core knows it, so it answers peers that ask for it)."""
         return QuorumSet(threshold=1, validators=(self.keys.node_id,))
 
+    @property
+    def crowd_quorum_set(self) -> QuorumSet:
+        """A quorum set naming the node's made-up ids (an insider claims it so that the
+        ids join its peers' transitive quorums and fill their slot tables)."""
+        validators = (self.keys.node_id, *(key.node_id for key in made_up_keys(self.keys)))
+        return QuorumSet(threshold=1, validators=validators)
+
+    @property
+    def claimable_quorum_sets(self) -> list[QuorumSet]:
+        return [self.selfish_quorum_set, self.crowd_quorum_set]
+
     def claimed_quorum_set_hash(self, honest_hash: bytes, rng: random.Random) -> bytes:
-        return qset_hash(self.selfish_quorum_set) if rng.random() < 0.2 else honest_hash
+        draw = rng.random()
+        if draw < 0.2:
+            return qset_hash(self.selfish_quorum_set)
+        if self.insider and draw < 0.4:
+            return qset_hash(self.crowd_quorum_set)
+        return honest_hash
 
     def forged_value(self, slot_index: int, rng: random.Random) -> bytes:
         if rng.random() < 0.1:
@@ -370,8 +417,55 @@ class ConflictingStatements:
         return [outgoing, Broadcast(self.forger.mutate(outgoing.message, context.rng, peer))]
 
 
+@dataclass(frozen=True, slots=True)
+class CostlyInsider:
+    """A member within the bound sending well-formed, signed statements chosen to cost
+    the most (issue 12): beside a broadcast envelope it broadcasts one of
+
+    * a nomination signed by one of its made-up ids (never trusted: refused before the
+      signature, unless the id joined a peer's transitive quorum through the node's
+      crowd quorum set; then it takes a slot-table entry);
+    * a partly invalid nomination of its own: a valid value, an invalid one and a
+      ``later`` value the application cannot judge yet;
+    * a lure: a nomination voting and accepting only a ``later`` value.
+    """
+
+    forger: Forger
+    probability: float = 0.6
+    name: str = "costly insider"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        message = outgoing.message if isinstance(outgoing, Broadcast) else None
+        if not isinstance(message, Envelope) or context.rng.random() >= self.probability:
+            return [outgoing]
+        statement = message.statement
+        rng = context.rng
+        slot_index = statement.slot_index
+        proposer = self.forger.keys.node_id.hex()[:8]
+        later = make_value(slot_index, proposer, f"{LATER_NONCE}{rng.randrange(3)}")
+        valid = self.forger.forged_value(slot_index, rng)
+        invalid = rng.randbytes(rng.randint(1, 12))
+        honest_hash = qset_hash(self.forger.selfish_quorum_set)
+        if isinstance(statement.pledges, Nomination | Prepare | Confirm):
+            honest_hash = statement.pledges.quorum_set_hash
+        choice = rng.randrange(3)
+        if choice == 0:
+            keys = made_up_keys(self.forger.keys)[rng.randrange(MADE_UP_IDS)]
+            pledges = Nomination(honest_hash, tuple(sorted({valid, later})), ())
+        elif choice == 1:
+            keys = self.forger.keys
+            votes = tuple(sorted({valid, invalid, later}))
+            pledges = Nomination(honest_hash, votes, tuple(sorted({invalid, later})))
+        else:
+            keys = self.forger.keys
+            pledges = Nomination(honest_hash, (later,), (later,))
+        extra = sign_statement(keys, Statement(keys.node_id, slot_index, pledges))
+        return [outgoing, Broadcast(extra)]
+
+
 def draw_behaviours(rng: random.Random, forger: Forger) -> list[Behaviour]:
-    """A seeded mix of misbehaviour for one Byzantine node (never empty)."""
+    """A seeded mix of misbehaviour for one Byzantine node (never empty); an insider
+    (`Forger.insider`) always runs `CostlyInsider` as well."""
     pool: list[Behaviour] = [
         Withhold(rng.choice((0.3, 1.0))),
         Replay(probability=0.3),
@@ -380,7 +474,10 @@ def draw_behaviours(rng: random.Random, forger: Forger) -> list[Behaviour]:
         ConflictingStatements(forger),
     ]
     chosen = [behaviour for behaviour in pool if rng.random() < 0.4]
-    return chosen or [pool[rng.randrange(len(pool))]]
+    chosen = chosen or [pool[rng.randrange(len(pool))]]
+    if forger.insider:
+        chosen.append(CostlyInsider(forger))
+    return chosen
 
 
 @dataclass(slots=True)
@@ -516,16 +613,28 @@ class ScpScenario:
     round_ms: int = 150
     rebroadcast_interval_ms: int = 500
     collude: bool = False
+    insider: bool = False
+    """Byzantine nodes add `CostlyInsider`'s attacks; some values are ``later`` ones
+    (`SimApplication.later_asks`), honest ones included."""
+    away: int = 0
+    """Correct nodes cut off for the whole safety phase (they rejoin at healing, behind
+    by more than their slot window, and must deliver every slot in order)."""
+    window: int | None = None
+    """Slots retained and slots ahead of each node (None: the whole workload fits)."""
     name: str = "scp"
     story: list[str] = field(default_factory=list)
     _keys: list[KeyPair] = field(default_factory=list)
     _externalized: dict[str, dict[int, str]] = field(default_factory=dict)
+    _cores: dict[int, ScpCore] = field(default_factory=dict)
+    """The running SCP core of each node (the inner one of a Byzantine node)."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("the workload needs at least one slot")
         self._keys = [node_keys(index) for index in range(self.topology.size)]
-        self.name = f"scp-{self.topology.kind}"
+        self.name = f"scp-{self.topology.kind}" + ("-insider" if self.insider else "")
+        if self.away > len(self.topology.correct()):
+            raise ValueError("more nodes away than correct nodes")
 
     @property
     def members(self) -> list[NodeId]:
@@ -551,7 +660,7 @@ class ScpScenario:
                     self.story.append(f"node {index} Byzantine: two faces (collusion)")
                 else:
                     others = tuple(member for member in self.members if member != keys.node_id)
-                    forger = Forger(keys, others)
+                    forger = Forger(keys, others, insider=self.insider)
                     behaviours = draw_behaviours(world.rng, forger)
                     factory = self._byzantine_factory(index, behaviours, forger)
                     names = ", ".join(behaviour.name for behaviour in behaviours)
@@ -559,26 +668,33 @@ class ScpScenario:
                 world.add_node(keys.node_id, factory, CODEC, byzantine=True)
             else:
                 world.add_node(keys.node_id, self._correct_factory(index), CODEC)
+        for index in self.topology.correct()[: self.away]:
+            world.silence(self._keys[index].node_id)
+            self.story.append(f"node {index} away until healing")
         world.observe(self._track)
         self._schedule_proposals(world)
 
     def _config(self, index: int, extra_quorum_sets: Sequence[QuorumSet] = ()) -> ScpConfig:
         known = sorted(set(self.topology.quorum_sets), key=_qset_order)
+        # by default the whole workload fits the slot window; a small `window` makes a
+        # node that was away fall behind it, so it catches up from decisions and proofs
+        retained = self.window if self.window is not None else max(4, self.slots)
+        ahead = self.window if self.window is not None else max(8, self.slots)
         return ScpConfig(
             keys=self._keys[index],
             quorum_set=self.topology.quorum_sets[index],
-            application=SimApplication(self.round_ms),
+            application=SimApplication(self.round_ms, later_asks=2 if self.insider else 0),
             known_quorum_sets=[*known, *extra_quorum_sets],
             rebroadcast_interval_ms=self.rebroadcast_interval_ms,
-            # the whole workload fits the slot window: a node that falls further behind
-            # than the window is caught up by its application (`advance_to`), not by SCP
-            retained_slots=max(4, self.slots),
-            max_slots_ahead=max(8, self.slots),
+            retained_slots=retained,
+            max_slots_ahead=ahead,
         )
 
     def _correct_factory(self, index: int) -> Callable[[Storage, random.Random], Core]:
         def build(storage: Storage, rng: random.Random) -> Core:
-            return ScpCore(self._config(index), storage)
+            core = ScpCore(self._config(index), storage)
+            self._cores[index] = core
+            return core
 
         return build
 
@@ -588,7 +704,8 @@ class ScpScenario:
         members = self.members
 
         def build(storage: Storage, rng: random.Random) -> Core:
-            inner = ScpCore(self._config(index, [forger.selfish_quorum_set]), storage)
+            inner = ScpCore(self._config(index, forger.claimable_quorum_sets), storage)
+            self._cores[index] = inner
             return ByzantineCore(inner, members, rng, CODEC, behaviours)
 
         return build
@@ -614,10 +731,32 @@ class ScpScenario:
     def _schedule_proposals(self, world: World) -> None:
         for slot_index in self.target_slots():
             start_ms = (slot_index - 1) * self.proposal_spacing_ms
-            for index, keys in enumerate(self._keys):
+            for index in range(len(self._keys)):
                 at_ms = start_ms + world.rng.randint(0, self.proposal_spacing_ms)
-                value = make_value(slot_index, f"n{index}", f"{world.rng.getrandbits(32):08x}")
-                world.input_at(at_ms, keys.node_id, Proposed(SlotProposal(slot_index, value)))
+                nonce = f"{world.rng.getrandbits(32):08x}"
+                if self.insider and world.rng.random() < 0.3:
+                    nonce = LATER_NONCE + nonce
+                value = make_value(slot_index, f"n{index}", nonce)
+                self._propose_at(world, at_ms, index, SlotProposal(slot_index, value))
+
+    def _propose_at(self, world: World, at_ms: int, index: int, proposal: SlotProposal) -> None:
+        """The application proposes once the slot is inside its node's window (a node
+        behind it, say one that was away, proposes after it caught up)."""
+
+        def attempt() -> None:
+            node = world.node(index)
+            core = self._cores.get(index)
+            if not node.up:
+                return
+            if core is not None:
+                if proposal.slot_index < core.floor:
+                    return
+                if proposal.slot_index > core.window_top:
+                    world.schedule(world.now_ms + self.proposal_spacing_ms, attempt, "propose")
+                    return
+            world.input(index, Proposed(proposal))
+
+        world.schedule(at_ms, attempt, "propose")
 
     # ------------------------------------------------------------ judging
 
