@@ -488,3 +488,45 @@ def test_the_waiting_buffer_bound_is_counted_in_memory() -> None:
     assert len(replica.waiting_ids()) > 500  # the buffer is full, not empty
     # The rejections remembered and the heads table are not the buffer: a few KiB.
     assert held <= bound + 64 * 1024, held
+
+
+# ---------------------------------------------------------------- 3: the causal index
+
+
+def _exchange(first: Replica, second: Replica) -> None:
+    """Each receives the other's latest update (both made before either arrives)."""
+    first_update, second_update = last_update(first), last_update(second)
+    deliver(second, first_update)
+    deliver(first, second_update)
+
+
+def test_many_chains_from_one_author_cost_honest_merges_no_copies() -> None:
+    # 2,000 updates without predecessors open 2,000 chains.  Each honest merge used to
+    # copy a map of every chain (about 100 KiB here); it now copies a few tree paths.
+    alice, bob = Replica(keys_for(1)), Replica(keys_for(2))
+    flood = orphan_updates(2_000, keys_for(66))
+    for start in range(0, len(flood), 200):
+        deliver(alice, *flood[start : start + 200])
+        deliver(bob, *flood[start : start + 200])
+        alice.transact([Put((), "a", 0)])
+        bob.transact([Put((), "b", 0)])
+        _exchange(alice, bob)
+    while len(alice.heads()) > 2:  # merge what is left of the flood
+        alice.transact([Put((), "a", 0)])
+        bob.transact([Put((), "b", 0)])
+        _exchange(alice, bob)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for round_number in range(100):  # concurrent writes: every update is a merge
+            alice.transact([Put((), "a", round_number)])
+            bob.transact([Put((), "b", round_number)])
+            _exchange(alice, bob)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert alice.document_digest() == bob.document_digest()
+    # 200 updates of about 400 bytes, their graph entries and a few tree paths each.
+    assert grown < 2 * 1024 * 1024, grown

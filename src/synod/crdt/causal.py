@@ -7,10 +7,12 @@ depend only on its causal past; the most common question is "was the element thi
 operation refers to created by one of my ancestors?".  `UpdateGraph.is_ancestor` answers
 it exactly with a chain decomposition: each update extends the chain of one predecessor
 that is still that chain's tip, or opens a new chain; an update's causal past is then the
-prefix of every chain up to a position, recorded as a map chain -> position that is
-shared between an update and its single predecessor on the same chain (copies happen
-only at forks and merges).  The answer does not depend on the order in which the replica
-received the updates, only on the graph.
+prefix of every chain up to a position, recorded as a persistent map chain -> position
+(`synod.crdt.positions`) that an update shares with its single predecessor on the same
+chain, and that forks and merges extend by copying only the paths that change (never a
+whole map: many chains, which one author can open cheaply, cost nothing per merge).
+The answer does not depend on the order in which the replica received the updates,
+only on the graph.
 
 `WaitingBuffer` holds updates whose predecessors have not all arrived, as their encoded
 bytes (decoded again when they are ready: a decoded update takes several times its
@@ -29,6 +31,7 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from synod.crdt import positions
 from synod.crdt.messages import ROOT_UPDATE
 
 ROOT_ORDINAL = 0
@@ -47,7 +50,7 @@ class UpdateGraph:
         self.heads: set[int] = set()
         self._chain = array("q", [-1])
         self._position = array("q", [0])
-        self._past: list[dict[int, int]] = [{}]
+        self._past: list[positions.Positions] = [positions.EMPTY]
         self._chain_tip: list[int] = []
         self._by_author_sequence: dict[tuple[bytes, int], int] = {}
         self._author_names: dict[bytes, bytes] = {}
@@ -85,14 +88,12 @@ class UpdateGraph:
         if len(predecessors) == 1 and extended is not None:
             past = self._past[extended]
         else:
-            past = {}
+            past = positions.EMPTY
             for predecessor in predecessors:
-                for chain, position in self._past[predecessor].items():
-                    if past.get(chain, 0) < position:
-                        past[chain] = position
-                chain = self._chain[predecessor]
-                if past.get(chain, 0) < self._position[predecessor]:
-                    past[chain] = self._position[predecessor]
+                past = positions.union(past, self._past[predecessor])
+                past = positions.raised(
+                    past, self._chain[predecessor], self._position[predecessor]
+                )
         if extended is None:
             self._chain.append(len(self._chain_tip))
             self._position.append(1)
@@ -113,28 +114,25 @@ class UpdateGraph:
         chain = self._chain[ancestor]
         if self._chain[descendant] == chain:
             return self._position[ancestor] <= self._position[descendant]
-        return self._past[descendant].get(chain, 0) >= self._position[ancestor]
+        return positions.get(self._past[descendant], chain) >= self._position[ancestor]
 
     def missing_from(self, known_heads: Iterable[int]) -> list[int]:
         """Applied updates that are not in the causal past of any of `known_heads`.
 
         Returned in application order, so ancestors come before descendants.
         """
-        covered: dict[int, int] = {}
+        past = positions.EMPTY
         for head in known_heads:
             if head == ROOT_ORDINAL:
                 continue
-            for chain, position in self._past[head].items():
-                if covered.get(chain, 0) < position:
-                    covered[chain] = position
-            chain = self._chain[head]
-            if covered.get(chain, 0) < self._position[head]:
-                covered[chain] = self._position[head]
-        chains, positions = self._chain, self._position
+            past = positions.union(past, self._past[head])
+            past = positions.raised(past, self._chain[head], self._position[head])
+        covered = dict(positions.items(past))
+        chains, position_of = self._chain, self._position
         return [
             ordinal
             for ordinal in range(1, len(self.ids))
-            if positions[ordinal] > covered.get(chains[ordinal], 0)
+            if position_of[ordinal] > covered.get(chains[ordinal], 0)
         ]
 
     def head_ids(self) -> list[bytes]:
