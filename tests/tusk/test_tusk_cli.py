@@ -95,3 +95,23 @@ def test_watch_prints_a_stored_delivery_log_in_order(tmp_path: Path) -> None:
     assert [line["transactions"] for line in lines] == [
         [transaction.decode() for transaction in event.transactions] for event in expected
     ]
+
+
+def test_the_network_id_of_tusk_toml_reaches_every_core_and_driver(tmp_path: Path) -> None:
+    from synod.config import ConfigError
+    from synod.tusk.config import load_network
+
+    init(tmp_path, "--cores", "4")
+    path = tmp_path / CONFIG_NAME
+    assert load_network(tmp_path).network == b"", "written empty by init"
+    path.write_text(path.read_text().replace('network_id = ""', 'network_id = "alpha"'))
+    network = load_network(tmp_path)
+    assert network.core_config().network == b"alpha"
+    assert network.new_driver("d").network == b"alpha"
+    path.write_text(path.read_text().replace('network_id = "alpha"', 'network_id = "a@b"'))
+    try:
+        load_network(tmp_path)
+    except ConfigError as error:
+        assert "tusk.network_id" in str(error)
+    else:
+        raise AssertionError("a network id with '@' was accepted")

@@ -44,15 +44,37 @@ from synod.tusk.messages import (
     SubmitAnswer,
     SubmitRequest,
     WeakParent,
+    committee_context,
     make_certificate,
-    sign_header,
     sign_vote,
 )
+from synod.tusk.messages import sign_header as sign_header_in
 from synod.wire import canonical_bytes
 
 KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
 OUTSIDER = KeyPair.from_seed(b"\x99" * 32)
 COMMITTEE = Committee.equal_weights(key.node_id for key in KEYS)
+
+
+def context_of(gc_depth: int = TuskConfig().gc_depth) -> bytes:
+    """The committee context of COMMITTEE's cores collecting at `gc_depth`."""
+    return committee_context(b"", COMMITTEE.weights, gc_depth)
+
+
+CONTEXT = context_of()
+
+
+def sign_header(
+    keys: KeyPair,
+    round_number: int,
+    transactions: tuple[bytes, ...],
+    parents: tuple[bytes, ...],
+    weak_parents: tuple[WeakParent, ...] = (),
+    *,
+    context: bytes = CONTEXT,
+) -> Header:
+    """A header signed in the context of this module's cores (default settings)."""
+    return sign_header_in(keys, round_number, transactions, parents, weak_parents, context=context)
 
 
 def certify(header: Header, voters: list[KeyPair] = KEYS[:3]) -> Certificate:
@@ -61,10 +83,15 @@ def certify(header: Header, voters: list[KeyPair] = KEYS[:3]) -> Certificate:
 
 
 def certified_round(
-    round_number: int, parents: tuple[bytes, ...], creators: list[KeyPair] = KEYS
+    round_number: int,
+    parents: tuple[bytes, ...],
+    creators: list[KeyPair] = KEYS,
+    *,
+    context: bytes = CONTEXT,
 ) -> list[Certificate]:
+    transactions = (f"r{round_number}".encode(),)
     return [
-        certify(sign_header(key, round_number, (f"r{round_number}".encode(),), parents))
+        certify(sign_header(key, round_number, transactions, parents, context=context))
         for key in creators
     ]
 
@@ -545,7 +572,7 @@ def test_batch_of_an_own_header_never_certified_is_proposed_again_after_collecti
     chain: list[Certificate] = []
     parents: tuple[bytes, ...] = ()
     for round_number in range(1, 9):
-        certificates = certified_round(round_number, parents, KEYS[1:])
+        certificates = certified_round(round_number, parents, KEYS[1:], context=context_of(2))
         chain.extend(certificates)
         parents = digests(certificates)
     step, answer = harness.ask(CoreRequest(certificates=tuple(chain)))
@@ -572,7 +599,7 @@ def test_a_requeued_batch_never_takes_the_pending_queue_over_its_cap() -> None:
     chain: list[Certificate] = []
     parents: tuple[bytes, ...] = ()
     for round_number in range(1, 9):
-        certificates = certified_round(round_number, parents, KEYS[1:])
+        certificates = certified_round(round_number, parents, KEYS[1:], context=context_of(2))
         chain.extend(certificates)
         parents = digests(certificates)
     step, answer = harness.ask(CoreRequest(certificates=tuple(chain)))
@@ -603,8 +630,8 @@ def test_old_rounds_are_collected_and_requests_about_them_change_nothing() -> No
     assert not any(key.startswith(b"tusk/certificate/" + (1).to_bytes(8, "big")) for key in storage)
     assert any(isinstance(event, Committed) for _, event in world.events)
     # A certificate and a header of round 1, valid in every other respect, change nothing.
-    early.extend(certified_round(1, ()))
-    header = sign_header(KEYS[1], 1, (b"late",), ())
+    early.extend(certified_round(1, (), context=context_of(2)))
+    header = sign_header(KEYS[1], 1, (b"late",), (), context=context_of(2))
     step = core.handle(RequestReceived("d", 1, CoreRequest()), 0)  # settle the own header
     before = dict(storage)
     step = core.handle(
@@ -769,7 +796,7 @@ def _core_with_a_floor() -> tuple[Harness, list[list[Certificate]]]:
     rounds: list[list[Certificate]] = []
     parents: tuple[bytes, ...] = ()
     for round_number in range(1, 13):
-        rounds.append(certified_round(round_number, parents, KEYS[1:]))
+        rounds.append(certified_round(round_number, parents, KEYS[1:], context=context_of(4)))
         parents = digests(rounds[-1])
     harness.ask(CoreRequest(certificates=tuple(c for r in rounds for c in r)))
     assert harness.core.gc_round >= 4
@@ -786,16 +813,15 @@ def test_a_made_up_weak_parent_just_under_the_voters_floor_gets_no_vote() -> Non
     floor = harness.core.gc_round
     round_number = floor + 2  # above the floor: votable in every other respect
     made_up = WeakParent(round=floor - 1, digest=b"\x66" * 32)
-    header = sign_header(
-        KEYS[0], round_number, (b"x",), digests(rounds[round_number - 2]), (made_up,)
-    )
+    parents = digests(rounds[round_number - 2])
+    header = sign_header(KEYS[0], round_number, (b"x",), parents, (made_up,), context=context_of(4))
     before = harness.snapshot()
     _, answer = harness.ask(CoreRequest(headers=(header,)))
     assert refusal_reasons(answer) == [RefusalReason.ROUND_TOO_OLD]
     assert all(vote.header_digest != header.digest() for vote in answer.votes)
     assert harness.snapshot() == before
     # The same header without the made-up weak parent is voted for.
-    plain = sign_header(KEYS[0], round_number, (b"x",), digests(rounds[round_number - 2]))
+    plain = sign_header(KEYS[0], round_number, (b"x",), parents, context=context_of(4))
     _, answer = harness.ask(CoreRequest(headers=(plain,)))
     assert refusal_reasons(answer) == []
     assert any(vote.header_digest == plain.digest() for vote in answer.votes)
@@ -809,7 +835,8 @@ def test_a_weak_parent_more_than_gc_depth_below_its_header_is_refused_by_every_c
     round_number = harness.core.gc_round + 6
     stated = round_number - 4 - 1  # gc_depth is 4
     weak = WeakParent(round=stated, digest=rounds[stated - 1][0].header.digest())
-    header = sign_header(KEYS[0], round_number, (b"x",), digests(rounds[round_number - 2]), (weak,))
+    parents = digests(rounds[round_number - 2])
+    header = sign_header(KEYS[0], round_number, (b"x",), parents, (weak,), context=context_of(4))
     _, answer = harness.ask(CoreRequest(headers=(header,)))
     assert refusal_reasons(answer) == [RefusalReason.PARENT_WRONG_ROUND]
     fresh = Harness(keys=KEYS[1], config=TuskConfig(gc_depth=4))
@@ -822,12 +849,12 @@ def test_weak_parents_named_by_a_core_reach_back_half_of_gc_depth_at_most() -> N
     # Voters must hold every weak parent; naming only recent orphans keeps a header
     # votable by cores that have committed further (a higher floor).
     harness = Harness(keys=KEYS[0], config=TuskConfig(gc_depth=8))
-    round_one = certified_round(1, ())
+    round_one = certified_round(1, (), context=context_of(8))
     old_orphan = round_one[0]  # core 0's own round-1 block: nobody builds on it
     chain: list[Certificate] = [*round_one]
     parents = digests(round_one[1:])
     for round_number in range(2, 8):
-        certificates = certified_round(round_number, parents, KEYS[1:])
+        certificates = certified_round(round_number, parents, KEYS[1:], context=context_of(8))
         chain.extend(certificates)
         parents = digests(certificates)
     _, answer = harness.ask(CoreRequest(certificates=tuple(chain)))

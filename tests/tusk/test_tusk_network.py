@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from synod.core import Proposed, Reply, Step
+from synod.core import Proposed, Reply, RequestReceived, Step
 from synod.crypto import KeyPair, NodeId
 from synod.sim.scenarios.tusk import (
     PrefixViolated,
@@ -34,6 +34,7 @@ from synod.sim.world import World
 from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
 from synod.tusk.messages import (
     CoreAnswer,
+    CoreRequest,
     RefusalReason,
     SubmitRequest,
     request_digest,
@@ -163,7 +164,7 @@ class EquivocatingCore:
         if answer.header is None:
             return out
         real = answer.header
-        twin = sign_header(self.keys, real.round, (b"twin",), real.parents)
+        twin = sign_header(self.keys, real.round, (b"twin",), real.parents, context=real.context)
         vote = sign_vote(self.keys, twin.digest(), twin.round, twin.creator)
         votes = (*[v for v in answer.votes if v.header_digest != real.digest()], vote)
         twisted = msgspec.structs.replace(answer, header=twin, votes=votes)
@@ -287,3 +288,51 @@ def test_a_core_far_from_every_driver_gets_all_its_transactions_committed(
     assert_same_prefix(world)
     creators = {event.creator for event in committed(world, CORES[0])}
     assert far in creators
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_core_with_another_gc_depth_is_refused_and_cannot_fork_the_order(seed: int) -> None:
+    # Core 3 collects at depth 2, the others at 10.  Before, nothing compared settings
+    # between cores and core 3 delivered a different sequence (4 of 4 seeds).  Now its
+    # headers name another committee context: the others refuse them, it refuses
+    # theirs, and the three that agree carry on without it.
+    odd = CORES[3]
+    world = tusk_world(
+        KEYS, seed=seed, config=TuskConfig(gc_depth=10), core_configs={odd: TuskConfig(gc_depth=2)}
+    )
+    refusals = tally_refusals(world, CORES)
+    assert world.step_until(each_committed(world, 60, CORES[:3]), max_steps=20_000)
+    assert_same_prefix(world)
+    assert committed(world, odd) == []
+    assert refusals[RefusalReason.OTHER_COMMITTEE] > 0
+
+
+def test_a_core_of_another_network_is_refused_even_with_the_same_keys() -> None:
+    # The same four keys serve in networks "alpha" and "beta".  A beta core shown alpha
+    # headers and certificates votes for none and stores none (another committee
+    # context); an alpha header re-labelled with beta's context fails its signature.
+    alpha = tusk_world(KEYS, seed=30, config=TuskConfig(network=b"alpha"))
+    assert alpha.step_until(each_committed(alpha, 8), max_steps=4_000)
+    alpha_core = alpha.core(CORES[1], TuskCore)
+    beta = TuskCore(KEYS[0], alpha_core.committee, config=TuskConfig(network=b"beta"))
+    header = alpha_core.own_header()
+    assert header is not None
+    held = [alpha_core.certificate(digest) for digest in sorted(alpha_core.certificate_digests())]
+    certificates = tuple(c for c in held if c is not None and c.header.round <= 2)
+    answer = ask_core(beta, CoreRequest(headers=(header,), certificates=certificates))
+    assert {refusal.reason for refusal in answer.refusals} == {RefusalReason.OTHER_COMMITTEE}
+    assert all(vote.header_digest != header.digest() for vote in answer.votes)
+    assert beta.certificate_digests() == frozenset()
+    first = next(c.header for c in certificates if c.round == 1 and c.creator != CORES[0])
+    relabelled = msgspec.structs.replace(first, context=beta.context)
+    answer = ask_core(beta, CoreRequest(headers=(relabelled,)))
+    assert [refusal.reason for refusal in answer.refusals] == [RefusalReason.BAD_SIGNATURE]
+    # And an alpha driver refuses a beta core's answers: signed for another network.
+    assert answer.has_valid_signature(b"beta") and not answer.has_valid_signature(b"alpha")
+
+
+def ask_core(core: TuskCore, request: CoreRequest) -> CoreAnswer:
+    step = core.handle(RequestReceived("driver", 1, request), 0)
+    reply = step.outgoing[0]
+    assert isinstance(reply, Reply) and isinstance(reply.body, CoreAnswer)
+    return reply.body

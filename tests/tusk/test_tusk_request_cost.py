@@ -24,9 +24,9 @@ def signature_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     count = [0]
     original = tusk_core.header_signature_valid
 
-    def counting(header: object, digest: bytes) -> bool:
+    def counting(header: object, digest: bytes, network: bytes = b"") -> bool:
         count[0] += 1
-        return original(header, digest)  # type: ignore[arg-type]
+        return original(header, digest, network)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tusk_core, "header_signature_valid", counting)
     yield count
@@ -46,7 +46,10 @@ def test_a_request_full_of_equivocations_costs_a_bounded_number_of_checks(
     one, verifies at most two per committee member, and keeps the first as evidence."""
     core = TuskCore(KEYS[0], COMMITTEE)
     liar = KEYS[3]
-    headers = tuple(sign_header(liar, 1, (number.to_bytes(2, "big"),), ()) for number in range(256))
+    headers = tuple(
+        sign_header(liar, 1, (number.to_bytes(2, "big"),), (), context=core.context)
+        for number in range(256)
+    )
     reasons = ask(core, CoreRequest(headers=headers))
     assert signature_checks[0] <= 2 * len(KEYS)
     assert reasons.count(RefusalReason.EQUIVOCATION) == 2 * len(KEYS) - 1
@@ -60,7 +63,7 @@ def test_a_request_full_of_equivocations_costs_a_bounded_number_of_checks(
 
 def test_duplicate_headers_in_one_request_are_checked_once(signature_checks: list[int]) -> None:
     core = TuskCore(KEYS[0], COMMITTEE)
-    header = sign_header(KEYS[2], 1, (b"batch",), ())
+    header = sign_header(KEYS[2], 1, (b"batch",), (), context=core.context)
     reasons = ask(core, CoreRequest(headers=(header,) * 200))
     assert reasons == []
     assert signature_checks[0] == 1

@@ -256,7 +256,13 @@ def submit(directory: Path, transactions: tuple[str, ...], node: str, timeout_s:
         raise click.UsageError(str(error)) from None
     try:
         receipt = asyncio.run(
-            submit_transactions((entry.host, entry.port), entry.node_id, batch, timeout_s=timeout_s)
+            submit_transactions(
+                (entry.host, entry.port),
+                entry.node_id,
+                batch,
+                timeout_s=timeout_s,
+                network=network.network,
+            )
         )
     except SubmitFailed as error:
         raise click.ClickException(f"{entry.name}: {error}") from None

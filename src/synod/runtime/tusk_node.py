@@ -330,9 +330,15 @@ def check_submission(transactions: Iterable[bytes]) -> tuple[bytes, ...]:
 
 
 async def submit_transactions(
-    address: Address, core_id: NodeId, transactions: Iterable[bytes], *, timeout_s: float = 5.0
+    address: Address,
+    core_id: NodeId,
+    transactions: Iterable[bytes],
+    *,
+    timeout_s: float = 5.0,
+    network: bytes = b"",
 ) -> Receipt:
-    """Hand `transactions` to the core `core_id` listening at `address`; its receipt.
+    """Hand `transactions` to the core `core_id` of `network` listening at `address`;
+    its receipt.
 
     Raises `ValueError` for a submission no core takes (see `check_submission`) and
     `SubmitFailed` when the core cannot be reached in `timeout_s` or its answer is not a
@@ -354,7 +360,7 @@ async def submit_transactions(
         not isinstance(answer, SubmitAnswer)
         or answer.core != core_id
         or answer.request_digest != request_digest(request)
-        or not answer.has_valid_signature()
+        or not answer.has_valid_signature(network)
     ):
         raise SubmitFailed("the answer is not a receipt signed by it")
     return Receipt(answer.accepted, answer.refused, answer.pending)

@@ -1,7 +1,8 @@
 """A Tusk committee's configuration file, ``tusk.toml``: its model, loader and writer.
 
 The file has a ``[tusk]`` table of settings (core limits, driver pacing, call timeout;
-see `SETTINGS`) and one ``[[cores]]`` table per core (name, id, host, port, key file).
+see `SETTINGS`; and ``network_id``, a string) and one ``[[cores]]`` table per core
+(name, id, host, port, key file).
 Loading checks every value and raises `synod.config.ConfigError` naming the file, the
 key and what was expected.  Each core keeps its state next to the file, in
 ``<name>.sqlite`` (see `TuskNetwork.store_path`).
@@ -16,6 +17,7 @@ from synod.config import (
     ConfigError,
     NodeEntry,
     find_named,
+    network_id,
     node_entry,
     read_toml,
     render_node_tables,
@@ -49,6 +51,9 @@ class TuskNetwork:
     path: Path
     settings: dict[str, int]
     cores: tuple[CoreEntry, ...]
+    network: bytes = b""
+    """``tusk.network_id`` (UTF-8; empty: none): in every signature domain and in the
+    committee context of every header, so that cores of two networks refuse each other."""
 
     def find(self, selector: str) -> CoreEntry:
         """The core named `selector` (or with that index); `UnknownEntry` otherwise."""
@@ -69,6 +74,7 @@ class TuskNetwork:
             min_header_delay_ms=self.settings["min_header_delay_ms"],
             max_batch_transactions=self.settings["max_batch_transactions"],
             max_batch_bytes=self.settings["max_batch_bytes"],
+            network=self.network,
         )
 
     def new_driver(self, name: str) -> Driver:
@@ -78,6 +84,7 @@ class TuskNetwork:
             self.committee(),
             poll_interval_ms=self.settings["poll_interval_ms"],
             window_rounds=self.settings["window_rounds"],
+            network=self.network,
         )
 
     def store_path(self, core: CoreEntry) -> Path:
@@ -107,7 +114,7 @@ def load_network(directory: Path) -> TuskNetwork:
         raise ConfigError(path, "cores", "expected a non-empty array of tables [[cores]]")
     cores = tuple(node_entry(path, f"cores[{index}]", raw) for index, raw in enumerate(raw_cores))
     _check_distinct(path, cores)
-    return TuskNetwork(path, settings, cores)
+    return TuskNetwork(path, settings, cores, network_id(path, table, "tusk"))
 
 
 def _check_distinct(path: Path, cores: tuple[CoreEntry, ...]) -> None:
@@ -129,6 +136,7 @@ def render_config(cores: list[tuple[str, str, str, int, str]]) -> str:
     port, key file) of each core."""
     lines = ["# A synod Tusk committee (written by `synod tusk init`).", "[tusk]"]
     lines += [f"{key} = {default}" for key, (default, _) in SETTINGS.items()]
+    lines.append('network_id = ""')
     lines += render_node_tables("cores", cores)
     return "\n".join(lines) + "\n"
 

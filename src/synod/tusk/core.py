@@ -59,7 +59,7 @@ from typing import Any
 import msgspec
 
 from synod.core import LocalError, Persist, Proposed, Reply, RequestReceived, Step, Storage
-from synod.crypto import KeyPair, NodeId
+from synod.crypto import KeyPair, NodeId, in_network
 from synod.quorum.committee import Committee
 from synod.tusk.messages import (
     KNOWN_WINDOW_ROUNDS,
@@ -85,6 +85,7 @@ from synod.tusk.messages import (
     SubmitRequest,
     Vote,
     WeakParent,
+    committee_context,
     header_signature_valid,
     request_digest,
     sign_answer,
@@ -105,18 +106,24 @@ from growing this core's memory and storage round after round."""
 
 @dataclass(frozen=True, slots=True)
 class TuskConfig:
-    """Limits of one core (the batch limits should be the same on every core)."""
+    """Limits of one core (the batch limits should be the same on every core;
+    `gc_depth` and `network` must be, and are checked: see `committee_context`)."""
 
     gc_depth: int = 50
     max_batch_transactions: int = 64
     max_batch_bytes: int = 64 * 1024
     max_pending_transactions: int = 10_000
     min_header_delay_ms: int = 0
-    """After entering a round, wait this long (by `now_ms`) before proposing a header in
-    it, unless every member's certificate of the previous round is already held and
-    there are transactions to order (pending here, or in that round): late certificates
-    can still become parents, so a slow core's blocks (and the client transactions in
-    them) are not left out of the DAG, and an idle committee makes few empty rounds."""
+    """Wait this long (by `now_ms`) after this core's previous header before proposing
+    the next, unless every member's certificate of the previous round is already held
+    and there are transactions to order (pending here, or in that round): late
+    certificates can still become parents, so a slow core's blocks (and the client
+    transactions in them) are not left out of the DAG, and an idle committee makes few
+    empty rounds."""
+    network: bytes = b""
+    """The network id (`synod.crypto.in_network`): in every signature domain and in the
+    committee context every header carries, so that a core of one network refuses what
+    was signed for another, even with the same key."""
 
     def __post_init__(self) -> None:
         if self.gc_depth < 2:
@@ -132,6 +139,7 @@ class TuskConfig:
             raise ValueError("max_pending_transactions must be positive")
         if self.min_header_delay_ms < 0:
             raise ValueError("min_header_delay_ms must not be negative")
+        in_network(b"synod/tusk", self.network)  # raises ValueError for a bad network id
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +278,9 @@ class TuskCore:
         self._keys = keys
         self.committee = committee
         self.config = config or TuskConfig()
+        self._network = self.config.network
+        self.context = committee_context(self._network, committee.weights, self.config.gc_depth)
+        """The committee context this core signs in and requires (`committee_context`)."""
         self._dag = Dag()
         self._certificates: dict[bytes, Certificate] = {}
         self._ordering = TuskOrdering(committee, gc_depth=self.config.gc_depth)
@@ -328,6 +339,10 @@ class TuskCore:
     def certificate_digests(self) -> frozenset[bytes]:
         """Digests of the certificates held (rounds at or above the collection floor)."""
         return frozenset(self._certificates)
+
+    def certificate(self, digest: bytes) -> Certificate | None:
+        """The certificate held under `digest`, if any."""
+        return self._certificates.get(digest)
 
     def own_header(self) -> Header | None:
         """This core's header for its current round, once proposed."""
@@ -450,7 +465,7 @@ class TuskCore:
             certificates=tuple(certificates),
             refusals=tuple(refusals),
         )
-        return sign_answer(self._keys, answer)
+        return sign_answer(self._keys, answer, self._network)
 
     def _wanted(self, digests: tuple[bytes, ...]) -> list[Certificate]:
         """The wanted certificates held, within the answer's count and byte budget."""
@@ -520,7 +535,7 @@ class TuskCore:
         ):
             return
         evidence = CertificateConflict(first=held, second=other)
-        assert evidence.is_valid()
+        assert evidence.is_valid(self._network)
         self._conflicts[slot] = evidence
         step.persist.append(
             Persist(_slot_key(_CONFLICT, header.round, header.creator), canonical_bytes(evidence))
@@ -541,13 +556,16 @@ class TuskCore:
         reason, missing = self._check_parents_present(header)
         if reason is not None:
             return reason, missing
-        if not header_signature_valid(header, digest):
+        if not header_signature_valid(header, digest, self._network):
             return RefusalReason.BAD_SIGNATURE, ()
-        if not all(certificate.vote_valid(digest, vote) for vote in certificate.votes):
+        network = self._network
+        if not all(certificate.vote_valid(digest, vote, network) for vote in certificate.votes):
             return RefusalReason.BAD_SIGNATURE, ()
         return None, ()
 
     def _check_slot(self, header: Header) -> RefusalReason | None:
+        if header.context != self.context:
+            return RefusalReason.OTHER_COMMITTEE
         if header.creator not in self.committee:
             return RefusalReason.UNKNOWN_CREATOR
         if header.round == 0:
@@ -690,7 +708,7 @@ class TuskCore:
             else:
                 return self._refuse_equivocation(earlier, header, digest, step)
         reason, missing = self._check_header(header)
-        if reason is None and not header_signature_valid(header, digest):
+        if reason is None and not header_signature_valid(header, digest, self._network):
             reason = RefusalReason.BAD_SIGNATURE
         if reason is not None:
             return Refusal(digest=digest, reason=reason, missing=missing)
@@ -714,11 +732,11 @@ class TuskCore:
         if slot in self._evidence or full:
             # Refused either way; a signature is checked only when it buys evidence.
             return Refusal(digest=digest, reason=RefusalReason.EQUIVOCATION)
-        if not header_signature_valid(header, digest):
+        if not header_signature_valid(header, digest, self._network):
             return Refusal(digest=digest, reason=RefusalReason.BAD_SIGNATURE)
         if slot not in self._evidence and not full:
             evidence = Equivocation(first=earlier, second=header.stub())
-            assert evidence.is_valid()
+            assert evidence.is_valid(self._network)
             self._evidence[slot] = evidence
             step.persist.append(
                 Persist(
@@ -746,7 +764,7 @@ class TuskCore:
         return None, ()
 
     def _cast_vote(self, header: Header, digest: bytes, step: Step) -> Vote:
-        vote = sign_vote(self._keys, digest, header.round, header.creator)
+        vote = sign_vote(self._keys, digest, header.round, header.creator, self._network)
         record = _VoteRecord(header=header.stub(), vote=vote)
         self._votes[(header.round, header.creator)] = record
         self._voted_headers[digest] = header
@@ -772,7 +790,15 @@ class TuskCore:
             parents = tuple(previous[creator].digest for creator in sorted(previous))
         weak_parents = self._orphans(parents)
         transactions = self._take_batch(step)
-        header = sign_header(self._keys, self._round, transactions, parents, weak_parents)
+        header = sign_header(
+            self._keys,
+            self._round,
+            transactions,
+            parents,
+            weak_parents,
+            context=self.context,
+            network=self._network,
+        )
         self._own_headers[self._round] = header
         self._last_header_ms = self._now_ms
         step.persist.append(Persist(_number_key(_OWN_HEADER, self._round), canonical_bytes(header)))
@@ -864,7 +890,7 @@ class TuskCore:
             refused=len(request.transactions) - len(accepted),
             pending=len(self._pending),
         )
-        return sign_submit_answer(self._keys, answer)
+        return sign_submit_answer(self._keys, answer, self._network)
 
     def _requeue(self, round_number: int, transactions: tuple[bytes, ...], step: Step) -> None:
         """Queue an undelivered own batch again, as much as the pending cap allows (the

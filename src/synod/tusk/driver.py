@@ -113,6 +113,7 @@ class Driver:
         poll_interval_ms: int = 50,
         window_rounds: int = 40,
         max_certificates_per_request: int = 16,
+        network: bytes = b"",
     ) -> None:
         if poll_interval_ms < 1 or window_rounds < 2:
             raise ValueError("poll_interval_ms must be positive and window_rounds at least 2")
@@ -122,6 +123,8 @@ class Driver:
             )
         self.name = name
         self.committee = committee
+        self.network = network
+        """The network id whose signatures this driver accepts (`TuskConfig.network`)."""
         self.poll_interval_ms = poll_interval_ms
         self.window_rounds = window_rounds
         self.max_certificates_per_request = max_certificates_per_request
@@ -333,7 +336,7 @@ class Driver:
         answer = event.body
         if not isinstance(answer, CoreAnswer) or answer.core != core:
             return
-        if answer.request_digest != digest or not answer.has_valid_signature():
+        if answer.request_digest != digest or not answer.has_valid_signature(self.network):
             return
         view.round = max(view.round, answer.round)
         self._learn_refusals(view, request, answer)
@@ -394,7 +397,7 @@ class Driver:
             return digest
         if header.creator not in self.committee or header.batch_bytes() > MAX_BATCH_BYTES:
             return ZERO_DIGEST  # no core votes for a larger batch; it would not fit a request
-        if not header_signature_valid(header, digest):
+        if not header_signature_valid(header, digest, self.network):
             return ZERO_DIGEST
         # Far behind, or far ahead of any certificate (no honest core can vote yet).
         if abs(header.round - self.highest_round) > self.window_rounds:
@@ -427,7 +430,7 @@ class Driver:
             return
         if vote.round != pending.header.round or vote.creator != pending.header.creator:
             return
-        if not vote.has_valid_signature():
+        if not vote.has_valid_signature(self.network):
             return
         pending.votes[vote.voter] = vote
         self._views[vote.voter].voted.add(vote.header_digest)
@@ -441,7 +444,7 @@ class Driver:
         digest = certificate.header.digest()
         if digest in self._certificates:
             return
-        if not _certificate_valid(self.committee, certificate, digest):
+        if not _certificate_valid(self.committee, certificate, digest, self.network):
             return
         self._add_certificate(digest, certificate)
         self._pending.pop(digest, None)
@@ -483,15 +486,17 @@ def _carries_something(request: CoreRequest) -> bool:
     return bool(request.certificates or request.headers or request.wanted)
 
 
-def _certificate_valid(committee: Committee, certificate: Certificate, digest: bytes) -> bool:
+def _certificate_valid(
+    committee: Committee, certificate: Certificate, digest: bytes, network: bytes
+) -> bool:
     voters = [vote.voter for vote in certificate.votes]
     if len(set(voters)) != len(voters) or not committee.reaches_quorum(voters):
         return False
     if certificate.header.creator not in committee:
         return False
-    if not header_signature_valid(certificate.header, digest):
+    if not header_signature_valid(certificate.header, digest, network):
         return False
-    return all(certificate.vote_valid(digest, vote) for vote in certificate.votes)
+    return all(certificate.vote_valid(digest, vote, network) for vote in certificate.votes)
 
 
 class ByzantineDriver(Driver):

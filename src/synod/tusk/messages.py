@@ -26,11 +26,12 @@ creator and round with different digests are self-contained evidence of equivoca
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Annotated
 
 import msgspec
 
-from synod.crypto import KeyPair, blake2b, verify
+from synod.crypto import KeyPair, NodeId, blake2b, in_network, verify
 from synod.wire import U32, U64, Bytes32, Codec, Message, Signature, canonical_bytes
 
 MAX_COMMITTEE_SIZE = 128
@@ -63,6 +64,17 @@ Parents = Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_COMMITTEE_S
 MAX_WEAK_PARENTS = MAX_COMMITTEE_SIZE
 
 
+def committee_context(network: bytes, weights: Mapping[NodeId, int], gc_depth: int) -> bytes:
+    """The digest of what every core of one committee must agree on for safety: the
+    network id, the members and their weights, and `gc_depth` (cores collecting at
+    different depths deliver different histories).  Every header carries it, covered by
+    its digest and so by its signature and every vote; a core refuses a header or a
+    certificate of another context before checking anything else, so that cores
+    configured differently refuse each other instead of ordering differently."""
+    members = tuple(sorted((bytes(node), weight) for node, weight in weights.items()))
+    return blake2b(canonical_bytes((network, members, gc_depth)), person=b"synod-tusk-ctx")
+
+
 def batch_digest(transactions: tuple[bytes, ...]) -> bytes:
     """Digest of a batch of transactions (what a header digest commits to)."""
     return blake2b(canonical_bytes(transactions), person=b"synod-tusk-batch")
@@ -87,11 +99,14 @@ def header_digest(
     batch: bytes,
     parents: tuple[bytes, ...],
     weak_parents: tuple[WeakParent, ...] = (),
+    *,
+    context: bytes = ZERO_DIGEST,
 ) -> bytes:
     """Digest of a header's signed content; also the name of its certificate."""
     weak = tuple((weak.round, weak.digest) for weak in weak_parents)
     return blake2b(
-        canonical_bytes((creator, round_number, batch, parents, weak)), person=b"synod-tusk-hdr"
+        canonical_bytes((creator, round_number, batch, parents, weak, context)),
+        person=b"synod-tusk-hdr",
     )
 
 
@@ -106,6 +121,8 @@ class Header(Message, frozen=True, tag="tusk.Header"):
     parents: Parents
     signature: Signature
     weak_parents: WeakParents = ()
+    context: Bytes32 = ZERO_DIGEST
+    """The creator's `committee_context`."""
 
     def digest(self) -> bytes:
         """The digest the creator signed (recomputed: structs are immutable values)."""
@@ -115,6 +132,7 @@ class Header(Message, frozen=True, tag="tusk.Header"):
             batch_digest(self.transactions),
             self.parents,
             self.weak_parents,
+            context=self.context,
         )
 
     def stub(self) -> HeaderStub:
@@ -126,6 +144,7 @@ class Header(Message, frozen=True, tag="tusk.Header"):
             parents=self.parents,
             signature=self.signature,
             weak_parents=self.weak_parents,
+            context=self.context,
         )
 
     def batch_bytes(self) -> int:
@@ -142,14 +161,22 @@ class HeaderStub(Message, frozen=True, tag="tusk.HeaderStub"):
     parents: Parents
     signature: Signature
     weak_parents: WeakParents = ()
+    context: Bytes32 = ZERO_DIGEST
 
     def digest(self) -> bytes:
         return header_digest(
-            self.creator, self.round, self.batch_digest, self.parents, self.weak_parents
+            self.creator,
+            self.round,
+            self.batch_digest,
+            self.parents,
+            self.weak_parents,
+            context=self.context,
         )
 
-    def has_valid_signature(self) -> bool:
-        return verify(self.creator, DOMAIN_HEADER, self.digest(), self.signature)
+    def has_valid_signature(self, network: bytes = b"") -> bool:
+        """Signed by its creator for `network`."""
+        domain = in_network(DOMAIN_HEADER, network)
+        return verify(self.creator, domain, self.digest(), self.signature)
 
 
 def sign_header(
@@ -158,24 +185,34 @@ def sign_header(
     transactions: tuple[bytes, ...],
     parents: tuple[bytes, ...],
     weak_parents: tuple[WeakParent, ...] = (),
+    *,
+    context: bytes = ZERO_DIGEST,
+    network: bytes = b"",
 ) -> Header:
-    """Build and sign a header of `keys`' node."""
+    """Build and sign a header of `keys`' node for `network`, in committee `context`."""
     digest = header_digest(
-        keys.node_id, round_number, batch_digest(transactions), parents, weak_parents
+        keys.node_id,
+        round_number,
+        batch_digest(transactions),
+        parents,
+        weak_parents,
+        context=context,
     )
     return Header(
         creator=keys.node_id,
         round=round_number,
         transactions=transactions,
         parents=parents,
-        signature=keys.sign(DOMAIN_HEADER, digest),
+        signature=keys.sign(in_network(DOMAIN_HEADER, network), digest),
         weak_parents=weak_parents,
+        context=context,
     )
 
 
-def header_signature_valid(header: Header, digest: bytes) -> bool:
-    """True when `header` (whose digest is `digest`) is signed by its creator."""
-    return verify(header.creator, DOMAIN_HEADER, digest, header.signature)
+def header_signature_valid(header: Header, digest: bytes, network: bytes = b"") -> bool:
+    """True when `header` (whose digest is `digest`) is signed by its creator for
+    `network`."""
+    return verify(header.creator, in_network(DOMAIN_HEADER, network), digest, header.signature)
 
 
 def _vote_bytes(digest: bytes, round_number: int, creator: bytes) -> bytes:
@@ -191,23 +228,28 @@ class Vote(Message, frozen=True, tag="tusk.Vote"):
     voter: Bytes32
     signature: Signature
 
-    def has_valid_signature(self) -> bool:
+    def has_valid_signature(self, network: bytes = b"") -> bool:
+        """Signed by its voter for `network`."""
         return verify(
             self.voter,
-            DOMAIN_VOTE,
+            in_network(DOMAIN_VOTE, network),
             _vote_bytes(self.header_digest, self.round, self.creator),
             self.signature,
         )
 
 
-def sign_vote(keys: KeyPair, digest: bytes, round_number: int, creator: bytes) -> Vote:
-    """`keys`' node votes for the header `digest` of (`creator`, `round_number`)."""
+def sign_vote(
+    keys: KeyPair, digest: bytes, round_number: int, creator: bytes, network: bytes = b""
+) -> Vote:
+    """`keys`' node votes, in `network`, for the header `digest` of (`creator`,
+    `round_number`)."""
+    domain = in_network(DOMAIN_VOTE, network)
     return Vote(
         header_digest=digest,
         round=round_number,
         creator=creator,
         voter=keys.node_id,
-        signature=keys.sign(DOMAIN_VOTE, _vote_bytes(digest, round_number, creator)),
+        signature=keys.sign(domain, _vote_bytes(digest, round_number, creator)),
     )
 
 
@@ -232,11 +274,12 @@ class Certificate(Message, frozen=True, tag="tusk.Certificate"):
     def creator(self) -> bytes:
         return self.header.creator
 
-    def vote_valid(self, digest: bytes, vote: VoteSignature) -> bool:
-        """True when `vote` is a valid vote for this certificate's header `digest`."""
+    def vote_valid(self, digest: bytes, vote: VoteSignature, network: bytes = b"") -> bool:
+        """True when `vote` is a valid vote, in `network`, for this certificate's header
+        `digest`."""
         return verify(
             vote.voter,
-            DOMAIN_VOTE,
+            in_network(DOMAIN_VOTE, network),
             _vote_bytes(digest, self.header.round, self.header.creator),
             vote.signature,
         )
@@ -290,6 +333,9 @@ class RefusalReason(enum.IntEnum):
     PARENTS_IN_FIRST_ROUND = 17
     HEADER_UNKNOWN = 18
     """A certificate named by its header's digest, for a header the core does not hold."""
+    OTHER_COMMITTEE = 19
+    """A header or certificate of another `committee_context`: another network, other
+    members or weights, or another `gc_depth`."""
 
 
 class Refusal(Message, frozen=True, tag="tusk.Refusal"):
@@ -339,19 +385,21 @@ class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
     refusals: Annotated[tuple[Refusal, ...], msgspec.Meta(max_length=MAX_REFUSALS)]
     signature: Signature = _ZERO_SIGNATURE
 
-    def has_valid_signature(self) -> bool:
+    def has_valid_signature(self, network: bytes = b"") -> bool:
+        """Signed by the core it names, for `network`."""
         unsigned = msgspec.structs.replace(self, signature=_ZERO_SIGNATURE)
-        return verify(self.core, DOMAIN_ANSWER, canonical_bytes(unsigned), self.signature)
+        domain = in_network(DOMAIN_ANSWER, network)
+        return verify(self.core, domain, canonical_bytes(unsigned), self.signature)
 
 
-def sign_answer(keys: KeyPair, answer: CoreAnswer) -> CoreAnswer:
-    """`answer` signed by `keys`' node (its `core` field must be that node)."""
+def sign_answer(keys: KeyPair, answer: CoreAnswer, network: bytes = b"") -> CoreAnswer:
+    """`answer` signed by `keys`' node for `network` (its `core` field must be that
+    node)."""
     if answer.core != keys.node_id:
         raise ValueError("an answer is signed by the core it names")
     unsigned = msgspec.structs.replace(answer, signature=_ZERO_SIGNATURE)
-    return msgspec.structs.replace(
-        answer, signature=keys.sign(DOMAIN_ANSWER, canonical_bytes(unsigned))
-    )
+    domain = in_network(DOMAIN_ANSWER, network)
+    return msgspec.structs.replace(answer, signature=keys.sign(domain, canonical_bytes(unsigned)))
 
 
 class SubmitRequest(Message, frozen=True, tag="tusk.SubmitRequest"):
@@ -372,19 +420,20 @@ class SubmitAnswer(Message, frozen=True, tag="tusk.SubmitAnswer"):
     pending: U32
     signature: Signature = _ZERO_SIGNATURE
 
-    def has_valid_signature(self) -> bool:
+    def has_valid_signature(self, network: bytes = b"") -> bool:
+        """Signed by the core it names, for `network`."""
         unsigned = msgspec.structs.replace(self, signature=_ZERO_SIGNATURE)
-        return verify(self.core, DOMAIN_SUBMIT_ANSWER, canonical_bytes(unsigned), self.signature)
+        domain = in_network(DOMAIN_SUBMIT_ANSWER, network)
+        return verify(self.core, domain, canonical_bytes(unsigned), self.signature)
 
 
-def sign_submit_answer(keys: KeyPair, answer: SubmitAnswer) -> SubmitAnswer:
-    """`answer` signed by `keys`' node."""
+def sign_submit_answer(keys: KeyPair, answer: SubmitAnswer, network: bytes = b"") -> SubmitAnswer:
+    """`answer` signed by `keys`' node for `network`."""
     if answer.core != keys.node_id:
         raise ValueError("an answer is signed by the core it names")
     unsigned = msgspec.structs.replace(answer, signature=_ZERO_SIGNATURE)
-    return msgspec.structs.replace(
-        answer, signature=keys.sign(DOMAIN_SUBMIT_ANSWER, canonical_bytes(unsigned))
-    )
+    domain = in_network(DOMAIN_SUBMIT_ANSWER, network)
+    return msgspec.structs.replace(answer, signature=keys.sign(domain, canonical_bytes(unsigned)))
 
 
 class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
@@ -393,14 +442,15 @@ class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
     first: HeaderStub
     second: HeaderStub
 
-    def is_valid(self) -> bool:
-        """Same creator and round, different digests, both signatures valid."""
+    def is_valid(self, network: bytes = b"") -> bool:
+        """Same creator and round, different digests, both signatures valid (for
+        `network`)."""
         return (
             self.first.creator == self.second.creator
             and self.first.round == self.second.round
             and self.first.digest() != self.second.digest()
-            and self.first.has_valid_signature()
-            and self.second.has_valid_signature()
+            and self.first.has_valid_signature(network)
+            and self.second.has_valid_signature(network)
         )
 
 
@@ -420,8 +470,9 @@ class CertificateConflict(Message, frozen=True, tag="tusk.CertificateConflict"):
         first = {vote.voter for vote in self.first.votes}
         return tuple(sorted(first & {vote.voter for vote in self.second.votes}))
 
-    def is_valid(self) -> bool:
-        """Same creator and round, different headers, every signature in both correct."""
+    def is_valid(self, network: bytes = b"") -> bool:
+        """Same creator and round, different headers, every signature in both correct
+        (for `network`)."""
         first, second = self.first.header, self.second.header
         if first.creator != second.creator or first.round != second.round:
             return False
@@ -429,8 +480,8 @@ class CertificateConflict(Message, frozen=True, tag="tusk.CertificateConflict"):
         if first_digest == second_digest:
             return False
         return all(
-            header_signature_valid(certificate.header, digest)
-            and all(certificate.vote_valid(digest, vote) for vote in certificate.votes)
+            header_signature_valid(certificate.header, digest, network)
+            and all(certificate.vote_valid(digest, vote, network) for vote in certificate.votes)
             for certificate, digest in ((self.first, first_digest), (self.second, second_digest))
         )
 

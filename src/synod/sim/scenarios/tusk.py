@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,7 +201,9 @@ class ForkHeaders:
         if fork is None:
             marker = b"fork of round %d" % header.round
             transactions = (*header.transactions[1:], marker)
-            fork = sign_header(self.keys, header.round, transactions, header.parents)
+            fork = sign_header(
+                self.keys, header.round, transactions, header.parents, context=header.context
+            )
             self.forks = {r: h for r, h in self.forks.items() if r > header.round - 8}
             self.forks[header.round] = fork
         return fork
@@ -296,7 +298,14 @@ class MadeUpWeakParents:
                 round=stated, digest=blake2b(b"made up %d" % own.round, person=b"synod-sim-weak")
             )
             weak_parents = (*own.weak_parents[: MAX_WEAK_PARENTS - 1], made_up)
-            forged = sign_header(self._keys, own.round, own.transactions, own.parents, weak_parents)
+            forged = sign_header(
+                self._keys,
+                own.round,
+                own.transactions,
+                own.parents,
+                weak_parents,
+                context=own.context,
+            )
             self._forged = {r: h for r, h in self._forged.items() if r > own.round - 8}
             self._forged[own.round] = forged
         return forged
@@ -895,6 +904,7 @@ def tusk_world(
     latency_ms: tuple[int, int] = (1, 10),
     call_timeout_ms: int = 300,
     record_events: bool = True,
+    core_configs: Mapping[NodeId, TuskConfig] | None = None,
 ) -> World:
     """A perfect world with one correct core per key (in order), then the named honest
     and Byzantine drivers, then a `SubmittingClient` (`CLIENT_ID`), all started.
@@ -904,15 +914,20 @@ def tusk_world(
     it.  A call to a core that is down fails after `call_timeout_ms`.  The prefix
     property is checked after every step (`check_prefix`), unless `record_events` is
     False (benchmarks: see `World.record_events`; check the order after the run then).
+    `core_configs` gives some cores settings of their own (a misconfigured core).
     """
     world = World.perfect(
         seed, latency_ms=latency_ms, call_timeout_ms=call_timeout_ms, record_events=record_events
     )
     committee = Committee.equal_weights(key.node_id for key in keys)
     config = config or TuskConfig()
-    world.add_nodes({key.node_id: _core_factory(key, committee, config) for key in keys}, CODEC)
-    add_drivers(world, committee, drivers)
-    add_drivers(world, committee, byzantine_drivers, byzantine=True)
+    configs = core_configs or {}
+    factories = {
+        key.node_id: _core_factory(key, committee, configs.get(key.node_id, config)) for key in keys
+    }
+    world.add_nodes(factories, CODEC)
+    add_drivers(world, committee, drivers, network=config.network)
+    add_drivers(world, committee, byzantine_drivers, byzantine=True, network=config.network)
     world.add_nodes({CLIENT_ID: lambda storage, rng: SubmittingClient()}, CODEC)
     if record_events:
         check_prefix(world, (key.node_id for key in keys))
@@ -920,16 +935,21 @@ def tusk_world(
 
 
 def add_drivers(
-    world: World, committee: Committee, names: Iterable[str], *, byzantine: bool = False
+    world: World,
+    committee: Committee,
+    names: Iterable[str],
+    *,
+    byzantine: bool = False,
+    network: bytes = b"",
 ) -> None:
-    """Add and start one driver per name (`ByzantineDriver`s, seeded by the world, if
-    asked); a driver persists nothing, so a restarted one starts empty."""
+    """Add and start one driver per name for `network` (`ByzantineDriver`s, seeded by
+    the world, if asked); a driver persists nothing, so a restarted one starts empty."""
 
     def factory(name: str) -> NodeFactory:
         def build(storage: Storage, rng: random.Random) -> Core:
             if byzantine:
-                return ByzantineDriver(name, committee, rng)
-            return Driver(name, committee)
+                return ByzantineDriver(name, committee, rng, network=network)
+            return Driver(name, committee, network=network)
 
         return build
 
