@@ -359,6 +359,20 @@ def test_sim_scp_command_prints_seed_story_and_verdict() -> None:
     assert any(line.startswith("SEED=7 scenario=scp-symmetric ok") for line in lines)
 
 
+def test_sim_scp_command_runs_the_costly_insider_with_a_node_away() -> None:
+    from synod.cli.sim_scp import command
+
+    arguments = ["--seed", "4", "--nodes", "7", "--byzantine", "1", "--insider"]
+    arguments += ["--away", "1", "--window", "2", "--slots", "5"]
+    result = CliRunner().invoke(command, arguments)
+    assert result.exit_code == 0, result.output
+    assert "costly insider" in result.output
+    assert "node 1 away until healing" in result.output
+    assert "slot 5:" in result.output and "by 6 (of 6 intact nodes)" in result.output
+    refused = CliRunner().invoke(command, ["--nodes", "4", "--away", "4"])
+    assert refused.exit_code == 2
+
+
 def test_sim_scp_command_exits_1_on_a_fork() -> None:
     from synod.cli.sim_scp import command
 

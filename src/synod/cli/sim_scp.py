@@ -50,13 +50,36 @@ if TYPE_CHECKING:
     help="Byzantine nodes show each half of the correct nodes its own face (forks only "
     "with more Byzantine nodes than the topology tolerates).",
 )
+@click.option(
+    "--insider",
+    is_flag=True,
+    help="Byzantine members also send MAYBE_VALID lures, partly invalid nominations and "
+    "statements of made-up ids; some values are valid only after a while.",
+)
+@click.option(
+    "--away",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    help="Correct nodes cut off for the whole safety phase (they must deliver every "
+    "slot in order after healing).",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Slots each node retains and takes part in ahead (default: the whole workload).",
+)
 @common_options
-def command(
+def command(  # noqa: PLR0917 (click passes every option by keyword)
     nodes: int,
     byzantine: int | None,
     topology: str,
     slots: int,
     collude: bool,
+    insider: bool,
+    away: int,
+    window: int | None,
     **common: Any,
 ) -> None:
     """The Stellar Consensus Protocol with Byzantine nodes and network faults."""
@@ -68,9 +91,13 @@ def command(
         shape = build_topology(topology, nodes, byzantine)  # type: ignore[arg-type]
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    if away > len(shape.correct()):
+        raise click.UsageError(f"--away {away}: only {len(shape.correct())} correct nodes")
 
     def build() -> ScpScenario:
-        return ScpScenario(shape, slots=slots, collude=collude)
+        return ScpScenario(
+            shape, slots=slots, collude=collude, insider=insider, away=away, window=window
+        )
 
     run_many(build, describe=describe, **common)
 
