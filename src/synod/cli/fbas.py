@@ -2,7 +2,8 @@
 sets, top tier) from stellarbeat or stellar-core quorum JSON.
 
 Exit codes: 0 the analysis ran (for `check`: quorum intersection holds); 1 `check` found
-two disjoint quorums (or no quorum at all); 2 the input or the options are wrong.
+two disjoint quorums (or no quorum at all); 2 the input or the options are wrong; 3
+`--timeout` ended the analysis first (the best answer found and proven bounds are shown).
 Tables go to stdout, progress to stderr (when it is a terminal, or with --progress).
 """
 
@@ -41,6 +42,10 @@ class Settings:
     check_keys: bool
     as_json: bool
     progress: bool
+    timeout: float | None = None
+    without: tuple[str, ...] = ()
+    add_qset: Path | None = None
+    started: float = 0.0
 
 
 def _read_json(path: Path) -> Any:
@@ -80,9 +85,45 @@ def _load(settings: Settings) -> Fbas:
             fbas = load_stellarbeat(data, options, organizations)
     except FbasInputError as error:
         raise InputProblem(f"{settings.path}: {error}") from None
+    fbas = _what_if(settings, fbas)
     for note in fbas.notes:
         _progress(settings, f"note: {note}")
     return fbas
+
+
+def _what_if(settings: Settings, fbas: Fbas) -> Fbas:
+    """The network after the proposed quorum-set changes, then without the named nodes."""
+    from synod.fbas.load import FbasInputError, apply_quorum_set_changes, select_nodes
+    from synod.fbas.network import without
+
+    if settings.add_qset is not None:
+        document = _read_json(settings.add_qset)
+        try:
+            fbas = apply_quorum_set_changes(fbas, document, options_of(settings))
+        except FbasInputError as error:
+            raise InputProblem(f"{settings.add_qset}: {error}") from None
+    if settings.without:
+        try:
+            removed = select_nodes(fbas, settings.without)
+        except FbasInputError as error:
+            raise InputProblem(f"--without: {error}") from None
+        fbas = without(fbas, removed)
+    return fbas
+
+
+def _stop(settings: Settings) -> Callable[[], bool] | None:
+    """The analyses' stop request: past the --timeout deadline (None without one)."""
+    if settings.timeout is None:
+        return None
+    import time
+
+    deadline = settings.started + settings.timeout
+    return lambda: time.monotonic() >= deadline
+
+
+def _stopped_early() -> None:
+    """Exit 3: the answer printed is the best found before --timeout, not proven."""
+    sys.exit(3)
 
 
 def options_of(settings: Settings) -> LoadOptions:
@@ -124,7 +165,10 @@ def _load_synod(settings: Settings, options: LoadOptions) -> Fbas:
 
 def _progress(settings: Settings, message: str) -> None:
     if settings.progress:
-        click.echo(message, err=True)
+        import time
+
+        elapsed = time.monotonic() - settings.started
+        click.echo(f"[{elapsed:6.1f} s] {message}", err=True)
 
 
 def _reporter(settings: Settings) -> Callable[[str], None]:
@@ -190,6 +234,25 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Progress on stderr (default: when stderr is a terminal).",
         ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Seconds: then stop and report the best answer found with proven bounds "
+            "(exit 3).",
+        ),
+        click.option(
+            "--without",
+            multiple=True,
+            metavar="ORG|NODE",
+            help="Analyse as if these failed or left: an organisation, home domain, node "
+            "name or public key (repeatable).",
+        ),
+        click.option(
+            "--add-qset",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="A proposed quorum-set change: JSON {publicKey, quorumSet} (or a list).",
+        ),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
@@ -197,10 +260,12 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _settings(**options: Any) -> Settings:
+    import time
+
     progress = options.pop("progress")
     if progress is None:
         progress = sys.stderr.isatty()
-    return Settings(progress=progress, **options)
+    return Settings(progress=progress, started=time.monotonic(), **options)
 
 
 def _node_json(fbas: Fbas, nodes: int) -> list[dict[str, Any]]:
@@ -250,7 +315,7 @@ def check(**options: Any) -> None:
 
     settings = _settings(**options)
     network = _load(settings)
-    result = check_intersection(network, _reporter(settings))
+    result = check_intersection(network, _reporter(settings), stop=_stop(settings))
     if settings.as_json:
         document: dict[str, Any] = {
             "nodes": len(network),
@@ -263,6 +328,8 @@ def check(**options: Any) -> None:
         if result.witness:
             document["disjointQuorums"] = [_node_json(network, q) for q in result.witness]
         click.echo(json.dumps(document, indent=2))
+    elif result.intersects is None:
+        click.echo(f"Quorum intersection undecided after {settings.timeout} s (--timeout).")
     elif not result.has_quorum:
         click.echo("No quorum exists: no set of nodes satisfies all its members' quorum sets.")
     elif result.intersects:
@@ -279,6 +346,8 @@ def check(**options: Any) -> None:
                 ["name", "public key", "organisation"],
                 _node_rows(network, quorum),
             )
+    if result.intersects is None:
+        _stopped_early()
     if not (result.has_quorum and result.intersects):
         sys.exit(1)
 
@@ -309,7 +378,10 @@ def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, wh
         document: dict[str, Any] = {
             "analysis": result.kind,
             "groupBy": result.grouping or "node",
-            "minimumSize": result.size,
+            "minimumSize": result.size if result.optimal else None,
+            "optimal": result.optimal,
+            "lowerBound": result.lower_bound,
+            "upperBound": result.size,
             "complete": result.complete,
             "sets": [
                 {
@@ -327,10 +399,17 @@ def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, wh
         }
         click.echo(json.dumps(document, indent=2))
         return
-    if result.size is None:
+    if not result.optimal:
+        found = "none found" if result.size is None else f"best found {result.size}"
+        click.echo(
+            f"Smallest {result.kind} set not proven within {settings.timeout} s: at least "
+            f"{result.lower_bound} {unit}, {found} ({what})."
+        )
+    elif result.size is None:
         click.echo(f"No {result.kind} set exists ({what}).")
         return
-    click.echo(f"Smallest {result.kind} set: {result.size} {unit} ({what}).")
+    else:
+        click.echo(f"Smallest {result.kind} set: {result.size} {unit} ({what}).")
     for number, example in enumerate(result.examples, start=1):
         if result.grouping is None:
             rows = _node_rows(network, example.nodes)
@@ -345,7 +424,7 @@ def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, wh
 
             first, second = (", ".join(labels(network, q)) for q in example.quorums)
             click.echo(f"  then these two quorums are disjoint:\n    {first}\n    {second}")
-    if not result.complete:
+    if result.optimal and not result.complete:
         click.echo("(more minimum sets may exist: use --all N to list them)")
 
 
@@ -360,9 +439,11 @@ def blocking(group_by: str, limit: int, **options: Any) -> None:
     settings = _settings(**options)
     network = _load(settings)
     result = minimal_blocking_sets(
-        network, _grouping(group_by), limit, progress=_reporter(settings)
+        network, _grouping(group_by), limit, progress=_reporter(settings), stop=_stop(settings)
     )
     _report_sets(network, result, settings, "if these fail, no quorum remains")
+    if not result.optimal:
+        _stopped_early()
 
 
 @fbas.command("splitting")
@@ -389,8 +470,11 @@ def splitting(group_by: str, limit: int, scope: str, **options: Any) -> None:
         limit,
         scope="all" if scope == "all" else "top-tier",
         progress=_reporter(settings),
+        stop=_stop(settings),
     )
     _report_sets(network, result, settings, "if these lie, two quorums can disagree")
+    if not result.optimal:
+        _stopped_early()
 
 
 @fbas.command("top-tier")
@@ -414,7 +498,7 @@ def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
 
     settings = _settings(**options)
     network = _load(settings)
-    result = top_tier(network, _reporter(settings))
+    result = top_tier(network, _reporter(settings), stop=_stop(settings))
     grouping = _grouping(group_by)
     quorums: list[int] = []
     complete = True
@@ -432,12 +516,21 @@ def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
         if quorum_limit:
             document["minimalQuorums"] = [_node_json(network, q) for q in quorums]
             document["minimalQuorumsComplete"] = complete
+        document["undecided"] = _node_json(network, result.undecided)
         click.echo(json.dumps(document, indent=2))
+        if result.undecided:
+            _stopped_early()
         return
-    if not result.nodes:
+    if not result.nodes and not result.undecided:
         click.echo("No quorum exists, so there is no top tier.")
         return
-    click.echo(f"Top tier: {result.nodes.bit_count()} nodes.")
+    if result.undecided:
+        click.echo(
+            f"Top tier not decided within {settings.timeout} s: {result.nodes.bit_count()} "
+            f"nodes are in it, {result.undecided.bit_count()} more are undecided."
+        )
+    else:
+        click.echo(f"Top tier: {result.nodes.bit_count()} nodes.")
     if grouping is None:
         _print_table(
             "top tier", ["name", "public key", "organisation"], _node_rows(network, result.nodes)
@@ -452,6 +545,8 @@ def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
         click.echo(f"Minimal quorums ({state}):")
         for quorum in quorums:
             click.echo("  " + ", ".join(labels(network, quorum)))
+    if result.undecided:
+        _stopped_early()
 
 
 @fbas.command("graph")

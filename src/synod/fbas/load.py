@@ -548,3 +548,69 @@ def _attach_organizations(
 
 def _replace_org(info: NodeInfo, organization: str) -> NodeInfo:
     return replace(info, organization=organization)
+
+
+# ---------------------------------------------------------------- what-if
+
+
+def select_nodes(fbas: Fbas, names: Sequence[str]) -> int:
+    """The bitset of the nodes that `names` designate: each name is a public key, a
+    node name, an organisation (its label or id as loaded) or a home domain; a name
+    that matches nothing raises `FbasInputError` naming it."""
+    selected = 0
+    for name in names:
+        matched = 0
+        for position, info in enumerate(fbas.nodes):
+            if name in (info.public_key, info.name, info.organization, info.home_domain):
+                matched |= 1 << position
+        if not matched:
+            raise FbasInputError(
+                f"{name!r} is no node key, node name, organisation or home domain of the network"
+            )
+        selected |= matched
+    return selected
+
+
+def apply_quorum_set_changes(fbas: Fbas, document: Any, options: LoadOptions | None = None) -> Fbas:
+    """`fbas` with the quorum sets that `document` proposes: one change or a list of
+    changes, each ``{"publicKey": KEY, "quorumSet": {...}}`` (stellarbeat shape) or
+    ``{"node": KEY, "qset": {"t": .., "v": [..]}}`` (stellar-core shape).  A key new to
+    the network adds a node; validators new to it are added as nodes without a
+    quorum set.  The same checks as the loaders apply, with the same messages."""
+    options = options or LoadOptions()
+    changes = document if isinstance(document, list) else [document]
+    check = _KeyCheck(options.check_keys)
+    raw: list[_RawNode] = []
+    for position, change in enumerate(changes):
+        where = f"change #{position}"
+        if not isinstance(change, dict):
+            raise FbasInputError(f"expected an object, got {type(change).__name__}", where)
+        if "publicKey" in change:
+            key = check(change["publicKey"], where, "publicKey")
+            value = change.get("quorumSet")
+            qset = None if value is None else _stellarbeat_qset(value, where, "quorumSet", check)
+        elif "node" in change:
+            key = check(change["node"], where, "node")
+            value = change.get("qset")
+            qset = None if value is None else _core_qset(value, where, "qset", check)
+        else:
+            raise FbasInputError('expected "publicKey" (or "node")', where, "publicKey")
+        raw.append(_RawNode(key, f"{where} ({key})", qset, NodeInfo(public_key=key)))
+    return _rebuild_with(fbas, raw, options)
+
+
+def _rebuild_with(fbas: Fbas, changes: Sequence[_RawNode], options: LoadOptions) -> Fbas:
+    index = dict(fbas.index)
+    infos = list(fbas.nodes)
+    for change in changes:
+        if change.key not in index:
+            index[change.key] = len(infos)
+            infos.append(change.info)
+    _add_unknown_validators(changes, index, infos, replace(options, unknown_validators="missing"))
+    qsets = list(fbas.qsets) + [None] * (len(infos) - len(fbas.qsets))
+    interned: dict[Threshold, Threshold] = {}
+    for change in changes:
+        position = index[change.key]
+        _, qsets[position] = _node_qset(change, infos[position], index, options, interned)
+    notes = (*fbas.notes, f"{len(changes)} quorum sets changed as proposed")
+    return Fbas(tuple(infos), tuple(qsets), notes, index)

@@ -438,3 +438,11 @@ def restrict_qset(qset: Threshold, allowed: int) -> Threshold:
         tuple(v for v in qset.validators if allowed >> v & 1),
         tuple(restrict_qset(inner, allowed) for inner in qset.inner),
     )
+
+
+def without(fbas: Fbas, removed: int) -> Fbas:
+    """The network as if the nodes of `removed` had failed or left: they keep their
+    place (others may still name them) but can never be in a quorum."""
+    qsets = [None if removed >> v & 1 else q for v, q in enumerate(fbas.qsets)]
+    gone = removed.bit_count()
+    return Fbas(fbas.nodes, tuple(qsets), (*fbas.notes, f"{gone} nodes removed"), dict(fbas.index))
