@@ -557,7 +557,7 @@ class Replica:
             except DecodeError as error:
                 step.events.append(MessageDropped(sender, f"undecodable update: {error}"))
                 continue
-            asked.update(self.receive(update, step, sender=sender, encoded=encoded))
+            asked.update(self.receive(update, step, sender=sender))
         missing = [i for i in sorted(asked) if i not in self.graph and i not in self._buffer]
         if missing:
             step.outgoing.append(Send(NodeId(sender), Want(missing[:MAX_IDS_PER_MESSAGE])))
@@ -567,18 +567,15 @@ class Replica:
         update: Update,
         step: Step,
         sender: bytes | None = None,
-        encoded: bytes | None = None,
     ) -> list[bytes]:
-        """Take one update from a peer (or a test); returns predecessors it waits for.
-
-        `encoded` is the bytes it arrived as (encoded here when not given).
-        """
+        """Take one update from a peer (or a test); returns predecessors it waits for."""
         body = update.body
         update_id = body_id(body)
         if update_id in self.graph or update_id in self._buffer or update_id in self._rejected:
             return []
-        if encoded is None:
-            encoded = UPDATE_CODEC.encode(update)
+        # The canonical encoding, never the peer's bytes: a peer could pad its encoding
+        # to make one replica find the update too large and another not.
+        encoded = UPDATE_CODEC.encode(update)
         if not self._passes_checks_alone(update_id, update, len(encoded), sender, step):
             return []
         missing = {p for p in body.predecessors if p not in self.graph}
@@ -588,7 +585,7 @@ class Replica:
             for evicted in self._buffer.add(update_id, waiting):
                 step.events.append(UpdateEvicted(evicted))
             return sorted(missing)
-        self._deliver_ready(update_id, update, sender, step)
+        self._deliver_ready(update_id, update, encoded, sender, step)
         return []
 
     def _passes_checks_alone(
@@ -609,21 +606,23 @@ class Replica:
         return True
 
     def _deliver_ready(
-        self, update_id: bytes, update: Update, sender: bytes | None, step: Step
+        self, update_id: bytes, update: Update, encoded: bytes, sender: bytes | None, step: Step
     ) -> None:
-        queue = [(update_id, update, sender)]
+        queue = [(update_id, update, encoded, sender)]
         while queue:
-            current_id, current, current_sender = queue.pop()
-            if not self._deliver(current_id, current, current_sender, step):
+            current_id, current, current_encoded, current_sender = queue.pop()
+            if not self._deliver(current_id, current, current_encoded, current_sender, step):
                 continue
             ready = self._buffer.arrived(current_id)
             for ready_id in reversed(ready):
                 waiting = self._buffer.remove(ready_id)
                 assert waiting is not None
                 ready_update = UPDATE_CODEC.decode(waiting.encoded)  # decoded once before
-                queue.append((ready_id, ready_update, waiting.sender))
+                queue.append((ready_id, ready_update, waiting.encoded, waiting.sender))
 
-    def _deliver(self, update_id: bytes, update: Update, sender: bytes | None, step: Step) -> bool:
+    def _deliver(
+        self, update_id: bytes, update: Update, encoded: bytes, sender: bytes | None, step: Step
+    ) -> bool:
         body = update.body
         problem = self._causal_error(body)
         predecessors = [self.graph.ordinal_of[p] for p in body.predecessors]
@@ -637,7 +636,7 @@ class Replica:
         if problem is not None:
             self._reject(update_id, body.author, problem, sender, step)
             return False
-        self._record(update_id, body, predecessors, UPDATE_CODEC.encode(update), step)
+        self._record(update_id, body, predecessors, encoded, step)
         step.events.append(UpdateApplied(update_id, body.author, body.sequence, local=False))
         return True
 
@@ -663,9 +662,7 @@ class Replica:
             for dependant in self._buffer.dependants_of(current):
                 waiting = self._buffer.remove(dependant)
                 if waiting is not None:
-                    pending.append(
-                        (dependant, waiting.author, "a predecessor was rejected")
-                    )
+                    pending.append((dependant, waiting.author, "a predecessor was rejected"))
 
     def _remember_rejection(self, update_id: bytes, reason: str) -> None:
         self._rejected[update_id] = reason
@@ -677,11 +674,12 @@ class Replica:
     def _restore(self, storage: Storage) -> None:
         keys = sorted(key for key in storage if key.startswith(STORAGE_PREFIX))
         for key in keys:
-            update = UPDATE_CODEC.decode(storage[key])
+            encoded = storage[key]
+            update = UPDATE_CODEC.decode(encoded)
             body = update.body
             update_id = body_id(body)
             step = Step()
-            if not self._deliver(update_id, update, None, step):
+            if not self._deliver(update_id, update, encoded, None, step):
                 raise ValueError(f"persisted update {update_id.hex()} does not apply")
 
 
