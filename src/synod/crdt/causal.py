@@ -144,11 +144,11 @@ class UpdateGraph:
         return len(self._chain_tip)
 
 
-WAITING_ENTRY_BYTES = 640
+WAITING_ENTRY_BYTES = 768
 """Memory of one held update besides its bytes: the `Waiting` object, its id and its
 entry in the buffer's table, an empty set of missing ids (measured with tracemalloc on
 CPython 3.11, rounded up)."""
-WAITING_MISSING_BYTES = 320
+WAITING_MISSING_BYTES = 352
 """Memory per missing predecessor: the id, its place in the entry's set and in the
 buffer's reverse table (a set per missing id; measured likewise, rounded up)."""
 
