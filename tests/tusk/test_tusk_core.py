@@ -25,9 +25,11 @@ from synod.quorum.committee import Committee
 from synod.sim.scenarios.tusk import tusk_world
 from synod.tusk.core import (
     MAX_EVIDENCE_PER_CREATOR,
+    CaughtUp,
     CertificateConflictDetected,
     Committed,
     EquivocationDetected,
+    FellBehind,
     PendingTransactionsDropped,
     TuskConfig,
     TuskCore,
@@ -862,3 +864,38 @@ def test_weak_parents_named_by_a_core_reach_back_half_of_gc_depth_at_most() -> N
     named = {weak.digest for weak in answer.header.weak_parents}
     assert all(weak.round >= 8 - 4 for weak in answer.header.weak_parents)
     assert old_orphan.header.digest() not in named
+
+
+def _chain(rounds: int, context: bytes) -> list[list[Certificate]]:
+    chain: list[list[Certificate]] = []
+    parents: tuple[bytes, ...] = ()
+    for round_number in range(1, rounds + 1):
+        chain.append(certified_round(round_number, parents, KEYS[1:], context=context))
+        parents = digests(chain[-1])
+    return chain
+
+
+def test_a_core_shown_the_committee_far_ahead_says_so_and_signs_no_receipts() -> None:
+    # Before, a core that had lost touch for longer than gc_depth rounds kept signing
+    # receipts for transactions it could never get committed, and said nothing.  A
+    # checked certificate more than gc_depth rounds above its round now makes it
+    # report FellBehind and refuse client transactions until it is back within reach.
+    harness = Harness(keys=KEYS[0], config=TuskConfig(gc_depth=4))
+    chain = _chain(8, context_of(4))
+    far = chain[-1][0]
+    unsigned = tuple(msgspec.structs.replace(vote, signature=bytes(64)) for vote in far.votes)
+    forged = msgspec.structs.replace(far, votes=unsigned)
+    step, _ = harness.ask(CoreRequest(certificates=(forged,)))
+    assert not harness.core.behind and not step.events, "forged votes prove nothing"
+    step, _ = harness.ask(CoreRequest(certificates=(far,)))
+    assert harness.core.behind
+    assert [type(event) for event in step.events] == [FellBehind]
+    _, receipt = harness.ask(SubmitRequest(transactions=(b"t1",)))
+    assert (receipt.accepted, receipt.refused) == (0, 1)
+    assert harness.core.pending_count == 0
+    # The drivers still hold the chain: the core stores it and is back within reach.
+    step, _ = harness.ask(CoreRequest(certificates=tuple(c for r in chain[:7] for c in r)))
+    assert not harness.core.behind
+    assert CaughtUp in [type(event) for event in step.events]
+    _, receipt = harness.ask(SubmitRequest(transactions=(b"t2",)))
+    assert receipt.accepted == 1

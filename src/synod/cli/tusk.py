@@ -179,10 +179,17 @@ async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> in
 
 def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None:
     from synod.crypto import NodeId
-    from synod.tusk.core import Committed, EquivocationDetected
+    from synod.tusk.core import CaughtUp, Committed, EquivocationDetected, FellBehind
 
     if isinstance(event, Committed):
         print_json_line(_committed_line(event, names))
+    elif isinstance(event, FellBehind):
+        log.warning(
+            "fell behind: refusing client transactions until caught up",
+            extra={"round": event.round, "committee_round": event.seen_round},
+        )
+    elif isinstance(event, CaughtUp):
+        log.warning("caught up: accepting client transactions again", extra={"round": event.round})
     elif isinstance(event, EquivocationDetected):
         creator = NodeId(event.evidence.first.creator)
         log.warning(

@@ -13,9 +13,11 @@ See docs/tusk.md for the theory of operation.
 
 from synod.quorum.committee import Committee
 from synod.tusk.core import (
+    CaughtUp,
     CertificateConflictDetected,
     Committed,
     EquivocationDetected,
+    FellBehind,
     PendingTransactionsDropped,
     TuskConfig,
     TuskCore,
@@ -27,11 +29,13 @@ from synod.tusk.ordering import leader_of
 __all__ = [
     "CODEC",
     "ByzantineDriver",
+    "CaughtUp",
     "CertificateConflictDetected",
     "Committed",
     "Committee",
     "Driver",
     "EquivocationDetected",
+    "FellBehind",
     "PendingTransactionsDropped",
     "TuskConfig",
     "TuskCore",

@@ -172,6 +172,26 @@ class PendingTransactionsDropped:
 
 
 @dataclass(frozen=True, slots=True)
+class FellBehind:
+    """A certificate of `seen_round`, checked (creator and a quorum of votes), shows the
+    committee more than `gc_depth` rounds ahead of this core's `round`: the others may
+    have collected the rounds it needs, and until it is back within `gc_depth` it
+    accepts no client transaction (it could not promise to get them committed).  The
+    core never reaches out; it catches up only from what drivers carry."""
+
+    round: int
+    seen_round: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """This core is back within `gc_depth` rounds of the highest checked certificate it
+    was shown (after a `FellBehind`), and accepts client transactions again."""
+
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateConflictDetected:
     """Two valid certificates for one slot: proof that more than f cores are faulty
     (`evidence.double_voters()` names those that voted for both)."""
@@ -296,6 +316,10 @@ class TuskCore:
         self._conflicts: dict[tuple[int, bytes], CertificateConflict] = {}
         self._round = 1
         self._last_header_ms: int | None = None  # unknown after a restart
+        # The highest round of a certificate shown and checked, and whether this core is
+        # reported behind it (soft state: a restarted core learns it again).
+        self._highest_seen_round = 0
+        self._reported_behind = False
         self._now_ms = 0
         self._stale_keys: list[bytes] = []  # evidence over the cap found in storage
         self._restore(storage or {})
@@ -320,6 +344,12 @@ class TuskCore:
     def committed_count(self) -> int:
         """How many certificates this core has delivered."""
         return self._ordering.next_sequence
+
+    @property
+    def behind(self) -> bool:
+        """Whether a checked certificate shows the committee more than `gc_depth`
+        rounds ahead (see `FellBehind`): client transactions are refused meanwhile."""
+        return self._highest_seen_round > self._round + self.config.gc_depth
 
     @property
     def pending_count(self) -> int:
@@ -400,6 +430,7 @@ class TuskCore:
             refusal = self._accept_certificate(certificate, step)
             if refusal is not None:
                 refusals.append(refusal)
+        self._notice_lag(carried, refusals, step)
         votes: list[Vote] = []
         for header in self._headers_worth_checking(request.headers, refusals):
             outcome = self._vote_on(header, step)
@@ -420,6 +451,35 @@ class TuskCore:
             refusals,
             header_held=request.header_held,
         )
+
+    def _notice_lag(
+        self, carried: list[Certificate], refusals: list[Refusal], step: Step
+    ) -> None:
+        """Learn from the carried certificates refused for missing parents how far
+        ahead the committee is, and report a change of `behind`.
+
+        Only a certificate more than `gc_depth` rounds ahead and above the highest seen
+        is checked, at most one per request, highest first: a driver cannot make the
+        core verify more than one certificate's signatures per request this way, and
+        a forged one (fewer than a quorum of valid votes) proves nothing.
+        """
+        missing = {r.digest for r in refusals if r.reason == RefusalReason.MISSING_PARENTS}
+        threshold = max(self._highest_seen_round, self._round + self.config.gc_depth)
+        candidates = [
+            certificate
+            for certificate in carried
+            if certificate.header.round > threshold and certificate.header.digest() in missing
+        ]
+        if candidates:
+            highest = max(candidates, key=lambda certificate: certificate.header.round)
+            if self._signatures_valid(highest, highest.header.digest()):
+                self._highest_seen_round = highest.header.round
+        if self.behind and not self._reported_behind:
+            self._reported_behind = True
+            step.events.append(FellBehind(self._round, self._highest_seen_round))
+        elif self._reported_behind and not self.behind:
+            self._reported_behind = False
+            step.events.append(CaughtUp(self._round))
 
     def _headers_worth_checking(
         self, headers: tuple[Header, ...], refusals: list[Refusal]
@@ -556,12 +616,17 @@ class TuskCore:
         reason, missing = self._check_parents_present(header)
         if reason is not None:
             return reason, missing
-        if not header_signature_valid(header, digest, self._network):
-            return RefusalReason.BAD_SIGNATURE, ()
-        network = self._network
-        if not all(certificate.vote_valid(digest, vote, network) for vote in certificate.votes):
+        if not self._signatures_valid(certificate, digest):
             return RefusalReason.BAD_SIGNATURE, ()
         return None, ()
+
+    def _signatures_valid(self, certificate: Certificate, digest: bytes) -> bool:
+        """The creator's signature and every vote's (membership and quorum are checked
+        before, by `_check_voters`)."""
+        network = self._network
+        if not header_signature_valid(certificate.header, digest, network):
+            return False
+        return all(certificate.vote_valid(digest, vote, network) for vote in certificate.votes)
 
     def _check_slot(self, header: Header) -> RefusalReason | None:
         if header.context != self.context:
@@ -881,6 +946,8 @@ class TuskCore:
 
     def _serve_submit(self, request: SubmitRequest, step: Step) -> SubmitAnswer:
         room = max(0, self.config.max_pending_transactions - len(self._pending))
+        if self.behind:
+            room = 0  # a receipt is a promise this core cannot keep while it is behind
         accepted = list(request.transactions[:room])
         self._add_pending(accepted, step)
         answer = SubmitAnswer(
