@@ -21,11 +21,12 @@ from synod.core import (
     Received,
     Reply,
     RequestReceived,
+    Started,
     Step,
 )
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet
-from synod.scp import ScpConfig, Validity
+from synod.scp import Externalized, ScpConfig, Validity
 from synod.scp.log import (
     LOG_CODEC,
     MAX_BATCH_ENTRIES,
@@ -42,6 +43,7 @@ from synod.scp.log import (
     decode_batch,
     encode_batch,
     log_record_key,
+    pending_record_key,
 )
 from synod.sim.world import NodeFactory, World
 
@@ -152,8 +154,11 @@ def submit(world: World, node: NodeId, *entries: str) -> SubmitReply:
 def test_a_submission_is_persisted_in_the_step_that_answers_it_and_relayed() -> None:
     core = LogCore(scp_config(KEYS[0]), {})
     step = core.handle(RequestReceived("client", 7, SubmitRequest(("a", "b"))), 0)
-    pending = [record for record in step.persist if record.key == b"app/pending"]
-    assert pending == [Persist(b"app/pending", b'["a", "b"]')]
+    pending = [record for record in step.persist if record.key.startswith(b"app/pending")]
+    assert pending == [
+        Persist(pending_record_key(0), b"a"),
+        Persist(pending_record_key(1), b"b"),
+    ]
     replies = [output for output in step.outgoing if isinstance(output, Reply)]
     assert replies == [Reply("client", 7, SubmitReply(queued=2, pending=2))]
     forwards = [
@@ -217,6 +222,52 @@ def test_a_non_submit_request_on_the_submit_port_is_answered_with_an_error() -> 
     (reply,) = step.outgoing
     assert isinstance(reply, Reply) and isinstance(reply.body, SubmitReply)
     assert reply.body.error and reply.body.queued == 0
+
+
+def pending_bytes_written(step: Step) -> int:
+    return sum(
+        len(record.value or b"") for record in step.persist if record.key.startswith(b"app/pending")
+    )
+
+
+def test_each_submitted_entry_is_written_once_and_deleted_once() -> None:
+    """Finding 7: every accepted submit and every decided slot re-encoded and persisted
+    the whole pending list, so disk writes grew with the square of the input."""
+    node = LogCore(scp_config(KEYS[0]), {})
+    entries = [f"entry {index:03d} " + "x" * 200 for index in range(150)]
+    written = 0
+    for number, entry in enumerate(entries):
+        step = node.handle(RequestReceived("client", number, SubmitRequest((entry,))), 0)
+        written += pending_bytes_written(step)
+    # each entry once, as its own record (the old code wrote about 75 times as much)
+    assert written == sum(len(entry.encode()) for entry in entries)
+    # a decided slot deletes the records of the entries it holds, writing no list
+    batch = encode_batch(entries[:20])
+    step = Step(events=[Externalized(1, batch)])
+    node._append_decisions(step)
+    assert pending_bytes_written(step) == 0
+    deleted = [record.key for record in step.persist if record.value is None]
+    assert deleted == [pending_record_key(number) for number in range(20)]
+    assert len(node.pending) == 130
+
+
+def test_one_client_cannot_take_the_whole_pending_list() -> None:
+    core = LogCore(scp_config(KEYS[0]), {}, max_pending=10, max_pending_per_client=3)
+    core.handle(RequestReceived("greedy", 1, SubmitRequest(("a", "b", "c"))), 0)
+    step = core.handle(RequestReceived("greedy", 2, SubmitRequest(("d",))), 0)
+    (reply,) = step.outgoing
+    assert isinstance(reply, Reply) and "this client" in reply.body.error
+    assert step.persist == []
+    step = core.handle(RequestReceived("other", 3, SubmitRequest(("d",))), 0)
+    assert core.pending == ["a", "b", "c", "d"]
+
+
+def test_the_one_list_pending_record_of_older_versions_is_migrated() -> None:
+    core = LogCore(scp_config(KEYS[0]), {b"app/pending": b'["old"]'})
+    assert core.pending == ["old"]
+    step = core.handle(Started(), 0)
+    assert Persist(b"app/pending", None) in step.persist
+    assert Persist(pending_record_key(0), b"old") in step.persist
 
 
 def test_a_full_pending_list_refuses_new_entries_without_storing_them() -> None:

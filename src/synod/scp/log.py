@@ -58,7 +58,16 @@ MAX_SUBMIT_ENTRIES: Final = 64
 LOG_KEY_PREFIX: Final = b"app/log/"
 """Prefix of the log records: the slot index follows as 8 bytes big-endian."""
 PENDING_KEY: Final = b"app/pending"
-"""The record of the entries this node's clients submitted that no slot holds yet."""
+"""The record of the pending entries as one list, as older versions wrote it (read and
+migrated to `PENDING_KEY_PREFIX` records at start)."""
+PENDING_KEY_PREFIX: Final = b"app/pending/"
+"""Prefix of the records of the entries this node's clients submitted that no slot
+holds yet, one record per entry: a sequence number (8 bytes big-endian) follows, the
+value is the entry.  Each entry is written once and deleted once, so the disk writes
+of the submit path stay proportional to what clients submit."""
+MAX_PENDING_PER_CLIENT: Final = 1_000
+"""Pending entries one client connection may hold (at most about 1 MiB of entries): one
+client cannot take the whole pending list (10,000 entries) from the others."""
 CATCH_UP_INTERVAL_MS: Final = 1000
 
 assert MAX_BATCH_BYTES <= MAX_VALUE_BYTES
@@ -214,8 +223,10 @@ class LogCore:
     """A replicated log on `ScpCore`: a sans-I/O `synod.core.Core` for `NodeHost`.
 
     Entries.  A client's `SubmitRequest` (on the submit port, `RequestReceived`) adds
-    its entries to this node's own pending list, persisted before the `SubmitReply`
-    leaves, and relays them to the peers (`Forward`) the way Stellar floods
+    its entries to this node's own pending list, each persisted as its own record
+    (appended, never rewritten) before the `SubmitReply` leaves, at most
+    `max_pending_per_client` per client and `max_pending` in all, and relays them to
+    the peers (`Forward`) the way Stellar floods
     transactions: every node then nominates every pending entry it knows, so a slot
     does not wait for the node holding an entry to become a round leader.  Relayed
     entries are held in memory only (their origin keeps them durably) and bounded.
@@ -237,7 +248,12 @@ class LogCore:
     """
 
     def __init__(
-        self, scp_config: ScpConfig, storage: Mapping[bytes, bytes], *, max_pending: int = 10_000
+        self,
+        scp_config: ScpConfig,
+        storage: Mapping[bytes, bytes],
+        *,
+        max_pending: int = 10_000,
+        max_pending_per_client: int = MAX_PENDING_PER_CLIENT,
     ) -> None:
         self.scp = ScpCore(scp_config, storage)
         self.first_slot_index = scp_config.first_slot_index
@@ -248,9 +264,22 @@ class LogCore:
         self.complete_through = self.first_slot_index - 1
         """Every slot up to this one is in the log."""
         self._advance_complete_through()
-        self.pending: list[str] = _pending_from(storage.get(PENDING_KEY))
+        self._pending: dict[str, int] = {}
+        """Pending entries, in submission order, with the sequence number of their record."""
+        self._legacy_pending = PENDING_KEY in storage
+        for entry in _pending_from(storage.get(PENDING_KEY)):
+            self._pending.setdefault(entry, -1)  # migrated to their own records at start
+        pending_keys = [key for key in storage if key.startswith(PENDING_KEY_PREFIX)]
+        for key in sorted(key for key in pending_keys if len(key) == len(PENDING_KEY_PREFIX) + 8):
+            sequence = struct.unpack(">Q", key[len(PENDING_KEY_PREFIX) :])[0]
+            self._pending.setdefault(_pending_entry(key, storage[key]), sequence)
+        self._next_sequence = max(self._pending.values(), default=-1) + 1
+        self._client_of: dict[str, str] = {}
+        """The client that submitted each pending entry (since this process started)."""
+        self._pending_per_client: dict[str, int] = {}
         self.relayed: dict[str, None] = {}
         self.max_pending = max_pending
+        self.max_pending_per_client = max_pending_per_client
         self.highest_seen_slot = 0
         self.nominated: tuple[int, bytes] | None = None
         self._last_state_request: tuple[int, int] | None = None
@@ -259,6 +288,11 @@ class LogCore:
     @property
     def node_id(self) -> NodeId:
         return self.scp.node_id
+
+    @property
+    def pending(self) -> list[str]:
+        """The entries this node's clients submitted that no slot holds yet, in order."""
+        return list(self._pending)
 
     def handle(self, event: Input, now_ms: int) -> Step:
         """Submissions and relays here; everything else through SCP, then apply its
@@ -278,6 +312,7 @@ class LogCore:
                 )
             step = self.scp.handle(event, now_ms)
             if isinstance(event, Started):
+                self._migrate_legacy_pending(step)
                 _forward(step, self.pending)
             self._append_decisions(step)
         self._nominate(step, now_ms)
@@ -295,21 +330,61 @@ class LogCore:
             error = "expected a submit request"
         else:
             fresh = [entry for entry in dict.fromkeys(body.entries) if self._is_new(entry)]
-            fresh = [entry for entry in fresh if entry not in self.pending]
-            if not all(entry_fits(entry) for entry in fresh):
-                error = f"an entry is longer than {MAX_ENTRY_BYTES} bytes of UTF-8"
-            elif len(self.pending) + len(fresh) > self.max_pending:
-                error = f"the node already holds {len(self.pending)} pending entries"
+            fresh = [entry for entry in fresh if entry not in self._pending]
+            error = self._refusal(request.client, fresh)
         if error:
             step.outgoing.append(Reply(request.client, request.request_id, self._reply(0, error)))
             return step
+        for entry in fresh:
+            self._add_pending(entry, request.client, step)
         if fresh:
-            self.pending.extend(fresh)
-            step.persist.append(Persist(PENDING_KEY, _encode_pending(self.pending)))
             _forward(step, fresh)
         # the host commits the records before the reply leaves: an answered entry survives
         step.outgoing.append(Reply(request.client, request.request_id, self._reply(len(fresh))))
         return step
+
+    def _refusal(self, client: str, fresh: list[str]) -> str:
+        """Why `fresh` cannot be queued for `client` ("" when it can)."""
+        if not all(entry_fits(entry) for entry in fresh):
+            return f"an entry is longer than {MAX_ENTRY_BYTES} bytes of UTF-8"
+        if len(self._pending) + len(fresh) > self.max_pending:
+            return f"the node already holds {len(self._pending)} pending entries"
+        held = self._pending_per_client.get(client, 0)
+        if held + len(fresh) > self.max_pending_per_client:
+            return f"this client already has {held} pending entries"
+        return ""
+
+    def _add_pending(self, entry: str, client: str, step: Step) -> None:
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        self._pending[entry] = sequence
+        self._client_of[entry] = client
+        self._pending_per_client[client] = self._pending_per_client.get(client, 0) + 1
+        step.persist.append(Persist(pending_record_key(sequence), entry.encode()))
+
+    def _remove_pending(self, entry: str, step: Step) -> None:
+        sequence = self._pending.pop(entry)
+        if sequence >= 0:
+            step.persist.append(Persist(pending_record_key(sequence), None))
+        client = self._client_of.pop(entry, None)
+        if client is not None:
+            remaining = self._pending_per_client[client] - 1
+            if remaining:
+                self._pending_per_client[client] = remaining
+            else:
+                del self._pending_per_client[client]
+
+    def _migrate_legacy_pending(self, step: Step) -> None:
+        """Move entries of the one-list record of older versions to their own records."""
+        if not self._legacy_pending:
+            return
+        self._legacy_pending = False
+        for entry in [entry for entry, sequence in self._pending.items() if sequence < 0]:
+            sequence = self._next_sequence
+            self._next_sequence += 1
+            self._pending[entry] = sequence
+            step.persist.append(Persist(pending_record_key(sequence), entry.encode()))
+        step.persist.append(Persist(PENDING_KEY, None))
 
     def _is_new(self, entry: str) -> bool:
         return entry not in self.logged and entry not in self.relayed
@@ -318,11 +393,11 @@ class LogCore:
         for entry in entries:
             if len(self.relayed) >= self.max_pending:
                 return  # the origin keeps it and nominates it itself
-            if self._is_new(entry) and entry not in self.pending and entry_fits(entry):
+            if self._is_new(entry) and entry not in self._pending and entry_fits(entry):
                 self.relayed[entry] = None
 
     def _reply(self, queued: int, error: str = "") -> SubmitReply:
-        return SubmitReply(queued, len(self.pending), error)
+        return SubmitReply(queued, len(self._pending), error)
 
     # ------------------------------------------------------------ decisions
 
@@ -338,19 +413,18 @@ class LogCore:
             self.logged |= done
             for entry in done & self.relayed.keys():
                 del self.relayed[entry]
-            if done & set(self.pending):
-                self.pending = [entry for entry in self.pending if entry not in done]
-                step.persist.append(Persist(PENDING_KEY, _encode_pending(self.pending)))
+            for entry in sorted(done & self._pending.keys()):
+                self._remove_pending(entry, step)
 
     def _nominate(self, step: Step, now_ms: int) -> None:
         """Propose the pending entries for the next slot to decide (again when the
         proposal grew while that slot is still open)."""
-        if not (self.pending or self.relayed) or not self.scp.config.validator:
+        if not (self._pending or self.relayed) or not self.scp.config.validator:
             return
         slot_index = self.scp.next_slot_index
         if self.complete_through < slot_index - 1:
             return
-        proposal = cut_batch([*self.pending, *self.relayed])
+        proposal = cut_batch([*self._pending, *self.relayed])
         if proposal is None or self.nominated == (slot_index, proposal):
             return
         self.nominated = (slot_index, proposal)
@@ -391,8 +465,16 @@ def _merge(step: Step, other: Step) -> None:
     step.events.extend(other.events)
 
 
-def _encode_pending(entries: list[str]) -> bytes:
-    return json.dumps(entries, ensure_ascii=False).encode()
+def pending_record_key(sequence: int) -> bytes:
+    """Storage key of one pending entry's record."""
+    return PENDING_KEY_PREFIX + struct.pack(">Q", sequence)
+
+
+def _pending_entry(key: bytes, record: bytes) -> str:
+    try:
+        return record.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"pending-entry record {key!r} is not UTF-8") from None
 
 
 def _pending_from(record: bytes | None) -> list[str]:
