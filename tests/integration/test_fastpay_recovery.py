@@ -136,7 +136,7 @@ def test_a_client_killed_mid_benchmark_resumes_every_order_it_signed(tmp_path: P
         base = ("client", "--committee", "committee.json", "--accounts", "accounts.json")
         benchmark = subprocess.Popen(
             [sys.executable, "-m", "synod.cli.main", "fastpay", *base,
-             "benchmark", "--max-in-flight", "4"],
+             "benchmark", "--processes", "1", "--max-in-flight", "4"],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         # Freeze the client when its wallets show progress and an order in flight, then
@@ -158,7 +158,7 @@ def test_a_client_killed_mid_benchmark_resumes_every_order_it_signed(tmp_path: P
         assert interrupted == wallet_states(tmp_path / "accounts.json")
         assert any(pending for _, pending in interrupted.values()), "no order was in flight"
 
-        again = client(tmp_path, "benchmark", "--max-in-flight", "50")
+        again = client(tmp_path, "benchmark", "--processes", "1", "--max-in-flight", "50")
         assert again.returncode == 0, again.stdout + again.stderr[-2000:]
         assert again.stdout.startswith(f"{accounts} transfers confirmed")
         final = wallet_states(tmp_path / "accounts.json")

@@ -264,3 +264,32 @@ async def test_shards_of_one_network_refuse_a_wallet_of_another(tmp_path: Path) 
     finally:
         for shard in shards:
             await shard.stop()
+
+
+def test_a_part_left_by_a_killed_benchmark_is_merged_then_removed(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.json"
+    accounts = AccountsFile.open(path, missing_ok=True)
+    accounts.add(ALICE, 100)
+    accounts.add(BOB)
+    accounts.save()
+    accounts.unlock()
+    # What a killed multi-process run leaves: Alice's wallet, newer, in a part.
+    part = AccountsFile(accounts.part_path(0))
+    newer = Accounts()
+    newer.add(ALICE, 100).records[b"fastpay-client/state"] = b"newer"
+    part.wallets = dict(newer.wallets)
+    part.save()
+    reopened = AccountsFile.open(path)
+    try:
+        assert reopened.wallet(ALICE.node_id).records == {b"fastpay-client/state": b"newer"}
+        assert reopened.wallet(BOB.node_id).records == {} and reopened.dirty
+        assert part.path.exists()  # until the accounts file holds it durably
+        reopened.save()
+        assert not part.path.exists()
+    finally:
+        reopened.unlock()
+    again = AccountsFile.open(path)
+    try:
+        assert again.wallet(ALICE.node_id).records == {b"fastpay-client/state": b"newer"}
+    finally:
+        again.unlock()

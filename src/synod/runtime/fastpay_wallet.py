@@ -13,6 +13,13 @@ A call that gets no answer within `timeout_ms` comes back to the core as `CallFa
 while an authority refuses connections (not started yet, restarting) the call is tried
 again every 50 ms until that deadline.
 
+`benchmark_in_processes` drives the load from several processes, so that the client
+side is not what limits the figure: the wallets are split into parts written durably
+beside the accounts file (``accounts.json.part-K``), each run by a `synod fastpay
+client ... benchmark` process of its own, then merged back.  A part left behind by a
+run that was killed holds the newer records of its wallets: `AccountsFile.load` merges
+it, and `save` removes it once the accounts file holds its wallets durably.
+
 Failures are typed (`synod.fastpay.wallet`): `UnknownAccount`, `TransferError`,
 `NoQuorum` (all `WalletError`), and `FastPayFileError` for files that do not hold what
 they should.  Nothing here prints or exits.
@@ -23,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fcntl
+import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -65,6 +74,7 @@ from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.wire import DecodeError
 
 DEFAULT_TIMEOUT_MS = 10_000
+PART_SUFFIX = ".part-"
 RETRY_INTERVAL_S = 0.05
 MAX_BATCH_INPUTS = 512
 
@@ -87,6 +97,7 @@ class AccountsFile(Accounts):
         super().__init__(source=str(path))
         self.path = path
         self._lock: IO[str] | None = None
+        self._merged_parts: list[Path] = []
 
     @classmethod
     def open(cls, path: Path, *, missing_ok: bool = False) -> AccountsFile:
@@ -125,6 +136,31 @@ class AccountsFile(Accounts):
         wallets = decode_accounts(read_text(self.path, "accounts"), self.source)
         self.wallets = {bytes(wallet.keys.node_id): wallet for wallet in wallets}
         self.dirty = False
+        self._merge_parts()
+
+    def part_path(self, index: int) -> Path:
+        """Where part `index` of a multi-process benchmark keeps its wallets."""
+        return self.path.with_name(f"{self.path.name}{PART_SUFFIX}{index}")
+
+    def _merge_parts(self) -> None:
+        """Parts are newer than the accounts file for their wallets (the accounts file
+        is not written while they exist): take their wallets."""
+        self._merged_parts = [
+            part
+            for part in sorted(self.path.parent.glob(f"{self.path.name}{PART_SUFFIX}*"))
+            if not part.name.endswith((".lock", ".tmp"))
+        ]
+        for part in self._merged_parts:
+            # A worker of a killed run may still be writing it: wait for its lock.
+            holder = AccountsFile(part)
+            holder.lock()
+            try:
+                wallets = decode_accounts(read_text(part, "accounts"), str(part))
+            finally:
+                holder.unlock()
+            for wallet in wallets:
+                self.wallets[bytes(wallet.keys.node_id)] = wallet
+                self.dirty = True
 
     def save(self) -> None:
         """Write every wallet durably: a temporary file, fsync, rename, fsync the folder."""
@@ -144,6 +180,9 @@ class AccountsFile(Accounts):
         except OSError as error:
             raise WalletFileError(f"{self.path}: cannot write the accounts file: {error}") from None
         self.dirty = False
+        for part in self._merged_parts:  # their wallets are durable here now
+            part.unlink(missing_ok=True)
+        self._merged_parts = []
 
 
 def create_wallets(accounts: Accounts, count: int, initial_balance: int) -> list[NodeId]:
@@ -191,10 +230,15 @@ class BenchmarkSummary:
     latency_p90_ms: float
     latency_p99_ms: float
     first_failure: str | None
+    processes: int = 1
+    latencies_ms: tuple[float, ...] = ()
+    started_unix_s: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
-        """The summary as a JSON object."""
-        return {
+    def to_json(self, *, raw: bool = False) -> dict[str, Any]:
+        """The summary as a JSON object (`raw`: with every latency and the start time,
+        what a multi-process run merges)."""
+        document: dict[str, Any] = {
+            "processes": self.processes,
             "transfers": self.transfers,
             "failed": self.failed,
             "seconds": self.seconds,
@@ -204,6 +248,10 @@ class BenchmarkSummary:
             "latency_p99_ms": self.latency_p99_ms,
             "first_failure": self.first_failure,
         }
+        if raw:
+            document["latencies_ms"] = list(self.latencies_ms)
+            document["started_unix_s"] = self.started_unix_s
+        return document
 
 
 # ---------------------------------------------------------------- the client driver
@@ -415,9 +463,11 @@ class WalletClient:
                 if on_progress is not None:
                     on_progress()
 
+        started_unix_s = time.time()
         started = time.perf_counter()
         await asyncio.gather(*(one(index) for index in range(len(accounts))))
-        return _summary(latencies_ms, failures, time.perf_counter() - started)
+        summary = _summary(latencies_ms, failures, time.perf_counter() - started)
+        return dataclasses.replace(summary, started_unix_s=started_unix_s)
 
     async def perform(self, account: bytes, command: Any) -> list[Any]:
         """Run one client command (`Pay`, `Resume`, `Query`, `Receive`...) to its end.
@@ -542,6 +592,103 @@ def _wallet_is_behind(error: TransferError) -> bool:
     return "another order" in failure.reason
 
 
+async def benchmark_in_processes(
+    committee_path: Path,
+    accounts: AccountsFile,
+    *,
+    processes: int,
+    max_in_flight: int = 500,
+    amount: int = 1,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    on_progress: Callable[[int], None] | None = None,
+) -> BenchmarkSummary:
+    """`WalletClient.benchmark` from `processes` processes, each over a part of the
+    wallets (every wallet pays the next one of its part); `max_in_flight` is shared
+    between them.  `accounts` must be locked; its wallets are saved back at the end.
+    `on_progress(n)` runs when a process ends, with the transfers it made."""
+    wallets = list(accounts.wallets.values())
+    if not wallets:
+        raise WalletError(f"{accounts.source}: no accounts")
+    count = max(1, min(processes, len(wallets) // 2))
+    size = -(-len(wallets) // count)
+    parts = []
+    for index in range(count):
+        part = AccountsFile(accounts.part_path(index))
+        group = wallets[index * size : (index + 1) * size]
+        part.wallets = {bytes(wallet.keys.node_id): wallet for wallet in group}
+        await asyncio.to_thread(part.lock)  # no worker of an earlier run still on it
+        try:
+            await asyncio.to_thread(part.save)  # durable before any worker signs from it
+        finally:
+            part.unlock()
+        parts.append(part.path)
+    per_process = max(1, max_in_flight // count)
+    try:
+        results = await asyncio.gather(
+            *(
+                _benchmark_worker(committee_path, part, per_process, amount, timeout_ms)
+                for part in parts
+            )
+        )
+    finally:
+        # The parts hold the newer records: merged, then removed once saved durably.
+        await asyncio.to_thread(accounts.load)
+        await asyncio.to_thread(accounts.save)
+    if on_progress is not None:
+        for result in results:
+            on_progress(result.transfers + result.failed)
+    return _merged_summary(results)
+
+
+async def _benchmark_worker(
+    committee_path: Path, part: Path, max_in_flight: int, amount: int, timeout_ms: int
+) -> BenchmarkSummary:
+    command = [
+        sys.executable, "-m", "synod.cli.main", "fastpay", "client",
+        "--committee", str(committee_path), "--accounts", str(part),
+        "--timeout-ms", str(timeout_ms), "benchmark", "--processes", "1",
+        "--max-in-flight", str(max_in_flight), "--amount", str(amount), "--raw-json",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await process.communicate()
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        document = json.loads(lines[-1])
+        return BenchmarkSummary(
+            transfers=document["transfers"],
+            failed=document["failed"],
+            seconds=document["seconds"],
+            transfers_per_s=document["transfers_per_s"],
+            latency_p50_ms=document["latency_p50_ms"],
+            latency_p90_ms=document["latency_p90_ms"],
+            latency_p99_ms=document["latency_p99_ms"],
+            first_failure=document["first_failure"],
+            latencies_ms=tuple(document["latencies_ms"]),
+            started_unix_s=document["started_unix_s"],
+        )
+    except (IndexError, KeyError, TypeError, json.JSONDecodeError):
+        reason = stderr.decode("utf-8", "replace").strip().splitlines()
+        raise WalletError(
+            f"{part}: the benchmark process failed (exit {process.returncode}): "
+            f"{reason[-1] if reason else 'no message'}"
+        ) from None
+
+
+def _merged_summary(results: list[BenchmarkSummary]) -> BenchmarkSummary:
+    latencies = [latency for result in results for latency in result.latencies_ms]
+    failures = sum(result.failed for result in results)
+    first = min(result.started_unix_s for result in results)
+    # From the first process's start to the last one's end: the whole run's wall time.
+    seconds = max(result.started_unix_s + result.seconds for result in results) - first
+    summary = _summary(latencies, [], seconds)
+    first_failure = next((r.first_failure for r in results if r.first_failure), None)
+    return dataclasses.replace(
+        summary, failed=failures, first_failure=first_failure, processes=len(results)
+    )
+
+
 def _summary(latencies_ms: list[float], failures: list[str], seconds: float) -> BenchmarkSummary:
     return BenchmarkSummary(
         transfers=len(latencies_ms),
@@ -552,6 +699,7 @@ def _summary(latencies_ms: list[float], failures: list[str], seconds: float) -> 
         latency_p90_ms=round(percentile(latencies_ms, 0.90), 1),
         latency_p99_ms=round(percentile(latencies_ms, 0.99), 1),
         first_failure=failures[0] if failures else None,
+        latencies_ms=tuple(round(latency, 3) for latency in latencies_ms),
     )
 
 
