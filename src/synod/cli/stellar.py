@@ -144,6 +144,91 @@ async def _serve(
     return 0
 
 
+@stellar.command("run")
+@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
+              help="The node's key file (synod keys generate).")
+@click.option("--listen", default="127.0.0.1:11625", show_default=True, help="HOST:PORT.")
+@click.option("--quorum-set", "qset_file", type=click.Path(path_type=Path), required=True,
+              help="JSON {threshold, validators: [G...], innerQuorumSets: [...]}.")
+@click.option("--peer", "peers", multiple=True,
+              help="HOST:PORT of a validator to keep a connection to (and advertise).")
+@click.option("--slots", type=click.IntRange(0, 1_000_000), default=1, show_default=True,
+              help="Propose a StellarValue for slots 1..N, each once the previous is decided.")
+@_network_option
+@_version_options
+@log_level_option()
+def run(**options: Any) -> None:
+    """Run an SCP validator in Stellar mode; prints a JSON line per externalized slot."""
+    from synod.cli.common import run_process
+    from synod.crypto import KeyFileError, read_key_file
+    from synod.runtime.stellar_overlay import parse_address
+
+    settings = _settings_of(options)
+    try:
+        keys = read_key_file(options["key_file"])
+    except KeyFileError as error:
+        raise click.ClickException(str(error)) from None
+    qset = read_quorum_set(options["qset_file"])
+    try:
+        listen = parse_address(options["listen"], any_port=True)
+        peers = [parse_address(peer) for peer in options["peers"]]
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    run_process(
+        _run_validator(keys, settings, qset, listen=listen, peers=peers, slots=options["slots"]),
+        options["log_level"],
+        listen_failure=f"cannot listen on {options['listen']}",
+    )
+
+
+async def _run_validator(
+    keys: Any,
+    settings: OverlaySettings,
+    qset: QuorumSet,
+    *,
+    listen: tuple[str, int],
+    peers: list[tuple[str, int]],
+    slots: int,
+) -> int:
+    import asyncio
+    import time
+
+    from synod.runtime.stellar_scp import StellarScpNode
+    from synod.scp.application import Externalized
+    from synod.scp.stellar import node_id_to_strkey
+    from synod.stellar.state import stellar_value
+
+    node: StellarScpNode
+
+    def decided(event: Externalized) -> None:
+        print_json_line(
+            {"event": "externalized", "slot": event.slot_index, "value": event.value.hex()}
+        )
+        if event.slot_index < slots:
+            node.propose(stellar_value(int(time.time())), event.slot_index + 1)
+
+    try:
+        node = StellarScpNode(keys, qset, settings, peers=peers, on_externalized=decided)
+    except ValueError as error:  # a peer that is not an IPv4 address
+        raise click.BadParameter(str(error)) from None
+    bound_host, bound_port = await node.start(*listen)
+    node.connect_to(peers)
+    print_json_line(
+        {
+            "event": "ready",
+            "id": node_id_to_strkey(keys.node_id),
+            "address": f"{bound_host}:{bound_port}",
+        }
+    )
+    if slots:
+        node.propose(stellar_value(int(time.time())), 1)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await node.close()
+    return 0
+
+
 @stellar.command("crawl")
 @click.argument("addresses", nargs=-1, required=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
