@@ -56,13 +56,13 @@ def test_correct_cores_commit_prefixes_of_one_order_and_progress_after_healing(
     assert seen["Committed"] > 0
 
 
-@pytest.mark.parametrize("seeds", [range(0, 10), range(10, 20)], ids=["a", "b"])
+@pytest.mark.parametrize("seeds", [range(0, 10)], ids=["0-9"])
 def test_a_core_far_from_the_drivers_gets_its_work_committed_when_nobody_waits_for_it(
     seeds: range,
 ) -> None:
     """No Byzantine core: the three others make a quorum without the slow core, so only
     pacing from its own header and drivers carrying late certificates get its headers
-    in.  Before, 3 of these 20 seeds failed liveness (the slow core's transactions
+    in.  Before, 2 of these 10 seeds failed liveness (the slow core's transactions
     given after healing never committed)."""
     slow = 0
     for seed in seeds:
