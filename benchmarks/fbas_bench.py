@@ -14,7 +14,21 @@ The naive encoding runs in a child process with a time limit; when it hits the l
 the line says `bound_timed_out: true` and `ratio` is an upper bound.
 The results of both must agree, or the script exits with status 1.
 
+Whole-process lines (`"bench": "fbas-process"`) time `synod fbas check|splitting|
+blocking|top-tier FILE --json` from start to exit (best of 3, bytecode cached outside
+the tree as an installed package would have it) on each snapshot and on a synthetic
+network shaped like the 2025 public network (637 nodes, `public_like_network`).  The
+reference measured in the same run is the same pipeline without synod's reductions: a
+process that starts Python, imports, reads and loads the file with the same loader and
+runs the naive encoding (`--naive-process`).  python-fbas, the tool the issue compares
+with, is not installable here, so its figures are not reproduced by this script.
+
+Asymmetric lines (`"bench": "fbas-asymmetric"`) run minimum blocking and splitting sets
+(by node) on `asymmetric_network(50, seed)` for seeds 1..N under a 10 s stop, and say
+whether the answer was proven and the bounds reached.
+
 Usage: python benchmarks/fbas_bench.py [--quick] [--max-orgs N] [--bound-timeout S]
+       [--skip-in-process] [--asymmetric-seeds N] [--process-runs N]
 """
 
 from __future__ import annotations
@@ -22,7 +36,10 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +54,7 @@ from synod.fbas.analysis import (
 )
 from synod.fbas.load import load_stellarbeat
 from synod.fbas.network import Fbas, bits_from
-from synod.fbas.synthetic import symmetric_network
+from synod.fbas.synthetic import asymmetric_network, public_like_network, symmetric_network
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fbas"
 SNAPSHOTS = [
@@ -145,12 +162,109 @@ def measure(
     return agreed
 
 
+PROCESS_ANALYSES = {
+    "check": "intersection",
+    "splitting": "splitting_node",
+    "blocking": "blocking_node",
+    "top-tier": "top_tier",
+}
+
+
+def naive_process(analysis: str, path: str) -> int:
+    """Child mode: load `path` and print the naive encoding's answer (the reference)."""
+    nodes = json.loads(Path(path).read_text(encoding="utf-8"))
+    print(json.dumps(ANALYSES[analysis][1](load_stellarbeat(nodes))))
+    return 0
+
+
+def _process_environment(cache: str) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    environment["PYTHONPYCACHEPREFIX"] = cache
+    return environment
+
+
+def _best_process_time(command: list[str], environment: dict[str, str], runs: int) -> float:
+    subprocess.run(command, env=environment, capture_output=True, check=False)  # warm caches
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, env=environment, capture_output=True, check=False)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_processes(label: str, path: Path, runs: int, cache: str) -> None:
+    environment = _process_environment(cache)
+    python = sys.executable
+    for command, analysis in PROCESS_ANALYSES.items():
+        synod = [python, "-m", "synod.cli.main", "fbas", command, str(path), "--json"]
+        naive = [python, __file__, "--naive-process", analysis, str(path)]
+        seconds = _best_process_time(synod, environment, runs)
+        reference = _best_process_time(naive, environment, runs)
+        line = {
+            "bench": "fbas-process",
+            "network": label,
+            "analysis": command,
+            "seconds": round(seconds, 4),
+            "reference": "naive-sat-process",
+            "reference_seconds": round(reference, 4),
+            "ratio": round(seconds / reference, 4),
+        }
+        print(json.dumps(line), flush=True)
+
+
+def measure_asymmetric(seeds: int, organizations: int = 50, limit_s: float = 10.0) -> None:
+    for seed in range(1, seeds + 1):
+        nodes, orgs = asymmetric_network(organizations, seed)
+        fbas = load_stellarbeat(nodes, organizations=orgs)
+        for name, analysis in (
+            ("blocking_node", minimal_blocking_sets),
+            ("splitting_node", minimal_splitting_sets),
+        ):
+            start = time.perf_counter()
+            deadline = start + limit_s
+            result = analysis(fbas, stop=lambda deadline=deadline: time.perf_counter() > deadline)
+            line = {
+                "bench": "fbas-asymmetric",
+                "network": f"asymmetric-{organizations}-orgs",
+                "seed": seed,
+                "nodes": len(fbas),
+                "analysis": name,
+                "seconds": round(time.perf_counter() - start, 3),
+                "limit_seconds": limit_s,
+                "optimal": result.optimal,
+                "lower_bound": result.lower_bound,
+                "upper_bound": result.size,
+            }
+            print(json.dumps(line), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="synthetic sizes 5, 10, 20 only")
     parser.add_argument("--max-orgs", type=int, default=50)
     parser.add_argument("--bound-timeout", type=float, default=10.0, help="seconds per naive run")
+    parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument("--asymmetric-seeds", type=int, default=10)
+    parser.add_argument("--process-runs", type=int, default=3)
+    parser.add_argument("--naive-process", nargs=2, metavar=("ANALYSIS", "FILE"))
     arguments = parser.parse_args()
+    if arguments.naive_process:
+        return naive_process(*arguments.naive_process)
+    with tempfile.TemporaryDirectory() as scratch:
+        public_like = Path(scratch) / "public-like-637.json"
+        public_like.write_text(json.dumps(public_like_network(seed=1)[0]))
+        files = [(name, DATA / name) for name in SNAPSHOTS if (DATA / name).exists()]
+        for label, path in [*files, ("public-like-637", public_like)]:
+            measure_processes(label, path, arguments.process_runs, str(Path(scratch) / "pyc"))
+    measure_asymmetric(arguments.asymmetric_seeds)
+    if arguments.skip_in_process:
+        return 0
+    return measure_in_process(arguments)
+
+
+def measure_in_process(arguments: argparse.Namespace) -> int:
     agreed = True
     if DATA.exists():
         orgs_2019 = json.loads((DATA / ORGS_2019).read_text())

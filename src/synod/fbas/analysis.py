@@ -93,7 +93,11 @@ def _quiet(_: str) -> None:
     """Default progress sink: say nothing."""
 
 
-_FIRST_BUDGET = 500
+class _Stopped(Exception):
+    """The caller's `Stop` ended a search before it decided."""
+
+
+_FIRST_BUDGET = 100
 _MAX_BUDGET = 5_000
 """Conflicts per solver call between two `Stop` checks: the budget doubles while a
 query stays open, up to this cap, so a stop request is seen within one capped call
@@ -236,13 +240,19 @@ def _encode_quorum(cnf: _Cnf, fbas: Fbas, member: dict[int, Lit]) -> None:
             cnf.add([cnf.negate(lit), _encode_satisfied(cnf, qset, child, memo)])
 
 
-def _encode_cascade(cnf: _Cnf, fbas: Fbas, scope: int, start: dict[int, Lit]) -> None:
+def _encode_cascade(
+    cnf: _Cnf, fbas: Fbas, scope: int, start: dict[int, Lit], stop: Stop | None = None
+) -> None:
     """Require that the v-blocking cascade from `start` (a literal per scope node; nodes
-    outside `scope` are blocked from the start) blocks every node of `scope`."""
+    outside `scope` are blocked from the start) blocks every node of `scope`.  `stop`
+    is asked between levels (raising `_Stopped`): without symmetry a network has one
+    level per organisation and the formula takes seconds to build."""
     nodes = list(iter_bits(scope))
     levels = len({fbas.qsets[v] for v in nodes}) + 1
     blocked: dict[int, Lit] = dict(start)
     for _ in range(levels):
+        if stop is not None and stop():
+            raise _Stopped
         memo: dict[Threshold, Lit] = {}
         previous = blocked
 
@@ -307,10 +317,6 @@ def _checked(fbas: Fbas, result: IntersectionResult) -> IntersectionResult:
     first, second = result.witness
     assert is_quorum(fbas, first) and is_quorum(fbas, second) and not first & second
     return result
-
-
-class _Stopped(Exception):
-    """The caller's `Stop` ended a search before it decided."""
 
 
 def find_disjoint_quorums(
@@ -416,12 +422,15 @@ def _minimize(
     *,
     stop: Stop | None = None,
     shrink: Callable[[set[int]], set[int]] | None = None,
+    initial: set[int] | None = None,
 ) -> _Search:
     """Models of minimum cardinality over `variables`: the first from RC2 (or, with
-    `stop`, from the anytime search), further ones (up to `limit`) by SAT with an
-    at-most bound and blocking clauses."""
+    `stop`, from the anytime search, which may start from the `initial` solution),
+    further ones (up to `limit`) by SAT with an at-most bound and blocking clauses."""
     if stop is not None:
-        search = _minimize_anytime(cnf, variables, stop, progress, shrink)
+        search = _minimize_anytime(
+            cnf, variables, stop, progress, shrink=shrink, initial=initial
+        )
         if not search.optimal or not search.models:
             return search
     else:
@@ -464,7 +473,9 @@ def _minimize_anytime(
     variables: list[int],
     stop: Stop,
     progress: Progress,
+    *,
     shrink: Callable[[set[int]], set[int]] | None,
+    initial: set[int] | None = None,
 ) -> _Search:
     """Bounds on the minimum that tighten until they meet or `stop` says so.
 
@@ -485,7 +496,9 @@ def _minimize_anytime(
     def size_of(model: set[int]) -> int:
         return sum(1 for v in variables if v in model)
 
-    lower, upper, best = 0, None, None
+    best = initial
+    upper = None if initial is None else size_of(initial)
+    lower = 0
     budget = _FIRST_BUDGET
     with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
         solver.append_formula(totalizer.cnf.clauses)
@@ -559,15 +572,25 @@ def minimal_blocking_sets(
         )
     cnf = _Cnf()
     groups, variables, faulty = _group_variables(cnf, fbas, grouping, greatest)
-    # No quorum outside B iff no core keeps a quorum outside B (every minimal quorum
-    # lies in one core), so each core gets its own, shorter cascade.
-    for core in quorum_cores(fbas) if reduce else [greatest]:
-        start = {v: faulty.get(v, False) for v in iter_bits(core)}
-        _encode_cascade(cnf, fbas, core, start)
-    if symmetry and limit <= 1:
-        _break_symmetries(cnf, fbas, grouping, lambda v: [faulty.get(v, False)], progress)
     shrink = _blocking_shrinker(fbas, groups, variables)
-    search = _minimize(cnf, variables, limit, progress, stop=stop, shrink=shrink)
+    # Without a stop the exact search needs no start; with one, a greedy blocking set
+    # (all groups, then each dropped while the rest still blocks) is the first answer,
+    # found before the formula is built.
+    greedy = shrink(set(variables)) if stop is not None else None
+    try:
+        # No quorum outside B iff no core keeps a quorum outside B (every minimal
+        # quorum lies in one core), so each core gets its own, shorter cascade.
+        for core in quorum_cores(fbas) if reduce else [greatest]:
+            start = {v: faulty.get(v, False) for v in iter_bits(core)}
+            _encode_cascade(cnf, fbas, core, start, stop)
+        if symmetry and limit <= 1:
+            _break_symmetries(cnf, fbas, grouping, lambda v: [faulty.get(v, False)], progress)
+        search = _minimize(
+            cnf, variables, limit, progress, stop=stop, shrink=shrink, initial=greedy
+        )
+    except _Stopped:
+        assert greedy is not None
+        search = _Search([greedy], 1, len(greedy), len(greedy) <= 1)
     assert search.models or not search.optimal, "failing the greatest quorum always blocks"
     examples = []
     for model in search.models:
