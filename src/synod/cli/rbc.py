@@ -32,6 +32,7 @@ from synod.cli.common import (
     refuse_to_overwrite,
     run_process,
 )
+from synod.cli.supervise import add_supervision_commands
 from synod.rbc.network import (
     CONFIG_NAME,
     DEFAULT_BASE_PORT,
@@ -236,3 +237,12 @@ def _print_delivered(names: dict[Any, str], event: Delivered) -> None:
 
 def _log_rejected(names: dict[Any, str], log: Any, event: Rejected) -> None:
     log.warning("message rejected", extra={"peer": names.get(event.sender), "reason": event.reason})
+
+
+def _plan(directory: Path) -> Any:
+    from synod.runtime.supervisor import plan_rbc
+
+    return plan_rbc(directory)
+
+
+add_supervision_commands(rbc, _plan, "rbc")

@@ -1,0 +1,291 @@
+"""Run a whole local network in the background: start, inspect, follow and stop it.
+
+Theory of operation.  A network directory written by `synod <protocol> init` names every
+process the network needs (nodes, shards, cores and drivers).  `Supervisor.up` starts each
+as ``python -m synod.cli.main ...`` in a session of its own (so it outlives the command
+that started it and no terminal signal reaches it), with standard input closed (nodes
+never wait on a terminal) and its standard output and error appended to
+``DIR/logs/<name>.out`` / ``.err``; it then waits, with a deadline, for each process's
+readiness line (``{"event": "ready", ...}`` on stdout).  What it started is recorded in
+``DIR/processes.json`` (name, pid, command, log files), which `status`, `logs` and `down`
+read: a process counts as running while its pid is alive *and* still runs that command
+(a pid reused by another program is not mistaken for a node).  `down` sends SIGTERM
+(clean shutdown: every synod node flushes and closes its store on it), waits, and
+SIGKILLs what is still running after the deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_NAME = "processes.json"
+LOG_DIRECTORY = "logs"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One process of a network: its name and its `synod` arguments (run in `cwd`)."""
+
+    name: str
+    arguments: tuple[str, ...]
+    waits_for_ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A process `up` started (as recorded in ``processes.json``)."""
+
+    name: str
+    pid: int
+    command: list[str]
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """What `status` knows of one process: running or not, and its last stdout line."""
+
+    name: str
+    pid: int
+    running: bool
+    last_line: str
+
+
+class SupervisorError(Exception):
+    """A network could not be started or stopped as asked (the message says why)."""
+
+
+class Supervisor:
+    """The background processes of one network directory (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.state_path = directory / STATE_NAME
+        self.log_directory = directory / LOG_DIRECTORY
+
+    # ------------------------------------------------------------ up
+
+    def up(self, services: Sequence[Service], *, ready_timeout_s: float = 30.0) -> list[Started]:
+        """Start every service and wait for each to announce readiness.
+
+        Raises `SupervisorError` when the network is already up or a process exits or
+        stays silent past the deadline (what was started is stopped again).
+        """
+        if any(status.running for status in self.status()):
+            raise SupervisorError(f"{self.directory}: the network is already up (see `status`)")
+        self.log_directory.mkdir(parents=True, exist_ok=True)
+        started: list[Started] = []
+        try:
+            for service in services:
+                started.append(self._start(service))
+                self._save(started)
+            deadline = time.monotonic() + ready_timeout_s
+            for service, process in zip(services, started, strict=True):
+                if service.waits_for_ready:
+                    self._wait_ready(process, deadline)
+        except BaseException:
+            self._stop(started, timeout_s=5.0)
+            self.state_path.unlink(missing_ok=True)
+            raise
+        return started
+
+    def _start(self, service: Service) -> Started:
+        stdout_path = self.log_directory / f"{service.name}.out"
+        stderr_path = self.log_directory / f"{service.name}.err"
+        command = [sys.executable, "-m", "synod.cli.main", *service.arguments]
+        with stdout_path.open("ab") as stdout, stderr_path.open("ab") as stderr:
+            stdout.write(b"")  # the file exists even before the process writes
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return Started(service.name, process.pid, command, str(stdout_path), str(stderr_path))
+
+    def _wait_ready(self, process: Started, deadline: float) -> None:
+        while True:
+            if _ready_in(Path(process.stdout)):
+                return
+            if not _alive(process):
+                raise SupervisorError(
+                    f"{process.name} exited before it was ready; see {process.stderr}"
+                )
+            if time.monotonic() > deadline:
+                raise SupervisorError(
+                    f"{process.name} did not announce readiness in time; see {process.stderr}"
+                )
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------ status, logs
+
+    def recorded(self) -> list[Started]:
+        """The processes `up` recorded (empty when the network was never up)."""
+        try:
+            document = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as error:
+            raise SupervisorError(f"{self.state_path}: unreadable ({error})") from None
+        return [Started(**entry) for entry in document["processes"]]
+
+    def status(self) -> list[ServiceStatus]:
+        """Each recorded process: running or not, and the last line it printed."""
+        return [
+            ServiceStatus(process.name, process.pid, _alive(process), _last_line(process))
+            for process in self.recorded()
+        ]
+
+    def log_files(self) -> list[Path]:
+        """Every log file of the network, stdout and stderr of each process."""
+        files: list[Path] = []
+        for process in self.recorded():
+            files += [Path(process.stdout), Path(process.stderr)]
+        return files
+
+    # ------------------------------------------------------------ down
+
+    def down(self, *, timeout_s: float = 10.0) -> dict[str, str]:
+        """Stop every recorded process: SIGTERM, then SIGKILL after `timeout_s`.
+
+        Returns name -> "stopped" (ended on SIGTERM), "killed" or "not running".
+        """
+        outcome = self._stop(self.recorded(), timeout_s=timeout_s)
+        self.state_path.unlink(missing_ok=True)
+        return outcome
+
+    def _stop(self, processes: Sequence[Started], *, timeout_s: float) -> dict[str, str]:
+        outcome = {process.name: "not running" for process in processes}
+        running = [process for process in processes if _alive(process)]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            outcome[process.name] = "stopped"
+        deadline = time.monotonic() + timeout_s
+        while any(_alive(process) for process in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for process in running:
+            if _alive(process):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                outcome[process.name] = "killed"
+        for process in running:
+            _reap(process.pid)
+        return outcome
+
+    def _save(self, started: Sequence[Started]) -> None:
+        document = {"processes": [asdict(process) for process in started]}
+        temporary = self.state_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        temporary.replace(self.state_path)
+
+
+def _alive(process: Started) -> bool:
+    """The pid runs, and runs this command (not a reused pid)."""
+    _reap(process.pid)
+    try:
+        raw = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    except OSError:
+        return _signal_zero(process.pid)
+    if not raw:
+        return False  # a zombie: exited, not yet reaped by its parent
+    return raw.rstrip(b"\0").split(b"\0") == [word.encode() for word in process.command]
+
+
+def _signal_zero(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of `pid` if it is an exited child of this process (started
+    by `up` here), so it does not linger as a zombie; no other child is touched."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _ready_in(path: Path) -> bool:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return False
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            document = json.loads(line)
+            if isinstance(document, dict) and document.get("event") == "ready":
+                return True
+    return False
+
+
+def _last_line(process: Started) -> str:
+    try:
+        lines = Path(process.stdout).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------- the networks of each protocol
+
+
+def plan_rbc(directory: Path) -> list[Service]:
+    """Every member of a reliable-broadcast network (`synod rbc init`)."""
+    from synod.rbc.network import load_network
+
+    config = load_network(directory)
+    return [Service(node.name, ("rbc", "run", ".", node.name)) for node in config.nodes]
+
+
+def plan_scp(directory: Path) -> list[Service]:
+    """Every node of an SCP log network (`synod scp init`)."""
+    from synod.scp.network import load_network
+
+    config = load_network(directory)
+    return [Service(node.name, ("scp", "run", ".", node.name)) for node in config.nodes]
+
+
+def plan_tusk(directory: Path) -> list[Service]:
+    """Every core of a Tusk committee (`synod tusk init`) and one driver."""
+    from synod.tusk.config import load_network
+
+    network = load_network(directory)
+    cores = [Service(core.name, ("tusk", "core", ".", core.name)) for core in network.cores]
+    return [*cores, Service("driver", ("tusk", "driver", "."))]
+
+
+def plan_fastpay(directory: Path) -> list[Service]:
+    """Every shard of every authority whose server file is in the directory, laid out as
+    the quickstart does (``server<I>.json``, ``committee.json``, ``initial_accounts.txt``)."""
+    from synod.fastpay.config import ServerFile
+
+    servers = sorted(directory.glob("server*.json"))
+    if not servers:
+        raise SupervisorError(f"{directory}: no server*.json (see `synod fastpay server generate`)")
+    services = []
+    for path in servers:
+        server = ServerFile.load(path)
+        for shard in range(server.authority.shards):
+            arguments = (
+                "fastpay", "server", "--server", path.name, "run", "--shard", str(shard),
+                "--initial-accounts", "initial_accounts.txt", "--committee", "committee.json",
+            )  # fmt: skip
+            services.append(Service(f"{path.stem}.shard-{shard}", arguments))
+    return services
