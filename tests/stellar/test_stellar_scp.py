@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import pytest
 from raw_overlay import TESTNET
 from stellar_sdk import xdr
 
@@ -25,9 +26,22 @@ KEYS = [KeyPair.from_seed(hashlib.sha256(b"scp %d" % index).digest()) for index 
 QSET = QuorumSet(threshold=3, validators=tuple(keys.node_id for keys in KEYS))
 
 
-def test_four_validators_agree_over_the_overlay_and_a_crawl_sees_them() -> None:
+# Each validator lists the same members in its own order: four Stellar hashes, so no node
+# can count another before fetching its quorum set over the overlay (GET_SCP_QUORUMSET).
+ROTATED = [
+    QuorumSet(threshold=3, validators=QSET.validators[index:] + QSET.validators[:index])
+    for index in range(4)
+]
+
+
+@pytest.mark.parametrize("qsets", [[QSET] * 4, ROTATED], ids=["shared", "fetched"])
+def test_four_validators_agree_over_the_overlay_and_a_crawl_sees_them(
+    qsets: list[QuorumSet],
+) -> None:
     async def scenario() -> tuple[list[list[Externalized]], list[dict[str, object]]]:
-        nodes = [StellarScpNode(keys, QSET, SETTINGS) for keys in KEYS]
+        nodes = [
+            StellarScpNode(keys, qset, SETTINGS) for keys, qset in zip(KEYS, qsets, strict=True)
+        ]
         addresses = [await node.start("127.0.0.1", 0) for node in nodes]
         for index, node in enumerate(nodes):
             node.overlay.set_peers([a for a in addresses if a != addresses[index]])

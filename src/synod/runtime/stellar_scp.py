@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from stellar_sdk import xdr
@@ -37,7 +38,7 @@ from synod.core import (
     Step,
     TimerFired,
 )
-from synod.crypto import KeyPair, NodeId
+from synod.crypto import KeyPair, NodeId, sha256
 from synod.quorum.qset import QuorumSet
 from synod.runtime.host import monotonic_ms
 from synod.runtime.stellar_overlay import (
@@ -48,6 +49,7 @@ from synod.runtime.stellar_overlay import (
 )
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
+from synod.scp.messages import QuorumSetRequest
 from synod.scp.stellar import (
     OverlayMessage,
     StellarFormatError,
@@ -59,6 +61,8 @@ from synod.scp.stellar import (
 from synod.stellar.peer import OverlaySettings
 
 log = logging.getLogger("synod.stellar.scp")
+_MAX_ASKED = 1024
+"""Quorum-set hashes remembered as asked for: four times the core's parked envelopes."""
 
 MessageType = xdr.MessageType
 _SCP_TYPES = frozenset(
@@ -104,13 +108,15 @@ class StellarScpNode:
             limits=limits,
             peers=peers,
             handler=self._on_overlay_message,
-            accept=speaks_scp,
+            accept=self._wanted,
         )
         self.on_externalized = on_externalized
         self.externalized: list[Externalized] = []
         self.unsent = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._started = False
+        # Quorum-set hashes the core asked peers for: only those answers are decoded.
+        self._asked: OrderedDict[bytes, None] = OrderedDict()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen, then feed the core `Started`; returns the bound address."""
@@ -153,6 +159,11 @@ class StellarScpNode:
             return  # beyond synod's bounds: dropped, like any malformed statement
         self._input(Received(sender, converted))
 
+    def _wanted(self, kind: int, message_xdr: bytes) -> bool:
+        if kind == int(MessageType.SCP_QUORUMSET.value):
+            return sha256(message_xdr[4:]) in self._asked
+        return speaks_scp(kind, message_xdr)
+
     def _input(self, event: Input) -> None:
         self._apply(self.core.handle(event, monotonic_ms()))
 
@@ -188,6 +199,10 @@ class StellarScpNode:
         if not isinstance(message, OverlayMessage):
             self.unsent += 1  # no Stellar counterpart (decision proofs)
             return
+        if isinstance(message, QuorumSetRequest):
+            self._asked[bytes(message.quorum_set_hash)] = None
+            while len(self._asked) > _MAX_ASKED:
+                self._asked.popitem(last=False)
         try:
             encoded = xdr.StellarMessage.from_xdr_bytes(overlay_message_to_xdr(message))
         except ValueError:
