@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 from runtime_helpers import asynchronous
 
+from synod.core import Call, Response, Step
 from synod.crypto import KeyPair
+from synod.fastpay.client import Client
 from synod.fastpay.config import AuthorityEntry, CommitteeFile
+from synod.fastpay.messages import make_vote
 from synod.fastpay.wallet import Accounts, TransferError, UnknownAccount
 from synod.runtime.fastpay_node import FastPayShard, ShardAlreadyRunning, ShardStoreMismatch
 from synod.runtime.fastpay_wallet import AccountsFile, WalletClient
@@ -293,3 +296,48 @@ def test_a_part_left_by_a_killed_benchmark_is_merged_then_removed(tmp_path: Path
         assert again.wallet(ALICE.node_id).records == {b"fastpay-client/state": b"newer"}
     finally:
         again.unlock()
+
+
+def certified_but_unconfirmed(amount: int) -> dict[bytes, bytes]:
+    """Alice's wallet records when her client stopped right after its order was
+    certified, before any authority applied the certificate."""
+    committee = ANY_PORT.committee()
+    core = Client(ALICE, committee, balance=100)
+    records: dict[bytes, bytes] = {}
+
+    def keep(step: Step) -> Step:
+        for record in step.persist:
+            assert record.value is not None
+            records[record.key] = record.value
+        return step
+
+    step = keep(core.transfer(BOB.node_id, amount))
+    order = core.pending
+    assert order is not None
+    for call in [output for output in step.outgoing if isinstance(output, Call)][:3]:
+        keys = next(keys for keys in AUTHORITIES if keys.node_id == call.to)
+        keep(core.handle(Response(call.to, call.request_id, make_vote(keys, order)), 0))
+    assert core.unconfirmed is not None and core.pending is None
+    return records
+
+
+@asynchronous
+async def test_a_transfer_certified_but_not_confirmed_is_finished_not_paid_again(
+    tmp_path: Path,
+) -> None:
+    accounts = funded()
+    accounts.wallet(ALICE.node_id).records = certified_but_unconfirmed(10)
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        async with WalletClient(listening(shards), accounts, timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 10)
+            assert done.retried and done.certificate.transfer.sequence_number == 0
+            assert await wallet.query_balance(BOB.node_id) == 10  # not 20
+            assert wallet.core(ALICE.node_id).unconfirmed is None
+            # A new payment of the same amount now is a new payment.
+            again = await wallet.transfer(ALICE.node_id, BOB.node_id, 10)
+            assert not again.retried and again.certificate.transfer.sequence_number == 1
+            assert await wallet.query_balance(BOB.node_id) == 20
+    finally:
+        for shard in shards:
+            await shard.stop()

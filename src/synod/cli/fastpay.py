@@ -322,9 +322,13 @@ def transfer(context: _ClientContext, amount: int, sender: str, recipient: str) 
 
     async def body(wallet: WalletClient) -> None:
         pending = wallet.pending_order(source)
-        if pending is not None:
-            number = pending.transfer.sequence_number
-            if (pending.transfer.recipient, pending.transfer.amount) == (target, amount):
+        unconfirmed = wallet.core(source).unconfirmed
+        interrupted = pending.transfer if pending is not None else None
+        if interrupted is None and unconfirmed is not None:
+            interrupted = unconfirmed.transfer
+        if interrupted is not None:
+            number = interrupted.sequence_number
+            if (interrupted.recipient, interrupted.amount) == (target, amount):
                 note = f"finishing the interrupted transfer #{number}: this same payment, paid once"
             else:
                 note = f"resuming the interrupted transfer #{number} first"

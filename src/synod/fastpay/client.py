@@ -252,11 +252,16 @@ class AccountQueried:
 
 
 class ClientRecord(Message, frozen=True):
-    """The client's persisted summary; certificates are separate records."""
+    """The client's persisted summary; certificates are separate records.
+
+    `confirmed`: how many of our certificates a quorum is known to have applied (None in
+    records written before it was kept: all of them).
+    """
 
     next_sequence_number: int
     balance: int
     pending: TransferOrder | None = None
+    confirmed: int | None = None
 
 
 _RECORD_CODEC: Codec[ClientRecord] = Codec(ClientRecord)
@@ -327,6 +332,7 @@ class Client:
         self.next_sequence_number = 0
         self.balance = balance
         self.pending: TransferOrder | None = None
+        self.confirmed: int | None = None
         self.sent: list[CertifiedTransferOrder] = []
         self.received: dict[tuple[NodeId, int], CertifiedTransferOrder] = {}
         self._known: dict[tuple[NodeId, int], CertifiedTransferOrder] = {}
@@ -350,11 +356,14 @@ class Client:
 
     def _restore(self, storage: Storage) -> None:
         raw = storage.get(_STATE_KEY)
-        if raw is not None:
+        if raw is None:
+            self.confirmed = 0  # a new wallet: confirmations are counted from the start
+        else:
             record = _RECORD_CODEC.decode(raw)
             self.next_sequence_number = record.next_sequence_number
             self.balance = record.balance
             self.pending = record.pending
+            self.confirmed = record.confirmed
         sent: list[tuple[int, CertifiedTransferOrder]] = []
         for key, value in storage.items():
             if key.startswith(_SENT_PREFIX):
@@ -371,7 +380,9 @@ class Client:
             self._known[certificate_key(certificate)] = certificate
 
     def _record(self) -> Persist:
-        record = ClientRecord(self.next_sequence_number, self.balance, self.pending)
+        record = ClientRecord(
+            self.next_sequence_number, self.balance, self.pending, self.confirmed
+        )
         return Persist(_STATE_KEY, _RECORD_CODEC.encode(record))
 
     # -- commands
@@ -671,6 +682,10 @@ class Client:
         self._end()
         for certificate in operation.fetched:
             self._record_certificate(step, certificate)
+        if operation.fetched:
+            # Applied by an authority, made by a wallet we no longer have: not ours to
+            # mistake for a payment retried (`unconfirmed`).
+            self.confirmed = len(self.sent)
         for key, certificate in sorted(operation.received.items()):
             if key not in self.received:
                 self.received[key] = certificate
@@ -845,6 +860,7 @@ class Client:
                 self._start_confirmation(step, "confirm", certificate)
         elif operation.kind == "confirm":
             assert isinstance(operation.main, ConfirmationOrder)
+            self._mark_confirmed(step, operation.target)
             step.events.append(TransferConfirmed(operation.main.certificate))
         elif operation.kind == "receive":
             assert isinstance(operation.main, ConfirmationOrder)
@@ -951,7 +967,23 @@ class Client:
             step.persist.append(self._record())
         step.events.append(TransferReceived(certificate))
 
+    def _mark_confirmed(self, step: Step, sequence_number: int) -> None:
+        # Sequence numbers are confirmed in order: a quorum applied this one, so also
+        # every one before it.
+        if self.confirmed is not None and self.confirmed > sequence_number:
+            return
+        self.confirmed = sequence_number + 1
+        step.persist.append(self._record())
+
     # -- inspection
+
+    @property
+    def unconfirmed(self) -> CertifiedTransferOrder | None:
+        """Our last certificate when no quorum is known to have applied it (the client
+        stopped between certifying and confirming); `resume` confirms it."""
+        if self.confirmed is None or self.confirmed >= len(self.sent) or not self.sent:
+            return None
+        return self.sent[-1]
 
     def sent_certificates(self) -> list[CertifiedTransferOrder]:
         """Our certificates, one per sequence number from 0."""

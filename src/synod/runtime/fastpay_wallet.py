@@ -59,6 +59,7 @@ from synod.fastpay.messages import (
     REQUEST_CODEC,
     CertifiedTransferOrder,
     ErrorKind,
+    Transfer,
     TransferOrder,
 )
 from synod.fastpay.wallet import (
@@ -347,13 +348,24 @@ class WalletClient:
         Wallets of these accounts that are paid count the payment.  `TransferError`
         when a transfer does not complete."""
         pending = self.pending_order(sender)
-        if pending is not None and _same_payment(pending, recipient, amount):
+        unconfirmed = self.core(sender).unconfirmed
+        if pending is not None and _same_payment(pending.transfer, recipient, amount):
+            started = time.perf_counter()
+            certificate = await self.resume(sender)
+            return await self._done(sender, certificate, started, retried=True)
+        if (
+            pending is None
+            and unconfirmed is not None
+            and _same_payment(unconfirmed.transfer, recipient, amount)
+        ):
+            # Certified, but the command stopped before a quorum applied it: this is
+            # that payment retried; confirming it is all that is left.
             started = time.perf_counter()
             certificate = await self.resume(sender)
             return await self._done(sender, certificate, started, retried=True)
         resumed = None
         uncounted: list[CertifiedTransferOrder] = []
-        if pending is not None:
+        if pending is not None or unconfirmed is not None:
             resumed = await self.resume(sender)
             if not await self._count_if_ours(sender, resumed):
                 uncounted.append(resumed)
@@ -577,8 +589,7 @@ class WalletClient:
         self._inputs.put_nowait((account, event))
 
 
-def _same_payment(pending: TransferOrder, recipient: bytes, amount: int) -> bool:
-    transfer = pending.transfer
+def _same_payment(transfer: Transfer, recipient: bytes, amount: int) -> bool:
     return transfer.recipient == bytes(recipient) and transfer.amount == amount
 
 
