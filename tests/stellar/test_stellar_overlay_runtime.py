@@ -334,3 +334,34 @@ def test_broadcast_envelopes_reach_peers_once_and_forgeries_not_at_all() -> None
             await sender.close()
 
     asyncio.run(scenario())
+
+
+def test_a_peer_that_never_reads_its_answers_is_dropped() -> None:
+    import os
+
+    async def scenario() -> None:
+        big = QuorumSet(threshold=1, validators=tuple(os.urandom(32) for _ in range(1000)))
+        store = ScpStateStore()
+        digest = store.add_quorum_set(big)
+        limits = OverlayLimits(max_write_buffer_bytes=256 * 1024)
+        node = OverlayNode(KEYS[0], SETTINGS, store=store, limits=limits)
+        _host, port = await node.start("127.0.0.1", 0)
+        try:
+            raw = RawNode()
+            _reader, writer = await _raw_handshake(port, raw)
+            request = xdr.StellarMessage(
+                xdr.MessageType.GET_SCP_QUORUMSET, q_set_hash=xdr.Uint256(digest)
+            )
+            # ~36 KiB answered per 100-byte request: 2,000 requests ask for ~70 MiB,
+            # far more than the kernel's buffers hold for a reader that never reads.
+            writer.write(b"".join(raw.seal(request) for _ in range(2000)))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while node.slow_readers_dropped == 0 or node.connections:
+                assert loop.time() < deadline, "the silent reader was never dropped"
+                await asyncio.sleep(0.05)
+            writer.transport.abort()
+        finally:
+            await node.close()
+
+    asyncio.run(scenario())

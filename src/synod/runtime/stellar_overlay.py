@@ -223,6 +223,7 @@ class OverlayConnection:
         self._writer.write(data)
         if transport.get_write_buffer_size() > self.node.limits.max_write_buffer_bytes:
             # A remote that does not read what it asked for is dropped, not buffered for.
+            self.node.slow_readers_dropped += 1
             transport.abort()
             self._finish("remote does not read")
 
@@ -277,6 +278,7 @@ class OverlayNode:
         self.connections: set[OverlayConnection] = set()
         self.refused_connections = 0
         self.ignored_state_requests = 0
+        self.slow_readers_dropped = 0
         self._peers = [peer_address_xdr(host, port) for host, port in peers[:_MAX_PEERS_SENT]]
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
