@@ -49,6 +49,7 @@ from synod.scp.network import (
     CONFIG_NAME,
     DEFAULT_BASE_PORT,
     NetworkConfig,
+    NetworkSettings,
     NodeEntry,
     load_network,
     plan_nodes,
@@ -121,6 +122,11 @@ def scp() -> None:
 @click.option(
     "--submit-ports", default=None, help="Explicit comma-separated submit ports, one per node."
 )
+@click.option(
+    "--network-id",
+    default="",
+    help="The network's id, in every signature and handshake (at most 64 bytes, no '@').",
+)
 def init(  # noqa: PLR0917 - one parameter per click option
     directory: Path,
     count: int,
@@ -131,6 +137,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
     base_port: int,
     ports: str | None,
     submit_ports: str | None,
+    network_id: str,
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local SCP network."""
     from synod.crypto import KeyFileError
@@ -147,6 +154,8 @@ def init(  # noqa: PLR0917 - one parameter per click option
         raise click.BadParameter(f"at most {count} (the nodes)", param_hint="--threshold")
     if organisations is not None and threshold is not None:
         raise click.BadParameter("only for a symmetric network", param_hint="--threshold")
+    if len(network_id.encode()) > 64 or "@" in network_id:
+        raise click.BadParameter("at most 64 bytes without '@'", param_hint="--network-id")
     refuse_to_overwrite(directory / CONFIG_NAME)
     try:
         with config_errors():
@@ -159,6 +168,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
                 host=host,
                 ports=peer_ports,
                 submit_ports=rpc_ports,
+                settings=NetworkSettings(network_id=network_id.encode()),
             )
     except (KeyFileError, NetworkExists) as error:
         raise click.ClickException(str(error)) from None

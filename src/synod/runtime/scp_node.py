@@ -258,6 +258,7 @@ class LogNode:
             peers={node.node_id: (node.host, node.port) for node in others},
             on_event=self._on_event,
             config=self.host_config,
+            network=self.config.settings.network_id,
         )
 
     async def stop(self) -> None:

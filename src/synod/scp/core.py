@@ -73,6 +73,7 @@ import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 from synod.core import (
@@ -208,6 +209,10 @@ class ScpConfig:
     messages do not stall the slot once the network heals (None: never)."""
     known_quorum_sets: Iterable[QuorumSet] = ()
     qset_hasher: Callable[[QuorumSet], bytes] = qset_hash
+    network: bytes = b""
+    """The network id in every envelope signature (`synod.crypto.in_network`): a
+    statement signed for one network is refused by the nodes of another.  It applies to
+    synod's own signer and verifier; a replacement pair (Stellar's) binds its own."""
     signer: EnvelopeSigner = sign_statement
     verifier: EnvelopeVerifier = verify_envelope
 
@@ -316,6 +321,12 @@ class ScpCore:
             raise LocalError("the local quorum set breaks the sanity rules")
         self.config = config
         self.keys = config.keys
+        self._signer = config.signer
+        self._verify = config.verifier
+        if config.signer is sign_statement:
+            self._signer = partial(sign_statement, network=config.network)
+        if config.verifier is verify_envelope:
+            self._verify = partial(verify_envelope, network=config.network)
         self.application = config.application
         self.quorum_sets = QuorumSetStore(
             config.qset_hasher, config.max_learned_quorum_sets, self._quorum_sets_in_use
@@ -526,7 +537,7 @@ class ScpCore:
             self._refused_before_signature(sender, envelope, reason, step)
             return
         # verified before parking, so a forger cannot displace a parked envelope
-        if not self.config.verifier(envelope):
+        if not self._verify(envelope):
             self._reject(RejectReason.BAD_SIGNATURE)
             return
         self._admit_envelope(sender, envelope, now_ms, step)
@@ -549,7 +560,7 @@ class ScpCore:
             slot = self.slots[statement.slot_index]
             if self._straggler_answer(slot, statement) is None:
                 return
-            if self.config.verifier(envelope):
+            if self._verify(envelope):
                 self._help_straggler(slot, sender, statement, step)
             else:
                 self._reject(RejectReason.BAD_SIGNATURE)
@@ -930,7 +941,7 @@ class ScpCore:
             local_qset=self.config.quorum_set,
             qset_by_hash=self.quorum_sets.get,
             admits=self.transitive_quorum.__contains__,
-            verifier=self.config.verifier,
+            verifier=self._verify,
         ):
             self._reject(RejectReason.BAD_DECISION)
             return
@@ -954,7 +965,7 @@ class ScpCore:
             step.events.append(SlotsUnavailable(*report))
 
     def _sign(self, statement: Statement) -> Envelope:
-        return self.config.signer(self.keys, statement)
+        return self._signer(self.keys, statement)
 
     def _reject(self, reason: RejectReason) -> None:
         self.rejected[reason] += 1

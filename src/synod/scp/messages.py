@@ -48,7 +48,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-from synod.crypto import KeyPair, verify
+from synod.crypto import KeyPair, in_network, verify
 from synod.quorum.qset import QuorumSet
 from synod.wire import U32, U64, Bytes32, Codec, Message, Signature, canonical_bytes
 
@@ -214,19 +214,21 @@ def statement_bytes(statement: Statement) -> bytes:
     return canonical_bytes(statement)
 
 
-def sign_statement(keys: KeyPair, statement: Statement) -> Envelope:
-    """Sign `statement` with `keys` (which must belong to `statement.node_id`)."""
+def sign_statement(keys: KeyPair, statement: Statement, network: bytes = b"") -> Envelope:
+    """Sign `statement` with `keys` (which must belong to `statement.node_id`) for the
+    network `network` (`synod.crypto.in_network`; empty: networks without an id)."""
     if keys.node_id != statement.node_id:
         raise ValueError("a statement can only be signed by the node it names")
-    return Envelope(statement, keys.sign(ENVELOPE_DOMAIN, statement_bytes(statement)))
+    domain = in_network(ENVELOPE_DOMAIN, network)
+    return Envelope(statement, keys.sign(domain, statement_bytes(statement)))
 
 
-def verify_envelope(envelope: Envelope) -> bool:
-    """True when the envelope's signature is its statement's node's, under synod's domain."""
+def verify_envelope(envelope: Envelope, network: bytes = b"") -> bool:
+    """True when the envelope's signature is its statement's node's, under synod's domain
+    for `network`: an envelope signed for another network never verifies."""
     statement = envelope.statement
-    return verify(
-        statement.node_id, ENVELOPE_DOMAIN, statement_bytes(statement), envelope.signature
-    )
+    domain = in_network(ENVELOPE_DOMAIN, network)
+    return verify(statement.node_id, domain, statement_bytes(statement), envelope.signature)
 
 
 def companion_quorum_set_hash(pledges: Pledges) -> bytes:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from synod.config import ConfigError, ConfigFileError, find_named, relative_file
+from synod.config import ConfigError, ConfigFileError, find_named, network_id, relative_file
 from synod.scp.core import ScpConfig
 from synod.scp.log import LogCore, LogRules, LogTimeouts
 
@@ -61,6 +61,9 @@ class NetworkSettings:
     max_slots_ahead: int = 8
     retained_slots: int = 64
     max_pending_entries: int = 10_000
+    network_id: bytes = b""
+    """``network_id`` (a string, UTF-8): the network in every envelope signature and at
+    every peer handshake; empty for networks made before network ids existed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +129,15 @@ def load_network(directory: Path) -> NetworkConfig:
 def _settings(path: Path, table: object) -> NetworkSettings:
     if not isinstance(table, dict):
         raise ConfigError(path, "network", "a table")
-    unknown = sorted(set(table) - set(SETTING_BOUNDS))
+    known = [*SETTING_BOUNDS, "network_id"]
+    unknown = sorted(set(table) - set(known))
     if unknown:
-        raise ConfigError(path, f"network.{unknown[0]}", f"one of {', '.join(SETTING_BOUNDS)}")
+        raise ConfigError(path, f"network.{unknown[0]}", f"one of {', '.join(known)}")
     values: dict[str, int] = {}
     for key, (low, high) in SETTING_BOUNDS.items():
         if key in table:
             values[key] = _integer(path, f"network.{key}", table[key], low, high)
-    return NetworkSettings(**values)
+    return NetworkSettings(**values, network_id=network_id(path, table, "network"))
 
 
 def _integer(path: Path, key: str, value: object, low: int, high: int) -> int:
@@ -334,6 +338,8 @@ def render_config(
         "# ballot counter c waits (1 + c) * ballot_timeout_ms",
     ]
     lines += [f"{key} = {getattr(settings, key)}" for key in SETTING_BOUNDS]
+    if settings.network_id:
+        lines.append(f"network_id = {json.dumps(settings.network_id.decode())}")
     for node in nodes:
         lines += [
             "",
@@ -386,5 +392,6 @@ def build_log_core(
         retained_slots=settings.retained_slots,
         rebroadcast_interval_ms=settings.rebroadcast_ms,
         known_quorum_sets=[node.quorum_set for node in config.nodes],
+        network=settings.network_id,
     )
     return LogCore(scp_config, records, max_pending=settings.max_pending_entries)
