@@ -27,3 +27,19 @@ def test_the_python_example_broadcasts_to_every_member(
     assert {(event.sequence, event.payload) for _, event in delivered} == {(0, b"hello")}
     assert len({event.origin for _, event in delivered}) == 1
     assert capsys.readouterr().out.splitlines()[0] == "node-0 0 b'hello'"
+
+
+@pytest.mark.timeout(60)
+def test_the_host_example_runs_twice_in_one_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once raised KeyError on its second run: a new random key met the old store."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("\n## The host and the ordering contract\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        exec(compile(block, str(DOC), "exec"), {"__name__": "runtime_docs_host_example"})
+    delivered = [line for line in capsys.readouterr().out.splitlines() if "Delivered" in line]
+    assert len(delivered) == 2
+    assert "sequence=0" in delivered[0] and "sequence=1" in delivered[1]
