@@ -614,3 +614,79 @@ def _draw_png(network: Fbas, drawing: Any, output: Path) -> None:
     axes.set_title("trust graph: top tier in orange")
     figure.savefig(output, dpi=150, bbox_inches="tight")
     plt.close(figure)
+
+
+@fbas.command("report")
+@_common
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write (self-contained: it loads nothing from elsewhere).",
+)
+def report(output: Path, **options: Any) -> None:
+    """One self-contained HTML page: every analysis, the trust graph, the what-if of
+    losing each top-tier organisation, and the witnesses."""
+    from synod.fbas.report import render_report, summarize, what_ifs
+
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise InputProblem(f"{output}: the report is HTML; name it .html")
+    settings = _settings(**options)
+    network = _load(settings)
+    stop = _stop(settings)
+    _progress(settings, "analysing the network")
+    summary = summarize(network, stop)
+    _progress(settings, "what-if: each top-tier organisation removed")
+    scenarios = what_ifs(network, summary, stop)
+    page = render_report(network, summary, scenarios, f"FBAS report: {settings.path.name}")
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise InputProblem(f"{output}: cannot write ({error.strerror or error})") from None
+    click.echo(f"wrote {output}")
+
+
+@fbas.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds for all analyses of both files; unproven sizes show as LOW..HIGH.",
+)
+def diff(old: Path, new: Path, as_json: bool, progress: bool | None, timeout: float | None) -> None:
+    """What changed between two snapshots: top tier, smallest sets, intersection."""
+    from synod.fbas.report import compare, summarize
+
+    networks = []
+    for path in (old, new):
+        settings = _settings(
+            path=path,
+            orgs=None,
+            input_format="auto",
+            missing_qset="exclude",
+            unknown_validators="missing",
+            inactive="keep",
+            insane="error",
+            check_keys=True,
+            as_json=as_json,
+            progress=progress,
+            timeout=timeout,
+        )
+        network = _load(settings)
+        networks.append((network, summarize(network, _stop(settings))))
+    (old_network, old_summary), (new_network, new_summary) = networks
+    changes = compare(old_network, old_summary, new_network, new_summary)
+    if as_json:
+        document = [
+            {"what": c.what, "old": c.before, "new": c.after, "changed": c.before != c.after}
+            for c in changes
+        ]
+        click.echo(json.dumps(document, indent=2))
+        return
+    rows = [[c.what, c.before, c.after, "" if c.before == c.after else "changed"] for c in changes]
+    _print_table(f"{old.name} -> {new.name}", ["", "old", "new", ""], rows)
