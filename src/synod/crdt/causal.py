@@ -54,6 +54,9 @@ class UpdateGraph:
         self._chain_tip: list[int] = []
         self._by_author_sequence: dict[tuple[bytes, int], int] = {}
         self._author_names: dict[bytes, bytes] = {}
+        # Every update's predecessors, flat (8 bytes each), for snapshots.
+        self._predecessor_flat = array("q")
+        self._predecessor_ends = array("q", [0])
 
     def __len__(self) -> int:
         """Number of applied updates (the root does not count)."""
@@ -77,6 +80,8 @@ class UpdateGraph:
         self.sequences.append(sequence)
         self.authors.append(author)
         self.ordinal_of[update_id] = ordinal
+        self._predecessor_flat.extend(predecessors)
+        self._predecessor_ends.append(len(self._predecessor_flat))
         self._index_chain(ordinal, predecessors)
         self.heads.difference_update(predecessors)
         self.heads.add(ordinal)
@@ -134,6 +139,11 @@ class UpdateGraph:
             for ordinal in range(1, len(self.ids))
             if position_of[ordinal] > covered.get(chains[ordinal], 0)
         ]
+
+    def predecessors_of(self, ordinal: int) -> list[int]:
+        """The ordinals `ordinal` names as predecessors (for snapshots)."""
+        ends = self._predecessor_ends
+        return self._predecessor_flat[ends[ordinal - 1] : ends[ordinal]].tolist()
 
     def head_ids(self) -> list[bytes]:
         """The current heads' ids, ascending (a canonical predecessor list)."""

@@ -400,6 +400,68 @@ class Document:
         self._counters[target] += operation.delta
         pending.undo.append((_UNDO_ADD, target, operation.delta))
 
+    # ------------------------------------------------------------ snapshots
+
+    def export_state(self) -> dict[str, Any]:
+        """The document's state as plain values and bytes (see `synod.crdt.snapshot`)."""
+        kinds = self._kind
+        payloads = [None if kinds[h] else p for h, p in enumerate(self._payload)]
+        removed = array("q", [h for h, p in enumerate(self._payload) if p is _REMOVED])
+        for handle in removed:
+            payloads[handle] = None
+        return {
+            "bases": array("q", self._bases).tobytes(),
+            "sizes": array("q", self._sizes).tobytes(),
+            "handle_updates": self._handle_update.tobytes(),
+            "kinds": bytes(kinds),
+            "owners": self._owner.tobytes(),
+            "hidden": bytes(self._hidden),
+            "payloads": payloads,
+            "removed": removed.tobytes(),
+            "maps": [
+                (handle, list(entries), list(entries.values()))
+                for handle, entries in self._maps.items()
+            ],
+            "sequences_order": [
+                (handle, array("q", sequence.all_handles()).tobytes())
+                for handle, sequence in self._sequences.items()
+            ],
+            "counters": list(self._counters.items()),
+            "depths": list(self._depth.items()),
+        }
+
+    def load_state(self, snapshot: Any, ids: list[bytes], clocks: list[int]) -> None:
+        """Take the state of `snapshot` (a fresh document only)."""
+        assert len(self._ids) == 1, "a snapshot loads into a fresh document"
+        self._ids = [ROOT_UPDATE, *ids]
+        self._clocks = [0, *clocks]
+        self._bases = array("q", snapshot.bases).tolist()
+        self._sizes = array("q", snapshot.sizes).tolist()
+        self._handle_update = array("q", snapshot.handle_updates)
+        self._kind = bytearray(snapshot.kinds)
+        self._owner = array("q", snapshot.owners)
+        self._hidden = bytearray(snapshot.hidden)
+        payload: list[Any] = list(snapshot.payloads)
+        for handle, kind in enumerate(self._kind):
+            if kind:
+                payload[handle] = _CONTAINER
+        for handle in array("q", snapshot.removed):
+            payload[handle] = _REMOVED
+        self._payload = payload
+        self._chunk_of = [None] * len(payload)
+        self._maps = {
+            handle: dict(zip(keys, handles, strict=True))
+            for handle, keys, handles in snapshot.maps
+        }
+        self._sequences = {
+            handle: Sequence.loaded(
+                handle, self._chunk_of, array("q", order).tolist(), self._hidden
+            )
+            for handle, order in snapshot.sequences_order
+        }
+        self._counters = dict(snapshot.counters)
+        self._depth = dict(snapshot.depths)
+
     # ------------------------------------------------------------ local transactions
 
     def begin(self, ordinal: int, clock: int, predecessors: list[int]) -> LocalTransaction:

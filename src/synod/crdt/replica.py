@@ -37,6 +37,7 @@ order (its own disk is trusted, so signatures are not checked again).
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,8 @@ from synod.crdt.messages import (
     standalone_error,
 )
 from synod.crdt.pacing import ByteBudget
+from synod.crdt.snapshot import ENCODER as SNAPSHOT_ENCODER
+from synod.crdt.snapshot import FORMAT_VERSION, SNAPSHOT_KEY, Snapshot, decode_snapshot
 from synod.crypto import KeyPair, NodeId, blake2b
 from synod.wire import DecodeError
 
@@ -110,6 +113,12 @@ class ReplicaConfig:
     """The network id in the updates' signature domain (`synod.crypto.in_network`)."""
     members: frozenset[bytes] | None = None
     """The group: the only authors whose updates are accepted (None: anyone)."""
+    snapshot_interval: int = 10_000
+    """Persist a snapshot of the state after this many applied updates, and then each
+    time the history has grown by this many or by a quarter, whichever is more: a
+    restart applies at most that many updates, and writing snapshots costs a constant
+    factor per update, not the whole state at every interval (0: never; see
+    `synod.crdt.snapshot`)."""
 
 
 def document_digest(value: Any) -> str:
@@ -267,6 +276,8 @@ class Replica:
         self._rejected: dict[bytes, str] = {}
         self._own_last: int | None = None
         self._heads_tokens: dict[bytes, tuple[int, int]] = {}
+        self._next_snapshot = 0
+        self._plan_snapshot(0)
         self._answer_budgets: dict[bytes, ByteBudget] = {}
         self._answer_total = ByteBudget(
             self.config.answer_bytes_total, self.config.answer_bytes_total_per_second
@@ -435,6 +446,9 @@ class Replica:
         ):
             self._own_last = ordinal
         step.persist.append(Persist(STORAGE_PREFIX + ordinal.to_bytes(8, "big"), encoded))
+        if self.config.snapshot_interval > 0 and ordinal >= self._next_snapshot:
+            step.persist.append(Persist(SNAPSHOT_KEY, self._snapshot_bytes()))
+            self._plan_snapshot(ordinal)
         if twin is not None:
             step.events.append(
                 EquivocationDetected(body.author, body.sequence, self.graph.ids[twin], update_id)
@@ -671,9 +685,61 @@ class Replica:
 
     # ------------------------------------------------------------ restart
 
+    def _plan_snapshot(self, covered: int) -> None:
+        self._next_snapshot = covered + max(self.config.snapshot_interval, covered // 4)
+
+    def _snapshot_bytes(self) -> bytes:
+        graph = self.graph
+        ends, flat = array("q"), array("q")
+        for ordinal in range(1, len(graph.ids)):
+            flat.extend(graph.predecessors_of(ordinal))
+            ends.append(len(flat))
+        state = self.document.export_state()
+        snapshot = Snapshot(
+            version=FORMAT_VERSION,
+            updates=len(graph),
+            own_last=-1 if self._own_last is None else self._own_last,
+            ids=graph.ids[1:],
+            authors=graph.authors[1:],
+            sequences=graph.sequences[1:].tobytes(),
+            clocks=graph.clocks[1:].tobytes(),
+            predecessor_ends=ends.tobytes(),
+            predecessors=flat.tobytes(),
+            **state,
+        )
+        return SNAPSHOT_ENCODER.encode(snapshot)
+
+    def _load_snapshot(self, storage: Storage, keys: list[bytes]) -> int:
+        """Load the persisted snapshot if it matches the records; how many it covers."""
+        data = storage.get(SNAPSHOT_KEY)
+        snapshot = decode_snapshot(data) if data is not None else None
+        if snapshot is None or not 0 < snapshot.updates <= len(keys):
+            return 0
+        if keys[snapshot.updates - 1] != STORAGE_PREFIX + snapshot.updates.to_bytes(8, "big"):
+            return 0
+        graph = self.graph
+        sequences = array("Q", snapshot.sequences)
+        clocks = array("Q", snapshot.clocks)
+        ends = array("q", snapshot.predecessor_ends)
+        flat = array("q", snapshot.predecessors)
+        start = 0
+        for index, update_id in enumerate(snapshot.ids):
+            predecessors = flat[start : ends[index]].tolist()
+            start = ends[index]
+            graph.add(
+                update_id, snapshot.authors[index], sequences[index], clocks[index], predecessors
+            )
+        self.document.load_state(snapshot, snapshot.ids, clocks.tolist())
+        self._own_last = None if snapshot.own_last < 0 else snapshot.own_last
+        self._encoded.extend(storage[key] for key in keys[: snapshot.updates])
+        return snapshot.updates
+
     def _restore(self, storage: Storage) -> None:
         keys = sorted(key for key in storage if key.startswith(STORAGE_PREFIX))
-        for key in keys:
+        loaded = self._load_snapshot(storage, keys)
+        if loaded:
+            self._plan_snapshot(loaded)
+        for key in keys[loaded:]:
             encoded = storage[key]
             update = UPDATE_CODEC.decode(encoded)
             body = update.body

@@ -92,6 +92,27 @@ class Sequence:
         self._hint_handle = -1
         self._hint_index = 0
 
+    @classmethod
+    def loaded(
+        cls, handle: int, chunk_of: list[Any], handles: list[int], hidden: bytearray
+    ) -> Sequence:
+        """A sequence holding `handles` in this order, visible unless `hidden` (a
+        snapshot being loaded: no integration, chunks half full)."""
+        sequence = cls(handle, chunk_of)
+        size = MAX_CHUNK_ELEMENTS // 2
+        chunks: list[_Chunk] = []
+        for start in range(0, len(handles), size):
+            elements = handles[start : start + size]
+            flags = bytearray(0 if hidden[h] else _VISIBLE for h in elements)
+            chunk = _Chunk(elements, flags, len(chunks))
+            for element in elements:
+                chunk_of[element] = chunk
+            chunks.append(chunk)
+        if chunks:
+            sequence._chunks = chunks
+            sequence._tree = _Fenwick([chunk.visible for chunk in chunks])
+        return sequence
+
     def __len__(self) -> int:
         """Number of visible (not deleted) elements."""
         return self._tree_total()
