@@ -31,6 +31,11 @@ work.  `cpu_us_per_transfer` splits the processes' CPU time (shards, load genera
 
     python benchmarks/fastpay_bench.py [--quick] [--transfers N] [--max-in-flight M]
         [--shards 1,2,4]
+
+`--replay-flood SECONDS` measures instead what replays of a public certificate cost one
+shard process: four connections each keep 64 replays of an applied certificate in
+flight while a fifth asks for an account every 50 ms; one JSON line with the replays
+served per second and the query's latency, quiet and under the flood.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +63,7 @@ from synod.fastpay.messages import (
     REQUEST_CODEC,
     TRANSFER_ORDER_DOMAIN,
     VOTE_DOMAIN,
+    AccountInfoRequest,
     AccountInfoResponse,
     AuthoritySignature,
     CertifiedTransferOrder,
@@ -414,6 +421,86 @@ def run_bench(
     }
 
 
+# ---------------------------------------------------------------- replays of public material
+
+FLOOD_CONNECTIONS = 4
+FLOOD_PIPELINE = 64
+PROBE_INTERVAL_S = 0.05
+
+
+async def _flood(setup: Setup, seconds: float) -> dict[str, Any]:
+    alice, bob = setup.accounts[0], setup.accounts[1]
+    order = make_transfer_order(alice, Transfer(alice.node_id, bob.node_id, 5, 0))
+    certificate = CertifiedTransferOrder(
+        order=order,
+        signatures=[
+            AuthoritySignature(keys.node_id, keys.sign(VOTE_DOMAIN, order.transfer.signed_bytes()))
+            for keys in setup.authorities[1:]
+        ],
+    )
+    replay = REQUEST_CODEC.encode(ConfirmationOrder(certificate))
+    query = REQUEST_CODEC.encode(AccountInfoRequest(account=bob.node_id))
+    address = setup.committee.authorities[0].address(0)
+    probe = RpcClient(address)
+    applied = REPLY_CODEC.decode(_body(await probe.call(replay, timeout_s=30)))
+    if not isinstance(applied, AccountInfoResponse):
+        raise BenchFailed(f"the certificate was not applied: {applied}")
+    quiet = [await _timed_ms(probe, query) for _ in range(20)]
+    stop = time.monotonic() + seconds
+    served = [0]
+
+    async def flooder() -> None:
+        client = RpcClient(address)
+        while time.monotonic() < stop:
+            batch = [client.start_call(replay, timeout_s=30) for _ in range(FLOOD_PIPELINE)]
+            await asyncio.gather(*batch)
+            served[0] += FLOOD_PIPELINE
+        await client.close()
+
+    loaded: list[float] = []
+
+    async def prober() -> None:
+        while time.monotonic() < stop:
+            loaded.append(await _timed_ms(probe, query))
+            await asyncio.sleep(PROBE_INTERVAL_S)  # a paced probe, not synchronisation
+
+    started = time.monotonic()
+    await asyncio.gather(*(flooder() for _ in range(FLOOD_CONNECTIONS)), prober())
+    elapsed = time.monotonic() - started
+    await probe.close()
+    return {
+        "benchmark": "fastpay-replay-flood",
+        "seconds": round(elapsed, 2),
+        "replays_per_s": round(served[0] / elapsed),
+        "query_ms_quiet_p50": round(statistics.median(quiet), 2),
+        "query_ms_under_flood_p50": round(statistics.median(loaded), 2),
+        "query_ms_under_flood_max": round(max(loaded), 2),
+    }
+
+
+def _body(result: RpcResult) -> bytes:
+    if isinstance(result, RpcFailure):
+        raise BenchFailed(f"the shard failed: {result.reason}")
+    return result.body
+
+
+async def _timed_ms(client: RpcClient, request: bytes) -> float:
+    started = time.perf_counter()
+    _body(await client.call(request, timeout_s=30))
+    return (time.perf_counter() - started) * 1000
+
+
+def run_replay_flood(seconds: float) -> dict[str, Any]:
+    """One authority's single shard, flooded with replays of an applied certificate."""
+    with tempfile.TemporaryDirectory(prefix="synod-fastpay-flood-") as temporary:
+        setup = prepare(Path(temporary), 1, 2)
+        processes = start_shards(setup, 1)
+        try:
+            return asyncio.run(_flood(setup, seconds))
+        finally:
+            stop_shards(processes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
@@ -423,7 +510,13 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="write cProfile files of every process to this folder"
     )
+    parser.add_argument(
+        "--replay-flood", type=float, metavar="SECONDS", help="measure replays instead"
+    )
     arguments = parser.parse_args()
+    if arguments.replay_flood:
+        print(json.dumps(run_replay_flood(arguments.replay_flood)), flush=True)
+        return
     shard_counts = [int(part) for part in arguments.shards.split(",")]
     transfers = arguments.transfers
     if arguments.quick:
