@@ -187,7 +187,7 @@ def test_four_validators_in_stellar_mode_agree_and_are_crawled(tmp_path: Path) -
                 subprocess.Popen(
                     [*SYNOD, "stellar", "run", "--key", str(key_file), "--listen",
                      f"127.0.0.1:{ports[index]}", "--quorum-set", str(qset_file), "--slots", "2",
-                     *peers],
+                     "--store", str(tmp_path / f"v{index}.sqlite"), *peers],
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )

@@ -56,9 +56,10 @@ def test_stellarbeat_connector_handshakes_and_verifies_a_synod_node(
     configured = {"threshold": 1, "validators": [me], "innerQuorumSets": []}
     qset_file = tmp_path / "qset.json"
     qset_file.write_text(json.dumps(configured))
+    store = ["--store", str(tmp_path / "node.sqlite")] if command == "run" else []
     serve = subprocess.Popen(
         [sys.executable, "-m", "synod.cli.main", "stellar", command, "--key", str(key_file),
-         "--listen", "127.0.0.1:0", "--quorum-set", str(qset_file)],
+         "--listen", "127.0.0.1:0", "--quorum-set", str(qset_file), *store],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

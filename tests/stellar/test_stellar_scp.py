@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
 from raw_overlay import TESTNET
@@ -15,6 +16,7 @@ from synod.crypto import KeyPair
 from synod.fbas.analysis import check_intersection
 from synod.fbas.load import load_stellarbeat
 from synod.quorum.qset import QuorumSet
+from synod.runtime.lock import NodeAlreadyRunning
 from synod.runtime.stellar_overlay import CrawlLimits, crawl
 from synod.runtime.stellar_scp import StellarScpNode
 from synod.scp.application import Externalized
@@ -73,3 +75,37 @@ def test_four_validators_agree_over_the_overlay_and_a_crawl_sees_them(
     assert len(records) == 4 and all(record["quorumSet"] is not None for record in records)
     result = check_intersection(load_stellarbeat(records))
     assert result.has_quorum and result.intersects
+
+
+def test_a_validator_restarts_from_its_store_and_a_second_copy_is_refused(
+    tmp_path: Path,
+) -> None:
+    alone = QuorumSet(threshold=1, validators=(KEYS[0].node_id,))
+    store = tmp_path / "v0.sqlite"
+
+    async def decide_slot_one() -> Externalized:
+        node = StellarScpNode(KEYS[0], alone, SETTINGS, store_path=store)
+        await node.start("127.0.0.1", 0)
+        try:
+            with pytest.raises(NodeAlreadyRunning):
+                StellarScpNode(KEYS[0], alone, SETTINGS, store_path=store)
+            node.propose(stellar_value(1_800_000_000), slot_index=1)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not node.externalized:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+            return node.externalized[0]
+        finally:
+            await node.close()
+
+    async def restart() -> int:
+        node = StellarScpNode(KEYS[0], alone, SETTINGS, store_path=store)
+        try:
+            return node.core.next_slot_index
+        finally:
+            await node.close()
+
+    decided = asyncio.run(decide_slot_one())
+    assert decided.slot_index == 1
+    assert asyncio.run(restart()) == 2, "slot 1's decision was restored from the store"

@@ -154,6 +154,8 @@ async def _serve(
               help="HOST:PORT of a validator to keep a connection to (and advertise).")
 @click.option("--slots", type=click.IntRange(0, 1_000_000), default=1, show_default=True,
               help="Propose a StellarValue for slots 1..N, each once the previous is decided.")
+@click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
+              help="SQLite file of the node's votes (created; locked while it runs).")
 @_network_option
 @_version_options
 @log_level_option()
@@ -175,7 +177,15 @@ def run(**options: Any) -> None:
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     run_process(
-        _run_validator(keys, settings, qset, listen=listen, peers=peers, slots=options["slots"]),
+        _run_validator(
+            keys,
+            settings,
+            qset,
+            listen=listen,
+            peers=peers,
+            slots=options["slots"],
+            store_path=options["store_path"],
+        ),
         options["log_level"],
         listen_failure=f"cannot listen on {options['listen']}",
     )
@@ -189,10 +199,13 @@ async def _run_validator(
     listen: tuple[str, int],
     peers: list[tuple[str, int]],
     slots: int,
+    store_path: Path,
 ) -> int:
     import asyncio
     import time
 
+    from synod.runtime.lock import NodeAlreadyRunning
+    from synod.runtime.nodes import RestoreFailed
     from synod.runtime.stellar_scp import StellarScpNode
     from synod.scp.application import Externalized
     from synod.scp.stellar import node_id_to_strkey
@@ -208,9 +221,13 @@ async def _run_validator(
             node.propose(stellar_value(int(time.time())), event.slot_index + 1)
 
     try:
-        node = StellarScpNode(keys, qset, settings, peers=peers, on_externalized=decided)
+        node = StellarScpNode(
+            keys, qset, settings, peers=peers, on_externalized=decided, store_path=store_path
+        )
     except ValueError as error:  # a peer that is not an IPv4 address
         raise click.BadParameter(str(error)) from None
+    except (NodeAlreadyRunning, RestoreFailed) as error:
+        raise click.ClickException(str(error)) from None
     bound_host, bound_port = await node.start(*listen)
     node.connect_to(peers)
     print_json_line(
@@ -220,8 +237,9 @@ async def _run_validator(
             "address": f"{bound_host}:{bound_port}",
         }
     )
-    if slots:
-        node.propose(stellar_value(int(time.time())), 1)
+    first = node.core.next_slot_index  # after a restart: the first slot not yet decided
+    if first <= slots:
+        node.propose(stellar_value(int(time.time())), first)
     try:
         await asyncio.Event().wait()
     finally:

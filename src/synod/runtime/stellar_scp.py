@@ -9,9 +9,10 @@ SCP_QUORUMSET, `StateRequest` as GET_SCP_STATE.  Messages without a Stellar coun
 (synod's decision proofs for nodes that were away) are not sent in this mode.
 
 The driver is the runtime's usual one, reduced: one input at a time on the event loop,
-each step applied in the contract's order (persist, send, timers, events).  Storage is
-in memory here: a restarted node rejoins as a new one (it has never voted, so it cannot
-vote twice); durable storage comes with `synod scp run --stellar` (docs/stellar-overlay.md).
+each step applied in the contract's order (persist, send, timers, events).  A validator
+keeps its records in a SQLite file (`SqliteStorage`, committed before the step's
+messages leave) under an exclusive lock, so a restart cannot vote twice and a second
+copy cannot run; without a file, records stay in memory (tests, watchers).
 Connections are the overlay's (`OverlayNode`): a `Broadcast` goes to every authenticated
 peer (validators and watchers alike), a `Send` to the connections of the named node.
 """
@@ -22,6 +23,8 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
 
 from stellar_sdk import xdr
 
@@ -41,12 +44,15 @@ from synod.core import (
 from synod.crypto import KeyPair, NodeId, sha256
 from synod.quorum.qset import QuorumSet
 from synod.runtime.host import monotonic_ms
+from synod.runtime.lock import hold_exclusive_lock
+from synod.runtime.nodes import restore_core
 from synod.runtime.stellar_overlay import (
     OverlayConnection,
     OverlayLimits,
     OverlayNode,
     speaks_scp,
 )
+from synod.runtime.storage import SqliteStorage
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
 from synod.scp.messages import QuorumSetRequest
@@ -89,7 +95,11 @@ class StellarScpNode:
         on_externalized: Callable[[Externalized], None] | None = None,
         limits: OverlayLimits | None = None,
         validator: bool = True,
+        store_path: Path | None = None,
     ) -> None:
+        """With `store_path`, the core's records live in that SQLite file (committed before
+        any message of their step leaves) and a lock file beside it keeps a second process
+        of the same node out; without it they live in memory (tests, watchers)."""
         self.network = StellarNetwork(settings.passphrase)
         config = ScpConfig(
             keys=keys,
@@ -101,7 +111,19 @@ class StellarScpNode:
             verifier=self.network.verify_envelope,
         )
         self.storage: dict[bytes, bytes] = {}
-        self.core = ScpCore(config, self.storage)
+        self._sqlite: SqliteStorage | None = None
+        self._lock: IO[str] | None = None
+        if store_path is None:
+            self.core = ScpCore(config, self.storage)
+        else:
+            self._lock = hold_exclusive_lock(store_path.with_name(store_path.name + ".lock"))
+            try:
+                self._sqlite, self.core = restore_core(
+                    store_path, lambda records: ScpCore(config, records)
+                )
+            except BaseException:
+                self._lock.close()
+                raise
         self.overlay = OverlayNode(
             keys,
             settings,
@@ -144,6 +166,10 @@ class StellarScpNode:
             handle.cancel()
         self._timers.clear()
         await self.overlay.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._lock is not None:
+            self._lock.close()
 
     # Inputs ---------------------------------------------------------------------------
 
@@ -174,6 +200,8 @@ class StellarScpNode:
     # Outputs, in the contract's order ---------------------------------------------------
 
     def _apply(self, step: Step) -> None:
+        if self._sqlite is not None:
+            self._sqlite.apply(step.persist)  # durable before any of the step's messages
         for record in step.persist:
             self._persist(record)
         for effect in step.outgoing:
