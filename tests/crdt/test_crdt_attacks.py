@@ -530,3 +530,30 @@ def test_many_chains_from_one_author_cost_honest_merges_no_copies() -> None:
     assert alice.document_digest() == bob.document_digest()
     # 200 updates of about 400 bytes, their graph entries and a few tree paths each.
     assert grown < 2 * 1024 * 1024, grown
+
+
+def test_a_span_crossing_into_another_sequence_is_refused() -> None:
+    # One update makes text A ("abc", counters 1-3) and text B ("de", 5-6; B itself is
+    # counter 4).  Deleting from A is checked over every element a span names.
+    author = Replica(keys_for(5))
+    author.transact(
+        [
+            Put((), "a", NewText()),
+            InsertText(("a",), 0, "abc"),
+            Put((), "b", NewText()),
+            InsertText(("b",), 0, "de"),
+        ]
+    )
+    made = last_update(author)
+    update = body_id(made.body)
+    text_a = Ref(update, 0)
+    attacker = keys_for(66)
+    verdicts = []
+    for span in [Span(update, 2, 3), Span(update, 5, 1), Span(update, 0, 1), Span(update, 1, 3)]:
+        receiver = Replica(keys_for(6))
+        deliver(receiver, made)
+        body = _delete_body(attacker, receiver, text_a, [span])
+        step = deliver(receiver, sign_update(attacker, body)[1])
+        verdicts.append(rejected(step) or receiver.document.text(("a",)))
+    assert verdicts[:3] == [["deletion of an element of another sequence"]] * 3
+    assert verdicts[3] == ""

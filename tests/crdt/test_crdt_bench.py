@@ -37,6 +37,8 @@ def test_quick_benchmark_prints_every_phase_as_json_lines() -> None:
             assert {"seconds", "microseconds_per_edit", "ratio_to_str_splicing"} <= set(line)
         if line["phase"] == "remote":
             assert "ratio_to_verify_bound" in line
+    (deletion,) = [line for line in lines if line["phase"] == "deletion"]
+    assert {"repeat_microseconds_per_byte", "repeat_ratio_to_verify_bound"} <= set(deletion)
     pycrdt_lines = [line for line in lines if line["phase"] == "pycrdt"]
     if importlib.util.find_spec("pycrdt") is None:
         assert all("skipped" in line for line in pycrdt_lines)

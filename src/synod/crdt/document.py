@@ -30,6 +30,7 @@ so an update built here is valid at every correct replica by construction.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from collections.abc import Sequence as SequenceOf
 from typing import Any
 
@@ -151,6 +152,10 @@ class Document:
         # 1 once an element is deleted: a deletion finds the next live element of a span
         # with one C-level search, so naming deleted elements again costs no Python work.
         self._hidden = bytearray(1)
+        # Runs of consecutive handles with one owner (a run ends where the next starts):
+        # a delete span is checked against the runs it crosses, not element by element.
+        self._run_starts = array("q", [0])
+        self._run_owners = array("q", [-1])
         # Per object.
         self._maps: dict[int, dict[str, int]] = {0: {}}
         self._sequences: dict[int, Sequence] = {}
@@ -210,6 +215,9 @@ class Document:
         del self._payload[base:]
         del self._chunk_of[base:]
         del self._hidden[base:]
+        while self._run_starts[-1] >= base:
+            self._run_starts.pop()
+            self._run_owners.pop()
         for column in (self._ids, self._clocks, self._bases, self._sizes):
             column.pop()
         assert len(self._ids) == pending.ordinal
@@ -296,6 +304,9 @@ class Document:
         self._payload.extend(payloads)
         self._chunk_of.extend([None] * count)
         self._hidden.extend(bytes(count))
+        if count and self._run_owners[-1] != owner:
+            self._run_starts.append(start)
+            self._run_owners.append(owner)
         self._sizes[pending.ordinal] += count
         return list(range(start, start + count))
 
@@ -360,12 +371,22 @@ class Document:
             end = first + span.count
             if end > len(owner):
                 raise InvalidUpdate("deletion past the end of an update")
-            if owner[first:end].count(target) != span.count:
+            if not self._owned_by(target, first, end):
                 raise InvalidUpdate("deletion of an element of another sequence")
             if pending.local:
                 self._hide_range(pending, target, first, end)
             else:
                 pending.deferred.append((target, first, end))
+
+    def _owned_by(self, target: int, first: int, end: int) -> bool:
+        """Whether every handle in first..end-1 belongs to sequence `target`."""
+        starts, owners = self._run_starts, self._run_owners
+        index = bisect_right(starts, first) - 1
+        while index < len(starts) and starts[index] < end:
+            if owners[index] != target:
+                return False
+            index += 1
+        return True
 
     def _hide_range(self, pending: _Pending, target: int, first: int, end: int) -> None:
         sequence = self._sequences[target]
@@ -416,6 +437,8 @@ class Document:
             "kinds": bytes(kinds),
             "owners": self._owner.tobytes(),
             "hidden": bytes(self._hidden),
+            "run_starts": self._run_starts.tobytes(),
+            "run_owners": self._run_owners.tobytes(),
             "payloads": payloads,
             "removed": removed.tobytes(),
             "maps": [
@@ -441,6 +464,8 @@ class Document:
         self._kind = bytearray(snapshot.kinds)
         self._owner = array("q", snapshot.owners)
         self._hidden = bytearray(snapshot.hidden)
+        self._run_starts = array("q", snapshot.run_starts)
+        self._run_owners = array("q", snapshot.run_owners)
         payload: list[Any] = list(snapshot.payloads)
         for handle, kind in enumerate(self._kind):
             if kind:

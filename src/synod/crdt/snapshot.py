@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 FORMAT_VERSION = 1
+"""Bumped whenever `Snapshot` changes: an older snapshot is ignored (replayed)."""
 SNAPSHOT_KEY = b"crdt/snapshot"
 
 
@@ -45,6 +46,8 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     kinds: bytes
     owners: bytes
     hidden: bytes
+    run_starts: bytes
+    run_owners: bytes
     payloads: list[Any]
     removed: bytes
     maps: list[tuple[int, list[str], list[int]]]
