@@ -1,5 +1,7 @@
-"""`synod stellar serve` and `synod stellar crawl` as real processes on 127.0.0.1: four
-nodes, a crawl from one address, and `synod fbas check` on the file it writes."""
+"""`synod stellar run`, `serve` and `crawl` as real processes on 127.0.0.1: four validators
+in Stellar mode agree, a crawl from one address rebuilds their quorum sets, and `synod
+fbas check` reads the file it writes (the same crawl of `serve` nodes runs in process in
+test_stellar_overlay_runtime.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,73 +28,6 @@ SYNOD = [sys.executable, "-m", "synod.cli.main"]
 def read_ready_line(process: subprocess.Popen[str], timeout_s: float = 30.0) -> dict[str, Any]:
     """The first JSON line a node prints, waiting at most `timeout_s`."""
     return read_json_lines_until(process, lambda _entry: True, timeout_s)[-1]
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[tuple[list[tuple[str, str]], dict[str, object]]]:
-    """Four `synod stellar serve` processes; yields (address, G-key) of each and the
-    quorum set they were configured with."""
-    keys = [KeyPair.generate() for _ in range(4)]
-    qset_file = tmp_path / "qset.json"
-    configured = {
-        "threshold": 3,
-        "validators": [node_id_to_strkey(k.node_id) for k in keys],
-        "innerQuorumSets": [],
-    }
-    qset_file.write_text(json.dumps(configured))
-    processes: list[subprocess.Popen[str]] = []
-    started: list[tuple[str, str]] = []
-    try:
-        for index, key in enumerate(keys):
-            key_file = tmp_path / f"node{index}.key"
-            write_key_file(key_file, key)
-            peers = [option for address, _ in started for option in ("--peer", address)]
-            process = subprocess.Popen(
-                [*SYNOD, "stellar", "serve", "--key", str(key_file), "--listen", "127.0.0.1:0",
-                 "--quorum-set", str(qset_file), "--slot", "3", *peers],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            processes.append(process)
-            ready = read_ready_line(process)
-            assert ready["event"] == "ready" and ready["id"] == node_id_to_strkey(key.node_id)
-            started.append((str(ready["address"]), str(ready["id"])))
-        yield started, configured
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def test_crawl_of_four_nodes_reconstructs_their_quorum_sets(
-    network: tuple[list[tuple[str, str]], dict[str, object]], tmp_path: Path
-) -> None:
-    nodes, configured = network
-    output = tmp_path / "crawl.json"
-    last_address = nodes[-1][0]  # it advertises the three started before it
-    crawl = subprocess.run(
-        [*SYNOD, "stellar", "crawl", last_address, "-o", str(output), "--listen-s", "10",
-         "--timeout-s", "60"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert crawl.returncode == 0, crawl.stderr
-    records = json.loads(output.read_text())
-    assert sorted(record["publicKey"] for record in records) == sorted(key for _, key in nodes)
-    for record in records:
-        assert record["quorumSet"] == configured, "exactly, validators in their order"
-    check = subprocess.run(
-        [*SYNOD, "fbas", "check", str(output)], capture_output=True, text=True, timeout=60,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "Quorum intersection holds" in check.stdout
 
 
 def test_crawl_of_nothing_reachable_fails_with_a_message(tmp_path: Path) -> None:
