@@ -173,3 +173,20 @@ def test_a_core_100_ms_from_the_drivers_gets_every_transaction_committed(
         processes[name].wait_transactions(handed)
     creators = {line["creator"] for line in processes["core-0"].commits()}
     assert "core-3" in creators
+    # `synod tusk submit --wait` returns once cores of weight f + 1 state the position,
+    # which is where core-0 printed the transaction.
+    result = subprocess.run(
+        synod_command("tusk", "submit", str(directory), "--core", "core-1", "--wait", "last"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_S,
+    )
+    assert result.returncode == 0, result.stderr
+    receipt, proof = (json.loads(line) for line in result.stdout.splitlines())
+    assert receipt["accepted"] == 1
+    [position] = proof["transactions"]
+    assert position["transaction"] == "last"
+    processes["core-0"].wait_transactions({"last"})
+    line = next(c for c in processes["core-0"].commits() if "last" in c["transactions"])
+    assert (position["sequence"], position["certificate"]) == (line["sequence"], line["digest"])

@@ -33,14 +33,20 @@ from synod.sim.scenarios.tusk import (
 from synod.sim.world import World
 from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
 from synod.tusk.messages import (
+    CommitAck,
+    CommitQuery,
+    CommittedAt,
     CoreAnswer,
     CoreRequest,
     RefusalReason,
     SubmitRequest,
+    proven_commits,
     request_digest,
     sign_answer,
+    sign_commit_ack,
     sign_header,
     sign_vote,
+    transaction_digest,
 )
 
 KEYS = [KeyPair.from_seed(bytes([index + 11]) * 32) for index in range(4)]
@@ -335,4 +341,46 @@ def ask_core(core: TuskCore, request: CoreRequest) -> CoreAnswer:
     step = core.handle(RequestReceived("driver", 1, request), 0)
     reply = step.outgoing[0]
     assert isinstance(reply, Reply) and isinstance(reply.body, CoreAnswer)
+    return reply.body
+
+
+def test_cores_of_weight_f_plus_one_prove_where_a_transaction_was_committed() -> None:
+    # Before, a client had only one core's receipt that its transaction was accepted.
+    # Now each core signs where the transactions it committed are (CommitAck), and
+    # f + 1 cores stating the same position prove it: one of them is correct.
+    world = make_world(40)
+    submit(world, CORES[0], [b"pay alice 5", b"pay bob 3"])
+    assert world.step_until(
+        lambda: all(b"pay alice 5" in delivered_transactions(world, core) for core in CORES),
+        max_steps=6_000,
+    )
+    where = next(e for e in committed(world, CORES[2]) if b"pay alice 5" in e.transactions)
+    alice, unknown = transaction_digest(b"pay alice 5"), transaction_digest(b"never sent")
+    acks = [query_commits(world.core(core, TuskCore), (alice, unknown)) for core in CORES]
+    for ack in acks:
+        assert [(e.transaction, e.sequence, e.certificate) for e in ack.entries] == [
+            (alice, where.sequence, where.digest)
+        ]
+    committee = world.core(CORES[0], TuskCore).committee
+    weights, threshold = committee.weights, committee.validity_threshold
+    assert proven_commits(acks[:2], weights, threshold)[alice].sequence == where.sequence
+    assert unknown not in proven_commits(acks, weights, threshold)
+    # One core alone proves nothing, nor twice; a lie beside a true statement neither.
+    assert proven_commits([acks[0], acks[0]], weights, threshold) == {}
+    lie = CommitAck(CORES[3], (CommittedAt(alice, where.sequence + 1, where.digest),))
+    lie = sign_commit_ack(KEYS[3], lie)
+    assert proven_commits([acks[0], lie], weights, threshold) == {}
+    # A core rebuilt from its records acknowledges the same.
+    rebuilt = TuskCore(KEYS[2], committee, dict(world.node(CORES[2]).storage))
+    assert query_commits(rebuilt, (alice,)).entries == acks[2].entries
+    # An acknowledgement signed for another network counts for nothing here.
+    other = sign_commit_ack(KEYS[1], msgspec.structs.replace(acks[1], signature=bytes(64)), b"x")
+    assert proven_commits([acks[0], other], weights, threshold) == {}
+
+
+def query_commits(core: TuskCore, digests: tuple[bytes, ...]) -> CommitAck:
+    step = core.handle(RequestReceived("client", 1, CommitQuery(transactions=digests)), 0)
+    reply = step.outgoing[0]
+    assert isinstance(reply, Reply) and isinstance(reply.body, CommitAck)
+    assert step.persist == [], "a query changes nothing"
     return reply.body

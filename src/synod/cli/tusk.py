@@ -249,8 +249,28 @@ async def _run_driver(network: TuskNetwork, name: str) -> int:
 @click.argument("transactions", nargs=-1, required=True)
 @click.option("--core", "node", default="0", show_default=True, help="The core to hand them to.")
 @click.option("--timeout-s", type=click.FloatRange(0.1), default=5.0, show_default=True)
-def submit(directory: Path, transactions: tuple[str, ...], node: str, timeout_s: float) -> None:
-    """Hand TRANSACTIONS (UTF-8 texts) to a core; print its signed receipt as JSON."""
+@click.option(
+    "--wait/--no-wait",
+    default=False,
+    help="After the receipt, wait until cores of weight f + 1 state where every "
+    "transaction was committed, and print that.",
+)
+@click.option("--wait-timeout-s", type=click.FloatRange(0.1), default=60.0, show_default=True)
+def submit(
+    directory: Path,
+    transactions: tuple[str, ...],
+    *,
+    node: str,
+    timeout_s: float,
+    wait: bool,
+    wait_timeout_s: float,
+) -> None:
+    """Hand TRANSACTIONS (UTF-8 texts) to a core; print its signed receipt as JSON.
+
+    With --wait, then print `{"event": "committed", "transactions": [{"transaction",
+    "sequence", "certificate"}]}` once cores of weight f + 1 agree on each position
+    (exit 1 if that does not happen within --wait-timeout-s).
+    """
     import asyncio
 
     from synod.runtime.tusk_node import SubmitFailed, check_submission, submit_transactions
@@ -282,6 +302,38 @@ def submit(directory: Path, transactions: tuple[str, ...], node: str, timeout_s:
             "pending": receipt.pending,
         }
     )
+    if wait:
+        if receipt.accepted != len(batch):
+            raise click.ClickException(f"{entry.name} refused {receipt.refused}: not waiting")
+        _wait_for_commit(network, batch, wait_timeout_s)
+
+
+def _wait_for_commit(network: TuskNetwork, batch: tuple[bytes, ...], timeout_s: float) -> None:
+    import asyncio
+
+    from synod.runtime.tusk_node import CommitUnproven, wait_for_commit
+
+    try:
+        positions = asyncio.run(
+            wait_for_commit(
+                network.committee(),
+                network.addresses(),
+                batch,
+                timeout_s=timeout_s,
+                network=network.network,
+            )
+        )
+    except CommitUnproven as error:
+        raise click.ClickException(str(error)) from None
+    lines = [
+        {
+            "transaction": _transaction_text(transaction),
+            "sequence": position.sequence,
+            "certificate": position.certificate.hex(),
+        }
+        for transaction, position in positions.items()
+    ]
+    print_json_line({"event": "committed", "transactions": lines})
 
 
 @tusk.command("watch")

@@ -51,9 +51,14 @@ from synod.tusk.messages import (
     CODEC,
     MAX_SUBMIT_TRANSACTIONS,
     MAX_TRANSACTION_BYTES,
+    CommitAck,
+    CommitQuery,
+    CommittedAt,
     SubmitAnswer,
     SubmitRequest,
+    proven_commits,
     request_digest,
+    transaction_digest,
 )
 from synod.wire import DecodeError
 
@@ -364,6 +369,59 @@ async def submit_transactions(
     ):
         raise SubmitFailed("the answer is not a receipt signed by it")
     return Receipt(answer.accepted, answer.refused, answer.pending)
+
+
+class CommitUnproven(Exception):
+    """Cores of weight f + 1 did not state one position for every transaction in time."""
+
+
+async def wait_for_commit(
+    committee: Committee,
+    addresses: Mapping[NodeId, Address],
+    transactions: Iterable[bytes],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.2,
+    network: bytes = b"",
+) -> dict[bytes, CommittedAt]:
+    """Ask every core (`CommitQuery`), every `interval_s`, where `transactions` were
+    committed, until cores of weight at least f + 1 (the validity threshold) state one
+    position for each: at least one of them is correct and correct cores agree on the
+    order, so no single core is trusted.  Returns transaction -> its position; raises
+    `CommitUnproven` after `timeout_s`.
+    """
+    wanted = {transaction_digest(transaction): transaction for transaction in transactions}
+    query = CommitQuery(transactions=tuple(wanted))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        acks = await asyncio.gather(
+            *(_ask_commits(address, query, interval_s) for address in addresses.values())
+        )
+        valid = [ack for ack in acks if ack is not None and ack.core in addresses]
+        proven = proven_commits(
+            valid, committee.weights, committee.validity_threshold, network
+        )
+        if set(wanted) <= set(proven):
+            return {wanted[digest]: proven[digest] for digest in wanted}
+        if loop.time() >= deadline:
+            raise CommitUnproven(f"{len(set(wanted) - set(proven))} not proven committed")
+        await asyncio.sleep(interval_s)  # the polling period, not a synchronisation
+
+
+async def _ask_commits(address: Address, query: CommitQuery, timeout_s: float) -> CommitAck | None:
+    client = RpcClient(address)
+    try:
+        result = await client.call(CODEC.encode(query), timeout_s=max(timeout_s, 1.0))
+    finally:
+        await client.close()
+    if isinstance(result, RpcFailure):
+        return None
+    try:
+        answer = CODEC.decode(result.body)
+    except DecodeError:
+        return None
+    return answer if isinstance(answer, CommitAck) else None
 
 
 # ---------------------------------------------------------------- reading a core's log

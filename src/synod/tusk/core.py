@@ -52,6 +52,7 @@ and the rest is dropped and reported as `PendingTransactionsDropped`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,9 @@ from synod.tusk.messages import (
     CertificateConflict,
     CertificateRef,
     CertifiedDigest,
+    CommitAck,
+    CommitQuery,
+    CommittedAt,
     CoreAnswer,
     CoreRequest,
     Equivocation,
@@ -89,14 +93,23 @@ from synod.tusk.messages import (
     header_signature_valid,
     request_digest,
     sign_answer,
+    sign_commit_ack,
     sign_header,
     sign_submit_answer,
     sign_vote,
+    transaction_digest,
 )
 from synod.tusk.ordering import Dag, Ordered, TuskOrdering, Vertex
 from synod.wire import U64, Bytes32, Message, canonical_bytes
 
 # ---------------------------------------------------------------- configuration and events
+
+MAX_ACKNOWLEDGED_TRANSACTIONS = 65_536
+"""Committed transactions a core can acknowledge (`CommitQuery`), the most recent ones:
+an index entry costs about 200 bytes (a digest, a position, a certificate digest and
+the dict's overhead), so about 13 MiB at most.  A client asks right after its receipt,
+when its transactions are among the latest; older ones are answered by nobody (the
+commit log on disk still has them)."""
 
 MAX_EVIDENCE_PER_CREATOR = 2
 """Proofs kept per creator and kind of misbehaviour, the first ones seen: one already
@@ -322,6 +335,8 @@ class TuskCore:
         self._reported_behind = False
         self._now_ms = 0
         self._stale_keys: list[bytes] = []  # evidence over the cap found in storage
+        # transaction digest -> where it was first committed, the most recent ones only
+        self._acknowledgeable: dict[bytes, CommittedAt] = {}
         self._restore(storage or {})
 
     # ------------------------------------------------------------ read-only views
@@ -407,11 +422,13 @@ class TuskCore:
     def _on_request(self, event: RequestReceived) -> Step:
         body = event.body
         step = Step()
-        answer: CoreAnswer | SubmitAnswer
+        answer: CoreAnswer | SubmitAnswer | CommitAck
         if isinstance(body, CoreRequest):
             answer = self._serve(body, step)
         elif isinstance(body, SubmitRequest):
             answer = self._serve_submit(body, step)
+        elif isinstance(body, CommitQuery):
+            answer = self._acknowledge(body)
         else:
             answer = self._answer(
                 ZERO_DIGEST,
@@ -720,6 +737,7 @@ class TuskCore:
         step.persist.append(
             Persist(_number_key(_COMMIT, ordered.sequence), canonical_bytes(record))
         )
+        self._index_commit(ordered.sequence, vertex.digest, transactions)
         step.events.append(
             Committed(
                 sequence=ordered.sequence,
@@ -944,6 +962,23 @@ class TuskCore:
 
     # ------------------------------------------------------------ client transactions
 
+    def _acknowledge(self, query: CommitQuery) -> CommitAck:
+        """Where the queried transactions were committed, as far as this core knows."""
+        entries = [
+            self._acknowledgeable[digest]
+            for digest in dict.fromkeys(query.transactions)
+            if digest in self._acknowledgeable
+        ]
+        return sign_commit_ack(self._keys, CommitAck(self.node_id, tuple(entries)), self._network)
+
+    def _index_commit(self, sequence: int, digest: bytes, transactions: Iterable[bytes]) -> None:
+        for transaction in transactions:
+            entry = CommittedAt(transaction_digest(transaction), sequence, digest)
+            self._acknowledgeable.setdefault(entry.transaction, entry)
+        excess = len(self._acknowledgeable) - MAX_ACKNOWLEDGED_TRANSACTIONS
+        for oldest in list(itertools.islice(self._acknowledgeable, max(0, excess))):
+            del self._acknowledgeable[oldest]
+
     def _serve_submit(self, request: SubmitRequest, step: Step) -> SubmitAnswer:
         room = max(0, self.config.max_pending_transactions - len(self._pending))
         if self.behind:
@@ -1006,6 +1041,8 @@ class TuskCore:
             self._certificates[digest] = certificate
             self._dag.add(_vertex(certificate, digest))
         commits.sort(key=lambda record: record.sequence)
+        for commit in commits:
+            self._index_commit(commit.sequence, commit.digest, commit.transactions)
         self._ordering.restore(
             [
                 Ordered(

@@ -41,6 +41,7 @@ DOMAIN_HEADER = b"synod/tusk/header"
 DOMAIN_VOTE = b"synod/tusk/vote"
 DOMAIN_ANSWER = b"synod/tusk/answer"
 DOMAIN_SUBMIT_ANSWER = b"synod/tusk/submit-answer"
+DOMAIN_COMMIT_ACK = b"synod/tusk/commit-ack"
 
 MAX_TRANSACTION_BYTES = 4096
 MAX_BATCH_TRANSACTIONS = 512
@@ -54,6 +55,8 @@ KNOWN_WINDOW_ROUNDS = 4
 """Rounds of certificate references a core lists in one answer."""
 MAX_KNOWN = KNOWN_WINDOW_ROUNDS * MAX_COMMITTEE_SIZE
 MAX_SUBMIT_TRANSACTIONS = 1024
+MAX_QUERIED_TRANSACTIONS = MAX_SUBMIT_TRANSACTIONS
+"""Transaction digests one `CommitQuery` may ask about (a whole submission)."""
 MAX_REFUSALS = 2 * MAX_CERTIFICATES_PER_MESSAGE + MAX_HEADERS_PER_REQUEST + 1
 
 ZERO_DIGEST = bytes(32)
@@ -436,6 +439,78 @@ def sign_submit_answer(keys: KeyPair, answer: SubmitAnswer, network: bytes = b""
     return msgspec.structs.replace(answer, signature=keys.sign(domain, canonical_bytes(unsigned)))
 
 
+def transaction_digest(transaction: bytes) -> bytes:
+    """The name of a transaction in commit queries and acknowledgements."""
+    return blake2b(transaction, person=b"synod-tusk-tx")
+
+
+class CommitQuery(Message, frozen=True, tag="tusk.CommitQuery"):
+    """A client asks a core where the transactions with these digests were committed."""
+
+    transactions: Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_QUERIED_TRANSACTIONS)]
+
+
+class CommittedAt(Message, frozen=True, tag="tusk.CommittedAt"):
+    """Transaction `transaction` (a digest) was delivered at position `sequence` of the
+    total order, in the certificate `certificate`."""
+
+    transaction: Bytes32
+    sequence: U64
+    certificate: Bytes32
+
+
+class CommitAck(Message, frozen=True, tag="tusk.CommitAck"):
+    """A core's signed statement of where queried transactions were committed (those it
+    does not know as committed are left out).  A statement about the past stays true,
+    so an acknowledgement needs no request digest: replaying one proves nothing false."""
+
+    core: Bytes32
+    entries: Annotated[tuple[CommittedAt, ...], msgspec.Meta(max_length=MAX_QUERIED_TRANSACTIONS)]
+    signature: Signature = _ZERO_SIGNATURE
+
+    def has_valid_signature(self, network: bytes = b"") -> bool:
+        """Signed by the core it names, for `network`."""
+        unsigned = msgspec.structs.replace(self, signature=_ZERO_SIGNATURE)
+        domain = in_network(DOMAIN_COMMIT_ACK, network)
+        return verify(self.core, domain, canonical_bytes(unsigned), self.signature)
+
+
+def sign_commit_ack(keys: KeyPair, ack: CommitAck, network: bytes = b"") -> CommitAck:
+    """`ack` signed by `keys`' node for `network`."""
+    if ack.core != keys.node_id:
+        raise ValueError("an acknowledgement is signed by the core it names")
+    unsigned = msgspec.structs.replace(ack, signature=_ZERO_SIGNATURE)
+    domain = in_network(DOMAIN_COMMIT_ACK, network)
+    return msgspec.structs.replace(ack, signature=keys.sign(domain, canonical_bytes(unsigned)))
+
+
+def proven_commits(
+    acks: list[CommitAck], weights: Mapping[NodeId, int], threshold: int, network: bytes = b""
+) -> dict[bytes, CommittedAt]:
+    """The transactions (by digest) whose position is stated alike by cores of weight at
+    least `threshold` (the committee's validity threshold, f + 1: at least one of them
+    is correct, and correct cores agree on the order), in valid acknowledgements of
+    distinct members.  Anything fewer cores say, or cores disagree on, is left out."""
+    backing: dict[CommittedAt, set[bytes]] = {}
+    seen: set[bytes] = set()
+    for ack in acks:
+        if ack.core in seen or NodeId(ack.core) not in weights:
+            continue
+        if not ack.has_valid_signature(network):
+            continue
+        seen.add(ack.core)
+        for entry in dict.fromkeys(ack.entries):
+            backing.setdefault(entry, set()).add(ack.core)
+    proven: dict[bytes, CommittedAt] = {}
+    for entry, cores in backing.items():
+        if sum(weights[NodeId(core)] for core in cores) < threshold:
+            continue
+        earlier = proven.get(entry.transaction)
+        if earlier is None or entry.sequence < earlier.sequence:
+            proven[entry.transaction] = entry  # submitted twice: the first commit counts
+    return proven
+
+
 class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
     """Proof that a creator signed two different headers for one round."""
 
@@ -496,6 +571,8 @@ TuskMessage = (
     | CoreAnswer
     | SubmitRequest
     | SubmitAnswer
+    | CommitQuery
+    | CommitAck
     | Header
     | HeaderStub
     | Vote
