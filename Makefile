@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench clean stellar-tools
+.PHONY: test demo lint typecheck unit bench clean stellar-tools browser-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ bench: $(STAMP)
 stellar-tools:
 	npm install --prefix build/stellar-tools --no-audit --no-fund \
 		@stellarbeat/js-stellar-node-connector@7.0.1
+
+# The FBAS report rendered in headless Chromium (Debian's package, installed when
+# absent); the screenshot is checked and kept as build/fbas-report.png.  Not part of
+# `make test`, which needs no browser.
+browser-test: $(STAMP)
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+	$(BIN)/python tests/fbas/browser_check.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -162,7 +162,18 @@ th { background: #f3f3f3; }
 .fails { color: #b00020; font-weight: bold; }
 .holds { color: #2b7a0b; font-weight: bold; }
 code { font-size: 0.9em; }
+section { border-left: 8px solid #868e96; padding-left: 1em; margin-bottom: 1em; }
 """
+
+SECTION_COLOURS = {
+    "overview": "#7b2cbf",
+    "intersection": "#0b7285",
+    "top-tier": "#5c940d",
+    "sets": "#c2255c",
+    "what-if": "#1864ab",
+    "graph": "#087f5b",
+}
+"""Each section's left bar: a key for readers, and what a screenshot check looks for."""
 
 
 def _esc(text: object) -> str:
@@ -272,7 +283,8 @@ def render_report(
          f"grey; hover a node for its name and key.</p>{graph}"),
     ]
     body = "".join(
-        f"<section id='{anchor}'><h2>{_esc(heading)}</h2>{content}</section>"
+        f"<section id='{anchor}' style='border-left-color: {SECTION_COLOURS[anchor]}'>"
+        f"<h2>{_esc(heading)}</h2>{content}</section>"
         for anchor, heading, content in sections
     )
     return (
