@@ -20,10 +20,26 @@ from synod.core import Call, Response, Step
 from synod.crypto import KeyPair
 from synod.fastpay.client import Client
 from synod.fastpay.config import AuthorityEntry, CommitteeFile
-from synod.fastpay.messages import make_vote
+from synod.fastpay.messages import (
+    REPLY_CODEC,
+    REQUEST_CODEC,
+    AccountInfoResponse,
+    AuthoritySignature,
+    CertifiedTransferOrder,
+    ConfirmationOrder,
+    ErrorKind,
+    ErrorReply,
+    SignedTransferOrder,
+    Transfer,
+    TransferOrder,
+    certify,
+    make_transfer_order,
+    make_vote,
+)
 from synod.fastpay.wallet import Accounts, TransferError, UnknownAccount
 from synod.runtime.fastpay_node import FastPayShard, ShardAlreadyRunning, ShardStoreMismatch
 from synod.runtime.fastpay_wallet import AccountsFile, WalletClient
+from synod.runtime.rpc import RpcClient, RpcReply
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -338,6 +354,71 @@ async def test_a_transfer_certified_but_not_confirmed_is_finished_not_paid_again
             again = await wallet.transfer(ALICE.node_id, BOB.node_id, 10)
             assert not again.retried and again.certificate.transfer.sequence_number == 1
             assert await wallet.query_balance(BOB.node_id) == 20
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+async def ask(shard: FastPayShard, request: object) -> object:
+    """One request to a running shard over TCP, as anyone on the network can send it."""
+    client = RpcClient(shard.address)
+    try:
+        result = await client.call(REQUEST_CODEC.encode(request), timeout_s=5)
+    finally:
+        await client.close()
+    assert isinstance(result, RpcReply)
+    return REPLY_CODEC.decode(result.body)
+
+
+@asynchronous
+async def test_a_certificate_whose_order_its_sender_never_signed_is_refused(
+    tmp_path: Path,
+) -> None:
+    accounts = funded()
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        order = make_transfer_order(ALICE, Transfer(ALICE.node_id, BOB.node_id, 5, 0))
+        forged = CertifiedTransferOrder(
+            TransferOrder(order.transfer, bytes(range(64))),
+            certify(order, AUTHORITIES[:3]).signatures,  # valid votes over the transfer
+        )
+        for shard in shards:
+            reply = await ask(shard, ConfirmationOrder(forged))
+            assert isinstance(reply, ErrorReply) and reply.kind is ErrorKind.BAD_CERTIFICATE
+            assert shard.core.account(BOB.node_id).balance == 0
+            assert not shard.core.account(ALICE.node_id).confirmed
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+@asynchronous
+async def test_a_pending_order_confirmed_by_someone_else_does_not_block_the_wallet(
+    tmp_path: Path,
+) -> None:
+    accounts = funded()
+    await refused_once(accounts, ALICE, BOB.node_id, 10)  # Alice's order stays pending
+    pending = Client(ALICE, ANY_PORT.committee(), storage=accounts.wallet(ALICE.node_id).records)
+    assert pending.pending is not None
+    shards = await start_shards(tmp_path, accounts.genesis())
+    try:
+        # Anyone holding the (public) order collects votes and confirms it everywhere.
+        votes = [await ask(shard, pending.pending) for shard in shards[:3]]
+        signatures = [
+            AuthoritySignature(vote.authority, vote.signature)
+            for vote in votes
+            if isinstance(vote, SignedTransferOrder)
+        ]
+        assert len(signatures) == 3
+        certificate = CertifiedTransferOrder(pending.pending, signatures)
+        for shard in shards:
+            assert isinstance(await ask(shard, ConfirmationOrder(certificate)), AccountInfoResponse)
+        async with WalletClient(listening(shards), accounts, timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 10)  # the retry
+            assert done.retried and done.certificate.transfer.sequence_number == 0
+            later = await wallet.transfer(ALICE.node_id, BOB.node_id, 20)
+            assert later.certificate.transfer.sequence_number == 1
+            assert await wallet.query_balance(BOB.node_id) == 30
     finally:
         for shard in shards:
             await shard.stop()
