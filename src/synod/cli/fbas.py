@@ -64,23 +64,28 @@ def _read_json(path: Path) -> Any:
 
 
 def _load(settings: Settings) -> Fbas:
-    from synod.fbas.load import FbasInputError, load_stellar_core, load_stellarbeat
+    from synod.fbas.load import (
+        FbasInputError,
+        detect_format,
+        load_python_fbas,
+        load_stellar_core,
+        load_stellarbeat,
+    )
 
     if settings.input_format == "synod" or settings.path.suffix == ".toml":
-        return _load_synod(settings, options_of(settings))
+        return _what_if(settings, _load_synod(settings, options_of(settings)))
     data = _read_json(settings.path)
     organizations = _read_json(settings.orgs) if settings.orgs else None
     options = options_of(settings)
     input_format = settings.input_format
     if input_format == "auto":
-        input_format = (
-            "stellar-core" if isinstance(data, dict) and "nodes" in data else "stellarbeat"
-        )
+        input_format = detect_format(data)
     try:
-        if input_format == "stellar-core":
+        if input_format in ("stellar-core", "python-fbas"):
             if organizations is not None:
                 raise InputProblem("--orgs applies to stellarbeat input only")
-            fbas = load_stellar_core(data, options)
+            loader = load_stellar_core if input_format == "stellar-core" else load_python_fbas
+            fbas = loader(data, options)
         else:
             fbas = load_stellarbeat(data, options, organizations)
     except FbasInputError as error:
@@ -187,11 +192,12 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--format",
             "input_format",
-            type=click.Choice(["auto", "stellarbeat", "stellar-core", "synod"]),
+            type=click.Choice(["auto", "stellarbeat", "stellar-core", "python-fbas", "synod"]),
             default="auto",
             show_default=True,
             help="Input format (auto: .toml is a synod network.toml, an object with "
-            "'nodes' is stellar-core's quorum JSON, an array is stellarbeat).",
+            "'nodes' is stellar-core's quorum JSON, one with 'validators' and 'qsets' is "
+            "python-fbas JSON, an array is stellarbeat).",
         ),
         click.option(
             "--missing-qset",

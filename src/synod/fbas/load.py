@@ -317,13 +317,123 @@ def load_stellar_core(data: Any, options: LoadOptions | None = None) -> Fbas:
     return _build(raw, options, {})
 
 
+def detect_format(data: Any) -> str:
+    """"stellar-core" (``{"nodes": ...}``), "python-fbas" (``{"validators": ...,
+    "qsets": ...}``) or "stellarbeat" (anything else: a JSON array is expected)."""
+    if isinstance(data, dict) and "nodes" in data:
+        return "stellar-core"
+    if isinstance(data, dict) and "validators" in data and "qsets" in data:
+        return "python-fbas"
+    return "stellarbeat"
+
+
 def detect_and_load(
     data: Any, options: LoadOptions | None = None, organizations: Any = None
 ) -> Fbas:
-    """Load stellarbeat (a JSON array) or stellar-core quorum JSON (``{"nodes": ...}``)."""
-    if isinstance(data, dict) and "nodes" in data:
+    """Load stellarbeat (a JSON array), stellar-core quorum JSON (``{"nodes": ...}``) or
+    python-fbas JSON (``{"validators": [...], "qsets": {...}}``)."""
+    detected = detect_format(data)
+    if detected == "stellar-core":
         return load_stellar_core(data, options)
+    if detected == "python-fbas":
+        return load_python_fbas(data, options)
     return load_stellarbeat(data, options, organizations)
+
+
+# ---------------------------------------------------------------- python-fbas
+
+MAX_EXPANDED_ENTRIES = 10_000
+"""Entries (validators and inner sets, at every depth) one quorum set may have once
+python-fbas's shared qset references are expanded.  References form a graph, so a file
+of a few kilobytes could otherwise expand to about width^5 entries within the nesting
+limit; stellar-core's own limit of 1,000 validators leaves room for 10,000 entries."""
+
+
+class _PythonFbasQsets:
+    """Expands python-fbas qset references into quorum sets, each id once, refusing
+    cycles, dangling ids and expansions beyond `MAX_EXPANDED_ENTRIES`."""
+
+    def __init__(self, table: Any, validator_ids: set[str], check: _KeyCheck) -> None:
+        if not isinstance(table, dict):
+            raise FbasInputError(f"expected an object, got {type(table).__name__}", field="qsets")
+        self.table = table
+        self.validator_ids = validator_ids
+        self.check = check
+        self.done: dict[str, tuple[_RawQset, int]] = {}
+        self.visiting: set[str] = set()
+
+    def expand(self, qset_id: str, where: str) -> _RawQset:
+        return self._expand(qset_id, where)[0]
+
+    def _expand(self, qset_id: str, where: str) -> tuple[_RawQset, int]:
+        found = self.done.get(qset_id)
+        if found is not None:
+            return found
+        path = f"qsets.{qset_id}"
+        if qset_id in self.visiting:
+            raise FbasInputError(f"qset {qset_id!r} refers to itself", where, path)
+        value = self.table.get(qset_id)
+        if not isinstance(value, dict):
+            raise FbasInputError(f"no qset {qset_id!r}", where, path)
+        self.visiting.add(qset_id)
+        if "threshold" not in value:
+            raise FbasInputError("missing threshold", where, path + ".threshold")
+        threshold = _expect_int(value["threshold"], where, path + ".threshold")
+        validators: list[str] = []
+        inner: list[_RawQset] = []
+        size = 0
+        for i, member in enumerate(_expect_list(value.get("members"), where, path + ".members")):
+            member_path = f"{path}.members[{i}]"
+            if not isinstance(member, str):
+                raise FbasInputError("expected a validator or qset id", where, member_path)
+            if member in self.table and member not in self.validator_ids:
+                nested, nested_size = self._expand(member, where)
+                inner.append(nested)
+                size += 1 + nested_size
+            else:
+                validators.append(self.check(member, where, member_path))
+                size += 1
+            if size > MAX_EXPANDED_ENTRIES:
+                raise FbasInputError(
+                    f"expands to more than {MAX_EXPANDED_ENTRIES} entries", where, path
+                )
+        self.visiting.discard(qset_id)
+        result = (_RawQset(threshold, validators, inner, path), size)
+        self.done[qset_id] = result
+        return result
+
+
+def load_python_fbas(data: Any, options: LoadOptions | None = None) -> Fbas:
+    """An `Fbas` from python-fbas's JSON: ``{"validators": [{"id": KEY, "qset": QSET_ID
+    | null, "attrs": {...}}], "qsets": {QSET_ID: {"threshold": N, "members": [KEY |
+    QSET_ID, ...]}}}``; attrs are read like a stellarbeat node's fields."""
+    options = options or LoadOptions()
+    if not isinstance(data, dict) or "validators" not in data or "qsets" not in data:
+        raise FbasInputError('expected an object with "validators" and "qsets"', field="qsets")
+    records = _expect_list(data["validators"], "input", "validators")
+    check = _KeyCheck(options.check_keys)
+    ids = {r.get("id") for r in records if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    qsets = _PythonFbasQsets(data["qsets"], {i for i in ids if isinstance(i, str)}, check)
+    raw: list[_RawNode] = []
+    for position, record in enumerate(records):
+        where = f"validator #{position}"
+        if not isinstance(record, dict):
+            raise FbasInputError(f"expected an object, got {type(record).__name__}", where)
+        if "id" not in record:
+            raise FbasInputError("missing id", where, "id")
+        key = check(record["id"], where, "id")
+        where = f"validator #{position} ({key})"
+        qset_id = record.get("qset")
+        if qset_id is not None and not isinstance(qset_id, str):
+            raise FbasInputError("expected a qset id or null", where, "qset")
+        qset = None if qset_id is None else qsets.expand(qset_id, where)
+        attrs = record.get("attrs")
+        fields = dict(attrs) if isinstance(attrs, dict) else {}
+        fields.pop("quorumSet", None)  # the qset reference above is the quorum set
+        fields["publicKey"] = key
+        info = _stellarbeat_node(fields, position, check).info
+        raw.append(_RawNode(key, where, qset, info))
+    return _build(raw, options, {})
 
 
 # ---------------------------------------------------------------- synod quorum sets
