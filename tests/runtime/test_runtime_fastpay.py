@@ -12,11 +12,12 @@ import socket
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from runtime_helpers import asynchronous
 
-from synod.core import Call, Response, Step
+from synod.core import Call, Reply, RequestReceived, Response, Step
 from synod.crypto import KeyPair
 from synod.fastpay.client import Client
 from synod.fastpay.config import AuthorityEntry, CommitteeFile
@@ -33,6 +34,7 @@ from synod.fastpay.messages import (
     Transfer,
     TransferOrder,
     certify,
+    encode_balance,
     make_transfer_order,
     make_vote,
 )
@@ -419,6 +421,60 @@ async def test_a_pending_order_confirmed_by_someone_else_does_not_block_the_wall
             later = await wallet.transfer(ALICE.node_id, BOB.node_id, 20)
             assert later.certificate.transfer.sequence_number == 1
             assert await wallet.query_balance(BOB.node_id) == 30
+    finally:
+        for shard in shards:
+            await shard.stop()
+
+
+class LazyAuthority:
+    """A Byzantine authority: votes honestly, but acknowledges confirmations without
+    applying them, so that a quorum it is part of leaves an honest authority behind."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @property
+    def node_id(self) -> Any:
+        return self.inner.node_id
+
+    def handle(self, event: Any, now_ms: int) -> Step:
+        if isinstance(event, RequestReceived) and isinstance(event.body, ConfirmationOrder):
+            transfer = event.body.certificate.transfer
+            fake = AccountInfoResponse(
+                transfer.sender, encode_balance(0), transfer.sequence_number + 1
+            )
+            return Step(outgoing=[Reply(event.client, event.request_id, fake)])
+        return cast(Step, self.inner.handle(event, now_ms))
+
+
+@asynchronous
+async def test_payments_an_honest_authority_lacks_are_pushed_before_spending(
+    tmp_path: Path,
+) -> None:
+    carol = KeyPair.from_seed(b"c" * 32)
+    alice_wallet, carol_wallet = Accounts(), Accounts()
+    alice_wallet.add(ALICE, 100)
+    carol_wallet.add(carol, 50)
+    genesis = {**alice_wallet.genesis(), **carol_wallet.genesis()}
+    shards = await start_shards(tmp_path, genesis)
+    try:
+        assert shards[0].host is not None
+        shards[0].host.core = LazyAuthority(shards[0].host.core)  # type: ignore[assignment]
+        await shards[3].stop()  # Carol pays while the fourth authority is down
+        committee = listening(shards)
+        async with WalletClient(committee, carol_wallet, timeout_ms=500) as wallet:
+            await wallet.transfer(carol.node_id, ALICE.node_id, 50)
+        shards[3] = FastPayShard(
+            AUTHORITIES[3], ANY_PORT, 0, genesis, tmp_path / "authority3.sqlite"
+        )
+        await shards[3].start()
+        assert shards[3].core.account(ALICE.node_id).balance == 100  # it lacks the credit
+        # Two honest authorities hold 150; the lazy one and the late one hold 100.
+        async with WalletClient(listening(shards), alice_wallet, timeout_ms=5000) as wallet:
+            done = await wallet.transfer(ALICE.node_id, BOB.node_id, 150)
+            assert done.recovered and done.certificate.transfer.amount == 150
+        assert shards[3].core.account(ALICE.node_id).balance == 0
+        assert shards[3].core.account(BOB.node_id).balance == 150
     finally:
         for shard in shards:
             await shard.stop()

@@ -51,6 +51,7 @@ from synod.fastpay.client import (
     Receive,
     Recover,
     Resume,
+    Synchronize,
     TransferReceived,
 )
 from synod.fastpay.config import CommitteeFile, FastPayFileError, read_text, shard_router
@@ -76,6 +77,10 @@ from synod.wire import DecodeError
 
 DEFAULT_TIMEOUT_MS = 10_000
 PART_SUFFIX = ".part-"
+MAX_PUSHED_PAYMENTS = 64
+"""Most received payments a transfer pushes to the authorities when a quorum vouches for
+less than the wallet was paid (the most recent ones: older ones were spendable before)."""
+_BEHIND_KINDS = (ErrorKind.UNEXPECTED_SEQUENCE_NUMBER, ErrorKind.INSUFFICIENT_BALANCE)
 RETRY_INTERVAL_S = 0.05
 MAX_BATCH_INPUTS = 512
 
@@ -374,15 +379,39 @@ class WalletClient:
             certificate = await self.pay(sender, recipient, amount)
             recovered = False
         except TransferError as error:
-            if not _wallet_is_behind(error) or self.pending_order(sender) is not None:
+            if not _wallet_is_behind(error):
                 raise
-            await self.recover(sender)
-            certificate = await self.pay(sender, recipient, amount)
+            await self._bring_up_to_date(sender, amount)
+            certificate = await self._pay_again(sender, recipient, amount, error)
             recovered = True
         done = await self._done(sender, certificate, started, recovered=recovered)
         return dataclasses.replace(
             done, resumed=resumed, uncounted=(*uncounted, *done.uncounted)
         )
+
+    async def _bring_up_to_date(self, sender: bytes, amount: int) -> None:
+        """Recover the wallet; if a quorum still vouches for less than `amount`, push the
+        payments it received to every authority (some honest ones may lack credits that
+        a quorum with a Byzantine member confirmed) and recover again."""
+        await self.recover(sender)
+        if self.known_balance(sender) >= amount:
+            return
+        received = list(self.core(sender).received_certificates())
+        received = received[max(0, len(received) - MAX_PUSHED_PAYMENTS) :]
+        for certificate in received:
+            await self.perform(sender, Synchronize(certificate))
+        if received:
+            await self.recover(sender)
+
+    async def _pay_again(
+        self, sender: bytes, recipient: bytes, amount: int, first: TransferError
+    ) -> CertifiedTransferOrder:
+        pending = self.pending_order(sender)
+        if pending is None:
+            return await self.pay(sender, recipient, amount)
+        if _same_payment(pending.transfer, recipient, amount):
+            return await self.resume(sender)  # refused for lack of funds: the same order
+        raise first
 
     async def _done(
         self,
@@ -599,7 +628,7 @@ def _wallet_is_behind(error: TransferError) -> bool:
     if failure is None:
         return isinstance(error.__cause__, InsufficientFunds)
     if failure.error is not None:
-        return failure.error.kind is ErrorKind.UNEXPECTED_SEQUENCE_NUMBER
+        return failure.error.kind in _BEHIND_KINDS
     return "another order" in failure.reason
 
 
