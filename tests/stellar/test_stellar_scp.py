@@ -109,3 +109,30 @@ def test_a_validator_restarts_from_its_store_and_a_second_copy_is_refused(
     decided = asyncio.run(decide_slot_one())
     assert decided.slot_index == 1
     assert asyncio.run(restart()) == 2, "slot 1's decision was restored from the store"
+
+
+def test_envelopes_are_relayed_along_a_line_of_validators() -> None:
+    """A - B - C, A and C never connected, every node needing all three: C hears A only
+    through B's relay (and A hears C the same way)."""
+    line = QuorumSet(threshold=3, validators=tuple(keys.node_id for keys in KEYS[:3]))
+
+    async def scenario() -> list[StellarScpNode]:
+        nodes = [StellarScpNode(keys, line, SETTINGS) for keys in KEYS[:3]]
+        addresses = [await node.start("127.0.0.1", 0) for node in nodes]
+        nodes[1].connect_to([addresses[0], addresses[2]])
+        try:
+            for index, node in enumerate(nodes):
+                node.propose(stellar_value(1_800_000_000 + index), slot_index=1)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while not all(node.externalized for node in nodes):
+                assert loop.time() < deadline, [n.relayed for n in nodes]
+                await asyncio.sleep(0.05)
+        finally:
+            for node in nodes:
+                await node.close()
+        return nodes
+
+    nodes = asyncio.run(scenario())
+    assert len({node.externalized[0].value for node in nodes}) == 1
+    assert nodes[1].relayed > 0 and nodes[0].relayed == nodes[2].relayed == 0

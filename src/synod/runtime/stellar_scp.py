@@ -55,7 +55,7 @@ from synod.runtime.stellar_overlay import (
 from synod.runtime.storage import SqliteStorage
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
-from synod.scp.messages import QuorumSetRequest
+from synod.scp.messages import Envelope, QuorumSetRequest
 from synod.scp.stellar import (
     OverlayMessage,
     StellarFormatError,
@@ -67,6 +67,9 @@ from synod.scp.stellar import (
 from synod.stellar.peer import OverlaySettings
 
 log = logging.getLogger("synod.stellar.scp")
+_MAX_SEEN = 10_000
+"""Envelopes remembered as seen (relayed or dropped as repeats): 12 slots of a few hundred
+nodes' statements."""
 _MAX_ASKED = 1024
 """Quorum-set hashes remembered as asked for: four times the core's parked envelopes."""
 
@@ -139,6 +142,9 @@ class StellarScpNode:
         self._started = False
         # Quorum-set hashes the core asked peers for: only those answers are decoded.
         self._asked: OrderedDict[bytes, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self.relayed = 0
+        """Envelopes of other nodes sent on (counted per connection)."""
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen, then feed the core `Started`; returns the bound address."""
@@ -179,11 +185,48 @@ class StellarScpNode:
         sender = connection.peer.peer_id
         if sender is None or message.type not in _SCP_TYPES:
             return
+        message_xdr = bytes(message.to_xdr_bytes())
         try:
-            converted = overlay_message_from_xdr(bytes(message.to_xdr_bytes()))
+            converted = overlay_message_from_xdr(message_xdr)
         except StellarFormatError:
             return  # beyond synod's bounds: dropped, like any malformed statement
+        if isinstance(converted, Envelope):
+            self._relay(connection, message, sha256(message_xdr), converted)
+        # Repeats still reach the core: a peer's periodic re-send is how a statement the
+        # core had to drop (its quorum set unknown, say) gets a second chance.
         self._input(Received(sender, converted))
+
+    def _relay(
+        self,
+        source: OverlayConnection,
+        message: xdr.StellarMessage,
+        digest: bytes,
+        envelope: Envelope,
+    ) -> None:
+        """Flood a new, validly signed envelope of a slot in the window to every other
+        peer, once, as stellar-core floods SCP messages.  Cheapest first: the hash, the
+        slot, then the signature.  The hash covers the whole message, so a corrupted copy
+        that arrives first cannot shadow the genuine one."""
+        if not self._first_sight(digest):
+            return
+        slot = envelope.statement.slot_index
+        core = self.core
+        if not core.next_slot_index - core.config.retained_slots <= slot <= core.window_top:
+            return  # not ours to spread: the core keeps or drops it
+        if not self.network.verify_envelope(envelope):
+            return
+        for connection in list(self.overlay.connections):
+            if connection is not source and connection.peer.authenticated:
+                connection.send(message)
+                self.relayed += 1
+
+    def _first_sight(self, digest: bytes) -> bool:
+        if digest in self._seen:
+            return False
+        self._seen[digest] = None
+        while len(self._seen) > _MAX_SEEN:
+            self._seen.popitem(last=False)
+        return True
 
     def _wanted(self, kind: int, message_xdr: bytes) -> bool:
         if kind == int(MessageType.SCP_QUORUMSET.value):
@@ -232,10 +275,13 @@ class StellarScpNode:
             while len(self._asked) > _MAX_ASKED:
                 self._asked.popitem(last=False)
         try:
-            encoded = xdr.StellarMessage.from_xdr_bytes(overlay_message_to_xdr(message))
+            message_xdr = overlay_message_to_xdr(message)
         except ValueError:
             self.unsent += 1  # a state request beyond XDR's uint32 slot
             return
+        if isinstance(message, Envelope):
+            self._first_sight(sha256(message_xdr))  # ours are not relayed back to us
+        encoded = xdr.StellarMessage.from_xdr_bytes(message_xdr)
         for connection in list(self.overlay.connections):
             peer = connection.peer
             if peer.authenticated and (to is None or peer.peer_id == to):
