@@ -301,3 +301,19 @@ def test_remote_error_closes_the_connection() -> None:
     event = closed(outputs)
     assert event is not None and event.by_remote and "busy" in event.reason
     assert written(outputs) == b""
+
+
+def test_low_order_curve_key_in_a_valid_certificate_is_refused() -> None:
+    from raw_overlay import cert_hash, network_id
+
+    raw, synod = RawNode(), synod_peer(Role.REMOTE_CALLED_US)
+    zero_key = bytes(32)  # its product with any secret is all zeros: no shared key
+    expiration = NOW + 3600
+    signature = raw.signing_key.sign(cert_hash(network_id(TESTNET), expiration, zero_key))
+    cert = xdr.AuthCert(
+        xdr.Curve25519Public(zero_key), xdr.Uint64(expiration), xdr.Signature(signature.signature)
+    )
+    outputs = synod.receive(raw.seal(raw.hello(NOW, cert=cert)), NOW)
+    assert closed(outputs) is not None
+    assert error_of(raw, outputs).code == xdr.ErrorCode.ERR_AUTH
+    assert synod.state is State.CLOSED
