@@ -165,3 +165,31 @@ def test_damaged_wallet_records_are_named_not_a_traceback(network: Path) -> None
     path.write_text("".join(json.dumps(wallet) + "\n" for wallet in wallets))
     result = client("query-balance", wallets[0]["address"])
     assert result.exit_code == 2 and "are damaged" in result.output
+
+
+def test_restore_account_wants_a_key_on_stdin_and_sync_an_account_of_the_file(
+    network: Path,
+) -> None:
+    base = ["client", "--committee", "committee.json", "--accounts", "accounts.json"]
+    garbage = CliRunner().invoke(fastpay, [*base, "restore-account"], input="not a key\n")
+    assert garbage.exit_code == 2 and "stdin: expected the secret key" in garbage.output
+    assert "Traceback" not in garbage.output
+    unknown = client("sync", node_id_text(KeyPair.from_seed(b"z" * 32).node_id))
+    assert unknown.exit_code == 1 and "unknown account" in unknown.output
+    nothing = client("finish", "--from", accounts(network)[0])
+    assert (nothing.exit_code, nothing.output.strip()) == (0, "nothing is pending")
+
+
+def test_a_committee_with_two_network_ids_is_refused_naming_the_key(network: Path) -> None:
+    lines = Path("committee.json").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["network_id"] = "testnet"
+    Path("committee.json").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    result = client("query-balance", accounts(network)[0])
+    assert result.exit_code == 2 and "network_id: the lines name different networks" in (
+        result.output
+    )
+    made = invoke(
+        "server", "--server", "other.json", "generate", "--port", "9", "--network-id", "a@b"
+    )
+    assert made.exit_code == 2 and "--network-id" in made.output

@@ -80,13 +80,19 @@ def test_a_retried_transfer_pays_once_and_a_restored_wallet_is_usable(tmp_path: 
 
         # The first wallet restored from its key alone, in a file of its own.
         wallet = json.loads((tmp_path / "accounts.json").read_text().splitlines()[0])
-        line = {"address": wallet["address"], "secret_key": wallet["secret_key"]}
-        (tmp_path / "restored.json").write_text(json.dumps(line) + "\n")
         restored = ("--accounts", "restored.json")
-        synced = client(tmp_path, *restored, "sync", first)
+        synced = subprocess.run(
+            [sys.executable, "-m", "synod.cli.main", "fastpay", "client",
+             "--committee", "committee.json", *restored, "restore-account"],
+            input=wallet["secret_key"] + "\n", cwd=tmp_path, capture_output=True,
+            text=True, check=False, timeout=30,
+        )  # fmt: skip
         assert synced.returncode == 0, synced.stderr
-        assert synced.stdout.startswith("next transfer #1; 1 transfers")
-        assert "known balance 90" in synced.stdout
+        address, summary = synced.stdout.splitlines()
+        assert address == first and summary.startswith("next transfer #1; 1 transfers")
+        assert "known balance 90" in summary
+        again = client(tmp_path, *restored, "sync", first)
+        assert again.stdout.startswith("next transfer #1; 0 transfers")
         # The second account pays the first from its own wallet; the restored one spends
         # everything, that payment included.
         paid = client(tmp_path, "transfer", "5", "--from", second, "--to", first)

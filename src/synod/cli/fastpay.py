@@ -374,7 +374,39 @@ def sync(context: _ClientContext, address: str) -> None:
     """Bring ADDRESS's wallet up to date from the authorities (after a restore from its
     key, or payments made from other wallets): transfers, pending order, payments
     received and the balance a quorum vouches for."""
-    account = _account(address, "ADDRESS")
+    _synchronize(context, _account(address, "ADDRESS"))
+
+
+@client.command("restore-account")
+@click.pass_obj
+def restore_account(context: _ClientContext) -> None:
+    """Add a wallet from its secret key alone (64 hexadecimal digits read from stdin,
+    never from the command line) and rebuild its state from the authorities."""
+    import sys
+
+    from synod.crypto import KeyPair, node_id_text
+    from synod.fastpay.config import CommitteeFile, hex_bytes
+    from synod.runtime.fastpay_wallet import AccountsFile
+
+    seed = hex_bytes(sys.stdin.readline().strip(), 32)
+    if seed is None:
+        raise ConfigError("stdin: expected the secret key, 64 hexadecimal digits")
+    keys = KeyPair.from_seed(seed)
+    with _exit_codes():
+        CommitteeFile.load(context.committee)
+        accounts = AccountsFile.open(context.accounts, missing_ok=True)
+        try:
+            if bytes(keys.node_id) not in accounts.wallets:
+                accounts.add(keys)
+                accounts.save()
+        finally:
+            accounts.unlock()
+    click.echo(node_id_text(keys.node_id))
+    _synchronize(context, keys.node_id)
+
+
+def _synchronize(context: _ClientContext, account: bytes) -> None:
+    """Recover `account`'s wallet from the authorities and print what it learnt."""
 
     async def body(wallet: WalletClient) -> None:
         recovered = await wallet.recover(account)
