@@ -136,3 +136,31 @@ def test_envelopes_are_relayed_along_a_line_of_validators() -> None:
     nodes = asyncio.run(scenario())
     assert len({node.externalized[0].value for node in nodes}) == 1
     assert nodes[1].relayed > 0 and nodes[0].relayed == nodes[2].relayed == 0
+
+
+def test_a_validator_whose_store_fails_stops_before_sending(tmp_path: Path) -> None:
+    from synod.runtime.storage import StorageError
+
+    alone = QuorumSet(threshold=1, validators=(KEYS[0].node_id,))
+
+    async def scenario() -> StellarScpNode:
+        node = StellarScpNode(KEYS[0], alone, SETTINGS, store_path=tmp_path / "v.sqlite")
+        await node.start("127.0.0.1", 0)
+        sent: list[object] = []
+        node._send_to = lambda to, message: sent.append(message)  # type: ignore[method-assign]
+
+        def full_disk(records: object) -> None:
+            raise StorageError(tmp_path / "v.sqlite", "disk full")
+
+        assert node._sqlite is not None
+        node._sqlite.apply = full_disk  # type: ignore[method-assign]
+        try:
+            node.propose(stellar_value(1_800_000_000), slot_index=1)
+            assert node.failed.is_set() and sent == [], "nothing of the failed step left"
+            node.propose(stellar_value(1_800_000_001), slot_index=2)
+            assert sent == [] and not node.externalized
+        finally:
+            await node.close()
+        return node
+
+    asyncio.run(scenario())

@@ -201,7 +201,6 @@ async def _run_validator(
     slots: int,
     store_path: Path,
 ) -> int:
-    import asyncio
     import time
 
     from synod.runtime.lock import NodeAlreadyRunning
@@ -241,10 +240,10 @@ async def _run_validator(
     if first <= slots:
         node.propose(stellar_value(int(time.time())), first)
     try:
-        await asyncio.Event().wait()
+        await node.failed.wait()
     finally:
         await node.close()
-    return 0
+    return EXIT_FAILED
 
 
 @stellar.command("crawl")

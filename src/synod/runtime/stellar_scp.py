@@ -52,7 +52,7 @@ from synod.runtime.stellar_overlay import (
     OverlayNode,
     speaks_scp,
 )
-from synod.runtime.storage import SqliteStorage
+from synod.runtime.storage import SqliteStorage, StorageError
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
 from synod.scp.messages import Envelope, QuorumSetRequest
@@ -145,6 +145,8 @@ class StellarScpNode:
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self.relayed = 0
         """Envelopes of other nodes sent on (counted per connection)."""
+        self.failure: StorageError | None = None
+        self.failed = asyncio.Event()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen, then feed the core `Started`; returns the bound address."""
@@ -234,7 +236,16 @@ class StellarScpNode:
         return speaks_scp(kind, message_xdr)
 
     def _input(self, event: Input) -> None:
-        self._apply(self.core.handle(event, monotonic_ms()))
+        if self.failure is not None:
+            return  # a node that could not persist a step says nothing more
+        try:
+            self._apply(self.core.handle(event, monotonic_ms()))
+        except StorageError as error:
+            # The step's records are not durable, so none of its messages may leave and
+            # the core's memory is ahead of its store: stop, as the node host does.
+            self.failure = error
+            self.failed.set()
+            log.error("store failed; the node stops", extra={"reason": str(error)})
 
     def _fire(self, name: str) -> None:
         self._timers.pop(name, None)
