@@ -54,6 +54,12 @@ class Application:
         """A fully valid value derived from `value`, or None."""
         return None
 
+    def previous_value(self, slot_index: int) -> bytes | None:
+        """The value slot `slot_index - 1` decided, when the node no longer holds it
+        (the first slot, or after `advance_to`): stellar-core's leader rule hashes it.
+        None: unknown (hashed as the empty value)."""
+        return None
+
     def nomination_timeout_ms(self, round_number: int) -> int:
         """How long nomination round `round_number` (1, 2, ...) lasts."""
         return (1 + round_number) * 1000

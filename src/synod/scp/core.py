@@ -95,6 +95,7 @@ from synod.quorum.qset import QuorumSet, all_validators, is_sane, is_satisfied_b
 from synod.scp.application import Application, Externalized, SlotProposal, SlotsUnavailable
 from synod.scp.ballot import Phase
 from synod.scp.decisions import DecisionStore, build_decision, check_decision
+from synod.scp.leaders import LeaderRule
 from synod.scp.messages import (
     CODEC,
     Decision,
@@ -209,6 +210,11 @@ class ScpConfig:
     messages do not stall the slot once the network heals (None: never)."""
     known_quorum_sets: Iterable[QuorumSet] = ()
     qset_hasher: Callable[[QuorumSet], bytes] = qset_hash
+    leader_rule: LeaderRule | None = None
+    """How nomination picks round leaders: None for the draft's formulas,
+    `synod.scp.leaders.StellarLeaders()` for stellar-core's (64-bit priorities over the
+    previous slot's value, weights without the local node, ties, skipped rounds), or an
+    application's own `LeaderRule`."""
     network: bytes = b""
     """The network id in every envelope signature (`synod.crypto.in_network`): a
     statement signed for one network is refused by the nodes of another.  It applies to
@@ -425,6 +431,14 @@ class ScpCore:
         self._release_externalized(step)
         self._arm_rebroadcast(step)
         return step
+
+    def _previous_value(self, slot_index: int) -> bytes:
+        """The value slot `slot_index - 1` externalized, from the node or else from the
+        application (`Application.previous_value`); b"" when neither knows it."""
+        known = self.externalized_value(slot_index - 1)
+        if known is None:
+            known = self.application.previous_value(slot_index)
+        return known if known is not None else b""
 
     @property
     def window_top(self) -> int:
@@ -732,6 +746,8 @@ class ScpCore:
                 qset_by_hash=self.quorum_sets.get,
                 started_ms=now_ms,
                 validator=self.config.validator,
+                leader_rule=self.config.leader_rule,
+                previous_value=partial(self._previous_value, slot_index),
             )
             self.slots[slot_index] = slot
         self._bind(slot, now_ms, step)

@@ -313,16 +313,36 @@ class NominationProtocol:
                 candidate = self.slot.application.extract_valid_value(self.slot.slot_index, value)
             if candidate is None or candidate in self.votes:
                 continue
-            hashed = value_hash(self.slot.slot_index, self.round_number, candidate)
+            hashed = self._value_order(candidate)
             if hashed > best_hash:
                 best, best_hash = candidate, hashed
         return best
 
     def _update_round_leaders(self) -> None:
-        self.round_leaders.add(
-            round_leader(
-                self.slot.slot_index, self.round_number, self.slot.node_id, self.slot.local_qset
+        rule = self.slot.leader_rule
+        if rule is None:
+            self.round_leaders.add(
+                round_leader(
+                    self.slot.slot_index, self.round_number, self.slot.node_id, self.slot.local_qset
+                )
             )
+            return
+        self.round_number, leaders = rule.round_leaders(
+            self.slot.slot_index,
+            self.round_number,
+            self.slot.previous_value(),
+            local_node=self.slot.node_id,
+            qset=self.slot.local_qset,
+            known_leaders=frozenset(self.round_leaders),
+        )
+        self.round_leaders |= leaders
+
+    def _value_order(self, value: bytes) -> int:
+        rule = self.slot.leader_rule
+        if rule is None:
+            return value_hash(self.slot.slot_index, self.round_number, value)
+        return rule.value_order(
+            self.slot.slot_index, self.round_number, self.slot.previous_value(), value
         )
 
     def _add_vote(self, value: bytes | None) -> bool:

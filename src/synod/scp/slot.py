@@ -32,6 +32,7 @@ from synod.crypto import NodeId
 from synod.quorum.qset import QuorumSet
 from synod.scp.application import Application, Validity
 from synod.scp.ballot import BallotProtocol, Phase
+from synod.scp.leaders import LeaderRule
 from synod.scp.messages import Externalize, Nomination, Statement, companion_quorum_set_hash
 from synod.scp.nomination import NominationProtocol
 from synod.scp.statements import statement_values
@@ -57,6 +58,8 @@ class Slot:
         qset_by_hash: Callable[[bytes], QuorumSet | None],
         started_ms: int,
         validator: bool = True,
+        leader_rule: LeaderRule | None = None,
+        previous_value: Callable[[], bytes] = bytes,
     ) -> None:
         self.slot_index = slot_index
         self.node_id = node_id
@@ -66,6 +69,8 @@ class Slot:
         self._qset_by_hash = qset_by_hash
         self.started_ms = started_ms
         self.validator = validator
+        self.leader_rule = leader_rule
+        self._previous_value = previous_value
         self.now_ms = started_ms
         self.step = Step()
         self.externalized_value: bytes | None = None
@@ -112,6 +117,9 @@ class Slot:
             for statement in self.own_statements()
             for value in statement_values(statement.pledges)
         )
+
+    def previous_value(self) -> bytes:
+        return self._previous_value()
 
     def seconds_on_slot(self) -> int:
         return max(0, self.now_ms - self.started_ms) // 1000

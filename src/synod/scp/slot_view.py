@@ -15,6 +15,7 @@ from typing import Protocol
 from synod.crypto import NodeId
 from synod.quorum.qset import QuorumSet
 from synod.scp.application import Application, Validity
+from synod.scp.leaders import LeaderRule
 from synod.scp.messages import Statement
 
 
@@ -48,6 +49,15 @@ class NominationSlot(SlotContext, Protocol):
 
     def validate(self, value: bytes, *, nomination: bool) -> Validity:
         """The application's verdict on `value` (cached by the slot)."""
+        ...
+
+    @property
+    def leader_rule(self) -> LeaderRule | None:
+        """stellar-core's rule (or an application's); None: the draft's formulas."""
+        ...
+
+    def previous_value(self) -> bytes:
+        """What the slot before this one externalized (b"" when nobody can tell)."""
         ...
 
     def bump_state(self, value: bytes, *, force: bool) -> bool:
