@@ -96,3 +96,53 @@ def test_stellarbeat_connector_handshakes_and_verifies_a_synod_node(
         xdr.Uint32(1), [Keypair.from_public_key(me).xdr_account_id()], []
     )
     assert qset["hash"] == hashlib.sha256(xdr_qset.to_xdr_bytes()).hexdigest()
+
+
+def test_a_synod_node_dials_the_stellarbeat_connector() -> None:
+    """Both directions: synod as the dialer (its HELLO first, AUTH after the acceptor's
+    HELLO) against the independent implementation's acceptor."""
+    import asyncio
+
+    from test_stellar_cli import read_json_lines_until
+
+    from synod.runtime.stellar_overlay import OverlayNode
+    from synod.stellar.peer import OverlaySettings
+
+    modules = connector_modules()
+    environment = {
+        **os.environ,
+        "NODE_PATH": str(modules),
+        "NETWORK": TESTNET,
+        "LEDGER_VERSION": "25",
+        "OVERLAY_VERSION": "38",
+        "OVERLAY_MIN_VERSION": "35",
+    }
+    listener = subprocess.Popen(
+        ["node", str(SCRIPT.with_name("stellarbeat_listen.js"))],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment,
+    )
+    keys = KeyPair.generate()
+    try:
+        (ready,) = read_json_lines_until(listener, lambda entry: "listening" in entry, 30)
+        requests: list[object] = []
+
+        async def dial() -> bytes | None:
+            node = OverlayNode(keys, OverlaySettings(passphrase=TESTNET))
+            node.handler = lambda connection, message: requests.append(message.type)
+            connection = await node.connect("127.0.0.1", int(ready["listening"]))
+            try:
+                await connection.wait_for(lambda: bool(requests), 20)
+                return connection.peer.peer_id
+            finally:
+                await node.close()
+
+        peer_id = asyncio.run(dial())
+        (connected,) = read_json_lines_until(listener, lambda entry: "connected" in entry, 20)
+    finally:
+        listener.terminate()
+        listener.wait(timeout=10)
+    from stellar_sdk import xdr
+
+    assert peer_id is not None and node_id_to_strkey(peer_id) == ready["id"]
+    assert connected["peer"] == node_id_to_strkey(keys.node_id)
+    assert requests == [xdr.MessageType.GET_SCP_STATE], "its MAC'd request verified here"
