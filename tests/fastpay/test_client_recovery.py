@@ -153,3 +153,25 @@ def test_recover_adopts_the_pending_order_the_authorities_hold() -> None:
     events = run(world, ALICE.node_id, alice.resume())
     assert TransferConfirmed in kinds(events)
     assert all(account_at(world, name, BOB.node_id).balance == 4 for name in NAMES)
+
+
+def test_recover_does_not_wait_for_a_silent_authority_once_a_quorum_agrees() -> None:
+    world = World.perfect(seed=3, latency_ms=(1, 20))
+    silent = {NAMES[0]: lambda request, honest: None}
+    add_authorities(world, AUTHORITIES, {ALICE.node_id: 10}, shards=2, scripted=silent)
+    alice = add_client(world, ALICE, COMMITTEE, balance=10)
+    run(world, ALICE.node_id, alice.transfer(BOB.node_id, 4))
+    world.crash(ALICE.node_id)
+    assert world.step_until(lambda: world.idle)
+    world.restart(ALICE.node_id, lambda storage, rng: Client(ALICE, COMMITTEE))
+    alice = world.core(ALICE.node_id, Client)
+    started_ms = world.now_ms
+    world.apply(ALICE.node_id, alice.recover())
+
+    def recovered() -> list[AccountRecovered]:
+        return world.events_of(ALICE.node_id, AccountRecovered)
+
+    assert world.step_until(lambda: bool(recovered()))
+    # Virtual time: done before the silent authority's call could even time out.
+    assert world.now_ms - started_ms < world.call_timeout_ms
+    assert (alice.next_sequence_number, alice.balance) == (1, 6)

@@ -878,15 +878,32 @@ class Client:
             step.events.append(TransferFailed(operation.target, stage, reason, error))
 
     def _finish_when_all_answered(self, step: Step, operation: _Operation) -> None:
-        if not all(lane.done for lane in operation.lanes.values()):
-            return
-        if operation.kind == "recover":
+        if operation.kind == "recover" and self._recover_settled(operation):
+            for lane in operation.lanes.values():
+                lane.done = True  # late answers are ignored from here on
             self._recover_history(step, operation)
+            return
+        if not all(lane.done for lane in operation.lanes.values()):
             return
         self._end()
         assert isinstance(operation.main, ConfirmationOrder)
         applied = frozenset(operation.succeeded)
         step.events.append(Synchronized(operation.main.certificate, applied))
+
+    def _recover_settled(self, operation: _Operation) -> bool:
+        """Every authority answered, or a quorum did and they all tell the same story
+        (sequence number, pending vote, received count, balance): an authority that is
+        down then has nothing to add that the next recovery would not find."""
+        if all(lane.done for lane in operation.lanes.values()):
+            return True
+        responses: dict[NodeId, AccountInfoResponse] = operation.succeeded
+        if not self.committee.reaches_quorum(responses):
+            return False
+        stories = {
+            (info.next_sequence_number, info.pending, info.received_count, info.wide_balance)
+            for info in responses.values()
+        }
+        return len(stories) == 1
 
     def _query_settled(self, operation: _Operation) -> bool:
         """True when no answer still to come can change the query's result.
