@@ -557,3 +557,29 @@ def test_a_span_crossing_into_another_sequence_is_refused() -> None:
         verdicts.append(rejected(step) or receiver.document.text(("a",)))
     assert verdicts[:3] == [["deletion of an element of another sequence"]] * 3
     assert verdicts[3] == ""
+
+
+def test_once_the_shared_budget_is_spent_requests_cost_no_history_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from synod.crdt.causal import UpdateGraph
+
+    config = ReplicaConfig(answer_bytes_total=1024 * 1024, answer_bytes_total_per_second=1024)
+    alice = Replica(keys_for(1), config=config)
+    for index in range(2_000):
+        alice.transact([Put((), "k", index)])
+    walks = [0]
+    original = UpdateGraph.missing_from
+
+    def counting(self: UpdateGraph, heads: Any) -> list[int]:
+        walks[0] += 1
+        return original(self, heads)
+
+    monkeypatch.setattr(UpdateGraph, "missing_from", counting)
+    answered = sum(
+        sent_bytes(ask(alice, index.to_bytes(32, "big"), Heads([]))) > 0 for index in range(100)
+    )
+    # About 240 KiB per answer (walk or bytes) against 1 MiB: a few walks, then none.
+    assert 0 < answered == walks[0] <= 5
+    # Time refills the shared budget: a later request is answered again.
+    assert sent_bytes(ask(alice, b"\x09" * 32, Heads([]), now_ms=3_600_000)) > 0

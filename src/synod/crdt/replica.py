@@ -81,6 +81,9 @@ from synod.crypto import KeyPair, NodeId, blake2b
 from synod.wire import DecodeError
 
 ANNOUNCE_TIMER = "crdt.announce"
+WALK_BYTES_PER_UPDATE = 16
+"""What walking the history to answer `Heads` is charged to the answer budgets, per
+applied update visited (about the CPU of sending that many bytes)."""
 STORAGE_PREFIX = b"crdt/update/"
 
 
@@ -510,7 +513,14 @@ class Replica:
             return
         known = [ordinal_of[h] for h in message.heads if h in self.graph]
         unknown = [h for h in message.heads if h not in self.graph and h not in self._rejected]
-        self._send_ordinals(sender, self.graph.missing_from(known), step, now_ms)
+        # Walking the history is charged to the budgets like the bytes it would send, so
+        # requests from many identities cost a bucket check each once they are spent.
+        walk_bytes = WALK_BYTES_PER_UPDATE * len(self.graph)
+        if self._answer_allowance(sender, now_ms) >= walk_bytes:
+            missing = self.graph.missing_from(known)
+            self._send_ordinals(sender, missing, step, now_ms, minimum_charge=walk_bytes)
+        else:
+            step.events.append(MessageDropped(sender, "answer paced: budget spent"))
         if unknown:
             step.outgoing.append(Send(NodeId(sender), self._heads_message()))
 
@@ -538,11 +548,19 @@ class Replica:
             del self._answer_budgets[next(iter(self._answer_budgets))]
         return budget
 
-    def _send_ordinals(self, to: bytes, ordinals: list[int], step: Step, now_ms: int) -> None:
+    def _answer_allowance(self, peer: bytes, now_ms: int) -> int:
+        """Bytes this replica may send `peer` in answers now (both budgets)."""
+        peer_now = self._answer_budget(peer).available(now_ms)
+        return min(peer_now, self._answer_total.available(now_ms))
+
+    def _send_ordinals(
+        self, to: bytes, ordinals: list[int], step: Step, now_ms: int, minimum_charge: int = 0
+    ) -> None:
         """Send `ordinals` (ancestors first) in batches, cut to the peer's and the shared
-        byte budgets; what is cut follows at the peer's next request."""
+        byte budgets (charged at least `minimum_charge`); what is cut follows at the
+        peer's next request."""
         peer_budget = self._answer_budget(to)
-        allowed = min(peer_budget.available(now_ms), self._answer_total.available(now_ms))
+        allowed = self._answer_allowance(to, now_ms)
         spent = 0
         batch: list[bytes] = []
         batch_bytes = 0
@@ -563,8 +581,8 @@ class Replica:
             batch_bytes += len(encoded)
         if batch:
             step.outgoing.append(Send(NodeId(to), Updates(batch)))
-        peer_budget.spend(spent)
-        self._answer_total.spend(spent)
+        peer_budget.spend(max(spent, minimum_charge))
+        self._answer_total.spend(max(spent, minimum_charge))
 
     # ------------------------------------------------------------ delivery
 
