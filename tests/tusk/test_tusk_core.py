@@ -713,13 +713,28 @@ def test_min_header_delay_ends_early_once_every_members_parent_is_in() -> None:
     assert tuple(sorted(late.header.parents)) == digests(round_one)
 
 
-def test_min_header_delay_paces_an_idle_committee_even_with_every_parent_in() -> None:
+def test_an_idle_paced_committee_makes_no_round_until_there_is_work() -> None:
+    # Before, an idle committee made a round per delay (about 28 empty certificates a
+    # second per core in the report), every core's store growing for nothing.  Now a
+    # paced core with nothing to order proposes nothing, until another core starts its
+    # round (its header comes for a vote) or a transaction arrives.
     core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
     _answer_at(core, CoreRequest(), 1_000)
     empty_round = [certify(sign_header(key, 1, (), ())) for key in KEYS]
     assert _answer_at(core, CoreRequest(certificates=tuple(empty_round)), 1_010).header is None
     assert _answer_at(core, CoreRequest(), 1_099).header is None
-    assert _answer_at(core, CoreRequest(), 1_100).header is not None
+    assert _answer_at(core, CoreRequest(), 1_100).header is None, "idle: no round"
+    assert _answer_at(core, CoreRequest(), 60_000).header is None, "still idle"
+    started = sign_header(KEYS[1], 2, (), digests(empty_round))
+    answer = _answer_at(core, CoreRequest(headers=(started,)), 60_001)
+    assert answer.header is not None and answer.header.round == 2, "completes the round"
+    # Round 2 completes; round 3 is idle again until a transaction arrives.
+    round_two = [certify(sign_header(key, 2, (), digests(empty_round))) for key in KEYS[1:]]
+    assert _answer_at(core, CoreRequest(certificates=tuple(round_two)), 60_200).round == 3
+    assert _answer_at(core, CoreRequest(), 61_000).header is None
+    core.handle(Proposed(b"work"), 61_001)
+    answer = _answer_at(core, CoreRequest(), 61_002)
+    assert answer.header is not None and answer.header.transactions == (b"work",)
 
 
 def test_min_header_delay_ends_early_while_held_transactions_wait_for_their_commit() -> None:

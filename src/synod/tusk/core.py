@@ -928,7 +928,36 @@ class TuskCore:
             return False  # every member's block of the previous round is in: nobody to wait for
         if self._last_header_ms is None:
             self._last_header_ms = self._now_ms  # restarted: wait a whole delay, to be safe
-        return self._now_ms - self._last_header_ms < delay_ms
+        if self._now_ms - self._last_header_ms < delay_ms:
+            return True
+        return self._idle()
+
+    def _idle(self) -> bool:
+        """Nothing to order that this core can see, and no other core has started its
+        round: a paced committee then stops making rounds (an idle committee made one
+        round per delay, every core's store growing by each empty certificate).  Any
+        work restarts it: the core holding it proposes, the others see that header for
+        their votes and complete the round, and the certificates carrying transactions
+        keep every core that holds them proposing until they are delivered."""
+        if self._busy():
+            return False
+        if self._dag.at(self._round) or any(
+            round_number == self._round and creator != self.node_id
+            for round_number, creator in self._votes
+        ):
+            return False  # someone started this round: complete it, or nobody advances
+        if any(
+            self._certificates[vertex.digest].header.transactions
+            and not self._ordering.was_delivered(vertex.digest)
+            for vertex in self._dag.at(self._round - 1).values()
+        ):
+            return False
+        # An own batch never certified waits for collection to queue it again, which
+        # needs commits, which need rounds.
+        return not any(
+            header.transactions and round_number not in self._own_delivered
+            for round_number, header in self._own_headers.items()
+        )
 
     def _busy(self) -> bool:
         """Transactions wait here, or the previous round carried some, or a held
