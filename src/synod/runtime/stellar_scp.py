@@ -3,7 +3,8 @@
 Theory of operation.  The core is configured with Stellar's envelope signatures and
 quorum-set hashes (`synod.scp.stellar.StellarNetwork`, `stellar_qset_hash`), so every
 statement it signs is byte for byte what stellar-core signs, under the network id (the
-SHA-256 of the passphrase).  Its messages travel as the overlay's SCP arms: `Envelope`
+SHA-256 of the passphrase), and it picks nomination leaders by stellar-core's rule
+(`synod.scp.leaders.StellarLeaders`).  Its messages travel as the overlay's SCP arms: `Envelope`
 as SCP_MESSAGE, `QuorumSetRequest`/`QuorumSetResponse` as GET_SCP_QUORUMSET /
 SCP_QUORUMSET, `StateRequest` as GET_SCP_STATE.  Messages without a Stellar counterpart
 (synod's decision proofs for nodes that were away) are not sent in this mode.
@@ -55,6 +56,7 @@ from synod.runtime.stellar_overlay import (
 from synod.runtime.storage import SqliteStorage, StorageError
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
+from synod.scp.leaders import StellarLeaders
 from synod.scp.messages import Envelope, QuorumSetRequest
 from synod.scp.stellar import (
     OverlayMessage,
@@ -110,6 +112,7 @@ class StellarScpNode:
             application=application or Application(),
             validator=validator,
             qset_hasher=stellar_qset_hash,
+            leader_rule=StellarLeaders(),
             signer=self.network.sign_statement,
             verifier=self.network.verify_envelope,
         )
