@@ -423,13 +423,15 @@ def _minimize(
     stop: Stop | None = None,
     shrink: Callable[[set[int]], set[int]] | None = None,
     initial: set[int] | None = None,
+    lower: int = 0,
 ) -> _Search:
     """Models of minimum cardinality over `variables`: the first from RC2 (or, with
-    `stop`, from the anytime search, which may start from the `initial` solution),
-    further ones (up to `limit`) by SAT with an at-most bound and blocking clauses."""
+    `stop`, from the anytime search, which may start from the `initial` solution and
+    a known `lower` bound), further ones (up to `limit`) by SAT with an at-most bound
+    and blocking clauses."""
     if stop is not None:
         search = _minimize_anytime(
-            cnf, variables, stop, progress, shrink=shrink, initial=initial
+            cnf, variables, stop, progress, shrink=shrink, initial=initial, lower=lower
         )
         if not search.optimal or not search.models:
             return search
@@ -476,6 +478,7 @@ def _minimize_anytime(
     *,
     shrink: Callable[[set[int]], set[int]] | None,
     initial: set[int] | None = None,
+    lower: int = 0,
 ) -> _Search:
     """Bounds on the minimum that tighten until they meet or `stop` says so.
 
@@ -498,7 +501,6 @@ def _minimize_anytime(
 
     best = initial
     upper = None if initial is None else size_of(initial)
-    lower = 0
     budget = _FIRST_BUDGET
     with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
         solver.append_formula(totalizer.cnf.clauses)
@@ -585,8 +587,9 @@ def minimal_blocking_sets(
             _encode_cascade(cnf, fbas, core, start, stop)
         if symmetry and limit <= 1:
             _break_symmetries(cnf, fbas, grouping, lambda v: [faulty.get(v, False)], progress)
+        # The empty set leaves the greatest quorum standing: at least one group.
         search = _minimize(
-            cnf, variables, limit, progress, stop=stop, shrink=shrink, initial=greedy
+            cnf, variables, limit, progress, stop=stop, shrink=shrink, initial=greedy, lower=1
         )
     except _Stopped:
         assert greedy is not None
