@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from scp_fixtures import KEYS, QSET, envelope_from, make_core
 
-from synod.core import Proposed, Received
+from synod.core import Proposed, Received, Started
 from synod.crypto import KeyPair
 from synod.scp import (
     Ballot,
@@ -194,3 +194,24 @@ def test_decisions_are_served_from_what_the_node_decided() -> None:
     assert [decision.slot_index for decision in answers] == [1, 2, 3]
     other = world.core(KEYS[1].node_id, ScpCore)
     assert all(checks(other, decision) for decision in answers)
+
+
+def test_a_decision_held_back_survives_a_restart_and_leaves_in_order() -> None:
+    core = make_core()
+    digest = core.local_qset_hash
+    storage: dict[bytes, bytes] = {}
+
+    def decision(slot_index: int) -> Decision:
+        proof = tuple(
+            envelope_from(key, slot_index, externalize(b"v%d" % slot_index, digest))
+            for key in KEYS[1:]
+        )
+        return Decision(slot_index, b"v%d" % slot_index, proof)
+
+    step = core.handle(Received(KEYS[1].node_id, decision(2)), 0)
+    assert step.events == []  # slot 1 is missing: slot 2 waits
+    storage.update((record.key, record.value) for record in step.persist if record.value)
+    restarted = ScpCore(core.config, storage)
+    assert restarted.handle(Started(), 0).events == []
+    step = restarted.handle(Received(KEYS[2].node_id, decision(1)), 0)
+    assert step.events == [Externalized(1, b"v1"), Externalized(2, b"v2")]

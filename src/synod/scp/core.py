@@ -499,6 +499,8 @@ class ScpCore:
                     step.outgoing.append(Broadcast(envelope))
             slot.nominate(None, timed_out=True)
             self._flush(slot, step)
+        # decisions restored from storage that were not handed out yet leave now
+        self._release_externalized(step)
         step.outgoing.append(Broadcast(StateRequest(self.floor)))
         # the request or its answers may be lost: ask again on every rebroadcast tick
         # until peers forming one of our slices have spoken
