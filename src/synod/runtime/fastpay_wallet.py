@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +297,7 @@ class WalletClient:
         self._rpc: dict[tuple[str, int], RpcClient] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
+        self._recoveries = 0
 
     async def __aenter__(self) -> WalletClient:
         self._worker = asyncio.create_task(self._process())
@@ -354,19 +355,14 @@ class WalletClient:
         when a transfer does not complete."""
         pending = self.pending_order(sender)
         unconfirmed = self.core(sender).unconfirmed
-        if pending is not None and _same_payment(pending.transfer, recipient, amount):
+        interrupted = pending.transfer if pending is not None else None
+        if interrupted is None and unconfirmed is not None:
+            # Certified, but the command stopped before a quorum applied it.
+            interrupted = unconfirmed.transfer
+        if interrupted is not None and _same_payment(interrupted, recipient, amount):
+            # This payment retried: finishing it is all that is left.
             started = time.perf_counter()
-            certificate = await self.resume(sender)
-            return await self._done(sender, certificate, started, retried=True)
-        if (
-            pending is None
-            and unconfirmed is not None
-            and _same_payment(unconfirmed.transfer, recipient, amount)
-        ):
-            # Certified, but the command stopped before a quorum applied it: this is
-            # that payment retried; confirming it is all that is left.
-            started = time.perf_counter()
-            certificate = await self.resume(sender)
+            certificate = await self._attempt(sender, recipient, amount, self.resume(sender))
             return await self._done(sender, certificate, started, retried=True)
         resumed = None
         uncounted: list[CertifiedTransferOrder] = []
@@ -375,19 +371,33 @@ class WalletClient:
             if not await self._count_if_ours(sender, resumed):
                 uncounted.append(resumed)
         started = time.perf_counter()
-        try:
-            certificate = await self.pay(sender, recipient, amount)
-            recovered = False
-        except TransferError as error:
-            if not _wallet_is_behind(error):
-                raise
-            await self._bring_up_to_date(sender, amount)
-            certificate = await self._pay_again(sender, recipient, amount, error)
-            recovered = True
+        recoveries = self._recoveries
+        certificate = await self._attempt(
+            sender, recipient, amount, self.pay(sender, recipient, amount)
+        )
+        recovered = self._recoveries != recoveries
         done = await self._done(sender, certificate, started, recovered=recovered)
         return dataclasses.replace(
             done, resumed=resumed, uncounted=(*uncounted, *done.uncounted)
         )
+
+    async def _attempt(
+        self,
+        sender: bytes,
+        recipient: bytes,
+        amount: int,
+        first: Coroutine[Any, Any, CertifiedTransferOrder],
+    ) -> CertifiedTransferOrder:
+        """`first` (a payment, or the same payment resumed); when the wallet turns out to
+        be behind the authorities, bring it up to date and try once more."""
+        try:
+            return await first
+        except TransferError as error:
+            if not _wallet_is_behind(error):
+                raise
+            self._recoveries += 1
+            await self._bring_up_to_date(sender, amount)
+            return await self._pay_again(sender, recipient, amount, error)
 
     async def _bring_up_to_date(self, sender: bytes, amount: int) -> None:
         """Recover the wallet; if a quorum still vouches for less than `amount`, push the
