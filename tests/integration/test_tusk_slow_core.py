@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,8 @@ class DelayProxy:
 
 
 @pytest.fixture
-def far_committee(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process]]]:
-    ports = free_ports(5)
+def far_committee(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process], int]]:
+    ports = free_ports(6)
     listed = ",".join(str(port) for port in ports[:4])
     initialised = subprocess.run(
         synod_command("tusk", "init", str(tmp_path), "--cores", "4", "--ports", listed),
@@ -148,20 +149,21 @@ def far_committee(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process]]]:
     }
     with DelayProxy(ports[4], ports[3], ONE_WAY_S):
         for name in ("driver-a", "driver-b"):
+            metrics = ("--metrics-port", str(ports[5])) if name == "driver-a" else ()
             processes[name] = Process(
-                tmp_path, name, "tusk", "driver", str(seen_by_drivers), "--name", name
+                tmp_path, name, "tusk", "driver", str(seen_by_drivers), "--name", name, *metrics
             )
         try:
-            yield tmp_path, processes
+            yield tmp_path, processes, ports[5]
         finally:
             for process in processes.values():
                 process.kill_if_running()
 
 
 def test_a_core_100_ms_from_the_drivers_gets_every_transaction_committed(
-    far_committee: tuple[Path, dict[str, Process]],
+    far_committee: tuple[Path, dict[str, Process], int],
 ) -> None:
-    directory, processes = far_committee
+    directory, processes, metrics_port = far_committee
     for process in processes.values():
         process.wait_ready()
     handed: set[str] = set()
@@ -190,3 +192,8 @@ def test_a_core_100_ms_from_the_drivers_gets_every_transaction_committed(
     processes["core-0"].wait_transactions({"last"})
     line = next(c for c in processes["core-0"].commits() if "last" in c["transactions"])
     assert (position["sequence"], position["certificate"]) == (line["sequence"], line["digest"])
+    # driver-a serves Prometheus text metrics, a round and a lag for every core.
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    for name in ("core-0", "core-3"):
+        assert f'synod_tusk_driver_core_lag_rounds{{core="{name}",driver="driver-a"}}' in text

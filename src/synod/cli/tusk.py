@@ -121,11 +121,20 @@ def init(directory: Path, count: int, host: str, base_port: int, ports: str | No
 _LOG_LEVEL = log_level_option()
 
 
+_METRICS_PORT = click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus text metrics on 127.0.0.1:PORT (0 picks one; logged).",
+)
+
+
 @tusk.command("core")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node")
 @_LOG_LEVEL
-def core(directory: Path, node: str, log_level: str) -> None:
+@_METRICS_PORT
+def core(directory: Path, node: str, log_level: str, metrics_port: int | None) -> None:
     """Run core NODE (a name such as core-0, or an index) until SIGINT/SIGTERM.
 
     It only listens.  Each committed certificate is printed as a JSON line.
@@ -137,16 +146,18 @@ def core(directory: Path, node: str, log_level: str) -> None:
         entry.node_id,
         f"holds the key of another core than {entry.name}'s id in {network.path}",
     )
-    run_process(_run_core(network, entry, keys), log_level)
+    run_process(_run_core(network, entry, keys, metrics_port), log_level)
 
 
-async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> int:
+async def _run_core(
+    network: TuskNetwork, entry: CoreEntry, keys: KeyPair, metrics_port: int | None
+) -> int:
     import logging
 
     from synod.crypto import node_id_text
     from synod.runtime.host import HostFailed
     from synod.runtime.lock import NodeAlreadyRunning
-    from synod.runtime.tusk_node import CoreNode
+    from synod.runtime.tusk_node import CoreNode, MetricsServer, core_series
 
     log = logging.getLogger("synod.cli.tusk")
     names = {core.node_id: core.name for core in network.cores}
@@ -161,6 +172,10 @@ async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> in
     except NodeAlreadyRunning as error:
         raise click.ClickException(str(error)) from None
     await node.start((entry.host, entry.port))
+    metrics = MetricsServer(lambda: core_series(node.core, entry.name))
+    if metrics_port is not None:
+        bound = await metrics.start(("127.0.0.1", metrics_port))
+        log.info("metrics", extra={"address": f"{bound[0]}:{bound[1]}"})
     ready = {
         "event": "ready",
         "core": entry.name,
@@ -174,6 +189,8 @@ async def _run_core(network: TuskNetwork, entry: CoreEntry, keys: KeyPair) -> in
     except HostFailed as error:
         log.error("core failed", extra={"reason": str(error)})
         return EXIT_FAILED
+    finally:
+        await metrics.stop()
     return 0
 
 
@@ -202,7 +219,8 @@ def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--name", default="driver", show_default=True, help="A label for logs.")
 @_LOG_LEVEL
-def driver(directory: Path, name: str, log_level: str) -> None:
+@_METRICS_PORT
+def driver(directory: Path, name: str, log_level: str, metrics_port: int | None) -> None:
     """Run a driver for the committee in DIRECTORY until SIGINT/SIGTERM.
 
     It holds no key and no file; any number of drivers may run at once.
@@ -213,21 +231,37 @@ def driver(directory: Path, name: str, log_level: str) -> None:
 
     network = _load_network(directory)
     configure_json_logging(log_level.upper())
-    sys.exit(asyncio.run(_run_driver(network, name)))
+    sys.exit(asyncio.run(_run_driver(network, name, metrics_port)))
 
 
-async def _run_driver(network: TuskNetwork, name: str) -> int:
+LAG_WARNING_ROUNDS = 10
+"""A core this many rounds behind the driver's highest certificate is reported lagging
+(a stuck or unreachable core falls behind too); back within it, caught up."""
+
+
+async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None) -> int:
     import logging
 
-    from synod.runtime.tusk_node import DriverFailed, DriverNode
+    from synod.runtime.tusk_node import DriverFailed, DriverNode, MetricsServer, driver_series
 
+    log = logging.getLogger("synod.cli.tusk")
+    names: dict[bytes, str] = {core.node_id: core.name for core in network.cores}
     reported = 0
+    lagging: set[bytes] = set()
 
     def report_progress(highest_round: int) -> None:
         nonlocal reported
         if highest_round >= reported + 10:
             reported = highest_round
             print_json_line({"event": "progress", "highest_round": highest_round})
+        for core, round_number in node.driver.core_rounds().items():
+            lag = highest_round - round_number
+            if lag > LAG_WARNING_ROUNDS and core not in lagging:
+                lagging.add(core)
+                log.warning("core lagging", extra={"core": names.get(core), "rounds": lag})
+            elif lag <= LAG_WARNING_ROUNDS and core in lagging:
+                lagging.discard(core)
+                log.warning("core caught up", extra={"core": names.get(core)})
 
     node = DriverNode(
         network.new_driver(name),
@@ -235,12 +269,18 @@ async def _run_driver(network: TuskNetwork, name: str) -> int:
         call_timeout_ms=network.settings["call_timeout_ms"],
         on_round=report_progress,
     )
+    metrics = MetricsServer(lambda: driver_series(node.driver, names))
+    if metrics_port is not None:
+        bound = await metrics.start(("127.0.0.1", metrics_port))
+        log.info("metrics", extra={"address": f"{bound[0]}:{bound[1]}"})
     ready = {"event": "ready", "driver": name, "cores": len(network.cores)}
     try:
         await node.serve(on_ready=lambda: print_json_line(ready))
     except DriverFailed as error:
-        logging.getLogger("synod.cli.tusk").error("driver failed", extra={"reason": str(error)})
+        log.error("driver failed", extra={"reason": str(error)})
         return EXIT_FAILED
+    finally:
+        await metrics.stop()
     return 0
 
 

@@ -306,6 +306,118 @@ class DriverNode:
         self._inputs.put_nowait(Response(call.to, call.request_id, body))
 
 
+# ---------------------------------------------------------------- metrics
+
+MAX_METRICS_CONNECTIONS = 4
+"""Scrapes served at once; more are closed at once (a monitoring system makes one)."""
+METRICS_REQUEST_BYTES = 8 * 1024
+"""A scrape request's head is read up to this size, then answered whatever it says."""
+METRICS_TIMEOUT_S = 2.0
+"""A connection that sends no complete request head within this is closed."""
+
+Series = list[tuple[str, dict[str, str], int]]
+"""Metric name, labels, value."""
+
+
+def render_metrics(series: Series) -> str:
+    """The Prometheus text exposition format (version 0.0.4) of `series`."""
+    lines = []
+    for name, labels, value in series:
+        label_text = ",".join(
+            f'{key}="{_escape_label(text)}"' for key, text in sorted(labels.items())
+        )
+        lines.append(f"{name}{{{label_text}}} {value}" if labels else f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsServer:
+    """A Prometheus text endpoint: every request on its port, whatever its path, gets
+    the current `collect()` series, then the connection closes.  At most
+    `MAX_METRICS_CONNECTIONS` at once, each read up to `METRICS_REQUEST_BYTES` within
+    `METRICS_TIMEOUT_S`: an outsider holding sockets or sending endless headers costs
+    four sockets and 32 KiB."""
+
+    def __init__(self, collect: Callable[[], Series]) -> None:
+        self.collect = collect
+        self._server: asyncio.Server | None = None
+        self._open = 0
+
+    @property
+    def open_connections(self) -> int:
+        """Scrapes being served now."""
+        return self._open
+
+    async def start(self, listen: Address) -> Address:
+        """Listen on `listen` (port 0 picks one); the address bound."""
+        self._server = await asyncio.start_server(self._serve, listen[0], listen[1])
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return (host, port)
+
+    async def stop(self) -> None:
+        """Close the listener; idempotent."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_METRICS_CONNECTIONS:
+            writer.close()
+            return
+        self._open += 1
+        try:
+            await asyncio.wait_for(self._read_head(reader), METRICS_TIMEOUT_S)
+            body = render_metrics(self.collect()).encode()
+            head = (
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await asyncio.wait_for(writer.drain(), METRICS_TIMEOUT_S)
+        except (TimeoutError, OSError, ValueError):
+            pass
+        finally:
+            self._open -= 1
+            writer.close()
+
+    @staticmethod
+    async def _read_head(reader: asyncio.StreamReader) -> None:
+        received = 0
+        while received < METRICS_REQUEST_BYTES:
+            line = await reader.readline()
+            received += len(line)
+            if line in (b"\r\n", b"\n", b""):
+                return
+
+
+def core_series(core: TuskCore, name: str) -> Series:
+    """A core's `metrics()` as series `synod_tusk_core_<metric>{core="name"}`."""
+    return [
+        (f"synod_tusk_core_{metric}", {"core": name}, value)
+        for metric, value in core.metrics().items()
+    ]
+
+
+def driver_series(driver: Driver, names: Mapping[bytes, str]) -> Series:
+    """A driver's `metrics()` and, per core, the round it reported and how many rounds
+    it is behind the driver's highest certificate (`synod_tusk_driver_core_lag_rounds`)."""
+    labels = {"driver": driver.name}
+    series: Series = [
+        (f"synod_tusk_driver_{metric}", labels, value)
+        for metric, value in driver.metrics().items()
+    ]
+    for core, round_number in driver.core_rounds().items():
+        core_labels = {**labels, "core": names.get(core, bytes(core).hex()[:12])}
+        series.append(("synod_tusk_driver_core_round", core_labels, round_number))
+        lag = max(0, driver.highest_round - round_number)
+        series.append(("synod_tusk_driver_core_lag_rounds", core_labels, lag))
+    return series
+
+
 # ---------------------------------------------------------------- submitting
 
 

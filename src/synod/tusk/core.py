@@ -335,6 +335,7 @@ class TuskCore:
         self._reported_behind = False
         self._now_ms = 0
         self._stale_keys: list[bytes] = []  # evidence over the cap found in storage
+        self._refusal_counts: dict[str, int] = {}  # by reason name, since start
         # transaction digest -> where it was first committed, the most recent ones only
         self._acknowledgeable: dict[bytes, CommittedAt] = {}
         self._restore(storage or {})
@@ -384,6 +385,25 @@ class TuskCore:
     def certificate_digests(self) -> frozenset[bytes]:
         """Digests of the certificates held (rounds at or above the collection floor)."""
         return frozenset(self._certificates)
+
+    def metrics(self) -> dict[str, int]:
+        """Counters and gauges for monitoring (`synod tusk core --metrics-port`):
+        round, collection floor, committed certificates, pending transactions, whether
+        behind and the highest round seen, evidence held, and refusals by reason since
+        this core started (`refusals_<reason>`)."""
+        values = {
+            "round": self._round,
+            "gc_round": self.gc_round,
+            "committed": self.committed_count,
+            "pending_transactions": len(self._pending),
+            "behind": int(self.behind),
+            "highest_seen_round": max(self._highest_seen_round, self._round),
+            "equivocations": len(self._evidence),
+            "certificate_conflicts": len(self._conflicts),
+        }
+        for reason, count in sorted(self._refusal_counts.items()):
+            values[f"refusals_{reason}"] = count
+        return values
 
     def certificate(self, digest: bytes) -> Certificate | None:
         """The certificate held under `digest`, if any."""
@@ -526,6 +546,9 @@ class TuskCore:
         *,
         header_held: bytes = ZERO_DIGEST,
     ) -> CoreAnswer:
+        for refusal in refusals:
+            name = refusal.reason.name.lower()
+            self._refusal_counts[name] = self._refusal_counts.get(name, 0) + 1
         header = self._own_headers.get(self._round)
         own_vote = self._votes.get((self._round, self.node_id))
         # The own vote names the own header's digest (both are made together).

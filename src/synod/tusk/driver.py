@@ -157,6 +157,20 @@ class Driver:
         docstring)."""
         return tuple(pending.header for pending in self._pending.values())
 
+    def core_rounds(self) -> dict[bytes, int]:
+        """The round each core last reported (0: no answer yet)."""
+        return {core: view.round for core, view in self._views.items()}
+
+    def metrics(self) -> dict[str, int]:
+        """Gauges for monitoring (`synod tusk driver --metrics-port`): the highest
+        certified round, certificates and headers held, requests in flight."""
+        return {
+            "highest_round": self.highest_round,
+            "certificates": len(self._certificates),
+            "pending_headers": len(self._pending),
+            "requests_in_flight": len(self._requests),
+        }
+
     def certificate_count(self) -> int:
         """Certificates this driver holds (soft state, within its window of rounds)."""
         return len(self._certificates)
