@@ -583,3 +583,29 @@ def test_once_the_shared_budget_is_spent_requests_cost_no_history_walk(
     assert 0 < answered == walks[0] <= 5
     # Time refills the shared budget: a later request is answered again.
     assert sent_bytes(ask(alice, b"\x09" * 32, Heads([]), now_ms=3_600_000)) > 0
+
+
+def test_paced_answers_between_replicas_with_unknown_heads_go_on_where_they_left_off() -> None:
+    # Each holds a head the other does not know, so each answers the other with its
+    # whole history; cut to a budget smaller than the shared part, an answer that
+    # started over each time would send only what the peer has, forever.
+    budget = 8 * 1024
+    config = ReplicaConfig(answer_bytes_per_peer=budget, answer_bytes_per_peer_per_second=budget)
+    alice, bob = Replica(keys_for(1), config=config), Replica(keys_for(2), config=config)
+    for index in range(300):
+        alice.transact([Put((), f"shared{index}", "x" * 100)])
+    for update_id in alice.applied_ids():
+        bob.receive(UPDATE_CODEC.decode(alice.encoded_update(update_id)), Step())
+    alice.transact([Put((), "alice", 1)])
+    bob.transact([Put((), "bob", 1)])
+    now_ms = 0
+    for _ in range(100):
+        for source, target in ((alice, bob), (bob, alice)):
+            answer = ask(source, target.node_id, Heads(target.heads()), now_ms)
+            for out in answer.outgoing:
+                if isinstance(out.message, Updates):
+                    target.handle(Received(source.node_id, out.message), now_ms)  # type: ignore[arg-type]
+        if alice.updates_digest() == bob.updates_digest():
+            break
+        now_ms += 1_000
+    assert alice.document_digest() == bob.document_digest()

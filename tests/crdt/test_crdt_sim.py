@@ -171,3 +171,21 @@ def test_same_seed_gives_the_same_history() -> None:
     first = run_scenario(CrdtScenario(), seed=9, settings=settings)
     second = run_scenario(CrdtScenario(), seed=9, settings=settings)
     assert first.history_digest == second.history_digest
+
+
+def test_the_answer_budget_checker_on_hand_written_histories() -> None:
+    from synod.sim.scenarios.crdt import AnswerBudgetChecker
+
+    def answer(t: int, size: int, node: str = "aa") -> dict[str, object]:
+        event = {"type": "AnswerSent", "peer": "bb", "size_bytes": size}
+        return {"t": t, "kind": "event", "node": node, "event": event}
+
+    within = [answer(0, 1000), answer(500, 500), answer(1000, 500)]  # 2,000 by t=1 s
+    assert check_history([AnswerBudgetChecker({"aa"}, 1000, 1000)], within) == []
+    over = [answer(0, 1000), answer(400, 500)]
+    (violation,) = check_history([AnswerBudgetChecker({"aa"}, 1000, 1000)], over)
+    assert violation.checker == "answer budget"
+    restarted = [answer(0, 1000), {"t": 10, "kind": "restart", "node": "aa"}, answer(20, 1000)]
+    assert check_history([AnswerBudgetChecker({"aa"}, 1000, 1000)], restarted) == []
+    other_node = [answer(0, 5000, node="cc")]
+    assert check_history([AnswerBudgetChecker({"aa"}, 1000, 1000)], other_node) == []

@@ -282,6 +282,7 @@ class Replica:
         self._next_snapshot = 0
         self._plan_snapshot(0)
         self._answer_budgets: dict[bytes, ByteBudget] = {}
+        self._answer_resume: dict[bytes, tuple[bytes, int]] = {}
         self._answer_total = ByteBudget(
             self.config.answer_bytes_total, self.config.answer_bytes_total_per_second
         )
@@ -518,7 +519,13 @@ class Replica:
         walk_bytes = WALK_BYTES_PER_UPDATE * len(self.graph)
         if self._answer_allowance(sender, now_ms) >= walk_bytes:
             missing = self.graph.missing_from(known)
-            self._send_ordinals(sender, missing, step, now_ms, minimum_charge=walk_bytes)
+            announced = blake2b(b"".join(message.heads), person=b"synod-crdt-ann")
+            start = self._resume_at(sender, announced, len(missing))
+            sent = self._send_ordinals(
+                sender, missing[start:], step, now_ms, minimum_charge=walk_bytes
+            )
+            resume = start + sent if start + sent < len(missing) else 0
+            self._remember_resume(sender, announced, resume)
         else:
             step.events.append(MessageDropped(sender, "answer paced: budget spent"))
         if unknown:
@@ -548,6 +555,26 @@ class Replica:
             del self._answer_budgets[next(iter(self._answer_budgets))]
         return budget
 
+    def _resume_at(self, peer: bytes, announced: bytes, missing: int) -> int:
+        """Where the answer to these same heads of `peer` left off (0: from the start).
+
+        A paced answer is a prefix of what the peer misses.  When its heads did not
+        move (two replicas that each hold a head the other does not know answer each
+        other with everything, and the prefix may hold only what the peer has), the
+        next answer goes on after that prefix instead of sending it again; past the
+        end it starts over, so what the network lost is sent again.
+        """
+        remembered = self._answer_resume.get(peer)
+        if remembered is None or remembered[0] != announced or remembered[1] >= missing:
+            return 0
+        return remembered[1]
+
+    def _remember_resume(self, peer: bytes, announced: bytes, resume: int) -> None:
+        self._answer_resume.pop(peer, None)
+        self._answer_resume[peer] = (announced, resume)
+        while len(self._answer_resume) > self.config.max_rate_limited_peers:
+            del self._answer_resume[next(iter(self._answer_resume))]
+
     def _answer_allowance(self, peer: bytes, now_ms: int) -> int:
         """Bytes this replica may send `peer` in answers now (both budgets)."""
         peer_now = self._answer_budget(peer).available(now_ms)
@@ -555,22 +582,24 @@ class Replica:
 
     def _send_ordinals(
         self, to: bytes, ordinals: list[int], step: Step, now_ms: int, minimum_charge: int = 0
-    ) -> None:
+    ) -> int:
         """Send `ordinals` (ancestors first) in batches, cut to the peer's and the shared
         byte budgets (charged at least `minimum_charge`); what is cut follows at the
-        peer's next request."""
+        peer's next request.  Returns how many were sent."""
         peer_budget = self._answer_budget(to)
         allowed = self._answer_allowance(to, now_ms)
         spent = 0
+        count = 0
         batch: list[bytes] = []
         batch_bytes = 0
-        for index, ordinal in enumerate(ordinals):
+        for ordinal in ordinals:
             encoded = self._encoded[ordinal]
             if spent + len(encoded) > allowed:
-                left = len(ordinals) - index
+                left = len(ordinals) - count
                 step.events.append(MessageDropped(to, f"answer paced: {left} updates later"))
                 break
             spent += len(encoded)
+            count += 1
             if batch and (
                 len(batch) >= self.config.max_updates_per_message
                 or batch_bytes + len(encoded) > self.config.max_bytes_per_message
@@ -583,6 +612,7 @@ class Replica:
             step.outgoing.append(Send(NodeId(to), Updates(batch)))
         peer_budget.spend(max(spent, minimum_charge))
         self._answer_total.spend(max(spent, minimum_charge))
+        return count
 
     # ------------------------------------------------------------ delivery
 

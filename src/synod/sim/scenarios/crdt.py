@@ -42,7 +42,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from synod.core import Core, Input, LocalError, Proposed, Started, Step, Storage
+from synod.core import Core, Input, LocalError, Proposed, Send, Started, Step, Storage
 from synod.crdt.document import Document
 from synod.crdt.messages import (
     CODEC,
@@ -94,11 +94,20 @@ from synod.sim.world import World
 EDIT_WINDOW_MS = 2_000
 """Correct replicas edit at random times in this first part of the safety phase."""
 
+SIM_ANSWER_BYTES = 16 * 1024
+"""Per-peer answer budget of simulated replicas (and what it earns per second): small
+enough that the Byzantine replicas' empty announcements and `Want`s of everything would
+exceed it in every run without pacing, large enough for catch-up within the budget."""
+
 SIM_REPLICA_CONFIG = ReplicaConfig(
     announce_interval_ms=250,
     max_waiting_updates=64,
     heads_answer_burst=4,
     heads_answer_interval_ms=100,
+    answer_bytes_per_peer=SIM_ANSWER_BYTES,
+    answer_bytes_per_peer_per_second=SIM_ANSWER_BYTES,
+    answer_bytes_total=4 * SIM_ANSWER_BYTES,
+    answer_bytes_total_per_second=4 * SIM_ANSWER_BYTES,
 )
 
 
@@ -171,8 +180,17 @@ class DocumentObserved:
     document_digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerSent:
+    """The replica sent `peer` this many bytes of updates in answers (not broadcasts)."""
+
+    peer: bytes
+    size_bytes: int
+
+
 class ObservedReplica:
-    """A `Replica` that turns `EditPlan`s into edits and reports its document."""
+    """A `Replica` that turns `EditPlan`s into edits and reports its document and the
+    bytes it sends each peer in answers."""
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
@@ -186,6 +204,12 @@ class ObservedReplica:
             edits = draw_edits(self.replica, random.Random(event.value.seed))
             event = Proposed(LocalChange(tuple(edits)))
         step = self.replica.handle(event, now_ms)
+        answered: dict[bytes, int] = {}
+        for out in step.outgoing:
+            if isinstance(out, Send) and isinstance(out.message, Updates):
+                size = sum(len(encoded) for encoded in out.message.updates)
+                answered[out.to] = answered.get(out.to, 0) + size
+        step.events.extend(AnswerSent(peer, size) for peer, size in answered.items())
         if isinstance(event, Started) or any(isinstance(e, UpdateApplied) for e in step.events):
             step.events.append(
                 DocumentObserved(
@@ -424,7 +448,11 @@ class CrdtScenario:
 
     def checkers(self) -> list[Checker]:
         correct = self.correct_hex()
-        return [SameUpdatesSameDocumentChecker(correct), SameVerdictChecker(correct)]
+        return [
+            SameUpdatesSameDocumentChecker(correct),
+            SameVerdictChecker(correct),
+            AnswerBudgetChecker(correct, SIM_ANSWER_BYTES, SIM_ANSWER_BYTES),
+        ]
 
     def crashable(self, world: World) -> list[int]:
         return [node.index for node in world.correct_nodes()]
@@ -534,6 +562,49 @@ class SameVerdictChecker:
             f"{rejecter[:8]} ({reason})"
         )
         return Violation(self.name, record["t"], detail)
+
+    def finish(self) -> list[Violation]:
+        return []
+
+
+@dataclass(slots=True)
+class AnswerBudgetChecker:
+    """No correct replica answers one peer with more bytes than its budget allows.
+
+    A replica's answers to one peer's `Heads` and `Want`s are paced by a token bucket of
+    `budget_bytes` that earns `bytes_per_second`: from its first answer to that peer at
+    t0, all it sends that peer by t is at most budget + rate * (t - t0).  A restart
+    starts the bucket again.  Without pacing, the Byzantine replicas' empty
+    announcements and `Want`s of everything break this in every run.
+    """
+
+    correct_nodes: set[str]
+    budget_bytes: int
+    bytes_per_second: int
+    name: str = "answer budget"
+    sent: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+    def observe(self, record: Record) -> list[Violation]:
+        node = record.get("node")
+        if record["kind"] == "restart":
+            for key in [key for key in self.sent if key[0] == node]:
+                del self.sent[key]
+            return []
+        event = events_of(record, "AnswerSent")
+        if event is None or node not in self.correct_nodes:
+            return []
+        key = (node, event["peer"])
+        first_t, total = self.sent.get(key, (record["t"], 0))
+        total += event["size_bytes"]
+        self.sent[key] = (first_t, total)
+        bound = self.budget_bytes + self.bytes_per_second * (record["t"] - first_t) // 1000
+        if total <= bound:
+            return []
+        detail = (
+            f"{node[:8]} sent {str(event['peer'])[:8]} {total} bytes of answers since "
+            f"t={first_t} ms, more than the budget allows ({bound})"
+        )
+        return [Violation(self.name, record["t"], detail)]
 
     def finish(self) -> list[Violation]:
         return []
