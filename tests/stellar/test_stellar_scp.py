@@ -164,3 +164,34 @@ def test_a_validator_whose_store_fails_stops_before_sending(tmp_path: Path) -> N
         return node
 
     asyncio.run(scenario())
+
+
+def test_a_watcher_connected_to_one_validator_follows_the_network() -> None:
+    """A node that never votes (stellar-core's watcher) dials one validator only; with
+    that validator relaying the others' envelopes it externalizes what they decided."""
+    watcher_keys = KeyPair.from_seed(hashlib.sha256(b"watcher").digest())
+
+    async def scenario() -> tuple[list[StellarScpNode], StellarScpNode]:
+        nodes = [StellarScpNode(keys, QSET, SETTINGS) for keys in KEYS]
+        addresses = [await node.start("127.0.0.1", 0) for node in nodes]
+        for index, node in enumerate(nodes):
+            node.connect_to(addresses[:index])
+        watcher = StellarScpNode(watcher_keys, QSET, SETTINGS, validator=False)
+        await watcher.start("127.0.0.1", 0)
+        watcher.connect_to([addresses[0]])
+        try:
+            for index, node in enumerate(nodes):
+                node.propose(stellar_value(1_800_000_000 + index), slot_index=1)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while not watcher.externalized or not all(node.externalized for node in nodes):
+                assert loop.time() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            for node in [*nodes, watcher]:
+                await node.close()
+        return nodes, watcher
+
+    nodes, watcher = asyncio.run(scenario())
+    assert watcher.externalized[0] == nodes[0].externalized[0]
+    assert len(watcher.overlay.connections) == 0  # closed; it had dialed one validator only

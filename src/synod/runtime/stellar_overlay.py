@@ -255,11 +255,14 @@ class OverlayNode:
         on_envelope: Callable[[Envelope], None] | None = None,
         handler: MessageHandler | None = None,
         accept: Callable[[int, bytes], bool] = serves,
+        on_peer: Callable[[OverlayConnection], None] | None = None,
     ) -> None:
         """`handler`, when given, takes every decoded message instead of the store's
         answers (an SCP core answers for itself); `accept` picks what is decoded."""
         self.keys = keys
         self.handler = handler
+        self.on_peer = on_peer
+        """Called with each connection that completes its handshake."""
         self.accept = accept
         self.on_envelope = on_envelope
         """Called with each new SCP envelope whose Stellar signature verifies."""
@@ -382,6 +385,8 @@ class OverlayNode:
         )
         if connection.peer.role is Role.REMOTE_CALLED_US and self._peers:
             connection.send(xdr.StellarMessage(MessageType.PEERS, peers=list(self._peers)))
+        if self.on_peer is not None:
+            self.on_peer(connection)
 
     def on_message(self, connection: OverlayConnection, message: xdr.StellarMessage) -> None:
         if self.handler is not None:

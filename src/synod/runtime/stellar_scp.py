@@ -137,6 +137,7 @@ class StellarScpNode:
             peers=peers,
             handler=self._on_overlay_message,
             accept=self._wanted,
+            on_peer=self._ask_state,
         )
         self.on_externalized = on_externalized
         self.externalized: list[Externalized] = []
@@ -232,6 +233,14 @@ class StellarScpNode:
         while len(self._seen) > _MAX_SEEN:
             self._seen.popitem(last=False)
         return True
+
+    def _ask_state(self, connection: OverlayConnection) -> None:
+        """A new peer is asked for its statements from the first slot not yet decided, as
+        stellar-core asks every peer it authenticates (GET_SCP_STATE)."""
+        first = min(self.core.next_slot_index, 2**32 - 1)
+        connection.send(
+            xdr.StellarMessage(MessageType.GET_SCP_STATE, get_scp_ledger_seq=xdr.Uint32(first))
+        )
 
     def _wanted(self, kind: int, message_xdr: bytes) -> bool:
         if kind == int(MessageType.SCP_QUORUMSET.value):
