@@ -135,3 +135,10 @@ def test_run_with_peers_but_no_listen_address_is_a_usage_error(tmp_path: Path) -
     )
     assert result.exit_code == 2
     assert "listen" in result.output
+
+
+def test_relayer_member_and_network_options_are_checked() -> None:
+    for arguments in (["--member", "Nx"], ["--network-id", "a@b"]):
+        result = CliRunner().invoke(crdt, ["relayer", "--port", "0", *arguments])
+        assert result.exit_code == 2
+        assert arguments[0] in result.output

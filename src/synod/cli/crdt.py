@@ -241,24 +241,46 @@ def run(
     "--tamper-seed", type=int, default=None, help="Seed of the tampering (default: random)."
 )
 @_NETWORK_ID
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    callback=_member_option,
+    help="A node id allowed to connect; with any, only these (repeatable).",
+)
 @_LOG_LEVEL
 def relayer(  # noqa: PLR0917 - one parameter per click option
-    host: str, port: int, tamper: float, tamper_seed: int | None, network_id: str, log_level: str
+    host: str,
+    port: int,
+    tamper: float,
+    tamper_seed: int | None,
+    network_id: str,
+    members: tuple[str, ...],
+    log_level: str,
 ) -> None:
     """Run a websocket relayer that forwards frames between nodes (it is not trusted)."""
     import asyncio
 
+    from synod.crypto import parse_node_id
     from synod.runtime.logs import configure_json_logging
 
     configure_json_logging(log_level.upper())
+    allowed = frozenset(bytes(parse_node_id(member)) for member in members) or None
     try:
-        asyncio.run(_run_relayer(host, port, tamper, tamper_seed, network_id.encode()))
+        asyncio.run(
+            _run_relayer(host, port, tamper, tamper_seed, network_id.encode(), allowed)
+        )
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from None
 
 
-async def _run_relayer(
-    host: str, port: int, tamper: float, tamper_seed: int | None, network: bytes
+async def _run_relayer(  # noqa: PLR0917 - the relayer's options
+    host: str,
+    port: int,
+    tamper: float,
+    tamper_seed: int | None,
+    network: bytes,
+    members: frozenset[bytes] | None,
 ) -> None:
     import asyncio
     import random
@@ -267,7 +289,7 @@ async def _run_relayer(
     from synod.runtime.relay import RelayConfig, Relayer, TamperPolicy
 
     policy = TamperPolicy(tamper, random.Random(tamper_seed)) if tamper > 0 else None
-    server = Relayer(RelayConfig(network=network), tamper=policy)
+    server = Relayer(RelayConfig(network=network, members=members), tamper=policy)
     bound = await server.start(host, port)
     print_json_line({"event": "ready", "address": f"ws://{bound[0]}:{bound[1]}", "tamper": tamper})
     stop = asyncio.Event()
