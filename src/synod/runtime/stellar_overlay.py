@@ -379,6 +379,7 @@ class OverlayNode:
     # Called by connections --------------------------------------------------------------
 
     def on_authenticated(self, connection: OverlayConnection, event: Authenticated) -> None:
+        """A connection completed its handshake: PEERS to those who dialed us, `on_peer`."""
         log.info(
             "overlay peer authenticated",
             extra={"address": connection.address, "peer": node_id_short(event.peer_id)},
@@ -389,6 +390,7 @@ class OverlayNode:
             self.on_peer(connection)
 
     def on_message(self, connection: OverlayConnection, message: xdr.StellarMessage) -> None:
+        """An authenticated, decoded message: to `handler`, or answered from the store."""
         if self.handler is not None:
             self.handler(connection, message)
             return

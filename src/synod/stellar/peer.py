@@ -252,10 +252,12 @@ class StellarPeer:
 
     @property
     def we_called_remote(self) -> bool:
+        """Whether this side dialed (it speaks first and derives K_AB to send)."""
         return self.role is Role.WE_CALLED_REMOTE
 
     @property
     def authenticated(self) -> bool:
+        """Whether the handshake completed (application messages may flow)."""
         return self.state is State.GOT_AUTH
 
     @property
