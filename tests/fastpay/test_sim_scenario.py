@@ -11,13 +11,17 @@ import sys
 
 import pytest
 
+from synod.crypto import NodeId
+from synod.fastpay import authority as authority_module
 from synod.fastpay.messages import Transfer
 from synod.sim.history import to_plain
 from synod.sim.runner import RunSettings, run_scenario
 from synod.sim.scenarios.fastpay import (
     ConservationChecker,
     FastPayScenario,
+    ForgingClient,
     NoDoubleSpendChecker,
+    forged_certificates_kept,
     transfer_of,
 )
 
@@ -43,9 +47,17 @@ def test_two_hundred_seeds_keep_safety_and_finish_every_plan_after_healing(
     behaviours: collections.Counter[str] = collections.Counter()
     happenings: collections.Counter[str] = collections.Counter()
     for seed in range(first_seed, first_seed + CHUNK):
-        outcome = run_scenario(FastPayScenario(shards=shards), seed)
+        scenario = FastPayScenario(shards=shards)
+        outcome = run_scenario(scenario, seed)
         if not outcome.ok:
             failed.append((seed, [str(v) for v in outcome.violations]))
+        # The forging client's certificates (valid votes, an order its sender never
+        # signed) are never applied or kept by an honest authority.
+        if forged_certificates_kept(outcome.world, honest_authority_ids(scenario)):
+            failed.append((seed, ["an honest authority kept a forged certificate"]))
+        forger = outcome.world.core(scenario.forger_keys.node_id, ForgingClient)
+        happenings["forged"] += forger.forged
+        happenings["replayed"] += forger.replayed
         for record in outcome.world.history:
             happenings[record["kind"]] += 1
             if record["kind"] == "event":
@@ -63,7 +75,26 @@ def test_two_hundred_seeds_keep_safety_and_finish_every_plan_after_healing(
     # payments pushed to authorities that lacked them.
     assert happenings["WalletRestored"] and happenings["AccountRecovered"]
     assert happenings["Synchronized"]
+    assert happenings["forged"] and happenings["replayed"]
     assert happenings["TransferCredited"] == happenings["TransferApplied"] > 0
+
+
+def honest_authority_ids(scenario: FastPayScenario) -> list[NodeId]:
+    return [NodeId(bytes.fromhex(name)) for name in sorted(scenario.honest_authorities())]
+
+
+def test_authorities_that_skip_the_sender_signature_keep_the_forgers_certificates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the authorities did before certificates were checked completely: the
+    # forging client's certificates get applied and kept, and the run shows it.
+    real = authority_module.transfer_order_is_valid
+    monkeypatch.setattr(authority_module, "transfer_order_is_valid", lambda *_: True)
+    scenario = FastPayScenario()
+    outcome = run_scenario(scenario, 0)
+    kept = forged_certificates_kept(outcome.world, honest_authority_ids(scenario))
+    monkeypatch.setattr(authority_module, "transfer_order_is_valid", real)
+    assert kept > 0
 
 
 def test_f_colluding_authorities_and_an_equivocating_client_get_no_double_spend() -> None:

@@ -81,6 +81,8 @@ from synod.fastpay.client import (
 from synod.fastpay.messages import (
     MESSAGE_CODEC,
     REPLY_CODEC,
+    AccountInfoRequest,
+    AccountInfoResponse,
     AuthoritySignature,
     CertifiedTransferOrder,
     ConfirmationOrder,
@@ -502,6 +504,109 @@ class EquivocatingClient:
         return step
 
 
+class ForgingClient:
+    """A Byzantine client with no account of its own that works with public material.
+
+    Every `interval_ms` it reads the honest clients' accounts at every authority.  When
+    a quorum shows pending votes for one transfer, it builds a certificate from them
+    around an order signature of its own making (64 random bytes: the sender never
+    signed it) and sends it to every authority; and it replays every certificate the
+    authorities hand out to all of them.  Honest authorities must never apply or keep a
+    certificate whose sender did not sign it (`forged_certificates_kept`).
+    """
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        committee: Committee,
+        victims: list[NodeId],
+        rng: random.Random,
+        interval_ms: int,
+    ) -> None:
+        self.keys = keys
+        self.committee = committee
+        self.victims = victims
+        self.rng = rng
+        self.interval_ms = interval_ms
+        self.rounds = 0
+        self.forged = 0
+        self.replayed = 0
+        self._votes: dict[Transfer, dict[NodeId, SignedTransferOrder]] = {}
+        self._sent: set[Transfer] = set()
+        self._next_request_id = 1
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.keys.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        if isinstance(event, Started) or (
+            isinstance(event, TimerFired) and event.name == RETRY_TIMER
+        ):
+            return self._look()
+        if isinstance(event, Response) and isinstance(event.body, AccountInfoResponse):
+            return self._use(NodeId(event.server), event.body)
+        return Step()
+
+    def _call(self, step: Step, to: NodeId, body: Any) -> None:
+        step.outgoing.append(Call(to=to, request_id=self._next_request_id, body=body))
+        self._next_request_id += 1
+
+    def _look(self) -> Step:
+        step = Step()
+        self.rounds += 1
+        if self.rounds > FORGER_ROUNDS:
+            return step
+        for victim in self.victims:
+            for authority in self.committee.members:
+                self._call(step, authority, AccountInfoRequest(account=victim, sequence_number=0))
+        step.timers.append(SetTimer(RETRY_TIMER, self.interval_ms))
+        return step
+
+    def _use(self, authority: NodeId, info: AccountInfoResponse) -> Step:
+        step = Step()
+        if info.requested_certificate is not None and self.replayed < FORGER_REPLAYS:
+            self.replayed += 1
+            for member in self.committee.members:
+                self._call(step, member, ConfirmationOrder(info.requested_certificate))
+        vote = info.pending
+        if vote is None or vote.authority != authority:
+            return step
+        transfer = vote.order.transfer
+        votes = self._votes.setdefault(transfer, {})
+        votes[authority] = vote
+        if transfer in self._sent or not self.committee.reaches_quorum(votes):
+            return step
+        self._sent.add(transfer)
+        self.forged += 1
+        forged = CertifiedTransferOrder(
+            order=TransferOrder(transfer, self.rng.randbytes(64)),
+            signatures=[AuthoritySignature(name, votes[name].signature) for name in sorted(votes)],
+        )
+        for member in self.committee.members:
+            self._call(step, member, ConfirmationOrder(forged))
+        return step
+
+
+FORGER_ROUNDS = 30
+"""How many times the forging client reads the accounts (bounds its cost per run)."""
+FORGER_REPLAYS = 50
+"""How many public certificates it replays to every authority."""
+
+
+def forged_certificates_kept(world: World, authorities: Sequence[NodeRef]) -> int:
+    """Certificates that `authorities` applied or keep whose order its sender did not
+    sign (0 when honest authorities check certificates completely)."""
+    kept = 0
+    for authority in authorities:
+        for shard in authority_shards(world, authority):
+            for account in shard.accounts.values():
+                for certificate in [*account.confirmed, *account.received]:
+                    if not transfer_order_is_valid(certificate.order, shard.network):
+                        kept += 1
+    return kept
+
+
 # ---------------------------------------------------------------- worlds built by hand
 
 
@@ -661,6 +766,8 @@ class FastPayScenario:
     collude: bool = False
     retry_ms: int = 300
     restore_probability: float = 0.3
+    forger: bool = True
+    forger_interval_ms: int = 100
     name: str = "fastpay"
     genesis: dict[bytes, int] = field(default_factory=dict)
     _authority_keys: list[KeyPair] = field(default_factory=list)
@@ -719,7 +826,28 @@ class FastPayScenario:
             REPLY_CODEC,
             byzantine=True,
         )
+        if self.forger:
+            world.add_node(
+                self.forger_keys.node_id,
+                self._forger_factory(committee),
+                REPLY_CODEC,
+                byzantine=True,
+            )
         world.observe(self._track)
+
+    @property
+    def forger_keys(self) -> KeyPair:
+        """The forging client's keys (it owns no funded account)."""
+        return account_keys(self.clients + 1)
+
+    def _forger_factory(self, committee: Committee) -> Any:
+        keys, interval_ms = self.forger_keys, self.forger_interval_ms
+        victims = [keys.node_id for keys in self._client_keys]
+
+        def build(storage: Storage, rng: random.Random) -> ForgingClient:
+            return ForgingClient(keys, committee, victims, rng, interval_ms)
+
+        return build
 
     @property
     def _equivocator_keys(self) -> KeyPair:
