@@ -164,3 +164,16 @@ def test_a_member_naming_made_up_ids_in_its_quorum_set_adds_at_most_the_cap() ->
         core.handle(Received(keys.node_id, envelope_from(keys, 1, nomination((b"v",)))), 0)
     assert core.rejected[RejectReason.NOT_IN_QUORUM] == 20
     assert len(core.slots[1].nomination.latest) <= 64
+
+
+def test_one_member_introduces_at_most_its_share_of_the_transitive_quorum() -> None:
+    fresh = made_up_keys(300)
+    crowd = QuorumSet(threshold=1, validators=tuple(key.node_id for key in fresh[:200]))
+    honest = QuorumSet(threshold=1, validators=tuple(key.node_id for key in fresh[200:210]))
+    core = make_core(max_introduced_per_member=32, known_quorum_sets=[crowd, honest])
+    for keys, qset in ((PEER, crowd), (KEYS[2], honest)):
+        pledges = Prepare(qset_hash(qset), Ballot(1, b"v"), None, None, 0, 0)
+        core.handle(Received(keys.node_id, envelope_from(keys, 1, pledges)), 0)
+    assert sum(key.node_id in core.transitive_quorum for key in fresh[:200]) == 32
+    # another member's nodes still find room
+    assert all(key.node_id in core.transitive_quorum for key in fresh[200:210])

@@ -179,6 +179,9 @@ class ScpConfig:
     """Nodes whose statements are admitted: the local quorum set's validators always,
     then those the members' quorum sets name, first declared first (`TransitiveQuorum`).
     Stellar's public network has a transitive quorum of about 100 validators."""
+    max_introduced_per_member: int = 64
+    """Nodes one member's declared quorum sets may add to the transitive quorum (a
+    Stellar organisation's validators name about 20 to 30 validators in all)."""
     max_pending_envelopes: int = 256
     max_pending_per_sender: int = 16
     """Parked envelopes per transport sender and per statement node; a newer one evicts
@@ -345,6 +348,7 @@ class ScpCore:
             config.keys.node_id,
             config.quorum_set,
             max(config.max_transitive_nodes, len(list(all_validators(config.quorum_set))) + 1),
+            config.max_introduced_per_member,
         )
         self.slots: dict[int, Slot] = {}
         self.floor = config.first_slot_index

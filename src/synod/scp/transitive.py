@@ -12,9 +12,11 @@ The set starts as the local node and every validator of its quorum set.  When a 
 declares a quorum set (the hash a statement of it carries, once that set is known), the
 validators it names join, nearest first.  The set only grows, and holds at most
 `max_nodes` nodes: the local quorum set's validators always (they are added first), and
-beyond them whoever was declared first.  A member that declares a new quorum set costs
-one walk over that set (at most 1000 entries, the sanity bound), and declaring the same
-hash again costs nothing.
+beyond them whoever was declared first, at most `max_introduced` by any one member (so
+a member that names made-up ids in its quorum set cannot take every place, and the
+memory its ids can claim is bounded by the member, not by the set).  A member that
+declares a new quorum set costs one walk over that set (at most 1000 entries, the
+sanity bound), and declaring the same hash again costs nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from synod.quorum.qset import QuorumSet, all_validators
 class TransitiveQuorum:
     """The nodes whose statements the local node admits (see the module docstring)."""
 
-    def __init__(self, local_node: NodeId, local_qset: QuorumSet, max_nodes: int) -> None:
+    def __init__(
+        self, local_node: NodeId, local_qset: QuorumSet, max_nodes: int, max_introduced: int = 64
+    ) -> None:
         self._max_nodes = max_nodes
+        self._max_introduced = max_introduced
         self._members: dict[bytes, None] = {local_node: None}
         self._declared: dict[bytes, bytes] = {}
+        self._introduced: dict[bytes, int] = {}
+        """How many members each member's declarations brought in."""
         for validator in all_validators(local_qset):
             self._members[validator] = None
 
@@ -50,12 +57,14 @@ class TransitiveQuorum:
         if node not in self._members or self._declared.get(node) == qset_hash:
             return 0
         self._declared[node] = qset_hash
+        introduced = self._introduced.get(node, 0)
         joined = 0
         for validator in all_validators(qset):
             if validator in self._members:
                 continue
-            if self.full:
+            if self.full or introduced + joined >= self._max_introduced:
                 break
             self._members[validator] = None
             joined += 1
+        self._introduced[node] = introduced + joined
         return joined
