@@ -155,3 +155,25 @@ def test_four_validators_in_stellar_mode_agree_and_are_crawled(tmp_path: Path) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def test_without_the_stellar_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
+    # stellar-sdk made unimportable in the child process, as on a machine without it.
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'stellar_sdk' or name.startswith('stellar_sdk.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    result = subprocess.run(
+        [*SYNOD, "stellar", "crawl", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert "pip install 'synod[stellar]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -64,6 +64,12 @@ def _settings_of(options: dict[str, Any]) -> OverlaySettings:
 @click.group()
 def stellar() -> None:
     """Stellar's peer protocol: a node Stellar tooling can connect to, and a crawler."""
+    try:
+        import stellar_sdk  # noqa: F401  (checked here, used by every subcommand)
+    except ImportError:
+        raise click.ClickException(
+            "Stellar's XDR comes from stellar-sdk: pip install 'synod[stellar]'"
+        ) from None
 
 
 @stellar.command("serve")
