@@ -12,7 +12,12 @@
 Both start the nodes and let their start-up state requests be delivered before slot 1
 is proposed, so what is measured is the work of the slots alone.
 
-    python benchmarks/scp_bench.py [--sizes 4,16,64] [--repeats 3] [--slots 3]
+3. With `--attacks`, what two attacks of issue 12 cost a node: the memory it keeps
+   after 200 made-up node ids each send one maximal NOMINATE (64 + 64 values of
+   16 KiB; tracemalloc), and the bytes the log's submit path writes for 150 one-entry
+   submits against the bytes submitted.
+
+    python benchmarks/scp_bench.py [--sizes 4,16,64] [--repeats 3] [--slots 3] [--attacks]
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from synod.scp import (
     CODEC,
     Envelope,
     Externalized,
+    Nomination,
     ScpConfig,
     ScpCore,
     ScpMessage,
+    Statement,
+    sign_statement,
     verify_envelope,
 )
 from synod.sim.world import World
@@ -164,12 +172,62 @@ def cost_per_slot(size: int, slots: int) -> dict[str, object]:
     }
 
 
+def made_up_ids_memory(count: int = 200) -> dict[str, object]:
+    """Memory kept after `count` made-up ids each send one maximal NOMINATE."""
+    import tracemalloc
+
+    keys = [KeyPair.from_seed(b"scp-bench/member/" + bytes([index]) * 15) for index in range(4)]
+    qset = QuorumSet(threshold=3, validators=tuple(key.node_id for key in keys))
+    core = ScpCore(ScpConfig(keys=keys[0], quorum_set=qset))
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for index in range(count):
+        fresh = KeyPair.from_seed(b"scp-bench/made-up/" + index.to_bytes(14, "big"))
+        values = tuple(
+            sorted(index.to_bytes(4, "big") + bytes([byte]) * (16 * 1024 - 4) for byte in range(64))
+        )
+        statement = Statement(fresh.node_id, 1, Nomination(core.local_qset_hash, values, values))
+        core.handle(Received(fresh.node_id, sign_statement(fresh, statement)), 0)
+        del values, statement  # what the node keeps is measured, not the bench's last one
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return {
+        "benchmark": "scp_made_up_ids_memory",
+        "made_up_ids": count,
+        "retained_mib": round(grown / 2**20, 1),
+        "rejected": {str(reason): number for reason, number in core.rejected.items()},
+    }
+
+
+def submit_path_writes(submits: int = 150) -> dict[str, object]:
+    """Bytes the log's submit path persists for `submits` one-entry submits."""
+    from synod.core import RequestReceived
+    from synod.scp.log import LogCore, LogRules, SubmitRequest
+
+    keys = [KeyPair.from_seed(b"scp-bench/member/" + bytes([index]) * 15) for index in range(4)]
+    qset = QuorumSet(threshold=3, validators=tuple(key.node_id for key in keys))
+    node = LogCore(ScpConfig(keys=keys[0], quorum_set=qset, application=LogRules()), {})
+    entries = [f"entry {index:04d} " + "x" * 200 for index in range(submits)]
+    written = 0
+    for number, entry in enumerate(entries):
+        step = node.handle(RequestReceived("client", number, SubmitRequest((entry,))), 0)
+        written += sum(len(record.value or b"") for record in step.persist)
+    return {
+        "benchmark": "scp_submit_path_writes",
+        "submits": submits,
+        "submitted_bytes": sum(len(entry.encode()) for entry in entries),
+        "persisted_bytes": written,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,16,64")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slots", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="n = 4 and 7, one repeat, one slot")
+    parser.add_argument("--attacks", action="store_true", help="also the attack-cost figures")
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.sizes, arguments.repeats, arguments.slots = "4,7", 1, 1
@@ -178,6 +236,9 @@ def main() -> None:
         print(json.dumps(envelope_processing(size, arguments.repeats)), flush=True)
     for size in sizes:
         print(json.dumps(cost_per_slot(size, arguments.slots)), flush=True)
+    if arguments.attacks:
+        print(json.dumps(made_up_ids_memory()), flush=True)
+        print(json.dumps(submit_path_writes()), flush=True)
 
 
 if __name__ == "__main__":
