@@ -60,7 +60,7 @@ def write_network(directory: Path, network_line: str) -> None:
 
 
 def test_network_toml_carries_the_network_id_into_the_core(tmp_path: Path) -> None:
-    write_network(tmp_path, 'network_id = "testnet-7"')
+    write_network(tmp_path, 'network_id = "testnet-7"\nretained_decisions = 5000')
     config = load_network(tmp_path)
     assert config.settings.network_id == b"testnet-7"
     from synod.crypto import read_key_file
@@ -68,6 +68,7 @@ def test_network_toml_carries_the_network_id_into_the_core(tmp_path: Path) -> No
     entry = config.nodes[0]
     core = build_log_core(config, entry, read_key_file(entry.key_file), {})
     assert core.scp.config.network == b"testnet-7"
+    assert core.scp.config.retained_decisions == 5000
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ class NetworkSettings:
     max_slots_ahead: int = 8
     retained_slots: int = 64
     max_pending_entries: int = 10_000
+    retained_decisions: int = 1024
     network_id: bytes = b""
     """``network_id`` (a string, UTF-8): the network in every envelope signature and at
     every peer handshake; empty for networks made before network ids existed."""
@@ -94,6 +95,7 @@ SETTING_BOUNDS: Final = {  # key -> (lowest, highest) allowed value
     "max_slots_ahead": (1, 1000),
     "retained_slots": (1, 100_000),
     "max_pending_entries": (1, 10_000_000),
+    "retained_decisions": (1, 1_000_000),
 }
 
 
@@ -390,6 +392,7 @@ def build_log_core(
         ),
         max_slots_ahead=settings.max_slots_ahead,
         retained_slots=settings.retained_slots,
+        retained_decisions=settings.retained_decisions,
         rebroadcast_interval_ms=settings.rebroadcast_ms,
         known_quorum_sets=[node.quorum_set for node in config.nodes],
         network=settings.network_id,
