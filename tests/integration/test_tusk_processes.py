@@ -110,6 +110,12 @@ def test_cores_commit_one_order_across_a_driver_and_a_core_killed_and_restarted(
     # Every commit it printed was persisted first, so its store holds at least those.
     assert ready["restored_commits"] >= len(printed_before_kill)
     cores["core-3"] = restarted
+    # A restarted core signs receipts once a driver has brought it a certificate it
+    # could store; the commits it prints show it is back in contact.
+    restarted.wait_for(
+        lambda lines: any(line["event"] == "committed" for line in lines),
+        "a commit after the restart",
+    )
     submit(directory, "core-3", "pay erin 4")
     for name, process in cores.items():
         wanted = {"pay erin 4"} if name == "core-3" else {"pay erin 4", "pay dave 2"}

@@ -31,7 +31,7 @@ from synod.sim.scenarios.tusk import (
     tusk_world,
 )
 from synod.sim.world import World
-from synod.tusk.core import Committed, EquivocationDetected, TuskConfig, TuskCore
+from synod.tusk.core import Committed, EquivocationDetected, FellBehind, TuskConfig, TuskCore
 from synod.tusk.messages import (
     CommitAck,
     CommitQuery,
@@ -402,3 +402,51 @@ def test_an_idle_paced_committee_stays_quiet_and_wakes_for_a_transaction() -> No
         lambda: all(b"two" in delivered_transactions(world, core) for core in CORES),
         max_ms=world.now_ms + 5_000,
     )
+
+
+def _down_for(rounds: int) -> World:
+    """Core 3 crashed while the others order a transaction every 100 ms for `rounds`
+    rounds (gc_depth 10, drivers keep 40 rounds), then restarted."""
+    world = tusk_world(KEYS, seed=1, config=TuskConfig(gc_depth=10, min_header_delay_ms=50))
+    submit(world, CORES[3], [b"before the crash"])
+    assert world.step_until(lambda: b"before the crash" in delivered_transactions(world, CORES[3]))
+    world.crash(CORES[3])
+    first_round = world.core(CORES[0], TuskCore).round
+    number = 0
+    while world.core(CORES[0], TuskCore).round < first_round + rounds:
+        submit(world, CORES[number % 3], [f"while down {number}".encode()])
+        number += 1
+        world.run_until(world.now_ms + 100)
+    world.restart(CORES[3])
+    return world
+
+
+def test_a_core_down_for_more_than_gc_depth_rounds_rejoins_from_what_drivers_hold() -> None:
+    world = _down_for(25)
+    restarted = world.core(CORES[3], TuskCore)
+    assert not restarted.takes_transactions, "no receipt before a driver brings news"
+    assert world.step_until(lambda: restarted.takes_transactions, max_ms=world.now_ms + 5_000)
+    submit(world, CORES[3], [b"after restart"])
+    assert world.step_until(
+        lambda: all(b"after restart" in delivered_transactions(world, core) for core in CORES),
+        max_ms=world.now_ms + 20_000,
+    )
+    assert_same_prefix(world)
+    assert answers(world)[-1].accepted == 1
+
+
+def test_a_core_down_beyond_the_drivers_reach_says_so_and_signs_no_receipt() -> None:
+    # Before, such a core printed `ready`, said nothing and signed receipts for
+    # transactions it could never get committed.  Rebuilt from its records, it signs
+    # none until a driver brings it a certificate it can store; shown the committee
+    # far ahead, it reports FellBehind.
+    world = _down_for(80)
+    submit(world, CORES[3], [b"after restart"])
+    world.run_until(world.now_ms + 5_000)
+    submit(world, CORES[3], [b"later"])
+    world.run_until(world.now_ms + 1_000)
+    receipts = [answer for answer in answers(world) if answer.core == CORES[3]][1:]
+    assert [(answer.accepted, answer.refused) for answer in receipts] == [(0, 1), (0, 1)]
+    assert world.events_of(CORES[3], FellBehind)
+    assert world.core(CORES[3], TuskCore).behind
+    assert_same_prefix(world)

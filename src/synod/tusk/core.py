@@ -339,6 +339,10 @@ class TuskCore:
         # transaction digest -> where it was first committed, the most recent ones only
         self._acknowledgeable: dict[bytes, CommittedAt] = {}
         self._restore(storage or {})
+        # A core rebuilt from records does not know how far the committee went while it
+        # was down: no receipts until a driver has brought it a certificate it could
+        # store (it is in contact and within reach), or shown it is behind.
+        self._restored_unproven = bool(storage)
 
     # ------------------------------------------------------------ read-only views
 
@@ -366,6 +370,13 @@ class TuskCore:
         """Whether a checked certificate shows the committee more than `gc_depth`
         rounds ahead (see `FellBehind`): client transactions are refused meanwhile."""
         return self._highest_seen_round > self._round + self.config.gc_depth
+
+    @property
+    def takes_transactions(self) -> bool:
+        """Whether this core signs receipts now: not `behind`, and, when rebuilt from
+        records, once it has stored a certificate since (before that it cannot tell
+        whether the others collected what it needs while it was down)."""
+        return not self.behind and not self._restored_unproven
 
     @property
     def pending_count(self) -> int:
@@ -731,6 +742,7 @@ class TuskCore:
         self._certificates[digest] = certificate
         self._voted_headers.pop(digest, None)
         self._dag.add(vertex)
+        self._restored_unproven = False
         # Advance now, before a commit may collect the rounds the advance is judged on.
         self._advance_round()
         step.persist.append(
@@ -1033,7 +1045,7 @@ class TuskCore:
 
     def _serve_submit(self, request: SubmitRequest, step: Step) -> SubmitAnswer:
         room = max(0, self.config.max_pending_transactions - len(self._pending))
-        if self.behind:
+        if not self.takes_transactions:
             room = 0  # a receipt is a promise this core cannot keep while it is behind
         accepted = list(request.transactions[:room])
         self._add_pending(accepted, step)
