@@ -60,7 +60,10 @@ def write_network(directory: Path, network_line: str) -> None:
 
 
 def test_network_toml_carries_the_network_id_into_the_core(tmp_path: Path) -> None:
-    write_network(tmp_path, 'network_id = "testnet-7"\nretained_decisions = 5000')
+    write_network(tmp_path, 'network_id = "testnet-7"')
+    path = tmp_path / "network.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("retained_decisions = 1024", "retained_decisions = 5000"))
     config = load_network(tmp_path)
     assert config.settings.network_id == b"testnet-7"
     from synod.crypto import read_key_file
