@@ -12,7 +12,9 @@ The commands follow the reference implementation's quickstart (asonnino/fastpay)
   initial_accounts.txt --committee committee.json`` runs shard I (port P + I) from its
   own SQLite file until SIGINT/SIGTERM;
 - ``synod fastpay client ... query-balance ADDRESS``, ``... transfer AMOUNT --from A
-  --to B`` and ``... benchmark`` drive the wallets of the accounts file over TCP;
+  --to B`` (the same payment run again is paid once), ``... finish --from A``,
+  ``... sync ADDRESS``, ``... restore-account`` (a key on stdin) and ``... benchmark``
+  (from several processes) drive the wallets of the accounts file over TCP;
 - ``synod fastpay bench`` measures one authority's shards on this machine against the
   cost of the signatures they must check and make.
 
