@@ -104,6 +104,25 @@ def test_a_lagging_authority_credits_beyond_2_63_in_full_and_ends_exact() -> Non
     assert held(rebuilt) == MAX_SUPPLY
 
 
+def test_a_lagging_authority_applies_certified_debits_below_minus_2_63() -> None:
+    # Alice and Bob pass the whole supply back and forth; this authority sees Alice's
+    # three payments before either of Bob's, so Alice goes to -2 x (2^63-1) for a while.
+    genesis = {ALICE.node_id: MAX_SUPPLY}
+    alice = [certified(ALICE, BOB.node_id, MAX_SUPPLY, number) for number in range(3)]
+    bob = [certified(BOB, ALICE.node_id, MAX_SUPPLY, number) for number in range(2)]
+    core = AuthorityShard(AUTHORITIES[0], COMMITTEE, genesis=genesis)
+    storage: dict[bytes, bytes] = {}
+    for certificate in alice:
+        reply = reply_to(core, ConfirmationOrder(certificate), storage)
+        assert isinstance(reply, AccountInfoResponse)  # applied, never out of range
+    assert core.account(ALICE.node_id).balance == -2 * MAX_SUPPLY
+    for certificate in bob:
+        reply_to(core, ConfirmationOrder(certificate), storage)
+    assert core.account(ALICE.node_id).balance == 0
+    assert core.account(BOB.node_id).balance == MAX_SUPPLY
+    assert held(core) == MAX_SUPPLY
+
+
 EXTREMES = st.sampled_from([1, 2, 2**62 - 1, 2**62, 2**63 - 2, MAX_SUPPLY])
 
 
