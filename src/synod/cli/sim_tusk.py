@@ -33,6 +33,19 @@ from synod.cli.sim import common_options, run_many
     help="The Byzantine cores and a split-brain driver show each half of the honest cores "
     "its own DAG (breaks the prefix property only with more than f colluders).",
 )
+@click.option(
+    "--weak-parent-attack",
+    is_flag=True,
+    help="The Byzantine cores do nothing but name made-up weak parents just under their "
+    "collection floor.",
+)
+@click.option(
+    "--slow-core/--no-slow-core",
+    default=True,
+    show_default=True,
+    help="In half the runs one correct core is 150-400 ms from every driver (off with "
+    "--no-faults too).",
+)
 @common_options
 def command(  # noqa: PLR0917 - one parameter per click option
     cores: int,
@@ -41,6 +54,8 @@ def command(  # noqa: PLR0917 - one parameter per click option
     byzantine_drivers: int,
     transactions: int,
     collude: bool,
+    weak_parent_attack: bool,
+    slow_core: bool,
     **common: Any,
 ) -> None:
     """Tusk consensus: passive cores, untrusted drivers, Byzantine cores and drivers."""
@@ -57,6 +72,8 @@ def command(  # noqa: PLR0917 - one parameter per click option
             byzantine_drivers=byzantine_drivers,
             transactions=transactions,
             collude=collude,
+            weak_parent_attack_only=weak_parent_attack,
+            slow_core_ms=(150, 400) if slow_core and not common.get("no_faults") else (0, 0),
         )
 
     run_many(build, **common)
