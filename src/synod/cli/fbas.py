@@ -576,7 +576,7 @@ def graph(output: Path, group_by: str, **options: Any) -> None:
         raise InputProblem(f"{output}: the output must end in .png or .html")
     settings = _settings(**options)
     network = _load(settings)
-    tier = top_tier(network, _reporter(settings)).nodes
+    tier = top_tier(network, _reporter(settings), stop=_stop(settings)).nodes
     drawing = layout(network, tier, "org" if group_by == "node" else group_by)
     try:
         if suffix == ".png":

@@ -74,6 +74,13 @@ def size_text(result: MinimalSetResult) -> str:
     return f"{result.lower_bound}..{upper}"
 
 
+def tier_text(summary: Summary) -> str:
+    """The top tier's size, with the nodes a stop left undecided ("12 (+9 undecided)")."""
+    known = summary.top_tier.bit_count()
+    undecided = summary.top_tier_undecided.bit_count()
+    return f"{known} (+{undecided} undecided)" if undecided else str(known)
+
+
 def intersection_text(summary: Summary) -> str:
     if not summary.has_quorum:
         return "no quorum"
@@ -99,11 +106,7 @@ def compare(old: Fbas, old_summary: Summary, new: Fbas, new_summary: Summary) ->
         Change(
             "quorum intersection", intersection_text(old_summary), intersection_text(new_summary)
         ),
-        Change(
-            "top tier size",
-            str(old_summary.top_tier.bit_count()),
-            str(new_summary.top_tier.bit_count()),
-        ),
+        Change("top tier size", tier_text(old_summary), tier_text(new_summary)),
     ]
     for label, old_result, new_result in (
         ("smallest blocking set (nodes)", old_summary.blocking, new_summary.blocking),
@@ -224,7 +227,7 @@ def render_report(
         [
             ["nodes", _esc(summary.nodes)],
             ["quorum intersection", f"<span class='{css_class}'>{_esc(verdict)}</span>"],
-            ["top tier", _esc(summary.top_tier.bit_count())],
+            ["top tier", _esc(tier_text(summary))],
             ["smallest blocking set (nodes / organisations)",
              _esc(f"{size_text(summary.blocking)} / {size_text(summary.blocking_by_org)}")],
             ["smallest splitting set (nodes / organisations)",
@@ -256,7 +259,7 @@ def render_report(
         [
             _esc(scenario.organisation),
             _esc(intersection_text(scenario.summary)),
-            _esc(scenario.summary.top_tier.bit_count()),
+            _esc(tier_text(scenario.summary)),
             _esc(size_text(scenario.summary.blocking_by_org)),
             _esc(size_text(scenario.summary.splitting_by_org)),
         ]
