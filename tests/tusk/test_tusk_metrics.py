@@ -14,6 +14,7 @@ from synod.runtime.tusk_node import (
     driver_series,
     render_metrics,
 )
+from synod.sim.scenarios.tusk import MadeUpWeakParents, committed, replace_core, tusk_world
 from synod.tusk.core import TuskCore
 from synod.tusk.driver import Driver
 from synod.tusk.messages import CoreRequest, SubmitRequest, sign_header
@@ -80,3 +81,24 @@ def test_the_endpoint_answers_a_scrape_and_holds_at_most_a_few_connections() -> 
     assert answer.startswith(b"HTTP/1.0 200 OK\r\n")
     assert answer.endswith(b"\r\n\r\nsynod_test_value 7\n")
     assert refused == b""
+
+
+def test_a_driver_shows_a_core_whose_headers_stop_being_certified_as_starved() -> None:
+    # Core 0 names a made-up weak parent in each header from round 3: nobody votes for
+    # them, its round keeps up with the others, and its last certified round does not.
+    keys = [KeyPair.from_seed(bytes([index + 91]) * 32) for index in range(4)]
+    cores = [key.node_id for key in keys]
+    world = tusk_world(keys, seed=4, drivers=["d"])
+    replace_core(world, cores[0], lambda core: MadeUpWeakParents(core, keys[0]))
+    assert world.step_until(
+        lambda: all(len(committed(world, core)) >= 60 for core in cores[1:]), max_steps=20_000
+    )
+    driver = world.core(Driver("d", COMMITTEE).node_id, Driver)
+    highest = driver.highest_round
+    assert highest - driver.core_rounds()[cores[0]] <= 2, "its round keeps up"
+    assert highest - driver.certified_rounds()[cores[0]] > 10, "its headers are not certified"
+    assert all(highest - driver.certified_rounds()[core] <= 2 for core in cores[1:])
+    text = render_metrics(driver_series(driver, {cores[0]: "attacker"}))
+    gap = highest - driver.certified_rounds()[cores[0]]
+    labels = '{core="attacker",driver="d"}'
+    assert f"synod_tusk_driver_core_uncertified_rounds{labels} {gap}\n" in text

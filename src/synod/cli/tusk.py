@@ -236,7 +236,8 @@ def driver(directory: Path, name: str, log_level: str, metrics_port: int | None)
 
 LAG_WARNING_ROUNDS = 10
 """A core this many rounds behind the driver's highest certificate is reported lagging
-(a stuck or unreachable core falls behind too); back within it, caught up."""
+(a stuck or unreachable core falls behind too), and one whose last certified header is
+this many rounds old is reported starved; back within it, caught up."""
 
 
 async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None) -> int:
@@ -248,6 +249,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
     names: dict[bytes, str] = {core.node_id: core.name for core in network.cores}
     reported = 0
     lagging: set[bytes] = set()
+    starved: set[bytes] = set()  # no header of theirs certified for many rounds
 
     def report_progress(highest_round: int) -> None:
         nonlocal reported
@@ -262,6 +264,15 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
             elif lag <= LAG_WARNING_ROUNDS and core in lagging:
                 lagging.discard(core)
                 log.warning("core caught up", extra={"core": names.get(core)})
+        certified = node.driver.certified_rounds()
+        for core, last_certified in certified.items():
+            gap = highest_round - last_certified
+            if gap > LAG_WARNING_ROUNDS and core not in starved:
+                starved.add(core)
+                log.warning("core starved", extra={"core": names.get(core), "rounds": gap})
+            elif gap <= LAG_WARNING_ROUNDS and core in starved:
+                starved.discard(core)
+                log.warning("core certified again", extra={"core": names.get(core)})
 
     node = DriverNode(
         network.new_driver(name),

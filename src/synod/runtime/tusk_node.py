@@ -403,18 +403,24 @@ def core_series(core: TuskCore, name: str) -> Series:
 
 
 def driver_series(driver: Driver, names: Mapping[bytes, str]) -> Series:
-    """A driver's `metrics()` and, per core, the round it reported and how many rounds
-    it is behind the driver's highest certificate (`synod_tusk_driver_core_lag_rounds`)."""
+    """A driver's `metrics()` and, per core, the round it reported, how many rounds it
+    is behind the driver's highest certificate (`synod_tusk_driver_core_lag_rounds`),
+    and how many rounds since its last certified header
+    (`synod_tusk_driver_core_uncertified_rounds`: a starved core keeps its round but
+    not this)."""
     labels = {"driver": driver.name}
     series: Series = [
         (f"synod_tusk_driver_{metric}", labels, value)
         for metric, value in driver.metrics().items()
     ]
+    certified = driver.certified_rounds()
     for core, round_number in driver.core_rounds().items():
         core_labels = {**labels, "core": names.get(core, bytes(core).hex()[:12])}
         series.append(("synod_tusk_driver_core_round", core_labels, round_number))
         lag = max(0, driver.highest_round - round_number)
         series.append(("synod_tusk_driver_core_lag_rounds", core_labels, lag))
+        uncertified = max(0, driver.highest_round - certified.get(core, 0))
+        series.append(("synod_tusk_driver_core_uncertified_rounds", core_labels, uncertified))
     return series
 
 

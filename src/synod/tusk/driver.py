@@ -161,6 +161,16 @@ class Driver:
         """The round each core last reported (0: no answer yet)."""
         return {core: view.round for core, view in self._views.items()}
 
+    def certified_rounds(self) -> dict[bytes, int]:
+        """The highest round of a certificate of each core's header that this driver
+        holds (0: none within its window).  A core whose round keeps up while this
+        falls behind is starved: its headers are not getting certified."""
+        highest = dict.fromkeys(self._views, 0)
+        for certificate in self._certificates.values():
+            creator = certificate.header.creator
+            highest[creator] = max(highest.get(creator, 0), certificate.header.round)
+        return highest
+
     def metrics(self) -> dict[str, int]:
         """Gauges for monitoring (`synod tusk driver --metrics-port`): the highest
         certified round, certificates and headers held, requests in flight."""
