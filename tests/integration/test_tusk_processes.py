@@ -162,3 +162,38 @@ def test_cores_commit_one_order_across_a_driver_and_a_core_killed_and_restarted(
     for name in ("core-0", "core-1", "core-2", "core-3", "driver-a"):
         process = cores.get(name) or processes[name]
         assert process.stop(signal.SIGTERM) == 0, f"{name} did not exit cleanly"
+
+
+def test_synod_tusk_up_runs_the_whole_committee_with_one_command(tmp_path: Path) -> None:
+    ports = ",".join(str(port) for port in free_ports(CORES))
+    initialised = subprocess.run(
+        synod_command("tusk", "init", str(tmp_path), "--cores", str(CORES), "--ports", ports),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert initialised.returncode == 0, initialised.stderr
+    committee = Process(tmp_path, "up", "tusk", "up", str(tmp_path))
+    try:
+        committee.wait_event("ready", count=CORES + 1)  # every core and the driver
+        result = subprocess.run(
+            synod_command("tusk", "submit", str(tmp_path), "--core", "core-2", "--wait", "hi"),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=DEADLINE_S,
+        )
+        assert result.returncode == 0, result.stderr
+        proof = json.loads(result.stdout.splitlines()[-1])
+        assert [entry["transaction"] for entry in proof["transactions"]] == ["hi"]
+        committee.wait_for(
+            lambda lines: sum("hi" in line.get("transactions", ()) for line in lines) == CORES,
+            "every core printing the commit",
+        )
+        assert {line["process"] for line in committee.events("ready")} == {
+            *(f"core-{index}" for index in range(CORES)),
+            "driver-0",
+        }
+        assert committee.stop(signal.SIGTERM) == 0
+    finally:
+        committee.kill_if_running()
