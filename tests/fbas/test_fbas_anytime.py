@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from test_fbas_bruteforce_agreement import (
     reference_network,
 )
 
+from synod.fbas import analysis
 from synod.fbas import bruteforce as brute
 from synod.fbas.analysis import (
     check_intersection,
@@ -24,6 +26,7 @@ from synod.fbas.analysis import (
     top_tier,
 )
 from synod.fbas.load import load_stellarbeat
+from synod.fbas.network import is_quorum, iter_bits, largest_quorum_within
 from synod.fbas.synthetic import asymmetric_network
 
 EXAMPLES = settings(max_examples=150, deadline=None)
@@ -157,3 +160,41 @@ def test_a_hard_search_ends_soon_after_it_is_asked_to_stop() -> None:
     assert not result.optimal
     assert result.size is not None and result.lower_bound is not None
     assert result.lower_bound <= result.size
+
+
+@EXAMPLES
+@given(networks())
+def test_top_tier_through_a_cut_cascade_is_still_exact(network: dict[str, Any]) -> None:
+    # Real networks without symmetry take this path (more than 12 distinct quorum sets
+    # in a core); here it is forced on every small network.
+    fbas = load_stellarbeat(network["nodes"])
+    expected = brute.top_tier(reference_network(network))
+    with patch.object(analysis, "_SHORT_CASCADE_ABOVE", 0), patch.object(
+        analysis, "_SHORT_LEVELS", 1
+    ):
+        result = top_tier(fbas)
+    assert raw_keys(fbas.nodes, result.nodes) == expected
+    assert not result.undecided
+
+
+def test_asymmetric_top_tier_is_decided_without_the_exact_cascade() -> None:
+    # 50 organisations, each its own quorum set: the exact cascade has 51 levels.  The
+    # cut cascade proves membership for enough nodes that, with the validators of one
+    # organisation interchangeable, every node is settled before it is built.
+    nodes, orgs = asymmetric_network(50, seed=1)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    built: list[int | None] = []
+    original = analysis._top_tier_formula
+
+    def recording(*arguments: Any) -> Any:
+        built.append(arguments[2])
+        return original(*arguments)
+
+    with patch.object(analysis, "_top_tier_formula", recording):
+        result = top_tier(fbas)
+    assert built == [analysis._SHORT_LEVELS]
+    assert result.nodes == fbas.all_nodes and not result.undecided
+    # Each minimal quorum found is one, checked against the definitions.
+    for quorum in result.minimal_quorums:
+        assert is_quorum(fbas, quorum)
+        assert all(not largest_quorum_within(fbas, quorum & ~(1 << v)) for v in iter_bits(quorum))

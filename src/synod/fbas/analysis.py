@@ -241,14 +241,23 @@ def _encode_quorum(cnf: _Cnf, fbas: Fbas, member: dict[int, Lit]) -> None:
 
 
 def _encode_cascade(
-    cnf: _Cnf, fbas: Fbas, scope: int, start: dict[int, Lit], stop: Stop | None = None
+    cnf: _Cnf,
+    fbas: Fbas,
+    scope: int,
+    start: dict[int, Lit],
+    *,
+    stop: Stop | None = None,
+    levels: int | None = None,
 ) -> None:
     """Require that the v-blocking cascade from `start` (a literal per scope node; nodes
     outside `scope` are blocked from the start) blocks every node of `scope`.  `stop`
     is asked between levels (raising `_Stopped`): without symmetry a network has one
     level per organisation and the formula takes seconds to build."""
     nodes = list(iter_bits(scope))
-    levels = len({fbas.qsets[v] for v in nodes}) + 1
+    exact_levels = len({fbas.qsets[v] for v in nodes}) + 1
+    # Fewer `levels` than that ask for a cascade that blocks everything that fast: a
+    # model is still a real cascade, but "no model" proves nothing.
+    levels = exact_levels if levels is None else min(levels, exact_levels)
     blocked: dict[int, Lit] = dict(start)
     for _ in range(levels):
         if stop is not None and stop():
@@ -584,7 +593,7 @@ def minimal_blocking_sets(
         # quorum lies in one core), so each core gets its own, shorter cascade.
         for core in quorum_cores(fbas) if reduce else [greatest]:
             start = {v: faulty.get(v, False) for v in iter_bits(core)}
-            _encode_cascade(cnf, fbas, core, start, stop)
+            _encode_cascade(cnf, fbas, core, start, stop=stop)
         if symmetry and limit <= 1:
             _break_symmetries(cnf, fbas, grouping, lambda v: [faulty.get(v, False)], progress)
         # The empty set leaves the greatest quorum standing: at least one group.
@@ -780,11 +789,20 @@ def top_tier(
     return TopTierResult(tier, tuple(found), greatest, undecided & ~tier)
 
 
-def _core_top_tier(
-    fbas: Fbas, core: int, orbit: list[int], progress: Progress, stop: Stop | None = None
-) -> tuple[int, list[int], int]:
-    """Members of minimal quorums inside `core` (a strongly connected quorum), the
-    minimal quorums found on the way, and the nodes left open when `stop` ended it."""
+_SHORT_CASCADE_ABOVE = 12
+"""Distinct quorum sets in a core above which membership in the top tier is first
+sought with a cascade cut at `_SHORT_LEVELS` levels (see `_short_cascade_members`)."""
+_SHORT_LEVELS = 4
+_SHORT_BUDGET = 2_000
+"""Conflicts per node for the cut cascade: a proof of membership is usually found in a
+few hundred; a node it does not settle goes to the exact pass."""
+
+
+def _top_tier_formula(
+    fbas: Fbas, core: int, levels: int | None, stop: Stop | None
+) -> tuple[_Cnf, dict[int, Lit], dict[int, int]]:
+    """"Q is a quorum inside `core`, the cascade from the chosen starter inside Q blocks
+    all of Q": member and starter variables per node."""
     cnf = _Cnf()
     nodes = list(iter_bits(core))
     member: dict[int, Lit] = {v: cnf.new() for v in nodes}
@@ -794,11 +812,78 @@ def _core_top_tier(
     start: dict[int, Lit] = {
         v: cnf.implies_any([starter[v], -int(member[v])], exact=True) for v in nodes
     }
-    _encode_cascade(cnf, fbas, core, start)
-    progress(f"top tier: {len(nodes)} candidates, {cnf.top} variables, {len(cnf.clauses)} clauses")
+    _encode_cascade(cnf, fbas, core, start, stop=stop, levels=levels)
+    return cnf, member, starter
+
+
+def _membership_assumptions(
+    v: int, nodes: list[int], member: dict[int, Lit], starter: dict[int, int]
+) -> list[int]:
+    return [int(member[v]), starter[v]] + [-starter[w] for w in nodes if w != v]
+
+
+def _minimal_quorum_from(
+    fbas: Fbas, solver: Any, nodes: list[int], member: dict[int, Lit], v: int
+) -> int:
+    """The minimal quorum through `v` that a model of the top-tier formula reveals: its
+    quorum minus v holds no quorum, so every quorum inside it holds v."""
+    model = set(solver.get_model() or [])
+    quorum = bits_from(w for w in nodes if member[w] in model)
+    minimal = shrink_to_minimal_quorum(fbas, quorum, keep=1 << v)
+    assert minimal >> v & 1
+    return minimal
+
+
+def _short_cascade_members(
+    fbas: Fbas, core: int, orbit: list[int], progress: Progress, stop: Stop | None
+) -> tuple[int, list[int]]:
+    """Top-tier members proven with a cascade cut at `_SHORT_LEVELS` levels: a formula
+    many times smaller than the exact one when every organisation has its own quorum
+    set, whose models are still real minimal quorums."""
+    try:
+        cnf, member, starter = _top_tier_formula(fbas, core, _SHORT_LEVELS, stop)
+    except _Stopped:
+        return 0, []
+    nodes = list(iter_bits(core))
     tier = 0
-    outside: set[int] = set()
     found: list[int] = []
+    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
+        for v in nodes:
+            if stop is not None and stop():
+                break
+            if any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes):
+                continue
+            assumptions = _membership_assumptions(v, nodes, member, starter)
+            if _attempt(solver, assumptions, _SHORT_BUDGET):
+                minimal = _minimal_quorum_from(fbas, solver, nodes, member, v)
+                found.append(minimal)
+                tier |= minimal
+    progress(f"top tier: {tier.bit_count()} of {len(nodes)} proven with a cut cascade")
+    return tier, found
+
+
+def _core_top_tier(
+    fbas: Fbas, core: int, orbit: list[int], progress: Progress, stop: Stop | None = None
+) -> tuple[int, list[int], int]:
+    """Members of minimal quorums inside `core` (a strongly connected quorum), the
+    minimal quorums found on the way, and the nodes left open when `stop` ended it."""
+    nodes = list(iter_bits(core))
+    tier = 0
+    found: list[int] = []
+    if len({fbas.qsets[v] for v in nodes}) > _SHORT_CASCADE_ABOVE:
+        tier, found = _short_cascade_members(fbas, core, orbit, progress, stop)
+
+    def known(v: int) -> bool:
+        return bool(tier >> v & 1) or any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes)
+
+    if all(known(v) for v in nodes):
+        return core, found, 0
+    try:
+        cnf, member, starter = _top_tier_formula(fbas, core, None, stop)
+    except _Stopped:
+        return tier, found, core & ~tier
+    progress(f"top tier: {len(nodes)} candidates, {cnf.top} variables, {len(cnf.clauses)} clauses")
+    outside: set[int] = set()
     step = max(1, len(nodes) // 10)
     undecided = 0
     with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
@@ -808,20 +893,16 @@ def _core_top_tier(
             if undecided:
                 undecided |= 1 << v
                 continue
-            if any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes):
+            if known(v):
                 # An automorphism maps a minimal quorum through that node to one through v.
                 tier |= 1 << v
                 continue
-            assumptions = [int(member[v]), starter[v]] + [-starter[w] for w in nodes if w != v]
-            outcome = _solve(solver, assumptions, stop)
+            outcome = _solve(solver, _membership_assumptions(v, nodes, member, starter), stop)
             if outcome is None:
                 undecided |= 1 << v
                 continue
             if outcome:
-                model = set(solver.get_model() or [])
-                quorum = bits_from(w for w in nodes if member[w] in model)
-                minimal = shrink_to_minimal_quorum(fbas, quorum, keep=1 << v)
-                assert minimal >> v & 1
+                minimal = _minimal_quorum_from(fbas, solver, nodes, member, v)
                 found.append(minimal)
                 tier |= minimal
             else:
