@@ -173,27 +173,34 @@ def test_synod_tusk_up_runs_the_whole_committee_with_one_command(tmp_path: Path)
         check=False,
     )
     assert initialised.returncode == 0, initialised.stderr
-    committee = Process(tmp_path, "up", "tusk", "up", str(tmp_path))
-    try:
-        committee.wait_event("ready", count=CORES + 1)  # every core and the driver
-        result = subprocess.run(
-            synod_command("tusk", "submit", str(tmp_path), "--core", "core-2", "--wait", "hi"),
-            capture_output=True,
-            text=True,
-            check=False,
+
+    def synod(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            synod_command(*arguments), capture_output=True, text=True, check=False,
             timeout=DEADLINE_S,
-        )
+        )  # fmt: skip
+
+    up = synod("tusk", "up", str(tmp_path))  # every core and the driver, in the background
+    try:
+        assert up.returncode == 0, up.stderr
+        assert [line.split()[0] for line in up.stdout.splitlines()] == [
+            *(f"core-{index}" for index in range(CORES)),
+            "driver-0",
+        ]
+        result = synod("tusk", "submit", str(tmp_path), "--core", "core-2", "--wait", "hi")
         assert result.returncode == 0, result.stderr
         proof = json.loads(result.stdout.splitlines()[-1])
         assert [entry["transaction"] for entry in proof["transactions"]] == ["hi"]
-        committee.wait_for(
-            lambda lines: sum("hi" in line.get("transactions", ()) for line in lines) == CORES,
-            "every core printing the commit",
-        )
-        assert {line["process"] for line in committee.events("ready")} == {
-            *(f"core-{index}" for index in range(CORES)),
-            "driver-0",
-        }
-        assert committee.stop(signal.SIGTERM) == 0
+        status = synod("tusk", "status", str(tmp_path), "--json")
+        assert status.returncode == 0, status.stderr
+        assert all(json.loads(line)["running"] for line in status.stdout.splitlines())
     finally:
-        committee.kill_if_running()
+        down = synod("tusk", "down", str(tmp_path))
+    assert down.returncode == 0, down.stderr
+    assert all(line.split()[1] == "stopped" for line in down.stdout.splitlines())
+    committed = [
+        json.loads(line)
+        for index in range(CORES)
+        for line in (tmp_path / "logs" / f"core-{index}.out").read_text().splitlines()
+    ]
+    assert sum("hi" in line.get("transactions", ()) for line in committed) == CORES

@@ -36,6 +36,7 @@ from synod.cli.common import (
     run_process,
     write_new_key,
 )
+from synod.cli.supervise import add_supervision_commands
 
 if TYPE_CHECKING:
     from synod.crypto import KeyPair, NodeId
@@ -295,46 +296,6 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
     return 0
 
 
-@tusk.command("up")
-@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--drivers", type=click.IntRange(1, 16), default=1, show_default=True)
-def up(directory: Path, drivers: int) -> None:
-    """Run every core of DIRECTORY/tusk.toml and DRIVERS drivers, each as a child
-    process, until SIGINT/SIGTERM: the whole committee with one command.
-
-    Every JSON line they print is printed with a "process" field naming it; their logs
-    go to DIRECTORY/<name>.log.  If one exits, all are stopped (exit 1).
-    """
-    import queue
-    import signal
-
-    from synod.cli.cluster import Line, NodeProcess, running
-
-    network = _load_network(directory)
-    inbox: queue.Queue[Line] = queue.Queue()
-    commands = [(core.name, ["tusk", "core", str(directory), core.name]) for core in network.cores]
-    commands += [
-        (f"driver-{number}", ["tusk", "driver", str(directory), "--name", f"driver-{number}"])
-        for number in range(drivers)
-    ]
-    nodes = [
-        NodeProcess(name, arguments, directory / f"{name}.log", inbox)
-        for name, arguments in commands
-    ]
-    stopping: list[int] = []
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda received, frame: stopping.append(received))
-    with running(nodes):
-        while not stopping:
-            try:
-                name, line = inbox.get(timeout=0.2)  # wakes to notice a signal
-            except queue.Empty:
-                continue
-            print_json_line({"process": name, **line})
-            if line.get("event") == "exited":
-                raise click.ClickException(f"{name} exited: see {directory / name}.log")
-
-
 @tusk.command("submit")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("transactions", nargs=-1, required=True)
@@ -466,3 +427,12 @@ def watch(directory: Path, node: str, first: int, follow: bool, interval_ms: int
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         return
+
+
+def _plan(directory: Path) -> Any:
+    from synod.runtime.supervisor import plan_tusk
+
+    return plan_tusk(directory)
+
+
+add_supervision_commands(tusk, _plan, "tusk")

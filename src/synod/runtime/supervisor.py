@@ -268,7 +268,7 @@ def plan_tusk(directory: Path) -> list[Service]:
 
     network = load_network(directory)
     cores = [Service(core.name, ("tusk", "core", ".", core.name)) for core in network.cores]
-    return [*cores, Service("driver", ("tusk", "driver", "."))]
+    return [*cores, Service("driver-0", ("tusk", "driver", ".", "--name", "driver-0"))]
 
 
 def plan_fastpay(directory: Path) -> list[Service]:
