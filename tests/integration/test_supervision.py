@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,38 @@ def test_a_process_that_cannot_start_fails_up_and_leaves_nothing_running(
     assert not (tmp_path / "processes.json").exists()
     status = synod("rbc", "status", str(tmp_path))
     assert status.returncode == 1
+
+
+def test_a_fastpay_committee_laid_out_as_the_quickstart_comes_up_and_pays(
+    tmp_path: Path,
+) -> None:
+    def fastpay(*arguments: str) -> str:
+        done = subprocess.run(
+            synod_command("fastpay", *arguments), cwd=tmp_path, capture_output=True,
+            text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_fastpay_quickstart import free_port_blocks
+
+    committee = ""
+    for index, base in enumerate(free_port_blocks(4, 2), start=1):
+        server = ["server", "--server", f"server{index}.json", "generate", "--host", "127.0.0.1"]
+        committee += fastpay(*server, "--port", str(base), "--shards", "2")
+    (tmp_path / "committee.json").write_text(committee)
+    genesis = fastpay("client", "--committee", "committee.json", "--accounts", "accounts.json",
+                      "create-accounts", "2", "--initial-funding", "100")  # fmt: skip
+    (tmp_path / "initial_accounts.txt").write_text(genesis)
+    up = synod("fastpay", "up", str(tmp_path))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert len(up.stdout.splitlines()) == 8  # 4 authorities x 2 shards
+        first, second = (line.split(":")[0] for line in genesis.splitlines())
+        client = ["client", "--committee", "committee.json", "--accounts", "accounts.json"]
+        assert "confirmed" in fastpay(*client, "transfer", "10", "--from", first, "--to", second)
+        assert fastpay(*client, "query-balance", second).strip() == "110"
+    finally:
+        down = synod("fastpay", "down", str(tmp_path))
+    assert down.returncode == 0 and len(down.stdout.splitlines()) == 8

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from synod.cli.common import log_level_option, print_json_line, run_process
+from synod.cli.supervise import add_supervision_commands
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -555,3 +556,12 @@ def bench(shards: int, transfers: int, max_in_flight: int) -> None:
     with _exit_codes(BenchFailed, OSError):
         line = run_local_bench(shards, transfers, max_in_flight)
     click.echo(json.dumps(line))
+
+
+def _plan(directory: Path) -> Any:
+    from synod.runtime.supervisor import plan_fastpay
+
+    return plan_fastpay(directory)
+
+
+add_supervision_commands(fastpay, _plan, "fastpay")

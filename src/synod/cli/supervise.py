@@ -50,8 +50,11 @@ def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
         from synod.cli.common import config_errors
         from synod.runtime.supervisor import Supervisor, SupervisorError
 
-        with config_errors(f"synod {protocol} init {directory}"):
-            services = plan(directory)
+        try:
+            with config_errors(f"synod {protocol} init {directory}"):
+                services = plan(directory)
+        except SupervisorError as error:
+            raise click.ClickException(str(error)) from None
         click.echo(f"starting {len(services)} processes ...", err=True)
         try:
             started = Supervisor(directory).up(services, ready_timeout_s=timeout_s)

@@ -274,14 +274,17 @@ def plan_tusk(directory: Path) -> list[Service]:
 def plan_fastpay(directory: Path) -> list[Service]:
     """Every shard of every authority whose server file is in the directory, laid out as
     the quickstart does (``server<I>.json``, ``committee.json``, ``initial_accounts.txt``)."""
-    from synod.fastpay.config import ServerFile
+    from synod.fastpay.config import FastPayFileError, ServerFile
 
     servers = sorted(directory.glob("server*.json"))
     if not servers:
         raise SupervisorError(f"{directory}: no server*.json (see `synod fastpay server generate`)")
     services = []
     for path in servers:
-        server = ServerFile.load(path)
+        try:
+            server = ServerFile.load(path)
+        except FastPayFileError as error:
+            raise SupervisorError(str(error)) from None
         for shard in range(server.authority.shards):
             arguments = (
                 "fastpay", "server", "--server", path.name, "run", "--shard", str(shard),
