@@ -157,19 +157,23 @@ def run_process(
 ) -> NoReturn:
     """Log JSON lines at `log_level`, run `main` and exit with its status.
 
-    A storage error is a one-line user error; so is an `OSError` (a port in use, mostly)
-    when `listen_failure` says what to print before it.
+    A storage error, or a store the core cannot be rebuilt from, is a one-line user
+    error; so is an `OSError` (a port in use, mostly) when `listen_failure` says what to
+    print before it.
     """
     import asyncio
 
     from synod.runtime.logs import configure_json_logging
+    from synod.runtime.nodes import RestoreFailed
     from synod.runtime.storage import StorageError
 
     configure_json_logging(log_level.upper())
     try:
         code = asyncio.run(main)
-    except StorageError as error:
+    except (StorageError, RestoreFailed) as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        sys.exit(130)  # interrupted before the signal handlers were in place: no traceback
     except OSError as error:
         if listen_failure is None:
             raise

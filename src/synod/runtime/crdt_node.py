@@ -48,8 +48,9 @@ from synod.crdt.replica import ANNOUNCE_TIMER, LocalChange, Replica, ReplicaConf
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.host import monotonic_ms
 from synod.runtime.lock import hold_exclusive_lock
+from synod.runtime.nodes import RestoreFailed
 from synod.runtime.relay import RelayClient, RelayConfig
-from synod.runtime.storage import SqliteStorage
+from synod.runtime.storage import SqliteStorage, StorageError
 from synod.runtime.transport import Address, PeerTransport
 from synod.wire import DecodeError
 
@@ -185,7 +186,8 @@ class LogNode:
         The node holds the lock file beside it (``<store>.lock``) until it stops: two
         processes on one store would each sign updates with the same sequence numbers
         (equivocation by an honest operator).  Raises `NodeAlreadyRunning` when another
-        process holds it, `StorageError` when the file cannot be used.
+        process holds it, `StorageError` when the file cannot be used, `RestoreFailed`
+        when its records cannot rebuild the replica.
         """
         lock = hold_exclusive_lock(store_path.with_suffix(".lock"))
         try:
@@ -204,6 +206,12 @@ class LogNode:
                     network=network,
                     members=members,
                 )
+            except StorageError:
+                storage.close()
+                raise
+            except Exception as error:  # records the replica cannot be rebuilt from
+                storage.close()
+                raise RestoreFailed(store_path, f"{type(error).__name__}: {error}") from None
             except BaseException:
                 storage.close()
                 raise

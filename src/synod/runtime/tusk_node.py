@@ -35,6 +35,7 @@ from synod.crypto import KeyPair, NodeId
 from synod.quorum.committee import Committee
 from synod.runtime.host import EventHandler, HostConfig, NodeHost, monotonic_ms
 from synod.runtime.lock import hold_exclusive_lock
+from synod.runtime.nodes import RestoreFailed
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.runtime.storage import SqliteStorage, StorageError
 from synod.runtime.transport import Address
@@ -111,7 +112,7 @@ class CoreNode:
         The core holds the lock file beside it (``<store>.lock``) until it stops: two
         processes on one file would answer from diverging states.  Raises
         `NodeAlreadyRunning` when another process holds it, `StorageError` when the file
-        cannot be used.
+        cannot be used, `RestoreFailed` when its records cannot rebuild a core.
         """
         lock = hold_exclusive_lock(store_path.with_suffix(".lock"), f"core {store_path.stem}")
         try:
@@ -125,6 +126,12 @@ class CoreNode:
                     on_event=on_event,
                     host_config=host_config,
                 )
+            except StorageError:
+                storage.close()
+                raise
+            except Exception as error:  # records the core cannot be rebuilt from
+                storage.close()
+                raise RestoreFailed(store_path, f"{type(error).__name__}: {error}") from None
             except BaseException:
                 storage.close()
                 raise
