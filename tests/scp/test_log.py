@@ -302,6 +302,25 @@ def test_a_node_away_for_longer_than_its_window_catches_up_from_its_peers() -> N
     assert sorted(appended) == list(range(1, decided + 1))
 
 
+def test_a_node_away_for_more_slots_than_peers_retain_catches_up_from_decisions() -> None:
+    # peers keep 8 slots of statements; the node misses 150 slots and must fetch their
+    # decisions while it also asks for state on every 100 ms tick (a budget shared by
+    # the two kinds of request starved the decision requests at slot 33)
+    network = build_network(retained_slots=8, rebroadcast_interval_ms=100)
+    absent = IDS[3]
+    network.crash(absent)
+    for number in range(150):
+        entry = f"while away {number:03d}"
+        submit(network, IDS[0], entry)
+        assert network.step_until(partial(logged_everywhere, network, IDS[:1], entry))
+    network.restart(absent)
+    decided = len(core(network, IDS[0]).log)
+    assert network.step_until(
+        lambda: len(core(network, absent).log) >= decided, max_ms=network.now_ms + 30_000
+    )
+    assert core(network, absent).log == core(network, IDS[0]).log
+
+
 # ---------------------------------------------------------------- comparing logs
 
 

@@ -359,6 +359,9 @@ class ScpCore:
         self._state_request_limit = SenderRateLimit(
             config.state_request_burst, config.state_request_refill_ms
         )
+        self._decision_request_limit = SenderRateLimit(
+            config.state_request_burst, config.state_request_refill_ms
+        )
         self._rebroadcast_armed = False
         self._awaiting_state = False
         self._state_responders: set[bytes] = set()
@@ -539,14 +542,17 @@ class ScpCore:
     def _receive_request(
         self, sender: NodeId, message: StateRequest | DecisionRequest, now_ms: int, step: Step
     ) -> None:
-        """State and decision requests share one budget per sender (both are answered
-        from envelopes signed earlier: no signature is made for them)."""
-        if not self._state_request_limit.allow(sender, now_ms):
-            self._reject(RejectReason.STATE_REQUEST_LIMITED)
-        elif isinstance(message, StateRequest):
-            self._answer_state_request(sender, message.from_slot_index, step)
-        else:
+        """State and decision requests have a budget each per sender (a node behind
+        sends both on every tick: one shared budget would starve the second); both are
+        answered from envelopes signed earlier, no signature is made for them."""
+        if isinstance(message, StateRequest):
+            if self._state_request_limit.allow(sender, now_ms):
+                self._answer_state_request(sender, message.from_slot_index, step)
+                return
+        elif self._decision_request_limit.allow(sender, now_ms):
             self._answer_decision_request(sender, message.from_slot_index, step)
+            return
+        self._reject(RejectReason.STATE_REQUEST_LIMITED)
 
     def _receive_envelope(
         self, sender: NodeId, envelope: Envelope, now_ms: int, step: Step
@@ -901,10 +907,10 @@ class ScpCore:
     # ------------------------------------------------------------ decisions
 
     def _behind(self) -> bool:
-        """A slot before a decided one is missing, or members speak of slots beyond
-        the window: ask peers for decisions with proofs."""
-        far = self._far_future_heard > self.window_top
-        return self._has_gap() or far
+        """A slot before a decided one is missing, or a member spoke of a slot beyond
+        the window that is still not decided here (its statements were refused then and
+        may never come again): ask peers for decisions with proofs."""
+        return self._has_gap() or self._far_future_heard >= self.next_slot_index
 
     def _build_decision(self, slot: Slot) -> Decision:
         assert slot.externalized_value is not None
