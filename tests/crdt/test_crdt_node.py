@@ -79,3 +79,14 @@ def test_direct_peers_need_a_listen_address(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="listen address"):
         open_node(tmp_path, peers=[bob])
     asyncio.run(open_node(tmp_path).stop())  # the refusal released the lock and the store
+
+
+def test_a_misspelt_key_in_node_toml_is_refused_naming_it(tmp_path: Path) -> None:
+    from synod.config import ConfigError
+    from synod.crdt.config import load_config
+
+    (tmp_path / "node.toml").write_text(
+        '[node]\nname = "a"\nid = "x"\nkey_file = "node.key"\nrelayy = "ws://x"\n'
+    )
+    with pytest.raises(ConfigError, match=r"node\.relayy: unknown key"):
+        load_config(tmp_path)

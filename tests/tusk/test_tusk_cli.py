@@ -8,6 +8,7 @@ import socket
 import tomllib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from synod.cli.common import EXIT_CONFIG
@@ -115,3 +116,15 @@ def test_the_network_id_of_tusk_toml_reaches_every_core_and_driver(tmp_path: Pat
         assert "tusk.network_id" in str(error)
     else:
         raise AssertionError("a network id with '@' was accepted")
+
+
+def test_a_misspelt_setting_in_tusk_toml_is_refused_naming_it(tmp_path: Path) -> None:
+    """`batch_sise = 3` was once ignored silently: the committee ran with the default."""
+    from synod.config import ConfigError
+    from synod.tusk.config import load_network, render_config
+
+    (tmp_path / "tusk.toml").write_text(
+        render_config([]).replace("[tusk]\n", "[tusk]\nbatch_sise = 3\n") + "\n[[cores]]\n"
+    )
+    with pytest.raises(ConfigError, match=r"tusk\.batch_sise: unknown key"):
+        load_network(tmp_path)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from synod.config import (
     ConfigError,
     read_toml,
+    refuse_unknown_keys,
     relative_file,
     require_node_id,
     require_string,
@@ -100,6 +101,19 @@ def is_relay_url(text: str) -> bool:
     return text.startswith(("ws://", "wss://"))
 
 
+_NODE_KEYS = (
+    "name",
+    "id",
+    "key_file",
+    "document",
+    "announce_interval_ms",
+    "listen",
+    "relay",
+    "network_id",
+    "members",
+)
+
+
 def load_config(directory: Path) -> NodeConfig:
     """Read and check ``DIR/node.toml``.
 
@@ -108,9 +122,11 @@ def load_config(directory: Path) -> NodeConfig:
     """
     path = directory / CONFIG_NAME
     document = read_toml(path)
+    refuse_unknown_keys(path, "", document, ("node", "peers"))
     node = document.get("node")
     if not isinstance(node, dict):
         raise ConfigError(path, "node", "expected a table [node]")
+    refuse_unknown_keys(path, "node", node, _NODE_KEYS)
     return NodeConfig(
         path=path,
         name=require_string(path, node, "node", "name"),

@@ -189,6 +189,8 @@ class LogNode:
         process holds it, `StorageError` when the file cannot be used, `RestoreFailed`
         when its records cannot rebuild the replica.
         """
+        if peers and listen is None:  # the caller's mistake, before any file is touched
+            raise ValueError("direct peers need a listen address")
         lock = hold_exclusive_lock(store_path.with_suffix(".lock"))
         try:
             storage = SqliteStorage.open(store_path)

@@ -20,6 +20,7 @@ from synod.config import (
     network_id,
     node_entry,
     read_toml,
+    refuse_unknown_keys,
     render_node_tables,
 )
 from synod.crypto import NodeId
@@ -100,9 +101,11 @@ def load_network(directory: Path) -> TuskNetwork:
     """
     path = directory / CONFIG_NAME
     document = read_toml(path)
+    refuse_unknown_keys(path, "", document, ("tusk", "cores"))
     table = document.get("tusk", {})
     if not isinstance(table, dict):
         raise ConfigError(path, "tusk", "expected a table")
+    refuse_unknown_keys(path, "tusk", table, (*SETTINGS, "network_id"))
     settings = {}
     for key, (default, smallest) in SETTINGS.items():
         value = table.get(key, default)
