@@ -692,7 +692,8 @@ def minimal_splitting_sets(
             lambda v: [faulty.get(v, False), sides[0].get(v, False), sides[1].get(v, False)],
             progress,
         )
-    search = _minimize(cnf, variables, limit, progress, stop=stop)
+    shrink = _splitting_shrinker(fbas, groups, variables, sides)
+    search = _minimize(cnf, variables, limit, progress, stop=stop, shrink=shrink)
     examples = []
     for model in search.models:
         chosen = _selected(groups, variables, model)
@@ -718,6 +719,30 @@ def minimal_splitting_sets(
         lower_bound=0 if notes else search.lower,
         optimal=optimal,
     )
+
+
+def _splitting_shrinker(
+    fbas: Fbas, groups: list[Group], variables: list[int], sides: list[dict[int, int]]
+) -> Callable[[set[int]], set[int]]:
+    """Drop groups from a splitting model while its two quorums stay quorums of the
+    network with the smaller set deleted (greedy, one pass; the quorums are kept, so
+    each check is two slice checks, no search)."""
+
+    def shrink(model: set[int]) -> set[int]:
+        first = bits_from(v for v, lit in sides[0].items() if lit in model)
+        second = bits_from(v for v, lit in sides[1].items() if lit in model)
+        kept = [(g, v) for g, v in zip(groups, variables, strict=True) if v in model]
+        for candidate in list(kept):
+            rest = [pair for pair in kept if pair is not candidate]
+            faulty = union(g.nodes for g, _ in rest)
+            if is_quorum_despite(fbas, first, faulty) and is_quorum_despite(
+                fbas, second, faulty
+            ):
+                kept = rest
+        chosen = {v for _, v in kept}
+        return chosen | {lit for side in sides for lit in side.values() if lit in model}
+
+    return shrink
 
 
 def _encode_quorum_despite(
