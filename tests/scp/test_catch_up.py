@@ -11,7 +11,9 @@ node away for a few slots is already beyond it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import pytest
 from scp_fixtures import KEYS, QSET, envelope_from, make_core
 
 from synod.core import Proposed, Received, Started
@@ -215,3 +217,19 @@ def test_a_decision_held_back_survives_a_restart_and_leaves_in_order() -> None:
     assert restarted.handle(Started(), 0).events == []
     step = restarted.handle(Received(KEYS[2].node_id, decision(1)), 0)
     assert step.events == [Externalized(1, b"v1"), Externalized(2, b"v2")]
+
+
+def test_a_log_node_says_when_peers_no_longer_hold_its_missing_slots(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from synod.crypto import read_key_file
+    from synod.runtime.scp_node import LogNode, create_network
+    from synod.scp import SlotsUnavailable
+
+    config = create_network(tmp_path, nodes=4)
+    entry = config.nodes[0]
+    node = LogNode(config, entry, read_key_file(entry.key_file))
+    with caplog.at_level("WARNING", logger="synod.runtime.scp_node"):
+        node._on_event(SlotsUnavailable(3, 1_200))
+    (record,) = caplog.records
+    assert record.first_slot == 3 and record.available_from_slot == 1_200  # type: ignore[attr-defined]

@@ -91,3 +91,4 @@ def test_init_writes_the_network_id(tmp_path: Path) -> None:
     config = create_network(tmp_path, nodes=4, settings=NetworkSettings(network_id=b"main"))
     assert config.settings.network_id == b"main"
     assert 'network_id = "main"' in (tmp_path / "network.toml").read_text(encoding="utf-8")
+

@@ -21,6 +21,7 @@ the command line chooses the messages and exit statuses.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
 from synod.runtime.nodes import NodeStopped, RestoreFailed, free_ports, restore_core
 from synod.runtime.rpc import RpcClient, RpcFailure
+from synod.scp.application import SlotsUnavailable
 from synod.scp.log import (
     LOG_CODEC,
     LOG_KEY_PREFIX,
@@ -57,6 +59,8 @@ from synod.scp.network import (
     render_config,
 )
 from synod.wire import DecodeError
+
+log = logging.getLogger("synod.runtime.scp_node")
 
 if TYPE_CHECKING:
     from synod.runtime.transport import Address
@@ -286,6 +290,16 @@ class LogNode:
     # ------------------------------------------------------------ the log as it grows
 
     def _on_event(self, event: object) -> None:
+        if isinstance(event, SlotsUnavailable):
+            # the log stays behind from here: say so rather than leave a silent gap
+            log.warning(
+                "peers no longer hold the slots this node missed",
+                extra={
+                    "first_slot": event.first_slot_index,
+                    "available_from_slot": event.available_from_slot_index,
+                },
+            )
+            return
         if not isinstance(event, LogAppended):
             return
         self._log[event.slot_index] = event.value
