@@ -134,7 +134,7 @@ def test_four_validators_in_stellar_mode_agree_and_are_crawled(tmp_path: Path) -
         assert all(d == decided[0] for d in decided) and set(decided[0]) == {1, 2}
         output = tmp_path / "crawl.json"
         crawl = subprocess.run(
-            [*SYNOD, "stellar", "crawl", f"127.0.0.1:{ports[0]}", "-o", str(output),
+            [*SYNOD, "fbas", "crawl", f"127.0.0.1:{ports[0]}", "-o", str(output),
              "--listen-s", "10", "--timeout-s", "60"],
             capture_output=True, text=True, timeout=120, check=False,
         )

@@ -696,3 +696,14 @@ def diff(old: Path, new: Path, as_json: bool, progress: bool | None, timeout: fl
         return
     rows = [[c.what, c.before, c.after, "" if c.before == c.after else "changed"] for c in changes]
     _print_table(f"{old.name} -> {new.name}", ["", "old", "new", ""], rows)
+
+
+def _register_crawl() -> None:
+    """`synod fbas crawl`: the crawl of `synod stellar crawl`, where FBAS users look for it
+    (its output is the stellarbeat JSON every `synod fbas` command reads)."""
+    from synod.cli.stellar import crawl
+
+    fbas.add_command(crawl, "crawl")
+
+
+_register_crawl()
