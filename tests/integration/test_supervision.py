@@ -106,3 +106,22 @@ def test_a_fastpay_committee_laid_out_as_the_quickstart_comes_up_and_pays(
     finally:
         down = synod("fastpay", "down", str(tmp_path))
     assert down.returncode == 0 and len(down.stdout.splitlines()) == 8
+
+
+def test_an_scp_log_network_comes_up_takes_an_entry_and_goes_down(tmp_path: Path) -> None:
+    init = synod("scp", "init", str(tmp_path / "net"), "--nodes", "4")
+    assert init.returncode == 0, init.stderr
+    up = synod("scp", "up", str(tmp_path / "net"))
+    try:
+        assert up.returncode == 0, up.stderr
+        submitted = synod("scp", "submit", str(tmp_path / "net"), "node-1", "hello")
+        assert submitted.returncode == 0, submitted.stderr
+        status = synod("scp", "status", str(tmp_path / "net"), "--json")
+        assert status.returncode == 0, status.stderr  # the logs agree
+        assert json.loads(status.stdout)["agree"] is True
+        assert [line.split()[:2] for line in status.stderr.splitlines()] == [
+            [f"node-{index}", "running"] for index in range(4)
+        ]
+    finally:
+        down = synod("scp", "down", str(tmp_path / "net"))
+    assert down.returncode == 0 and len(down.stdout.splitlines()) == 4

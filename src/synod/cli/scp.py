@@ -32,10 +32,12 @@ from synod.cli.common import (
     log_level_option,
     parse_ports,
     print_json_line,
+    printable,
     read_node_keys,
     refuse_to_overwrite,
     run_process,
 )
+from synod.cli.supervise import add_supervision_commands
 from synod.scp.log import (
     MAX_ENTRY_BYTES,
     Comparison,
@@ -290,10 +292,11 @@ def submit(directory: Path, node: str, values: tuple[str, ...], timeout_s: float
             submit_entries((entry.host, entry.submit_port), entries, timeout_s=timeout_s)
         )
     except SubmitUnanswered as error:
-        click.echo(f"{entry.name} ({entry.host}:{entry.submit_port}): {error.reason}", err=True)
+        where = f"{entry.name} ({entry.host}:{entry.submit_port})"
+        click.echo(f"{where}: {printable(error.reason)}", err=True)
         sys.exit(EXIT_UNREACHABLE)
     except SubmitRefused as error:
-        click.echo(f"{entry.name} refused: {error.reason}", err=True)
+        click.echo(f"{entry.name} refused: {printable(error.reason)}", err=True)
         sys.exit(EXIT_FAILED)
     noun = "entry" if reply.queued == 1 else "entries"
     click.echo(f"{entry.name}: {reply.queued} new {noun} stored; {reply.pending} pending")
@@ -303,13 +306,16 @@ def submit(directory: Path, node: str, values: tuple[str, ...], timeout_s: float
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def status(directory: Path, as_json: bool) -> None:
-    """Show each node's externalized log slot by slot, from the SQLite files (read-only).
+    """Show each node's externalized log slot by slot, from the SQLite files (read-only),
+    and on stderr the processes `synod scp up` started.
 
     Exit 0 when no two nodes hold different values for a slot, 1 when some do.
     """
+    from synod.cli.supervise import print_processes
     from synod.runtime.scp_node import LogReadError, read_network_logs
 
     config = load_config(directory)
+    print_processes(directory)  # what `synod scp up` started, if it did
     try:
         found = read_network_logs(config)
     except LogReadError as error:
@@ -392,3 +398,12 @@ def value_label(value: bytes | None, *, brief: bool = False) -> str:
     text = ", ".join(entries)
     return text if len(text) <= 40 else text[:37] + "..."
 
+
+
+def _plan(directory: Path) -> Any:
+    from synod.runtime.supervisor import plan_scp
+
+    return plan_scp(directory)
+
+
+add_supervision_commands(scp, _plan, "scp", with_status=False)

@@ -27,11 +27,32 @@ _DIRECTORY = click.argument(
 )
 
 
-def add_supervision_commands(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
-    """Add `up`, `status`, `logs` and `down` to a protocol's command group."""
+def add_supervision_commands(
+    group: click.Group, plan: PlanNetwork, protocol: str, *, with_status: bool = True
+) -> None:
+    """Add `up`, `status`, `logs` and `down` to a protocol's command group.
+
+    A group that has a `status` of its own (SCP's compares the nodes' logs) keeps it
+    (`with_status=False`) and prints `print_processes` in it.
+    """
     _add_up(group, plan, protocol)
-    _add_status_and_logs(group, protocol)
+    _add_status_and_logs(group, protocol, with_status=with_status)
     _add_down(group)
+
+
+def print_processes(directory: Path) -> None:
+    """The background processes of DIRECTORY, one line each on stderr (none: nothing)."""
+    from synod.cli.common import printable
+    from synod.runtime.supervisor import Supervisor, SupervisorError
+
+    try:
+        statuses = Supervisor(directory).status()
+    except SupervisorError as error:
+        click.echo(str(error), err=True)
+        return
+    for entry in statuses:
+        state = "running" if entry.running else "stopped"
+        click.echo(f"{entry.name:<24} {state:<8} {printable(entry.last_line)[:44]}", err=True)
 
 
 def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
@@ -69,7 +90,13 @@ def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
         )
 
 
-def _add_status_and_logs(group: click.Group, protocol: str) -> None:
+def _add_status_and_logs(group: click.Group, protocol: str, *, with_status: bool) -> None:
+    if with_status:
+        _add_status(group, protocol)
+    _add_logs(group, protocol)
+
+
+def _add_status(group: click.Group, protocol: str) -> None:
     @group.command("status")
     @_DIRECTORY
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
@@ -96,6 +123,8 @@ def _add_status_and_logs(group: click.Group, protocol: str) -> None:
         if not all(entry.running for entry in statuses):
             raise SystemExit(1)
 
+
+def _add_logs(group: click.Group, protocol: str) -> None:
     @group.command("logs")
     @_DIRECTORY
     @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
