@@ -450,3 +450,31 @@ def test_a_core_down_beyond_the_drivers_reach_says_so_and_signs_no_receipt() -> 
     assert world.events_of(CORES[3], FellBehind)
     assert world.core(CORES[3], TuskCore).behind
     assert_same_prefix(world)
+
+
+def test_a_whole_committee_restarted_while_idle_takes_transactions_again() -> None:
+    """Every core rebuilt from its records waits for proof that it is within reach before
+    it signs a receipt; an idle committee made no round to prove it, so every submission
+    was refused for good.  A restored core now proposes its round's header: a quorum
+    certifying it is the proof (a core far behind proposes in a collected round and is
+    refused, so it stays silent, as it must)."""
+    world = tusk_world(KEYS, seed=3, config=TuskConfig(gc_depth=10, min_header_delay_ms=50))
+    submit(world, CORES[0], [b"before"])
+    assert world.step_until(
+        lambda: all(b"before" in delivered_transactions(world, core) for core in CORES)
+    )
+    world.run_until(world.now_ms + 5_000)  # idle: the committee stops making rounds
+    for core in CORES:
+        world.crash(core)
+    for core in CORES:
+        world.restart(core)
+    assert world.step_until(
+        lambda: all(world.core(core, TuskCore).takes_transactions for core in CORES),
+        max_ms=world.now_ms + 10_000,
+    )
+    submit(world, CORES[1], [b"after"])
+    assert world.step_until(
+        lambda: all(b"after" in delivered_transactions(world, core) for core in CORES),
+        max_ms=world.now_ms + 10_000,
+    )
+    assert answers(world)[-1].accepted == 1

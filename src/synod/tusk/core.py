@@ -976,6 +976,11 @@ class TuskCore:
         keep every core that holds them proposing until they are delivered."""
         if self._busy():
             return False
+        if self._restored_unproven:
+            # Rebuilt from records, it needs a certificate to know it is within reach; in
+            # an idle committee only its own header can make one (a core far behind
+            # proposes in a collected round, is refused, and stays unproven).
+            return False
         if self._dag.at(self._round) or any(
             round_number == self._round and creator != self.node_id
             for round_number, creator in self._votes
