@@ -128,3 +128,17 @@ def test_a_misspelt_setting_in_tusk_toml_is_refused_naming_it(tmp_path: Path) ->
     )
     with pytest.raises(ConfigError, match=r"tusk\.batch_sise: unknown key"):
         load_network(tmp_path)
+
+
+def test_a_core_name_where_a_transaction_goes_is_refused_not_sent(tmp_path: Path) -> None:
+    """`synod tusk submit net core-2 "pay"` (as `synod scp submit DIR NODE VALUE`) once
+    sent "core-2" as a transaction to core-0 and exited 0."""
+    from click.testing import CliRunner
+
+    from synod.cli.main import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["tusk", "init", str(tmp_path / "net")]).exit_code == 0
+    result = runner.invoke(cli, ["tusk", "submit", str(tmp_path / "net"), "core-2", "pay"])
+    assert result.exit_code == 2
+    assert "use --core core-2" in result.output

@@ -329,6 +329,13 @@ def submit(
 
     network = _load_network(directory)
     entry = _find(network, node)
+    names = {core.name for core in network.cores}
+    if len(transactions) > 1 and transactions[0] in names:
+        # `synod scp submit DIR NODE VALUE` names the node first; here a core is --core.
+        raise click.UsageError(
+            f"{transactions[0]!r} is a core of {directory}, not a transaction: "
+            f"to hand the transactions to it, use --core {transactions[0]}"
+        )
     try:
         batch = check_submission(text.encode("utf-8") for text in transactions)
     except ValueError as error:
