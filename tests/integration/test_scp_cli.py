@@ -175,3 +175,23 @@ def test_init_writes_toml_that_names_quorum_set_members_by_node_name(tmp_path: P
         "threshold": 5,  # 7 - (7 - 1) // 3: tolerates two faulty nodes
         "validators": [f"node-{index}" for index in range(7)],
     }
+
+
+def test_init_refuses_a_network_whose_quorums_need_not_intersect(tmp_path: Path) -> None:
+    """`synod scp init --nodes 4 --threshold 2` once wrote such a network silently."""
+    from click.testing import CliRunner
+
+    from synod.cli.main import cli
+
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["scp", "init", str(tmp_path / "a"), "--threshold", "2"])
+    assert refused.exit_code == 2 and "two disjoint quorums" in refused.output
+    assert not (tmp_path / "a" / "network.toml").exists()
+    forced = runner.invoke(
+        cli, ["scp", "init", str(tmp_path / "b"), "--threshold", "2", "--force"]
+    )
+    assert forced.exit_code == 0, forced.output
+    checked = runner.invoke(cli, ["fbas", "check", str(tmp_path / "b" / "network.toml")])
+    assert checked.exit_code == 1  # the independent analysis agrees: no intersection
+    three = runner.invoke(cli, ["scp", "init", str(tmp_path / "c"), "--threshold", "3"])
+    assert three.exit_code == 0

@@ -129,6 +129,11 @@ def scp() -> None:
     default="",
     help="The network's id, in every signature and handshake (at most 64 bytes, no '@').",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write the network even when its quorums need not intersect (unsafe: it can fork).",
+)
 def init(  # noqa: PLR0917 - one parameter per click option
     directory: Path,
     count: int,
@@ -140,6 +145,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
     ports: str | None,
     submit_ports: str | None,
     network_id: str,
+    force: bool,
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local SCP network."""
     from synod.crypto import KeyFileError
@@ -156,6 +162,13 @@ def init(  # noqa: PLR0917 - one parameter per click option
         raise click.BadParameter(f"at most {count} (the nodes)", param_hint="--threshold")
     if organisations is not None and threshold is not None:
         raise click.BadParameter("only for a symmetric network", param_hint="--threshold")
+    if organisations is None and threshold is not None and 2 * threshold <= count and not force:
+        # Any `threshold` nodes form a quorum: two disjoint ones exist once 2t <= n.
+        raise click.BadParameter(
+            f"with {count} nodes a threshold of {threshold} lets two disjoint quorums "
+            f"decide differently (need more than {count // 2}); --force writes it anyway",
+            param_hint="--threshold",
+        )
     if len(network_id.encode()) > 64 or "@" in network_id:
         raise click.BadParameter("at most 64 bytes without '@'", param_hint="--network-id")
     refuse_to_overwrite(directory / CONFIG_NAME)
