@@ -19,3 +19,21 @@ def test_entries_and_node_names_with_markup_are_printed_verbatim(
     printed = capsys.readouterr().out
     for text in ("[/oops]", "[/evil]", "[/title]", "NO"):
         assert text in printed
+
+
+def test_many_nodes_fit_eighty_columns_and_name_who_differs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`synod demo --nodes 7` and `synod scp status` once wrapped every cell at 80 columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    agreed, other = encode_batch(["a", "b"]), encode_batch(["c"])
+    logs = {f"node-{index}": {1: agreed, 2: agreed} for index in range(7)}
+    logs["node-5"] = {1: other, 2: agreed}
+    logs["node-6"] = {1: agreed}
+    print_comparison(compare_logs(logs), title="seven nodes")
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    first = next(line for line in lines if line.startswith("│    1"))
+    assert "6 of 7" in first and "node-5" in first and "NO" in first
+    second = next(line for line in lines if line.startswith("│    2"))
+    assert "6 of 7" in second and "none yet: node-6" in second

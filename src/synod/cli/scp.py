@@ -42,6 +42,7 @@ from synod.scp.log import (
     MAX_ENTRY_BYTES,
     Comparison,
     LogAppended,
+    SlotRow,
     compare_logs,
     decode_batch,
     entry_fits,
@@ -58,6 +59,8 @@ from synod.scp.network import (
 )
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from synod.crypto import KeyPair
     from synod.runtime.scp_node import LogNode
 
@@ -373,8 +376,14 @@ def comparison_document(comparison: Comparison, missing: Sequence[str] = ()) -> 
     }
 
 
+PER_NODE_COLUMNS_UP_TO = 4
+"""Above this many nodes a row shows the slot's value once and which nodes hold it, so
+the table fits 80 columns."""
+
+
 def print_comparison(comparison: Comparison, *, title: str, brief: bool = False) -> None:
-    """A table: one row per slot, one column per node, and a verdict per slot."""
+    """A table: one row per slot and a verdict per slot; one column per node for up to
+    four nodes, else the value once and the nodes that hold another or none."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -382,20 +391,48 @@ def print_comparison(comparison: Comparison, *, title: str, brief: bool = False)
     # Entries and node names come from peers and files: printed as text, never as markup.
     table = Table(title=Text(title))
     table.add_column("slot", justify="right")
-    for node in comparison.nodes:
-        table.add_column(Text(node))
+    per_node = len(comparison.nodes) <= PER_NODE_COLUMNS_UP_TO
+    headers = comparison.nodes if per_node else ["value", "held by"]
+    for header in headers:
+        table.add_column(Text(header))
     table.add_column("agree")
     for row in comparison.rows:
-        first = next(iter(row.distinct_values), None)
-        cells = []
-        for node in comparison.nodes:
-            value = row.values[node]
-            label = value_label(value, brief=brief)
-            differs = value is not None and value != first
-            cells.append(Text(label, style="red" if differs else ""))
+        cells = _node_cells(comparison, row, brief) if per_node else _summary_cells(row, brief)
         verdict = Text("yes") if row.agree else Text("NO", style="red")
         table.add_row(str(row.slot_index), *cells, verdict)
     Console().print(table)
+
+
+def _node_cells(comparison: Comparison, row: SlotRow, brief: bool) -> list[Text]:
+    from rich.text import Text
+
+    first = next(iter(row.distinct_values), None)
+    cells = []
+    for node in comparison.nodes:
+        value = row.values[node]
+        differs = value is not None and value != first
+        cells.append(Text(value_label(value, brief=brief), style="red" if differs else ""))
+    return cells
+
+
+def _summary_cells(row: SlotRow, brief: bool) -> list[Text]:
+    """The value most nodes hold, and who holds it, another value, or none."""
+    from collections import Counter
+
+    from rich.text import Text
+
+    counts = Counter(value for value in row.values.values() if value is not None)
+    if not counts:
+        return [Text("-"), Text(f"none of {len(row.values)}")]
+    common, holders = counts.most_common(1)[0]
+    others = sorted(name for name, value in row.values.items() if value not in (common, None))
+    missing = sorted(name for name, value in row.values.items() if value is None)
+    held = f"{holders} of {len(row.values)}"
+    if others:
+        held += "; other value: " + ", ".join(others)
+    if missing:
+        held += "; none yet: " + ", ".join(missing)
+    return [Text(value_label(common, brief=True)), Text(held, style="red" if others else "")]
 
 
 def value_label(value: bytes | None, *, brief: bool = False) -> str:
