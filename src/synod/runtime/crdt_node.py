@@ -47,10 +47,9 @@ from synod.crdt.messages import CODEC
 from synod.crdt.replica import ANNOUNCE_TIMER, LocalChange, Replica, ReplicaConfig, UpdateApplied
 from synod.crypto import KeyPair, NodeId
 from synod.runtime.host import monotonic_ms
-from synod.runtime.lock import hold_exclusive_lock
-from synod.runtime.nodes import RestoreFailed
+from synod.runtime.nodes import open_on_store
 from synod.runtime.relay import RelayClient, RelayConfig
-from synod.runtime.storage import SqliteStorage, StorageError
+from synod.runtime.storage import SqliteStorage
 from synod.runtime.transport import Address, PeerTransport
 from synod.wire import DecodeError
 
@@ -191,35 +190,22 @@ class LogNode:
         """
         if peers and listen is None:  # the caller's mistake, before any file is touched
             raise ValueError("direct peers need a listen address")
-        lock = hold_exclusive_lock(store_path.with_suffix(".lock"))
-        try:
-            storage = SqliteStorage.open(store_path)
-            try:
-                node = cls(
-                    keys,
-                    storage,
-                    name=name,
-                    document=document,
-                    announce_interval_ms=announce_interval_ms,
-                    listen=listen,
-                    relay=relay,
-                    peers=peers,
-                    on_event=on_event,
-                    network=network,
-                    members=members,
-                )
-            except StorageError:
-                storage.close()
-                raise
-            except Exception as error:  # records the replica cannot be rebuilt from
-                storage.close()
-                raise RestoreFailed(store_path, f"{type(error).__name__}: {error}") from None
-            except BaseException:
-                storage.close()
-                raise
-        except BaseException:
-            lock.close()
-            raise
+        node, lock = open_on_store(
+            store_path,
+            lambda storage: cls(
+                keys,
+                storage,
+                name=name,
+                document=document,
+                announce_interval_ms=announce_interval_ms,
+                listen=listen,
+                relay=relay,
+                peers=peers,
+                on_event=on_event,
+                network=network,
+                members=members,
+            ),
+        )
         node._lock = lock
         return node
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
-from synod.runtime.storage import SqliteStorage
+from synod.runtime.lock import hold_exclusive_lock
+from synod.runtime.storage import SqliteStorage, StorageError
 
 CoreType = TypeVar("CoreType")
 
@@ -64,3 +65,34 @@ def free_ports(host: str, count: int) -> list[int]:
     finally:
         for handle in sockets:
             handle.close()
+
+
+NodeType = TypeVar("NodeType")
+
+
+def open_on_store(
+    store_path: Path, build: Callable[[SqliteStorage], NodeType], what: str = "this node"
+) -> tuple[NodeType, IO[str]]:
+    """Hold the node's lock file (``<store>.lock``), open its store and build the node on it.
+
+    Raises `NodeAlreadyRunning` (another process holds the lock), `StorageError` (the file
+    cannot be used) and `RestoreFailed` when `build` refuses the records; in every case
+    the store and the lock are released again.
+    """
+    lock = hold_exclusive_lock(store_path.with_suffix(".lock"), what)
+    try:
+        storage = SqliteStorage.open(store_path)
+        try:
+            return build(storage), lock
+        except StorageError:
+            storage.close()
+            raise
+        except Exception as error:  # records the node cannot be rebuilt from
+            storage.close()
+            raise RestoreFailed(store_path, f"{type(error).__name__}: {error}") from None
+        except BaseException:
+            storage.close()
+            raise
+    except BaseException:
+        lock.close()
+        raise

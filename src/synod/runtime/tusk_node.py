@@ -34,8 +34,7 @@ from synod.core import Call, CallFailed, Response, SetTimer, Started, Step, Time
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.committee import Committee
 from synod.runtime.host import EventHandler, HostConfig, NodeHost, monotonic_ms
-from synod.runtime.lock import hold_exclusive_lock
-from synod.runtime.nodes import RestoreFailed
+from synod.runtime.nodes import open_on_store
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.runtime.storage import SqliteStorage, StorageError
 from synod.runtime.transport import Address
@@ -114,30 +113,18 @@ class CoreNode:
         `NodeAlreadyRunning` when another process holds it, `StorageError` when the file
         cannot be used, `RestoreFailed` when its records cannot rebuild a core.
         """
-        lock = hold_exclusive_lock(store_path.with_suffix(".lock"), f"core {store_path.stem}")
-        try:
-            storage = SqliteStorage.open(store_path)
-            try:
-                node = cls(
-                    keys,
-                    committee,
-                    storage,
-                    config=config,
-                    on_event=on_event,
-                    host_config=host_config,
-                )
-            except StorageError:
-                storage.close()
-                raise
-            except Exception as error:  # records the core cannot be rebuilt from
-                storage.close()
-                raise RestoreFailed(store_path, f"{type(error).__name__}: {error}") from None
-            except BaseException:
-                storage.close()
-                raise
-        except BaseException:
-            lock.close()
-            raise
+        node, lock = open_on_store(
+            store_path,
+            lambda storage: cls(
+                keys,
+                committee,
+                storage,
+                config=config,
+                on_event=on_event,
+                host_config=host_config,
+            ),
+            f"core {store_path.stem}",
+        )
         node._lock = lock
         return node
 
