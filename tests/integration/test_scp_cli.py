@@ -195,3 +195,30 @@ def test_init_refuses_a_network_whose_quorums_need_not_intersect(tmp_path: Path)
     assert checked.exit_code == 1  # the independent analysis agrees: no intersection
     three = runner.invoke(cli, ["scp", "init", str(tmp_path / "c"), "--threshold", "3"])
     assert three.exit_code == 0
+
+
+def test_run_warns_when_the_network_quorums_need_not_intersect(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from synod.cli.main import cli
+
+    forced = CliRunner().invoke(
+        cli, ["scp", "init", str(tmp_path / "net"), "--threshold", "2", "--force"]
+    )
+    assert forced.exit_code == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synod.cli.main", "scp", "run", str(tmp_path / "net"), "node-0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()  # printed before the node starts
+        assert first.startswith("warning: ") and "share no node" in first, first
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

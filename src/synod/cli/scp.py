@@ -223,9 +223,33 @@ def run(directory: Path, node: str, log_level: str) -> None:
         entry.node_id,
         f"holds the key of another node than {entry.name}'s id in {config.path}",
     )
+    _warn_unless_quorums_intersect(config)
     run_process(
         _run_node(config, entry, keys), log_level, listen_failure=f"{entry.name}: cannot listen"
     )
+
+
+def _warn_unless_quorums_intersect(config: NetworkConfig) -> None:
+    """A network whose quorums need not intersect can fork (`init` refuses to write one
+    unless forced): say so, on stderr, before the node starts."""
+    from synod.fbas import check_intersection, from_quorum_sets, iter_bits
+
+    fbas = from_quorum_sets(
+        {node.node_id: node.quorum_set for node in config.nodes},
+        {node.node_id: node.name for node in config.nodes},
+    )
+    result = check_intersection(fbas)
+    if result.intersects is False and result.witness is not None:
+        first, second = (
+            sorted(fbas.nodes[index].name or "?" for index in iter_bits(quorum))
+            for quorum in result.witness
+        )
+        click.echo(
+            f"warning: {config.path}: the quorums {{{', '.join(first)}}} and "
+            f"{{{', '.join(second)}}} share no node: they can decide differently (fork)",
+            err=True,
+        )
+
 
 
 async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> int:
