@@ -60,6 +60,34 @@ def test_reliable_broadcast_demo_agrees_after_a_crash_and_cleans_up() -> None:
     assert_workdir_removed(result.stdout)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_fastpay_demo_pays_through_a_shard_crash_and_every_balance_adds_up() -> None:
+    result = run_demo("--protocol", "fastpay")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "server2.shard-1 SIGKILLed" in result.stdout
+    assert "server2.shard-1 restarted from its SQLite file" in result.stdout
+    # account 0 receives 3r + 7 and pays 3r each round (+7 x 3); the others -1 x 3
+    balances = next(line for line in result.stdout.splitlines() if line.startswith('{"balances"'))
+    assert balances == '{"balances": [121, 97, 97, 97, 97, 97, 97, 97]}'
+    assert (
+        "every payment confirmed once (24 of 24): yes; each balance as the payments say: yes; "
+        "supply still 800: yes; the killed shard restarted and served: yes; clean shutdown: yes"
+    ) in result.stdout
+    assert_workdir_removed(result.stdout)
+
+
+def test_the_fastpay_verdict_fails_on_a_balance_that_does_not_add_up() -> None:
+    from synod.cli.demo_fastpay import _verdict
+
+    expected = {"n0": 121} | {f"n{index}": 97 for index in range(1, 8)}
+    assert _verdict(dict(expected), expected, 24, True, True)
+    assert not _verdict(expected | {"n0": 120, "n1": 98}, expected, 24, True, True)
+    assert not _verdict(expected | {"n0": 120}, expected, 24, True, True)
+    assert not _verdict(dict(expected), expected, 23, True, True)
+    assert not _verdict(dict(expected), expected, 24, True, False)
+
+
 # ---------------------------------------------------------------- the verdict
 
 SUBMITTED = {"a", "b", "c"}

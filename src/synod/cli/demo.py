@@ -73,10 +73,11 @@ class _Tally:
 @click.command()
 @click.option(
     "--protocol",
-    type=click.Choice(["scp", "rbc"]),
+    type=click.Choice(["scp", "rbc", "fastpay"]),
     default="scp",
     show_default=True,
-    help="scp: nodes agree on a replicated log; rbc: reliable broadcast.",
+    help="scp: nodes agree on a replicated log; rbc: reliable broadcast; "
+    "fastpay: a committee pays through a shard crash.",
 )
 @click.option("--nodes", "node_count", type=click.IntRange(4, 10), default=4, show_default=True)
 @click.option(
@@ -91,11 +92,22 @@ class _Tally:
 def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
     """Run a local network of real node processes, crash one, check they all agree."""
     workdir = Path(tempfile.mkdtemp(prefix="synod-demo-"))
-    kind = "SCP" if protocol == "scp" else "reliable-broadcast"
-    click.echo(f"synod demo: {node_count} {kind} nodes on 127.0.0.1 ({workdir})")
+    if protocol == "fastpay":
+        click.echo(f"synod demo: a FastPay committee on 127.0.0.1 ({workdir})")
+    else:
+        kind = "SCP" if protocol == "scp" else "reliable-broadcast"
+        click.echo(f"synod demo: {node_count} {kind} nodes on 127.0.0.1 ({workdir})")
     try:
         if protocol == "scp":
             ok = _run_scp(workdir, node_count, per_node)
+        elif protocol == "fastpay":
+            from synod.cli.demo_fastpay import run_fastpay_demo
+            from synod.runtime.supervisor import SupervisorError
+
+            try:
+                ok = run_fastpay_demo(workdir)
+            except SupervisorError as error:
+                raise ClusterError(str(error)) from None
         else:
             ok = _run(workdir, node_count, per_node)
     except ClusterError as error:

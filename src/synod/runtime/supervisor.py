@@ -84,6 +84,9 @@ class Supervisor:
         if any(status.running for status in self.status()):
             raise SupervisorError(f"{self.directory}: the network is already up (see `status`)")
         self.log_directory.mkdir(parents=True, exist_ok=True)
+        offsets = {
+            service.name: _size(self.log_directory / f"{service.name}.out") for service in services
+        }
         started: list[Started] = []
         try:
             for service in services:
@@ -92,17 +95,38 @@ class Supervisor:
             deadline = time.monotonic() + ready_timeout_s
             for service, process in zip(services, started, strict=True):
                 if service.waits_for_ready:
-                    self._wait_ready(process, deadline)
+                    self._wait_ready(process, deadline, offsets[service.name])
         except BaseException:
             self._stop(started, timeout_s=5.0)
             self.state_path.unlink(missing_ok=True)
             raise
         return started
 
+    def restart(self, name: str, *, ready_timeout_s: float = 30.0) -> Started:
+        """Start the recorded process `name` again (it must have stopped, as after a
+        crash) with the same command, and wait for its new readiness line."""
+        recorded = self.recorded()
+        names = [process.name for process in recorded]
+        if name not in names:
+            raise SupervisorError(f"{self.directory}: no process named {name!r}")
+        position = names.index(name)
+        process = recorded[position]
+        if _alive(process):
+            raise SupervisorError(f"{name} is running (pid {process.pid})")
+        offset = _size(Path(process.stdout))
+        started = self._launch(name, process.command)
+        recorded[position] = started
+        self._save(recorded)
+        self._wait_ready(started, time.monotonic() + ready_timeout_s, offset)
+        return started
+
     def _start(self, service: Service) -> Started:
-        stdout_path = self.log_directory / f"{service.name}.out"
-        stderr_path = self.log_directory / f"{service.name}.err"
         command = [sys.executable, "-m", "synod.cli.main", *service.arguments]
+        return self._launch(service.name, command)
+
+    def _launch(self, name: str, command: list[str]) -> Started:
+        stdout_path = self.log_directory / f"{name}.out"
+        stderr_path = self.log_directory / f"{name}.err"
         with stdout_path.open("ab") as stdout, stderr_path.open("ab") as stderr:
             stdout.write(b"")  # the file exists even before the process writes
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -114,11 +138,11 @@ class Supervisor:
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        return Started(service.name, process.pid, command, str(stdout_path), str(stderr_path))
+        return Started(name, process.pid, command, str(stdout_path), str(stderr_path))
 
-    def _wait_ready(self, process: Started, deadline: float) -> None:
+    def _wait_ready(self, process: Started, deadline: float, offset: int = 0) -> None:
         while True:
-            if _ready_in(Path(process.stdout)):
+            if _ready_in(Path(process.stdout), offset):
                 return
             if not _alive(process):
                 raise SupervisorError(
@@ -222,9 +246,19 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _ready_in(path: Path) -> bool:
+def _size(path: Path) -> int:
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _ready_in(path: Path, offset: int = 0) -> bool:
+    """A readiness line in `path` past byte `offset` (a restart appends to the log)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return False
     for line in lines:
