@@ -77,6 +77,35 @@ def test_fastpay_demo_pays_through_a_shard_crash_and_every_balance_adds_up() -> 
     assert_workdir_removed(result.stdout)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_tusk_demo_orders_through_a_core_and_driver_crash_and_agrees() -> None:
+    result = run_demo("--protocol", "tusk")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "core-3 and the driver SIGKILLed" in result.stdout
+    assert "core-3 restarted from its SQLite file" in result.stdout
+    assert (
+        "every core's sequence agrees where they overlap: yes; each of the 24 transactions "
+        "committed exactly once: yes; clean shutdown: yes"
+    ) in result.stdout
+    assert_workdir_removed(result.stdout)
+
+
+def test_the_tusk_verdict_fails_on_a_fork_or_a_lost_transaction() -> None:
+    from synod.cli.demo_tusk import _verdict
+
+    def event(sequence: int, digest: str, *texts: str) -> dict[str, object]:
+        return {"sequence": sequence, "digest": digest, "transactions": list(texts)}
+
+    agreed = {"core-0": [event(0, "a", "x"), event(1, "b", "y")], "core-1": [event(0, "a", "x")]}
+    assert _verdict(agreed, ["x", "y"], True)
+    forked = {"core-0": [event(0, "a", "x"), event(1, "b", "y")], "core-1": [event(0, "c", "x")]}
+    assert not _verdict(forked, ["x", "y"], True)
+    assert not _verdict(agreed, ["x", "y", "z"], True)
+    twice = {"core-0": [event(0, "a", "x"), event(1, "b", "x", "y")]}
+    assert not _verdict(twice, ["x", "y"], True)
+
+
 def test_the_fastpay_verdict_fails_on_a_balance_that_does_not_add_up() -> None:
     from synod.cli.demo_fastpay import _verdict
 

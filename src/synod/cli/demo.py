@@ -73,11 +73,11 @@ class _Tally:
 @click.command()
 @click.option(
     "--protocol",
-    type=click.Choice(["scp", "rbc", "fastpay"]),
+    type=click.Choice(["scp", "rbc", "fastpay", "tusk"]),
     default="scp",
     show_default=True,
     help="scp: nodes agree on a replicated log; rbc: reliable broadcast; "
-    "fastpay: a committee pays through a shard crash.",
+    "fastpay: a committee pays through a shard crash; tusk: cores order through a crash.",
 )
 @click.option("--nodes", "node_count", type=click.IntRange(4, 10), default=4, show_default=True)
 @click.option(
@@ -92,8 +92,9 @@ class _Tally:
 def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
     """Run a local network of real node processes, crash one, check they all agree."""
     workdir = Path(tempfile.mkdtemp(prefix="synod-demo-"))
-    if protocol == "fastpay":
-        click.echo(f"synod demo: a FastPay committee on 127.0.0.1 ({workdir})")
+    if protocol in ("fastpay", "tusk"):
+        kind = "FastPay" if protocol == "fastpay" else "Tusk"
+        click.echo(f"synod demo: a {kind} committee on 127.0.0.1 ({workdir})")
     else:
         kind = "SCP" if protocol == "scp" else "reliable-broadcast"
         click.echo(f"synod demo: {node_count} {kind} nodes on 127.0.0.1 ({workdir})")
@@ -106,6 +107,14 @@ def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
 
             try:
                 ok = run_fastpay_demo(workdir)
+            except SupervisorError as error:
+                raise ClusterError(str(error)) from None
+        elif protocol == "tusk":
+            from synod.cli.demo_tusk import run_tusk_demo
+            from synod.runtime.supervisor import SupervisorError
+
+            try:
+                ok = run_tusk_demo(workdir)
             except SupervisorError as error:
                 raise ClusterError(str(error)) from None
         else:
