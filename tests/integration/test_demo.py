@@ -106,6 +106,30 @@ def test_the_tusk_verdict_fails_on_a_fork_or_a_lost_transaction() -> None:
     assert not _verdict(twice, ["x", "y"], True)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_crdt_demo_catches_up_a_node_that_was_away_and_agrees() -> None:
+    result = run_demo("--protocol", "crdt")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "node-2 SIGKILLed" in result.stdout and "node-2 restarted" in result.stdout
+    assert (
+        "every node holds all 15 entries: yes; the same log, document and updates everywhere: "
+        "yes; nothing left waiting: yes; clean shutdown: yes"
+    ) in result.stdout
+    assert_workdir_removed(result.stdout)
+
+
+def test_the_crdt_verdict_fails_on_a_missing_entry_or_another_document() -> None:
+    from synod.cli.demo_crdt import _verdict
+
+    digest = {"entries": 15, "updates": 15, "document": "d", "updates_digest": "u", "waiting": 0}
+    assert _verdict({"a": digest, "b": dict(digest)}, 15, True)
+    assert not _verdict({"a": digest, "b": digest | {"entries": 14}}, 15, True)
+    assert not _verdict({"a": digest, "b": digest | {"document": "e"}}, 15, True)
+    assert not _verdict({"a": digest, "b": digest | {"waiting": 1}}, 15, True)
+    assert not _verdict({"a": digest}, 15, False)
+
+
 def test_the_fastpay_verdict_fails_on_a_balance_that_does_not_add_up() -> None:
     from synod.cli.demo_fastpay import _verdict
 

@@ -73,11 +73,12 @@ class _Tally:
 @click.command()
 @click.option(
     "--protocol",
-    type=click.Choice(["scp", "rbc", "fastpay", "tusk"]),
+    type=click.Choice(["scp", "rbc", "fastpay", "tusk", "crdt"]),
     default="scp",
     show_default=True,
     help="scp: nodes agree on a replicated log; rbc: reliable broadcast; "
-    "fastpay: a committee pays through a shard crash; tusk: cores order through a crash.",
+    "fastpay: a committee pays through a shard crash; tusk: cores order through a crash; "
+    "crdt: nodes type into one log, one goes offline and catches up.",
 )
 @click.option("--nodes", "node_count", type=click.IntRange(4, 10), default=4, show_default=True)
 @click.option(
@@ -92,33 +93,13 @@ class _Tally:
 def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
     """Run a local network of real node processes, crash one, check they all agree."""
     workdir = Path(tempfile.mkdtemp(prefix="synod-demo-"))
-    if protocol in ("fastpay", "tusk"):
-        kind = "FastPay" if protocol == "fastpay" else "Tusk"
-        click.echo(f"synod demo: a {kind} committee on 127.0.0.1 ({workdir})")
+    if protocol in COMMITTEE_DEMOS:
+        click.echo(f"synod demo: {COMMITTEE_DEMOS[protocol]} on 127.0.0.1 ({workdir})")
     else:
         kind = "SCP" if protocol == "scp" else "reliable-broadcast"
         click.echo(f"synod demo: {node_count} {kind} nodes on 127.0.0.1 ({workdir})")
     try:
-        if protocol == "scp":
-            ok = _run_scp(workdir, node_count, per_node)
-        elif protocol == "fastpay":
-            from synod.cli.demo_fastpay import run_fastpay_demo
-            from synod.runtime.supervisor import SupervisorError
-
-            try:
-                ok = run_fastpay_demo(workdir)
-            except SupervisorError as error:
-                raise ClusterError(str(error)) from None
-        elif protocol == "tusk":
-            from synod.cli.demo_tusk import run_tusk_demo
-            from synod.runtime.supervisor import SupervisorError
-
-            try:
-                ok = run_tusk_demo(workdir)
-            except SupervisorError as error:
-                raise ClusterError(str(error)) from None
-        else:
-            ok = _run(workdir, node_count, per_node)
+        ok = _run_protocol(protocol, workdir, node_count, per_node)
     except ClusterError as error:
         click.echo(f"demo failed: {error}", err=True)
         ok = False
@@ -128,6 +109,30 @@ def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(0 if ok else 1)
+
+
+COMMITTEE_DEMOS = {
+    "fastpay": "a FastPay committee",
+    "tusk": "a Tusk committee",
+    "crdt": "BFT-CRDT nodes and a relayer",
+}
+"""The demonstrations of their own modules (`synod.cli.demo_<protocol>`), and what runs."""
+
+
+def _run_protocol(protocol: str, workdir: Path, node_count: int, per_node: int) -> bool:
+    if protocol == "scp":
+        return _run_scp(workdir, node_count, per_node)
+    if protocol == "rbc":
+        return _run(workdir, node_count, per_node)
+    import importlib
+
+    from synod.runtime.supervisor import SupervisorError
+
+    module = importlib.import_module(f"synod.cli.demo_{protocol}")
+    try:
+        return bool(getattr(module, f"run_{protocol}_demo")(workdir))
+    except SupervisorError as error:
+        raise ClusterError(str(error)) from None
 
 
 def _run(workdir: Path, node_count: int, per_node: int) -> bool:
