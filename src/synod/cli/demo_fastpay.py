@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -52,7 +49,7 @@ def run_fastpay_demo(workdir: Path) -> bool:
                 expected[accounts[(index + 1) % len(accounts)]] += amount
             click.echo(f"round {round_number}: account i paid {3 * round_number} + i to the next")
             if round_number == 1:
-                _kill(supervisor, VICTIM)
+                supervisor.kill(VICTIM)
                 click.echo(f"  {VICTIM} SIGKILLed: the other three authorities serve on")
             elif round_number == 2:
                 supervisor.restart(VICTIM)
@@ -116,19 +113,6 @@ async def _balances(workdir: Path, accounts: list[str]) -> dict[str, int]:
         return {
             account: await wallet.query_balance(parse_node_id(account)) for account in accounts
         }
-
-
-def _kill(supervisor: object, name: str) -> None:
-    from synod.runtime.supervisor import Supervisor
-
-    assert isinstance(supervisor, Supervisor)
-    process = next(entry for entry in supervisor.recorded() if entry.name == name)
-    os.kill(process.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(s.running for s in supervisor.status() if s.name == name):
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"{name} did not die")
-        time.sleep(0.05)
 
 
 def _verdict(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -51,7 +49,7 @@ def run_tusk_demo(workdir: Path) -> bool:
             click.echo(f"round {round_number}: {len(texts)} transactions handed to the cores")
             if round_number == 1:
                 for name in (VICTIM, "driver-0"):
-                    _kill(supervisor, name)
+                    supervisor.kill(name)
                 supervisor.restart("driver-0")
                 click.echo(f"  {VICTIM} and the driver SIGKILLed; the driver restarted empty")
             elif round_number == 2:
@@ -93,16 +91,6 @@ async def _submit(network: Any, cores: list[Any], texts: list[str]) -> None:
             await submit_transactions(
                 (other.host, other.port), other.node_id, [text.encode()], network=network.network
             )
-
-
-def _kill(supervisor: Any, name: str) -> None:
-    process = next(entry for entry in supervisor.recorded() if entry.name == name)
-    os.kill(process.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(entry.running for entry in supervisor.status() if entry.name == name):
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"{name} did not die")
-        time.sleep(0.05)
 
 
 def _committed(workdir: Path, name: str) -> list[dict[str, Any]]:

@@ -120,6 +120,20 @@ class Supervisor:
         self._wait_ready(started, time.monotonic() + ready_timeout_s, offset)
         return started
 
+    def kill(self, name: str, *, timeout_s: float = 10.0) -> None:
+        """SIGKILL the recorded process `name` (a crash, for demonstrations and tests) and
+        wait until it is gone; `restart` brings it back."""
+        process = next((entry for entry in self.recorded() if entry.name == name), None)
+        if process is None:
+            raise SupervisorError(f"{self.directory}: no process named {name!r}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while _alive(process):
+            if time.monotonic() > deadline:
+                raise SupervisorError(f"{name} (pid {process.pid}) did not die")
+            time.sleep(0.05)
+
     def _start(self, service: Service) -> Started:
         command = [sys.executable, "-m", "synod.cli.main", *service.arguments]
         return self._launch(service.name, command)
