@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -75,7 +74,12 @@ from synod.fastpay.messages import (
     vote_is_valid,
 )
 from synod.fastpay.wallet import percentile
-from synod.runtime.fastpay_node import create_server_file, free_port_block, process_cpu_s
+from synod.runtime.fastpay_node import (
+    create_server_file,
+    free_port_block,
+    process_cpu_s,
+    stop_processes,
+)
 from synod.runtime.rpc import RpcClient, RpcFailure, RpcResult
 from synod.wire import canonical_bytes
 
@@ -248,18 +252,6 @@ def start_shards(
     return processes
 
 
-def stop_shards(processes: list[subprocess.Popen[str]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 # ---------------------------------------------------------------- the load generator
 
 
@@ -384,7 +376,7 @@ def run_bench(
                 sum(process_cpu_s(process.pid) for process in processes) - shard_cpu_before_s
             )
         finally:
-            stop_shards(processes)
+            stop_processes(processes)
     cost = cheaper(cost_before, measure_crypto_cost())
     crypto_s = cost.per_transfer_s(shards)
     cores = os.cpu_count() or 1
@@ -498,7 +490,7 @@ def run_replay_flood(seconds: float) -> dict[str, Any]:
         try:
             return asyncio.run(_flood(setup, seconds))
         finally:
-            stop_shards(processes)
+            stop_processes(processes)
 
 
 def main() -> None:

@@ -434,7 +434,8 @@ def _start_shard_processes(
             raise BenchFailed(f"shard {shard} did not start: {log_text}")
 
 
-def _stop_processes(processes: list[subprocess.Popen[str]]) -> None:
+def stop_processes(processes: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM every process still running, wait, SIGKILL what does not stop in 10 s."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -460,7 +461,7 @@ def run_local_bench(shards: int, transfers: int, max_in_flight: int) -> dict[str
             seconds, latencies_ms = asyncio.run(_drive_bench(setup, max_in_flight))
             shard_cpu_s = sum(process_cpu_s(process.pid) for process in processes) - cpu_before_s
         finally:
-            _stop_processes(processes)
+            stop_processes(processes)
     cost_s = min(cost_before_s, measure_crypto_cost_s(shards))
     cores = os.cpu_count() or 1
     bound_per_s = cores / cost_s
