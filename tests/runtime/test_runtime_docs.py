@@ -1,28 +1,23 @@
 """The "From Python" example of docs/runtime.md runs: four reliable-broadcast members on
-127.0.0.1 in one program, a broadcast that every member delivers."""
+127.0.0.1 in one program, a broadcast that every member delivers; and the host example
+runs twice in one directory."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
-HEADING = "## From Python: a reliable-broadcast network"
+from doc_programs import run_program
 
 
 @pytest.mark.timeout(60)
 def test_the_python_example_broadcasts_to_every_member(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    section = text.split(f"\n{HEADING}\n", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    namespace: dict[str, Any] = {"__name__": "runtime_docs_example"}
-    exec(compile(block, str(DOC), "exec"), namespace)
-    delivered = namespace["delivered"]
+    namespace = run_program("runtime.md", "From Python: a reliable-broadcast network")
+    delivered: Any = namespace["delivered"]
     assert sorted(name for name, _ in delivered) == ["node-0", "node-1", "node-2", "node-3"]
     assert {(event.sequence, event.payload) for _, event in delivered} == {(0, b"hello")}
     assert len({event.origin for _, event in delivered}) == 1
@@ -34,12 +29,9 @@ def test_the_host_example_runs_twice_in_one_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once raised KeyError on its second run: a new random key met the old store."""
-    text = DOC.read_text(encoding="utf-8")
-    section = text.split("\n## The host and the ordering contract\n", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
-        exec(compile(block, str(DOC), "exec"), {"__name__": "runtime_docs_host_example"})
+        run_program("runtime.md", "The host and the ordering contract")
     delivered = [line for line in capsys.readouterr().out.splitlines() if "Delivered" in line]
     assert len(delivered) == 2
     assert "sequence=0" in delivered[0] and "sequence=1" in delivered[1]

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import sys
-import types
-from pathlib import Path
-
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+from doc_programs import run_program
 
 
 def test_the_counter_example_runs_and_every_node_counts_seven(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    section = DOC.read_text(encoding="utf-8").split("\n## A short example core\n", 1)[1]
-    section = section.split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 2
-    # a module of its own, as a reader's file would be (msgspec resolves annotations there)
-    module = types.ModuleType("architecture_example")
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    for block in blocks:
-        exec(compile(block, str(DOC), "exec"), module.__dict__)
+    run_program("architecture.md", "A short example core", blocks=2)
     assert capsys.readouterr().out.strip() == "[7, 7, 7]"
