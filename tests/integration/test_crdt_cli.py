@@ -16,7 +16,7 @@ from synod.crypto import KeyPair, node_id_text, read_key_file
 
 
 def init(directory: Path, *arguments: str) -> dict[str, str]:
-    result = CliRunner().invoke(crdt, ["init", str(directory), *arguments])
+    result = CliRunner().invoke(crdt, ["init", str(directory), *arguments, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -61,6 +61,17 @@ def test_init_records_the_network_id_and_the_group(tmp_path: Path) -> None:
     refused = CliRunner().invoke(crdt, ["init", str(tmp_path / "dave"), "--member", "Nx"])
     assert refused.exit_code == 2
     assert "--member" in refused.output
+
+
+def test_init_prints_a_table_like_the_other_inits_and_json_when_asked(tmp_path: Path) -> None:
+    arguments = ["init", str(tmp_path / "alice"), "--listen", "127.0.0.1:7301"]
+    result = CliRunner().invoke(crdt, arguments)
+    assert result.exit_code == 0, result.output
+    identity = node_id_text(load_config(tmp_path / "alice").node_id)
+    assert result.stdout.split() == ["alice", identity, "127.0.0.1:7301"]
+    assert f"wrote {tmp_path / 'alice' / 'node.toml'}" in result.stderr
+    printed = init(tmp_path / "bob")
+    assert printed["event"] == "initialised" and printed["reaches"] == "alone"
 
 
 def test_init_refuses_to_overwrite_a_node(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ class Cluster:
 
     def init(self, name: str, *options: str) -> str:
         result = subprocess.run(
-            synod_command("crdt", "init", str(self.directory / name), *options),
+            synod_command("crdt", "init", str(self.directory / name), *options, "--json"),
             capture_output=True,
             text=True,
             check=False,

@@ -10,7 +10,11 @@
   (reconciliation by heads, `synod.crdt.replica`).  It talks to a relayer over a
   websocket, and/or directly to peers over synod's authenticated TCP transport;
 - ``synod crdt relayer`` runs the websocket relayer, which only forwards (it is
-  untrusted; ``--tamper P`` makes it drop, reorder, replay and alter frames).
+  untrusted; ``--tamper P`` makes it drop, reorder, replay and alter frames);
+- ``synod crdt init-network DIR`` makes node directories ``DIR/node-I`` on one relayer,
+  ``synod crdt up|status|logs|down DIR`` runs that network in the background (each node
+  with a control socket, `synod.runtime.crdt_node.ControlServer`), and ``synod crdt
+  submit DIR NODE LINE...`` appends through a running node's socket.
 
 Console commands (a line that starts with ``/``): ``/digest`` prints the document's
 digest, ``/history`` the whole log, ``/quit`` stops the node; ``//text`` appends
@@ -19,6 +23,7 @@ digest, ``/history`` the whole log, ``/quit`` stops the node; ``//text`` appends
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,7 @@ from synod.cli.common import (
     run_process,
     write_new_key,
 )
+from synod.cli.supervise import add_supervision_commands
 from synod.crdt.config import (
     CONFIG_NAME,
     DEFAULT_ANNOUNCE_MS,
@@ -58,8 +64,13 @@ if TYPE_CHECKING:
     from synod.crdt.replica import Replica
     from synod.crypto import KeyPair
     from synod.runtime.crdt_node import LogNode
+    from synod.runtime.supervisor import Service
 
 MAX_LINE_BYTES = 64 * 1024
+MAX_NETWORK_NODES = 64
+"""Nodes `init-network` makes: a local network, each node one process of this machine."""
+CONTROL_NAME = "control.sock"
+"""The control socket of a node started by `synod crdt up`, in its directory."""
 
 
 def _peer_option(_: Any, __: Any, values: tuple[str, ...]) -> list[PeerEntry]:
@@ -137,6 +148,9 @@ _NETWORK_ID = click.option(
 )
 
 
+_JSON = click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+
+
 @crdt.command("init")
 @click.argument("name", type=click.Path(file_okay=False, path_type=Path))
 @_RELAY
@@ -158,6 +172,7 @@ _NETWORK_ID = click.option(
     callback=_member_option,
     help="A node id of the group; with any, only members' updates count (repeatable).",
 )
+@_JSON
 def init(  # noqa: PLR0917 - one parameter per click option
     name: Path,
     relay: str | None,
@@ -167,30 +182,108 @@ def init(  # noqa: PLR0917 - one parameter per click option
     announce_ms: int,
     network_id: str,
     members: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Create the node directory NAME: a new key and NAME/node.toml."""
-    from synod.crypto import node_id_text
-
-    config_path = name / CONFIG_NAME
-    refuse_to_overwrite(config_path)
+    refuse_to_overwrite(name / CONFIG_NAME)
     name.mkdir(parents=True, exist_ok=True)
     keys = write_new_key(name / KEY_NAME)
+    settings = _NodeSettings(relay, listen, peers, document, announce_ms, network_id, members)
+    _print_nodes([_write_config(name, keys, settings)], as_json=as_json)
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeSettings:
+    relay: str | None
+    listen: str | None
+    peers: list[PeerEntry]
+    document: str
+    announce_ms: int
+    network_id: str
+    members: tuple[str, ...]
+
+
+def _write_config(name: Path, keys: KeyPair, settings: _NodeSettings) -> dict[str, str]:
+    """Write NAME/node.toml for `keys`; what `init` prints of it."""
+    from synod.crypto import node_id_text
+
     identity = node_id_text(keys.node_id)
     text = render_config(
         name.name,
         identity,
-        document=document,
-        announce_interval_ms=announce_ms,
-        listen=listen,
-        relay=relay,
-        peers=peers,
-        network_id=network_id,
-        members=list(members),
+        document=settings.document,
+        announce_interval_ms=settings.announce_ms,
+        listen=settings.listen,
+        relay=settings.relay,
+        peers=settings.peers,
+        network_id=settings.network_id,
+        members=list(settings.members),
     )
+    config_path = name / CONFIG_NAME
     config_path.write_text(text, encoding="utf-8")
-    print_json_line(
-        {"event": "initialised", "name": name.name, "id": identity, "config": str(config_path)}
+    where = settings.relay or settings.listen or "alone"
+    return {"name": name.name, "id": identity, "config": str(config_path), "reaches": where}
+
+
+def _print_nodes(nodes: list[dict[str, str]], *, as_json: bool) -> None:
+    """One line per node: a table (name, id, relayer or listen address), or JSON lines."""
+    for node in nodes:
+        if as_json:
+            print_json_line({"event": "initialised", **node})
+        else:
+            click.echo(f"{node['name']}  {node['id']}  {node['reaches']}")
+    if not as_json:
+        for node in nodes:
+            click.echo(f"wrote {node['config']}", err=True)
+
+
+@crdt.command("init-network")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--nodes", "count", type=click.IntRange(1, MAX_NETWORK_NODES), default=3,
+              show_default=True, help="How many nodes (node-0, node-1, ...).")
+@click.option("--relay-port", type=click.IntRange(0, 65535), default=0,
+              help="The relayer's port on 127.0.0.1 (default: a free one now).")
+@click.option(
+    "--announce-ms",
+    type=click.IntRange(MIN_ANNOUNCE_MS, MAX_ANNOUNCE_MS),
+    default=DEFAULT_ANNOUNCE_MS,
+    show_default=True,
+    help="How often each node announces its heads (the repair period).",
+)
+@_NETWORK_ID
+@_JSON
+def init_network(  # noqa: PLR0917 - one parameter per click option
+    directory: Path,
+    count: int,
+    relay_port: int,
+    announce_ms: int,
+    network_id: str,
+    as_json: bool,
+) -> None:
+    """Create a local network in DIRECTORY for `synod crdt up`: node directories
+    DIRECTORY/node-I that talk through one relayer on 127.0.0.1, each node a member of
+    the group (updates by other keys are refused)."""
+    from synod.crypto import node_id_text
+    from synod.runtime.nodes import free_ports
+
+    names = [directory / f"node-{index}" for index in range(count)]
+    for name in names:
+        refuse_to_overwrite(name / CONFIG_NAME)
+    port = relay_port or free_ports("127.0.0.1", 1)[0]
+    written = []
+    for name in names:
+        name.mkdir(parents=True, exist_ok=True)
+        written.append(write_new_key(name / KEY_NAME))
+    members = tuple(node_id_text(keys.node_id) for keys in written)
+    settings = _NodeSettings(
+        f"ws://127.0.0.1:{port}", None, [], DEFAULT_DOCUMENT, announce_ms, network_id, members
     )
+    _print_nodes(
+        [_write_config(name, keys, settings) for name, keys in zip(names, written, strict=True)],
+        as_json=as_json,
+    )
+    if not as_json:
+        click.echo(f"`synod crdt up {directory}` starts the relayer and the nodes", err=True)
 
 
 @crdt.command("run")
@@ -198,14 +291,26 @@ def init(  # noqa: PLR0917 - one parameter per click option
 @_RELAY
 @_LISTEN
 @_PEER
+@click.option(
+    "--control",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A Unix socket (mode 0600) where `synod crdt submit` and `status` reach the node.",
+)
 @_LOG_LEVEL
-def run(
-    name: Path, relay: str | None, listen: str | None, peers: list[PeerEntry], log_level: str
+def run(  # noqa: PLR0917 - one parameter per click option
+    name: Path,
+    relay: str | None,
+    listen: str | None,
+    peers: list[PeerEntry],
+    control: Path | None,
+    log_level: str,
 ) -> None:
     """Run the node in directory NAME until SIGINT/SIGTERM or /quit.
 
     Each line on standard input is appended to the shared log; each transaction applied
     is printed as a JSON line.  Options override NAME/node.toml (--peer adds peers).
+    With --control, lines and commands also arrive on that socket (see `submit`).
     """
     import dataclasses
 
@@ -224,7 +329,9 @@ def run(
     keys = read_node_keys(
         config.key_file, config.node_id, f"holds another key than node.id in {config.path}"
     )
-    run_process(_run_node(config, keys), log_level)
+    run_process(
+        _run_node(config, keys, control), log_level, listen_failure=f"{config.name}: cannot listen"
+    )
 
 
 @crdt.command("relayer")
@@ -310,13 +417,13 @@ async def _run_relayer(  # noqa: PLR0917 - the relayer's options
 # ---------------------------------------------------------------- the node
 
 
-async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
+async def _run_node(config: NodeConfig, keys: KeyPair, control_path: Path | None) -> int:
     import asyncio
     import logging
     import signal
 
     from synod.crypto import node_id_text
-    from synod.runtime.crdt_node import LogNode
+    from synod.runtime.crdt_node import ControlServer, LogNode
     from synod.runtime.lock import NodeAlreadyRunning
 
     log = logging.getLogger("synod.cli.crdt")
@@ -324,7 +431,16 @@ async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
         node = LogNode.from_config(config, keys, on_event=lambda event: _show(event, log))
     except NodeAlreadyRunning as error:
         raise click.ClickException(str(error)) from None
-    await node.start()
+    control = ControlServer(node, control_path) if control_path is not None else None
+    try:
+        if control is not None:
+            await control.start()
+        await node.start()
+    except BaseException:
+        if control is not None:
+            await control.close()
+        await node.stop()
+        raise
     print_json_line(
         {
             "event": "ready",
@@ -355,6 +471,8 @@ async def _run_node(config: NodeConfig, keys: KeyPair) -> int:
     for task in (*waiters, console):
         task.cancel()
     await asyncio.gather(*waiters, console, return_exceptions=True)
+    if control is not None:
+        await control.close()
     await node.stop()
     return EXIT_FAILED if failed else 0
 
@@ -429,3 +547,125 @@ def _console_line(node: LogNode, quit_requested: asyncio.Event, raw: bytes) -> N
         node.inspect(lambda replica: _run_command(name, replica, quit_requested))
         return
     node.append(text[1:] if text.startswith("//") else text)
+
+
+# ---------------------------------------------------------------- a whole local network
+
+
+def _control_path(directory: Path, node: str) -> Path:
+    from synod.crdt.config import load_config
+
+    with config_errors(f"synod crdt init-network {directory}"):
+        config = load_config(directory / node)
+    return config.path.parent / CONTROL_NAME
+
+
+async def _ask(path: Path, lines: list[str], timeout_s: float) -> list[Any]:
+    from synod.runtime.crdt_node import ask_control
+
+    return await ask_control(path, lines, timeout_s=timeout_s)
+
+
+@crdt.command("submit")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("node")
+@click.argument("lines", nargs=-1, required=True)
+@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+def submit(directory: Path, node: str, lines: tuple[str, ...], timeout_s: float) -> None:
+    """Append LINES to the shared log through NODE of the network in DIRECTORY (started by
+    `synod crdt up`); returns once each line's update is in NODE's store."""
+    import asyncio
+
+    for line in lines:
+        if not line or "\n" in line or len(line.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
+            raise click.BadParameter(
+                f"each line must be 1..{MAX_LINE_BYTES} bytes without a newline",
+                param_hint="LINES",
+            )
+    path = _control_path(directory, node)
+    escaped = ["/" + line if line.startswith("/") else line for line in lines]
+    try:
+        answers = asyncio.run(_ask(path, escaped, timeout_s))
+    except (OSError, TimeoutError) as error:
+        raise click.ClickException(
+            f"{node} does not answer on {path} ({error or 'timeout'}); is the network up "
+            f"(`synod crdt up {directory}`)?"
+        ) from None
+    for line, answer in zip(lines, answers, strict=True):
+        if answer.get("event") != "appended":
+            raise click.ClickException(f"{node} refused {line!r}: {answer.get('reason')}")
+    click.echo(f"{node}: {len(lines)} appended", err=True)
+
+
+def _plan(directory: Path) -> list[Service]:
+    from synod.runtime.supervisor import plan_crdt
+
+    return plan_crdt(directory)
+
+
+@crdt.command("status")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
+@click.option("--timeout", "timeout_s", type=float, default=5.0, show_default=True)
+def status(directory: Path, as_json: bool, timeout_s: float) -> None:
+    """Each process of the network in DIRECTORY, and what each running node holds (asked
+    over its control socket): entries, updates, updates waiting for their causes, links.
+    Exits 1 when a process is down or a node does not answer."""
+    from synod.runtime.supervisor import Supervisor, SupervisorError
+
+    try:
+        statuses = Supervisor(directory).status()
+    except SupervisorError as error:
+        raise click.ClickException(str(error)) from None
+    if not statuses:
+        raise click.ClickException(
+            f"{directory}: the network is not up (`synod crdt up {directory}`)"
+        )
+    rows = [_node_row(directory, entry.name, entry.running, timeout_s) for entry in statuses]
+    for entry, row in zip(statuses, rows, strict=True):
+        row["pid"] = entry.pid
+    _print_status(rows, as_json=as_json)
+    if not all(row["state"] in {"running", "answering"} for row in rows):
+        raise SystemExit(1)
+
+
+def _node_row(directory: Path, name: str, running: bool, timeout_s: float) -> dict[str, Any]:
+    import asyncio
+
+    if not running:
+        return {"name": name, "state": "down"}
+    path = directory / name / CONTROL_NAME
+    if not path.parent.is_dir():
+        return {"name": name, "state": "running"}  # the relayer: nothing to ask
+    try:
+        (answer,) = asyncio.run(_ask(path, ["/status"], timeout_s))
+    except (OSError, TimeoutError, ValueError) as error:
+        return {"name": name, "state": "silent", "reason": str(error) or "timeout"}
+    answer.pop("event", None)
+    return {**answer, "name": name, "state": "answering"}
+
+
+def _print_status(rows: list[dict[str, Any]], *, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    most = max((row.get("entries", 0) for row in rows), default=0)
+    click.echo(f"{'process':<16} {'state':<9} {'entries':>7} {'lag':>5} {'updates':>7} "
+               f"{'waiting':>7}  links")  # fmt: skip
+    for row in rows:
+        if row["state"] != "answering":
+            click.echo(f"{row['name']:<16} {row['state']:<9}")
+            continue
+        relay = {True: "relay up", False: "relay DOWN", None: ""}[row["relay_connected"]]
+        peers = f"peers {row['peers_connected']}/{row['peers']}" if row["peers"] else ""
+        click.echo(
+            f"{row['name']:<16} {row['state']:<9} {row['entries']:>7} "
+            f"{most - row['entries']:>5} {row['updates']:>7} {row['waiting']:>7}  "
+            f"{' '.join(part for part in (relay, peers) if part)}"
+        )
+
+
+add_supervision_commands(crdt, _plan, "crdt", with_status=False)

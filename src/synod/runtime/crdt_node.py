@@ -23,6 +23,7 @@ or `synod.runtime.storage.StorageError`.  See docs/crdt.md ("From Python").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,14 @@ from synod.core import (
     TimerFired,
 )
 from synod.crdt.config import DEFAULT_ANNOUNCE_MS, DEFAULT_DOCUMENT, NodeConfig, PeerEntry
-from synod.crdt.log import append_edits, entries, entry_appended, genesis_input, genesis_keys
+from synod.crdt.log import (
+    append_edits,
+    entries,
+    entry_appended,
+    genesis_input,
+    genesis_keys,
+    log_digest,
+)
 from synod.crdt.messages import CODEC
 from synod.crdt.replica import ANNOUNCE_TIMER, LocalChange, Replica, ReplicaConfig, UpdateApplied
 from synod.crypto import KeyPair, NodeId
@@ -81,9 +89,14 @@ class NodeFailed(Exception):
     """The node stopped because handling an input failed (see the cause)."""
 
 
+class AppendFailed(Exception):
+    """`append_durably(text)` made no transaction (the message says why)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Append:
     text: str
+    done: asyncio.Future[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +278,45 @@ class LogNode:
         """Append `text` to the shared log, as one signed update (in order with inputs)."""
         self._inputs.put_nowait(_Append(text))
 
+    async def append_durably(self, text: str) -> None:
+        """Append `text` as `append` does and return once its update is in the store.
+
+        Raises `AppendFailed` when no transaction was made (`AppendRefused` is emitted
+        too) and `NodeFailed` when the node stops first.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inputs.put_nowait(_Append(text, done))
+        ended: asyncio.Future[Any] = asyncio.ensure_future(self._ended.wait())
+        waiters: list[asyncio.Future[Any]] = [done, ended]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not done.done():
+            raise NodeFailed("the node stopped before the entry was stored")
+        done.result()
+
+    def status(self) -> dict[str, Any]:
+        """What the node holds and whom it reaches now: its log at a glance
+        (`synod.crdt.log.log_digest`), whether the relayer link is up and how many direct
+        peers it is connected to.  Read it between inputs (from `inspect`) for a
+        consistent view."""
+        digest = log_digest(self.replica)
+        connected = 0
+        if self.transport is not None:
+            connected = sum(stats.outgoing_connected for stats in self.transport.stats.values())
+        return {
+            "name": self.name,
+            "entries": digest.entries,
+            "updates": digest.updates,
+            "waiting": digest.waiting,
+            "document": digest.document,
+            "relay_connected": self.relay.connected if self.relay is not None else None,
+            "peers": len(self.peers),
+            "peers_connected": connected,
+            "queued_inputs": self._inputs.qsize(),
+        }
+
     def inspect(self, callback: Callable[[Replica], None]) -> None:
         """Call `callback` with the replica once every input queued before it is handled."""
         self._inputs.put_nowait(_Inspect(callback))
@@ -340,6 +392,8 @@ class LogNode:
                 self._send(step)
                 self._apply_timers(step)
                 self._emit_events(step)
+                if isinstance(item, _Append) and item.done is not None and not item.done.done():
+                    item.done.set_result(None)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -356,6 +410,8 @@ class LogNode:
                 return self.replica.handle(Proposed(LocalChange(tuple(edits))), monotonic_ms())
             except LocalError as error:
                 self._emit(AppendRefused(item.text, str(error)))
+                if item.done is not None and not item.done.done():
+                    item.done.set_exception(AppendFailed(str(error)))
                 return None
         assert not isinstance(item, _Inspect)
         return self.replica.handle(item, monotonic_ms())
@@ -397,3 +453,177 @@ class LogNode:
     def _emit(self, event: object) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+
+# ---------------------------------------------------------------- the operator's control socket
+
+CONTROL_MAX_LINE_BYTES = 64 * 1024
+"""A control request line: one entry of the console's size (``synod crdt run``'s limit)."""
+
+CONTROL_MAX_CONNECTIONS = 8
+"""Control connections served at once; more are answered with an error and closed.  Only
+the node's own user can connect (the socket is mode 0600), so this bounds a script that
+loops, not an attacker: each connection costs one task and one line buffer."""
+
+CONTROL_IDLE_S = 30.0
+"""How long a control connection may stay silent before it is closed."""
+
+MAX_UNIX_PATH_BYTES = 107
+"""Linux's limit on a Unix socket's path (``sun_path`` is 108 bytes with its NUL)."""
+
+
+class ControlServer:
+    """A Unix socket beside the node's files where its operator appends and asks, as on
+    the console of ``synod crdt run`` but without a terminal (``synod crdt up`` starts
+    nodes with no standard input).
+
+    Each request is one line; each answer one JSON object on one line: a text line is
+    appended (``{"event": "appended"}`` once its update is durable, or ``{"event":
+    "error", "reason"}``), ``/status`` answers `LogNode.status`, ``/digest`` and
+    ``/history`` what the console prints; ``//text`` appends ``/text``.  The socket is
+    created with mode 0600 (umask 0177 while it is bound): file permissions are its
+    authentication, since whoever may connect signs with the node's key.
+    """
+
+    def __init__(self, node: LogNode, path: Path) -> None:
+        self.node = node
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Bind the socket (a stale one left by a killed process is replaced: the
+        node's lock, held already, proves that no other process serves it)."""
+        import os
+        import stat
+
+        if len(os.fsencode(self.path)) > MAX_UNIX_PATH_BYTES:
+            raise OSError(f"{self.path}: longer than {MAX_UNIX_PATH_BYTES} bytes")
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(self.path.lstat().st_mode):
+                self.path.unlink()
+        previous = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._accept, path=self.path, limit=CONTROL_MAX_LINE_BYTES + 2
+            )
+        finally:
+            os.umask(previous)
+
+    async def close(self) -> None:
+        """Stop serving and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            if len(self._connections) >= CONTROL_MAX_CONNECTIONS:
+                writer.write(_control_line({"event": "error", "reason": "too many connections"}))
+                await writer.drain()
+                return
+            self._connections.add(task)
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(CONTROL_IDLE_S):
+                    raw = await reader.readline()
+            except TimeoutError:
+                return
+            except ValueError:  # longer than the limit: the rest of the stream is unframed
+                reason = f"line longer than {CONTROL_MAX_LINE_BYTES} bytes"
+                writer.write(_control_line({"event": "error", "reason": reason}))
+                await writer.drain()
+                return
+            if not raw:
+                return
+            answer = await self.answer(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+            writer.write(_control_line(answer))
+            await writer.drain()
+
+    async def answer(self, text: str) -> dict[str, Any]:
+        """The answer to one request line (see the class docstring)."""
+        if text.startswith("/") and not text.startswith("//"):
+            return await self._command(text[1:].strip())
+        if not text:
+            return {"event": "error", "reason": "an empty line appends nothing"}
+        try:
+            await self.node.append_durably(text[1:] if text.startswith("//") else text)
+        except (AppendFailed, NodeFailed) as error:
+            return {"event": "error", "reason": str(error)}
+        return {"event": "appended"}
+
+    async def _command(self, name: str) -> dict[str, Any]:
+        import dataclasses
+
+        answers: dict[str, Callable[[Replica], dict[str, Any]]] = {
+            "status": lambda _: {"event": "status", **self.node.status()},
+            "digest": lambda replica: {
+                "event": "digest",
+                **dataclasses.asdict(log_digest(replica)),
+            },
+            "history": lambda replica: {"event": "history", "entries": entries(replica)},
+        }
+        make = answers.get(name)
+        if make is None:
+            return {"event": "error", "reason": f"unknown command /{name}"}
+        answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.node.inspect(lambda replica: answered.set_result(make(replica)))
+        return await answered
+
+
+def _control_line(document: dict[str, Any]) -> bytes:
+    import json
+
+    return (json.dumps(document) + "\n").encode()
+
+
+async def ask_control(path: Path, lines: Sequence[str], *, timeout_s: float = 10.0) -> list[Any]:
+    """Send `lines` to the control socket at `path` and return each answer (decoded JSON).
+
+    Raises `OSError` (no such socket: the node is not running with one, or refused) and
+    `TimeoutError`.
+    """
+    import json
+    import os
+
+    # A Unix socket path is limited to 107 bytes: a relative path is often shorter.
+    target = os.fsencode(path)
+    relative = os.fsencode(os.path.relpath(path))
+    if len(relative) < len(target):
+        target = relative
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_unix_connection(
+            os.fsdecode(target), limit=16 * 1024 * 1024
+        )
+        try:
+            answers = []
+            for line in lines:
+                writer.write(line.encode("utf-8", "surrogateescape") + b"\n")
+                await writer.drain()
+                raw = await reader.readline()
+                if not raw:
+                    raise ConnectionResetError(f"{path}: closed before it answered")
+                answers.append(json.loads(raw))
+            return answers
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

@@ -340,3 +340,42 @@ def plan_fastpay(directory: Path) -> list[Service]:
             )  # fmt: skip
             services.append(Service(f"{path.stem}.shard-{shard}", arguments))
     return services
+
+
+def plan_crdt(directory: Path) -> list[Service]:
+    """The relayer and every node of a BFT-CRDT network (`synod crdt init-network`): each
+    subdirectory holding a ``node.toml``, all on one relayer at ``ws://127.0.0.1:PORT``,
+    which is started first with the nodes' network id and group.  Each node gets a
+    control socket (``<node>/control.sock``) for `synod crdt submit` and `status`."""
+    from urllib.parse import urlsplit
+
+    from synod.crdt.config import CONFIG_NAME, load_config
+    from synod.crypto import node_id_text
+
+    configs = [load_config(path.parent) for path in sorted(directory.glob(f"*/{CONFIG_NAME}"))]
+    if not configs:
+        raise SupervisorError(f"{directory}: no */{CONFIG_NAME} (see `synod crdt init-network`)")
+    relays = {config.relay for config in configs}
+    networks = {config.network for config in configs}
+    if len(relays) != 1 or None in relays or len(networks) != 1:
+        raise SupervisorError(
+            f"{directory}: the nodes must share one relayer and one network id "
+            "(as `synod crdt init-network` writes them)"
+        )
+    url = urlsplit(str(configs[0].relay))
+    if url.scheme != "ws" or url.hostname is None or url.port is None:
+        raise SupervisorError(f"{directory}: the relayer {configs[0].relay} is not ws://HOST:PORT")
+    members = sorted(
+        {node_id_text(member) for config in configs for member in config.members or ()}
+    )
+    relayer = (
+        "crdt", "relayer", "--host", url.hostname, "--port", str(url.port),
+        "--network-id", configs[0].network.decode(),
+        *(word for member in members for word in ("--member", member)),
+    )  # fmt: skip
+    names = [config.path.parent.name for config in configs]
+    nodes = [
+        Service(name, ("crdt", "run", name, "--control", f"{name}/control.sock"))
+        for name in names
+    ]
+    return [Service("relayer", relayer), *nodes]
