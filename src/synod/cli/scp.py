@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
     from synod.crypto import KeyPair
     from synod.runtime.scp_node import LogNode
+    from synod.runtime.scp_stellar_node import LedgerClosed, StellarLogNode
 
 EXIT_FAILED: Final = 1
 """run: the node failed; submit: the node refused the entries; status: nodes disagree."""
@@ -137,6 +138,16 @@ def scp() -> None:
     is_flag=True,
     help="Write the network even when its quorums need not intersect (unsafe: it can fork).",
 )
+@click.option(
+    "--stellar",
+    is_flag=True,
+    help="Stellar mode: the nodes speak Stellar's overlay and decide StellarValues.",
+)
+@click.option(
+    "--passphrase",
+    default=None,
+    help="Stellar mode's network passphrase [default: stellar-core's standalone one].",
+)
 def init(  # noqa: PLR0917 - one parameter per click option
     directory: Path,
     count: int,
@@ -149,10 +160,13 @@ def init(  # noqa: PLR0917 - one parameter per click option
     submit_ports: str | None,
     network_id: str,
     force: bool,
+    stellar: bool,
+    passphrase: str | None,
 ) -> None:
     """Write node keys and DIRECTORY/network.toml for a local SCP network."""
     from synod.crypto import KeyFileError
     from synod.runtime.scp_node import NetworkExists, create_network
+    from synod.scp.network import StellarMode
 
     count = len(plan_nodes(count, organisations, per_organisation))
     if base_port + 2 * count > 65536 and (ports is None or submit_ports is None):
@@ -174,6 +188,13 @@ def init(  # noqa: PLR0917 - one parameter per click option
         )
     if len(network_id.encode()) > 64 or "@" in network_id:
         raise click.BadParameter("at most 64 bytes without '@'", param_hint="--network-id")
+    if passphrase is not None and not stellar:
+        raise click.BadParameter("only with --stellar", param_hint="--passphrase")
+    if passphrase is not None and not 0 < len(passphrase.encode()) <= 256:
+        raise click.BadParameter("1 to 256 bytes", param_hint="--passphrase")
+    mode = None
+    if stellar:
+        mode = StellarMode(passphrase=passphrase) if passphrase else StellarMode()
     refuse_to_overwrite(directory / CONFIG_NAME)
     try:
         with config_errors():
@@ -187,6 +208,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
                 ports=peer_ports,
                 submit_ports=rpc_ports,
                 settings=NetworkSettings(network_id=network_id.encode()),
+                stellar=mode,
             )
     except (KeyFileError, NetworkExists) as error:
         raise click.ClickException(str(error)) from None
@@ -224,9 +246,10 @@ def run(directory: Path, node: str, log_level: str) -> None:
         f"holds the key of another node than {entry.name}'s id in {config.path}",
     )
     _warn_unless_quorums_intersect(config)
-    run_process(
-        _run_node(config, entry, keys), log_level, listen_failure=f"{entry.name}: cannot listen"
+    main = _run_node(config, entry, keys) if config.stellar is None else _run_stellar(
+        config, entry, keys
     )
+    run_process(main, log_level, listen_failure=f"{entry.name}: cannot listen")
 
 
 def _warn_unless_quorums_intersect(config: NetworkConfig) -> None:
@@ -272,6 +295,56 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
         log.error("node failed", extra={"reason": str(error)})
         return EXIT_FAILED
     return 0
+
+
+async def _run_stellar(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> int:
+    try:
+        from synod.runtime.scp_stellar_node import run_stellar_log_node
+    except ImportError:
+        raise click.ClickException(
+            "Stellar mode needs the stellar extra: pip install 'synod[stellar]'"
+        ) from None
+    from synod.runtime.scp_node import NodeAlreadyRunning, RestoreFailed
+
+    try:
+        return await run_stellar_log_node(
+            config,
+            entry,
+            keys,
+            on_closed=partial(_print_closed, entry.name),
+            on_ready=_print_stellar_ready,
+        )
+    except (NodeAlreadyRunning, RestoreFailed) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _print_stellar_ready(node: StellarLogNode) -> None:
+    from synod.scp.stellar import node_id_to_strkey
+
+    entry = node.entry
+    print_json_line(
+        {
+            "event": "ready",
+            "node": entry.name,
+            "id": node_id_to_strkey(entry.node_id),
+            "address": f"{entry.host}:{entry.port}",
+            "overlay": "stellar",
+            "restored_slots": node.restored_slots,
+            "next_slot": node.next_slot,
+        }
+    )
+
+
+def _print_closed(name: str, event: LedgerClosed) -> None:
+    print_json_line(
+        {
+            "event": "externalized",
+            "node": name,
+            "slot": event.slot_index,
+            "close_time": event.close_time,
+            "value_sha256": value_digest(event.value),
+        }
+    )
 
 
 def _print_ready(node: LogNode) -> None:
@@ -321,6 +394,11 @@ def submit(directory: Path, node: str, values: tuple[str, ...], timeout_s: float
 
     config = load_config(directory)
     entry = find_node(config, node)
+    if config.stellar is not None:
+        raise click.UsageError(
+            f"{config.path} is a Stellar-mode network: its slots decide StellarValues and "
+            "take no entries (transaction sets are not carried yet)"
+        )
     entries = list(values) if values else [line.rstrip("\r\n") for line in sys.stdin]
     entries = [text for text in entries if text]
     if not entries:

@@ -52,6 +52,7 @@ from synod.scp.network import (
     NetworkSettings,
     NodeEntry,
     PlannedNode,
+    StellarMode,
     build_log_core,
     load_network,
     plan_nodes,
@@ -120,8 +121,12 @@ def create_network(
     ports: Sequence[int] | None = None,
     submit_ports: Sequence[int] | None = None,
     settings: NetworkSettings | None = None,
+    stellar: StellarMode | None = None,
 ) -> NetworkConfig:
     """Write a key file per node and ``DIRECTORY/network.toml``; return the loaded file.
+
+    With `stellar`, the file gets a ``[stellar]`` table: its nodes run in Stellar mode
+    (`synod.runtime.scp_stellar_node`).
 
     `nodes` nodes each trusting any `threshold` of them (by default n - (n-1)//3), or
     `organisations` of `per_organisation` nodes each with the tiered quorum set of
@@ -145,7 +150,7 @@ def create_network(
     directory.mkdir(parents=True, exist_ok=True)
     for node, port, submit_port in zip(planned, ports, submit_ports, strict=True):
         _write_node_key(directory, node, port, submit_port)
-    text = render_config(settings or NetworkSettings(), planned, host, quorum_set)
+    text = render_config(settings or NetworkSettings(), planned, host, quorum_set, stellar)
     config_path.write_text(text, encoding="utf-8")
     return load_network(directory)
 

@@ -24,8 +24,9 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from stellar_sdk import xdr
 
@@ -57,6 +58,7 @@ from synod.runtime.storage import SqliteStorage, StorageError
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
 from synod.scp.leaders import StellarLeaders
+from synod.scp.log import log_record_key
 from synod.scp.messages import Envelope, QuorumSetRequest
 from synod.scp.stellar import (
     OverlayMessage,
@@ -86,6 +88,34 @@ _SCP_TYPES = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ScpTuning:
+    """The core's windows and timings when a network file sets them (`ScpConfig`'s
+    defaults otherwise); `known_quorum_sets` spares asking peers for them."""
+
+    max_slots_ahead: int | None = None
+    retained_slots: int | None = None
+    retained_decisions: int | None = None
+    rebroadcast_interval_ms: int | None = None
+    known_quorum_sets: tuple[QuorumSet, ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        """The `ScpConfig` keyword arguments this tuning sets."""
+        chosen: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in (
+                "max_slots_ahead",
+                "retained_slots",
+                "retained_decisions",
+                "rebroadcast_interval_ms",
+            )
+            if getattr(self, name) is not None
+        }
+        if self.known_quorum_sets:
+            chosen["known_quorum_sets"] = self.known_quorum_sets
+        return chosen
+
+
 class StellarScpNode:
     """One SCP validator (or watcher) speaking Stellar's overlay (see the module doc)."""
 
@@ -101,10 +131,19 @@ class StellarScpNode:
         limits: OverlayLimits | None = None,
         validator: bool = True,
         store_path: Path | None = None,
+        keep_log: bool = False,
+        tuning: ScpTuning | None = None,
+        lock_path: Path | None = None,
     ) -> None:
         """With `store_path`, the core's records live in that SQLite file (committed before
         any message of their step leaves) and a lock file beside it keeps a second process
-        of the same node out; without it they live in memory (tests, watchers)."""
+        of the same node out; without it they live in memory (tests, watchers).
+
+        With `keep_log`, each decided value is also stored under the replicated log's key
+        (`synod.scp.log.log_record_key`) in the same commit as the step that decided it,
+        so `synod scp status` and `read_log` read a Stellar-mode node like any other.
+        `tuning` sets the core's windows and timings (a network file's settings);
+        `lock_path` names the lock file (default: the store's name + ``.lock``)."""
         self.network = StellarNetwork(settings.passphrase)
         config = ScpConfig(
             keys=keys,
@@ -115,14 +154,18 @@ class StellarScpNode:
             leader_rule=StellarLeaders(),
             signer=self.network.sign_statement,
             verifier=self.network.verify_envelope,
+            **(tuning or ScpTuning()).options(),
         )
+        self.keep_log = keep_log
         self.storage: dict[bytes, bytes] = {}
         self._sqlite: SqliteStorage | None = None
         self._lock: IO[str] | None = None
         if store_path is None:
             self.core = ScpCore(config, self.storage)
         else:
-            self._lock = hold_exclusive_lock(store_path.with_name(store_path.name + ".lock"))
+            self._lock = hold_exclusive_lock(
+                lock_path or store_path.with_name(store_path.name + ".lock")
+            )
             try:
                 self._sqlite, self.core = restore_core(
                     store_path, lambda records: ScpCore(config, records)
@@ -266,9 +309,10 @@ class StellarScpNode:
     # Outputs, in the contract's order ---------------------------------------------------
 
     def _apply(self, step: Step) -> None:
+        records = step.persist + self._log_records(step)
         if self._sqlite is not None:
-            self._sqlite.apply(step.persist)  # durable before any of the step's messages
-        for record in step.persist:
+            self._sqlite.apply(records)  # durable before any of the step's messages
+        for record in records:
             self._persist(record)
         for effect in step.outgoing:
             if isinstance(effect, Broadcast):
@@ -282,6 +326,15 @@ class StellarScpNode:
                 self.externalized.append(event)
                 if self.on_externalized is not None:
                     self.on_externalized(event)
+
+    def _log_records(self, step: Step) -> list[Persist]:
+        if not self.keep_log:
+            return []
+        return [
+            Persist(log_record_key(event.slot_index), event.value)
+            for event in step.events
+            if isinstance(event, Externalized)
+        ]
 
     def _persist(self, record: Persist) -> None:
         if record.value is None:

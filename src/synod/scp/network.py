@@ -67,6 +67,37 @@ class NetworkSettings:
     every peer handshake; empty for networks made before network ids existed."""
 
 
+STANDALONE_PASSPHRASE: Final = "Standalone Network ; February 2017"  # noqa: S105 - public
+"""stellar-core's passphrase for a network of its own (what `synod scp init --stellar`
+writes unless told another)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StellarMode:
+    """The ``[stellar]`` table: the nodes speak Stellar's overlay and decide
+    ``StellarValue``s (docs/scp-network.md, "Stellar mode")."""
+
+    passphrase: str = STANDALONE_PASSPHRASE
+    """The network passphrase: its SHA-256 is the network id in every handshake and
+    envelope signature (public network, testnet or a private one)."""
+    close_interval_ms: int = 1000
+    """A node proposes the next slot this long after the previous one closed
+    (stellar-core aims at 5 s on the public network).  At least 1,000: close times are
+    whole seconds and each must pass the previous one, so a faster pace would run the
+    chain's time ahead of the clocks until nominations fail the one-minute slip check."""
+    overlay_version: int = 38
+    overlay_min_version: int = 35
+    ledger_version: int = 25
+
+
+STELLAR_BOUNDS: Final = {  # key -> (lowest, highest) allowed value
+    "close_interval_ms": (1000, 3_600_000),
+    "overlay_version": (0, 2**32 - 1),
+    "overlay_min_version": (0, 2**32 - 1),
+    "ledger_version": (0, 2**32 - 1),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
     """A parsed and checked ``network.toml``."""
@@ -74,6 +105,8 @@ class NetworkConfig:
     path: Path
     settings: NetworkSettings
     nodes: tuple[NodeEntry, ...]
+    stellar: StellarMode | None = None
+    """Set when the file has a ``[stellar]`` table: the nodes run in Stellar mode."""
 
     def find(self, selector: str) -> NodeEntry:
         """The node named `selector` (or with that index); `UnknownEntry` otherwise."""
@@ -122,7 +155,8 @@ def load_network(directory: Path) -> NetworkConfig:
     names = _node_names(path, raw_nodes)
     nodes = tuple(_node_entry(path, index, raw, names) for index, raw in enumerate(raw_nodes))
     _check_distinct(path, nodes)
-    return NetworkConfig(path, settings, nodes)
+    stellar = _stellar_mode(path, document["stellar"]) if "stellar" in document else None
+    return NetworkConfig(path, settings, nodes, stellar)
 
 
 # ---------------------------------------------------------------- checking the file
@@ -140,6 +174,26 @@ def _settings(path: Path, table: object) -> NetworkSettings:
         if key in table:
             values[key] = _integer(path, f"network.{key}", table[key], low, high)
     return NetworkSettings(**values, network_id=network_id(path, table, "network"))
+
+
+def _stellar_mode(path: Path, table: object) -> StellarMode:
+    if not isinstance(table, dict):
+        raise ConfigError(path, "stellar", "a table")
+    known = [*STELLAR_BOUNDS, "passphrase"]
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(path, f"stellar.{unknown[0]}", f"one of {', '.join(known)}")
+    values: dict[str, int] = {}
+    for key, (low, high) in STELLAR_BOUNDS.items():
+        if key in table:
+            values[key] = _integer(path, f"stellar.{key}", table[key], low, high)
+    passphrase = table.get("passphrase", STANDALONE_PASSPHRASE)
+    if not isinstance(passphrase, str) or not 0 < len(passphrase.encode()) <= 256:
+        raise ConfigError(path, "stellar.passphrase", "a string of 1 to 256 bytes")
+    mode = StellarMode(passphrase=passphrase, **values)
+    if mode.overlay_min_version > mode.overlay_version:
+        raise ConfigError(path, "stellar.overlay_min_version", "at most overlay_version")
+    return mode
 
 
 def _integer(path: Path, key: str, value: object, low: int, high: int) -> int:
@@ -331,8 +385,10 @@ def render_config(
     nodes: Sequence[PlannedNode],
     host: str,
     quorum_set: dict[str, Any],
+    stellar: StellarMode | None = None,
 ) -> str:
-    """The text of ``network.toml`` (every node gets `quorum_set`)."""
+    """The text of ``network.toml`` (every node gets `quorum_set`; `stellar` adds the
+    ``[stellar]`` table of Stellar mode)."""
     lines = [
         "# A synod SCP network (written by `synod scp init`); see docs/scp-network.md.",
         "[network]",
@@ -342,6 +398,14 @@ def render_config(
     lines += [f"{key} = {getattr(settings, key)}" for key in SETTING_BOUNDS]
     if settings.network_id:
         lines.append(f"network_id = {json.dumps(settings.network_id.decode())}")
+    if stellar is not None:
+        lines += [
+            "",
+            "# Stellar mode: the nodes speak Stellar's overlay and decide StellarValues",
+            "[stellar]",
+            f"passphrase = {json.dumps(stellar.passphrase)}",
+            f"close_interval_ms = {stellar.close_interval_ms}",
+        ]
     for node in nodes:
         lines += [
             "",

@@ -1,0 +1,131 @@
+"""A `synod scp` network in Stellar mode as real processes (`synod scp init --stellar`,
+`synod scp up`): its nodes agree over Stellar's overlay, `synod fbas crawl` reconstructs
+their quorum sets exactly, and stellarbeat's connector (an implementation of the overlay
+written independently of synod) connects to a `synod scp run` node, completes the
+handshake, asks for its SCP state and quorum set, and verifies every envelope with its
+own code.  The connector test needs Node.js and `make stellar-tools` (which `make test`
+runs where Node.js is), and is skipped with the reason elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_stellar_interop import SCRIPT, connector_modules
+
+from synod.cli.cluster import free_ports, synod_command
+from synod.runtime.scp_node import read_network_logs
+from synod.scp.network import STANDALONE_PASSPHRASE, NetworkConfig, load_network
+from synod.scp.stellar import node_id_to_strkey
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def synod(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        synod_command(*arguments), capture_output=True, text=True, check=False, timeout=90
+    )
+
+
+def wait_for_slots(config: NetworkConfig, slots: int, timeout_s: float) -> None:
+    """Poll the nodes' stores (read-only) until every one has decided `slots` slots."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        logs = read_network_logs(config)
+        if all(log is not None and len(log) >= slots for log in logs.values()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not every node decided {slots} slots: {read_network_logs(config)}")
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkConfig]:
+    directory = tmp_path_factory.mktemp("stellar-net")
+    ports = free_ports(8)
+    init = synod(
+        "scp", "init", str(directory), "--stellar",
+        "--ports", ",".join(map(str, ports[:4])),
+        "--submit-ports", ",".join(map(str, ports[4:])),
+    )
+    assert init.returncode == 0, init.stderr
+    up = synod("scp", "up", str(directory))
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        config = load_network(directory)
+        wait_for_slots(config, 2, 90)
+        yield config
+    finally:
+        down = synod("scp", "down", str(directory))
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def expected_quorum_set(config: NetworkConfig) -> tuple[int, set[str]]:
+    (entry, *_) = config.nodes
+    members = {node_id_to_strkey(node) for node in entry.quorum_set.validators}
+    return entry.quorum_set.threshold, members
+
+
+def test_the_nodes_agree_slot_by_slot_on_stellar_values(network: NetworkConfig) -> None:
+    logs = read_network_logs(network)
+    first = logs["node-0"]
+    assert first is not None
+    for log in logs.values():
+        assert log is not None
+        assert all(log[slot] == first[slot] for slot in set(log) & set(first))
+    status = synod("scp", "status", str(network.path.parent), "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_fbas_crawl_reconstructs_every_quorum_set_and_check_finds_intersection(
+    network: NetworkConfig, tmp_path: Path
+) -> None:
+    output = tmp_path / "crawl.json"
+    address = f"{network.nodes[0].host}:{network.nodes[0].port}"
+    crawl = synod(
+        "fbas", "crawl", address, "-o", str(output), "--network", STANDALONE_PASSPHRASE
+    )
+    assert crawl.returncode == 0, crawl.stderr
+    records = json.loads(output.read_text())
+    threshold, members = expected_quorum_set(network)
+    assert {record["publicKey"] for record in records} == members
+    for record in records:
+        quorum_set = record["quorumSet"]
+        assert quorum_set["threshold"] == threshold
+        assert set(quorum_set["validators"]) == members
+        assert quorum_set["innerQuorumSets"] == []
+    check = synod("fbas", "check", str(output))
+    assert check.returncode == 0 and "Quorum intersection holds" in check.stdout
+
+
+def test_an_independent_overlay_client_follows_a_synod_scp_run_node(
+    network: NetworkConfig,
+) -> None:
+    modules = connector_modules()
+    node = network.nodes[0]
+    environment = {
+        **os.environ,
+        "NODE_PATH": str(modules),
+        "NETWORK": STANDALONE_PASSPHRASE,
+        "LEDGER_VERSION": "25",
+        "OVERLAY_VERSION": "38",
+        "OVERLAY_MIN_VERSION": "35",
+    }
+    client = subprocess.run(
+        ["node", str(SCRIPT), node.host, str(node.port)], capture_output=True, text=True,
+        timeout=60, env=environment, check=False,
+    )
+    assert client.returncode == 0, client.stdout + client.stderr
+    seen = json.loads(client.stdout.strip().splitlines()[-1])
+    assert seen["connected"] and seen["peer"] == node_id_to_strkey(node.node_id)
+    assert seen["envelopes"] >= 1, "GET_SCP_STATE was answered"
+    assert seen["verified"] == seen["envelopes"], "its own code verifies every signature"
+    (quorum_set,) = seen["quorumSets"]
+    assert quorum_set["asked"], "the set answered is the one whose hash an envelope named"
+    threshold, members = expected_quorum_set(network)
+    assert quorum_set["quorumSet"]["threshold"] == threshold
+    assert set(quorum_set["quorumSet"]["validators"]) == members
