@@ -19,9 +19,12 @@ The application proposes values with `synod.core.Proposed` and receives
 `Externalized(slot_index, value)` events, in slot order, every slot once: a slot
 decided before an earlier one waits for it, and a slot the node missed (it was down or
 cut off) is fetched from peers with a proof and delivered in its turn.  When no peer
-holds a missed slot any more, the node says so with `SlotsUnavailable` and waits: the
-application installs a checkpoint of its state and calls `ScpCore.advance_to`.  No
-slot is ever skipped silently.  Subclass `Application` and override what you need.
+holds a missed slot any more, the node says so with `SlotsUnavailable` and asks peers
+for a checkpoint: a state that nodes forming one of its slices attested (`ScpCore.attest`
+every `checkpoint_interval` slots), which `checkpoint_state` supplies on one side and
+`checkpoint_matches` checks on the other; a verified one arrives as `CheckpointVerified`,
+the application installs it and calls `ScpCore.advance_to`.  No slot is ever skipped
+silently.  Subclass `Application` and override what you need.
 """
 
 from __future__ import annotations
@@ -59,6 +62,21 @@ class Application:
         (the first slot, or after `advance_to`): stellar-core's leader rule hashes it.
         None: unknown (hashed as the empty value)."""
         return None
+
+    def checkpoint_state(self, first_slot_index: int, slot_index: int) -> bytes | None:
+        """The state to send a node whose first missing slot is `first_slot_index`, as
+        of slot `slot_index` (a slot this node attested with `ScpCore.attest`), at most
+        `MAX_CHECKPOINT_STATE_BYTES`; None: this application serves no checkpoints."""
+        return None
+
+    def checkpoint_matches(
+        self, first_slot_index: int, slot_index: int, digest: bytes, state: bytes
+    ) -> bool:
+        """Whether `state`, sent for a node whose first missing slot is
+        `first_slot_index`, is the state after slot `slot_index` whose digest a quorum
+        attested as `digest`.  Called only once the attestations hold; the sender may
+        still be Byzantine (attestations are public), so check every byte."""
+        return False
 
     def nomination_timeout_ms(self, round_number: int) -> int:
         """How long nomination round `round_number` (1, 2, ...) lasts."""
@@ -98,3 +116,17 @@ class SlotsUnavailable:
 
     first_slot_index: int
     available_from_slot_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointVerified:
+    """A checkpoint for a node whose first missing slot is `first_slot_index`: `state`
+    as of slot `slot_index`, whose digest a quorum of the local node's quorum set
+    attested and which `Application.checkpoint_matches` accepted.  The application
+    installs it (durably, in the same step where it can) and then calls
+    `ScpCore.advance_to(slot_index + 1)`; the node then catches up by decisions."""
+
+    first_slot_index: int
+    slot_index: int
+    digest: bytes
+    state: bytes

@@ -92,12 +92,22 @@ from synod.core import (
 )
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.qset import QuorumSet, all_validators, is_sane, is_satisfied_by, qset_hash
-from synod.scp.application import Application, Externalized, SlotProposal, SlotsUnavailable
+from synod.scp.application import (
+    Application,
+    CheckpointVerified,
+    Externalized,
+    SlotProposal,
+    SlotsUnavailable,
+)
 from synod.scp.ballot import Phase
+from synod.scp.checkpoints import AttestationStore, check_checkpoint
 from synod.scp.decisions import DecisionStore, build_decision, check_decision
 from synod.scp.leaders import LeaderRule
 from synod.scp.messages import (
     CODEC,
+    Attestation,
+    Checkpoint,
+    CheckpointRequest,
     Decision,
     DecisionRequest,
     DecisionsUnavailable,
@@ -109,7 +119,9 @@ from synod.scp.messages import (
     Statement,
     StateRequest,
     companion_quorum_set_hash,
+    sign_attestation,
     sign_statement,
+    verify_attestation,
     verify_envelope,
 )
 from synod.scp.slot import BALLOT_TIMER_PREFIX, NOMINATION_TIMER_PREFIX, Slot
@@ -125,6 +137,7 @@ _SLOT_KEY_PREFIX: Final = b"scp/slot/"
 _FLOOR_KEY: Final = b"scp/floor"
 _DELIVERED_KEY: Final = b"scp/delivered"
 _DECISION_KEY_PREFIX: Final = b"scp/decision/"
+_ATTESTATION_KEY_PREFIX: Final = b"scp/attestation/"
 REBROADCAST_TIMER: Final = "scp/rebroadcast"
 
 
@@ -156,6 +169,19 @@ class RejectReason(enum.StrEnum):
     """A `Decision` whose proof does not hold for the local quorum set."""
     DECISION_LIMITED = "decision_limited"
     """A `Decision` over its sender's budget of proof checks."""
+    UNNEEDED_ATTESTATION = "unneeded_attestation"
+    """An `Attestation` for a slot that is no checkpoint slot, outside the kept range,
+    already held from that node, or sent to a node that keeps none."""
+    BAD_ATTESTATION = "bad_attestation"
+    """An `Attestation` with a bad signature, or with another digest than the one the
+    local node attested for that slot."""
+    UNNEEDED_CHECKPOINT = "unneeded_checkpoint"
+    """A `Checkpoint` the node did not ask for, or for a slot it has delivered."""
+    BAD_CHECKPOINT = "bad_checkpoint"
+    """A `Checkpoint` whose attestations do not hold for the local quorum set, or whose
+    state the application finds does not match the attested digest."""
+    CHECKPOINT_LIMITED = "checkpoint_limited"
+    """A `Checkpoint` over its sender's budget of checks."""
 
 
 EnvelopeSigner = Callable[[KeyPair, Statement], Envelope]
@@ -208,6 +234,22 @@ class ScpConfig:
     """One more proof check per sender per this many ms (20 per second: a node away
     for 1,000 slots catches up in under a minute from one peer, faster from several;
     a sender of bad proofs costs at most 20 x 128 signature checks per second)."""
+    checkpoint_interval: int = 64
+    """Slots between checkpoint slots: the application attests its state after each
+    (`ScpCore.attest`), one signature per validator per 64 slots; 0: no checkpoints.
+    Keep `retained_decisions` at least this, so the slots after the newest checkpoint
+    are still served as decisions."""
+    retained_checkpoints: int = 1024
+    """Checkpoint slots whose agreeing attestations are kept (65,536 slots at the
+    default interval): a node away for longer than that is told `SlotsUnavailable`."""
+    checkpoint_check_burst: int = 4
+    """Checkpoints of a sender checked back to back (each check verifies at most one
+    signature per validator of the local quorum set and has the application hash at
+    most `MAX_CHECKPOINT_STATE_BYTES`)."""
+    checkpoint_check_refill_ms: int = 250
+    """One more checkpoint check per sender per this many ms (4 per second: a node
+    catches up 256 slots a second at the default interval; a sender of forged states
+    costs at most 8 MiB of hashing and 4 x 128 signature checks per second)."""
     rebroadcast_interval_ms: int | None = 2000
     """While a slot is undecided, re-send our latest statements this often, so that lost
     messages do not stall the slot once the network heals (None: never)."""
@@ -378,6 +420,16 @@ class ScpCore:
         """Highest slot a member's statement named beyond the window (we are behind)."""
         self._decision_request_through = 0
         self._unavailable_reported: tuple[int, int] | None = None
+        self.attestations = AttestationStore(config.retained_checkpoints)
+        """Own attestations and the peers' that agree, by checkpoint slot."""
+        self._checkpoint_request_limit = SenderRateLimit(
+            config.state_request_burst, config.state_request_refill_ms
+        )
+        self._checkpoint_check_limit = SenderRateLimit(
+            config.checkpoint_check_burst, config.checkpoint_check_refill_ms
+        )
+        self._checkpoint_from: int | None = None
+        """The first missing slot a checkpoint is asked for (no peer has its decision)."""
         self.delivered_through = config.first_slot_index - 1
         """Highest slot whose `Externalized` event was handed out; every slot below it
         was handed out too, or skipped (purged undecided, or passed by `advance_to`)."""
@@ -436,7 +488,34 @@ class ScpCore:
             self.next_slot_index = slot_index
             self._purge(step)
         self._release_externalized(step)
+        if self._behind():
+            # after a checkpoint: the slots after it come as decisions, ask at once
+            self._request_decisions(Broadcast, step)
         self._arm_rebroadcast(step)
+        return step
+
+    def attest(self, slot_index: int, digest: bytes, now_ms: int) -> Step:
+        """Attest `digest` (32 bytes) as the application's state after delivering slot
+        `slot_index`, a multiple of `checkpoint_interval` that was delivered: signed,
+        persisted, then broadcast (a watcher keeps it to itself).  Attesting a slot
+        again with another digest raises: a correct node's state after a slot is one."""
+        interval = self.config.checkpoint_interval
+        if interval <= 0 or slot_index % interval or slot_index > self.delivered_through:
+            raise LocalError(f"slot {slot_index} is not a delivered checkpoint slot")
+        if len(digest) != 32:
+            raise LocalError("a state digest is 32 bytes")
+        step = Step()
+        known = self.attestations.own.get(slot_index)
+        if known is not None:
+            if known != digest:
+                raise LocalError(f"slot {slot_index} was attested with another digest")
+            return step
+        own = sign_attestation(self.keys, slot_index, digest, self.config.network)
+        for attestation in [own, *self.attestations.add_own(own)]:
+            self._persist_attestation(attestation, step)
+        self._prune_attestations(step)
+        if self.config.validator:
+            step.outgoing.append(Broadcast(own))
         return step
 
     def _previous_value(self, slot_index: int) -> bytes:
@@ -530,27 +609,40 @@ class ScpCore:
                 step.outgoing.append(Send(sender, QuorumSetResponse(qset)))
         elif isinstance(message, QuorumSetResponse):
             self._receive_quorum_set(message.quorum_set, now_ms, step)
-        elif isinstance(message, StateRequest | DecisionRequest):
+        elif isinstance(message, StateRequest | DecisionRequest | CheckpointRequest):
             self._receive_request(sender, message, now_ms, step)
         elif isinstance(message, Decision):
             self._receive_decision(sender, message, now_ms, step)
         elif isinstance(message, DecisionsUnavailable):
-            self._decisions_unavailable(message, step)
+            self._decisions_unavailable(sender, message, step)
+        elif isinstance(message, Attestation):
+            self._receive_attestation(message, step)
+        elif isinstance(message, Checkpoint):
+            self._receive_checkpoint(sender, message, now_ms, step)
         else:
             self._reject(RejectReason.MALFORMED)
 
     def _receive_request(
-        self, sender: NodeId, message: StateRequest | DecisionRequest, now_ms: int, step: Step
+        self,
+        sender: NodeId,
+        message: StateRequest | DecisionRequest | CheckpointRequest,
+        now_ms: int,
+        step: Step,
     ) -> None:
-        """State and decision requests have a budget each per sender (a node behind
-        sends both on every tick: one shared budget would starve the second); both are
-        answered from envelopes signed earlier, no signature is made for them."""
+        """State, decision and checkpoint requests have a budget each per sender (a
+        node behind sends several kinds on every tick: one shared budget would starve
+        the others); all are answered from what was signed earlier, no signature is
+        made for them."""
         if isinstance(message, StateRequest):
             if self._state_request_limit.allow(sender, now_ms):
                 self._answer_state_request(sender, message.from_slot_index, step)
                 return
-        elif self._decision_request_limit.allow(sender, now_ms):
-            self._answer_decision_request(sender, message.from_slot_index, step)
+        elif isinstance(message, DecisionRequest):
+            if self._decision_request_limit.allow(sender, now_ms):
+                self._answer_decision_request(sender, message.from_slot_index, step)
+                return
+        elif self._checkpoint_request_limit.allow(sender, now_ms):
+            self._answer_checkpoint_request(sender, message.from_slot_index, step)
             return
         self._reject(RejectReason.STATE_REQUEST_LIMITED)
 
@@ -819,7 +911,12 @@ class ScpCore:
         interval_ms = self.config.rebroadcast_interval_ms
         if interval_ms is None or self._rebroadcast_armed:
             return
-        if self._awaiting_state or self._behind() or self._undecided_slots():
+        if (
+            self._awaiting_state
+            or self._behind()
+            or self._wants_checkpoint()
+            or self._undecided_slots()
+        ):
             self._rebroadcast_armed = True
             step.timers.append(SetTimer(REBROADCAST_TIMER, interval_ms))
 
@@ -860,6 +957,8 @@ class ScpCore:
             step.outgoing.append(Broadcast(StateRequest(from_slot_index)))
         if self._behind():
             self._request_decisions(Broadcast, step)
+        if self._wants_checkpoint():
+            step.outgoing.append(Broadcast(CheckpointRequest(self.delivered_through + 1)))
         self._arm_rebroadcast(step)
 
     def _has_gap(self) -> bool:
@@ -901,6 +1000,7 @@ class ScpCore:
             step.persist.append(Persist(decision_record_key(slot_index), None))
         for slot_index in [index for index in self._heard if index < new_floor]:
             del self._heard[slot_index]
+        self._prune_attestations(step)
         self.floor = new_floor
         step.persist.append(Persist(_FLOOR_KEY, struct.pack(">Q", new_floor)))
 
@@ -983,7 +1083,9 @@ class ScpCore:
             self._request_decisions(lambda request: Send(sender, request), step)
         self._arm_rebroadcast(step)
 
-    def _decisions_unavailable(self, message: DecisionsUnavailable, step: Step) -> None:
+    def _decisions_unavailable(
+        self, sender: NodeId, message: DecisionsUnavailable, step: Step
+    ) -> None:
         first = self.delivered_through + 1
         if message.from_slot_index != first or message.oldest_slot_index <= first:
             return
@@ -991,6 +1093,103 @@ class ScpCore:
         if self._unavailable_reported != report:
             self._unavailable_reported = report
             step.events.append(SlotsUnavailable(*report))
+            if self.config.checkpoint_interval > 0:
+                # unverified word of one peer: it costs one request, answered or not;
+                # later ticks ask every peer while the slot is still missing
+                self._checkpoint_from = first
+                step.outgoing.append(Send(sender, CheckpointRequest(first)))
+                self._arm_rebroadcast(step)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _wants_checkpoint(self) -> bool:
+        return self._checkpoint_from is not None and (
+            self._checkpoint_from == self.delivered_through + 1
+        )
+
+    def _receive_attestation(self, attestation: Attestation, step: Step) -> None:
+        reason = self._attestation_precheck(attestation)
+        if reason is not None:
+            self._reject(reason)
+            return
+        if not verify_attestation(attestation, self.config.network):
+            self._reject(RejectReason.BAD_ATTESTATION)
+            return
+        if self.attestations.add(attestation):
+            self._persist_attestation(attestation, step)
+
+    def _attestation_precheck(self, attestation: Attestation) -> RejectReason | None:
+        """Checks without a signature: a checkpoint slot within the kept range (up to
+        the window's top, so early ones are at most a window's worth per node), a
+        member of the transitive quorum, one per node and slot, the local digest."""
+        node, slot_index = attestation.node_id, attestation.slot_index
+        interval = self.config.checkpoint_interval
+        if node == self.node_id:
+            return RejectReason.OWN_STATEMENT
+        if node not in self.transitive_quorum:
+            return RejectReason.NOT_IN_QUORUM
+        lowest = self.delivered_through + 1 - interval * self.config.retained_checkpoints
+        if (
+            interval <= 0
+            or slot_index % interval
+            or not lowest <= slot_index <= self.window_top
+            or self.attestations.has(attestation)
+        ):
+            return RejectReason.UNNEEDED_ATTESTATION
+        if self.attestations.conflicts(attestation):
+            return RejectReason.BAD_ATTESTATION
+        return None
+
+    def _persist_attestation(self, attestation: Attestation, step: Step) -> None:
+        key = attestation_record_key(attestation.slot_index, attestation.node_id)
+        step.persist.append(Persist(key, CODEC.encode(attestation)))
+
+    def _prune_attestations(self, step: Step) -> None:
+        for slot_index, node in self.attestations.prune(self.delivered_through + 1):
+            step.persist.append(Persist(attestation_record_key(slot_index, node), None))
+
+    def _answer_checkpoint_request(
+        self, sender: NodeId, from_slot_index: int, step: Step
+    ) -> None:
+        slot_index = self.attestations.first_own_from(from_slot_index)
+        if slot_index is None:
+            return
+        state = self.application.checkpoint_state(from_slot_index, slot_index)
+        if state is None:
+            return
+        checkpoint = Checkpoint(
+            slot_index,
+            self.attestations.own[slot_index],
+            tuple(self.attestations.agreeing(slot_index)),
+            state,
+        )
+        step.outgoing.append(Send(sender, checkpoint))
+
+    def _receive_checkpoint(
+        self, sender: NodeId, checkpoint: Checkpoint, now_ms: int, step: Step
+    ) -> None:
+        first = self.delivered_through + 1
+        if not self._wants_checkpoint() or checkpoint.slot_index < first:
+            self._reject(RejectReason.UNNEEDED_CHECKPOINT)
+            return
+        if not self._checkpoint_check_limit.allow(sender, now_ms):
+            self._reject(RejectReason.CHECKPOINT_LIMITED)
+            return
+        holds = check_checkpoint(
+            checkpoint,
+            local_qset=self.config.quorum_set,
+            admits=self.transitive_quorum.__contains__,
+            verifier=partial(verify_attestation, network=self.config.network),
+        )
+        if not holds or not self.application.checkpoint_matches(
+            first, checkpoint.slot_index, checkpoint.digest, checkpoint.state
+        ):
+            self._reject(RejectReason.BAD_CHECKPOINT)
+            return
+        self._checkpoint_from = None
+        step.events.append(
+            CheckpointVerified(first, checkpoint.slot_index, checkpoint.digest, checkpoint.state)
+        )
 
     def _sign(self, statement: Statement) -> Envelope:
         return self._signer(self.keys, statement)
@@ -1011,6 +1210,8 @@ class ScpCore:
         for key in sorted(storage):
             if key.startswith(_DECISION_KEY_PREFIX):
                 self._restore_decision(key, storage[key])
+            if key.startswith(_ATTESTATION_KEY_PREFIX):
+                self._restore_attestation(key, storage[key])
             if not key.startswith(_SLOT_KEY_PREFIX):
                 continue
             try:
@@ -1033,6 +1234,15 @@ class ScpCore:
             raise LocalError(f"storage record {key!r} is not a decision")
         self.decisions.put(decision)
         self.next_slot_index = max(self.next_slot_index, decision.slot_index + 1)
+
+    def _restore_attestation(self, key: bytes, record: bytes) -> None:
+        try:
+            attestation = CODEC.decode(record)
+        except DecodeError as error:
+            raise LocalError(f"storage record {key!r} is corrupt: {error}") from None
+        if not isinstance(attestation, Attestation):
+            raise LocalError(f"storage record {key!r} is not an attestation")
+        self.attestations.restore(attestation, own=attestation.node_id == self.node_id)
 
     def _restore_statement(self, envelope: Envelope) -> None:
         statement = envelope.statement
@@ -1057,6 +1267,11 @@ class ScpCore:
 def decision_record_key(slot_index: int) -> bytes:
     """Storage key of the decision (value and proof) of a slot."""
     return _DECISION_KEY_PREFIX + struct.pack(">Q", slot_index)
+
+
+def attestation_record_key(slot_index: int, node: bytes) -> bytes:
+    """Storage key of an attestation kept for a checkpoint slot (own or agreeing)."""
+    return _ATTESTATION_KEY_PREFIX + struct.pack(">Q", slot_index) + node
 
 
 def _kind_of(statement: Statement) -> str:

@@ -17,6 +17,7 @@ logs of several nodes slot by slot (agreement, gaps).  See docs/scp-network.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -36,10 +37,16 @@ from synod.core import (
     Started,
     Step,
 )
-from synod.scp.application import Application, Externalized, Validity
+from synod.scp.application import Application, CheckpointVerified, Externalized, Validity
 from synod.scp.core import ScpConfig, ScpCore
-from synod.scp.messages import MAX_VALUE_BYTES, Envelope, ScpMessage, StateRequest
-from synod.wire import U32, Codec, Message
+from synod.scp.messages import (
+    MAX_CHECKPOINT_STATE_BYTES,
+    MAX_VALUE_BYTES,
+    Envelope,
+    ScpMessage,
+    StateRequest,
+)
+from synod.wire import U32, U64, Codec, DecodeError, Message
 
 if TYPE_CHECKING:
     from synod.crypto import NodeId
@@ -100,6 +107,35 @@ LOG_CODEC: Final[Codec[Any]] = Codec(LogMessage)
 """What a log node decodes, from peers and from its submit port."""
 
 
+class LogSegment(Message, frozen=True, tag="log_segment"):
+    """The state a log node sends in a checkpoint: the values of slots
+    `first_slot_index`, `first_slot_index + 1`, ... (the receiver's missing slots up
+    to the checkpoint slot), at most `MAX_CHECKPOINT_STATE_BYTES` encoded."""
+
+    first_slot_index: U64
+    values: Annotated[
+        tuple[Annotated[bytes, msgspec.Meta(max_length=MAX_BATCH_BYTES)], ...],
+        msgspec.Meta(max_length=MAX_CHECKPOINT_STATE_BYTES // 8),
+    ]
+
+
+SEGMENT_CODEC: Final[Codec[LogSegment]] = Codec(
+    LogSegment, max_message_bytes=MAX_CHECKPOINT_STATE_BYTES
+)
+CHAIN_DOMAIN: Final = b"synod/scp/log-chain/v1"
+GENESIS_HEAD: Final = bytes(32)
+"""The chain head before the first slot."""
+
+
+def chain_head(previous: bytes, slot_index: int, value: bytes) -> bytes:
+    """The digest of a log through `slot_index`: it commits to the previous head, the
+    slot and its value, so equal heads mean equal logs slot by slot.  The log's
+    attestations carry it."""
+    return hashlib.sha256(
+        CHAIN_DOMAIN + previous + struct.pack(">Q", slot_index) + hashlib.sha256(value).digest()
+    ).digest()
+
+
 def encode_batch(entries: Iterable[str]) -> bytes:
     """The canonical value of a batch: its distinct entries, sorted, as compact JSON."""
     return json.dumps(sorted(set(entries)), ensure_ascii=False, separators=(",", ":")).encode()
@@ -157,6 +193,49 @@ class LogRules(Application):
 
     def __init__(self, timeouts: LogTimeouts | None = None) -> None:
         self.timeouts = timeouts if timeouts is not None else LogTimeouts()
+        self._log_core: LogCore | None = None
+
+    def bound_to(self, log_core: LogCore) -> LogRules:
+        """These rules for one log (checkpoints read and check that log)."""
+        bound = LogRules(self.timeouts)
+        bound._log_core = log_core
+        return bound
+
+    def checkpoint_state(self, first_slot_index: int, slot_index: int) -> bytes | None:
+        # the values of the slots the asking node lacks, through the checkpoint slot
+        if self._log_core is None:
+            return None
+        log = self._log_core.log
+        values = [log.get(index) for index in range(first_slot_index, slot_index + 1)]
+        if not values or any(value is None for value in values):
+            return None
+        present = tuple(value for value in values if value is not None)
+        encoded = SEGMENT_CODEC.encode(LogSegment(first_slot_index, present))
+        return encoded if len(encoded) <= MAX_CHECKPOINT_STATE_BYTES else None
+
+    def checkpoint_matches(
+        self, first_slot_index: int, slot_index: int, digest: bytes, state: bytes
+    ) -> bool:
+        # every value must be a batch, and the chain from our own head through the
+        # segment must end at the attested head
+        core = self._log_core
+        if core is None or core.complete_through != first_slot_index - 1:
+            return False
+        try:
+            segment = SEGMENT_CODEC.decode(state)
+        except DecodeError:
+            return False
+        if (
+            segment.first_slot_index != first_slot_index
+            or len(segment.values) != slot_index - first_slot_index + 1
+        ):
+            return False
+        head = core.head
+        for offset, value in enumerate(segment.values):
+            if decode_batch(value) is None:
+                return False
+            head = chain_head(head, first_slot_index + offset, value)
+        return head == digest
 
     def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
         # Only the value's own form is checked: validity may not depend on anything that
@@ -255,6 +334,10 @@ class LogCore:
         max_pending: int = 10_000,
         max_pending_per_client: int = MAX_PENDING_PER_CLIENT,
     ) -> None:
+        if isinstance(scp_config.application, LogRules):
+            scp_config = dataclasses.replace(
+                scp_config, application=scp_config.application.bound_to(self)
+            )
         self.scp = ScpCore(scp_config, storage)
         self.first_slot_index = scp_config.first_slot_index
         self.log: dict[int, bytes] = log_from_records(storage)
@@ -263,7 +346,17 @@ class LogCore:
         }
         self.complete_through = self.first_slot_index - 1
         """Every slot up to this one is in the log."""
+        self.head = GENESIS_HEAD
+        """`chain_head` of the log through `complete_through`."""
+        self._attest_due: list[tuple[int, bytes]] = []
+        """Checkpoint slots the log reached, with their heads, not attested yet."""
         self._advance_complete_through()
+        # a restarted node attested what it logged (same step); a store older than
+        # checkpoints gets its latest retained ones attested once
+        attested = max(self.scp.attestations.own, default=0)
+        self._attest_due = [due for due in self._attest_due if due[0] > attested][
+            -scp_config.retained_checkpoints :
+        ]
         self._pending: dict[str, int] = {}
         """Pending entries, in submission order, with the sequence number of their record."""
         self._legacy_pending = PENDING_KEY in storage
@@ -314,9 +407,11 @@ class LogCore:
             if isinstance(event, Started):
                 self._migrate_legacy_pending(step)
                 _forward(step, self.pending)
+            self._install_checkpoints(step, now_ms)
             self._append_decisions(step)
         self._nominate(step, now_ms)
         self._catch_up(step, now_ms)
+        self._attest(step, now_ms)
         return step
 
     # ------------------------------------------------------------ submissions
@@ -403,18 +498,37 @@ class LogCore:
 
     def _append_decisions(self, step: Step) -> None:
         for event in [event for event in step.events if isinstance(event, Externalized)]:
-            if event.slot_index in self.log:
-                continue
-            self.log[event.slot_index] = event.value
-            self._advance_complete_through()
-            step.persist.append(Persist(log_record_key(event.slot_index), event.value))
-            step.events.append(LogAppended(event.slot_index, event.value))
-            done = set(decode_batch(event.value) or ())
-            self.logged |= done
-            for entry in done & self.relayed.keys():
-                del self.relayed[entry]
-            for entry in sorted(done & self._pending.keys()):
-                self._remove_pending(entry, step)
+            self._append(event.slot_index, event.value, step)
+
+    def _append(self, slot_index: int, value: bytes, step: Step) -> None:
+        if slot_index in self.log:
+            return
+        self.log[slot_index] = value
+        self._advance_complete_through()
+        step.persist.append(Persist(log_record_key(slot_index), value))
+        step.events.append(LogAppended(slot_index, value))
+        done = set(decode_batch(value) or ())
+        self.logged |= done
+        for entry in done & self.relayed.keys():
+            del self.relayed[entry]
+        for entry in sorted(done & self._pending.keys()):
+            self._remove_pending(entry, step)
+
+    def _install_checkpoints(self, step: Step, now_ms: int) -> None:
+        """A verified checkpoint's slots go into the log in this step (the host makes
+        them durable before anything leaves), then SCP moves past them."""
+        for event in [event for event in step.events if isinstance(event, CheckpointVerified)]:
+            segment = SEGMENT_CODEC.decode(event.state)  # checked by LogRules already
+            for offset, value in enumerate(segment.values):
+                self._append(event.first_slot_index + offset, value, step)
+            _merge(step, self.scp.advance_to(event.slot_index + 1, now_ms))
+
+    def _attest(self, step: Step, now_ms: int) -> None:
+        """Attest the chain head of each checkpoint slot the log reached (once SCP has
+        delivered it: a checkpoint's slots are delivered by `advance_to`)."""
+        while self._attest_due and self._attest_due[0][0] <= self.scp.delivered_through:
+            slot_index, head = self._attest_due.pop(0)
+            _merge(step, self.scp.attest(slot_index, head, now_ms))
 
     def _nominate(self, step: Step, now_ms: int) -> None:
         """Propose the pending entries for the next slot to decide (again when the
@@ -432,8 +546,13 @@ class LogCore:
         self._append_decisions(step)
 
     def _advance_complete_through(self) -> None:
+        interval = self.scp.config.checkpoint_interval
         while self.complete_through + 1 in self.log:
             self.complete_through += 1
+            slot_index = self.complete_through
+            self.head = chain_head(self.head, slot_index, self.log[slot_index])
+            if interval > 0 and self.complete_through % interval == 0:
+                self._attest_due.append((self.complete_through, self.head))
 
     def _catch_up(self, step: Step, now_ms: int) -> None:
         next_slot = self.scp.next_slot_index

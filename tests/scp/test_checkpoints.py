@@ -1,0 +1,216 @@
+"""Checkpoints: a node away for longer than peers keep decisions rejoins from a state
+that nodes forming one of its own slices attested, then catches up by decisions.
+
+Log nodes (`synod.scp.log`) on a perfect simulated network, four nodes, 3 of 4: peers
+keep 8 decisions and attest their log's chain head every 4 slots; one node is down for
+60 slots, far beyond what peers can serve as decisions.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from synod.core import Received, RequestReceived
+from synod.crypto import KeyPair, NodeId
+from synod.quorum.qset import QuorumSet
+from synod.scp import RejectReason, ScpConfig
+from synod.scp.application import CheckpointVerified
+from synod.scp.log import (
+    LOG_CODEC,
+    SEGMENT_CODEC,
+    LogCore,
+    LogRules,
+    LogSegment,
+    SubmitRequest,
+)
+from synod.scp.messages import (
+    Attestation,
+    Checkpoint,
+    CheckpointRequest,
+    DecisionsUnavailable,
+    sign_attestation,
+)
+from synod.sim.world import NodeFactory, World
+
+KEYS = [KeyPair.from_seed(bytes([index + 21]) * 32) for index in range(4)]
+IDS = [key.node_id for key in KEYS]
+THREE_OF_FOUR = QuorumSet(threshold=3, validators=tuple(IDS))
+ABSENT = IDS[3]
+
+
+def log_factory(keys: KeyPair, **overrides: Any) -> NodeFactory:
+    settings: dict[str, Any] = {
+        "application": LogRules(),
+        "retained_slots": 4,
+        "max_slots_ahead": 4,
+        "retained_decisions": 8,
+        "checkpoint_interval": 4,
+        "rebroadcast_interval_ms": 100,
+        **overrides,
+    }
+    config = partial(ScpConfig, keys=keys, quorum_set=THREE_OF_FOUR, **settings)
+    return lambda storage, rng: LogCore(config(), storage)
+
+
+def build_network(**overrides: Any) -> World:
+    world = World.perfect()
+    world.add_nodes({key.node_id: log_factory(key, **overrides) for key in KEYS}, LOG_CODEC)
+    return world
+
+
+def core(world: World, node: NodeId) -> LogCore:
+    return world.core(node, LogCore)
+
+
+def submit(world: World, node: NodeId, entry: str) -> None:
+    world.input(node, RequestReceived("client", len(world.replies) + 1, SubmitRequest((entry,))))
+
+
+def decide_while_away(world: World, slots: int) -> None:
+    world.crash(ABSENT)
+    for number in range(slots):
+        entry = f"while away {number:03d}"
+        submit(world, IDS[0], entry)
+        assert world.step_until(
+            lambda entry=entry: entry in core(world, IDS[0]).logged,  # type: ignore[misc]
+            max_ms=world.now_ms + 10_000,
+        )
+
+
+def test_a_node_away_beyond_retained_decisions_rejoins_with_every_slot_equal() -> None:
+    """Before checkpoints the returning node got `SlotsUnavailable` and stayed behind
+    for good: no peer held slot 1 any more."""
+    world = build_network()
+    decide_while_away(world, 60)
+    decided = core(world, IDS[0]).log
+    assert min(core(world, IDS[0]).scp.decisions._decisions) > 1  # slot 1 is gone
+    world.restart(ABSENT)
+    assert world.step_until(
+        lambda: core(world, ABSENT).complete_through >= max(decided),
+        max_ms=world.now_ms + 30_000,
+    )
+    assert core(world, ABSENT).log == core(world, IDS[0]).log
+    assert core(world, ABSENT).head == core(world, IDS[0]).head
+    # it came back through checkpoints, and now attests as the others do
+    assert world.events_of(ABSENT, CheckpointVerified)
+    assert core(world, ABSENT).scp.attestations.own
+
+
+def test_a_restarted_node_keeps_serving_the_checkpoints_it_attested() -> None:
+    world = build_network()
+    decide_while_away(world, 20)
+    world.crash(IDS[1])
+    world.restart(IDS[1])
+    restarted = core(world, IDS[1])
+    # restored from its records, not made again (a node ends with slot 19 or 20)
+    assert {4, 8, 12, 16} <= set(restarted.scp.attestations.own)
+    step = restarted.handle(Received(ABSENT, CheckpointRequest(1)), world.now_ms)
+    (answer,) = [send.message for send in step.outgoing]  # type: ignore[union-attr]
+    assert isinstance(answer, Checkpoint) and answer.slot_index == 4
+    assert len(answer.attestations) >= 3
+
+
+# ---------------------------------------------------------------- forged checkpoints
+
+
+def asking_core(network: bytes = b"", **overrides: Any) -> LogCore:
+    """A fresh log node (nothing delivered) that has been told slot 1 is gone."""
+    config = ScpConfig(
+        keys=KEYS[3],
+        quorum_set=THREE_OF_FOUR,
+        application=LogRules(),
+        checkpoint_interval=4,
+        network=network,
+        **overrides,
+    )
+    node = LogCore(config, {})
+    node.handle(Received(IDS[0], DecisionsUnavailable(1, 50)), 0)
+    return node
+
+
+SEGMENT = tuple(b'["slot %d"]' % index for index in range(1, 5))
+
+
+def head_of(values: tuple[bytes, ...]) -> bytes:
+    from synod.scp.log import GENESIS_HEAD, chain_head
+
+    head = GENESIS_HEAD
+    for offset, value in enumerate(values):
+        head = chain_head(head, 1 + offset, value)
+    return head
+
+
+def attested(
+    digest: bytes, signers: list[KeyPair], network: bytes = b""
+) -> tuple[Attestation, ...]:
+    return tuple(sign_attestation(key, 4, digest, network) for key in signers)
+
+
+def offer(node: LogCore, checkpoint: Checkpoint, now_ms: int = 0) -> list[object]:
+    return node.handle(Received(IDS[0], checkpoint), now_ms).events
+
+
+def state(values: tuple[bytes, ...], first: int = 1) -> bytes:
+    return SEGMENT_CODEC.encode(LogSegment(first, values))
+
+
+def test_a_checkpoint_attested_by_a_slice_is_installed_slot_by_slot() -> None:
+    node = asking_core()
+    digest = head_of(SEGMENT)
+    events = offer(node, Checkpoint(4, digest, attested(digest, KEYS[:3]), state(SEGMENT)))
+    assert [type(event).__name__ for event in events][:1] == ["CheckpointVerified"]
+    assert node.log == dict(enumerate(SEGMENT, start=1))
+    assert node.scp.delivered_through == 4 and node.head == digest
+
+
+def test_forged_partial_and_other_network_checkpoints_are_refused() -> None:
+    digest = head_of(SEGMENT)
+    forged_state = (b'["slot 1"]', b'["slot 2"]', b'["forged"]', b'["slot 4"]')
+    cases = {
+        # honest attestations (they are public) with a state that is not theirs
+        "forged state": Checkpoint(4, digest, attested(digest, KEYS[:3]), state(forged_state)),
+        # a Byzantine member attests the forged state alone: 2 of 4 is no slice of 3 of 4
+        "too few": Checkpoint(4, digest, attested(digest, KEYS[:2]), state(SEGMENT)),
+        "partial state": Checkpoint(4, digest, attested(digest, KEYS[:3]), state(SEGMENT[:3])),
+        "wrong first slot": Checkpoint(
+            4, digest, attested(digest, KEYS[:3]), state(SEGMENT[1:], first=2)
+        ),
+        "forged signature": Checkpoint(
+            4,
+            digest,
+            (*attested(digest, KEYS[:2]), Attestation(IDS[2], 4, digest, bytes(64))),
+            state(SEGMENT),
+        ),
+        "other network": Checkpoint(
+            4, digest, attested(digest, KEYS[:3], b"beta"), state(SEGMENT)
+        ),
+        "not a segment": Checkpoint(4, digest, attested(digest, KEYS[:3]), b"\x00junk"),
+    }
+    for name, checkpoint in cases.items():
+        node = asking_core()
+        assert offer(node, checkpoint) == [], name
+        assert node.log == {} and node.scp.rejected[RejectReason.BAD_CHECKPOINT] == 1, name
+    # the same checkpoint signed for the node's own network is accepted
+    node = asking_core(b"beta")
+    good = Checkpoint(4, digest, attested(digest, KEYS[:3], b"beta"), state(SEGMENT))
+    assert offer(node, good) and node.log == dict(enumerate(SEGMENT, start=1))
+
+
+def test_a_checkpoint_nobody_asked_for_is_refused_before_any_signature() -> None:
+    config = ScpConfig(keys=KEYS[3], quorum_set=THREE_OF_FOUR, application=LogRules())
+    node = LogCore(config, {})
+    digest = head_of(SEGMENT)
+    assert offer(node, Checkpoint(4, digest, attested(digest, KEYS[:3]), state(SEGMENT))) == []
+    assert node.scp.rejected[RejectReason.UNNEEDED_CHECKPOINT] == 1
+    assert node.log == {}
+
+
+def test_checkpoint_checks_per_sender_are_budgeted() -> None:
+    node = asking_core(checkpoint_check_burst=2, checkpoint_check_refill_ms=1_000)
+    digest = head_of(SEGMENT)
+    bad = Checkpoint(4, digest, attested(digest, KEYS[:2]), state(SEGMENT))
+    for _ in range(6):
+        offer(node, bad)
+    assert node.scp.rejected[RejectReason.BAD_CHECKPOINT] == 2
+    assert node.scp.rejected[RejectReason.CHECKPOINT_LIMITED] == 4
