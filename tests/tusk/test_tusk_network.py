@@ -31,7 +31,13 @@ from synod.sim.scenarios.tusk import (
     tusk_world,
 )
 from synod.sim.world import World
-from synod.tusk.core import Committed, EquivocationDetected, FellBehind, TuskConfig, TuskCore
+from synod.tusk.core import (
+    CheckpointInstalled,
+    Committed,
+    EquivocationDetected,
+    TuskConfig,
+    TuskCore,
+)
 from synod.tusk.messages import (
     CommitAck,
     CommitQuery,
@@ -74,12 +80,20 @@ def run(world: World, steps: int) -> None:
 
 
 def assert_same_prefix(world: World) -> None:
-    """Independent of the world's own check: compare every pair of cores directly."""
-    logs = [[event.digest for event in committed(world, node)] for node in CORES]
+    """Independent of the world's own check: compare every pair of cores directly,
+    position by position (a core that installed a checkpoint skipped some), and each
+    core's positions are consecutive but for checkpoints it installed."""
+    logs = [{event.sequence: event.digest for event in committed(world, node)} for node in CORES]
+    for node, log in zip(CORES, logs, strict=True):
+        skipped = {
+            position
+            for installed in world.events_of(node, CheckpointInstalled)
+            for position in range(installed.first_skipped, installed.sequence)
+        }
+        assert set(log) | skipped == set(range(max(log, default=-1) + 1))
     for first in logs:
         for second in logs:
-            shorter = min(len(first), len(second))
-            assert first[:shorter] == second[:shorter]
+            assert all(first[position] == second[position] for position in first.keys() & second)
 
 
 def assert_one_certificate_per_slot(world: World) -> None:
@@ -435,21 +449,31 @@ def test_a_core_down_for_more_than_gc_depth_rounds_rejoins_from_what_drivers_hol
     assert answers(world)[-1].accepted == 1
 
 
-def test_a_core_down_beyond_the_drivers_reach_says_so_and_signs_no_receipt() -> None:
+def test_a_core_down_beyond_the_drivers_reach_installs_a_checkpoint_and_rejoins() -> None:
     # Before, such a core printed `ready`, said nothing and signed receipts for
-    # transactions it could never get committed.  Rebuilt from its records, it signs
-    # none until a driver brings it a certificate it can store; shown the committee
-    # far ahead, it reports FellBehind.
+    # transactions it could never get committed; then it said so (FellBehind) and
+    # refused receipts, but could never rejoin: the rounds it needed were collected
+    # everywhere.  A driver now carries it a checkpoint signed by cores of weight f + 1;
+    # it installs it and continues the order from there.
     world = _down_for(80)
-    submit(world, CORES[3], [b"after restart"])
-    world.run_until(world.now_ms + 5_000)
-    submit(world, CORES[3], [b"later"])
-    world.run_until(world.now_ms + 1_000)
+    restarted = world.core(CORES[3], TuskCore)
+    before = restarted.committed_count
+    submit(world, CORES[3], [b"right after the restart"])
+    assert world.step_until(lambda: restarted.takes_transactions, max_ms=world.now_ms + 10_000)
+    [installed] = world.events_of(CORES[3], CheckpointInstalled)
+    assert installed.first_skipped == before
+    assert installed.sequence > before + 80, "it skipped what was collected while it was down"
+    submit(world, CORES[3], [b"after rejoining"])
+    assert world.step_until(
+        lambda: all(b"after rejoining" in delivered_transactions(world, core) for core in CORES),
+        max_ms=world.now_ms + 10_000,
+    )
     receipts = [answer for answer in answers(world) if answer.core == CORES[3]][1:]
-    assert [(answer.accepted, answer.refused) for answer in receipts] == [(0, 1), (0, 1)]
-    assert world.events_of(CORES[3], FellBehind)
-    assert world.core(CORES[3], TuskCore).behind
+    assert [answer.accepted for answer in receipts] == [0, 1]
     assert_same_prefix(world)
+    first = world.core(CORES[0], TuskCore)
+    assert world.step_until(lambda: first.committed_count == restarted.committed_count)
+    assert first.chain == restarted.chain, "one digest for the whole sequence"
 
 
 def test_a_whole_committee_restarted_while_idle_takes_transactions_again() -> None:

@@ -67,6 +67,7 @@ from synod.tusk.messages import (
     MAX_BATCH_BYTES,
     MAX_BATCH_TRANSACTIONS,
     MAX_CERTIFICATES_PER_MESSAGE,
+    MAX_CHECKPOINT_DELIVERED,
     MAX_COMMITTEE_SIZE,
     MAX_TRANSACTION_BYTES,
     MAX_WEAK_PARENTS,
@@ -75,6 +76,9 @@ from synod.tusk.messages import (
     CertificateConflict,
     CertificateRef,
     CertifiedDigest,
+    CheckpointCertificate,
+    CheckpointStatement,
+    CheckpointVote,
     CommitAck,
     CommitQuery,
     CommittedAt,
@@ -89,17 +93,20 @@ from synod.tusk.messages import (
     SubmitRequest,
     Vote,
     WeakParent,
+    chain_next,
     committee_context,
+    genesis_chain,
     header_signature_valid,
     request_digest,
     sign_answer,
+    sign_checkpoint,
     sign_commit_ack,
     sign_header,
     sign_submit_answer,
     sign_vote,
     transaction_digest,
 )
-from synod.tusk.ordering import Dag, Ordered, TuskOrdering, Vertex
+from synod.tusk.ordering import Dag, Ordered, Snapshot, TuskOrdering, Vertex
 from synod.wire import U64, Bytes32, Message, canonical_bytes
 
 # ---------------------------------------------------------------- configuration and events
@@ -205,6 +212,19 @@ class CaughtUp:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointInstalled:
+    """A checkpoint of the committee, signed by cores of weight at least f + 1, was
+    installed: this core was more than `gc_depth` rounds behind (down for long, or new),
+    and continues the total order from position `sequence` (after the delivery of the
+    leader of `leader_round`).  Positions `first_skipped`..`sequence` - 1 are committed
+    by the committee but not in this core's log (their certificates were collected)."""
+
+    first_skipped: int
+    sequence: int
+    leader_round: int
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateConflictDetected:
     """Two valid certificates for one slot: proof that more than f cores are faulty
     (`evidence.double_voters()` names those that voted for both)."""
@@ -233,6 +253,9 @@ _ANSWER_BATCH_BYTES = 2 * 1024 * 1024
 """Transactions returned in one answer's certificates: well under the 4 MiB frame cap."""
 
 _CERTIFICATE = b"tusk/certificate/"
+_CHAIN = b"tusk/chain"
+_OWN_CHECKPOINT = b"tusk/checkpoint"
+_INSTALLED = b"tusk/installed-checkpoint"
 _VOTE = b"tusk/vote/"
 _OWN_HEADER = b"tusk/own-header/"
 _COMMIT = b"tusk/commit/"
@@ -278,6 +301,17 @@ _decode_header = msgspec.msgpack.Decoder(Header).decode
 _decode_commit = msgspec.msgpack.Decoder(_CommitRecord).decode
 _decode_evidence = msgspec.msgpack.Decoder(Equivocation).decode
 _decode_conflict = msgspec.msgpack.Decoder(CertificateConflict).decode
+_decode_checkpoint_vote = msgspec.msgpack.Decoder(CheckpointVote).decode
+_decode_statement = msgspec.msgpack.Decoder(CheckpointStatement).decode
+_decode_chain = msgspec.msgpack.Decoder(tuple[int, bytes]).decode
+
+
+def checkpoint_rounds(gc_depth: int) -> int:
+    """Leader rounds between two checkpoints: a quarter of `gc_depth` (at least 2, one
+    leader).  A core installing a checkpoint needs the certificates from its floor
+    (`gc_depth` rounds below its leader) up, so drivers must still hold that round when
+    the checkpoint reaches it: `window_rounds` above `gc_depth` plus this."""
+    return max(2, gc_depth // 4)
 
 
 def _vertex(certificate: Certificate, digest: bytes) -> Vertex:
@@ -311,12 +345,27 @@ class TuskCore:
         self._keys = keys
         self.committee = committee
         self.config = config or TuskConfig()
+        if (self.config.gc_depth + 1) * len(committee) > MAX_CHECKPOINT_DELIVERED:
+            raise LocalError(
+                f"(gc_depth + 1) x members must be at most {MAX_CHECKPOINT_DELIVERED}:"
+                " a checkpoint names every certificate of its last gc_depth + 1 rounds"
+            )
         self._network = self.config.network
         self.context = committee_context(self._network, committee.weights, self.config.gc_depth)
         """The committee context this core signs in and requires (`committee_context`)."""
         self._dag = Dag()
         self._certificates: dict[bytes, Certificate] = {}
-        self._ordering = TuskOrdering(committee, gc_depth=self.config.gc_depth)
+        self._ordering = TuskOrdering(
+            committee,
+            gc_depth=self.config.gc_depth,
+            checkpoint_rounds=checkpoint_rounds(self.config.gc_depth),
+        )
+        # The digest of the committed sequence so far (`chain_next`), and this core's
+        # latest checkpoint vote with its statement's digest.
+        self._chain = genesis_chain(self.context)
+        self._checkpoint: CheckpointVote | None = None
+        self._checkpoint_digest = ZERO_DIGEST
+        self._installed: CheckpointStatement | None = None
         self._votes: dict[tuple[int, bytes], _VoteRecord] = {}
         # Headers voted for and not certified yet, by digest: lets a driver carry their
         # certificates without the batch (soft state: empty after a restart).
@@ -393,6 +442,17 @@ class TuskCore:
         """Pairs of certificates for one slot this core was shown (more than f faulty)."""
         return tuple(self._conflicts.values())
 
+    @property
+    def chain(self) -> bytes:
+        """The digest of this core's committed sequence so far (`chain_next`): two cores
+        at one position with one chain committed the same sequence."""
+        return self._chain
+
+    @property
+    def checkpoint(self) -> CheckpointVote | None:
+        """This core's latest checkpoint vote (None before its first checkpoint)."""
+        return self._checkpoint
+
     def certificate_digests(self) -> frozenset[bytes]:
         """Digests of the certificates held (rounds at or above the collection floor)."""
         return frozenset(self._certificates)
@@ -411,6 +471,8 @@ class TuskCore:
             "highest_seen_round": max(self._highest_seen_round, self._round),
             "equivocations": len(self._evidence),
             "certificate_conflicts": len(self._conflicts),
+            "checkpoint_sequence": self._checkpoint.statement.sequence if self._checkpoint else 0,
+            "installed_checkpoint_sequence": self._installed.sequence if self._installed else 0,
         }
         for reason, count in sorted(self._refusal_counts.items()):
             values[f"refusals_{reason}"] = count
@@ -473,6 +535,8 @@ class TuskCore:
 
     def _serve(self, request: CoreRequest, step: Step) -> CoreAnswer:
         refusals: list[Refusal] = []
+        if request.checkpoint is not None:
+            self._consider_checkpoint(request.checkpoint, step)
         carried = [*request.certificates, *self._rebuild(request.certified, refusals)]
         for certificate in sorted(carried, key=lambda c: c.header.round):
             refusal = self._accept_certificate(certificate, step)
@@ -498,6 +562,7 @@ class TuskCore:
             self._wanted(request.wanted),
             refusals,
             header_held=request.header_held,
+            checkpoint_held=request.checkpoint_held,
         )
 
     def _notice_lag(
@@ -556,6 +621,7 @@ class TuskCore:
         refusals: list[Refusal],
         *,
         header_held: bytes = ZERO_DIGEST,
+        checkpoint_held: bytes = ZERO_DIGEST,
     ) -> CoreAnswer:
         for refusal in refusals:
             name = refusal.reason.name.lower()
@@ -575,6 +641,7 @@ class TuskCore:
             known=tuple(known),
             certificates=tuple(certificates),
             refusals=tuple(refusals),
+            checkpoint=None if checkpoint_held == self._checkpoint_digest else self._checkpoint,
         )
         return sign_answer(self._keys, answer, self._network)
 
@@ -751,9 +818,18 @@ class TuskCore:
             )
         )
         deliveries = self._ordering.vertex_added(self._dag, vertex)
+        snapshots = {snapshot.next_sequence: snapshot for snapshot in self._ordering.snapshots}
+        self._ordering.snapshots.clear()
+        latest: tuple[Snapshot, bytes] | None = None
         for ordered in deliveries:
             self._record_delivery(ordered, step)
+            snapshot = snapshots.get(ordered.sequence + 1)
+            if snapshot is not None:
+                latest = (snapshot, self._chain)
         if deliveries:
+            self._persist_chain(step)
+            if latest is not None:
+                self._sign_checkpoint(*latest, step)
             self._collect_garbage(step)
 
     def _record_delivery(self, ordered: Ordered, step: Step) -> None:
@@ -771,6 +847,14 @@ class TuskCore:
         )
         step.persist.append(
             Persist(_number_key(_COMMIT, ordered.sequence), canonical_bytes(record))
+        )
+        self._chain = chain_next(
+            self._chain,
+            sequence=ordered.sequence,
+            leader_round=ordered.leader_round,
+            round_number=vertex.round,
+            creator=vertex.creator,
+            digest=vertex.digest,
         )
         self._index_commit(ordered.sequence, vertex.digest, transactions)
         step.events.append(
@@ -897,6 +981,8 @@ class TuskCore:
         existing = self._own_headers.get(self._round)
         if existing is not None:
             return existing
+        if self._round > 1 and not self.committee.reaches_quorum(self._dag.at(self._round - 1)):
+            return None  # just installed a checkpoint: no parents to name yet
         if self._waits_before_proposing():
             return None
         # Holding a certificate of round r implies a quorum of round r - 1, so the round
@@ -1029,6 +1115,78 @@ class TuskCore:
             step.persist.append(Persist(_number_key(_PENDING, sequence), None))
         return tuple(taken)
 
+    # ------------------------------------------------------------ checkpoints
+
+    def _persist_chain(self, step: Step) -> None:
+        record = canonical_bytes((self.committed_count, self._chain))
+        step.persist.append(Persist(_CHAIN, record))
+
+    def _sign_checkpoint(self, snapshot: Snapshot, chain: bytes, step: Step) -> None:
+        statement = CheckpointStatement(
+            context=self.context,
+            sequence=snapshot.next_sequence,
+            leader_round=snapshot.leader_round,
+            floor_round=snapshot.floor_round,
+            chain=chain,
+            delivered=tuple(
+                WeakParent(round=round_number, digest=digest)
+                for round_number, digest in snapshot.delivered
+            ),
+        )
+        self._checkpoint = sign_checkpoint(self._keys, statement, self._network)
+        self._checkpoint_digest = statement.digest()
+        step.persist.append(Persist(_OWN_CHECKPOINT, canonical_bytes(self._checkpoint)))
+
+    def _consider_checkpoint(self, certificate: CheckpointCertificate, step: Step) -> None:
+        """Install `certificate` when it shows this core out of the committee's reach
+        and is signed by cores of weight at least f + 1 (see `CheckpointCertificate`).
+
+        Every cheap check comes before the signatures, and a request carries one
+        checkpoint: a driver can make a core verify at most one checkpoint's signatures
+        (one per member) per request, and only while the core is behind it.
+        """
+        statement = certificate.statement
+        if not self._installable(statement):
+            return
+        weights = self.committee.weights
+        threshold = self.committee.validity_threshold
+        if not certificate.signers_valid(weights, threshold, self._network):
+            return
+        self._install(statement, step)
+
+    def _installable(self, statement: CheckpointStatement) -> bool:
+        """Of this committee, well formed, and ahead of this core by more than it can
+        catch up through certificates: its floor is above this core's round, so the
+        committee may have collected every round this core still needs."""
+        gc_depth = self.config.gc_depth
+        return (
+            statement.context == self.context
+            and statement.floor_round == max(0, statement.leader_round - gc_depth)
+            and statement.leader_round % 2 == 0
+            and statement.floor_round > self._round
+            and statement.leader_round > self._ordering.last_committed_round
+            and statement.sequence >= self._ordering.next_sequence
+            and all(
+                statement.floor_round <= weak.round <= statement.leader_round
+                for weak in statement.delivered
+            )
+        )
+
+    def _install(self, statement: CheckpointStatement, step: Step) -> None:
+        first_skipped = self._ordering.next_sequence
+        self._ordering.install(_statement_snapshot(statement))
+        self._chain = statement.chain
+        self._installed = statement
+        self._voted_headers.clear()
+        self._collect_garbage(step)  # everything held lies below the new floor
+        self._round = max(self._round, statement.floor_round)
+        self._advance_round()
+        step.persist.append(Persist(_INSTALLED, canonical_bytes(statement)))
+        self._persist_chain(step)
+        step.events.append(
+            CheckpointInstalled(first_skipped, statement.sequence, statement.leader_round)
+        )
+
     # ------------------------------------------------------------ client transactions
 
     def _acknowledge(self, query: CommitQuery) -> CommitAck:
@@ -1101,6 +1259,11 @@ class TuskCore:
             elif key.startswith(_EVIDENCE):
                 evidence = _decode_evidence(value)
                 self._evidence[(evidence.first.round, evidence.first.creator)] = evidence
+            elif key == _OWN_CHECKPOINT:
+                self._checkpoint = _decode_checkpoint_vote(value)
+                self._checkpoint_digest = self._checkpoint.statement.digest()
+            elif key == _INSTALLED:
+                self._installed = _decode_statement(value)
         self._stale_keys = [
             *_trim_evidence(self._conflicts, _CONFLICT),
             *_trim_evidence(self._evidence, _EVIDENCE),
@@ -1112,6 +1275,8 @@ class TuskCore:
         commits.sort(key=lambda record: record.sequence)
         for commit in commits:
             self._index_commit(commit.sequence, commit.digest, commit.transactions)
+        base = self._restore_base()
+        after_base = [record for record in commits if record.sequence >= base]
         self._ordering.restore(
             [
                 Ordered(
@@ -1119,9 +1284,10 @@ class TuskCore:
                     leader_round=record.leader_round,
                     vertex=Vertex(record.digest, record.round, NodeId(record.creator), ()),
                 )
-                for record in commits
+                for record in after_base
             ]
         )
+        self._restore_chain(storage.get(_CHAIN), after_base)
         self._own_delivered = {
             record.round
             for record in commits
@@ -1131,6 +1297,41 @@ class TuskCore:
         self._next_pending = max(self._pending, default=-1) + 1
         self._round = max([1, *self._own_headers, *self._dag.by_round])
         self._advance_round()
+
+    def _restore_base(self) -> int:
+        """Install the installed checkpoint, when it is where the log resumes after a
+        gap; the position the delivery log is replayed from."""
+        installed = self._installed
+        if installed is None:
+            return 0
+        self._ordering.install(_statement_snapshot(installed))
+        return installed.sequence
+
+    def _restore_chain(self, stored: bytes | None, replayed: list[_CommitRecord]) -> None:
+        if stored is not None:
+            position, self._chain = _decode_chain(stored)
+            assert position == self.committed_count, "the chain is persisted with each commit"
+            return
+        # A store written before the chain existed: its delivery log is whole.
+        self._chain = self._installed.chain if self._installed else genesis_chain(self.context)
+        for record in replayed:
+            self._chain = chain_next(
+                self._chain,
+                sequence=record.sequence,
+                leader_round=record.leader_round,
+                round_number=record.round,
+                creator=record.creator,
+                digest=record.digest,
+            )
+
+
+def _statement_snapshot(statement: CheckpointStatement) -> Snapshot:
+    return Snapshot(
+        leader_round=statement.leader_round,
+        next_sequence=statement.sequence,
+        floor_round=statement.floor_round,
+        delivered=tuple((weak.round, weak.digest) for weak in statement.delivered),
+    )
 
 
 def _count_of(kept: dict[tuple[int, bytes], Any], creator: bytes) -> int:

@@ -52,11 +52,14 @@ from synod.tusk.messages import (
     ZERO_DIGEST,
     Certificate,
     CertifiedDigest,
+    CheckpointCertificate,
+    CheckpointVote,
     CoreAnswer,
     CoreRequest,
     Header,
     RefusalReason,
     Vote,
+    VoteSignature,
     header_signature_valid,
     make_certificate,
     request_digest,
@@ -68,6 +71,10 @@ _REQUEST_BATCH_BYTES = 2 * 1024 * 1024
 """Transactions carried in one request: well under the 4 MiB frame cap."""
 
 _GIVE_UP_REASONS = frozenset(RefusalReason) - {RefusalReason.MISSING_PARENTS}
+
+CHECKPOINT_VOTES_PER_CORE = 2
+"""Checkpoint votes kept per core, its latest ones: enough for cores one checkpoint
+apart to meet on a statement, and a Byzantine core's votes cannot crowd out others'."""
 
 BLOCK_RETRY_POLLS = 10
 """An item a core refused for missing parents is carried to it again after this many
@@ -94,6 +101,8 @@ class _CoreView:
     polled: bool = False
     header_held: bytes = ZERO_DIGEST  # the core's latest own header this driver has
     holds: set[bytes] = field(default_factory=set)  # headers it voted for or made
+    checkpoint_held: bytes = ZERO_DIGEST  # the statement of its latest checkpoint vote
+    checkpoint_carried_at: int | None = None  # the poll count when last carried one
 
 
 @dataclass(slots=True)
@@ -141,6 +150,8 @@ class Driver:
         self._pruned_below = 0
         self._ordered: list[tuple[bytes, Certificate]] | None = None  # by (round, creator)
         self._polls = 0
+        self._checkpoint_votes: dict[bytes, list[CheckpointVote]] = {}
+        self._checkpoint: CheckpointCertificate | None = None
 
     @property
     def node_id(self) -> NodeId:
@@ -180,6 +191,11 @@ class Driver:
             "pending_headers": len(self._pending),
             "requests_in_flight": len(self._requests),
         }
+
+    @property
+    def checkpoint(self) -> CheckpointCertificate | None:
+        """The latest checkpoint this driver holds signatures of f + 1 cores for."""
+        return self._checkpoint
 
     def certificate_count(self) -> int:
         """Certificates this driver holds (soft state, within its window of rounds)."""
@@ -277,7 +293,23 @@ class Driver:
             since_round=since,
             header_held=view.header_held,
             certified=tuple(certified),
+            checkpoint_held=view.checkpoint_held,
+            checkpoint=self._checkpoint_for(view),
         )
+
+    def _checkpoint_for(self, view: _CoreView) -> CheckpointCertificate | None:
+        """The checkpoint, for a core whose round is below its floor (it cannot catch up
+        through certificates: the others may have collected what it needs), at most
+        once every `BLOCK_RETRY_POLLS` polls (a core that does not install it, being
+        misconfigured or Byzantine, does not get its size with every request)."""
+        checkpoint = self._checkpoint
+        if checkpoint is None or not 0 < view.round < checkpoint.statement.floor_round:
+            return None
+        last = view.checkpoint_carried_at
+        if last is not None and self._polls - last < BLOCK_RETRY_POLLS:
+            return None
+        view.checkpoint_carried_at = self._polls
+        return checkpoint
 
     def _certificates_for(self, view: _CoreView, since: int) -> list[tuple[bytes, Certificate]]:
         """What to carry to a core, lowest rounds first: the certificates of its recent
@@ -376,6 +408,8 @@ class Driver:
                     view.holds.add(held)
         for vote in answer.votes:
             self._learn_vote(vote)
+        if answer.checkpoint is not None:
+            self._learn_checkpoint_vote(view, core, answer.checkpoint)
         for ref in answer.known:
             view.known.add(ref.digest)
             view.blocked.pop(ref.digest, None)
@@ -412,6 +446,38 @@ class Driver:
         view.blocked[digest] = set(missing)
         view.blocked_at[digest] = self._polls
         self._missing.update(d for d in missing if d not in self._certificates)
+
+    def _learn_checkpoint_vote(self, view: _CoreView, core: bytes, vote: CheckpointVote) -> None:
+        """Keep a core's checkpoint vote (its latest `CHECKPOINT_VOTES_PER_CORE`); once
+        cores of weight f + 1 signed one statement, that is the checkpoint to carry."""
+        statement = vote.statement
+        view.checkpoint_held = statement.digest()
+        current = self._checkpoint
+        if vote.signer != core or (current and statement.sequence <= current.statement.sequence):
+            return
+        kept = self._checkpoint_votes.setdefault(core, [])
+        if any(other.statement == statement for other in kept):
+            return
+        if not vote.has_valid_signature(self.network):
+            return
+        kept.append(vote)
+        kept.sort(key=lambda other: other.statement.sequence)
+        del kept[:-CHECKPOINT_VOTES_PER_CORE]
+        signers = [
+            other
+            for votes in self._checkpoint_votes.values()
+            for other in votes
+            if other.statement == statement
+        ]
+        if self.committee.reaches_validity(other.signer for other in signers):
+            ordered = sorted(signers, key=lambda other: other.signer)
+            self._checkpoint = CheckpointCertificate(
+                statement=statement,
+                signatures=tuple(
+                    VoteSignature(voter=other.signer, signature=other.signature)
+                    for other in ordered
+                ),
+            )
 
     def _learn_header(self, header: Header) -> bytes:
         """Keep `header` to collect votes on it; its digest if this driver now holds it

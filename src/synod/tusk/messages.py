@@ -42,6 +42,7 @@ DOMAIN_VOTE = b"synod/tusk/vote"
 DOMAIN_ANSWER = b"synod/tusk/answer"
 DOMAIN_SUBMIT_ANSWER = b"synod/tusk/submit-answer"
 DOMAIN_COMMIT_ACK = b"synod/tusk/commit-ack"
+DOMAIN_CHECKPOINT = b"synod/tusk/checkpoint"
 
 MAX_TRANSACTION_BYTES = 4096
 MAX_BATCH_TRANSACTIONS = 512
@@ -58,6 +59,11 @@ MAX_SUBMIT_TRANSACTIONS = 1024
 MAX_QUERIED_TRANSACTIONS = MAX_SUBMIT_TRANSACTIONS
 """Transaction digests one `CommitQuery` may ask about (a whole submission)."""
 MAX_REFUSALS = 2 * MAX_CERTIFICATES_PER_MESSAGE + MAX_HEADERS_PER_REQUEST + 1
+MAX_CHECKPOINT_DELIVERED = 8192
+"""Certificates a checkpoint names as delivered (those of its last `gc_depth` + 1
+rounds): a core refuses a committee and `gc_depth` with (gc_depth + 1) x members above
+it.  About 44 bytes each on the wire, so at most about 360 KiB: a request or an answer
+carrying one still fits the 4 MiB frame beside its 2 MiB of batches."""
 
 ZERO_DIGEST = bytes(32)
 _ZERO_SIGNATURE = bytes(64)
@@ -371,6 +377,11 @@ class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
     certified: Annotated[
         tuple[CertifiedDigest, ...], msgspec.Meta(max_length=MAX_CERTIFICATES_PER_MESSAGE)
     ] = ()
+    checkpoint_held: Bytes32 = ZERO_DIGEST
+    """The digest of the core's latest checkpoint statement the driver already has: the
+    answer then leaves the core's `CheckpointVote` out."""
+    checkpoint: CheckpointCertificate | None = None
+    """A checkpoint for a core far behind the committee to install."""
 
 
 class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
@@ -387,6 +398,8 @@ class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
     ]
     refusals: Annotated[tuple[Refusal, ...], msgspec.Meta(max_length=MAX_REFUSALS)]
     signature: Signature = _ZERO_SIGNATURE
+    checkpoint: CheckpointVote | None = None
+    """The core's latest checkpoint vote, unless the request named it as held."""
 
     def has_valid_signature(self, network: bytes = b"") -> bool:
         """Signed by the core it names, for `network`."""
@@ -511,6 +524,108 @@ def proven_commits(
     return proven
 
 
+def genesis_chain(context: bytes) -> bytes:
+    """The digest of the empty committed sequence of committee `context`."""
+    return blake2b(context, person=b"synod-tusk-chain")
+
+
+def chain_next(
+    chain: bytes,
+    *,
+    sequence: int,
+    leader_round: int,
+    round_number: int,
+    creator: bytes,
+    digest: bytes,
+) -> bytes:
+    """The digest of the committed sequence after the delivery of certificate `digest`
+    at position `sequence` (`chain` is the digest of the positions before it).  The
+    certificate digest covers its batch, so the chain covers every transaction."""
+    return blake2b(
+        canonical_bytes((chain, sequence, leader_round, round_number, creator, digest)),
+        person=b"synod-tusk-chain",
+    )
+
+
+class CheckpointStatement(Message, frozen=True, tag="tusk.CheckpointStatement"):
+    """What a core states at a checkpoint: in committee `context`, positions
+    0..`sequence` - 1 of the total order are committed, the last by the leader of
+    `leader_round`, with `chain` the digest of that sequence (`chain_next`); `delivered`
+    names the certificates of rounds `floor_round` (`leader_round` - `gc_depth`) and
+    above delivered so far, which is all the commit state a core needs to continue
+    from there with the certificates of those rounds.  Correct cores make identical
+    statements at each checkpoint (the order is the same on every correct core)."""
+
+    context: Bytes32
+    sequence: U64
+    leader_round: U64
+    floor_round: U64
+    chain: Bytes32
+    delivered: Annotated[
+        tuple[WeakParent, ...], msgspec.Meta(max_length=MAX_CHECKPOINT_DELIVERED)
+    ] = ()
+
+    def digest(self) -> bytes:
+        """What the cores sign (a digest: a signature check then costs the same for any
+        length of `delivered`)."""
+        return blake2b(canonical_bytes(self), person=b"synod-tusk-ckpt")
+
+
+class CheckpointVote(Message, frozen=True, tag="tusk.CheckpointVote"):
+    """A core's signature over a `CheckpointStatement`."""
+
+    statement: CheckpointStatement
+    signer: Bytes32
+    signature: Signature
+
+    def has_valid_signature(self, network: bytes = b"") -> bool:
+        """Signed by `signer` for `network`."""
+        domain = in_network(DOMAIN_CHECKPOINT, network)
+        return verify(self.signer, domain, self.statement.digest(), self.signature)
+
+
+def sign_checkpoint(
+    keys: KeyPair, statement: CheckpointStatement, network: bytes = b""
+) -> CheckpointVote:
+    """`keys`' node signs `statement` for `network`."""
+    domain = in_network(DOMAIN_CHECKPOINT, network)
+    signature = keys.sign(domain, statement.digest())
+    return CheckpointVote(statement=statement, signer=keys.node_id, signature=signature)
+
+
+class CheckpointCertificate(Message, frozen=True, tag="tusk.CheckpointCertificate"):
+    """A checkpoint statement with the signatures of several cores.  Cores of weight at
+    least the validity threshold (f + 1) include a correct one, and a correct core
+    states only what it committed, which every correct core commits alike: so the
+    statement is true, and a core far behind may install it (2f + 1 would add nothing
+    to its truth, and f + 1 is what a driver can collect while up to f cores are
+    silent or far behind)."""
+
+    statement: CheckpointStatement
+    signatures: Annotated[
+        tuple[VoteSignature, ...], msgspec.Meta(max_length=MAX_COMMITTEE_SIZE)
+    ]
+
+    def signers_valid(
+        self, weights: Mapping[NodeId, int], threshold: int, network: bytes = b""
+    ) -> bool:
+        """Distinct members of weight at least `threshold` signed the statement for
+        `network` (membership and weight are checked before any signature)."""
+        signers = [signature.voter for signature in self.signatures]
+        if len(set(signers)) != len(signers):
+            return False
+        if any(NodeId(signer) not in weights for signer in signers):
+            return False
+        if sum(weights[NodeId(signer)] for signer in signers) < threshold:
+            return False
+        domain = in_network(DOMAIN_CHECKPOINT, network)
+        digest = self.statement.digest()
+        return all(
+            verify(signature.voter, domain, digest, signature.signature)
+            for signature in self.signatures
+        )
+
+
 class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
     """Proof that a creator signed two different headers for one round."""
 
@@ -579,6 +694,9 @@ TuskMessage = (
     | Certificate
     | Equivocation
     | CertificateConflict
+    | CheckpointStatement
+    | CheckpointVote
+    | CheckpointCertificate
 )
 """Every message of the Tusk protocol (one tagged union)."""
 

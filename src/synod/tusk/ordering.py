@@ -55,6 +55,18 @@ class Vertex:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The commit state right after leader `leader_round` was delivered: positions
+    0..`next_sequence` - 1 are committed, and `delivered` lists (round, digest) of the
+    delivered vertices of rounds `floor_round` and above, by round then digest."""
+
+    leader_round: int
+    next_sequence: int
+    floor_round: int
+    delivered: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ordered:
     """One vertex delivered at position `sequence`, as part of leader `leader_round`."""
 
@@ -159,12 +171,20 @@ def causal_history(
 class TuskOrdering:
     """The commit state of one core: which leaders and vertices are already delivered."""
 
-    def __init__(self, committee: Committee, *, gc_depth: int) -> None:
+    def __init__(
+        self, committee: Committee, *, gc_depth: int, checkpoint_rounds: int = 0
+    ) -> None:
         if gc_depth < 2:
             raise ValueError("gc_depth must be at least 2 rounds")
         self.committee = committee
         self._members = tuple(committee.members)
         self.gc_depth = gc_depth
+        self.checkpoint_rounds = checkpoint_rounds
+        """A `Snapshot` is taken after each delivered leader whose round reaches a new
+        multiple of this (0: none).  Which leaders are delivered is the same on every
+        core, so every core snapshots at the same positions."""
+        self.snapshots: list[Snapshot] = []
+        """Snapshots taken by `vertex_added` calls, for the caller to take away."""
         self.last_committed_round = 0
         self.next_sequence = 0
         self._delivered: dict[bytes, int] = {}  # digest -> round, for rounds >= gc_round
@@ -179,6 +199,16 @@ class TuskOrdering:
         for ordered in delivered:
             assert ordered.sequence == self.next_sequence, "delivery log has a gap"
             self._mark(ordered)
+        self._forget_old()
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Continue from `snapshot` (a checkpoint of the committee, ahead of this state):
+        what was delivered before is forgotten, as collection would have done."""
+        assert snapshot.leader_round > self.last_committed_round, "a checkpoint moves forward"
+        assert snapshot.next_sequence >= self.next_sequence, "a checkpoint moves forward"
+        self.last_committed_round = snapshot.leader_round
+        self.next_sequence = snapshot.next_sequence
+        self._delivered = {digest: round_number for round_number, digest in snapshot.delivered}
         self._forget_old()
 
     def was_delivered(self, digest: bytes) -> bool:
@@ -218,6 +248,7 @@ class TuskOrdering:
         return chain
 
     def _deliver(self, dag: Dag, leader: Vertex) -> list[Ordered]:
+        previous_round = self.last_committed_round
         lowest_round = max(0, leader.round - self.gc_depth)
         history = causal_history(dag, leader, lowest_round, self._delivered)
         deliveries = []
@@ -226,7 +257,19 @@ class TuskOrdering:
             self._mark(ordered)
             deliveries.append(ordered)
         self.last_committed_round = leader.round
+        interval = self.checkpoint_rounds
+        if interval and leader.round // interval > previous_round // interval:
+            self.snapshots.append(self._snapshot())
         return deliveries
+
+    def _snapshot(self) -> Snapshot:
+        floor = self.gc_round
+        delivered = sorted(
+            (round_number, digest)
+            for digest, round_number in self._delivered.items()
+            if round_number >= floor
+        )
+        return Snapshot(self.last_committed_round, self.next_sequence, floor, tuple(delivered))
 
     def _mark(self, ordered: Ordered) -> None:
         self._delivered[ordered.vertex.digest] = ordered.vertex.round

@@ -813,10 +813,15 @@ class TuskPrefixChecker:
     agreed: list[tuple[str, str]] = field(default_factory=list)
     lengths: dict[str, int] = field(default_factory=dict)
     delivered: dict[str, set[str]] = field(default_factory=dict)
+    skipped: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    """Positions each core skipped by installing a checkpoint, as [first, end) ranges."""
 
     def observe(self, record: Record) -> list[Violation]:
-        event = events_of(record, "Committed")
         node = record.get("node")
+        installed = events_of(record, "CheckpointInstalled")
+        if installed is not None and node in self.correct_nodes:
+            return self._installed(record, node, installed)
+        event = events_of(record, "Committed")
         if event is None or node not in self.correct_nodes:
             return []
         found: list[Violation] = []
@@ -841,6 +846,25 @@ class TuskPrefixChecker:
                 found.append(self._violation(record, detail))
         elif position == len(self.agreed):
             self.agreed.append((digest, node))
+        return found
+
+    def _installed(self, record: Record, node: str, event: dict[str, Any]) -> list[Violation]:
+        """A checkpoint jumps a core from its position to the checkpoint's, which some
+        correct core must have reached (cores of weight f + 1 signed it)."""
+        found: list[Violation] = []
+        position = self.lengths.get(node, 0)
+        if event["first_skipped"] != position:
+            first = event["first_skipped"]
+            detail = f"{node[:8]} installed a checkpoint from {first} at {position}"
+            found.append(self._violation(record, detail))
+        if event["sequence"] > len(self.agreed):
+            detail = (
+                f"{node[:8]} installed a checkpoint at {event['sequence']}, beyond every"
+                f" correct core ({len(self.agreed)})"
+            )
+            found.append(self._violation(record, detail))
+        self.lengths[node] = max(position, event["sequence"])
+        self.skipped.setdefault(node, []).append((position, event["sequence"]))
         return found
 
     def _violation(self, record: Record, detail: str) -> Violation:
