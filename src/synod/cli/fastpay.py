@@ -564,4 +564,10 @@ def _plan(directory: Path) -> Any:
     return plan_fastpay(directory)
 
 
-add_supervision_commands(fastpay, _plan, "fastpay")
+def _request_ports(directory: Path) -> dict[str, tuple[str, int]]:
+    from synod.runtime.supervisor import request_ports_fastpay
+
+    return request_ports_fastpay(directory)
+
+
+add_supervision_commands(fastpay, _plan, "fastpay", request_ports=_request_ports)

@@ -425,15 +425,19 @@ def submit(directory: Path, node: str, values: tuple[str, ...], timeout_s: float
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def status(directory: Path, as_json: bool) -> None:
     """Show each node's externalized log slot by slot, from the SQLite files (read-only),
-    and on stderr the processes `synod scp up` started.
+    and on stderr each node as it answers over its submit port (slot, lag, pending,
+    peers connected; down when it does not answer) beside the processes `synod scp up`
+    started.
 
     Exit 0 when no two nodes hold different values for a slot, 1 when some do.
     """
-    from synod.cli.supervise import print_processes
+    from synod.cli.supervise import live_rows, print_live_rows
     from synod.runtime.scp_node import LogReadError, read_network_logs
 
     config = load_config(directory)
-    print_processes(directory)  # what `synod scp up` started, if it did
+    ports = {node.name: (node.host, node.submit_port) for node in config.nodes}
+    live = live_rows(directory, ports)
+    print_live_rows(live, err=True)  # asked over the network, not read from the stores
     try:
         found = read_network_logs(config)
     except LogReadError as error:
@@ -441,7 +445,8 @@ def status(directory: Path, as_json: bool) -> None:
     missing = [name for name, log in found.items() if log is None]
     comparison = compare_logs({name: log or {} for name, log in found.items()})
     if as_json:
-        click.echo(json.dumps(comparison_document(comparison, missing), ensure_ascii=False))
+        document = {**comparison_document(comparison, missing), "live": live}
+        click.echo(json.dumps(document, ensure_ascii=False))
     else:
         print_comparison(comparison, title=f"{config.path.parent}: externalized slots")
         if not comparison.rows:

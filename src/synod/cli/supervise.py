@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,22 +22,121 @@ if TYPE_CHECKING:
 PlanNetwork = Callable[[Path], "list[Service]"]
 """The processes of the network in a directory (raises `synod.config` errors)."""
 
+RequestPorts = Callable[[Path], "dict[str, tuple[str, int]]"]
+"""Process name -> the address where it answers requests, status among them
+(`synod.runtime.node_status`), for the nodes of the network in a directory."""
+
+STATUS_TIMEOUT_S = 2.0
+"""How long `status` waits for each node's answer (all nodes are asked at once)."""
+
 _DIRECTORY = click.argument(
     "directory", type=click.Path(file_okay=False, exists=True, path_type=Path)
 )
 
 
 def add_supervision_commands(
-    group: click.Group, plan: PlanNetwork, protocol: str, *, with_status: bool = True
+    group: click.Group,
+    plan: PlanNetwork,
+    protocol: str,
+    *,
+    with_status: bool = True,
+    request_ports: RequestPorts | None = None,
 ) -> None:
     """Add `up`, `status`, `logs` and `down` to a protocol's command group.
 
     A group that has a `status` of its own (SCP's compares the nodes' logs) keeps it
-    (`with_status=False`) and prints `print_processes` in it.
+    (`with_status=False`) and prints `print_processes` in it.  With `request_ports`,
+    `status` asks each node over the network how far it is (`live_rows`).
     """
     _add_up(group, plan, protocol)
-    _add_status_and_logs(group, protocol, with_status=with_status)
+    _add_status_and_logs(group, protocol, with_status=with_status, request_ports=request_ports)
     _add_down(group)
+
+
+def live_rows(
+    directory: Path, ports: dict[str, tuple[str, int]], *, timeout_s: float = STATUS_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """One row per process of DIRECTORY: those `up` recorded, then the nodes of `ports`
+    it did not.  A node of `ports` is asked its status over the network (all at once):
+    ``state`` is ``running`` when it answers, ``silent`` when its process runs but does
+    not answer, ``down`` otherwise; any other process is ``running`` or ``down`` from
+    its pid.  Nodes that count slots or rounds get ``lag``: how far behind the node
+    that is furthest."""
+    import asyncio
+
+    from synod.runtime.supervisor import Supervisor, SupervisorError
+
+    try:
+        records = {entry.name: entry for entry in Supervisor(directory).status()}
+    except SupervisorError:
+        records = {}
+    names = [*records, *(name for name in ports if name not in records)]
+    answers = asyncio.run(_ask_all(ports, timeout_s))
+    rows = [_live_row(name, records.get(name), answers.get(name)) for name in names]
+    counted = [row for row in rows if row.get("progress_name") in {"slot", "round"}]
+    furthest = max((row["progress"] for row in counted), default=0)
+    for row in counted:
+        row["lag"] = furthest - row["progress"]
+    return rows
+
+
+async def _ask_all(ports: dict[str, tuple[str, int]], timeout_s: float) -> dict[str, Any]:
+    import asyncio
+
+    from synod.runtime.node_status import StatusUnanswered, ask_status
+
+    async def ask(address: tuple[str, int]) -> Any:
+        try:
+            return await ask_status(address, timeout_s=timeout_s)
+        except StatusUnanswered as error:
+            return str(error)
+
+    found = await asyncio.gather(*(ask(address) for address in ports.values()))
+    return dict(zip(ports, found, strict=True))
+
+
+def _live_row(name: str, record: Any, answer: Any) -> dict[str, Any]:
+    from synod.runtime.node_status import StatusReply
+
+    row: dict[str, Any] = {"name": name}
+    if record is not None:
+        row.update(pid=record.pid, running=record.running, last=record.last_line)
+    if isinstance(answer, StatusReply):
+        row.update(state="running", running=True)
+        row.update({field: getattr(answer, field) for field in answer.__struct_fields__})
+    elif answer is not None:
+        row["state"] = "silent" if record is not None and record.running else "down"
+        row.update(running=record is not None and record.running, reason=answer)
+    else:
+        row["state"] = "running" if record is not None and record.running else "down"
+    return row
+
+
+def print_live_rows(rows: list[dict[str, Any]], *, err: bool = False) -> None:
+    """`live_rows` as a table of at most 80 columns."""
+    from synod.cli.common import printable
+
+    unit = next((row["progress_name"] for row in rows if "progress_name" in row), "progress")
+    click.echo(
+        f"{'process':<20} {'state':<7} {unit:>8} {'lag':>5} {'pending':>8} {'links':>7}",
+        err=err,
+    )
+    for row in rows:
+        cells = f"{printable(row['name'])[:20]:<20} {row['state']:<7}"
+        if "progress" in row:
+            links = str(row["peers_connected"])
+            if row["peers"]:
+                links += f"/{row['peers']}"
+            lag = row.get("lag", "")
+            click.echo(
+                f"{cells} {row['progress']:>8} {lag:>5} {row['pending']:>8} {links:>7}", err=err
+            )
+        else:
+            reason = row.get("reason")
+            # an unanswered node's reason starts with its address: the rest says why
+            note = f"no answer: {reason.split(': ', 1)[-1]}" if reason else row.get("last", "")
+            # no numbers to show: the note takes their columns (the line stays in 80)
+            click.echo(f"{cells}  {printable(note)[:50]}", err=err)
 
 
 def print_processes(directory: Path) -> None:
@@ -90,10 +189,48 @@ def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
         )
 
 
-def _add_status_and_logs(group: click.Group, protocol: str, *, with_status: bool) -> None:
-    if with_status:
+def _add_status_and_logs(
+    group: click.Group, protocol: str, *, with_status: bool, request_ports: RequestPorts | None
+) -> None:
+    if with_status and request_ports is not None:
+        _add_live_status(group, protocol, request_ports)
+    elif with_status:
         _add_status(group, protocol)
     _add_logs(group, protocol)
+
+
+def _add_live_status(group: click.Group, protocol: str, request_ports: RequestPorts) -> None:
+    @group.command("status")
+    @_DIRECTORY
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
+    @click.option(
+        "--timeout",
+        "timeout_s",
+        type=float,
+        default=STATUS_TIMEOUT_S,
+        show_default=True,
+        help="Seconds each node may take to answer.",
+    )
+    def status(directory: Path, as_json: bool, timeout_s: float) -> None:
+        """Ask each node of the network over its port how far it is (progress, lag behind
+        the furthest, pending work, links), and show the other processes `up` started.
+        Exits 1 when one is down or does not answer."""
+        from synod.cli.common import config_errors
+        from synod.runtime.supervisor import SupervisorError
+
+        try:
+            with config_errors(f"synod {protocol} init {directory}"):
+                ports = request_ports(directory)
+        except SupervisorError as error:
+            raise click.ClickException(str(error)) from None
+        rows = live_rows(directory, ports, timeout_s=timeout_s)
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps(row))
+        else:
+            print_live_rows(rows)
+        if not all(row["state"] == "running" for row in rows):
+            raise SystemExit(1)
 
 
 def _add_status(group: click.Group, protocol: str) -> None:

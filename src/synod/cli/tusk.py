@@ -197,10 +197,30 @@ async def _run_core(
 
 def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None:
     from synod.crypto import NodeId
-    from synod.tusk.core import CaughtUp, Committed, EquivocationDetected, FellBehind
+    from synod.tusk.core import (
+        CaughtUp,
+        CheckpointInstalled,
+        Committed,
+        EquivocationDetected,
+        FellBehind,
+    )
 
     if isinstance(event, Committed):
         print_json_line(_committed_line(event, names))
+    elif isinstance(event, CheckpointInstalled):
+        # The live view of the sequence jumps: say where, for a reader of these lines.
+        print_json_line(
+            {
+                "event": "checkpoint-installed",
+                "first_skipped": event.first_skipped,
+                "sequence": event.sequence,
+                "leader_round": event.leader_round,
+            }
+        )
+        log.warning(
+            "far behind: installed a checkpoint of the committee",
+            extra={"skipped_from": event.first_skipped, "resumes_at": event.sequence},
+        )
     elif isinstance(event, FellBehind):
         log.warning(
             "fell behind: refusing client transactions until caught up",
@@ -442,4 +462,10 @@ def _plan(directory: Path) -> Any:
     return plan_tusk(directory)
 
 
-add_supervision_commands(tusk, _plan, "tusk")
+def _request_ports(directory: Path) -> dict[str, tuple[str, int]]:
+    from synod.runtime.supervisor import request_ports_tusk
+
+    return request_ports_tusk(directory)
+
+
+add_supervision_commands(tusk, _plan, "tusk", request_ports=_request_ports)

@@ -65,6 +65,7 @@ from synod.fastpay.messages import (
 from synod.fastpay.wallet import percentile
 from synod.quorum.committee import quorum_threshold_of
 from synod.runtime.host import HostConfig, NodeHost
+from synod.runtime.node_status import StatusReply, answer_status
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.runtime.storage import SqliteStorage
 from synod.wire import DecodeError
@@ -161,12 +162,31 @@ class FastPayShard:
         try:
             self.host = self._host(SqliteStorage.open(self.storage_path))
             await self.host.start(rpc_listen=self.entry.address(self.shard))
+            assert self.host.rpc_server is not None
+            answer_status(self.host.rpc_server, self.status)
         except BaseException:
             if self.host is not None:
                 await self.host.stop()
                 self.host = None
             self._unlock()
             raise
+
+    def status(self) -> StatusReply:
+        """What ``synod fastpay status`` asks over the shard's port: steps handled,
+        clients connected, cross-shard updates not yet acknowledged plus requests
+        waiting, and the accounts the shard holds (constant time)."""
+        host, core = self.host, self.core
+        assert host is not None
+        server = host.rpc_server
+        return StatusReply(
+            protocol="fastpay",
+            progress_name="steps",
+            progress=host.steps_applied,
+            peers=0,
+            peers_connected=server.client_count if server is not None else 0,
+            pending=len(core.outbox) + host.waiting_inputs,
+            details={"shard": self.shard, "accounts": len(core.accounts)},
+        )
 
     def _host(self, storage: SqliteStorage) -> NodeHost:
         try:

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING
 from synod.crypto import KeyPair, node_id_text, write_key_file
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
+from synod.runtime.node_status import StatusReply, answer_status
 from synod.runtime.nodes import NodeStopped, RestoreFailed, free_ports, restore_core
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.scp.application import SlotsUnavailable
@@ -244,6 +245,8 @@ class LogNode:
                 listen=(self.entry.host, self.entry.port),
                 rpc_listen=self.submit_address,
             )
+            assert self._host.rpc_server is not None
+            answer_status(self._host.rpc_server, self.status)
         except BaseException:
             if self._host is not None:
                 await self._host.stop()  # closes whatever listeners and store it opened
@@ -268,6 +271,26 @@ class LogNode:
             on_event=self._on_event,
             config=self.host_config,
             network=self.config.settings.network_id,
+        )
+
+    def status(self) -> StatusReply:
+        """What ``synod scp status`` asks over the submit port: the slot through which
+        the log is complete, links up, entries waiting for a slot (constant time but
+        for the pending list, at most `LogCore.max_pending` entries)."""
+        core, host = self.core, self.host
+        stats = host.transport.stats.values() if host.transport is not None else ()
+        return StatusReply(
+            protocol="scp",
+            progress_name="slot",
+            progress=max(0, core.complete_through),
+            peers=len(host.peers),
+            peers_connected=sum(link.outgoing_connected for link in stats),
+            pending=len(core.pending),
+            details={
+                "logged_slots": len(self._log),
+                "highest_seen_slot": core.highest_seen_slot,
+                "waiting_inputs": host.waiting_inputs,
+            },
         )
 
     async def stop(self) -> None:

@@ -379,3 +379,41 @@ def plan_crdt(directory: Path) -> list[Service]:
         for name in names
     ]
     return [Service("relayer", relayer), *nodes]
+
+
+# ---------------------------------------------------------------- where each node answers status
+
+Ports = dict[str, tuple[str, int]]
+
+
+def request_ports_scp(directory: Path) -> Ports:
+    """Each SCP node's submit port, where it answers status (`synod.runtime.node_status`)."""
+    from synod.scp.network import load_network
+
+    config = load_network(directory)
+    return {node.name: (node.host, node.submit_port) for node in config.nodes}
+
+
+def request_ports_tusk(directory: Path) -> Ports:
+    """Each Tusk core's port (drivers have none: `status` shows their process)."""
+    from synod.tusk.config import load_network
+
+    network = load_network(directory)
+    return {core.name: (core.host, core.port) for core in network.cores}
+
+
+def request_ports_fastpay(directory: Path) -> Ports:
+    """Each shard's port, named as `plan_fastpay` names its process."""
+    from synod.fastpay.config import FastPayFileError, ServerFile
+
+    ports: Ports = {}
+    for path in sorted(directory.glob("server*.json")):
+        try:
+            authority = ServerFile.load(path).authority
+        except FastPayFileError as error:
+            raise SupervisorError(str(error)) from None
+        for shard in range(authority.shards):
+            ports[f"{path.stem}.shard-{shard}"] = authority.address(shard)
+    if not ports:
+        raise SupervisorError(f"{directory}: no server*.json (see `synod fastpay server generate`)")
+    return ports

@@ -34,6 +34,7 @@ from synod.core import Call, CallFailed, Response, SetTimer, Started, Step, Time
 from synod.crypto import KeyPair, NodeId
 from synod.quorum.committee import Committee
 from synod.runtime.host import EventHandler, HostConfig, NodeHost, monotonic_ms
+from synod.runtime.node_status import MAX_STATUS_DETAILS, StatusReply, answer_status
 from synod.runtime.nodes import open_on_store
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.runtime.storage import SqliteStorage, StorageError
@@ -142,8 +143,24 @@ class CoreNode:
         """Listen on `listen` (port 0 picks a free one) and begin answering requests;
         returns the address bound."""
         await self.host.start(rpc_listen=listen)
-        assert self.host.rpc_address is not None
+        assert self.host.rpc_address is not None and self.host.rpc_server is not None
+        answer_status(self.host.rpc_server, self.status)
         return self.host.rpc_address
+
+    def status(self) -> StatusReply:
+        """What ``synod tusk status`` asks over the core's port: its round, drivers
+        connected, transactions not yet in a header, and its monitoring counters."""
+        metrics = self.core.metrics()
+        server = self.host.rpc_server
+        return StatusReply(
+            protocol="tusk",
+            progress_name="round",
+            progress=metrics["round"],
+            peers=0,
+            peers_connected=server.client_count if server is not None else 0,
+            pending=metrics["pending_transactions"],
+            details=dict(list(metrics.items())[:MAX_STATUS_DETAILS]),
+        )
 
     async def stop(self) -> None:
         """Finish the step in progress, close the listener and the SQLite file, release
