@@ -1,7 +1,9 @@
 """Four real `synod scp run` processes; one is stopped while the other three decide 300
 slots (far beyond the 64 slots of statements a node retains), then restarted: it
 fetches every slot it missed from its peers, each with a quorum's signed proof checked
-against its own quorum set, and every node's log is equal slot by slot.
+against its own quorum set, and every node's log is equal slot by slot.  Then the same
+with peers that keep 8 decisions and 4 slots of statements while the node misses 60:
+it rejoins from checkpoints (log segments whose chain head a slice attested).
 
 Every wait is on a line the processes print or on their exit, each with a deadline;
 nothing waits a fixed time."""
@@ -47,8 +49,23 @@ class NodeProcess(WatchedProcess):
         self.wait_for(lambda _: entries <= self.entries(), f"{len(entries)} entries")
 
 
+CHECKPOINT_SETTINGS = {"retained_slots": 4, "retained_decisions": 8, "checkpoint_interval": 4}
+"""Peers keep far less than the 60 slots the node misses: only checkpoints bridge it."""
+
+
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
+    yield from started_network(tmp_path, FAST_TIMINGS)
+
+
+@pytest.fixture
+def forgetful_network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
+    yield from started_network(tmp_path, {**FAST_TIMINGS, **CHECKPOINT_SETTINGS})
+
+
+def started_network(
+    tmp_path: Path, settings: dict[str, int]
+) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
     ports = free_ports(2 * NODES)
     initialised = subprocess.run(
         synod_command(
@@ -68,7 +85,7 @@ def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
     assert initialised.returncode == 0, initialised.stderr
     path = tmp_path / "network.toml"
     text = path.read_text(encoding="utf-8")
-    for key, value in FAST_TIMINGS.items():
+    for key, value in settings.items():
         lines = [line for line in text.splitlines() if line.startswith(f"{key} = ")]
         text = text.replace(lines[0], f"{key} = {value}")
     path.write_text(text, encoding="utf-8")
@@ -83,6 +100,17 @@ def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
 def test_a_node_down_for_300_slots_rejoins_and_every_log_is_equal(
     network: tuple[Path, dict[str, NodeProcess]],
 ) -> None:
+    away_and_back(network, SLOTS_AWAY)
+
+
+def test_a_node_down_beyond_what_peers_keep_rejoins_from_checkpoints(
+    forgetful_network: tuple[Path, dict[str, NodeProcess]],
+) -> None:
+    """Before checkpoints the node was told `SlotsUnavailable` and stayed behind."""
+    away_and_back(forgetful_network, 60)
+
+
+def away_and_back(network: tuple[Path, dict[str, NodeProcess]], slots_away: int) -> None:
     directory, nodes = network
     config = load_network(directory)
     address = {entry.name: (entry.host, entry.submit_port) for entry in config.nodes}
@@ -99,7 +127,7 @@ def test_a_node_down_for_300_slots_rejoins_and_every_log_is_equal(
 
     # one entry per slot: each is submitted once the previous one is decided
     survivor = nodes["node-0"]
-    missed = [f"while away {number:03d}" for number in range(SLOTS_AWAY)]
+    missed = [f"while away {number:03d}" for number in range(slots_away)]
     for entry in missed:
         asyncio.run(submit_entries(address["node-0"], [entry]))
         survivor.wait_entries({entry})
@@ -119,5 +147,5 @@ def test_a_node_down_for_300_slots_rejoins_and_every_log_is_equal(
     logs = {name: read_log(directory / f"{name}.sqlite") or {} for name in nodes}
     comparison = compare_logs(logs)
     assert comparison.agree and comparison.complete, comparison
-    assert len(logs["node-3"]) >= SLOTS_AWAY + 2
+    assert len(logs["node-3"]) >= slots_away + 2
     assert sorted(logs["node-3"]) == list(range(1, len(logs["node-3"]) + 1))

@@ -62,6 +62,9 @@ class NetworkSettings:
     retained_slots: int = 64
     max_pending_entries: int = 10_000
     retained_decisions: int = 1024
+    checkpoint_interval: int = 64
+    """Slots between the checkpoints a node attests (0: none): a node away for longer
+    than `retained_decisions` slots rejoins from one (keep it <= retained_decisions)."""
     network_id: bytes = b""
     """``network_id`` (a string, UTF-8): the network in every envelope signature and at
     every peer handshake; empty for networks made before network ids existed."""
@@ -129,6 +132,7 @@ SETTING_BOUNDS: Final = {  # key -> (lowest, highest) allowed value
     "retained_slots": (1, 100_000),
     "max_pending_entries": (1, 10_000_000),
     "retained_decisions": (1, 1_000_000),
+    "checkpoint_interval": (0, 1_000_000),
 }
 
 
@@ -457,6 +461,7 @@ def build_log_core(
         max_slots_ahead=settings.max_slots_ahead,
         retained_slots=settings.retained_slots,
         retained_decisions=settings.retained_decisions,
+        checkpoint_interval=settings.checkpoint_interval,
         rebroadcast_interval_ms=settings.rebroadcast_ms,
         known_quorum_sets=[node.quorum_set for node in config.nodes],
         network=settings.network_id,
