@@ -43,14 +43,13 @@ from synod.crdt.messages import CODEC, UPDATE_DOMAIN, NewText
 from synod.crdt.replica import Delete, Edit, InsertText, Put, Replica
 from synod.crypto import KeyPair, verify
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
+from report import add_json_option, configure, emit
+
 TRACE_FILE = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "traces"
 ) / "automerge-paper.json.gz"
 PATH = ("text",)
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
 
 
 def peak_rss_mib() -> float:
@@ -262,7 +261,9 @@ def main() -> int:
         default=983_040,
         help="text length of the deletion-cost phase (0: skip it)",
     )
+    add_json_option(parser)
     arguments = parser.parse_args()
+    configure(arguments)
     if arguments.quick and arguments.edits is None:
         arguments.edits = 3_000
         arguments.deletion_length = min(arguments.deletion_length, 50_000)

@@ -83,6 +83,9 @@ from synod.runtime.fastpay_node import (
 from synod.runtime.rpc import RpcClient, RpcFailure, RpcResult
 from synod.wire import canonical_bytes
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
+from report import add_json_option, configure, emit
+
 AUTHORITIES = 4
 QUORUM = 3  # smallest weight above two thirds of 4
 MEASUREMENT_ROUNDS = 7
@@ -505,9 +508,11 @@ def main() -> None:
     parser.add_argument(
         "--replay-flood", type=float, metavar="SECONDS", help="measure replays instead"
     )
+    add_json_option(parser)
     arguments = parser.parse_args()
+    configure(arguments)
     if arguments.replay_flood:
-        print(json.dumps(run_replay_flood(arguments.replay_flood)), flush=True)
+        emit(run_replay_flood(arguments.replay_flood))
         return
     shard_counts = [int(part) for part in arguments.shards.split(",")]
     transfers = arguments.transfers
@@ -515,7 +520,7 @@ def main() -> None:
         shard_counts, transfers = [1, 2], 100
     for shards in shard_counts:
         line = run_bench(shards, transfers, arguments.max_in_flight, arguments.profile)
-        print(json.dumps(line), flush=True)
+        emit(line)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ from synod.fbas.load import load_stellarbeat
 from synod.fbas.network import Fbas, bits_from
 from synod.fbas.synthetic import asymmetric_network, public_like_network, symmetric_network
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
+from report import add_json_option, configure, emit
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fbas"
 SNAPSHOTS = [
     "broken.json",
@@ -158,7 +161,7 @@ def measure(
             "bound_result": bound_result,
             "ratio": round(seconds / bound_seconds, 4) if bound_seconds > 0 else None,
         }
-        print(json.dumps(line), flush=True)
+        emit(line)
     return agreed
 
 
@@ -211,7 +214,7 @@ def measure_processes(label: str, path: Path, runs: int, cache: str) -> None:
             "reference_seconds": round(reference, 4),
             "ratio": round(seconds / reference, 4),
         }
-        print(json.dumps(line), flush=True)
+        emit(line)
 
 
 def measure_asymmetric(seeds: int, organizations: int = 50, limit_s: float = 10.0) -> None:
@@ -237,7 +240,7 @@ def measure_asymmetric(seeds: int, organizations: int = 50, limit_s: float = 10.
                 "lower_bound": result.lower_bound,
                 "upper_bound": result.size,
             }
-            print(json.dumps(line), flush=True)
+            emit(line)
 
 
 def main() -> int:
@@ -249,7 +252,9 @@ def main() -> int:
     parser.add_argument("--asymmetric-seeds", type=int, default=10)
     parser.add_argument("--process-runs", type=int, default=3)
     parser.add_argument("--naive-process", nargs=2, metavar=("ANALYSIS", "FILE"))
+    add_json_option(parser)
     arguments = parser.parse_args()
+    configure(arguments)
     if arguments.naive_process:
         return naive_process(*arguments.naive_process)
     with tempfile.TemporaryDirectory() as scratch:

@@ -23,10 +23,11 @@ is proposed, so what is measured is the work of the slots alone.
 from __future__ import annotations
 
 import argparse
-import json
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from synod.core import Input, Proposed, Received, Step, Storage
 from synod.crypto import KeyPair, NodeId
@@ -44,6 +45,9 @@ from synod.scp import (
     verify_envelope,
 )
 from synod.sim.world import World
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
+from report import add_json_option, configure, emit
 
 LATENCY_MS = (10, 100)
 """One-way message latency range for the cost-per-slot runs."""
@@ -228,17 +232,19 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="n = 4 and 7, one repeat, one slot")
     parser.add_argument("--attacks", action="store_true", help="also the attack-cost figures")
+    add_json_option(parser)
     arguments = parser.parse_args()
+    configure(arguments)
     if arguments.quick:
         arguments.sizes, arguments.repeats, arguments.slots = "4,7", 1, 1
     sizes = [int(text) for text in arguments.sizes.split(",")]
     for size in sizes:
-        print(json.dumps(envelope_processing(size, arguments.repeats)), flush=True)
+        emit(envelope_processing(size, arguments.repeats))
     for size in sizes:
-        print(json.dumps(cost_per_slot(size, arguments.slots)), flush=True)
+        emit(cost_per_slot(size, arguments.slots))
     if arguments.attacks:
-        print(json.dumps(made_up_ids_memory()), flush=True)
-        print(json.dumps(submit_path_writes()), flush=True)
+        emit(made_up_ids_memory())
+        emit(submit_path_writes())
 
 
 if __name__ == "__main__":

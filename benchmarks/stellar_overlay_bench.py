@@ -16,9 +16,10 @@ Usage: `python benchmarks/stellar_overlay_bench.py [--rounds N]`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import nacl.bindings
 from stellar_sdk import xdr
@@ -26,6 +27,9 @@ from stellar_sdk import xdr
 from synod.crypto import KeyPair
 from synod.stellar.auth import OverlayIdentity, mac_matches
 from synod.stellar.peer import OverlaySettings, Role, StellarPeer, Write, _decode_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
+from report import add_json_option, configure, emit
 
 SETTINGS = OverlaySettings(passphrase="Test SDF Network ; September 2015")
 
@@ -60,7 +64,10 @@ def per_call_s(function: object, rounds: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
-    rounds = parser.parse_args().rounds
+    add_json_option(parser)
+    arguments = parser.parse_args()
+    configure(arguments)
+    rounds = arguments.rounds
     first, second = (
         OverlayIdentity.create(KeyPair.generate(), SETTINGS.network_id, os.urandom(32))
         for _ in range(2)
@@ -68,13 +75,12 @@ def main() -> None:
     first.cert_at(1000), second.cert_at(1000)
     exchange = per_call_s(lambda: handshake(first, second), rounds)
     bound = per_call_s(lambda: crypto_bound(first), rounds)
-    print(json.dumps({"line": "handshake", "ms": round(exchange * 1e3, 3),
-                      "crypto_bound_ms": round(bound * 1e3, 3),
-                      "ratio": round(exchange / bound, 2)}))
+    emit({"line": "handshake", "ms": round(exchange * 1e3, 3),
+          "crypto_bound_ms": round(bound * 1e3, 3), "ratio": round(exchange / bound, 2)})
     message = os.urandom(1024 * 1024)
     key = os.urandom(32)
     mac = per_call_s(lambda: mac_matches(key, 1, message, bytes(32)), 20)
-    print(json.dumps({"line": "mac", "us_per_kib": round(mac * 1e6 / 1024, 3)}))
+    emit({"line": "mac", "us_per_kib": round(mac * 1e6 / 1024, 3)})
     validators = [
         xdr.NodeID(xdr.PublicKey(xdr.PublicKeyType.PUBLIC_KEY_TYPE_ED25519,
                                  xdr.Uint256(os.urandom(32))))
@@ -85,8 +91,8 @@ def main() -> None:
     )
     body = bytes(qset.to_xdr_bytes())
     decode = per_call_s(lambda: _decode_message(body), 3)
-    print(json.dumps({"line": "decode", "s_per_mib": round(decode / (len(body) / 2**20), 3),
-                      "ratio_to_mac": round(decode / (mac * len(body) / 2**20), 1)}))
+    emit({"line": "decode", "s_per_mib": round(decode / (len(body) / 2**20), 3),
+          "ratio_to_mac": round(decode / (mac * len(body) / 2**20), 1)})
 
 
 if __name__ == "__main__":

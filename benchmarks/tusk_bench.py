@@ -59,6 +59,9 @@ from synod.quorum.committee import Committee
 from synod.sim.scenarios.tusk import add_drivers, answers, committed, submit, tusk_world
 from synod.tusk.core import TuskConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
+from report import add_json_option, configure, emit
+
 CORES = 4
 TRANSACTION_BYTES = 512
 QUORUM = 2 * ((CORES - 1) // 3) + 1
@@ -74,10 +77,6 @@ def transaction(number: int) -> bytes:
     """A printable 512-byte transaction (printable, so commit lines carry it as text)."""
     head = f"tx-{number:08d}-".encode()
     return head + b"x" * (TRANSACTION_BYTES - len(head))
-
-
-def emit(line: dict[str, Any]) -> None:
-    print(json.dumps(line), flush=True)
 
 
 # ---------------------------------------------------------------- the crypto bound
@@ -495,7 +494,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A small smoke run.")
     parser.add_argument("--transactions", type=int, default=4_000)
+    add_json_option(parser)
     options = parser.parse_args()
+    configure(options)
     count = 200 if options.quick else options.transactions
     sign_s, verify_s = crypto_costs(200 if options.quick else 2_000)
     emit(

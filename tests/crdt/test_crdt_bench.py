@@ -21,7 +21,7 @@ TRACE = ROOT / ".." / "shared" / "data" / "traces" / "automerge-paper.json.gz"
 @pytest.mark.skipif(not TRACE.exists(), reason=f"trace not found at {TRACE}")
 def test_quick_benchmark_prints_every_phase_as_json_lines() -> None:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
+        [sys.executable, str(SCRIPT), "--quick", "--json"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -30,7 +30,7 @@ KEYS = {
 @pytest.mark.timeout(60)
 def test_quick_benchmark_prints_json_lines_with_the_expected_keys() -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
+        [sys.executable, str(SCRIPT), "--quick", "--json"],
         capture_output=True,
         text=True,
         check=False,

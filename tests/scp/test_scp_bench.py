@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scp_bench.py"
 
 def test_quick_benchmark_prints_ratio_and_cost_lines() -> None:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
+        [sys.executable, str(SCRIPT), "--quick", "--json"],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -50,7 +50,7 @@ EXPECTED_KEYS = {
 def test_quick_benchmark_prints_json_lines_with_the_expected_keys() -> None:
     pytest.importorskip("pysyncobj", reason="the Raft peer tool comes with the dev extra")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
+        [sys.executable, str(SCRIPT), "--quick", "--json"],
         capture_output=True,
         text=True,
         check=False,
