@@ -68,10 +68,12 @@ def test_init_prints_a_table_like_the_other_inits_and_json_when_asked(tmp_path: 
     result = CliRunner().invoke(crdt, arguments)
     assert result.exit_code == 0, result.output
     identity = node_id_text(load_config(tmp_path / "alice").node_id)
-    assert result.stdout.split() == ["alice", identity, "127.0.0.1:7301"]
-    assert f"wrote {tmp_path / 'alice' / 'node.toml'}" in result.stderr
+    assert result.stdout.split() == ["alice", identity]
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    wrote = f"wrote {tmp_path / 'alice' / 'node.toml'} (reaches: listen 127.0.0.1:7301)"
+    assert wrote in result.stderr
     printed = init(tmp_path / "bob")
-    assert printed["event"] == "initialised" and printed["reaches"] == "alone"
+    assert printed["event"] == "initialised" and printed["reaches"] == "nothing: alone"
 
 
 def test_init_refuses_to_overwrite_a_node(tmp_path: Path) -> None:

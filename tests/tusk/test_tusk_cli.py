@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 def test_submit_to_a_core_that_is_not_running_fails_without_a_traceback(tmp_path: Path) -> None:
-    init(tmp_path, "--cores", "1", "--ports", str(free_port()))
+    init(tmp_path, "--cores", "1", "--force", "--ports", str(free_port()))
     result = CliRunner().invoke(tusk, ["submit", str(tmp_path), "hello", "--timeout-s", "2"])
     assert result.exit_code == 1
     assert "core-0: cannot connect" in result.output
@@ -69,7 +69,7 @@ def test_submit_to_a_core_that_is_not_running_fails_without_a_traceback(tmp_path
 
 
 def test_watch_of_a_core_that_never_ran_says_so(tmp_path: Path) -> None:
-    init(tmp_path, "--cores", "1", "--ports", str(free_port()))
+    init(tmp_path, "--cores", "1", "--force", "--ports", str(free_port()))
     result = CliRunner().invoke(tusk, ["watch", str(tmp_path), "--no-follow"])
     assert result.exit_code == 1
     assert "core-0.sqlite: no such file" in result.output

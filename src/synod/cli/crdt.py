@@ -221,20 +221,23 @@ def _write_config(name: Path, keys: KeyPair, settings: _NodeSettings) -> dict[st
     )
     config_path = name / CONFIG_NAME
     config_path.write_text(text, encoding="utf-8")
-    where = settings.relay or settings.listen or "alone"
+    reaches = [f"relay {settings.relay}"] if settings.relay else []
+    reaches += [f"listen {settings.listen}"] if settings.listen else []
+    where = ", ".join(reaches) or "nothing: alone"
     return {"name": name.name, "id": identity, "config": str(config_path), "reaches": where}
 
 
 def _print_nodes(nodes: list[dict[str, str]], *, as_json: bool) -> None:
-    """One line per node: a table (name, id, relayer or listen address), or JSON lines."""
+    """One line per node: a table (name and id: with the 56-character id, an address
+    would not fit 80 columns), what each reaches on stderr; or JSON lines."""
     for node in nodes:
         if as_json:
             print_json_line({"event": "initialised", **node})
         else:
-            click.echo(f"{node['name']}  {node['id']}  {node['reaches']}")
+            click.echo(f"{node['name']}  {node['id']}")
     if not as_json:
         for node in nodes:
-            click.echo(f"wrote {node['config']}", err=True)
+            click.echo(f"wrote {node['config']} (reaches: {node['reaches']})", err=True)
 
 
 @crdt.command("init-network")

@@ -92,7 +92,8 @@ def _load(settings: Settings) -> Fbas:
         raise InputProblem(f"{settings.path}: {error}") from None
     fbas = _what_if(settings, fbas)
     for note in fbas.notes:
-        _progress(settings, f"note: {note}")
+        # a warning about the data, not progress: shown even when output is piped
+        click.echo(f"note: {note}", err=True)
     return fbas
 
 

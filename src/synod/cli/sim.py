@@ -154,7 +154,7 @@ def run_many(
                 "end_ms": outcome.end_ms,
                 "steps": outcome.steps,
                 "history_sha256": outcome.history_digest,
-                "violations": [str(violation) for violation in outcome.violations],
+                "violations": [str(violation) for violation in outcome.named_violations()],
             }
             if describe is not None:
                 verdict["happened"] = report
@@ -163,7 +163,7 @@ def run_many(
             for line in report:
                 click.echo(f"  {line}")
             click.echo(outcome.summary())
-            for violation in outcome.violations:
+            for violation in outcome.named_violations():
                 click.echo(f"  {violation}")
         if not outcome.ok:
             failed.append(current)

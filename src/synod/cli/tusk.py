@@ -87,6 +87,10 @@ def tusk() -> None:
     """Tusk consensus: passive cores, untrusted drivers (init, core, driver, submit, watch)."""
 
 
+MIN_FAULT_TOLERANT_CORES = 4
+"""The smallest committee that tolerates one faulty core (n >= 3f + 1 with f = 1)."""
+
+
 @tusk.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--cores", "count", type=click.IntRange(1, 128), default=4, show_default=True)
@@ -99,11 +103,27 @@ def tusk() -> None:
     help="Core i listens on base-port + i.",
 )
 @click.option("--ports", default=None, help="Explicit comma-separated ports, one per core.")
-def init(directory: Path, count: int, host: str, base_port: int, ports: str | None) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write a committee of fewer than 4 cores (it tolerates no faulty core).",
+)
+def init(  # noqa: PLR0917 - one parameter per click option
+    directory: Path, count: int, host: str, base_port: int, ports: str | None, force: bool
+) -> None:
     """Write core keys and DIRECTORY/tusk.toml for a committee."""
     from synod.crypto import node_id_text
     from synod.tusk.config import CONFIG_NAME, render_config
 
+    if count < MIN_FAULT_TOLERANT_CORES and not force:
+        # n >= 3f + 1: below 4 cores f = 0, and one Byzantine or crashed core can stall
+        # (or, with a lying core, mislead) the whole committee.
+        raise click.BadParameter(
+            f"a committee of {count} cores tolerates no faulty core (Tusk needs "
+            f"n >= 3f + 1, so {MIN_FAULT_TOLERANT_CORES} cores for f = 1); "
+            "--force writes it anyway",
+            param_hint="--cores",
+        )
     port_list = parse_ports(ports, count, base_port)
     config_path = directory / CONFIG_NAME
     refuse_to_overwrite(config_path)

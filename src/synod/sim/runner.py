@@ -13,6 +13,7 @@ byte-identical history, whose digest `Outcome.history_digest` shows it.
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -71,6 +72,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+    def named_violations(self) -> list[Violation]:
+        """The violations as printed: node ids named by their index (`name_nodes`);
+        `violations` keeps the checkers' own text (a history replayed gives it again)."""
+        return [name_nodes(violation, self.world) for violation in self.violations]
 
     def summary(self) -> str:
         verdict = "ok" if self.ok else f"FAILED ({len(self.violations)} violations)"
@@ -146,3 +152,22 @@ def run_scenario(scenario: Scenario, seed: int, settings: RunSettings | None = N
         world=world,
         fault_plan=plan,
     )
+
+
+_HEX_TOKEN = re.compile(r"\b(?:node )?([0-9a-f]{8,64})\b")
+
+
+def name_nodes(violation: Violation, world: World) -> Violation:
+    """`violation` with every node id (a hex prefix of 8 to 64 digits) named as the
+    run's header and the world number nodes: ``node 2``, not ``node 2fb964dc``."""
+    ids = [(bytes(node.node_id).hex(), node.index) for node in world.nodes]
+
+    def named(match: re.Match[str]) -> str:
+        token = match.group(1)
+        found = [index for hex_id, index in ids if hex_id.startswith(token)]
+        return f"node {found[0]}" if len(found) == 1 else match.group(0)
+
+    detail = _HEX_TOKEN.sub(named, violation.detail)
+    if detail == violation.detail:
+        return violation
+    return Violation(violation.checker, violation.t, detail)
