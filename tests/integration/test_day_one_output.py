@@ -98,3 +98,31 @@ def test_the_in_memory_fastpay_and_crdt_examples_print_what_they_did() -> None:
         with contextlib.redirect_stdout(printed):
             exec(compile(python_blocks(page)[index], page, "exec"), {})
         assert printed.getvalue() == expected, page
+
+
+def test_a_fastpay_genesis_for_a_committee_that_tolerates_no_fault_is_refused_unless_forced(
+    tmp_path: Path,
+) -> None:
+    def fastpay(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            synod_command("fastpay", *arguments), cwd=tmp_path, capture_output=True,
+            text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    committee = ""
+    for index, port in enumerate(free_ports(4), start=1):
+        made = fastpay("server", "--server", f"s{index}.json", "generate", "--port", str(port))
+        assert made.returncode == 0, made.stderr
+        committee += made.stdout
+    lines = committee.splitlines(keepends=True)
+    (tmp_path / "three.json").write_text("".join(lines[:3]))
+    (tmp_path / "four.json").write_text("".join(lines))
+    create = ["--accounts", "accounts.json", "create-accounts", "1"]
+    refused = fastpay("client", "--committee", "three.json", *create)
+    assert refused.returncode == 2
+    assert "tolerate faulty weight 0" in refused.stderr and "--force" in refused.stderr
+    assert not (tmp_path / "accounts.json").exists()
+    forced = fastpay("client", "--committee", "three.json", *create, "--force")
+    assert forced.returncode == 0, forced.stderr
+    accepted = fastpay("client", "--committee", "four.json", *create)
+    assert accepted.returncode == 0, accepted.stderr

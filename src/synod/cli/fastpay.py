@@ -258,14 +258,24 @@ def client(context: click.Context, committee: Path, accounts: Path, timeout_ms: 
 @client.command("create-accounts")
 @click.argument("count", type=click.IntRange(1, MAX_ACCOUNTS_PER_CREATE))
 @click.option("--initial-funding", type=click.IntRange(0, 2**63 - 1), default=0)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start a genesis even for a committee where no authority may fail.",
+)
 @click.pass_obj
-def create_accounts(context: _ClientContext, count: int, initial_funding: int) -> None:
+def create_accounts(
+    context: _ClientContext, count: int, initial_funding: int, force: bool
+) -> None:
     """Add COUNT new wallets; print ADDRESS:BALANCE lines (append to the genesis file)."""
     from synod.fastpay.config import CommitteeFile, initial_account_line
     from synod.runtime.fastpay_wallet import AccountsFile, create_wallets
 
     with _exit_codes():
-        CommitteeFile.load(context.committee)  # so that a typo is caught before writing
+        committee = CommitteeFile.load(context.committee)  # a typo caught before writing
+    if not force:
+        _refuse_fragile_committee(committee, context.committee)
+    with _exit_codes():
         accounts = AccountsFile.open(context.accounts, missing_ok=True)
         try:
             created = create_wallets(accounts, count, initial_funding)
@@ -274,6 +284,21 @@ def create_accounts(context: _ClientContext, count: int, initial_funding: int) -
             accounts.unlock()
     for account in created:
         click.echo(initial_account_line(account, initial_funding))
+
+
+def _refuse_fragile_committee(committee: CommitteeFile, path: Path) -> None:
+    """A usage error when not even the lightest authority may fail: FastPay needs a total
+    weight N >= 3f + 1 with f at least one authority's weight (4 equal authorities for
+    f = 1); below that one crashed or lying authority stops or misleads every payment."""
+    weights = committee.committee()
+    lightest = min(entry.weight for entry in committee.authorities)
+    if lightest > weights.max_faulty_weight:
+        raise click.UsageError(
+            f"{path}: {len(committee.authorities)} authorities of total weight "
+            f"{weights.total_weight} tolerate faulty weight {weights.max_faulty_weight}, less "
+            f"than any one authority's (FastPay needs N >= 3f + 1: 4 authorities of equal "
+            "weight for one fault); --force creates the accounts anyway"
+        )
 
 
 def _run_client(context: _ClientContext, body: Callable[[WalletClient], Any]) -> Any:
