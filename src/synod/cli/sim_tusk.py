@@ -46,6 +46,13 @@ from synod.cli.sim import common_options, run_many
     help="In half the runs one correct core is 150-400 ms from every driver (off with "
     "--no-faults too).",
 )
+@click.option(
+    "--long-outage",
+    is_flag=True,
+    help="In half the runs one correct core is down from early on until 6 s after "
+    "healing while the others order transactions, beyond what the drivers remember: it "
+    "rejoins by installing a checkpoint.",
+)
 @common_options
 def command(  # noqa: PLR0917 - one parameter per click option
     cores: int,
@@ -56,6 +63,7 @@ def command(  # noqa: PLR0917 - one parameter per click option
     collude: bool,
     weak_parent_attack: bool,
     slow_core: bool,
+    long_outage: bool,
     **common: Any,
 ) -> None:
     """Tusk consensus: passive cores, untrusted drivers, Byzantine cores and drivers."""
@@ -74,6 +82,8 @@ def command(  # noqa: PLR0917 - one parameter per click option
             collude=collude,
             weak_parent_attack_only=weak_parent_attack,
             slow_core_ms=(150, 400) if slow_core and not common.get("no_faults") else (0, 0),
+            long_outage=long_outage,
+            long_outage_ms=6_000,
         )
 
     run_many(build, **common)

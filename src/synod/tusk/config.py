@@ -25,7 +25,7 @@ from synod.config import (
 )
 from synod.crypto import NodeId
 from synod.quorum.committee import Committee
-from synod.tusk.core import TuskConfig
+from synod.tusk.core import CHECKPOINT_SLACK_ROUNDS, TuskConfig, checkpoint_rounds
 from synod.tusk.driver import Driver
 
 CONFIG_NAME = "tusk.toml"
@@ -112,12 +112,29 @@ def load_network(directory: Path) -> TuskNetwork:
         if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
             raise ConfigError(path, f"tusk.{key}", f"expected an integer >= {smallest}")
         settings[key] = value
+    _check_window(path, settings)
     raw_cores = document.get("cores")
     if not isinstance(raw_cores, list) or not raw_cores:
         raise ConfigError(path, "cores", "expected a non-empty array of tables [[cores]]")
     cores = tuple(node_entry(path, f"cores[{index}]", raw) for index, raw in enumerate(raw_cores))
     _check_distinct(path, cores)
     return TuskNetwork(path, settings, cores, network_id(path, table, "tusk"))
+
+
+def _check_window(path: Path, settings: dict[str, int]) -> None:
+    """Drivers must still hold the rounds a core installing a checkpoint needs: from the
+    checkpoint's floor (`gc_depth` below its leader) up to the round the committee has
+    reached when the next checkpoint replaces it (`checkpoint_rounds` later, and a few
+    rounds for the signatures to gather)."""
+    gc_depth = settings["gc_depth"]
+    smallest = gc_depth + checkpoint_rounds(gc_depth) + CHECKPOINT_SLACK_ROUNDS
+    if settings["window_rounds"] < smallest:
+        raise ConfigError(
+            path,
+            "tusk.window_rounds",
+            f"an integer >= {smallest} (gc_depth + gc_depth / 4 + {CHECKPOINT_SLACK_ROUNDS}:"
+            " drivers keep the rounds a core installing a checkpoint needs)",
+        )
 
 
 def _check_distinct(path: Path, cores: tuple[CoreEntry, ...]) -> None:

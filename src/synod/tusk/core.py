@@ -306,6 +306,11 @@ _decode_statement = msgspec.msgpack.Decoder(CheckpointStatement).decode
 _decode_chain = msgspec.msgpack.Decoder(tuple[int, bytes]).decode
 
 
+CHECKPOINT_SLACK_ROUNDS = 4
+"""Rounds the committee may move on while a checkpoint's signatures gather at drivers
+(see `checkpoint_rounds`)."""
+
+
 def checkpoint_rounds(gc_depth: int) -> int:
     """Leader rounds between two checkpoints: a quarter of `gc_depth` (at least 2, one
     leader).  A core installing a checkpoint needs the certificates from its floor

@@ -73,7 +73,13 @@ from synod.sim.adversary import AdversaryContext, Behaviour, ByzantineCore, With
 from synod.sim.checkers import Checker, Violation, events_of
 from synod.sim.history import Record
 from synod.sim.world import NodeFactory, NodeRef, RawBytes, World
-from synod.tusk.core import Committed, TuskConfig, TuskCore
+from synod.tusk.core import (
+    CHECKPOINT_SLACK_ROUNDS,
+    Committed,
+    TuskConfig,
+    TuskCore,
+    checkpoint_rounds,
+)
 from synod.tusk.driver import ByzantineDriver, Driver
 from synod.tusk.messages import (
     CODEC,
@@ -98,6 +104,7 @@ SUBMIT_WINDOW_MS = 1_000
 
 AFTER_HEALING_TRANSACTIONS = 10
 AFTER_HEALING_INTERVAL_MS = 100
+LONG_OUTAGE_INTERVAL_MS = 100
 """Once the network heals, each correct core is given this many more transactions,
 this far apart, and must get every one committed on every correct core."""
 
@@ -587,6 +594,17 @@ class TuskScenario:
     weak_parent_attack_only: bool = False
     """Byzantine cores do nothing but `MadeUpWeakParents` (the attack alone, so that a
     run shows it rather than the other behaviours that silence the core)."""
+    long_outage: bool = False
+    """In half the runs (drawn by the seed), one correct core goes down early and stays
+    down until healing while the others are handed a transaction every
+    `LONG_OUTAGE_INTERVAL_MS` until `long_outage_ms`: with the drivers' short window the
+    committee moves on further than the drivers remember, and the core rejoins only by
+    installing a checkpoint."""
+    long_outage_ms: int = 5_000
+    window_rounds: int = 0
+    """The honest drivers' window (`Driver.window_rounds`); 0: 40, or with `long_outage`
+    the shortest that lets a core install a checkpoint (`shortest_window`), so that
+    the committee goes beyond what drivers remember within the outage."""
     name: str = "tusk"
     _keys: list[KeyPair] = field(default_factory=list)
     _expected: set[tuple[str, str]] = field(default_factory=set)
@@ -597,11 +615,16 @@ class TuskScenario:
     _correct_cores: set[str] = field(default_factory=set)
     _slow: dict[int, int] = field(default_factory=dict)
     _world: World | None = None
+    _by_position: dict[int, list[str]] = field(default_factory=dict)
+    _skipped: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    _outage: NodeId | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.cores <= 64 or not 0 <= self.byzantine_cores <= self.cores:
             raise ValueError("core counts out of range")
         self._keys = [core_keys(index) for index in range(self.cores)]
+        if self.window_rounds == 0:
+            self.window_rounds = shortest_window(self.gc_depth) if self.long_outage else 40
         self._correct_cores = {keys.node_id.hex() for keys in self._keys[self.byzantine_cores :]}
 
     @property
@@ -628,7 +651,7 @@ class TuskScenario:
                 factory = _core_factory(keys, committee, config, self._slow.get(index, 0))
                 world.add_node(keys.node_id, factory, CODEC)
         for number in range(self.honest_drivers):
-            driver = Driver(f"driver-{number}", committee, poll_interval_ms=self.poll_interval_ms)
+            driver = Driver(f"driver-{number}", committee)
             world.add_node(driver.node_id, self._driver_factory(driver.name, False), CODEC)
         for number in range(self.byzantine_drivers):
             name = f"byzantine-driver-{number}"
@@ -640,6 +663,39 @@ class TuskScenario:
             self._add_client(world)
         world.observe(self._track)
         self._schedule_transactions(world)
+        if self.long_outage:
+            self._schedule_long_outage(world)
+
+    def _schedule_long_outage(self, world: World) -> None:
+        """Draw the long outage: one correct core (not the slow one) goes down early in
+        the safety phase; see `_extend_outage` for the rest."""
+        rng = world.rng
+        if rng.random() < 0.5:
+            return
+        correct = [i for i in range(self.byzantine_cores, self.cores) if i not in self._slow]
+        down = self._keys[rng.choice(correct)].node_id
+        world.schedule(rng.randint(100, 400), lambda: world.crash(down), "long outage")
+        self._outage = down
+
+    def _extend_outage(self, world: World) -> None:
+        """At healing, the core away stays down `long_outage_ms` more while the others,
+        on a healed network, are handed a transaction every `LONG_OUTAGE_INTERVAL_MS`:
+        they go on further than the drivers remember (`window_rounds`), and the core
+        rejoins only by installing a checkpoint, then must get its own work committed
+        (its after-healing transactions come once it is back)."""
+        down = self._outage
+        assert down is not None
+        now_ms = world.now_ms
+        world.schedule(now_ms + 1, lambda: world.crash(down), "long outage")
+        world.schedule(now_ms + self.long_outage_ms, lambda: world.restart(down), "back")
+        correct = self._keys[self.byzantine_cores :]
+        others = [keys.node_id for keys in correct if keys.node_id != down]
+        times = range(now_ms + 2, now_ms + self.long_outage_ms, LONG_OUTAGE_INTERVAL_MS)
+        for number, at_ms in enumerate(times):
+            transaction = f"during the outage {number}".encode()
+            target = others[number % len(others)]
+            world.input_at(at_ms, target, Proposed(transaction))
+            self._expected.add((target.hex(), transaction.hex()))
 
     def _draw_slow_core(self, rng: random.Random) -> None:
         low_ms, high_ms = self.slow_core_ms
@@ -680,10 +736,14 @@ class TuskScenario:
     def _driver_factory(self, name: str, byzantine: bool) -> Any:
         committee, poll_interval_ms = self.committee, self.poll_interval_ms
 
+        window_rounds = self.window_rounds
+
         def build(storage: Storage, rng: random.Random) -> Core:
             if byzantine:
                 return ByzantineDriver(name, committee, rng, poll_interval_ms=poll_interval_ms)
-            return Driver(name, committee, poll_interval_ms=poll_interval_ms)
+            return Driver(
+                name, committee, poll_interval_ms=poll_interval_ms, window_rounds=window_rounds
+            )
 
         return build
 
@@ -735,6 +795,8 @@ class TuskScenario:
         kind = record["kind"]
         if kind == "heal":
             self._healed = True
+            if self._outage is not None and self._world is not None:
+                self._extend_outage(self._world)
             self._submit_after_healing()
         elif kind == "input lost" and record["event"]["type"] == "Proposed":
             # The client's transaction reached a core that was down: nothing to expect.
@@ -742,9 +804,14 @@ class TuskScenario:
         receipt = events_of(record, "Submitted")
         if receipt is not None and receipt["core"] in self._correct_cores:
             self._expected.add((receipt["core"], receipt["transaction"]))
+        installed = events_of(record, "CheckpointInstalled")
+        if installed is not None and record["node"] in self._correct_cores:
+            skipped = (installed["first_skipped"], installed["sequence"])
+            self._skipped.setdefault(record["node"], []).append(skipped)
         event = events_of(record, "Committed")
         if event is None or record["node"] not in self._correct_cores:
             return
+        self._by_position.setdefault(event["sequence"], list(event["transactions"]))
         for transaction in event["transactions"]:
             self._delivered.add((record["node"], transaction))
         if self._healed:
@@ -759,9 +826,10 @@ class TuskScenario:
         world = self._world
         assert world is not None, "built before it runs"
         for keys in self._keys[self.byzantine_cores :]:
+            back_ms = self.long_outage_ms if keys.node_id == self._outage else 0
             for number in range(AFTER_HEALING_TRANSACTIONS):
                 transaction = f"after healing {keys.node_id.hex()[:8]} {number}".encode()
-                at_ms = world.now_ms + 1 + number * AFTER_HEALING_INTERVAL_MS
+                at_ms = world.now_ms + back_ms + 1 + number * AFTER_HEALING_INTERVAL_MS
                 world.input_at(at_ms, keys.node_id, Proposed(transaction))
                 self._expected.add((keys.node_id.hex(), transaction.hex()))
 
@@ -779,11 +847,26 @@ class TuskScenario:
         if self._fresh != self._correct_cores:
             return False
         expected = {transaction for _, transaction in self._expected}
-        return all(
-            (core, transaction) in self._delivered
-            for core in self._correct_cores
-            for transaction in expected
-        )
+        for core in self._correct_cores:
+            missing = {tx for tx in expected if (core, tx) not in self._delivered}
+            if missing and not missing <= self._skipped_transactions(core):
+                return False
+        return True
+
+    def _skipped_transactions(self, core: str) -> set[str]:
+        """The transactions at the positions `core` skipped by installing a checkpoint:
+        committed by the committee (the checkpoint's chain covers them)."""
+        skipped: set[str] = set()
+        for first, end in self._skipped.get(core, []):
+            for position in range(first, end):
+                skipped.update(self._by_position.get(position, []))
+        return skipped
+
+
+def shortest_window(gc_depth: int) -> int:
+    """The smallest `window_rounds` with which drivers still hold the rounds a core
+    installing a checkpoint needs (as `synod tusk` requires of ``tusk.toml``)."""
+    return gc_depth + checkpoint_rounds(gc_depth) + CHECKPOINT_SLACK_ROUNDS
 
 
 def _core_factory(
