@@ -129,3 +129,33 @@ def test_an_independent_overlay_client_follows_a_synod_scp_run_node(
     threshold, members = expected_quorum_set(network)
     assert quorum_set["quorumSet"]["threshold"] == threshold
     assert set(quorum_set["quorumSet"]["validators"]) == members
+
+
+def test_every_node_answers_status_with_links_to_all_the_others(network: NetworkConfig) -> None:
+    """Over the submit port (status only in this mode): each node is past slot 1 and
+    holds an authenticated overlay link to each of the three others, and no link was
+    ever refused for a MAC sequence out of order (a reply sent while a message was
+    being delivered overtook the flow-control grant made with that delivery)."""
+    import asyncio
+
+    from synod.runtime.node_status import StatusReply, ask_status
+
+    async def statuses() -> list[StatusReply]:
+        return [
+            await ask_status((node.host, node.submit_port)) for node in network.nodes
+        ]
+
+    deadline = time.monotonic() + 30
+    replies = asyncio.run(statuses())
+    while time.monotonic() < deadline and not all(
+        reply.peers_connected == 3 for reply in replies
+    ):
+        time.sleep(0.2)
+        replies = asyncio.run(statuses())
+    assert all(reply.progress >= 2 and reply.peers == 3 for reply in replies), replies
+    assert [reply.peers_connected for reply in replies] == [3, 3, 3, 3], replies
+    logs = network.path.parent / "logs"
+    for node in network.nodes:
+        assert "unexpected auth sequence" not in (logs / f"{node.name}.err").read_text()
+    refused = synod("scp", "submit", str(network.path.parent), "node-0", "an entry")
+    assert refused.returncode == 2 and "Stellar-mode network" in refused.stderr

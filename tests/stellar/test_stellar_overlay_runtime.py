@@ -17,9 +17,11 @@ from synod.fbas.load import load_stellarbeat
 from synod.quorum.qset import QuorumSet
 from synod.runtime.stellar_overlay import (
     CrawlLimits,
+    OverlayConnection,
     OverlayLimits,
     OverlayNode,
     crawl,
+    speaks_scp,
 )
 from synod.scp.stellar import StellarNetwork, node_id_to_strkey
 from synod.stellar.peer import OverlaySettings
@@ -365,3 +367,53 @@ def test_a_peer_that_never_reads_its_answers_is_dropped() -> None:
             await node.close()
 
     asyncio.run(scenario())
+
+
+def test_a_reply_sent_while_a_message_is_delivered_keeps_the_mac_sequence_in_order() -> None:
+    """A handler that answers on the same connection while its message is delivered:
+    the answer must not overtake the flow-control grant made with that delivery (it
+    carries the next MAC sequence number), or the remote refuses the connection with
+    "unexpected auth sequence", as four `synod scp run` nodes in Stellar mode did."""
+    from synod.scp.stellar import envelope_to_xdr_object
+
+    network = StellarNetwork(TESTNET)
+    flood = 3 * SETTINGS.send_more_batch_messages  # crosses two grant batches
+
+    async def scenario() -> tuple[int, str | None, str | None]:
+        answered = 0
+
+        def answer(connection: OverlayConnection, message: xdr.StellarMessage) -> None:
+            nonlocal answered
+            if message.type == xdr.MessageType.SCP_MESSAGE:
+                state_request = xdr.StellarMessage(
+                    xdr.MessageType.GET_SCP_STATE, get_scp_ledger_seq=xdr.Uint32(0)
+                )
+                connection.send(state_request)
+                answered += 1
+
+        receiver = OverlayNode(KEYS[1], SETTINGS, handler=answer, accept=speaks_scp)
+        sender = OverlayNode(KEYS[0], SETTINGS)
+        _host, port = await receiver.start("127.0.0.1", 0)
+        try:
+            connection = await sender.connect("127.0.0.1", port)
+            assert await connection.wait_for(lambda: connection.peer.authenticated, 10)
+            store = ScpStateStore()
+            for slot in range(1, flood + 1):
+                envelope = store.nominate(KEYS[0], network, QSET, slot, stellar_value(slot))
+                connection.send(
+                    xdr.StellarMessage(
+                        xdr.MessageType.SCP_MESSAGE, envelope=envelope_to_xdr_object(envelope)
+                    )
+                )
+            await connection.wait_for(lambda: answered >= flood, 20)
+            # The answers come back after the grants; the sender reads all of them.
+            await connection.wait_for(lambda: connection.received >= flood, 20)
+            (accepted,) = receiver.connections
+            return answered, connection.close_reason, accepted.close_reason
+        finally:
+            await sender.close()
+            await receiver.close()
+
+    answered, sender_closed, receiver_closed = asyncio.run(scenario())
+    assert (sender_closed, receiver_closed) == (None, None)
+    assert answered == flood

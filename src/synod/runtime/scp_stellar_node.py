@@ -15,7 +15,8 @@ status`` and `synod.runtime.scp_node.read_log` read it like any other node.
 
 Outside tools (a Stellar crawler, stellar-core as a watcher) connect to the node's peer
 port like any Stellar peer.  Clients' entries need transaction sets, which this mode
-does not carry: the submit port is not opened.
+does not carry: the submit port answers status requests only (`synod.runtime.node_status`:
+the slot, links to the other nodes, overlay counters) and refuses anything else.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from synod.crypto import KeyPair
+from synod.runtime.node_status import StatusReply, answer_status
+from synod.runtime.rpc import RequestRejected, RpcServer
 from synod.runtime.scp_node import read_log
 from synod.runtime.stellar_scp import ScpTuning, StellarScpNode
 from synod.scp.application import Externalized
@@ -112,6 +115,7 @@ class StellarLogNode:
             self.application.record(slot_index, value)
         self.restored_slots = len(restored)
         self._next_proposal: asyncio.TimerHandle | None = None
+        self._status_server: RpcServer | None = None
 
     @property
     def next_slot(self) -> int:
@@ -121,6 +125,9 @@ class StellarLogNode:
     async def start(self) -> tuple[str, int]:
         """Listen on the node's peer address, dial the others, propose the next slot."""
         address = await self.node.start(self.entry.host, self.entry.port)
+        self._status_server = RpcServer(_refuse_entries)
+        answer_status(self._status_server, self.status)
+        await self._status_server.start(self.entry.host, self.entry.submit_port)
         self.node.connect_to(
             [(node.host, node.port) for node in self.config.nodes if node is not self.entry]
         )
@@ -131,7 +138,32 @@ class StellarLogNode:
         """Stop proposing and close the node (its store and lock included)."""
         if self._next_proposal is not None:
             self._next_proposal.cancel()
+        if self._status_server is not None:
+            await self._status_server.close()
         await self.node.close()
+
+    def status(self) -> StatusReply:
+        """What ``synod scp status`` asks over the submit port, from counters only."""
+        others = {bytes(node.node_id) for node in self.config.nodes if node is not self.entry}
+        connections = self.node.overlay.connections
+        linked = {
+            bytes(connection.peer.peer_id)
+            for connection in connections
+            if connection.peer.authenticated and connection.peer.peer_id is not None
+        }
+        return StatusReply(
+            protocol="scp",
+            progress_name="slot",
+            progress=max(0, self.next_slot - 1),
+            peers=len(others),
+            peers_connected=len(others & linked),
+            pending=0,
+            details={
+                "overlay_connections": len(connections),
+                "relayed_envelopes": self.node.relayed,
+                "unsent_messages": self.node.unsent,
+            },
+        )
 
     async def serve(self, on_ready: Callable[[StellarLogNode], None] | None = None) -> int:
         """Run until SIGINT/SIGTERM (exit status 0) or a store failure (1)."""
@@ -178,6 +210,10 @@ class StellarLogNode:
             if previous_close is not None:
                 close_time = max(close_time, previous_close + 1)
         self.node.propose(stellar_value(close_time), slot_index)
+
+
+async def _refuse_entries(client: str, request_id: int, body: bytes) -> bytes | None:
+    raise RequestRejected("a Stellar-mode node takes no entries (status requests only)")
 
 
 async def run_stellar_log_node(

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -140,6 +140,8 @@ class OverlayConnection:
         self._writer = writer
         self._on_message = on_message
         self._progress = asyncio.Event()
+        self._outputs: deque[object] = deque()
+        self._applying = False
 
     def send(self, message: xdr.StellarMessage) -> None:
         """Send a message after the handshake (flood messages wait for capacity)."""
@@ -198,22 +200,39 @@ class OverlayConnection:
             await close_writer(self._writer, timeout_s=1.0)
 
     def _apply(self, outputs: Iterable[object]) -> None:
-        for output in outputs:
-            if self.closed.is_set():
-                return
-            if isinstance(output, Write):
-                self._write(output.data)
-            elif isinstance(output, Authenticated):
-                self.authenticated.set()
-                self.node.on_authenticated(self, output)
-            elif isinstance(output, MessageReceived):
-                self.received += 1
-                self.node.on_message(self, output.message)
-                if self._on_message is not None:
-                    self._on_message(self, output.message)
-            elif isinstance(output, Closed):
-                self._finish(output.reason)
+        """Apply the peer's outputs in the order it made them.
+
+        A handler that sends on this connection while one of its messages is being
+        delivered re-enters here; its writes carry later MAC sequence numbers than the
+        writes still waiting in the outer call (a flow-control grant made with the
+        delivery), so they queue behind them instead of jumping ahead, which the remote
+        would refuse as an unexpected sequence and close the connection.
+        """
+        self._outputs.extend(outputs)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._outputs and not self.closed.is_set():
+                self._apply_one(self._outputs.popleft())
+            self._outputs.clear()
+        finally:
+            self._applying = False
         self._progress.set()
+
+    def _apply_one(self, output: object) -> None:
+        if isinstance(output, Write):
+            self._write(output.data)
+        elif isinstance(output, Authenticated):
+            self.authenticated.set()
+            self.node.on_authenticated(self, output)
+        elif isinstance(output, MessageReceived):
+            self.received += 1
+            self.node.on_message(self, output.message)
+            if self._on_message is not None:
+                self._on_message(self, output.message)
+        elif isinstance(output, Closed):
+            self._finish(output.reason)
 
     def _write(self, data: bytes) -> None:
         transport = self._writer.transport
@@ -449,6 +468,10 @@ class OverlayNode:
         self.connections.add(connection)
         try:
             await connection.run()
+        except asyncio.CancelledError:
+            # Shutdown cancelled the connection (its socket is closed by `run`); ending
+            # normally keeps asyncio's server from logging a cancelled handler as an error.
+            pass
         finally:
             self.connections.discard(connection)
             self.slots.release(slot)
