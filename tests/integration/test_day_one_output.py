@@ -126,3 +126,21 @@ def test_a_fastpay_genesis_for_a_committee_that_tolerates_no_fault_is_refused_un
     assert forced.returncode == 0, forced.stderr
     accepted = fastpay("client", "--committee", "four.json", *create)
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_every_init_table_fits_80_columns_with_five_digit_ports(tmp_path: Path) -> None:
+    ports = [str(port) for port in free_ports(8)]
+    assert all(len(port) == 5 for port in ports)  # Linux hands out 32768..60999
+    commands = [
+        ("rbc", "init", str(tmp_path / "rbc"), "--ports", ",".join(ports[:4])),
+        ("tusk", "init", str(tmp_path / "tusk"), "--ports", ",".join(ports[:4])),
+        ("scp", "init", str(tmp_path / "scp"), "--ports", ",".join(ports[:4]),
+         "--submit-ports", ",".join(ports[4:])),
+        ("crdt", "init-network", str(tmp_path / "crdt"), "--relay-port", ports[0]),
+        ("crdt", "init", str(tmp_path / "alice"), "--relay", f"ws://127.0.0.1:{ports[0]}"),
+    ]  # fmt: skip
+    for command in commands:
+        done = synod(*command)
+        assert done.returncode == 0, (command, done.stderr)
+        lines = done.stdout.splitlines()
+        assert lines and all(len(line) <= 80 for line in lines), (command, lines)

@@ -217,9 +217,12 @@ def _summary(
     complete = tally.everyone_has(names, expected)
     clean = all(code == 0 for code in exit_codes.values())
     verdict = agree and complete and clean
-    click.echo(
-        f"agreement: {'yes' if agree else 'NO'}; every node has all {expected} values: "
-        f"{'yes' if complete else 'NO'}; clean shutdown: {'yes' if clean else 'NO'}"
+    print_verdict(
+        {
+            "agreement": agree,
+            f"every node has all {expected} values": complete,
+            "clean shutdown": clean,
+        }
     )
     return verdict
 
@@ -438,15 +441,22 @@ def _scp_summary(
         if slot in logs[name]
     )
     slots = max((len(log) for log in logs.values()), default=0)
-    click.echo(
-        f"agreement: {_yes(verdict.agree)}; every node has all {slots} slots: "
-        f"{_yes(verdict.complete)}; each of the {len(submitted)} values exactly once: "
-        f"{_yes(verdict.exactly_once)}; clean shutdown: {_yes(verdict.clean)}"
+    print_verdict(
+        {
+            "agreement": verdict.agree,
+            f"every node has all {slots} slots": verdict.complete,
+            f"each of the {len(submitted)} values exactly once": verdict.exactly_once,
+            "clean shutdown": verdict.clean,
+        }
     )
     if not printed_match:
         click.echo("a node's store differs from what it printed live", err=True)
     return verdict.ok and printed_match
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "NO"
+def print_verdict(checks: Mapping[str, bool]) -> None:
+    """The verdict of a demonstration, one check a line (``  yes  what was checked``), so
+    that it fits 80 columns however long the checks' names."""
+    click.echo("verdict:")
+    for name, ok in checks.items():
+        click.echo(f"  {'yes' if ok else 'NO ':<4} {name}")

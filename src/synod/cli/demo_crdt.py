@@ -115,5 +115,7 @@ def _verdict(digests: dict[str, Any], total: int, clean: bool) -> bool:
         "nothing left waiting": all(digest["waiting"] == 0 for digest in digests.values()),
         "clean shutdown": clean,
     }
-    click.echo("; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
+    from synod.cli.demo import print_verdict
+
+    print_verdict(checks)
     return all(checks.values())

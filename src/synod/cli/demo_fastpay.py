@@ -131,5 +131,7 @@ def _verdict(
         "clean shutdown": clean,
     }
     click.echo(json.dumps({"balances": list(balances.values())}))
-    click.echo("; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
+    from synod.cli.demo import print_verdict
+
+    print_verdict(checks)
     return all(checks.values())

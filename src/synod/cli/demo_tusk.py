@@ -137,6 +137,10 @@ def _verdict(orders: dict[str, list[Any]], sent: list[str], clean: bool) -> bool
         "clean shutdown": clean,
     }
     counts = {name: len(events) for name, events in orders.items()}
-    click.echo(json.dumps({"certificates printed per core": counts}))
-    click.echo("; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
+    click.echo(
+        "certificates printed: " + ", ".join(f"{name} {count}" for name, count in counts.items())
+    )
+    from synod.cli.demo import print_verdict
+
+    print_verdict(checks)
     return all(checks.values())

@@ -121,7 +121,8 @@ def print_network(config: NetworkConfig) -> None:
     from synod.crypto import node_id_text
 
     for node in config.nodes:
-        click.echo(f"{node.name}  {node_id_text(node.node_id)}  {node.host}:{node.port}")
+        # one space each: a 56-character id and a 5-digit port still fit 80 columns
+        click.echo(f"{node.name} {node_id_text(node.node_id)} {node.host}:{node.port}")
     click.echo(f"wrote {config.path}", err=True)
 
 

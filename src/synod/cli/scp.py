@@ -222,10 +222,10 @@ def print_network(config: NetworkConfig) -> None:
     from synod.crypto import node_id_text
 
     for node in config.nodes:
-        click.echo(
-            f"{node.name}  {node_id_text(node.node_id)}  {node.host}:{node.port}  "
-            f"submit {node.host}:{node.submit_port}"
-        )
+        # the submit address on a line of its own: with the 56-character id, one line
+        # holding both addresses would not fit 80 columns
+        click.echo(f"{node.name} {node_id_text(node.node_id)} {node.host}:{node.port}")
+        click.echo(f"{'':<{len(node.name)}} submit {node.host}:{node.submit_port}")
     click.echo(f"wrote {config.path}", err=True)
 
 

@@ -135,7 +135,8 @@ def init(  # noqa: PLR0917 - one parameter per click option
         entries.append((name, node_id_text(pair.node_id), host, port, f"{name}.key"))
     config_path.write_text(render_config(entries), encoding="utf-8")
     for name, node_id, core_host, port, _ in entries:
-        click.echo(f"{name}  {node_id}  {core_host}:{port}")
+        # one space each: a 56-character id and a 5-digit port still fit 80 columns
+        click.echo(f"{name} {node_id} {core_host}:{port}")
     click.echo(f"wrote {config_path}", err=True)
 
 
