@@ -205,3 +205,37 @@ def test_four_nodes_decide_the_same_chain_of_stellar_values_and_resume_after_res
 
 def _agree(log: dict[int, bytes], other: dict[int, bytes]) -> bool:
     return all(log[slot] == other[slot] for slot in set(log) & set(other))
+
+
+def test_a_member_whose_clock_runs_an_hour_ahead_neither_stalls_nor_moves_the_chain(
+    tmp_path: Path,
+) -> None:
+    """An insider within the bound (one of four) nominates close times an hour ahead:
+    the three others keep deciding, and every decided close time stays within a minute
+    of real time.  (Whether its value is ever up for a vote depends on the leader
+    schedule, which hashes the previous value; the rule that refuses it is checked
+    directly by `test_a_nominated_close_time_more_than_a_minute_ahead_is_invalid`.)"""
+    import time
+
+    directory = tmp_path / "net"
+    start_network(directory, 4)
+    config = load_network(directory)
+    ahead = config.nodes[3]
+    nodes = [
+        StellarLogNode(
+            config,
+            entry,
+            read_key_file(entry.key_file),
+            wall_clock_s=(lambda: time.time() + 3600) if entry is ahead else time.time,
+        )
+        for entry in config.nodes
+    ]
+    started = time.time()
+    asyncio.run(run_until(nodes, 3, []))
+    finished = time.time()
+    log = read_network_logs(config)["node-0"]
+    assert log is not None and {1, 2, 3} <= set(log)
+    for slot in sorted(log):
+        close_time = close_time_of(log[slot])
+        assert close_time is not None
+        assert started - 1 <= close_time <= finished + 60, (slot, close_time - started)
