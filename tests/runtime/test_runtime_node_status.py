@@ -3,6 +3,8 @@ handler, everything else passed through unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from runtime_helpers import asynchronous
 
@@ -57,3 +59,37 @@ async def test_a_server_without_status_and_a_closed_port_are_unanswered() -> Non
         await server.close()
     with pytest.raises(StatusUnanswered, match="cannot connect"):
         await ask_status(address, timeout_s=5)
+
+
+@asynchronous
+async def test_a_flood_of_status_requests_is_answered_and_never_reaches_the_core() -> None:
+    """An outsider pipelining status requests on one connection: each is answered from
+    counters (the core's handler never runs), and a request for the core still passes."""
+    reached: list[bytes] = []
+    described = 0
+
+    async def core(client: str, request_id: int, body: bytes) -> bytes | None:
+        reached.append(body)
+        return b"done"
+
+    def describe() -> StatusReply:
+        nonlocal described
+        described += 1
+        return REPLY
+
+    server = RpcServer(core)
+    address = await server.start("127.0.0.1", 0)
+    answer_status(server, describe)
+    client = RpcClient(address)
+    try:
+        results = await asyncio.gather(
+            *(client.call(STATUS_REQUEST_BYTES, timeout_s=30) for _ in range(500))
+        )
+        assert all(isinstance(result, RpcReply) for result in results)
+        assert described == 500 and reached == []
+        after = await client.call(b"work", timeout_s=5)
+        assert isinstance(after, RpcReply) and after.body == b"done"
+        assert reached == [b"work"]
+    finally:
+        await client.close()
+        await server.close()
