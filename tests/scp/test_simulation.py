@@ -14,11 +14,13 @@ from __future__ import annotations
 import collections
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from synod.quorum.qset import QuorumSet, is_satisfied_by
+from synod.scp import ScpConfig
 from synod.sim.checkers import check_history
 from synod.sim.runner import RunSettings, run_scenario
 from synod.sim.scenarios.scp import (
@@ -111,6 +113,54 @@ def test_a_costly_insider_neither_stalls_nor_mutes_and_nodes_away_deliver_every_
         if not outcome.ok:
             failures.append(f"{outcome.summary()}: {outcome.violations[0]}")
     assert not failures, "\n".join(failures)
+
+
+# Nodes away for longer than peers keep decisions (2) and than the window (2 slots):
+# 8 slots, a checkpoint every 2; the returning node must install checkpoints, then
+# decisions, and deliver every slot in order.  (topology, nodes, byzantine, count)
+RETENTION_CHUNKS = [
+    ("symmetric", 4, 1, 12),
+    ("symmetric", 7, 1, 8),
+    ("tiered", 9, 1, 6),
+    ("symmetric", 10, 2, 4),
+]
+
+
+def retention_scenario(kind: str, nodes: int, byzantine: int) -> ScpScenario:
+    topology = build_topology(kind, nodes, byzantine)  # type: ignore[arg-type]
+    return ScpScenario(topology, slots=8, insider=True, away=1, window=2, retention=2)
+
+
+@pytest.mark.parametrize(("kind", "nodes", "byzantine", "count"), RETENTION_CHUNKS)
+def test_nodes_away_beyond_what_peers_keep_rejoin_from_checkpoints(
+    kind: str, nodes: int, byzantine: int, count: int
+) -> None:
+    failures = []
+    for seed in range(count):
+        outcome = run_scenario(retention_scenario(kind, nodes, byzantine), seed, INSIDER_SETTINGS)
+        if not outcome.ok:
+            failures.append(f"{outcome.summary()}: {outcome.violations[0]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_without_checkpoints_the_liveness_checker_catches_a_node_left_behind() -> None:
+    """The scenario above as the code was before checkpoints: no attestations, so the
+    returning node is told `SlotsUnavailable` and never delivers slot 1."""
+
+    class NoCheckpoints(ScpScenario):
+        def _config(self, *args: Any, **kwargs: Any) -> ScpConfig:
+            config = super()._config(*args, **kwargs)
+            config.checkpoint_interval = 0
+            return config
+
+    topology = build_topology("symmetric", 7, 1)
+    for seed in (0, 1):
+        scenario = NoCheckpoints(topology, slots=8, insider=True, away=1, window=2, retention=2)
+        outcome = run_scenario(scenario, seed, INSIDER_SETTINGS)
+        assert not outcome.ok
+        assert "liveness" in str(outcome.violations[0])
+        scenario = retention_scenario("symmetric", 7, 1)
+        assert run_scenario(scenario, seed, INSIDER_SETTINGS).ok
 
 
 def test_insider_runs_exercise_made_up_ids_maybe_values_and_catch_up() -> None:
@@ -387,6 +437,17 @@ def test_sim_scp_command_runs_the_costly_insider_with_a_node_away() -> None:
     assert "slot 5:" in result.output and "by 6 (of 6 intact nodes)" in result.output
     refused = CliRunner().invoke(command, ["--nodes", "4", "--away", "4"])
     assert refused.exit_code == 2
+
+
+def test_sim_scp_command_runs_nodes_away_beyond_what_peers_keep() -> None:
+    from synod.cli.sim_scp import command
+
+    arguments = ["--seed", "3", "--nodes", "4", "--insider", "--away", "1"]
+    arguments += ["--window", "2", "--retention", "2", "--slots", "8"]
+    result = CliRunner().invoke(command, arguments)
+    assert result.exit_code == 0, result.output
+    assert "peers keep 2 decision(s), a checkpoint every 2 slot(s)" in result.output
+    assert "slot 8:" in result.output and "by 3 (of 3 intact nodes)" in result.output
 
 
 def test_sim_scp_command_exits_1_on_a_fork() -> None:

@@ -70,6 +70,13 @@ if TYPE_CHECKING:
     default=None,
     help="Slots each node retains and takes part in ahead (default: the whole workload).",
 )
+@click.option(
+    "--retention",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Decisions each node keeps for peers, and slots between checkpoints (default: "
+    "beyond the workload); below an outage, nodes away rejoin from checkpoints.",
+)
 @common_options
 def command(  # noqa: PLR0917 (click passes every option by keyword)
     nodes: int,
@@ -80,6 +87,7 @@ def command(  # noqa: PLR0917 (click passes every option by keyword)
     insider: bool,
     away: int,
     window: int | None,
+    retention: int | None,
     **common: Any,
 ) -> None:
     """The Stellar Consensus Protocol with Byzantine nodes and network faults."""
@@ -96,7 +104,13 @@ def command(  # noqa: PLR0917 (click passes every option by keyword)
 
     def build() -> ScpScenario:
         return ScpScenario(
-            shape, slots=slots, collude=collude, insider=insider, away=away, window=window
+            shape,
+            slots=slots,
+            collude=collude,
+            insider=insider,
+            away=away,
+            window=window,
+            retention=retention,
         )
 
     run_many(build, describe=describe, **common)

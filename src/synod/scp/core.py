@@ -994,8 +994,10 @@ class ScpCore:
         self._ballot_envelopes = {
             key: envelope for key, envelope in self._ballot_envelopes.items() if key[0] >= new_floor
         }
+        # a decision not delivered yet stays whatever its age: it may be the only
+        # record of its slot anywhere (peers prune theirs the same way)
         for slot_index in self.decisions.prune(
-            self.next_slot_index - self.config.retained_decisions
+            min(self.next_slot_index - self.config.retained_decisions, self.delivered_through + 1)
         ):
             step.persist.append(Persist(decision_record_key(slot_index), None))
         for slot_index in [index for index in self._heard if index < new_floor]:

@@ -66,7 +66,8 @@ checker on `Externalized` events):
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -76,6 +77,7 @@ from synod.core import (
     Core,
     Input,
     Outgoing,
+    Persist,
     Proposed,
     Received,
     Send,
@@ -103,6 +105,8 @@ from synod.scp import (
     Validity,
     sign_statement,
 )
+from synod.scp.application import CheckpointVerified
+from synod.scp.log import GENESIS_HEAD, SEGMENT_CODEC, LogSegment, chain_head
 from synod.sim.adversary import (
     AdversaryContext,
     Behaviour,
@@ -115,7 +119,7 @@ from synod.sim.adversary import (
 from synod.sim.checkers import AgreementChecker, Checker, Violation, events_of
 from synod.sim.history import Record
 from synod.sim.world import NodeFactory, NodeRef, World
-from synod.wire import canonical_bytes
+from synod.wire import DecodeError, canonical_bytes
 
 TopologyKind = Literal["symmetric", "tiered", "disjoint"]
 TOPOLOGIES: tuple[TopologyKind, ...] = ("symmetric", "tiered", "disjoint")
@@ -161,6 +165,18 @@ class SimApplication(Application):
     round_ms: int = 150
     later_asks: int = 0
     asked: dict[bytes, int] = field(default_factory=dict)
+    ledger: ValueLedger | None = None
+    """The node's delivered values, when it serves and installs checkpoints."""
+
+    def checkpoint_state(self, first_slot_index: int, slot_index: int) -> bytes | None:
+        return self.ledger.segment(first_slot_index, slot_index) if self.ledger else None
+
+    def checkpoint_matches(
+        self, first_slot_index: int, slot_index: int, digest: bytes, state: bytes
+    ) -> bool:
+        if self.ledger is None:
+            return False
+        return self.ledger.matches(first_slot_index, slot_index, digest, state)
 
     def validate_value(self, slot_index: int, value: bytes, nomination: bool) -> Validity:
         if not is_valid_value(slot_index, value):
@@ -177,6 +193,97 @@ class SimApplication(Application):
 
     def ballot_timeout_ms(self, counter: int) -> int:
         return self.round_ms * (1 + counter)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+_VALUE_KEY_PREFIX = b"sim/value/"
+
+
+class ValueLedger:
+    """What a simulated application keeps to take part in checkpoints: every value it
+    was handed, in slot order, and the head of the replicated log's hash chain over
+    them (`synod.scp.log.chain_head`), so its checkpoints are log segments."""
+
+    def __init__(self, first_slot_index: int, storage: Mapping[bytes, bytes]) -> None:
+        self.values: dict[int, bytes] = {}
+        self.through = first_slot_index - 1
+        self.head = GENESIS_HEAD
+        for key in sorted(key for key in storage if key.startswith(_VALUE_KEY_PREFIX)):
+            self.append(struct.unpack(">Q", key[len(_VALUE_KEY_PREFIX) :])[0], storage[key])
+
+    def append(self, slot_index: int, value: bytes) -> None:
+        assert slot_index == self.through + 1, "values are handed out in slot order"
+        self.values[slot_index] = value
+        self.through = slot_index
+        self.head = chain_head(self.head, slot_index, value)
+
+    def segment(self, first_slot_index: int, slot_index: int) -> bytes | None:
+        if first_slot_index not in self.values or slot_index > self.through:
+            return None
+        values = tuple(self.values[index] for index in range(first_slot_index, slot_index + 1))
+        return SEGMENT_CODEC.encode(LogSegment(first_slot_index, values))
+
+    def matches(self, first_slot_index: int, slot_index: int, digest: bytes, state: bytes) -> bool:
+        if first_slot_index != self.through + 1:
+            return False
+        try:
+            segment = SEGMENT_CODEC.decode(state)
+        except DecodeError:
+            return False
+        if (
+            segment.first_slot_index != first_slot_index
+            or len(segment.values) != slot_index - first_slot_index + 1
+        ):
+            return False
+        head = self.head
+        for offset, value in enumerate(segment.values):
+            head = chain_head(head, first_slot_index + offset, value)
+        return head == digest
+
+
+class CheckpointingCore:
+    """A correct node's application around its `ScpCore`: it records each value handed
+    out (persisted, so a restart rebuilds the chain), attests every checkpoint slot,
+    and installs a verified checkpoint as the values of the slots it missed (handed
+    out as `Externalized`, in order) before moving SCP past them."""
+
+    def __init__(self, core: ScpCore, ledger: ValueLedger) -> None:
+        self.scp = core
+        self.ledger = ledger
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.scp.node_id
+
+    def handle(self, event: Input, now_ms: int) -> Step:
+        step = self.scp.handle(event, now_ms)
+        for verified in [e for e in step.events if isinstance(e, CheckpointVerified)]:
+            segment = SEGMENT_CODEC.decode(verified.state)
+            step.events.extend(
+                Externalized(verified.first_slot_index + offset, value)
+                for offset, value in enumerate(segment.values)
+            )
+            _merge_steps(step, self.scp.advance_to(verified.slot_index + 1, now_ms))
+        for handed in [e for e in step.events if isinstance(e, Externalized)]:
+            if handed.slot_index == self.ledger.through + 1:
+                self.ledger.append(handed.slot_index, handed.value)
+                key = _VALUE_KEY_PREFIX + struct.pack(">Q", handed.slot_index)
+                step.persist.append(Persist(key, handed.value))
+                self._attest(handed.slot_index, step, now_ms)
+        return step
+
+    def _attest(self, slot_index: int, step: Step, now_ms: int) -> None:
+        interval = self.scp.config.checkpoint_interval
+        if interval > 0 and slot_index % interval == 0:
+            _merge_steps(step, self.scp.attest(slot_index, self.ledger.head, now_ms))
+
+
+def _merge_steps(step: Step, other: Step) -> None:
+    step.persist.extend(other.persist)
+    step.outgoing.extend(other.outgoing)
+    step.timers.extend(other.timers)
+    step.events.extend(other.events)
 
 
 # ---------------------------------------------------------------- topologies
@@ -621,6 +728,10 @@ class ScpScenario:
     by more than their slot window, and must deliver every slot in order)."""
     window: int | None = None
     """Slots retained and slots ahead of each node (None: the whole workload fits)."""
+    retention: int | None = None
+    """Decisions each node keeps, and slots between checkpoints (None: the defaults,
+    beyond any workload): smaller than an outage, a node that was away rejoins from
+    checkpoints its application installs, then from decisions."""
     name: str = "scp"
     story: list[str] = field(default_factory=list)
     _keys: list[KeyPair] = field(default_factory=list)
@@ -671,30 +782,59 @@ class ScpScenario:
         for index in self.topology.correct()[: self.away]:
             world.silence(self._keys[index].node_id)
             self.story.append(f"node {index} away until healing")
+        if self.retention is not None:
+            self.story.append(
+                f"peers keep {self.retention} decision(s), a checkpoint every "
+                f"{self.retention} slot(s)"
+            )
         world.observe(self._track)
         self._schedule_proposals(world)
 
-    def _config(self, index: int, extra_quorum_sets: Sequence[QuorumSet] = ()) -> ScpConfig:
+    def _config(
+        self,
+        index: int,
+        extra_quorum_sets: Sequence[QuorumSet] = (),
+        ledger: ValueLedger | None = None,
+    ) -> ScpConfig:
         known = sorted(set(self.topology.quorum_sets), key=_qset_order)
         # by default the whole workload fits the slot window; a small `window` makes a
         # node that was away fall behind it, so it catches up from decisions and proofs
         retained = self.window if self.window is not None else max(4, self.slots)
         ahead = self.window if self.window is not None else max(8, self.slots)
-        return ScpConfig(
+        application = SimApplication(
+            self.round_ms, later_asks=2 if self.insider else 0, ledger=ledger
+        )
+        config = ScpConfig(
             keys=self._keys[index],
             quorum_set=self.topology.quorum_sets[index],
-            application=SimApplication(self.round_ms, later_asks=2 if self.insider else 0),
+            application=application,
             known_quorum_sets=[*known, *extra_quorum_sets],
             rebroadcast_interval_ms=self.rebroadcast_interval_ms,
             retained_slots=retained,
             max_slots_ahead=ahead,
         )
+        if self.retention is not None:
+            config.retained_decisions = self.retention
+            config.checkpoint_interval = self.retention
+        return config
+
+    def _running(self, config: ScpConfig, storage: Storage) -> tuple[ScpCore, Core]:
+        """The node's SCP core, and the core the world runs: with a ledger, the
+        application that attests and installs checkpoints around it."""
+        core = ScpCore(config, storage)
+        application = config.application
+        if isinstance(application, SimApplication) and application.ledger is not None:
+            return core, CheckpointingCore(core, application.ledger)
+        return core, core
+
+    def _ledger(self, storage: Storage) -> ValueLedger | None:
+        return ValueLedger(1, storage) if self.retention is not None else None
 
     def _correct_factory(self, index: int) -> Callable[[Storage, random.Random], Core]:
         def build(storage: Storage, rng: random.Random) -> Core:
-            core = ScpCore(self._config(index), storage)
-            self._cores[index] = core
-            return core
+            config = self._config(index, ledger=self._ledger(storage))
+            self._cores[index], running = self._running(config, storage)
+            return running
 
         return build
 
@@ -704,8 +844,8 @@ class ScpScenario:
         members = self.members
 
         def build(storage: Storage, rng: random.Random) -> Core:
-            inner = ScpCore(self._config(index, forger.claimable_quorum_sets), storage)
-            self._cores[index] = inner
+            config = self._config(index, forger.claimable_quorum_sets, self._ledger(storage))
+            self._cores[index], inner = self._running(config, storage)
             return ByzantineCore(inner, members, rng, CODEC, behaviours)
 
         return build
