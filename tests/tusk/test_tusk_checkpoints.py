@@ -13,9 +13,15 @@ import synod.tusk.messages as tusk_messages
 from synod.core import CallFailed, RequestReceived, Response, Started, Step, TimerFired
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
-from synod.sim.scenarios.tusk import committed, submit, tusk_world
+from synod.sim.scenarios.tusk import committed, delivered_transactions, submit, tusk_world
 from synod.sim.world import World
-from synod.tusk.core import CheckpointInstalled, Committed, TuskConfig, TuskCore
+from synod.tusk.core import (
+    COMMIT_LOG_PREFIX,
+    CheckpointInstalled,
+    Committed,
+    TuskConfig,
+    TuskCore,
+)
 from synod.tusk.driver import BLOCK_RETRY_POLLS, POLL_TIMER, Driver
 from synod.tusk.messages import (
     Certificate,
@@ -260,3 +266,44 @@ def test_a_driver_carries_a_checkpoint_of_f_plus_one_to_a_core_below_its_floor_o
             driver.handle(CallFailed(call.to, call.request_id, "timeout"), poll * 50)
     assert {core_id for _, core_id in carried} == {CORES[3]}, "only to the core behind"
     assert len(carried) == 2, "again after BLOCK_RETRY_POLLS polls, not with every request"
+
+
+def _commit_positions(storage: dict[bytes, bytes]) -> list[int]:
+    return sorted(
+        int.from_bytes(key[len(COMMIT_LOG_PREFIX) :], "big")
+        for key in storage
+        if key.startswith(COMMIT_LOG_PREFIX)
+    )
+
+
+def test_a_pruned_delivery_log_stays_bounded_and_a_core_resumes_from_it() -> None:
+    kept = 8
+    world = tusk_world(KEYS, seed=9, config=TuskConfig(gc_depth=4, kept_commits=kept))
+    records: list[int] = []
+    for phase in range(2):
+        for number in range(40):
+            submit(world, CORES[number % 4], [f"tx {phase} {number}".encode()])
+            world.run_until(world.now_ms + 30)
+        last = f"tx {phase} 39".encode()
+        assert world.step_until(
+            lambda last=last: all(last in delivered_transactions(world, c) for c in CORES)
+        )
+        records.append(len(world.node(CORES[1]).storage))
+    pruned = core(world, 1)
+    assert pruned.checkpoint is not None
+    checkpoint = pruned.checkpoint.statement.sequence
+    positions = _commit_positions(world.node(CORES[1]).storage)
+    assert positions == list(range(checkpoint - kept, pruned.committed_count))
+    assert pruned.committed_count > 3 * len(positions), "most of the log is gone"
+    assert records[1] <= records[0] + kept, "a second phase of as much work grows nothing"
+    before = (pruned.committed_count, pruned.chain, pruned.round)
+    world.crash(CORES[1])
+    world.restart(CORES[1])
+    rebuilt = core(world, 1)
+    assert (rebuilt.committed_count, rebuilt.chain, rebuilt.round) == before
+    assert world.step_until(lambda: rebuilt.takes_transactions, max_ms=world.now_ms + 5_000)
+    submit(world, CORES[1], [b"after the restart"])
+    assert world.step_until(
+        lambda: all(b"after the restart" in delivered_transactions(world, c) for c in CORES),
+        max_ms=world.now_ms + 10_000,
+    )

@@ -38,6 +38,7 @@ SETTINGS: dict[str, tuple[int, int]] = {
     "poll_interval_ms": (50, 1),
     "window_rounds": (150, 2),
     "call_timeout_ms": (2_000, 1),
+    "kept_commits": (100_000, 0),
 }
 """Settings of ``[tusk]``: name -> (default, smallest allowed value)."""
 
@@ -76,6 +77,7 @@ class TuskNetwork:
             max_batch_transactions=self.settings["max_batch_transactions"],
             max_batch_bytes=self.settings["max_batch_bytes"],
             network=self.network,
+            kept_commits=self.settings["kept_commits"],
         )
 
     def new_driver(self, name: str) -> Driver:

@@ -144,6 +144,12 @@ class TuskConfig:
     """The network id (`synod.crypto.in_network`): in every signature domain and in the
     committee context every header carries, so that a core of one network refuses what
     was signed for another, even with the same key."""
+    kept_commits: int | None = None
+    """Delivery-log records kept below this core's latest checkpoint (None: the whole
+    log).  At each checkpoint it signs or installs, the records more than this many
+    positions below it are deleted: the core needs none of them (it resumes from the
+    checkpoint), only readers of the log (`synod tusk watch`, acknowledgements after a
+    restart) do."""
 
     def __post_init__(self) -> None:
         if self.gc_depth < 2:
@@ -159,6 +165,8 @@ class TuskConfig:
             raise ValueError("max_pending_transactions must be positive")
         if self.min_header_delay_ms < 0:
             raise ValueError("min_header_delay_ms must not be negative")
+        if self.kept_commits is not None and self.kept_commits < 0:
+            raise ValueError("kept_commits must not be negative")
         in_network(b"synod/tusk", self.network)  # raises ValueError for a bad network id
 
 
@@ -371,6 +379,7 @@ class TuskCore:
         self._checkpoint: CheckpointVote | None = None
         self._checkpoint_digest = ZERO_DIGEST
         self._installed: CheckpointStatement | None = None
+        self._log_start = 0  # the lowest position the delivery log may still hold
         self._votes: dict[tuple[int, bytes], _VoteRecord] = {}
         # Headers voted for and not certified yet, by digest: lets a driver carry their
         # certificates without the batch (soft state: empty after a restart).
@@ -1141,6 +1150,20 @@ class TuskCore:
         self._checkpoint = sign_checkpoint(self._keys, statement, self._network)
         self._checkpoint_digest = statement.digest()
         step.persist.append(Persist(_OWN_CHECKPOINT, canonical_bytes(self._checkpoint)))
+        self._prune_log(statement.sequence, step)
+
+    def _prune_log(self, checkpoint_sequence: int, step: Step) -> None:
+        """Delete the delivery-log records more than `kept_commits` below a checkpoint
+        (each position once: `_log_start` moves past what is deleted)."""
+        kept = self.config.kept_commits
+        if kept is None:
+            return
+        end = checkpoint_sequence - kept
+        step.persist.extend(
+            Persist(_number_key(_COMMIT, sequence), None)
+            for sequence in range(self._log_start, end)
+        )
+        self._log_start = max(self._log_start, end)
 
     def _consider_checkpoint(self, certificate: CheckpointCertificate, step: Step) -> None:
         """Install `certificate` when it shows this core out of the committee's reach
@@ -1183,6 +1206,9 @@ class TuskCore:
         self._chain = statement.chain
         self._installed = statement
         self._voted_headers.clear()
+        self._prune_log(first_skipped, step)  # this core's own records, below the gap
+        if self.config.kept_commits is not None:
+            self._log_start = statement.sequence  # nothing in the gap to delete
         self._collect_garbage(step)  # everything held lies below the new floor
         self._round = max(self._round, statement.floor_round)
         self._advance_round()
@@ -1280,7 +1306,7 @@ class TuskCore:
         commits.sort(key=lambda record: record.sequence)
         for commit in commits:
             self._index_commit(commit.sequence, commit.digest, commit.transactions)
-        base = self._restore_base()
+        base, base_chain = self._restore_base()
         after_base = [record for record in commits if record.sequence >= base]
         self._ordering.restore(
             [
@@ -1292,33 +1318,42 @@ class TuskCore:
                 for record in after_base
             ]
         )
-        self._restore_chain(storage.get(_CHAIN), after_base)
+        self._restore_chain(storage.get(_CHAIN), after_base, base_chain)
+        # From what the ordering holds as delivered, not the log: the log may be pruned.
         self._own_delivered = {
-            record.round
-            for record in commits
-            if record.creator == self.node_id and record.round >= self.gc_round
+            round_number
+            for round_number, header in self._own_headers.items()
+            if self._ordering.was_delivered(header.digest())
         }
+        self._log_start = min([record.sequence for record in commits], default=base)
         self._pending = dict(sorted(self._pending.items()))
         self._next_pending = max(self._pending, default=-1) + 1
         self._round = max([1, *self._own_headers, *self._dag.by_round])
         self._advance_round()
 
-    def _restore_base(self) -> int:
-        """Install the installed checkpoint, when it is where the log resumes after a
-        gap; the position the delivery log is replayed from."""
-        installed = self._installed
-        if installed is None:
-            return 0
-        self._ordering.install(_statement_snapshot(installed))
-        return installed.sequence
+    def _restore_base(self) -> tuple[int, bytes]:
+        """Install the latest checkpoint this core signed or installed (the log below it
+        may be pruned or, below an installed one, missing); the position the delivery
+        log is replayed from, and the digest of the sequence before it."""
+        candidates = [self._installed]
+        if self._checkpoint is not None:
+            candidates.append(self._checkpoint.statement)
+        statements = [statement for statement in candidates if statement is not None]
+        if not statements:
+            return 0, genesis_chain(self.context)
+        base = max(statements, key=lambda statement: statement.sequence)
+        self._ordering.install(_statement_snapshot(base))
+        return base.sequence, base.chain
 
-    def _restore_chain(self, stored: bytes | None, replayed: list[_CommitRecord]) -> None:
+    def _restore_chain(
+        self, stored: bytes | None, replayed: list[_CommitRecord], base_chain: bytes
+    ) -> None:
         if stored is not None:
             position, self._chain = _decode_chain(stored)
             assert position == self.committed_count, "the chain is persisted with each commit"
             return
-        # A store written before the chain existed: its delivery log is whole.
-        self._chain = self._installed.chain if self._installed else genesis_chain(self.context)
+        # A store written before the chain (and checkpoints) existed: its log is whole.
+        self._chain = base_chain
         for record in replayed:
             self._chain = chain_next(
                 self._chain,
