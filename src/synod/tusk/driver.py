@@ -150,7 +150,8 @@ class Driver:
         self._pruned_below = 0
         self._ordered: list[tuple[bytes, Certificate]] | None = None  # by (round, creator)
         self._polls = 0
-        self._checkpoint_votes: dict[bytes, list[CheckpointVote]] = {}
+        # core -> its latest checkpoint votes as (sequence, statement digest, signature)
+        self._checkpoint_votes: dict[bytes, list[tuple[int, bytes, bytes]]] = {}
         self._checkpoint: CheckpointCertificate | None = None
 
     @property
@@ -190,6 +191,7 @@ class Driver:
             "certificates": len(self._certificates),
             "pending_headers": len(self._pending),
             "requests_in_flight": len(self._requests),
+            "checkpoint_sequence": self._checkpoint.statement.sequence if self._checkpoint else 0,
         }
 
     @property
@@ -449,34 +451,35 @@ class Driver:
 
     def _learn_checkpoint_vote(self, view: _CoreView, core: bytes, vote: CheckpointVote) -> None:
         """Keep a core's checkpoint vote (its latest `CHECKPOINT_VOTES_PER_CORE`); once
-        cores of weight f + 1 signed one statement, that is the checkpoint to carry."""
+        cores of weight f + 1 signed one statement, that is the checkpoint to carry.
+        A vote is kept as its statement's digest: only the statement that completes a
+        checkpoint is kept whole (in it)."""
         statement = vote.statement
-        view.checkpoint_held = statement.digest()
+        digest = statement.digest()
+        view.checkpoint_held = digest
         current = self._checkpoint
         if vote.signer != core or (current and statement.sequence <= current.statement.sequence):
             return
         kept = self._checkpoint_votes.setdefault(core, [])
-        if any(other.statement == statement for other in kept):
+        if any(other_digest == digest for _, other_digest, _ in kept):
             return
         if not vote.has_valid_signature(self.network):
             return
-        kept.append(vote)
-        kept.sort(key=lambda other: other.statement.sequence)
+        kept.append((statement.sequence, digest, vote.signature))
+        kept.sort()
         del kept[:-CHECKPOINT_VOTES_PER_CORE]
-        signers = [
-            other
-            for votes in self._checkpoint_votes.values()
-            for other in votes
-            if other.statement == statement
-        ]
-        if self.committee.reaches_validity(other.signer for other in signers):
-            ordered = sorted(signers, key=lambda other: other.signer)
+        signatures = sorted(
+            (
+                VoteSignature(voter=signer, signature=signature)
+                for signer, votes in self._checkpoint_votes.items()
+                for _, other_digest, signature in votes
+                if other_digest == digest
+            ),
+            key=lambda signature: signature.voter,
+        )
+        if self.committee.reaches_validity(signature.voter for signature in signatures):
             self._checkpoint = CheckpointCertificate(
-                statement=statement,
-                signatures=tuple(
-                    VoteSignature(voter=other.signer, signature=other.signature)
-                    for other in ordered
-                ),
+                statement=statement, signatures=tuple(signatures)
             )
 
     def _learn_header(self, header: Header) -> bytes:
