@@ -10,12 +10,15 @@ with a deadline; nothing waits a fixed time."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from synod.cli.cluster import WatchedProcess, free_ports, synod_command
@@ -158,10 +161,61 @@ def test_cores_commit_one_order_across_a_driver_and_a_core_killed_and_restarted(
     printed = logs["core-1"]
     assert [line["sequence"] for line in from_file] == list(range(len(from_file)))
     assert from_file[: len(printed)] == printed
+    # With --proven, cores of weight f + 1 confirm each line rather than core-1's file
+    # being trusted; a copy of that file with one commit changed is caught.
+    proven = watch_proven(directory)
+    assert proven.returncode == 0, proven.stderr
+    lines = [json.loads(line) for line in proven.stdout.splitlines()]
+    assert [line["sequence"] for line in lines] == [line["sequence"] for line in from_file]
+    assert all(line["proven"] for line in lines if line["transactions"])
+    lying = forged_copy(directory, directory.with_name(f"{directory.name}-lying"))
+    refused = watch_proven(lying)
+    assert refused.returncode == 1
+    assert "cores of weight f + 1 state another order" in refused.stderr
 
     for name in ("core-0", "core-1", "core-2", "core-3", "driver-a"):
         process = cores.get(name) or processes[name]
         assert process.stop(signal.SIGTERM) == 0, f"{name} did not exit cleanly"
+
+
+def watch_proven(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        synod_command(
+            "tusk", "watch", str(directory), "--core", "core-1", "--no-follow", "--proven"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_S,
+    )
+
+
+def forged_copy(directory: Path, copy: Path) -> Path:
+    """The committee's files with core-1's log changed: the first commit carrying a
+    transaction claims another certificate digest."""
+    from synod.tusk.core import COMMIT_LOG_PREFIX
+
+    copy.mkdir()
+    for path in directory.iterdir():
+        if path.suffix in {".toml", ".key"}:
+            shutil.copy(path, copy / path.name)  # the mode too: keys stay 0600
+        elif path.suffix == ".sqlite":  # with what its write-ahead log holds
+            with sqlite3.connect(path) as source, sqlite3.connect(copy / path.name) as target:
+                source.backup(target)
+    with sqlite3.connect(copy / "core-1.sqlite") as connection:
+        rows = connection.execute(
+            "SELECT key, value FROM records WHERE key >= ? ORDER BY key", (COMMIT_LOG_PREFIX,)
+        ).fetchall()
+        for key, value in rows:
+            record = msgspec.msgpack.decode(value)
+            if bytes(key).startswith(COMMIT_LOG_PREFIX) and record[-1]:
+                record[5] = bytes(32)  # the certificate digest (after the tag)
+                connection.execute(
+                    "UPDATE records SET value = ? WHERE key = ?",
+                    (msgspec.msgpack.encode(record), key),
+                )
+                break
+    return copy
 
 
 def test_synod_tusk_up_runs_the_whole_committee_with_one_command(tmp_path: Path) -> None:

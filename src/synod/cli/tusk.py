@@ -442,12 +442,28 @@ def _wait_for_commit(network: TuskNetwork, batch: tuple[bytes, ...], timeout_s: 
 @click.option("--from", "first", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--follow/--no-follow", default=True, show_default=True)
 @click.option("--interval-ms", type=click.IntRange(10), default=200, show_default=True)
-def watch(directory: Path, node: str, first: int, follow: bool, interval_ms: int) -> None:
+@click.option(
+    "--proven",
+    is_flag=True,
+    help="Print each line only once cores of weight f + 1 acknowledge its position "
+    "(CommitQuery): the core whose file is read is not trusted.",
+)
+@click.option("--proof-timeout-s", type=click.FloatRange(0.1), default=10.0, show_default=True)
+def watch(  # noqa: PLR0917 - one parameter per click option
+    directory: Path,
+    node: str,
+    first: int,
+    follow: bool,
+    interval_ms: int,
+    proven: bool,
+    proof_timeout_s: float,
+) -> None:
     """Print a core's committed sequence from position --from as JSON lines, then (with
     --follow) each new commit as it lands, until SIGINT/SIGTERM.
 
     It reads DIRECTORY/<core>.sqlite, which the running core commits before it answers
-    anything, so every line printed is durable.
+    anything, so every line printed is durable.  With --proven, each line is printed
+    only once cores of weight f + 1 state its position (exit 1 if they contradict it).
     """
     import signal
     import time
@@ -465,9 +481,15 @@ def watch(directory: Path, node: str, first: int, follow: bool, interval_ms: int
     try:
         with CommitLogReader(path) as reader:
             while True:
-                for event in reader.read_from(first):
-                    print_json_line(_committed_line(event, names))
-                    first += 1
+                events = reader.read_from(first)
+                checked = _proven_lines(network, events, proof_timeout_s) if proven else None
+                for index, event in enumerate(events):
+                    line = _committed_line(event, names)
+                    if checked is not None:
+                        line["proven"] = checked[index]
+                    print_json_line(line)
+                    # Positions may jump: a pruned log, or a checkpoint's gap.
+                    first = event.sequence + 1
                 if not follow:
                     return
                 time.sleep(interval_ms / 1000)
@@ -475,6 +497,56 @@ def watch(directory: Path, node: str, first: int, follow: bool, interval_ms: int
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         return
+
+
+def _proven_lines(network: TuskNetwork, events: list[Any], timeout_s: float) -> list[bool]:
+    """For each commit read from one core's file, whether cores of weight f + 1 state
+    it: one of its transactions acknowledged at its position and certificate.  A commit
+    with no transaction has nothing to prove (True); one whose transactions are all
+    acknowledged at an earlier position (submitted twice) cannot be (False).  A
+    contradiction, or no proof in time, is an error: the file is not the committee's
+    order (or the committee is unreachable)."""
+    import asyncio
+
+    from synod.runtime.tusk_node import CommitUnproven, wait_for_commit
+
+    transactions = [transaction for event in events for transaction in event.transactions]
+    if not transactions:
+        return [True] * len(events)
+    try:
+        positions = asyncio.run(
+            wait_for_commit(
+                network.committee(),
+                network.addresses(),
+                transactions,
+                timeout_s=timeout_s,
+                network=network.network,
+            )
+        )
+    except CommitUnproven as error:
+        raise click.ClickException(str(error)) from None
+    verdicts = []
+    for event in events:
+        stated = [positions[transaction] for transaction in event.transactions]
+        if any(_contradicts(event, position) for position in stated):
+            raise click.ClickException(
+                f"position {event.sequence}: cores of weight f + 1 state another order"
+            )
+        verdicts.append(not stated or any(_states(event, position) for position in stated))
+    return verdicts
+
+
+def _states(event: Any, position: Any) -> bool:
+    """`position` (a `CommittedAt`) is the commit `event` read from the file."""
+    return bool(position.sequence == event.sequence and position.certificate == event.digest)
+
+
+def _contradicts(event: Any, position: Any) -> bool:
+    """The committee puts a transaction of `event` later, or another certificate at its
+    position: an earlier position is a transaction committed twice, not a conflict."""
+    if position.sequence == event.sequence:
+        return not _states(event, position)
+    return bool(position.sequence > event.sequence)
 
 
 def _plan(directory: Path) -> Any:
