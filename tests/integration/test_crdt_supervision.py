@@ -121,3 +121,27 @@ def test_up_refuses_nodes_that_do_not_share_one_relayer(tmp_path: Path) -> None:
     assert not (network / "processes.json").exists()
     empty = synod("crdt", "up", str(tmp_path))
     assert empty.returncode == 1 and "init-network" in empty.stderr
+
+
+def test_status_finds_a_node_run_by_hand_with_a_control_socket(tmp_path: Path) -> None:
+    network = tmp_path / "net"
+    assert synod("crdt", "init-network", str(network), "--nodes", "2").returncode == 0
+    node = subprocess.Popen(  # one node by hand, no `up`: no processes.json
+        synod_command("crdt", "run", "node-0", "--control", "node-0/control.sock"),
+        cwd=network, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        assert json.loads(node.stdout.readline())["event"] == "ready"
+        code, rows = status_rows(network)
+        assert code == 1  # node-1 never started
+        assert rows["node-0"]["state"] == "answering" and rows["node-0"]["entries"] == 0
+        assert rows["node-1"]["state"] == "down"
+        assert synod("crdt", "submit", str(network), "node-0", "by hand").returncode == 0
+        assert status_rows(network)[1]["node-0"]["entries"] == 1
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=DEADLINE_S) == 0
+    after = synod("crdt", "status", str(network))
+    assert after.returncode == 1 and "not up" in after.stderr

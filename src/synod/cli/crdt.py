@@ -613,29 +613,37 @@ def _plan(directory: Path) -> list[Service]:
 def status(directory: Path, as_json: bool, timeout_s: float) -> None:
     """Each process of the network in DIRECTORY, and what each running node holds (asked
     over its control socket): entries, updates, updates waiting for their causes, links.
-    Exits 1 when a process is down or a node does not answer."""
+    Without `up`'s record, the nodes of DIRECTORY/*/node.toml that answer on their
+    control socket.  Exits 1 when a process is down or a node does not answer."""
     from synod.runtime.supervisor import Supervisor, SupervisorError
 
     try:
         statuses = Supervisor(directory).status()
     except SupervisorError as error:
         raise click.ClickException(str(error)) from None
-    if not statuses:
-        raise click.ClickException(
-            f"{directory}: the network is not up (`synod crdt up {directory}`)"
-        )
-    rows = [_node_row(directory, entry.name, entry.running, timeout_s) for entry in statuses]
-    for entry, row in zip(statuses, rows, strict=True):
-        row["pid"] = entry.pid
+    if statuses:
+        rows = [_node_row(directory, entry.name, entry.running, timeout_s) for entry in statuses]
+        for entry, row in zip(statuses, rows, strict=True):
+            row["pid"] = entry.pid
+    else:  # not started by `up`: nodes run by hand with --control may still answer
+        names = sorted(path.parent.name for path in directory.glob(f"*/{CONFIG_NAME}"))
+        rows = [_node_row(directory, name, None, timeout_s) for name in names]
+        if not any(row["state"] == "answering" for row in rows):
+            raise click.ClickException(
+                f"{directory}: the network is not up (`synod crdt up {directory}`)"
+            )
     _print_status(rows, as_json=as_json)
     if not all(row["state"] in {"running", "answering"} for row in rows):
         raise SystemExit(1)
 
 
-def _node_row(directory: Path, name: str, running: bool, timeout_s: float) -> dict[str, Any]:
+def _node_row(
+    directory: Path, name: str, running: bool | None, timeout_s: float
+) -> dict[str, Any]:
+    """One process's row; `running` None: no pid known, the socket alone tells."""
     import asyncio
 
-    if not running:
+    if running is False:
         return {"name": name, "state": "down"}
     path = directory / name / CONTROL_NAME
     if not path.parent.is_dir():
@@ -643,7 +651,8 @@ def _node_row(directory: Path, name: str, running: bool, timeout_s: float) -> di
     try:
         (answer,) = asyncio.run(_ask(path, ["/status"], timeout_s))
     except (OSError, TimeoutError, ValueError) as error:
-        return {"name": name, "state": "silent", "reason": str(error) or "timeout"}
+        state = "silent" if running else "down"
+        return {"name": name, "state": state, "reason": str(error) or "timeout"}
     answer.pop("event", None)
     return {**answer, "name": name, "state": "answering"}
 

@@ -44,9 +44,10 @@ def add_supervision_commands(
 ) -> None:
     """Add `up`, `status`, `logs` and `down` to a protocol's command group.
 
-    A group that has a `status` of its own (SCP's compares the nodes' logs) keeps it
-    (`with_status=False`) and prints `print_processes` in it.  With `request_ports`,
-    `status` asks each node over the network how far it is (`live_rows`).
+    A group that has a `status` of its own (SCP's compares the nodes' logs, the CRDT's
+    asks its nodes' control sockets) keeps it (`with_status=False`).  With
+    `request_ports`, `status` asks each node over the network how far it is
+    (`live_rows`).
     """
     _add_up(group, plan, protocol)
     _add_status_and_logs(group, protocol, with_status=with_status, request_ports=request_ports)
@@ -137,21 +138,6 @@ def print_live_rows(rows: list[dict[str, Any]], *, err: bool = False) -> None:
             note = f"no answer: {reason.split(': ', 1)[-1]}" if reason else row.get("last", "")
             # no numbers to show: the note takes their columns (the line stays in 80)
             click.echo(f"{cells}  {printable(note)[:50]}", err=err)
-
-
-def print_processes(directory: Path) -> None:
-    """The background processes of DIRECTORY, one line each on stderr (none: nothing)."""
-    from synod.cli.common import printable
-    from synod.runtime.supervisor import Supervisor, SupervisorError
-
-    try:
-        statuses = Supervisor(directory).status()
-    except SupervisorError as error:
-        click.echo(str(error), err=True)
-        return
-    for entry in statuses:
-        state = "running" if entry.running else "stopped"
-        click.echo(f"{entry.name:<24} {state:<8} {printable(entry.last_line)[:44]}", err=True)
 
 
 def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
