@@ -12,10 +12,12 @@
 Both start the nodes and let their start-up state requests be delivered before slot 1
 is proposed, so what is measured is the work of the slots alone.
 
-3. With `--attacks`, what two attacks of issue 12 cost a node: the memory it keeps
+3. With `--attacks`, what three attacks of issue 12 cost a node: the memory it keeps
    after 200 made-up node ids each send one maximal NOMINATE (64 + 64 values of
-   16 KiB; tracemalloc), and the bytes the log's submit path writes for 150 one-entry
-   submits against the bytes submitted.
+   16 KiB; tracemalloc); the memory it keeps after one member declares a quorum set
+   naming 64 made-up ids (they join its transitive quorum) and each sends a maximal
+   NOMINATE for one slot; and the bytes the log's submit path writes for 150
+   one-entry submits against the bytes submitted.
 
     python benchmarks/scp_bench.py [--sizes 4,16,64] [--repeats 3] [--slots 3] [--attacks]
 """
@@ -204,6 +206,47 @@ def made_up_ids_memory(count: int = 200) -> dict[str, object]:
     }
 
 
+def introduced_ids_memory(count: int = 64) -> dict[str, object]:
+    """Memory kept after a member introduces `count` made-up ids (a quorum set naming
+    them) and each sends one maximal NOMINATE for slot 1."""
+    import tracemalloc
+
+    from synod.quorum.qset import qset_hash
+    from synod.scp import Ballot, Prepare
+
+    keys = [KeyPair.from_seed(b"scp-bench/member/" + bytes([index]) * 15) for index in range(4)]
+    qset = QuorumSet(threshold=3, validators=tuple(key.node_id for key in keys))
+    fresh = [
+        KeyPair.from_seed(b"scp-bench/introduced/" + index.to_bytes(11, "big"))
+        for index in range(count)
+    ]
+    crowd = QuorumSet(threshold=1, validators=tuple(key.node_id for key in fresh))
+    core = ScpCore(ScpConfig(keys=keys[0], quorum_set=qset, known_quorum_sets=[crowd]))
+    member = keys[1]
+    declaring = Statement(
+        member.node_id, 1, Prepare(qset_hash(crowd), Ballot(1, b"v"), None, None, 0, 0)
+    )
+    core.handle(Received(member.node_id, sign_statement(member, declaring)), 0)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for index, made_up in enumerate(fresh):
+        values = tuple(
+            sorted(index.to_bytes(4, "big") + bytes([byte]) * (16 * 1024 - 4) for byte in range(64))
+        )
+        statement = Statement(made_up.node_id, 1, Nomination(core.local_qset_hash, values, values))
+        core.handle(Received(member.node_id, sign_statement(made_up, statement)), 0)
+        del values, statement  # what the node keeps is measured, not the bench's last one
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return {
+        "benchmark": "scp_introduced_ids_memory",
+        "introduced_ids": count,
+        "retained_mib": round(grown / 2**20, 1),
+        "rejected": {str(reason): number for reason, number in core.rejected.items()},
+    }
+
+
 def submit_path_writes(submits: int = 150) -> dict[str, object]:
     """Bytes the log's submit path persists for `submits` one-entry submits."""
     from synod.core import RequestReceived
@@ -244,6 +287,7 @@ def main() -> None:
         emit(cost_per_slot(size, arguments.slots))
     if arguments.attacks:
         emit(made_up_ids_memory())
+        emit(introduced_ids_memory())
         emit(submit_path_writes())
 
 

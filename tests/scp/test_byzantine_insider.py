@@ -25,6 +25,7 @@ from synod.scp import (
     ScpCore,
     Validity,
 )
+from synod.scp.core import statement_size
 from synod.sim.scenarios.scp import externalized, scp_world
 
 QSET_HASH = qset_hash(QSET)
@@ -177,3 +178,36 @@ def test_one_member_introduces_at_most_its_share_of_the_transitive_quorum() -> N
     assert sum(key.node_id in core.transitive_quorum for key in fresh[:200]) == 32
     # another member's nodes still find room
     assert all(key.node_id in core.transitive_quorum for key in fresh[200:210])
+
+
+def maximal_nomination(index: int) -> Nomination:
+    """64 + 64 values of 16 KiB: the largest NOMINATE the wire admits (2 MiB)."""
+    values = tuple(
+        sorted(index.to_bytes(4, "big") + bytes([byte]) * (16 * 1024 - 4) for byte in range(64))
+    )
+    return Nomination(QSET_HASH, values, values)
+
+
+def test_the_ids_one_member_introduces_share_one_budget_per_slot() -> None:
+    """Finding 2, what was left: each id a member's quorum set introduced could hold a
+    maximal NOMINATE per slot, 2 MiB each, so 64 made-up ids cost 128 MiB a slot and
+    about 1.7 GiB over the window; now they share one member's budget per slot."""
+    fresh = made_up_keys(64)
+    crowd = QuorumSet(threshold=1, validators=tuple(key.node_id for key in fresh))
+    core = make_core(known_quorum_sets=[crowd])
+    declaring = Prepare(qset_hash(crowd), Ballot(1, b"v"), None, None, 0, 0)
+    core.handle(Received(PEER.node_id, envelope_from(PEER, 1, declaring)), 0)
+    assert all(key.node_id in core.transitive_quorum for key in fresh)
+    for index, keys in enumerate(fresh):
+        core.handle(Received(PEER.node_id, envelope_from(keys, 1, maximal_nomination(index))), 0)
+    latest = core.slots[1].nomination.latest
+    held = [statement_size(latest[key.node_id]) for key in fresh if key.node_id in latest]
+    assert len(held) == 1 and sum(held) <= core.config.max_introduced_bytes_per_slot
+    assert core.rejected[RejectReason.INTRODUCED_OVER_BUDGET] == 63
+    # the budget is the member's, per slot: small statements of its ids still fit, and
+    # the local quorum set's own members are never charged
+    for keys in fresh[1:]:
+        core.handle(Received(PEER.node_id, envelope_from(keys, 2, nomination((b"v",)))), 0)
+    assert all(key.node_id in core.slots[2].nomination.latest for key in fresh[1:])
+    core.handle(Received(PEER.node_id, envelope_from(KEYS[2], 1, maximal_nomination(99))), 0)
+    assert KEYS[2].node_id in latest

@@ -108,6 +108,7 @@ from synod.scp.messages import (
     Attestation,
     Checkpoint,
     CheckpointRequest,
+    Confirm,
     Decision,
     DecisionRequest,
     DecisionsUnavailable,
@@ -169,6 +170,9 @@ class RejectReason(enum.StrEnum):
     """A `Decision` whose proof does not hold for the local quorum set."""
     DECISION_LIMITED = "decision_limited"
     """A `Decision` over its sender's budget of proof checks."""
+    INTRODUCED_OVER_BUDGET = "introduced_over_budget"
+    """A statement of a node some member introduced, beyond what that member's
+    introduced nodes may hold in the slot (`max_introduced_bytes_per_slot`)."""
     UNNEEDED_ATTESTATION = "unneeded_attestation"
     """An `Attestation` for a slot that is no checkpoint slot, outside the kept range,
     already held from that node, or sent to a node that keeps none."""
@@ -208,6 +212,12 @@ class ScpConfig:
     max_introduced_per_member: int = 64
     """Nodes one member's declared quorum sets may add to the transitive quorum (a
     Stellar organisation's validators name about 20 to 30 validators in all)."""
+    max_introduced_bytes_per_slot: int = 5 * 1024 * 1024 // 2
+    """Bytes of statements (values, plus a little per statement and value) that the
+    nodes one member introduced may hold in one slot, together: one maximal NOMINATE
+    (2 MiB) and ballot statements beside it.  Honest introduced nodes name a slot's few
+    candidate values; a member naming made-up ids gets this much per slot for all of
+    them, not 2 MiB for each."""
     max_pending_envelopes: int = 256
     max_pending_per_sender: int = 16
     """Parked envelopes per transport sender and per statement node; a newer one evicts
@@ -420,6 +430,14 @@ class ScpCore:
         """Highest slot a member's statement named beyond the window (we are behind)."""
         self._decision_request_through = 0
         self._unavailable_reported: tuple[int, int] | None = None
+        self._init_checkpoints_and_budgets(config)
+        self.delivered_through = config.first_slot_index - 1
+        """Highest slot whose `Externalized` event was handed out; every slot below it
+        was handed out too, or skipped (purged undecided, or passed by `advance_to`)."""
+        if storage:
+            self._restore(storage)
+
+    def _init_checkpoints_and_budgets(self, config: ScpConfig) -> None:
         self.attestations = AttestationStore(config.retained_checkpoints)
         """Own attestations and the peers' that agree, by checkpoint slot."""
         self._checkpoint_request_limit = SenderRateLimit(
@@ -428,13 +446,13 @@ class ScpCore:
         self._checkpoint_check_limit = SenderRateLimit(
             config.checkpoint_check_burst, config.checkpoint_check_refill_ms
         )
+        self._introduced_bytes: Counter[tuple[int, bytes]] = Counter()
+        """Per (slot, introducing member), the bytes its introduced nodes' statements
+        take in the slot."""
+        self._statement_bytes: dict[tuple[int, bytes, bool], int] = {}
+        """Per (slot, introduced node, is a nomination), the bytes charged for it."""
         self._checkpoint_from: int | None = None
         """The first missing slot a checkpoint is asked for (no peer has its decision)."""
-        self.delivered_through = config.first_slot_index - 1
-        """Highest slot whose `Externalized` event was handed out; every slot below it
-        was handed out too, or skipped (purged undecided, or passed by `advance_to`)."""
-        if storage:
-            self._restore(storage)
 
     # ------------------------------------------------------------ Core protocol
 
@@ -651,6 +669,8 @@ class ScpCore:
     ) -> None:
         statement = envelope.statement
         reason = self._precheck(statement)
+        if reason is None and self._over_introduced_budget(statement):
+            reason = RejectReason.INTRODUCED_OVER_BUDGET
         if reason is not None:
             self._refused_before_signature(sender, envelope, reason, step)
             return
@@ -703,6 +723,7 @@ class ScpCore:
             self._reject(RejectReason.SLOT_FULL)
             return
         reason_text = slot.process(statement)
+        self._charge_introduced(slot, statement)
         if reason_text is not None:
             self._reject(RejectReason(reason_text))
         else:
@@ -729,6 +750,32 @@ class ScpCore:
         if slot is not None and _is_stale(slot, statement):
             return RejectReason.STALE_STATEMENT
         return None
+
+    def _over_introduced_budget(self, statement: Statement) -> bool:
+        """The statement would take its introducer's nodes past their share of the slot
+        (the statement it replaces is given back first)."""
+        introducer = self.transitive_quorum.introducer.get(statement.node_id)
+        if introducer is None:
+            return False
+        key = _statement_key(statement)
+        held = self._introduced_bytes[(statement.slot_index, introducer)]
+        after = held - self._statement_bytes.get(key, 0) + statement_size(statement)
+        return after > self.config.max_introduced_bytes_per_slot
+
+    def _charge_introduced(self, slot: Slot, statement: Statement) -> None:
+        """Charge what the slot now holds of an introduced node to its introducer."""
+        introducer = self.transitive_quorum.introducer.get(statement.node_id)
+        if introducer is None:
+            return
+        is_nomination = isinstance(statement.pledges, Nomination)
+        latest = slot.nomination.latest if is_nomination else slot.ballot.latest
+        held = latest.get(statement.node_id)
+        key = _statement_key(statement)
+        size = statement_size(held) if held is not None else 0
+        self._introduced_bytes[(statement.slot_index, introducer)] += size - (
+            self._statement_bytes.get(key, 0)
+        )
+        self._statement_bytes[key] = size
 
     def _outside_window(self, slot_index: int) -> RejectReason | None:
         if slot_index < self.floor:
@@ -1002,6 +1049,12 @@ class ScpCore:
             step.persist.append(Persist(decision_record_key(slot_index), None))
         for slot_index in [index for index in self._heard if index < new_floor]:
             del self._heard[slot_index]
+        self._introduced_bytes = Counter(
+            {key: held for key, held in self._introduced_bytes.items() if key[0] >= new_floor}
+        )
+        self._statement_bytes = {
+            key: held for key, held in self._statement_bytes.items() if key[0] >= new_floor
+        }
         self._prune_attestations(step)
         self.floor = new_floor
         step.persist.append(Persist(_FLOOR_KEY, struct.pack(">Q", new_floor)))
@@ -1274,6 +1327,30 @@ def decision_record_key(slot_index: int) -> bytes:
 def attestation_record_key(slot_index: int, node: bytes) -> bytes:
     """Storage key of an attestation kept for a checkpoint slot (own or agreeing)."""
     return _ATTESTATION_KEY_PREFIX + struct.pack(">Q", slot_index) + node
+
+
+def statement_size(statement: Statement) -> int:
+    """What a statement costs to hold, counted as its values' bytes plus 16 per value
+    and 200 for the rest (ids, hashes, counters)."""
+    pledges = statement.pledges
+    if isinstance(pledges, Nomination):
+        values: list[bytes] = [*pledges.votes, *pledges.accepted]
+    elif isinstance(pledges, Externalize):
+        values = [pledges.commit.value]
+    elif isinstance(pledges, Confirm):
+        values = [pledges.ballot.value]
+    else:
+        values = [pledges.ballot.value]
+        values += [ballot.value for ballot in (pledges.prepared, pledges.prepared_prime) if ballot]
+    return 200 + sum(len(value) + 16 for value in values)
+
+
+def _statement_key(statement: Statement) -> tuple[int, bytes, bool]:
+    return (
+        statement.slot_index,
+        statement.node_id,
+        isinstance(statement.pledges, Nomination),
+    )
 
 
 def _kind_of(statement: Statement) -> str:

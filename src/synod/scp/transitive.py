@@ -37,6 +37,9 @@ class TransitiveQuorum:
         self._declared: dict[bytes, bytes] = {}
         self._introduced: dict[bytes, int] = {}
         """How many members each member's declarations brought in."""
+        self.introducer: dict[bytes, bytes] = {}
+        """The member whose declaration brought each node in (none for the local
+        quorum set's validators): what the node's statements are charged to."""
         for validator in all_validators(local_qset):
             self._members[validator] = None
 
@@ -65,6 +68,7 @@ class TransitiveQuorum:
             if self.full or introduced + joined >= self._max_introduced:
                 break
             self._members[validator] = None
+            self.introducer[validator] = node
             joined += 1
         self._introduced[node] = introduced + joined
         return joined
