@@ -136,11 +136,11 @@ def test_cli_what_if_without_and_add_qset(tmp_path: Path) -> None:
 
 
 def test_cli_timeout_reports_bounds_and_exits_three(tmp_path: Path) -> None:
-    # 30 organisations trusting random subsets: the exact answer takes minutes, so half
-    # a second ends the search whatever the machine's speed.
+    # 30 organisations trusting random subsets: the exact smallest splitting set takes
+    # minutes, so half a second ends the search whatever the machine's speed.
     nodes, _ = asymmetric_network(30, seed=1)
     path = write(tmp_path, nodes, "nodes.json")
-    result = run("blocking", path, "--json", "--timeout", "0.5")
+    result = run("splitting", path, "--json", "--timeout", "0.5")
     assert result.exit_code == 3
     document = json.loads(result.stdout)
     assert document["optimal"] is False and document["minimumSize"] is None

@@ -64,6 +64,13 @@ from pysat.examples.rc2 import RC2
 from pysat.formula import WCNF
 from pysat.solvers import Solver
 
+from synod.fbas.cascade import (
+    BlockingSearch,
+    SearchStopped,
+    organisation_quotient,
+    seeded_nodes,
+    seeds_cost,
+)
 from synod.fbas.network import (
     Fbas,
     Threshold,
@@ -588,7 +595,21 @@ def minimal_blocking_sets(
     # (all groups, then each dropped while the rest still blocks) is the first answer,
     # found before the formula is built.
     greedy = shrink(set(variables)) if stop is not None else None
+    searched = None
+    if reduce and limit <= 1:
+        searched = _blocking_by_cascade_search(
+            fbas,
+            grouping,
+            greatest,
+            groups=groups,
+            variables=variables,
+            greedy=greedy,
+            stop=stop,
+            progress=progress,
+        )
     try:
+        if searched is not None:
+            raise _Decided
         # No quorum outside B iff no core keeps a quorum outside B (every minimal
         # quorum lies in one core), so each core gets its own, shorter cascade.
         for core in quorum_cores(fbas) if reduce else [greatest]:
@@ -600,6 +621,9 @@ def minimal_blocking_sets(
         search = _minimize(
             cnf, variables, limit, progress, stop=stop, shrink=shrink, initial=greedy, lower=1
         )
+    except _Decided:
+        assert searched is not None
+        search = searched
     except _Stopped:
         assert greedy is not None
         search = _Search([greedy], 1, len(greedy), len(greedy) <= 1)
@@ -621,6 +645,56 @@ def minimal_blocking_sets(
         lower_bound=search.lower,
         optimal=search.optimal,
     )
+
+
+_CASCADE_SEARCH_CLOSURES = 400_000
+"""Cascades the organisation search may compute before the SAT search takes over: the
+asymmetric 50-organisation networks need at most about 100,000 (seeds 1..10), while on
+highly symmetric networks, where the SAT search with symmetry breaking is fast, the
+search's branching is wide.  At about 10 microseconds per organisation per cascade, a
+spent budget costs a few seconds at most."""
+
+
+class _Decided(Exception):
+    """The organisation search settled the question: skip the SAT search."""
+
+
+def _blocking_by_cascade_search(
+    fbas: Fbas,
+    grouping: str | None,
+    greatest: int,
+    *,
+    groups: list[Group],
+    variables: list[int],
+    greedy: set[int] | None,
+    stop: Stop | None,
+    progress: Progress,
+) -> _Search | None:
+    """The minimum by `synod.fbas.cascade` when the network has the organisation shape;
+    None when it has not, or when the search spent its budget undecided."""
+    grouping_groups = None if grouping is None else [group.nodes for group in groups]
+    quotient = organisation_quotient(fbas, greatest, grouping_groups)
+    if quotient is None:
+        return None
+    progress(f"blocking: cascade search over {quotient.size} organisations")
+    search = BlockingSearch(quotient, stop=stop, budget=_CASCADE_SEARCH_CLOSURES)
+    upper = None if greedy is None else len(greedy)
+    try:
+        seeds = search.minimum(upper, progress)
+    except SearchStopped:
+        if stop is None or not stop():
+            return None
+        assert greedy is not None
+        lower = max(1, search.lower)
+        return _Search([greedy], lower, len(greedy), lower >= len(greedy))
+    if seeds is None:
+        assert greedy is not None and upper is not None
+        return _Search([greedy], upper, upper, True)
+    nodes = seeded_nodes(quotient, seeds)
+    model = {v for group, v in zip(groups, variables, strict=True) if group.nodes & ~nodes == 0}
+    size = seeds_cost(quotient, seeds)
+    assert len(model) == size, "each seeded group costs the nodes or groups it fails"
+    return _Search([model], size, size, True)
 
 
 def _blocking_shrinker(

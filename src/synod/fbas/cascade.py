@@ -1,0 +1,319 @@
+"""Smallest blocking sets by a search over the blocking cascade of organisations.
+
+Theory of operation
+-------------------
+*Organisation quotient.*  In the networks that operators build, the validators of one
+organisation share one quorum set and every quorum set names them only through one leaf
+inner set "k of exactly these validators" (or names a lone validator directly).  Such a
+group of nodes behaves as one unit in the blocking cascade: its nodes outside the failed
+set are blocked together (they have one quorum set), and a leaf inner set that names it is
+v-blocked once `m = size - k + 1` of its nodes are (fewer failed nodes than `m` change
+nothing).  So a blocking set by node is, without loss, a set of *seeded* groups, each
+costing `m` failed nodes (its whole size when nobody names it or its own quorum set cannot
+be v-blocked), and the cascade runs on groups: a group is blocked when at least `need` of
+the entries of its quorum set are.  `organisation_quotient` builds that model when every
+group of the greatest quorum has this shape and answers None otherwise.
+
+*Exact search.*  Let C be a set of blocked groups closed under the cascade, and S the
+seeds still to add, |S| costing at most r.  Unless S seeds every group left, some group
+y outside C and S is the first to be blocked after them: S then holds enough entries of
+y's quorum set to block it together with C.  So the search branches on y and on one
+such choice D of entries (the cheapest first), recurses from the closure of C + D with
+r - cost(D), and remembers the closed sets that failed with a given budget.  Every
+branch is a real cascade, so a model is a blocking set; a search that fails proves that
+no set of cost at most r exists.  Deepening r from the cost of blocking a single group
+gives the minimum and, when stopped early, a proven lower bound.
+
+This is exact, and on networks without symmetry (each organisation with its own random
+set of trusted organisations) far faster than the unrolled cascade of
+`synod.fbas.analysis`, whose formula needs one level per distinct quorum set.  On highly
+symmetric networks the branching is wide, so callers give it a budget of closures and fall
+back to the SAT search when it is spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations
+from math import gcd
+
+from synod.fbas.network import Fbas, Threshold, iter_bits
+
+Stop = Callable[[], bool]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Quotient:
+    """The greatest quorum as groups of interchangeable nodes (see the module docstring)."""
+
+    groups: tuple[int, ...]
+    """Node bitset of each group."""
+    cost: tuple[int, ...]
+    """Failed nodes (or failed grouping groups) that block each group when seeded."""
+    seed_nodes: tuple[int, ...]
+    """The nodes failed when a group is seeded."""
+    entries: tuple[int, ...]
+    """For each group, the bitset of groups its quorum set names and that can be blocked."""
+    need: tuple[int, ...]
+    """For each group, how many of those entries block its quorum set."""
+
+    @property
+    def size(self) -> int:
+        return len(self.groups)
+
+
+class _Unsupported(Exception):
+    """The network does not have the organisation shape."""
+
+
+def organisation_quotient(
+    fbas: Fbas, within: int, grouping_groups: list[int] | None = None
+) -> Quotient | None:
+    """The organisation quotient of the greatest quorum `within`, or None when a group of
+    it is named in a way the quotient cannot express.  With `grouping_groups` (node
+    bitsets of the groups that fail as a whole), each must meet `within` in exactly one
+    group of the quotient, and seeding costs one grouping group."""
+    try:
+        groups, qsets = _groups(fbas, within)
+        group_of = {node: index for index, bits in enumerate(groups) for node in iter_bits(bits)}
+        demand: dict[int, int] = {}
+        shapes = [_entries(qset, within, group_of, groups, demand) for qset in qsets]
+    except _Unsupported:
+        return None
+    entries = [bits for bits, _ in shapes]
+    need = [count for _, count in shapes]
+    cost: list[int] = []
+    seed_nodes: list[int] = []
+    for index, bits in enumerate(groups):
+        blockable = entries[index].bit_count() >= need[index]
+        nodes = list(iter_bits(bits))
+        count = demand.get(index, len(nodes)) if blockable else len(nodes)
+        cost.append(count)
+        seed_nodes.append(sum(1 << node for node in nodes[:count]))
+    if grouping_groups is not None:
+        seeds = _grouped_seeds(grouping_groups, within, groups)
+        if seeds is None:
+            return None
+        seed_nodes = seeds
+        cost = [1] * len(groups)
+    return Quotient(tuple(groups), tuple(cost), tuple(seed_nodes), tuple(entries), tuple(need))
+
+
+def _named(qset: Threshold) -> list[tuple[tuple[int, ...], int]]:
+    """The entries of `qset` as (validators, threshold): a lone validator is "1 of it"."""
+    named: list[tuple[tuple[int, ...], int]] = [((validator,), 1) for validator in qset.validators]
+    for inner in qset.inner:
+        if inner.inner:
+            raise _Unsupported
+        named.append((inner.validators, inner.threshold))
+    return named
+
+
+def _groups(fbas: Fbas, within: int) -> tuple[list[int], list[Threshold]]:
+    """Nodes of `within` grouped by quorum set and by the entries that name them, so that
+    equal quorum sets of unrelated organisations stay apart; each group's quorum set."""
+    holders: list[Threshold] = []
+    for node in iter_bits(within):
+        qset = fbas.qsets[node]
+        assert qset is not None, "every node of a quorum has a quorum set"
+        holders.append(qset)
+    named_in: dict[int, set[int]] = {}
+    for qset in set(holders):
+        for members, _ in _named(qset):
+            inside = sum(1 << node for node in members if within >> node & 1)
+            for node in iter_bits(inside):
+                named_in.setdefault(node, set()).add(inside)
+    by_key: dict[tuple[Threshold, tuple[int, ...]], int] = {}
+    for node, qset in zip(iter_bits(within), holders, strict=True):
+        key = (qset, tuple(sorted(named_in.get(node, ()))))
+        by_key[key] = by_key.get(key, 0) | (1 << node)
+    return list(by_key.values()), [qset for qset, _ in by_key]
+
+
+def _grouped_seeds(grouping_groups: list[int], within: int, groups: list[int]) -> list[int] | None:
+    """The grouping group that holds each quotient group, when they match one to one."""
+    seeds: dict[int, int] = {}
+    for bits in grouping_groups:
+        inside = bits & within
+        if not inside:
+            continue
+        matches = [index for index, group in enumerate(groups) if group == inside]
+        if not matches:
+            return None
+        seeds[matches[0]] = bits
+    if len(seeds) != len(groups):
+        return None
+    return [seeds[index] for index in range(len(groups))]
+
+
+def _entries(
+    qset: Threshold,
+    within: int,
+    group_of: dict[int, int],
+    groups: list[int],
+    demand: dict[int, int],
+) -> tuple[int, int]:
+    """(bitset of the groups `qset` names that can be blocked, how many of them block it);
+    records in `demand` how many nodes of a named group block its leaf inner set."""
+    need = qset.entry_count - qset.threshold + 1
+    if qset.threshold <= 0:
+        return 0, 1  # always satisfied: never blocked
+    entries = 0
+    for members, threshold in _named(qset):
+        inside = [node for node in members if within >> node & 1]
+        # Nodes outside the greatest quorum are in no quorum: blocked from the start.
+        blocked_needed = len(members) - threshold + 1 - (len(members) - len(inside))
+        if threshold <= 0 or blocked_needed > len(inside):
+            continue  # this entry can never be blocked
+        if blocked_needed <= 0:
+            need -= 1  # already blocked
+            continue
+        group = group_of[inside[0]]
+        if groups[group] != sum(1 << node for node in inside) or entries >> group & 1:
+            raise _Unsupported
+        if demand.setdefault(group, blocked_needed) != blocked_needed:
+            raise _Unsupported
+        entries |= 1 << group
+    return entries, max(need, 0)
+
+
+class SearchStopped(Exception):
+    """The caller's stop, or the closure budget, ended the search before it decided."""
+
+
+@dataclass
+class BlockingSearch:
+    """Deepening search for the cheapest seeds whose cascade blocks every group.
+
+    `lower` is proven after each finished depth: no seeds cost less.  `closures` counts
+    cascade computations, the unit of work that `budget` caps; `stop` is asked every
+    `check_every` of them."""
+
+    quotient: Quotient
+    stop: Stop | None = None
+    budget: int | None = None
+    check_every: int = 64
+    closures: int = 0
+    lower: int = 0
+
+    def __post_init__(self) -> None:
+        self._failed: dict[int, int] = {}
+        quotient = self.quotient
+        self._full = (1 << quotient.size) - 1
+        self._rules = [
+            (group, quotient.entries[group], quotient.need[group]) for group in range(quotient.size)
+        ]
+        # Each group's entries, cheapest first, so that the first `missing` free ones give
+        # the least cost of blocking it next.
+        self._ordered = [
+            sorted(
+                (c for c in iter_bits(quotient.entries[group]) if c != group),
+                key=lambda c: (quotient.cost[c], c),
+            )
+            for group in range(quotient.size)
+        ]
+
+    def closure(self, blocked: int) -> int:
+        """The cascade from `blocked`: add each group whose quorum set is v-blocked."""
+        self.closures += 1
+        if self.closures % self.check_every == 0 and self.stop is not None and self.stop():
+            raise SearchStopped
+        if self.budget is not None and self.closures > self.budget:
+            raise SearchStopped
+        while True:
+            grown = blocked
+            for group, entries, need in self._rules:
+                if not grown >> group & 1 and (entries & grown).bit_count() >= need:
+                    grown |= 1 << group
+            if grown == blocked:
+                return blocked
+            blocked = grown
+
+    def minimum(self, upper: int | None = None, progress: Progress | None = None) -> int | None:
+        """Seeds (a group bitset) of minimum cost, or None when `upper` (the cost of a
+        known answer) is already minimum; raises `SearchStopped` with `lower` proven."""
+        step = 0
+        for cost in self.quotient.cost:
+            step = gcd(step, cost)
+        step = max(step, 1)
+
+        def achievable(cost: int) -> int:
+            # Every total is a multiple of the costs' common divisor.
+            return -(-cost // step) * step
+
+        start = self.closure(0)
+        self.lower = achievable(max(self.lower, self._cheapest_block(start)))
+        while upper is None or self.lower < upper:
+            found = self._search(start, self.lower)
+            if found is not None:
+                return found
+            if progress is not None:
+                progress(f"blocking: no set of cost {self.lower}, {self.closures} cascades")
+            self.lower = achievable(self.lower + 1)
+        return None
+
+    def _cheapest_block(self, blocked: int) -> int:
+        """The least cost that makes some group outside `blocked` the next one blocked
+        (or seeds all of them): a lower bound on any completion."""
+        cost = self.quotient.cost
+        best = sum(cost[group] for group in range(self.quotient.size) if not blocked >> group & 1)
+        for group, candidates in self._next_blocked(blocked):
+            missing = self._missing(blocked, group)
+            best = min(best, sum(cost[c] for c in candidates[:missing]))
+        return best
+
+    def _missing(self, blocked: int, group: int) -> int:
+        _, entries, need = self._rules[group]
+        return need - (entries & blocked).bit_count()
+
+    def _next_blocked(self, blocked: int) -> list[tuple[int, list[int]]]:
+        """(group, its free entries cheapest first) for each group outside `blocked`
+        that seeds could make the next one blocked."""
+        options = []
+        for group, _, _ in self._rules:
+            if blocked >> group & 1:
+                continue
+            candidates = [c for c in self._ordered[group] if not blocked >> c & 1]
+            if self._missing(blocked, group) <= len(candidates):
+                options.append((group, candidates))
+        return options
+
+    def _search(self, blocked: int, budget: int) -> int | None:
+        """Seeds of cost at most `budget` that, added to the closed set `blocked`,
+        block every group; None when there are none."""
+        if blocked == self._full:
+            return 0
+        cost = self.quotient.cost
+        rest = self._full & ~blocked
+        if sum(cost[group] for group in iter_bits(rest)) <= budget:
+            return rest
+        if budget <= 0 or self._failed.get(blocked, -1) >= budget:
+            return None
+        for group, candidates in self._next_blocked(blocked):
+            missing = self._missing(blocked, group)
+            if sum(cost[c] for c in candidates[:missing]) > budget:
+                continue
+            for chosen in combinations(candidates, missing):
+                spent = sum(cost[c] for c in chosen)
+                if spent > budget:
+                    continue
+                seeds = sum(1 << c for c in chosen)
+                found = self._search(self.closure(blocked | seeds), budget - spent)
+                if found is not None:
+                    return found | seeds
+        self._failed[blocked] = budget
+        return None
+
+
+def seeds_cost(quotient: Quotient, seeds: int) -> int:
+    return sum(quotient.cost[group] for group in iter_bits(seeds))
+
+
+def seeded_nodes(quotient: Quotient, seeds: int) -> int:
+    """The failed nodes of a choice of seeded groups."""
+    nodes = 0
+    for group in iter_bits(seeds):
+        nodes |= quotient.seed_nodes[group]
+    return nodes
