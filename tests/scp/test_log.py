@@ -262,6 +262,27 @@ def test_one_client_cannot_take_the_whole_pending_list() -> None:
     assert core.pending == ["a", "b", "c", "d"]
 
 
+def test_the_connections_of_one_host_share_its_budget_and_it_is_freed_on_logging() -> None:
+    hosts = {"conn-1": "10.0.0.1", "conn-2": "10.0.0.1", "conn-3": "10.0.0.2"}
+    core = LogCore(
+        scp_config(KEYS[0]), {}, max_pending_per_client=2, client_key=hosts.__getitem__
+    )
+
+    def submit_on(connection: str, entry: str) -> SubmitReply:
+        step = core.handle(RequestReceived(connection, 1, SubmitRequest((entry,))), 0)
+        (reply,) = [item for item in step.outgoing if isinstance(item, Reply)]
+        assert isinstance(reply.body, SubmitReply)
+        return reply.body
+
+    assert submit_on("conn-1", "a").queued == submit_on("conn-1", "b").queued == 1
+    assert "host already has 2" in submit_on("conn-2", "c").error
+    assert submit_on("conn-3", "c").queued == 1
+    assert core.pending == ["a", "b", "c"]
+    step = Step(events=[Externalized(1, encode_batch(["a"]))])
+    core._append_decisions(step)  # the slot that logs "a" frees one place of its host
+    assert submit_on("conn-2", "d").queued == 1
+
+
 def test_the_one_list_pending_record_of_older_versions_is_migrated() -> None:
     core = LogCore(scp_config(KEYS[0]), {b"app/pending": b'["old"]'})
     assert core.pending == ["old"]

@@ -261,6 +261,9 @@ class LogNode:
         )
         self._log = dict(core.log)
         self.restored_slots = len(core.log)
+        # a host opening many connections to the submit port gets one budget of pending
+        # entries, not one per connection
+        core.client_key = self._client_host
         others = [node for node in self.config.nodes if node.node_id != self.keys.node_id]
         return NodeHost(
             core,
@@ -272,6 +275,10 @@ class LogNode:
             config=self.host_config,
             network=self.config.settings.network_id,
         )
+
+    def _client_host(self, client: str) -> str:
+        server = self._host.rpc_server if self._host is not None else None
+        return server.host_of(client) if server is not None else client
 
     def status(self) -> StatusReply:
         """What ``synod scp status`` asks over the submit port: the slot through which

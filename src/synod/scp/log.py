@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -73,8 +73,9 @@ holds yet, one record per entry: a sequence number (8 bytes big-endian) follows,
 value is the entry.  Each entry is written once and deleted once, so the disk writes
 of the submit path stay proportional to what clients submit."""
 MAX_PENDING_PER_CLIENT: Final = 1_000
-"""Pending entries one client connection may hold (at most about 1 MiB of entries): one
-client cannot take the whole pending list (10,000 entries) from the others."""
+"""Pending entries the clients of one host may hold together (at most about 1 MiB of
+entries; `LogCore.client_key` names the host of a connection): one host opening many
+connections cannot take the whole pending list (10,000 entries) from the others."""
 CATCH_UP_INTERVAL_MS: Final = 1000
 
 assert MAX_BATCH_BYTES <= MAX_VALUE_BYTES
@@ -304,7 +305,8 @@ class LogCore:
     Entries.  A client's `SubmitRequest` (on the submit port, `RequestReceived`) adds
     its entries to this node's own pending list, each persisted as its own record
     (appended, never rewritten) before the `SubmitReply` leaves, at most
-    `max_pending_per_client` per client and `max_pending` in all, and relays them to
+    `max_pending_per_client` per client host (`client_key`) and `max_pending` in all,
+    and relays them to
     the peers (`Forward`) the way Stellar floods
     transactions: every node then nominates every pending entry it knows, so a slot
     does not wait for the node holding an entry to become a round leader.  Relayed
@@ -333,6 +335,7 @@ class LogCore:
         *,
         max_pending: int = 10_000,
         max_pending_per_client: int = MAX_PENDING_PER_CLIENT,
+        client_key: Callable[[str], str] | None = None,
     ) -> None:
         if isinstance(scp_config.application, LogRules):
             scp_config = dataclasses.replace(
@@ -367,8 +370,11 @@ class LogCore:
             sequence = struct.unpack(">Q", key[len(PENDING_KEY_PREFIX) :])[0]
             self._pending.setdefault(_pending_entry(key, storage[key]), sequence)
         self._next_sequence = max(self._pending.values(), default=-1) + 1
+        self.client_key: Callable[[str], str] = client_key or (lambda client: client)
+        """Whose budget a request's client spends: the driver maps a connection to its
+        host (`synod.runtime.scp_node` does), so many connections share one budget."""
         self._client_of: dict[str, str] = {}
-        """The client that submitted each pending entry (since this process started)."""
+        """The client host that submitted each pending entry (since this process started)."""
         self._pending_per_client: dict[str, int] = {}
         self.relayed: dict[str, None] = {}
         self.max_pending = max_pending
@@ -426,12 +432,13 @@ class LogCore:
         else:
             fresh = [entry for entry in dict.fromkeys(body.entries) if self._is_new(entry)]
             fresh = [entry for entry in fresh if entry not in self._pending]
-            error = self._refusal(request.client, fresh)
+            error = self._refusal(self.client_key(request.client), fresh)
         if error:
             step.outgoing.append(Reply(request.client, request.request_id, self._reply(0, error)))
             return step
+        owner = self.client_key(request.client)
         for entry in fresh:
-            self._add_pending(entry, request.client, step)
+            self._add_pending(entry, owner, step)
         if fresh:
             _forward(step, fresh)
         # the host commits the records before the reply leaves: an answered entry survives
@@ -446,7 +453,7 @@ class LogCore:
             return f"the node already holds {len(self._pending)} pending entries"
         held = self._pending_per_client.get(client, 0)
         if held + len(fresh) > self.max_pending_per_client:
-            return f"this client already has {held} pending entries"
+            return f"this client's host already has {held} pending entries"
         return ""
 
     def _add_pending(self, entry: str, client: str, step: Step) -> None:
