@@ -326,9 +326,11 @@ class LogNode:
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, SlotsUnavailable):
-            # the log stays behind from here: say so rather than leave a silent gap
+            # say so rather than leave a silent gap; the node asks for a checkpoint, and
+            # stays behind only when no peer holds one that reaches back this far
             log.warning(
-                "peers no longer hold the slots this node missed",
+                "peers no longer hold the decisions of the slots this node missed; "
+                "asking for a checkpoint",
                 extra={
                     "first_slot": event.first_slot_index,
                     "available_from_slot": event.available_from_slot_index,
