@@ -106,6 +106,30 @@ def test_a_core_away_beyond_what_drivers_remember_rejoins_and_gets_its_work_comm
     assert installed > 0, "some runs went beyond the drivers' window"
 
 
+def test_false_checkpoints_signed_by_f_cores_are_never_installed() -> None:
+    """The Byzantine core signs a lie in every checkpoint vote (positions and a leader
+    far ahead, a made-up chain): a driver never holds it as a checkpoint, no correct
+    core installs it, and the order and progress hold.  (Every seeded Byzantine core
+    also does this beside its other behaviours.)"""
+    for seed in range(3):
+        scenario = TuskScenario(false_checkpoints_only=True, slow_core_ms=(0, 0))
+        outcome = run_scenario(scenario, seed, CI_SETTINGS)
+        assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
+        assert not kinds_of(outcome)["CheckpointInstalled"]
+
+
+def test_checker_reports_a_false_checkpoint_signed_by_more_than_f_cores() -> None:
+    """Two Byzantine cores of four sign the same lie: weight f + 1 for the drivers, so
+    a correct core installs a checkpoint no correct core reached; the checker says so.
+    (The one-colluder case above is what f + 1 signatures rule out.)"""
+    scenario = TuskScenario(
+        byzantine_cores=2, false_checkpoints_only=True, byzantine_drivers=0, slow_core_ms=(0, 0)
+    )
+    outcome = run_scenario(scenario, seed=1, settings=RunSettings(faults=False))
+    assert not outcome.ok
+    assert "beyond every correct core" in outcome.violations[0].detail
+
+
 def test_seven_cores_with_two_byzantine_keep_the_prefix_and_progress() -> None:
     for seed in range(4):
         outcome = run_scenario(TuskScenario(cores=7, byzantine_cores=2), seed, CI_SETTINGS)

@@ -95,6 +95,7 @@ from synod.tusk.messages import (
     header_signature_valid,
     request_digest,
     sign_answer,
+    sign_checkpoint,
     sign_header,
     sign_vote,
 )
@@ -104,9 +105,11 @@ SUBMIT_WINDOW_MS = 1_000
 
 AFTER_HEALING_TRANSACTIONS = 10
 AFTER_HEALING_INTERVAL_MS = 100
-LONG_OUTAGE_INTERVAL_MS = 100
 """Once the network heals, each correct core is given this many more transactions,
 this far apart, and must get every one committed on every correct core."""
+LONG_OUTAGE_INTERVAL_MS = 100
+"""While a core is away in the long-outage fault, the others get a transaction this
+often, so that the committee keeps making rounds."""
 
 
 def core_keys(index: int) -> KeyPair:
@@ -178,6 +181,43 @@ class ForgedCertificates:
             answer, round=answer.round + 1_000, certificates=stripped, votes=stolen
         )
         return [Reply(outgoing.client, outgoing.request_id, sign_answer(self.keys, lie))]
+
+
+@dataclass(slots=True)
+class FalseCheckpoints:
+    """Sign checkpoint statements that lie: positions and a leader far ahead of the
+    core's true checkpoint, with a made-up chain digest, in correctly signed answers.
+    The lie is a function of the true statement, so Byzantine cores at one checkpoint
+    sign the same one: f of them still weigh less than the f + 1 a checkpoint needs."""
+
+    keys: KeyPair
+    probability: float = 0.5
+    name: str = "false checkpoints"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Reply) or not isinstance(outgoing.body, CoreAnswer):
+            return [outgoing]
+        answer = outgoing.body
+        if answer.checkpoint is None:
+            return [outgoing]
+        if self.probability < 1.0 and context.rng.random() >= self.probability:
+            return [outgoing]
+        true = answer.checkpoint.statement
+        ahead = 1_000  # rounds: above every correct core, so each would install it
+        lie = msgspec.structs.replace(
+            true,
+            sequence=true.sequence + 10 * ahead,
+            leader_round=true.leader_round + ahead,
+            floor_round=true.floor_round + ahead,
+            chain=blake2b(true.chain, person=b"synod-sim-lie"),
+            delivered=tuple(
+                WeakParent(round=weak.round + ahead, digest=weak.digest)
+                for weak in true.delivered
+            ),
+        )
+        vote = sign_checkpoint(self.keys, lie)
+        forged = msgspec.structs.replace(answer, checkpoint=vote)
+        return [Reply(outgoing.client, outgoing.request_id, sign_answer(self.keys, forged))]
 
 
 @dataclass(slots=True)
@@ -594,6 +634,10 @@ class TuskScenario:
     weak_parent_attack_only: bool = False
     """Byzantine cores do nothing but `MadeUpWeakParents` (the attack alone, so that a
     run shows it rather than the other behaviours that silence the core)."""
+    false_checkpoints_only: bool = False
+    """Byzantine cores do nothing but sign `FalseCheckpoints` in every answer carrying a
+    checkpoint vote: within f they never make a checkpoint; more than f make one that
+    the checker reports once a correct core installs it."""
     long_outage: bool = False
     """In half the runs (drawn by the seed), one correct core goes down early and stays
     down until healing while the others are handed a transaction every
@@ -719,10 +763,16 @@ class TuskScenario:
         ]
         behaviours = [behaviour for behaviour in pool if rng.random() < 0.5]
         behaviours = behaviours or [pool[rng.randrange(len(pool))]]
+        # Every Byzantine core lies in every checkpoint vote it sends (drawing nothing,
+        # so that the faults each seed draws stay what they were).
+        behaviours.append(FalseCheckpoints(keys, probability=1.0))
         double_vote = rng.random() < 0.5
         made_up_weak_parents = rng.random() < 0.5
         if self.weak_parent_attack_only:
             behaviours, double_vote, made_up_weak_parents = [], False, True
+        if self.false_checkpoints_only:
+            behaviours = [FalseCheckpoints(keys, probability=1.0)]
+            double_vote = made_up_weak_parents = False
         members = list(committee.members)
 
         def build(storage: Storage, node_rng: random.Random) -> Core:
