@@ -105,11 +105,15 @@ class _Stopped(Exception):
 
 
 _FIRST_BUDGET = 100
-_MAX_BUDGET = 5_000
+_MAX_BUDGET = 1_000
 """Conflicts per solver call between two `Stop` checks: the budget doubles while a
 query stays open, up to this cap, so a stop request is seen within one capped call
-(about a second at most on the 50-organisation asymmetric networks, whose conflicts
-cost about 0.2 ms each) while the solver keeps what it learned between calls."""
+(about 0.2 s on the 50-organisation asymmetric networks, whose conflicts cost about
+0.2 ms each on an idle core) while the solver keeps what it learned between calls."""
+_LOAD_CHUNK = 50_000
+"""Clauses handed to the solver between two `Stop` checks while a formula is loaded:
+loading the 1.5 M clauses of an unrolled cascade takes seconds, 50,000 take about
+0.05 s."""
 
 
 def _attempt(solver: Any, assumptions: Sequence[int], budget: int) -> bool | None:
@@ -117,6 +121,36 @@ def _attempt(solver: Any, assumptions: Sequence[int], budget: int) -> bool | Non
     solver.conf_budget(budget)
     outcome = solver.solve_limited(assumptions=assumptions)
     return None if outcome is None else bool(outcome)
+
+
+def _new_solver(clauses: list[list[int]], stop: Stop | None) -> Any:
+    """A solver holding `clauses`, loaded in chunks with `stop` asked between them
+    (raising `_Stopped`, the solver deleted) so that a large formula does not delay a
+    stop request by seconds."""
+    solver = Solver(name=_SOLVER)
+    for start in range(0, len(clauses), _LOAD_CHUNK):
+        if stop is not None and stop():
+            solver.delete()
+            raise _Stopped
+        solver.append_formula(clauses[start : start + _LOAD_CHUNK])
+    return solver
+
+
+def _attempt_sliced(
+    solver: Any, assumptions: Sequence[int], total: int, stop: Stop | None
+) -> bool | None:
+    """Up to `total` conflicts in slices of at most `_MAX_BUDGET`, with `stop` asked
+    between them (raising `_Stopped`): None when the conflicts ran out undecided."""
+    spent = 0
+    while spent < total:
+        if stop is not None and stop():
+            raise _Stopped
+        budget = min(_MAX_BUDGET, total - spent)
+        outcome = _attempt(solver, assumptions, budget)
+        if outcome is not None:
+            return outcome
+        spent += budget
+    return None
 
 
 def _solve(solver: Any, assumptions: Sequence[int], stop: Stop | None) -> bool | None:
@@ -351,7 +385,7 @@ def find_disjoint_quorums(
     for v in nodes:
         cnf.add([cnf.negate(side_a[v]), cnf.negate(side_b[v])])
     progress(f"disjoint quorums: {cnf.top} variables, {len(cnf.clauses)} clauses")
-    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
+    with _new_solver(cnf.clauses, stop) as solver:
         outcome = _solve(solver, [], stop)
         if outcome is None:
             raise _Stopped
@@ -461,7 +495,11 @@ def _minimize(
     bound = CardEnc.atmost(
         variables, bound=len(chosen), top_id=cnf.top, encoding=EncType.seqcounter
     )
-    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses + bound.clauses) as solver:
+    try:
+        solver = _new_solver(cnf.clauses + bound.clauses, stop)
+    except _Stopped:
+        return search
+    with solver:
         solver.add_clause([-v for v in chosen])
         while len(search.models) < limit and _solve(solver, [], stop):
             found = set(solver.get_model() or [])
@@ -518,8 +556,12 @@ def _minimize_anytime(
     best = initial
     upper = None if initial is None else size_of(initial)
     budget = _FIRST_BUDGET
-    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
-        solver.append_formula(totalizer.cnf.clauses)
+    try:
+        solver = _new_solver(cnf.clauses + totalizer.cnf.clauses, stop)
+    except _Stopped:
+        totalizer.delete()
+        return _Search([] if best is None else [best], lower, upper, False)
+    with solver:
         while not stop() and (upper is None or lower < upper):
             target = len(variables) if upper is None else upper - 1
             improved = _attempt(solver, at_most(target), budget)
@@ -533,7 +575,7 @@ def _minimize_anytime(
                 lower = upper
                 break
             proved = None
-            if upper is not None and lower < upper:
+            if upper is not None and lower < upper and not stop():
                 proved = _attempt(solver, at_most(lower), budget)
                 if proved is False:
                     lower += 1
@@ -742,7 +784,9 @@ def minimal_splitting_sets(
             notes = ("top tier not decided in time: searched its known part only",)
     else:
         members = bits_from(v for v, q in enumerate(fbas.qsets) if q is not None)
-    if not members and notes:
+    if notes:
+        # Only a stop leaves the tier undecided: the search would give up at once, so
+        # the formula is not even built.
         return MinimalSetResult(
             "splitting", grouping, None, (), True, 0, notes, lower_bound=0, optimal=False
         )
@@ -946,17 +990,18 @@ def _short_cascade_members(
     nodes = list(iter_bits(core))
     tier = 0
     found: list[int] = []
-    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
-        for v in nodes:
-            if stop is not None and stop():
-                break
-            if any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes):
-                continue
-            assumptions = _membership_assumptions(v, nodes, member, starter)
-            if _attempt(solver, assumptions, _SHORT_BUDGET):
-                minimal = _minimal_quorum_from(fbas, solver, nodes, member, v)
-                found.append(minimal)
-                tier |= minimal
+    try:
+        with _new_solver(cnf.clauses, stop) as solver:
+            for v in nodes:
+                if any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes):
+                    continue
+                assumptions = _membership_assumptions(v, nodes, member, starter)
+                if _attempt_sliced(solver, assumptions, _SHORT_BUDGET, stop):
+                    minimal = _minimal_quorum_from(fbas, solver, nodes, member, v)
+                    found.append(minimal)
+                    tier |= minimal
+    except _Stopped:
+        pass  # what was proven stays proven
     progress(f"top tier: {tier.bit_count()} of {len(nodes)} proven with a cut cascade")
     return tier, found
 
@@ -985,7 +1030,11 @@ def _core_top_tier(
     outside: set[int] = set()
     step = max(1, len(nodes) // 10)
     undecided = 0
-    with Solver(name=_SOLVER, bootstrap_with=cnf.clauses) as solver:
+    try:
+        solver = _new_solver(cnf.clauses, stop)
+    except _Stopped:
+        return tier, found, core & ~tier
+    with solver:
         for index, v in enumerate(nodes):
             if tier >> v & 1 or orbit[v] in outside:
                 continue
