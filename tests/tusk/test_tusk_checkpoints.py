@@ -307,3 +307,38 @@ def test_a_pruned_delivery_log_stays_bounded_and_a_core_resumes_from_it() -> Non
         lambda: all(b"after the restart" in delivered_transactions(world, c) for c in CORES),
         max_ms=world.now_ms + 10_000,
     )
+
+
+def test_installing_deletes_the_old_records_a_pruned_log_keeps_without_walking_the_gap() -> None:
+    kept = 4
+    config = TuskConfig(gc_depth=4, kept_commits=kept)
+    world = tusk_world(KEYS, seed=13, config=config)
+    submit(world, CORES[3], [b"early"])
+    assert world.step_until(lambda: b"early" in delivered_transactions(world, CORES[3]))
+    early = dict(world.node(CORES[3]).storage)
+    own_records = _commit_positions(early)
+    assert own_records
+    for number in range(40):
+        submit(world, CORES[number % 3], [f"later {number}".encode()])
+        world.run_until(world.now_ms + 30)
+    assert world.step_until(
+        lambda: all(b"later 39" in delivered_transactions(world, c) for c in CORES[:3])
+    )
+    checkpoint = certificate_of(votes_of(world, [0, 1, 2]))
+    assert checkpoint.statement.sequence - kept > max(own_records) + 1, "a gap longer than kept"
+    behind = TuskCore(KEYS[3], COMMITTEE, dict(early), config=config)
+    step = behind.handle(RequestReceived("driver", 1, CoreRequest(checkpoint=checkpoint)), 0)
+    assert [type(event) for event in step.events] == [CheckpointInstalled]
+    deleted = [
+        record.key
+        for record in step.persist
+        if record.value is None and record.key.startswith(COMMIT_LOG_PREFIX)
+    ]
+    storage = {**early}
+    for record in step.persist:
+        if record.value is None:
+            storage.pop(record.key, None)
+        else:
+            storage[record.key] = record.value
+    assert not _commit_positions(storage), "the records below the gap are all gone"
+    assert len(deleted) <= len(own_records), "one delete per record held, none for the gap"

@@ -1165,6 +1165,23 @@ class TuskCore:
         )
         self._log_start = max(self._log_start, end)
 
+    def _prune_below_gap(self, first_skipped: int, sequence: int, step: Step) -> None:
+        """Prune this core's own records for a checkpoint installed at `sequence`,
+        never walking the gap (`first_skipped`..`sequence`, which may be hours of
+        positions) unless it is shorter than `kept_commits`."""
+        kept = self.config.kept_commits
+        if kept is None:
+            return
+        end = min(first_skipped, sequence - kept)
+        step.persist.extend(
+            Persist(_number_key(_COMMIT, position), None)
+            for position in range(self._log_start, end)
+        )
+        if sequence - kept > first_skipped:
+            self._log_start = sequence  # every record below the gap is gone
+        else:
+            self._log_start = max(self._log_start, end)
+
     def _consider_checkpoint(self, certificate: CheckpointCertificate, step: Step) -> None:
         """Install `certificate` when it shows this core out of the committee's reach
         and is signed by cores of weight at least f + 1 (see `CheckpointCertificate`).
@@ -1206,9 +1223,7 @@ class TuskCore:
         self._chain = statement.chain
         self._installed = statement
         self._voted_headers.clear()
-        self._prune_log(first_skipped, step)  # this core's own records, below the gap
-        if self.config.kept_commits is not None:
-            self._log_start = statement.sequence  # nothing in the gap to delete
+        self._prune_below_gap(first_skipped, statement.sequence, step)
         self._collect_garbage(step)  # everything held lies below the new floor
         self._round = max(self._round, statement.floor_round)
         self._advance_round()
