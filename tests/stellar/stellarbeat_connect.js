@@ -3,6 +3,8 @@
 // envelope's signature with its own code, asks for the quorum set each envelope names,
 // and prints one JSON line of what it saw.  Run with NODE_PATH pointing at the
 // node_modules folder that holds the connector (make stellar-tools).
+// With FOLLOW=N it goes on listening after the quorum set until it has seen envelopes
+// of N slots past the first slot it saw (a node followed as it decides).
 'use strict';
 const { xdr, hash, StrKey } = require('@stellar/stellar-base');
 const connector = require('@stellarbeat/js-stellar-node-connector');
@@ -11,7 +13,9 @@ const [host, port] = [process.argv[2], Number(process.argv[3])];
 const config = connector.getConfigFromEnv();
 const node = connector.createNode(config, require('pino')({ level: 'silent' }));
 const networkId = hash(Buffer.from(config.network));
-const result = { connected: false, peer: null, envelopes: 0, verified: 0, quorumSets: [] };
+const result = { connected: false, peer: null, envelopes: 0, verified: 0, quorumSets: [], slots: [] };
+const follow = Number(process.env.FOLLOW || 0);
+let firstSlot = null;
 const asked = new Set();
 
 function finish(code) {
@@ -34,6 +38,10 @@ connection.on('data', (work) => {
 		result.envelopes += 1;
 		const verdict = connector.verifySCPEnvelopeSignature(envelope, networkId);
 		if (verdict.isOk() && verdict.value) result.verified += 1;
+		const slot = Number(envelope.statement().slotIndex().toString());
+		if (!result.slots.includes(slot)) result.slots.push(slot);
+		if (firstSlot === null) firstSlot = slot;
+		if (follow && result.quorumSets.length && slot >= firstSlot + follow) finish(0);
 		const pledges = envelope.statement().pledges();
 		const body = pledges.value();
 		const qsetHash =
@@ -50,7 +58,7 @@ connection.on('data', (work) => {
 		const digest = hash(qset.toXDR()).toString('hex');
 		const dto = connector.getQuorumSetFromMessage(qset);
 		result.quorumSets.push({ hash: digest, asked: asked.has(digest), quorumSet: dto.isOk() ? dto.value : null });
-		finish(0);
+		if (!follow) finish(0);
 	}
 	work.done();
 });

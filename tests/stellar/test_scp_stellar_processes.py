@@ -105,6 +105,8 @@ def test_fbas_crawl_reconstructs_every_quorum_set_and_check_finds_intersection(
 def test_an_independent_overlay_client_follows_a_synod_scp_run_node(
     network: NetworkConfig,
 ) -> None:
+    """The client asks GET_SCP_STATE and the quorum set, then stays connected until it has
+    seen, and verified, the node's statements for two slots past the first it saw."""
     modules = connector_modules()
     node = network.nodes[0]
     environment = {
@@ -114,6 +116,7 @@ def test_an_independent_overlay_client_follows_a_synod_scp_run_node(
         "LEDGER_VERSION": "25",
         "OVERLAY_VERSION": "38",
         "OVERLAY_MIN_VERSION": "35",
+        "FOLLOW": "2",
     }
     client = subprocess.run(
         ["node", str(SCRIPT), node.host, str(node.port)], capture_output=True, text=True,
@@ -124,6 +127,7 @@ def test_an_independent_overlay_client_follows_a_synod_scp_run_node(
     assert seen["connected"] and seen["peer"] == node_id_to_strkey(node.node_id)
     assert seen["envelopes"] >= 1, "GET_SCP_STATE was answered"
     assert seen["verified"] == seen["envelopes"], "its own code verifies every signature"
+    assert max(seen["slots"]) >= min(seen["slots"]) + 2, "it follows the slots as decided"
     (quorum_set,) = seen["quorumSets"]
     assert quorum_set["asked"], "the set answered is the one whose hash an envelope named"
     threshold, members = expected_quorum_set(network)
