@@ -163,6 +163,28 @@ def test_without_checkpoints_the_liveness_checker_catches_a_node_left_behind() -
         assert run_scenario(scenario, seed, INSIDER_SETTINGS).ok
 
 
+def test_a_node_that_trusted_attestations_without_checking_the_state_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The insider answers checkpoint requests with honest attestations (they are
+    public) and a forged state; an application that skipped the state check would
+    install it, and the agreement checker reports the fork."""
+    from synod.sim.scenarios import scp as scenarios
+
+    scenario = retention_scenario("symmetric", 7, 1)
+    assert run_scenario(scenario, 6, INSIDER_SETTINGS).ok
+    assert "checkpoint forgery" in " ".join(scenario.story)
+
+    def unchecked(
+        ledger: scenarios.ValueLedger, first: int, slot: int, digest: bytes, state: bytes
+    ) -> bool:
+        return first == ledger.through + 1
+
+    monkeypatch.setattr(scenarios.ValueLedger, "matches", unchecked)
+    outcome = run_scenario(retention_scenario("symmetric", 7, 1), 6, INSIDER_SETTINGS)
+    assert not outcome.ok and "agreement" in str(outcome.violations[0])
+
+
 def test_insider_runs_exercise_made_up_ids_maybe_values_and_catch_up() -> None:
     rejected: collections.Counter[str] = collections.Counter()
     asked_later = 0

@@ -107,6 +107,7 @@ from synod.scp import (
 )
 from synod.scp.application import CheckpointVerified
 from synod.scp.log import GENESIS_HEAD, SEGMENT_CODEC, LogSegment, chain_head
+from synod.scp.messages import Attestation, Checkpoint, sign_attestation
 from synod.sim.adversary import (
     AdversaryContext,
     Behaviour,
@@ -570,6 +571,53 @@ class CostlyInsider:
         return [outgoing, Broadcast(extra)]
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointForgery:
+    """A member within the bound attacking nodes that rejoin from checkpoints: it
+    answers a checkpoint request with the honest attestations (they are public) and a
+    forged state, attests another digest to some peers than to others, and sends
+    checkpoints nobody asked for.  (It acts only where checkpoints are on, so runs
+    without them draw nothing more from the seed.)"""
+
+    forger: Forger
+    probability: float = 0.5
+    name: str = "checkpoint forgery"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Send | Broadcast):
+            return [outgoing]
+        message = outgoing.message
+        rng = context.rng
+        if isinstance(message, Checkpoint) and isinstance(outgoing, Send):
+            # always: an honest answer from this node would only help the asker
+            return [Send(outgoing.to, self._forged_state(message, rng))]
+        if (
+            isinstance(message, Attestation)
+            and isinstance(outgoing, Broadcast)
+            and message.node_id == self.forger.keys.node_id
+        ):
+            wrong = sign_attestation(self.forger.keys, message.slot_index, rng.randbytes(32))
+            chosen: list[Outgoing] = [
+                Send(peer, wrong if rng.random() < self.probability else message)
+                for peer in context.peers
+            ]
+            unasked = Checkpoint(message.slot_index, message.digest, (message,), b"junk")
+            return [*chosen, Broadcast(unasked)]
+        return [outgoing]
+
+    def _forged_state(self, checkpoint: Checkpoint, rng: random.Random) -> Checkpoint:
+        try:
+            segment = SEGMENT_CODEC.decode(checkpoint.state)
+        except DecodeError:
+            return checkpoint
+        values = list(segment.values)
+        position = rng.randrange(len(values)) if values else 0
+        forged = make_value(segment.first_slot_index + position, "forger", "forged")
+        values[position:position + 1] = [forged]
+        state = SEGMENT_CODEC.encode(LogSegment(segment.first_slot_index, tuple(values)))
+        return Checkpoint(checkpoint.slot_index, checkpoint.digest, checkpoint.attestations, state)
+
+
 def draw_behaviours(rng: random.Random, forger: Forger) -> list[Behaviour]:
     """A seeded mix of misbehaviour for one Byzantine node (never empty); an insider
     (`Forger.insider`) always runs `CostlyInsider` as well."""
@@ -583,7 +631,7 @@ def draw_behaviours(rng: random.Random, forger: Forger) -> list[Behaviour]:
     chosen = [behaviour for behaviour in pool if rng.random() < 0.4]
     chosen = chosen or [pool[rng.randrange(len(pool))]]
     if forger.insider:
-        chosen.append(CostlyInsider(forger))
+        chosen += [CostlyInsider(forger), CheckpointForgery(forger)]
     return chosen
 
 
