@@ -195,3 +195,49 @@ def test_a_watcher_connected_to_one_validator_follows_the_network() -> None:
     nodes, watcher = asyncio.run(scenario())
     assert watcher.externalized[0] == nodes[0].externalized[0]
     assert len(watcher.overlay.connections) == 0  # closed; it had dialed one validator only
+
+
+def test_envelopes_of_nodes_outside_the_transitive_quorum_are_neither_checked_nor_relayed() -> (
+    None
+):
+    """On Stellar's overlay anyone may authenticate.  An outsider that signs statements
+    with thirty fresh keys for the slot being decided gets none of them relayed (before,
+    each cost a signature check and went on to every other peer, as stellar-core never
+    floods an envelope from outside its transitive quorum), and nothing reaches the core's
+    tables."""
+    from synod.runtime.stellar_overlay import OverlayNode
+    from synod.scp.stellar import StellarNetwork, envelope_to_xdr_object
+    from synod.stellar.state import ScpStateStore
+
+    made_up = [KeyPair.from_seed(hashlib.sha256(b"made up %d" % i).digest()) for i in range(30)]
+
+    async def scenario() -> tuple[int, int]:
+        target, neighbour = (StellarScpNode(keys, QSET, SETTINGS) for keys in KEYS[:2])
+        address = await target.start("127.0.0.1", 0)
+        await neighbour.start("127.0.0.1", 0)
+        neighbour.connect_to([address])
+        outsider = OverlayNode(KeyPair.generate(), SETTINGS)
+        try:
+            connection = await outsider.connect(*address)
+            assert await connection.wait_for(lambda: connection.peer.authenticated, 10)
+            store, network = ScpStateStore(), StellarNetwork(TESTNET)
+            for keys in made_up:
+                envelope = store.nominate(keys, network, QSET, 1, stellar_value(1_800_000_000))
+                message = xdr.StellarMessage(
+                    xdr.MessageType.SCP_MESSAGE, envelope=envelope_to_xdr_object(envelope)
+                )
+                connection.send(message)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while sum(c.received for c in target.overlay.connections) < len(made_up):
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+            return target.relayed, len(target.core.transitive_quorum)
+        finally:
+            await outsider.close()
+            await neighbour.close()
+            await target.close()
+
+    relayed, known = asyncio.run(scenario())
+    assert relayed == 0
+    assert known == len(QSET.validators)

@@ -252,16 +252,21 @@ class StellarScpNode:
         digest: bytes,
         envelope: Envelope,
     ) -> None:
-        """Flood a new, validly signed envelope of a slot in the window to every other
-        peer, once, as stellar-core floods SCP messages.  Cheapest first: the hash, the
-        slot, then the signature.  The hash covers the whole message, so a corrupted copy
-        that arrives first cannot shadow the genuine one."""
+        """Flood a new, validly signed envelope of a slot in the window, from a node of
+        the transitive quorum, to every other peer, once, as stellar-core floods SCP
+        messages.  Cheapest first: the hash, the slot, the node, then the signature.  The
+        hash covers the whole message, so a corrupted copy that arrives first cannot
+        shadow the genuine one.  Anyone may authenticate on Stellar's overlay, so an
+        envelope of a node outside the transitive quorum (made-up keys) costs a set
+        lookup and goes nowhere: stellar-core does not flood those either."""
         if not self._first_sight(digest):
             return
         slot = envelope.statement.slot_index
         core = self.core
         if not core.next_slot_index - core.config.retained_slots <= slot <= core.window_top:
             return  # not ours to spread: the core keeps or drops it
+        if envelope.statement.node_id not in core.transitive_quorum:
+            return
         if not self.network.verify_envelope(envelope):
             return
         for connection in list(self.overlay.connections):
