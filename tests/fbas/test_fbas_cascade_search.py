@@ -4,13 +4,17 @@ and proves the minimum on the 50-organisation asymmetric networks."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
+from unittest.mock import patch
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fbas_anytime import StopAfter
 from test_fbas_bruteforce_agreement import KEYS, raw_keys, reference_groups, reference_network
 
+from synod.fbas import analysis, cascade
 from synod.fbas import bruteforce as brute
 from synod.fbas.analysis import minimal_blocking_sets
 from synod.fbas.cascade import organisation_quotient
@@ -93,8 +97,6 @@ def test_stopped_organisation_search_brackets_the_exact_minimum(
 ) -> None:
     fbas, qsets, exact = _prepared(network, by_org)
     # Every cascade asks, so that small networks can be stopped at any step.
-    from synod.fbas import cascade
-
     original = cascade.BlockingSearch.__post_init__
 
     def every_cascade(self: Any) -> None:
@@ -134,3 +136,26 @@ def test_asymmetric_fifty_organisations_are_proven_within_a_bounded_search() -> 
     assert result.size >= 12
     by_org = minimal_blocking_sets(fbas, "org", stop=StopAfter(5_000))
     assert by_org.optimal and by_org.size is not None and 2 * by_org.size == result.size
+
+
+def test_a_search_needing_more_seeds_than_its_depth_allows_falls_back_to_sat() -> None:
+    # Five validators that each trust only themselves: each is a quorum on its own, so
+    # every one must fail, five seeds deep.
+    nodes = [
+        {
+            "publicKey": KEYS[v],
+            "quorumSet": {"threshold": 1, "validators": [KEYS[v]], "innerQuorumSets": []},
+        }
+        for v in range(5)
+    ]
+    fbas = load_stellarbeat(nodes)
+    quotient = organisation_quotient(fbas, fbas.all_nodes)
+    assert quotient is not None
+    shallow = cascade.BlockingSearch(quotient, max_seeds=2)
+    with pytest.raises(cascade.SearchStopped):
+        shallow.minimum()
+    assert shallow.lower == 5  # no validator is ever blocked by the others
+    with patch.object(analysis, "BlockingSearch", partial(cascade.BlockingSearch, max_seeds=2)):
+        result = minimal_blocking_sets(fbas)
+    assert result.optimal and result.size == 5
+    assert cascade.BlockingSearch(quotient).minimum() == 0b11111

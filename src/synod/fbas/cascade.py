@@ -189,12 +189,15 @@ class BlockingSearch:
 
     `lower` is proven after each finished depth: no seeds cost less.  `closures` counts
     cascade computations, the unit of work that `budget` caps; `stop` is asked every
-    `check_every` of them."""
+    `check_every` of them.  Each recursion level seeds at least one group, so the depth
+    stays below `max_seeds`: a search that would need more seeds gives up (raising
+    `SearchStopped`) rather than reach Python's recursion limit."""
 
     quotient: Quotient
     stop: Stop | None = None
     budget: int | None = None
     check_every: int = 64
+    max_seeds: int = 300
     closures: int = 0
     lower: int = 0
 
@@ -245,7 +248,10 @@ class BlockingSearch:
 
         start = self.closure(0)
         self.lower = achievable(max(self.lower, self._cheapest_block(start)))
+        cheapest = min(self.quotient.cost, default=1)
         while upper is None or self.lower < upper:
+            if self.lower > self.max_seeds * cheapest:
+                raise SearchStopped
             found = self._search(start, self.lower)
             if found is not None:
                 return found
