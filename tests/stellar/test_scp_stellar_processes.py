@@ -163,3 +163,45 @@ def test_every_node_answers_status_with_links_to_all_the_others(network: Network
         assert "unexpected auth sequence" not in (logs / f"{node.name}.err").read_text()
     refused = synod("scp", "submit", str(network.path.parent), "node-0", "an entry")
     assert refused.returncode == 2 and "Stellar-mode network" in refused.stderr
+
+
+def test_a_node_killed_while_the_others_decide_rejoins_with_every_slot(tmp_path: Path) -> None:
+    """node-3 is SIGKILLed, the other three (a quorum) decide at least five more slots,
+    node-3 restarts from its store, asks each peer for its statements from its first
+    undecided slot (GET_SCP_STATE), and decides every slot it missed: every log equal,
+    slot by slot, none missing (within the slots peers keep, `retained_slots`)."""
+    from synod.runtime.supervisor import Supervisor
+
+    directory = tmp_path / "net"
+    ports = free_ports(8)
+    init = synod(
+        "scp", "init", str(directory), "--stellar",
+        "--ports", ",".join(map(str, ports[:4])),
+        "--submit-ports", ",".join(map(str, ports[4:])),
+    )
+    assert init.returncode == 0, init.stderr
+    assert synod("scp", "up", str(directory)).returncode == 0
+    supervisor = Supervisor(directory)
+    try:
+        config = load_network(directory)
+        wait_for_slots(config, 2, 60)
+        supervisor.kill("node-3")
+        (left_at,) = [len(read_network_logs(config)["node-3"] or {})]
+        deadline = time.monotonic() + 60
+        while min(len(log or {}) for name, log in read_network_logs(config).items()
+                  if name != "node-3") < left_at + 5:
+            assert time.monotonic() < deadline, "the three others kept deciding"
+            time.sleep(0.1)
+        supervisor.restart("node-3")
+        target = max(len(log or {}) for log in read_network_logs(config).values())
+        wait_for_slots(config, target, 60)
+    finally:
+        down = synod("scp", "down", str(directory))
+        assert down.returncode == 0, down.stdout + down.stderr
+    logs = read_network_logs(config)
+    returned = logs["node-3"]
+    assert returned is not None
+    assert sorted(returned) == list(range(1, len(returned) + 1)), "no slot missing"
+    for log in logs.values():
+        assert log is not None
+        assert all(log[slot] == returned[slot] for slot in set(log) & set(returned))
