@@ -214,3 +214,28 @@ def test_checkpoint_checks_per_sender_are_budgeted() -> None:
         offer(node, bad)
     assert node.scp.rejected[RejectReason.BAD_CHECKPOINT] == 2
     assert node.scp.rejected[RejectReason.CHECKPOINT_LIMITED] == 4
+
+
+def test_attestations_of_several_answers_add_up() -> None:
+    """A peer that missed an attestation (a lost message) sends fewer than a slice;
+    two such answers for the same slot and digest together hold one.  Before, each
+    answer was judged alone and both were refused."""
+    node = asking_core()
+    digest = head_of(SEGMENT)
+    first = Checkpoint(4, digest, attested(digest, KEYS[:2]), state(SEGMENT))
+    assert offer(node, first) == [] and node.log == {}
+    second = Checkpoint(4, digest, attested(digest, KEYS[1:3]), state(SEGMENT))
+    assert offer(node, second) and node.log == dict(enumerate(SEGMENT, start=1))
+
+
+def test_gathered_attestations_never_vouch_for_another_digest() -> None:
+    node = asking_core()
+    digest = head_of(SEGMENT)
+    offer(node, Checkpoint(4, digest, attested(digest, KEYS[:2]), state(SEGMENT)))
+    forged_values = (*SEGMENT[:3], b'["forged"]')
+    forged_digest = head_of(forged_values)
+    # the forger's own attestation of its digest plus what was gathered for the true one
+    forged = Checkpoint(
+        4, forged_digest, attested(forged_digest, [KEYS[2]]), state(forged_values)
+    )
+    assert offer(node, forged) == [] and node.log == {}

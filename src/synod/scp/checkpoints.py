@@ -39,11 +39,16 @@ def check_checkpoint(
     local_qset: QuorumSet,
     admits: Callable[[bytes], bool],
     verifier: Callable[[Attestation], bool],
+    gathered: AttestationGathering | None = None,
 ) -> bool:
     """True when `checkpoint`'s attestations hold for a node with quorum set
     `local_qset` (see the module docstring): structure first, then whether the
     attesting members of `local_qset` hold one of its slices, then their signatures
-    (at most the validators `local_qset` names)."""
+    (at most the validators `local_qset` names).
+
+    With `gathered`, attestations of earlier answers for the same slot and digest
+    count too (each verified when it came), and this answer's verified ones are kept
+    for later: a peer that missed some attestations (lost messages) still helps."""
     members = set(all_validators(local_qset))
     attesting: dict[bytes, Attestation] = {}
     for attestation in checkpoint.attestations:
@@ -56,9 +61,42 @@ def check_checkpoint(
             return False
         if attestation.node_id in members:
             attesting[attestation.node_id] = attestation
-    if not is_satisfied_by(local_qset, attesting.keys()):
+    if gathered is None:
+        if not is_satisfied_by(local_qset, attesting.keys()):
+            return False
+        return all(verifier(attesting[node]) for node in sorted(attesting))
+    # verified and kept even when they hold no slice yet: the next answer may complete it
+    known = gathered.of(checkpoint.slot_index, checkpoint.digest)
+    fresh = [attesting[node] for node in sorted(attesting) if node not in known]
+    if not all(verifier(attestation) for attestation in fresh):
         return False
-    return all(verifier(attesting[node]) for node in sorted(attesting))
+    gathered.add(checkpoint.slot_index, checkpoint.digest, fresh)
+    return is_satisfied_by(local_qset, gathered.of(checkpoint.slot_index, checkpoint.digest))
+
+
+class AttestationGathering:
+    """Verified attestations from the checkpoint answers a node received, by (slot,
+    digest), for at most `max_keys` keys (oldest forgotten first: a Byzantine member
+    can sign any number of digests, and honest answers come again on the next tick)."""
+
+    def __init__(self, max_keys: int = 16) -> None:
+        self._max_keys = max_keys
+        self._by_key: dict[tuple[int, bytes], set[bytes]] = {}
+
+    def of(self, slot_index: int, digest: bytes) -> set[bytes]:
+        """The nodes whose attestation of `digest` for `slot_index` verified."""
+        return self._by_key.get((slot_index, digest), set())
+
+    def add(self, slot_index: int, digest: bytes, attestations: Iterable[Attestation]) -> None:
+        key = (slot_index, digest)
+        nodes = self._by_key.pop(key, set())
+        nodes.update(attestation.node_id for attestation in attestations)
+        self._by_key[key] = nodes
+        while len(self._by_key) > self._max_keys:
+            del self._by_key[next(iter(self._by_key))]
+
+    def clear(self) -> None:
+        self._by_key.clear()
 
 
 class AttestationStore:

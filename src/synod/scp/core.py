@@ -100,7 +100,7 @@ from synod.scp.application import (
     SlotsUnavailable,
 )
 from synod.scp.ballot import Phase
-from synod.scp.checkpoints import AttestationStore, check_checkpoint
+from synod.scp.checkpoints import AttestationGathering, AttestationStore, check_checkpoint
 from synod.scp.decisions import DecisionStore, build_decision, check_decision
 from synod.scp.leaders import LeaderRule
 from synod.scp.messages import (
@@ -446,6 +446,8 @@ class ScpCore:
         self._checkpoint_check_limit = SenderRateLimit(
             config.checkpoint_check_burst, config.checkpoint_check_refill_ms
         )
+        self._gathered = AttestationGathering()
+        """Verified attestations of the checkpoint answers received while asking."""
         self._introduced_bytes: Counter[tuple[int, bytes]] = Counter()
         """Per (slot, introducing member), the bytes its introduced nodes' statements
         take in the slot."""
@@ -1235,6 +1237,7 @@ class ScpCore:
             local_qset=self.config.quorum_set,
             admits=self.transitive_quorum.__contains__,
             verifier=partial(verify_attestation, network=self.config.network),
+            gathered=self._gathered,
         )
         if not holds or not self.application.checkpoint_matches(
             first, checkpoint.slot_index, checkpoint.digest, checkpoint.state
@@ -1242,6 +1245,7 @@ class ScpCore:
             self._reject(RejectReason.BAD_CHECKPOINT)
             return
         self._checkpoint_from = None
+        self._gathered.clear()
         step.events.append(
             CheckpointVerified(first, checkpoint.slot_index, checkpoint.digest, checkpoint.state)
         )
