@@ -239,3 +239,34 @@ def test_gathered_attestations_never_vouch_for_another_digest() -> None:
         4, forged_digest, attested(forged_digest, [KEYS[2]]), state(forged_values)
     )
     assert offer(node, forged) == [] and node.log == {}
+
+
+# ---------------------------------------------------------------- attestations
+
+
+def test_attestations_are_kept_when_they_agree_and_refused_cheaply_when_not() -> None:
+    from synod.scp import ScpCore
+
+    core = ScpCore(ScpConfig(keys=KEYS[3], quorum_set=THREE_OF_FOUR, checkpoint_interval=4))
+    digest = head_of(SEGMENT)
+    early = sign_attestation(KEYS[0], 4, digest)
+    wrong_early = sign_attestation(KEYS[1], 4, bytes(32))
+    for attestation in (early, wrong_early):
+        core.handle(Received(IDS[0], attestation), 0)  # slot 4 is within the window
+    core.handle(Received(IDS[0], early), 0)
+    assert core.rejected[RejectReason.UNNEEDED_ATTESTATION] == 1  # the duplicate
+    core.delivered_through = 4  # as if slots 1-4 were delivered
+    step = core.attest(4, digest, 0)
+    kept = {record.key[-32:] for record in step.persist if record.value}
+    assert kept == {IDS[3], IDS[0]}  # its own and the early one that agrees
+    assert [type(item.message).__name__ for item in step.outgoing] == ["Attestation"]
+    # after attesting, another digest is refused before its signature is checked
+    forged = Attestation(IDS[2], 4, bytes(32), bytes(64))
+    core.handle(Received(IDS[2], forged), 0)
+    assert core.rejected[RejectReason.BAD_ATTESTATION] == 1
+    other_network = sign_attestation(KEYS[2], 4, digest, b"beta")
+    core.handle(Received(IDS[2], other_network), 0)
+    assert core.rejected[RejectReason.BAD_ATTESTATION] == 2
+    for refused in (sign_attestation(KEYS[2], 5, digest), sign_attestation(KEYS[2], 400, digest)):
+        core.handle(Received(IDS[2], refused), 0)  # no checkpoint slot; beyond the window
+    assert core.rejected[RejectReason.UNNEEDED_ATTESTATION] == 3
