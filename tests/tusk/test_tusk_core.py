@@ -703,6 +703,28 @@ def test_a_core_that_learns_two_rounds_at_once_still_proposes() -> None:
     assert answer.header is not None and answer.header.round == 3
 
 
+def test_an_own_header_nobody_certified_is_shown_again_after_the_round_moved_on() -> None:
+    # A core far from the drivers that crashed right after proposing had its round-1
+    # header, with a client transaction, learnt by no driver; its round then moved on
+    # with the others' certificates and only the current round's header was ever in
+    # its answers, so the batch waited gc_depth rounds of its own commits to be queued
+    # again (27 s after healing in the simulator run that found it).  The answer now
+    # also carries the oldest such header until the driver says it holds it.
+    core = TuskCore(KEYS[0], COMMITTEE)
+    core.handle(RequestReceived("client", 1, SubmitRequest(transactions=(b"pay carol 1",))), 0)
+    first = _answer_at(core, CoreRequest(), 0)
+    assert first.header is not None and first.header.transactions == (b"pay carol 1",)
+    own = first.header
+    round_one = certified_round(1, (), KEYS[1:])
+    moved_on = _answer_at(core, CoreRequest(certificates=tuple(round_one)), 10)
+    assert moved_on.round == 2
+    assert moved_on.late_header == own
+    held = _answer_at(core, CoreRequest(late_held=own.digest()), 20)
+    assert held.late_header is None, "not sent again to a driver that holds it"
+    certified = _answer_at(core, CoreRequest(certificates=(certify(own, KEYS[:3]),)), 30)
+    assert certified.late_header is None, "certified: nothing late any more"
+
+
 def test_min_header_delay_ends_early_once_every_members_parent_is_in() -> None:
     core = TuskCore(KEYS[0], COMMITTEE, config=TuskConfig(min_header_delay_ms=100))
     _answer_at(core, CoreRequest(), 1_000)

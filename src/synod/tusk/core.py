@@ -577,6 +577,7 @@ class TuskCore:
             refusals,
             header_held=request.header_held,
             checkpoint_held=request.checkpoint_held,
+            late_held=request.late_held,
         )
 
     def _notice_lag(
@@ -636,6 +637,7 @@ class TuskCore:
         *,
         header_held: bytes = ZERO_DIGEST,
         checkpoint_held: bytes = ZERO_DIGEST,
+        late_held: bytes = ZERO_DIGEST,
     ) -> CoreAnswer:
         for refusal in refusals:
             name = refusal.reason.name.lower()
@@ -656,8 +658,27 @@ class TuskCore:
             certificates=tuple(certificates),
             refusals=tuple(refusals),
             checkpoint=None if checkpoint_held == self._checkpoint_digest else self._checkpoint,
+            late_header=self._late_header(late_held),
         )
         return sign_answer(self._keys, answer, self._network)
+
+    def _late_header(self, held: bytes) -> Header | None:
+        """The oldest own header of an earlier round above the floor that carries
+        transactions and whose certificate this core does not hold, unless the driver
+        holds it (`held`).  Voters still vote for it while its round is above their
+        floor; certified, it becomes a weak parent and is delivered."""
+        for round_number in sorted(self._own_headers):
+            if round_number >= self._round:
+                break
+            header = self._own_headers[round_number]
+            if round_number <= self.gc_round or not header.transactions:
+                continue
+            if self.node_id in self._dag.at(round_number):
+                continue  # certified (and held, above the floor)
+            # The own vote names the header's digest: no batch is hashed per answer.
+            digest = self._votes[(round_number, self.node_id)].vote.header_digest
+            return None if digest == held else header
+        return None
 
     def _wanted(self, digests: tuple[bytes, ...]) -> list[Certificate]:
         """The wanted certificates held, within the answer's count and byte budget."""

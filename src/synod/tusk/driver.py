@@ -102,6 +102,7 @@ class _CoreView:
     header_held: bytes = ZERO_DIGEST  # the core's latest own header this driver has
     holds: set[bytes] = field(default_factory=set)  # headers it voted for or made
     checkpoint_held: bytes = ZERO_DIGEST  # the statement of its latest checkpoint vote
+    late_held: bytes = ZERO_DIGEST  # its late own header this driver has
     checkpoint_carried_at: int | None = None  # the poll count when last carried one
 
 
@@ -297,6 +298,7 @@ class Driver:
             certified=tuple(certified),
             checkpoint_held=view.checkpoint_held,
             checkpoint=self._checkpoint_for(view),
+            late_held=view.late_held,
         )
 
     def _checkpoint_for(self, view: _CoreView) -> CheckpointCertificate | None:
@@ -402,12 +404,7 @@ class Driver:
         # are kept, so a driver that restarted empty keeps a core's current header.
         for certificate in answer.certificates:
             self._learn_certificate(certificate)
-        if answer.header is not None:
-            held = self._learn_header(answer.header)
-            if answer.header.creator == core:
-                view.header_held = held
-                if held != ZERO_DIGEST:
-                    view.holds.add(held)
+        self._learn_own_headers(view, core, answer)
         for vote in answer.votes:
             self._learn_vote(vote)
         if answer.checkpoint is not None:
@@ -418,6 +415,21 @@ class Driver:
             if ref.digest not in self._certificates:
                 view.lists.add(ref.digest)
         self._prune()
+
+    def _learn_own_headers(self, view: _CoreView, core: bytes, answer: CoreAnswer) -> None:
+        """The core's header of its round, and its late one (an own header of an earlier
+        round nobody certified): collect votes on them, and note that the core holds
+        them (their certificates go to it by digest) and that this driver does."""
+        if answer.header is not None:
+            held = self._learn_header(answer.header)
+            if answer.header.creator == core:
+                view.header_held = held
+                if held != ZERO_DIGEST:
+                    view.holds.add(held)
+        if answer.late_header is not None and answer.late_header.creator == core:
+            view.late_held = self._learn_header(answer.late_header)
+            if view.late_held != ZERO_DIGEST:
+                view.holds.add(view.late_held)
 
     def _learn_refusals(self, view: _CoreView, request: CoreRequest, answer: CoreAnswer) -> None:
         refused = {refusal.digest: refusal for refusal in answer.refusals}

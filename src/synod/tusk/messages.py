@@ -382,6 +382,9 @@ class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
     answer then leaves the core's `CheckpointVote` out."""
     checkpoint: CheckpointCertificate | None = None
     """A checkpoint for a core far behind the committee to install."""
+    late_held: Bytes32 = ZERO_DIGEST
+    """The digest of the core's late own header (see `CoreAnswer.late_header`) the
+    driver already has: the answer then leaves it out."""
 
 
 class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
@@ -400,6 +403,11 @@ class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
     signature: Signature = _ZERO_SIGNATURE
     checkpoint: CheckpointVote | None = None
     """The core's latest checkpoint vote, unless the request named it as held."""
+    late_header: Header | None = None
+    """The core's oldest own header of an earlier round that carries transactions and
+    is not certified as far as it knows (unless the request named it as held): a core
+    whose round moved on before any driver learnt its header would otherwise never
+    show it again, and its transactions would wait for collection to queue them anew."""
 
     def has_valid_signature(self, network: bytes = b"") -> bool:
         """Signed by the core it names, for `network`."""
