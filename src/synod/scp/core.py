@@ -636,7 +636,7 @@ class ScpCore:
         elif isinstance(message, DecisionsUnavailable):
             self._decisions_unavailable(sender, message, step)
         elif isinstance(message, Attestation):
-            self._receive_attestation(message, step)
+            self._receive_attestation(sender, message, step)
         elif isinstance(message, Checkpoint):
             self._receive_checkpoint(sender, message, now_ms, step)
         else:
@@ -1164,7 +1164,7 @@ class ScpCore:
             self._checkpoint_from == self.delivered_through + 1
         )
 
-    def _receive_attestation(self, attestation: Attestation, step: Step) -> None:
+    def _receive_attestation(self, sender: NodeId, attestation: Attestation, step: Step) -> None:
         reason = self._attestation_precheck(attestation)
         if reason is not None:
             self._reject(reason)
@@ -1174,6 +1174,22 @@ class ScpCore:
             return
         if self.attestations.add(attestation):
             self._persist_attestation(attestation, step)
+            self._answer_late_attestation(sender, attestation, step)
+
+    def _answer_late_attestation(
+        self, sender: NodeId, attestation: Attestation, step: Step
+    ) -> None:
+        """A peer attesting a slot after we moved past it was likely behind and missed
+        our attestation of that slot: it gets it back (once: a second copy of its
+        attestation is refused before this), so it can serve that checkpoint too.
+        Peers in step attest within the same slot and get nothing back."""
+        slot_index = attestation.slot_index
+        if self.delivered_through <= slot_index:
+            return
+        kept = self.attestations.agreeing(slot_index)
+        own = [found for found in kept if found.node_id == self.node_id]
+        if own and self.config.validator:
+            step.outgoing.append(Send(sender, own[0]))
 
     def _attestation_precheck(self, attestation: Attestation) -> RejectReason | None:
         """Checks without a signature: a checkpoint slot within the kept range (up to
