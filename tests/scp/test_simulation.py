@@ -337,8 +337,8 @@ def test_an_insider_run_with_a_node_away_is_identical_across_hash_seeds(
     script = (
         "from synod.sim.runner import RunSettings, run_scenario\n"
         "from synod.sim.scenarios.scp import ScpScenario, symmetric_topology\n"
-        "scenario = ScpScenario(symmetric_topology(7, 1), slots=5, insider=True, away=1,"
-        " window=2)\n"
+        "scenario = ScpScenario(symmetric_topology(7, 1), slots=8, insider=True, away=1,"
+        " window=2, retention=2)\n"
         "outcome = run_scenario(scenario, 5, RunSettings(safety_ms=1500))\n"
         "print(outcome.ok, outcome.history_digest, len(outcome.world.history))\n"
     )
