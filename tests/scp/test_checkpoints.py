@@ -103,6 +103,19 @@ def test_a_node_away_beyond_retained_decisions_rejoins_with_every_slot_equal() -
     )
 
 
+def test_without_checkpoints_the_same_node_is_told_and_stays_behind() -> None:
+    """The code as it was: no attestations, so the node gets `SlotsUnavailable` (never
+    a silent gap) and no slot."""
+    from synod.scp import SlotsUnavailable
+
+    world = build_network(checkpoint_interval=0)
+    decide_while_away(world, 60)
+    world.restart(ABSENT)
+    world.step_until(lambda: False, max_ms=world.now_ms + 5_000)
+    assert core(world, ABSENT).complete_through == 0
+    assert world.events_of(ABSENT, SlotsUnavailable)
+
+
 def test_a_restarted_node_keeps_serving_the_checkpoints_it_attested() -> None:
     world = build_network()
     decide_while_away(world, 20)
