@@ -108,11 +108,12 @@ class SlotProposal:
 class SlotsUnavailable:
     """A peer no longer holds the decisions from slot `first_slot_index` on: the oldest
     it holds is that of `available_from_slot_index`.  The node cannot deliver slots
-    `first_slot_index` .. `available_from_slot_index - 1` from SCP; later slots wait
-    for them.  The application installs its state as of slot
-    `available_from_slot_index - 1` (a checkpoint it obtains and verifies by its own
-    means) and then calls `ScpCore.advance_to(available_from_slot_index)`.  One peer's
-    word proves nothing: the node keeps asking every peer meanwhile."""
+    `first_slot_index` .. `available_from_slot_index - 1` from decisions; later slots
+    wait for them.  The node asks its peers for a checkpoint (`CheckpointVerified`
+    follows when one proves itself); an application that serves none installs its
+    state as of slot `available_from_slot_index - 1`, obtained and verified by its own
+    means, and calls `ScpCore.advance_to(available_from_slot_index)`.  One peer's word
+    proves nothing: the node keeps asking every peer meanwhile."""
 
     first_slot_index: int
     available_from_slot_index: int
