@@ -8,6 +8,7 @@ An application builds one `ScpCore` per node from an `ScpConfig` (keys, quorum s
 
 from synod.scp.application import (
     Application,
+    CheckpointVerified,
     Externalized,
     SlotProposal,
     SlotsUnavailable,
@@ -16,7 +17,10 @@ from synod.scp.application import (
 from synod.scp.core import QuorumSetStore, RejectReason, ScpConfig, ScpCore
 from synod.scp.messages import (
     CODEC,
+    Attestation,
     Ballot,
+    Checkpoint,
+    CheckpointRequest,
     Confirm,
     Decision,
     DecisionRequest,
@@ -37,7 +41,11 @@ from synod.scp.messages import (
 __all__ = [
     "CODEC",
     "Application",
+    "Attestation",
     "Ballot",
+    "Checkpoint",
+    "CheckpointRequest",
+    "CheckpointVerified",
     "Confirm",
     "Decision",
     "DecisionRequest",
