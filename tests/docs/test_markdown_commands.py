@@ -4,8 +4,10 @@ with a broken command, a server that died, a documented failure that no longer f
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
+import markdown_commands
 import pytest
 from markdown_commands import MarkerError, PageResult, blocks_of, run_blocks
 
@@ -161,3 +163,27 @@ def test_the_runner_leaves_no_process_of_a_page_behind(tmp_path: Path) -> None:
             except OSError:
                 continue
     assert left == []
+
+
+def test_without_a_network_namespace_a_page_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `unshare --net` is refused (no root), pages run one at a time instead."""
+    monkeypatch.setattr(markdown_commands, "own_network_available", lambda: False)
+    with markdown_commands.page_isolation() as shell:
+        assert shell == ["bash"]
+    result = run_page(fence("synod --help > /dev/null"), tmp_path)
+    assert result.status == 0, result.output
+
+
+def test_a_page_has_ports_of_its_own_where_namespaces_are_allowed(tmp_path: Path) -> None:
+    """Two pages may print the same fixed port: bound here and on the page at once."""
+    if not markdown_commands.own_network_available():
+        pytest.skip("no network namespace here: pages run one at a time instead")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        bind = f'import socket; socket.socket().bind(("127.0.0.1", {port}))'
+        result = run_page(fence(f"python -c '{bind}'"), tmp_path)
+    assert result.status == 0, result.output
