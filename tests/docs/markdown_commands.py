@@ -4,9 +4,10 @@ A page's fenced blocks tagged ``sh``, ``bash`` or ``console`` are shell commands
 tagged ``python`` are programs; any other block (untagged, ``toml``, ``json``, ``text``)
 is something to read, not to run.  Every shell block and program of a page runs in page
 order in one bash (``set -e``, so any failing command fails the page), in a fresh
-directory laid out like a checkout: ``.venv``, ``src``, ``docs``, ``benchmarks``, ``tests``
-and ``Makefile`` link to the repository, ``pyproject.toml`` is a copy older than
-``.venv/.installed`` (so ``make`` uses the existing environment and never rebuilds it) and
+directory laid out like a checkout: ``src``, ``docs``, ``benchmarks``, ``tests`` and
+``Makefile`` link to the repository, ``.venv`` holds links to the environment's entries and
+a ``.installed`` stamp of its own newer than the copy of ``pyproject.toml`` (so ``make``
+uses the existing environment and never installs into it), and
 ``../shared`` is the repository's neighbour of that name.  ``.venv/bin`` comes first on the
 PATH, so ``synod`` and ``python`` are the environment's.  A ``python`` block runs as a
 script file of its own (``python FILE``) at its place in the page.
@@ -66,7 +67,8 @@ RUN_LANGUAGES = SHELL_LANGUAGES | {"python"}
 DEFAULT_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 # What a checkout holds that a page's commands may name, linked into each page's directory.
-LINKED = (".venv", "src", "docs", "benchmarks", "tests", "Makefile", "README.md")
+LINKED = ("src", "docs", "benchmarks", "tests", "Makefile", "README.md")
+MAKE_STAMP = ".installed"  # the Makefile's proof that .venv is built (`$(STAMP)`)
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<language>[\w+-]*)[ \t]*$")
 COMMENT = re.compile(r"^\s*<!--(?P<body>.*?)-->\s*$")
@@ -362,6 +364,14 @@ def prepare_checkout(root: Path) -> Path:
     checkout.mkdir(parents=True)
     for name in LINKED:
         (checkout / name).symlink_to(REPOSITORY / name)
+    # .venv's entries are links to the repository's, beside a stamp of its own: `make`
+    # finds the environment built and never installs into the shared one.
+    environment = checkout / ".venv"
+    environment.mkdir()
+    for entry in (REPOSITORY / ".venv").iterdir():
+        if entry.name != MAKE_STAMP:
+            (environment / entry.name).symlink_to(entry)
+    (environment / MAKE_STAMP).touch()
     project = checkout / "pyproject.toml"
     project.write_bytes((REPOSITORY / "pyproject.toml").read_bytes())
     os.utime(project, (0, 0))  # older than .venv/.installed: make never rebuilds .venv
