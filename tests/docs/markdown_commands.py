@@ -70,6 +70,12 @@ STOP_GRACE_S = 10.0
 LINKED = ("src", "docs", "benchmarks", "tests", "Makefile", "README.md")
 MAKE_STAMP = ".installed"  # the Makefile's proof that .venv is built (`$(STAMP)`)
 
+# Blocks in these languages are read, not run; any other language that is not run is a
+# tag nobody meant (`shell`, `py`), and a command in an untagged block is one forgotten.
+READ_LANGUAGES = frozenset({"text", "toml", "json", "yaml", "ini", "diff", "html"})
+LOOKS_LIKE_A_COMMAND = re.compile(
+    r"^\s*(\$ )?(synod|make|python|\.venv/bin/|\. \.venv)\b", re.MULTILINE
+)
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<language>[\w+-]*)[ \t]*$")
 COMMENT = re.compile(r"^\s*<!--(?P<body>.*?)-->\s*$")
 MARKER = re.compile(r"^\s*doc-test:(?P<settings>.*)$", re.DOTALL)
@@ -111,6 +117,16 @@ class Block:
     @property
     def runs(self) -> bool:
         return self.language in RUN_LANGUAGES and self.settings.skip_reason is None
+
+
+def commands_not_run(blocks: list[Block]) -> list[str]:
+    """Where a page prints what a reader would run but the runner would not."""
+    return [
+        block.where
+        for block in blocks
+        if (block.language == "" and LOOKS_LIKE_A_COMMAND.search(block.text))
+        or block.language not in RUN_LANGUAGES | READ_LANGUAGES | {""}
+    ]
 
 
 def parse_settings(comments: list[str], where: str) -> Settings:

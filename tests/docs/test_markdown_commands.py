@@ -9,7 +9,7 @@ from pathlib import Path
 
 import markdown_commands
 import pytest
-from markdown_commands import MarkerError, PageResult, blocks_of, run_blocks
+from markdown_commands import MarkerError, PageResult, blocks_of, commands_not_run, run_blocks
 
 SERVER = "python -c \"import time; print('ready', flush=True); time.sleep(300)\""
 
@@ -187,3 +187,9 @@ def test_a_page_has_ports_of_its_own_where_namespaces_are_allowed(tmp_path: Path
         bind = f'import socket; socket.socket().bind(("127.0.0.1", {port}))'
         result = run_page(fence(f"python -c '{bind}'"), tmp_path)
     assert result.status == 0, result.output
+
+
+def test_commands_the_runner_would_not_run_are_found() -> None:
+    page = fence("synod demo", "") + fence("Client(keys, committee)", "") + fence("ls", "shell")
+    page += fence("name = 1", "toml") + fence("$ synod --help", "text")
+    assert commands_not_run(blocks_of(page, "page.md")) == ["page.md:1", "page.md:9"]
