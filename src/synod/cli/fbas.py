@@ -3,7 +3,8 @@ sets, top tier) from stellarbeat or stellar-core quorum JSON.
 
 Exit codes: 0 the analysis ran (for `check`: quorum intersection holds); 1 `check` found
 two disjoint quorums (or no quorum at all); 2 the input or the options are wrong; 3
-`--timeout` ended the analysis first (the best answer found and proven bounds are shown).
+`--timeout` ended the analysis first (the best answer found and proven bounds are shown);
+130 Ctrl-C.
 Tables go to stdout, progress to stderr (when it is a terminal, or with --progress).
 """
 
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -272,6 +273,7 @@ def _settings(**options: Any) -> Settings:
     progress = options.pop("progress")
     if progress is None:
         progress = sys.stderr.isatty()
+    _exit_on_interrupt()
     return Settings(progress=progress, started=time.monotonic(), **options)
 
 
@@ -309,7 +311,64 @@ def _node_rows(fbas: Fbas, nodes: int, grouping: str | None = "org") -> list[lis
     return rows
 
 
-@click.group()
+class _InterruptibleGroup(click.Group):
+    """Ctrl-C during a SAT solve reaches pysat's own SIGINT handler, which raises its
+    ``pysolvers.error`` rather than KeyboardInterrupt: end with status 130, no
+    traceback, and say how to get a bounded answer instead."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import signal
+
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            if "keyboard interrupt" not in str(error).lower():
+                raise
+            _interrupted()
+        except KeyboardInterrupt:
+            _interrupted()
+        finally:
+            if _in_main_thread():
+                signal.signal(signal.SIGINT, previous)  # callers in-process keep theirs
+
+
+_INTERRUPTED_MESSAGE = (
+    "interrupted: no answer yet (use --timeout SECONDS to stop a long search and "
+    "see the best answer found, with its bounds)"
+)
+
+
+def _interrupted() -> NoReturn:
+    click.echo(_INTERRUPTED_MESSAGE, err=True)
+    raise click.exceptions.Exit(130)
+
+
+def _exit_on_interrupt() -> None:
+    """Ctrl-C outside the solver ends the analysis at once.  A KeyboardInterrupt is not
+    enough: one raised while pysat's ``Solver.__del__`` runs is printed as "Exception
+    ignored" and swallowed, and the search goes on for minutes.  An analysis holds
+    nothing to save (it only reads its input), so exiting here loses nothing."""
+    import os
+    import signal
+
+    def on_interrupt(number: int, frame: object) -> None:
+        sys.stdout.flush()
+        sys.stderr.write(_INTERRUPTED_MESSAGE + "\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    if _in_main_thread():  # signal handlers can only be set there
+        signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@click.group(cls=_InterruptibleGroup)
 def fbas() -> None:
     """Analyse federated Byzantine agreement systems (Stellar-style quorum sets)."""
 

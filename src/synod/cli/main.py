@@ -29,6 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The shell's status for a command ended by SIGINT (128 + 2).
+INTERRUPTED = 130
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -42,6 +46,14 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; Ctrl-C ends it with status 130 and no traceback (click
+        alone would print "Aborted!" and exit 1, which reads as a failure)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(INTERRUPTED) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
