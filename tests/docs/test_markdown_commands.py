@@ -11,6 +11,8 @@ import markdown_commands
 import pytest
 from markdown_commands import MarkerError, PageResult, blocks_of, commands_not_run, run_blocks
 
+pytestmark = pytest.mark.integration  # each runs bash and synod processes
+
 SERVER = "python -c \"import time; print('ready', flush=True); time.sleep(300)\""
 
 
