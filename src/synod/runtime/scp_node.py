@@ -238,6 +238,17 @@ class LogNode:
         """
         if self._host is not None:
             raise RuntimeError("the node was started already")
+        settings = self.config.settings
+        if 0 < settings.retained_decisions < settings.checkpoint_interval:
+            # not an error: a node away that long still rejoins, at the next checkpoint
+            log.warning(
+                "retained_decisions is below checkpoint_interval: a node away for longer "
+                "than peers keep decisions may wait for the next checkpoint to rejoin",
+                extra={
+                    "retained_decisions": settings.retained_decisions,
+                    "checkpoint_interval": settings.checkpoint_interval,
+                },
+            )
         lock = hold_exclusive_lock(self.config.lock_path(self.entry))
         try:
             self._host = self._open_host()
