@@ -289,3 +289,17 @@ def test_attestations_are_kept_when_they_agree_and_refused_cheaply_when_not() ->
     for refused in (sign_attestation(KEYS[2], 5, digest), sign_attestation(KEYS[2], 400, digest)):
         core.handle(Received(IDS[2], refused), 0)  # no checkpoint slot; beyond the window
     assert core.rejected[RejectReason.UNNEEDED_ATTESTATION] == 3
+
+
+def test_attestations_of_a_slot_the_node_delivered_but_never_attested_cost_no_signature() -> None:
+    """An application that does not attest (checkpoints are on by default) would check
+    the signature of every attestation of every delivered checkpoint slot a member
+    sent, again after each prune; they can never agree with anything, so they are
+    refused before the signature."""
+    from synod.scp import ScpCore
+
+    core = ScpCore(ScpConfig(keys=KEYS[3], quorum_set=THREE_OF_FOUR, checkpoint_interval=4))
+    core.delivered_through = 8  # delivered slots 1-8, attested none
+    forged = Attestation(IDS[0], 4, bytes(32), bytes(64))
+    core.handle(Received(IDS[0], forged), 0)
+    assert core.rejected == {RejectReason.UNNEEDED_ATTESTATION: 1}

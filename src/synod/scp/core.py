@@ -1207,6 +1207,8 @@ class ScpCore:
             or slot_index % interval
             or not lowest <= slot_index <= self.window_top
             or self.attestations.has(attestation)
+            # a delivered slot the node did not attest: nothing to agree with, ever
+            or (slot_index <= self.delivered_through and slot_index not in self.attestations.own)
         ):
             return RejectReason.UNNEEDED_ATTESTATION
         if self.attestations.conflicts(attestation):
