@@ -153,7 +153,7 @@ def test_a_hard_search_ends_soon_after_it_is_asked_to_stop() -> None:
     # search is switched off here) the exact answer takes seconds, many solver slices.
     nodes, orgs = asymmetric_network(20, seed=1)
     fbas = load_stellarbeat(nodes, organizations=orgs)
-    with patch.object(analysis, "organisation_quotient", lambda *_: None):
+    with patch.object(analysis, "organisation_quotient", lambda *_, **__: None):
         result, extra = _asked_after_stop(
             lambda stop: minimal_blocking_sets(fbas, stop=stop), 2
         )
@@ -242,20 +242,23 @@ def test_work_between_two_stop_questions_is_bounded() -> None:
     # one solver call of `_MAX_BUDGET` conflicts and hands the solver at most
     # `_LOAD_CHUNK` clauses, so a stop is seen within one such step (a wall-clock margin
     # measured in docs/fbas.md, not here).  20 organisations trusting random subsets,
-    # with the SAT searches (not the organisation search) doing the work.
+    # with the SAT searches over nodes (the organisation quotient switched off) and over
+    # organisations (splitting) doing the work.
     nodes, orgs = asymmetric_network(20, seed=1)
     fbas = load_stellarbeat(nodes, organizations=orgs)
-    analyses: list[Callable[[StopAfter], Any]] = [
-        lambda stop: minimal_blocking_sets(fbas, stop=stop),
-        lambda stop: minimal_splitting_sets(fbas, stop=stop),
-        lambda stop: top_tier(fbas, stop=stop),
-        lambda stop: check_intersection(fbas, stop=stop),
+    analyses: list[tuple[Callable[[StopAfter], Any], bool]] = [
+        (lambda stop: minimal_blocking_sets(fbas, stop=stop), True),
+        (lambda stop: minimal_splitting_sets(fbas, stop=stop), True),
+        (lambda stop: minimal_splitting_sets(fbas, stop=stop), False),
+        (lambda stop: top_tier(fbas, stop=stop), True),
+        (lambda stop: check_intersection(fbas, stop=stop), True),
     ]
-    for run in analyses:
+    for run, by_node in analyses:
         stop = StopAfter(60)
         recorder, attempt, solver = _recording(stop)
+        quotient = (lambda *_, **__: None) if by_node else analysis.organisation_quotient
         with (
-            patch.object(analysis, "organisation_quotient", lambda *_: None),
+            patch.object(analysis, "organisation_quotient", quotient),
             patch.object(analysis, "_attempt", attempt),
             patch.object(analysis, "Solver", solver),
             patch.object(analysis, "_LOAD_CHUNK", 2_000),

@@ -11,12 +11,12 @@ from unittest.mock import patch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_fbas_anytime import StopAfter
+from test_fbas_anytime import NEVER, StopAfter
 from test_fbas_bruteforce_agreement import KEYS, raw_keys, reference_groups, reference_network
 
 from synod.fbas import analysis, cascade
 from synod.fbas import bruteforce as brute
-from synod.fbas.analysis import minimal_blocking_sets
+from synod.fbas.analysis import minimal_blocking_sets, minimal_splitting_sets
 from synod.fbas.cascade import organisation_quotient
 from synod.fbas.load import load_stellarbeat
 from synod.fbas.network import is_blocking, iter_bits, largest_quorum_within
@@ -159,3 +159,43 @@ def test_a_search_needing_more_seeds_than_its_depth_allows_falls_back_to_sat() -
         result = minimal_blocking_sets(fbas)
     assert result.optimal and result.size == 5
     assert cascade.BlockingSearch(quotient).minimum() == 0b11111
+
+
+@EXAMPLES
+@given(
+    organisation_networks(),
+    st.booleans(),
+    st.sampled_from(["all", "top-tier"]),
+    st.integers(0, 12) | st.just(NEVER),
+)
+def test_splitting_by_organisations_brackets_the_exact_minimum(
+    network: dict[str, Any], by_org: bool, scope: Any, allowed: int
+) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    qsets = reference_network(network)
+    groups = reference_groups(network, qsets, by_org)
+    within = brute.top_tier(qsets) if scope == "top-tier" else None
+    exact = brute.min_splitting_size(qsets, groups, within)
+    if scope == "all":
+        # Every quorum set names only nodes with quorum sets: the organisation path.
+        assert organisation_quotient(fbas, fbas.all_nodes, closed=True) is not None
+    stop = None if allowed == NEVER else StopAfter(allowed)
+    result = minimal_splitting_sets(fbas, "org" if by_org else None, scope=scope, stop=stop)
+    if allowed == NEVER:
+        assert result.optimal
+    if result.optimal:
+        assert result.size == exact
+    assert result.lower_bound is not None
+    assert exact is None or result.lower_bound <= exact
+    if result.size is not None:
+        assert exact is not None and exact <= result.size
+        example = result.examples[0]
+        assert len(example.groups) == result.size
+        faulty = raw_keys(fbas.nodes, example.nodes)
+        assert example.quorums is not None
+        first, second = (raw_keys(fbas.nodes, q) for q in example.quorums)
+        assert brute.is_quorum_despite(qsets, first, faulty)
+        assert brute.is_quorum_despite(qsets, second, faulty)
+        assert not first & second
+        if within is not None:
+            assert first <= within and second <= within

@@ -66,6 +66,7 @@ from pysat.solvers import Solver
 
 from synod.fbas.cascade import (
     BlockingSearch,
+    Quotient,
     SearchStopped,
     organisation_quotient,
     seeded_nodes,
@@ -799,6 +800,15 @@ def minimal_splitting_sets(
             relevant |= qset.member_bits
     cnf = _Cnf()
     groups, variables, faulty = _group_variables(cnf, fbas, grouping, relevant)
+    if reduce and limit <= 1:
+        by_organisation = _splitting_by_organisations(
+            fbas, grouping, members, groups, stop=stop, progress=progress
+        )
+        if by_organisation is not None:
+            found, split = by_organisation
+            return _splitting_result(
+                fbas, grouping, members, groups, search=found, split=split
+            )
     sides = [_encode_quorum_despite(cnf, fbas, members, relevant, faulty) for _ in range(2)]
     for v in iter_bits(members):
         cnf.add([-sides[0][v], -sides[1][v]])
@@ -837,6 +847,178 @@ def minimal_splitting_sets(
         lower_bound=0 if notes else search.lower,
         optimal=optimal,
     )
+
+
+def _splitting_result(
+    fbas: Fbas,
+    grouping: str | None,
+    members: int,
+    groups: list[Group],
+    *,
+    search: _Search,
+    split: tuple[int, int, int] | None,
+) -> MinimalSetResult:
+    """The result of the organisation search: `split` is (faulty nodes, first quorum,
+    second quorum) of its best model, re-checked at node level."""
+    examples = []
+    if split is not None:
+        nodes, first, second = split
+        chosen = tuple(group for group in groups if group.nodes & ~nodes == 0)
+        first = shrink_to_minimal_quorum(fbas, first, faulty=nodes)
+        second = shrink_to_minimal_quorum(fbas, second, faulty=nodes)
+        assert is_quorum_despite(fbas, first, nodes) and is_quorum_despite(fbas, second, nodes)
+        assert not first & second
+        assert search.upper is not None and len(chosen) <= search.upper
+        examples.append(MinimalSet(chosen, union(group.nodes for group in chosen), (first, second)))
+    size = len(examples[0].groups) if examples else None
+    return MinimalSetResult(
+        "splitting",
+        grouping,
+        size,
+        tuple(examples),
+        True,
+        members,
+        lower_bound=search.lower,
+        optimal=search.optimal,
+    )
+
+
+@dataclass(frozen=True)
+class _Role:
+    """A group's part in a split: nodes faulty, in the first and in the second quorum."""
+
+    cost: int
+    faulty: int
+    first: int
+    second: int
+    counts: tuple[bool, bool]
+    """Whether the inner sets naming the group are satisfied on each side."""
+
+
+def _roles(size: int, inner: int | None, whole_group: bool) -> list[_Role]:
+    """The roles worth considering for a group of `size` nodes whose naming inner sets
+    need `inner` of them: the cheapest per (counts on each side, members on each side).
+    When groups fail as a whole (`whole_group`), a role fails none or all of it, at
+    cost one group."""
+    cheapest: dict[tuple[bool, bool, bool, bool], _Role] = {}
+    for faulty in (0, size) if whole_group else range(size + 1):
+        for first in range(size - faulty + 1):
+            for second in range(size - faulty - first + 1):
+                if whole_group and faulty and (first or second):
+                    continue
+                counts = (
+                    inner is not None and faulty + first >= inner,
+                    inner is not None and faulty + second >= inner,
+                )
+                cost = (1 if faulty else 0) if whole_group else faulty
+                role = _Role(cost, faulty, first, second, counts)
+                key = (*counts, first > 0, second > 0)
+                if key not in cheapest or cost < cheapest[key].cost:
+                    cheapest[key] = role
+    return list(cheapest.values())
+
+
+def _splitting_by_organisations(
+    fbas: Fbas,
+    grouping: str | None,
+    members: int,
+    groups: list[Group],
+    *,
+    stop: Stop | None,
+    progress: Progress,
+) -> tuple[_Search, tuple[int, int, int] | None] | None:
+    """Smallest splitting set over the organisation quotient of `members` (see
+    `synod.fbas.cascade`): one variable per role of each group instead of three per
+    node, and no interchangeable validators left to break.  None when `members` does
+    not have the organisation shape (every quorum set naming only members)."""
+    grouping_groups = None if grouping is None else [group.nodes for group in groups]
+    quotient = organisation_quotient(fbas, members, grouping_groups, closed=True)
+    if quotient is None or _interchangeable_groups(fbas, grouping, quotient):
+        return None
+    cnf = _Cnf()
+    roles = [
+        _roles(bits.bit_count(), quotient.inner_threshold[index], grouping is not None)
+        for index, bits in enumerate(quotient.groups)
+    ]
+    chosen = [[cnf.new() for _ in options] for options in roles]
+    counted = [
+        [
+            cnf.implies_any([x for x, r in zip(xs, rs, strict=True) if r.counts[side]])
+            for side in (0, 1)
+        ]
+        for xs, rs in zip(chosen, roles, strict=True)
+    ]
+    costs: list[int] = []
+    for index, (xs, rs) in enumerate(zip(chosen, roles, strict=True)):
+        cnf.add(xs)
+        cnf.clauses.extend([-a, -b] for i, a in enumerate(xs) for b in xs[i + 1 :])
+        entries = list(iter_bits(quotient.entries[index]))
+        for side in (0, 1):
+            inside = [x for x, r in zip(xs, rs, strict=True) if (r.first, r.second)[side]]
+            if not inside:
+                continue
+            satisfied = cnf.implies_atleast(
+                [counted[e][side] for e in entries], quotient.threshold[index]
+            )
+            for x in inside:
+                cnf.add([-x, satisfied])
+        costs.extend(_cost_units(cnf, xs, rs))
+    for side in (0, 1):
+        # Each quorum holds at least one node.
+        cnf.add(
+            [
+                x
+                for xs, rs in zip(chosen, roles, strict=True)
+                for x, r in zip(xs, rs, strict=True)
+                if (r.first, r.second)[side]
+            ]
+        )
+    progress(
+        f"splitting: {quotient.size} organisations, {cnf.top} variables, {len(cnf.clauses)} clauses"
+    )
+    search = _minimize(cnf, costs, 1, progress, stop=stop)
+    if not search.models:
+        return search, None
+    model = search.models[0]
+    faulty = first = second = 0
+    for index, (xs, rs) in enumerate(zip(chosen, roles, strict=True)):
+        role = next(r for x, r in zip(xs, rs, strict=True) if x in model)
+        nodes = list(iter_bits(quotient.groups[index]))
+        if grouping is not None and role.faulty:
+            faulty |= quotient.seed_nodes[index]
+        else:
+            faulty |= bits_from(nodes[: role.faulty])
+        after_faulty = role.faulty + role.first
+        first |= bits_from(nodes[role.faulty : after_faulty])
+        second |= bits_from(nodes[after_faulty : after_faulty + role.second])
+    return search, (faulty, first, second)
+
+
+def _interchangeable_groups(fbas: Fbas, grouping: str | None, quotient: Quotient) -> bool:
+    """Whether two groups of the quotient are interchangeable: its encoding has no
+    symmetry breaking, so such networks (the symmetric ones, where the node encoding
+    with lex-leader constraints is fast) keep the node encoding."""
+    group_of = {
+        node: index for index, bits in enumerate(quotient.groups) for node in iter_bits(bits)
+    }
+    symmetries = find_symmetries(fbas, grouping)
+    pairs = [*symmetries.node_pairs, *((a[0], b[0]) for a, b in symmetries.block_pairs)]
+    return any(
+        u in group_of and v in group_of and group_of[u] != group_of[v] for u, v in pairs
+    )
+
+
+def _cost_units(cnf: _Cnf, chosen: list[int], roles: list[_Role]) -> list[int]:
+    """Unit literals u_1..u_c for a group: u_j holds iff the chosen role costs at least
+    j, so that the objective counts exactly the nodes (or groups) made faulty."""
+    units = []
+    for level in range(1, max(role.cost for role in roles) + 1):
+        unit = cnf.new()
+        costly = [x for x, role in zip(chosen, roles, strict=True) if role.cost >= level]
+        cnf.add([-unit, *costly])
+        cnf.clauses.extend([-x, unit] for x in costly)
+        units.append(unit)
+    return units
 
 
 def _splitting_shrinker(

@@ -58,6 +58,12 @@ class Quotient:
     """For each group, the bitset of groups its quorum set names and that can be blocked."""
     need: tuple[int, ...]
     """For each group, how many of those entries block its quorum set."""
+    inner_threshold: tuple[int | None, ...] = ()
+    """For each group named by others, how many of its nodes satisfy the inner sets
+    that name it (None when nobody names it)."""
+    threshold: tuple[int, ...] = ()
+    """For each group, the threshold of its quorum set over its entries (meaningful for
+    a `closed` quotient, whose entries are exactly those of the quorum set)."""
 
     @property
     def size(self) -> int:
@@ -69,17 +75,25 @@ class _Unsupported(Exception):
 
 
 def organisation_quotient(
-    fbas: Fbas, within: int, grouping_groups: list[int] | None = None
+    fbas: Fbas,
+    within: int,
+    grouping_groups: list[int] | None = None,
+    *,
+    closed: bool = False,
 ) -> Quotient | None:
     """The organisation quotient of the greatest quorum `within`, or None when a group of
     it is named in a way the quotient cannot express.  With `grouping_groups` (node
     bitsets of the groups that fail as a whole), each must meet `within` in exactly one
-    group of the quotient, and seeding costs one grouping group."""
+    group of the quotient, and seeding costs one grouping group.  With `closed`, every
+    quorum set of `within` must name only nodes of `within`, with positive thresholds
+    (the splitting search needs each entry to be a group)."""
     try:
         groups, qsets = _groups(fbas, within)
         group_of = {node: index for index, bits in enumerate(groups) for node in iter_bits(bits)}
         demand: dict[int, int] = {}
-        shapes = [_entries(qset, within, group_of, groups, demand) for qset in qsets]
+        shapes = [
+            _entries(qset, within, group_of, groups, demand, closed=closed) for qset in qsets
+        ]
     except _Unsupported:
         return None
     entries = [bits for bits, _ in shapes]
@@ -98,7 +112,19 @@ def organisation_quotient(
             return None
         seed_nodes = seeds
         cost = [1] * len(groups)
-    return Quotient(tuple(groups), tuple(cost), tuple(seed_nodes), tuple(entries), tuple(need))
+    inner_threshold = tuple(
+        None if index not in demand else bits.bit_count() - demand[index] + 1
+        for index, bits in enumerate(groups)
+    )
+    return Quotient(
+        tuple(groups),
+        tuple(cost),
+        tuple(seed_nodes),
+        tuple(entries),
+        tuple(need),
+        inner_threshold,
+        tuple(qset.threshold for qset in qsets),
+    )
 
 
 def _named(qset: Threshold) -> list[tuple[tuple[int, ...], int]]:
@@ -154,20 +180,28 @@ def _entries(
     group_of: dict[int, int],
     groups: list[int],
     demand: dict[int, int],
+    *,
+    closed: bool = False,
 ) -> tuple[int, int]:
     """(bitset of the groups `qset` names that can be blocked, how many of them block it);
     records in `demand` how many nodes of a named group block its leaf inner set."""
     need = qset.entry_count - qset.threshold + 1
     if qset.threshold <= 0:
+        if closed:
+            raise _Unsupported
         return 0, 1  # always satisfied: never blocked
     entries = 0
     for members, threshold in _named(qset):
         inside = [node for node in members if within >> node & 1]
+        if closed and (threshold <= 0 or len(inside) < len(members)):
+            raise _Unsupported
         # Nodes outside the greatest quorum are in no quorum: blocked from the start.
         blocked_needed = len(members) - threshold + 1 - (len(members) - len(inside))
         if threshold <= 0 or blocked_needed > len(inside):
             continue  # this entry can never be blocked
         if blocked_needed <= 0:
+            if closed:
+                raise _Unsupported
             need -= 1  # already blocked
             continue
         group = group_of[inside[0]]
