@@ -296,12 +296,16 @@ doc_test_report() {
     local status=$?
     if [ "$status" -ne 0 ]; then
         echo "doc-test: the page failed in the block at $DOC_TEST_BLOCK (status $status)" >&2
+        if [ -n "${DOC_TEST_COMMAND:-}" ]; then
+            echo "doc-test: the command: $DOC_TEST_COMMAND" >&2
+        fi
         for log in "${DOC_TEST_LOG_FILES[@]}"; do
             echo "doc-test: background output $log:" >&2; tail -n 40 "$log" >&2 || true
         done
     fi
 }
 trap doc_test_report EXIT
+trap 'DOC_TEST_COMMAND=$BASH_COMMAND' ERR
 doc_test_count() {  # TEXT: how many lines of the background blocks' output hold it
     if [ "${#DOC_TEST_LOG_FILES[@]}" -eq 0 ]; then echo 0; return; fi
     cat "${DOC_TEST_LOG_FILES[@]}" | grep -c -F -- "$1" || true

@@ -36,6 +36,7 @@ def test_a_broken_command_fails_the_page_and_names_its_block(tmp_path: Path) -> 
     result = run_page(page, tmp_path)
     assert result.status != 0
     assert "page.md:7" in result.output  # the second block's fence
+    assert "the command: synod no-such-command" in result.output
     assert not (tmp_path / "main" / "after.txt").exists()  # set -e: nothing ran after it
 
 
