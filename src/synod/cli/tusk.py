@@ -19,6 +19,7 @@ cleanly (exit 0).  Exit codes: 0 success, 1 failure or user error, 2 configurati
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -505,7 +506,30 @@ def _proven_lines(network: TuskNetwork, events: list[Any], timeout_s: float) -> 
     with no transaction has nothing to prove (True); one whose transactions are all
     acknowledged at an earlier position (submitted twice) cannot be (False).  A
     contradiction, or no proof in time, is an error: the file is not the committee's
-    order (or the committee is unreachable)."""
+    order (or the committee is unreachable, or the commits are older than what cores
+    acknowledge).  One query per group of commits within a query's bound."""
+    verdicts: list[bool] = []
+    for batch in _query_batches(events):
+        verdicts.extend(_prove_batch(network, batch, timeout_s))
+    return verdicts
+
+
+def _query_batches(events: list[Any]) -> Iterator[list[Any]]:
+    from synod.tusk.messages import MAX_QUERIED_TRANSACTIONS
+
+    batch: list[Any] = []
+    count = 0
+    for event in events:  # a commit holds at most 512 transactions: it fits one query
+        if batch and count + len(event.transactions) > MAX_QUERIED_TRANSACTIONS:
+            yield batch
+            batch, count = [], 0
+        batch.append(event)
+        count += len(event.transactions)
+    if batch:
+        yield batch
+
+
+def _prove_batch(network: TuskNetwork, events: list[Any], timeout_s: float) -> list[bool]:
     import asyncio
 
     from synod.runtime.tusk_node import CommitUnproven, wait_for_commit
