@@ -237,3 +237,23 @@ def printable(text: str) -> str:
 
 def _escaped(character: str) -> str:
     return repr(character)[1:-1] if character != "'" else character
+
+
+SLOW_NOTICE_S = 1.0
+"""A command still waiting after this long says on stderr what it waits for: a second
+is when a person starts wondering whether anything is happening."""
+
+
+@contextmanager
+def notice_if_slow(message: str, *, after_s: float = SLOW_NOTICE_S) -> Iterator[None]:
+    """Print `message` once on stderr if the block is still running after `after_s`
+    seconds (a timer thread: the block may be blocked in the event loop or a socket)."""
+    import threading
+
+    timer = threading.Timer(after_s, lambda: click.echo(message, err=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

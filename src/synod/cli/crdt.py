@@ -33,6 +33,7 @@ from synod.cli.common import (
     EXIT_FAILED,
     config_errors,
     log_level_option,
+    notice_if_slow,
     print_json_line,
     read_node_keys,
     read_stdin_lines,
@@ -587,8 +588,10 @@ def submit(directory: Path, node: str, lines: tuple[str, ...], timeout_s: float)
             )
     path = _control_path(directory, node)
     escaped = ["/" + line if line.startswith("/") else line for line in lines]
+    waiting = f"waiting for {node} to store the update (up to {timeout_s:g} s, --timeout)"
     try:
-        answers = asyncio.run(_ask(path, escaped, timeout_s))
+        with notice_if_slow(waiting):
+            answers = asyncio.run(_ask(path, escaped, timeout_s))
     except (OSError, TimeoutError) as error:
         raise click.ClickException(
             f"{node} does not answer on {path} ({error or 'timeout'}); is the network up "

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from synod.cli.common import log_level_option, print_json_line, run_process
+from synod.cli.common import log_level_option, notice_if_slow, print_json_line, run_process
 from synod.cli.supervise import add_supervision_commands
 
 if TYPE_CHECKING:
@@ -301,8 +301,11 @@ def _refuse_fragile_committee(committee: CommitteeFile, path: Path) -> None:
         )
 
 
-def _run_client(context: _ClientContext, body: Callable[[WalletClient], Any]) -> Any:
-    """Run `body` with a wallet over the context's files; library errors as exit codes."""
+def _run_client(
+    context: _ClientContext, body: Callable[[WalletClient], Any], *, notice: bool = True
+) -> Any:
+    """Run `body` with a wallet over the context's files; library errors as exit codes;
+    with `notice`, a line on stderr says what it waits for after a second."""
     import asyncio
 
     from synod.runtime.fastpay_wallet import open_wallet
@@ -313,7 +316,13 @@ def _run_client(context: _ClientContext, body: Callable[[WalletClient], Any]) ->
         ) as wallet:
             return await body(wallet)
 
-    with _exit_codes():
+    waiting = (
+        f"waiting for the authorities of {context.committee} to answer (each up to "
+        f"{context.timeout_ms / 1000:g} s, --timeout-ms); are they running? "
+        f"`synod fastpay status {context.committee.parent}` asks them"
+    )
+    # A benchmark is long by design and shows its own progress.
+    with _exit_codes(), notice_if_slow(waiting) if notice else nullcontext():
         return asyncio.run(main())
 
 
@@ -542,7 +551,7 @@ def benchmark(  # noqa: PLR0917 - one parameter per click option
     if count > 1:
         summary = _benchmark_in_processes(context, count, max_in_flight, amount)
     else:
-        summary = _run_client(context, body)
+        summary = _run_client(context, body, notice=False)
     if raw_json:
         click.echo(json.dumps(summary.to_json(raw=True)))
     elif as_json:

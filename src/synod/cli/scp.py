@@ -30,6 +30,7 @@ import click
 from synod.cli.common import (
     config_errors,
     log_level_option,
+    notice_if_slow,
     parse_ports,
     print_json_line,
     printable,
@@ -405,13 +406,24 @@ def submit(directory: Path, node: str, values: tuple[str, ...], timeout_s: float
         raise click.UsageError("no values given (arguments or lines on standard input)")
     if not all(entry_fits(text) for text in entries):
         raise click.BadParameter(f"each value must be 1..{MAX_ENTRY_BYTES} bytes of UTF-8")
+    waiting = (
+        f"waiting for {entry.name} ({entry.host}:{entry.submit_port}) to store the values "
+        f"(up to {timeout_s:g} s, --timeout)"
+    )
     try:
-        reply = asyncio.run(
-            submit_entries((entry.host, entry.submit_port), entries, timeout_s=timeout_s)
-        )
+        with notice_if_slow(waiting):
+            reply = asyncio.run(
+                submit_entries((entry.host, entry.submit_port), entries, timeout_s=timeout_s)
+            )
     except SubmitUnanswered as error:
         where = f"{entry.name} ({entry.host}:{entry.submit_port})"
         click.echo(f"{where}: {printable(error.reason)}", err=True)
+        click.echo(
+            f"is it running? start the network with `synod scp up {directory}` or the node "
+            f"with `synod scp run {directory} {entry.name}`; if it is busy, give it more "
+            "--timeout",
+            err=True,
+        )
         sys.exit(EXIT_UNREACHABLE)
     except SubmitRefused as error:
         click.echo(f"{entry.name} refused: {printable(error.reason)}", err=True)

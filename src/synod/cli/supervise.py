@@ -72,7 +72,11 @@ def live_rows(
     except SupervisorError:
         records = {}
     names = [*records, *(name for name in ports if name not in records)]
-    answers = asyncio.run(_ask_all(ports, timeout_s))
+    from synod.cli.common import notice_if_slow
+
+    waiting = f"waiting for the nodes to answer (up to {timeout_s:g} s, --timeout)"
+    with notice_if_slow(waiting):
+        answers = asyncio.run(_ask_all(ports, timeout_s))
     rows = [_live_row(name, records.get(name), answers.get(name)) for name in names]
     counted = [row for row in rows if row.get("progress_name") in {"slot", "round"}]
     furthest = max((row["progress"] for row in counted), default=0)
@@ -280,10 +284,15 @@ def _add_down(group: click.Group) -> None:
     )
     def down(directory: Path, timeout_s: float) -> None:
         """Stop every process of the network (SIGTERM, then SIGKILL after the timeout)."""
+        from synod.cli.common import notice_if_slow
         from synod.runtime.supervisor import Supervisor, SupervisorError
 
+        waiting = (
+            f"waiting for the processes to stop (SIGKILL after {timeout_s:g} s, --timeout)"
+        )
         try:
-            outcome = Supervisor(directory).down(timeout_s=timeout_s)
+            with notice_if_slow(waiting):
+                outcome = Supervisor(directory).down(timeout_s=timeout_s)
         except SupervisorError as error:
             raise click.ClickException(str(error)) from None
         if not outcome:

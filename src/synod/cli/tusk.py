@@ -30,6 +30,7 @@ from synod.cli.common import (
     EXIT_FAILED,
     config_errors,
     log_level_option,
+    notice_if_slow,
     parse_ports,
     print_json_line,
     read_node_keys,
@@ -284,6 +285,7 @@ this many rounds old is reported starved; back within it, caught up."""
 
 
 async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None) -> int:
+    import asyncio
     import logging
 
     from synod.runtime.tusk_node import DriverFailed, DriverNode, MetricsServer, driver_series
@@ -294,8 +296,11 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
     lagging: set[bytes] = set()
     starved: set[bytes] = set()  # no header of theirs certified for many rounds
 
+    heard = asyncio.Event()
+
     def report_progress(highest_round: int) -> None:
         nonlocal reported
+        heard.set()
         if highest_round >= reported + 10:
             reported = highest_round
             print_json_line({"event": "progress", "highest_round": highest_round})
@@ -328,14 +333,34 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
         bound = await metrics.start(("127.0.0.1", metrics_port))
         log.info("metrics", extra={"address": f"{bound[0]}:{bound[1]}"})
     ready = {"event": "ready", "driver": name, "cores": len(network.cores)}
+    waiting = asyncio.create_task(_say_why_idle(heard, network, log))
     try:
         await node.serve(on_ready=lambda: print_json_line(ready))
     except DriverFailed as error:
         log.error("driver failed", extra={"reason": str(error)})
         return EXIT_FAILED
     finally:
+        waiting.cancel()
         await metrics.stop()
     return 0
+
+
+async def _say_why_idle(heard: Any, network: TuskNetwork, log: Any) -> None:
+    """A driver alone prints `ready` and nothing more: after a second without a round,
+    say once what it waits for and how to start it."""
+    import asyncio
+
+    from synod.cli.common import SLOW_NOTICE_S
+
+    try:
+        await asyncio.wait_for(heard.wait(), SLOW_NOTICE_S)
+    except TimeoutError:
+        addresses = ", ".join(f"{host}:{port}" for host, port in network.addresses().values())
+        log.warning(
+            "waiting for the cores: no round certified yet; are they running? "
+            "(`synod tusk up DIR` starts the committee, `synod tusk status DIR` asks it)",
+            extra={"cores": addresses},
+        )
 
 
 @tusk.command("submit")
@@ -382,18 +407,26 @@ def submit(
         batch = check_submission(text.encode("utf-8") for text in transactions)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    waiting = (
+        f"waiting for {entry.name} ({entry.host}:{entry.port}) to store the transactions "
+        f"(up to {timeout_s:g} s, --timeout-s)"
+    )
     try:
-        receipt = asyncio.run(
-            submit_transactions(
-                (entry.host, entry.port),
-                entry.node_id,
-                batch,
-                timeout_s=timeout_s,
-                network=network.network,
+        with notice_if_slow(waiting):
+            receipt = asyncio.run(
+                submit_transactions(
+                    (entry.host, entry.port),
+                    entry.node_id,
+                    batch,
+                    timeout_s=timeout_s,
+                    network=network.network,
+                )
             )
-        )
     except SubmitFailed as error:
-        raise click.ClickException(f"{entry.name}: {error}") from None
+        raise click.ClickException(
+            f"{entry.name}: {error}\nis it running? start the committee with `synod tusk up "
+            f"{directory}` or the core with `synod tusk core {directory} {entry.name}`"
+        ) from None
     print_json_line(
         {
             "event": "submitted",
@@ -414,18 +447,26 @@ def _wait_for_commit(network: TuskNetwork, batch: tuple[bytes, ...], timeout_s: 
 
     from synod.runtime.tusk_node import CommitUnproven, wait_for_commit
 
+    waiting = (
+        f"waiting for cores of weight f + 1 to commit them (up to {timeout_s:g} s, "
+        "--wait-timeout-s); a committee orders only while a driver runs"
+    )
     try:
-        positions = asyncio.run(
-            wait_for_commit(
-                network.committee(),
-                network.addresses(),
-                batch,
-                timeout_s=timeout_s,
-                network=network.network,
+        with notice_if_slow(waiting):
+            positions = asyncio.run(
+                wait_for_commit(
+                    network.committee(),
+                    network.addresses(),
+                    batch,
+                    timeout_s=timeout_s,
+                    network=network.network,
+                )
             )
-        )
     except CommitUnproven as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(
+            f"{error}\nis a driver running (`synod tusk status` lists the processes)? "
+            "raise --wait-timeout-s if the committee is slow"
+        ) from None
     lines = [
         {
             "transaction": _transaction_text(transaction),
