@@ -181,3 +181,35 @@ def test_a_tusk_driver_without_cores_says_what_it_waits_for(tmp_path: Path) -> N
         driver.wait(timeout=30)
     assert "waiting for the cores" in err.read_text()
     assert "synod tusk up" in err.read_text()
+
+
+def test_a_second_copy_of_a_running_node_and_a_taken_port_say_what_to_do(
+    tmp_path: Path,
+) -> None:
+    with silent_listener() as port:
+        init = synod(tmp_path, "rbc", "init", "net", "--ports", f"{port},{ports(3)}")
+        assert init.returncode == 0, init.stderr
+        taken = synod(tmp_path, "rbc", "run", "net", "node-0")
+    assert taken.returncode == 1
+    assert "address already in use" in taken.stderr
+    assert "stop it, or write the network again with free ports" in taken.stderr
+    err = tmp_path / "first.err"
+    with err.open("wb") as stderr:
+        first = subprocess.Popen(
+            synod_command("rbc", "run", "net", "node-1"),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        assert first.stdout is not None
+        assert b'"event": "ready"' in first.stdout.readline()
+        second = synod(tmp_path, "rbc", "run", "net", "node-1")
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    assert second.returncode == 1
+    assert "already running: stop that process first" in second.stderr
+    again = synod(tmp_path, "rbc", "init", "net")
+    assert again.returncode == 1 and "remove it first" in again.stderr

@@ -111,7 +111,18 @@ def parse_ports(
 def refuse_to_overwrite(config_path: Path) -> None:
     """A user error when `config_path` exists already."""
     if config_path.exists():
-        raise click.ClickException(f"{config_path}: already exists; refusing to overwrite")
+        raise click.ClickException(
+            f"{config_path}: already exists; refusing to overwrite (remove it first, or "
+            "choose another directory)"
+        )
+
+
+def already_running(error: Exception) -> click.ClickException:
+    """A node whose lock another process holds, with what to do about it."""
+    return click.ClickException(
+        f"{error}: stop that process first (`down` stops what `up` started), or run "
+        "another node"
+    )
 
 
 def write_new_key(path: Path) -> KeyPair:
@@ -177,7 +188,15 @@ def run_process(
     except OSError as error:
         if listen_failure is None:
             raise
-        raise click.ClickException(f"{listen_failure}: {error}") from None
+        import errno
+
+        hint = ""
+        if error.errno == errno.EADDRINUSE:
+            hint = (
+                "; another process uses that port: stop it, or write the network again "
+                "with free ports (init --ports)"
+            )
+        raise click.ClickException(f"{listen_failure}: {error}{hint}") from None
     sys.exit(code)
 
 

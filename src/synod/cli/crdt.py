@@ -31,6 +31,7 @@ import click
 
 from synod.cli.common import (
     EXIT_FAILED,
+    already_running,
     config_errors,
     log_level_option,
     notice_if_slow,
@@ -434,7 +435,7 @@ async def _run_node(config: NodeConfig, keys: KeyPair, control_path: Path | None
     try:
         node = LogNode.from_config(config, keys, on_event=lambda event: _show(event, log))
     except NodeAlreadyRunning as error:
-        raise click.ClickException(str(error)) from None
+        raise already_running(error) from None
     control = ControlServer(node, control_path) if control_path is not None else None
     try:
         if control is not None:

@@ -23,6 +23,7 @@ import click
 
 from synod.cli.common import (
     EXIT_FAILED,
+    already_running,
     config_errors,
     log_level_option,
     parse_ports,
@@ -165,7 +166,9 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
     )
     try:
         await node.start()
-    except (NodeAlreadyRunning, RestoreFailed) as error:
+    except NodeAlreadyRunning as error:
+        raise already_running(error) from None
+    except RestoreFailed as error:
         raise click.ClickException(str(error)) from None
     proposals = asyncio.create_task(_propose_lines(node, log))
     try:

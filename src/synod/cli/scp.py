@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from synod.cli.common import (
+    already_running,
     config_errors,
     log_level_option,
     notice_if_slow,
@@ -290,7 +291,9 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
             on_appended=partial(_print_appended, entry.name),
             on_ready=_print_ready,
         )
-    except (NodeAlreadyRunning, RestoreFailed) as error:
+    except NodeAlreadyRunning as error:
+        raise already_running(error) from None
+    except RestoreFailed as error:
         raise click.ClickException(str(error)) from None
     except HostFailed as error:
         log.error("node failed", extra={"reason": str(error)})
@@ -315,7 +318,9 @@ async def _run_stellar(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -
             on_closed=partial(_print_closed, entry.name),
             on_ready=_print_stellar_ready,
         )
-    except (NodeAlreadyRunning, RestoreFailed) as error:
+    except NodeAlreadyRunning as error:
+        raise already_running(error) from None
+    except RestoreFailed as error:
         raise click.ClickException(str(error)) from None
 
 

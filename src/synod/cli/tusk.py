@@ -28,6 +28,7 @@ import click
 from synod.cli.common import (
     EXIT_CONFIG,  # noqa: F401 - part of this command's interface (its exit statuses)
     EXIT_FAILED,
+    already_running,
     config_errors,
     log_level_option,
     notice_if_slow,
@@ -194,7 +195,7 @@ async def _run_core(
             on_event=lambda event: _print_core_event(event, names, log),
         )
     except NodeAlreadyRunning as error:
-        raise click.ClickException(str(error)) from None
+        raise already_running(error) from None
     await node.start((entry.host, entry.port))
     metrics = MetricsServer(lambda: core_series(node.core, entry.name))
     if metrics_port is not None:
