@@ -303,3 +303,19 @@ def test_attestations_of_a_slot_the_node_delivered_but_never_attested_cost_no_si
     forged = Attestation(IDS[0], 4, bytes(32), bytes(64))
     core.handle(Received(IDS[0], forged), 0)
     assert core.rejected == {RejectReason.UNNEEDED_ATTESTATION: 1}
+
+
+def test_a_checkpoint_whose_attestations_were_lost_is_passed_over_for_a_provable_one() -> None:
+    """If every peer lost the same attestation of a checkpoint slot, answering with
+    that slot forever would leave the asker stuck; a later slot holding a slice is
+    offered instead (its segment reaches further back)."""
+    world = build_network()
+    decide_while_away(world, 12)
+    serving = core(world, IDS[0]).scp
+    own = [found for found in serving.attestations.agreeing(4) if found.node_id == IDS[0]]
+    serving.attestations._agreeing[4] = {IDS[0]: own[0]}  # the others' were lost
+    step = serving.handle(Received(ABSENT, CheckpointRequest(1)), world.now_ms)
+    (answer,) = [send.message for send in step.outgoing]  # type: ignore[union-attr]
+    assert isinstance(answer, Checkpoint) and answer.slot_index == 8
+    assert len(answer.attestations) >= 3
+    assert SEGMENT_CODEC.decode(answer.state).first_slot_index == 1

@@ -169,9 +169,16 @@ class AttestationStore:
             gone.extend((slot_index, node) for node in self._agreeing.pop(slot_index, {}))
         return gone
 
-    def first_own_from(self, slot_index: int) -> int | None:
-        """The lowest slot >= `slot_index` this node attested, or None."""
-        return min((index for index in self.own if index >= slot_index), default=None)
+    def best_from(self, slot_index: int, qset: QuorumSet, scan: int = 8) -> int | None:
+        """The slot to offer a node missing slots from `slot_index`: the lowest own one
+        at or after it whose kept attestations hold a slice of `qset` (the asker's
+        quorum set is not known; a lost attestation must not make every answer
+        unprovable), among the first `scan`; else the lowest own one."""
+        candidates = sorted(index for index in self.own if index >= slot_index)[:scan]
+        for index in candidates:
+            if is_satisfied_by(qset, self._agreeing.get(index, {}).keys()):
+                return index
+        return candidates[0] if candidates else None
 
     def agreeing(self, slot_index: int) -> Iterable[Attestation]:
         """The kept attestations of an own slot, by node id."""

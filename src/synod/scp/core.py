@@ -1226,7 +1226,7 @@ class ScpCore:
     def _answer_checkpoint_request(
         self, sender: NodeId, from_slot_index: int, step: Step
     ) -> None:
-        slot_index = self.attestations.first_own_from(from_slot_index)
+        slot_index = self.attestations.best_from(from_slot_index, self.config.quorum_set)
         if slot_index is None:
             return
         state = self.application.checkpoint_state(from_slot_index, slot_index)
