@@ -16,7 +16,7 @@ from test_fbas_bruteforce_agreement import KEYS, raw_keys, reference_groups, ref
 
 from synod.fbas import analysis, cascade
 from synod.fbas import bruteforce as brute
-from synod.fbas.analysis import minimal_blocking_sets, minimal_splitting_sets
+from synod.fbas.analysis import check_intersection, minimal_blocking_sets, minimal_splitting_sets
 from synod.fbas.cascade import organisation_quotient
 from synod.fbas.load import load_stellarbeat
 from synod.fbas.network import is_blocking, iter_bits, largest_quorum_within
@@ -199,3 +199,21 @@ def test_splitting_by_organisations_brackets_the_exact_minimum(
         assert not first & second
         if within is not None:
             assert first <= within and second <= within
+
+
+@EXAMPLES
+@given(organisation_networks(), st.integers(0, 3) | st.just(NEVER))
+def test_intersection_by_organisations_matches_enumeration(
+    network: dict[str, Any], allowed: int
+) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    quorums = brute.all_quorums(reference_network(network))
+    stop = None if allowed == NEVER else StopAfter(allowed)
+    result = check_intersection(fbas, stop=stop)
+    if allowed == NEVER:
+        assert result.intersects is not None
+    if result.intersects is not None:
+        assert result.intersects == (not brute.has_disjoint_pair(quorums))
+    if result.witness is not None:
+        first, second = (raw_keys(fbas.nodes, q) for q in result.witness)
+        assert first in quorums and second in quorums and not first & second

@@ -354,13 +354,38 @@ def check_intersection(
         )
     core = cores[0]
     try:
-        pair = find_disjoint_quorums(fbas, core, progress, stop=stop)
+        formula = _split_formula(fbas, None, core, None)
+        if formula is None:
+            pair = find_disjoint_quorums(fbas, core, progress, stop=stop)
+        else:
+            pair = _disjoint_by_organisations(formula, progress, stop)
     except _Stopped:
         return IntersectionResult(True, None, None, greatest, "stopped")
     if pair is None:
         return IntersectionResult(True, True, None, greatest, "sat")
     witness = (shrink_to_minimal_quorum(fbas, pair[0]), shrink_to_minimal_quorum(fbas, pair[1]))
     return _checked(fbas, IntersectionResult(True, False, witness, greatest, "sat"))
+
+
+def _disjoint_by_organisations(
+    formula: _SplitFormula, progress: Progress, stop: Stop | None
+) -> tuple[int, int] | None:
+    """Two disjoint quorums from the organisation encoding with no faulty node, or None
+    when every two intersect (raises `_Stopped` when `stop` ended the search first)."""
+    cnf = formula.cnf
+    progress(
+        f"disjoint quorums: {formula.quotient.size} organisations, {cnf.top} variables, "
+        f"{len(cnf.clauses)} clauses"
+    )
+    with _new_solver(cnf.clauses, stop) as solver:
+        outcome = _solve(solver, [-unit for unit in formula.costs], stop)
+        if outcome is None:
+            raise _Stopped
+        if not outcome:
+            return None
+        faulty, first, second = formula.split(set(solver.get_model() or []))
+    assert not faulty
+    return first, second
 
 
 def _checked(fbas: Fbas, result: IntersectionResult) -> IntersectionResult:
@@ -918,6 +943,95 @@ def _roles(size: int, inner: int | None, whole_group: bool) -> list[_Role]:
     return list(cheapest.values())
 
 
+@dataclass
+class _SplitFormula:
+    """The organisation encoding of "two disjoint quorums despite some faulty nodes":
+    one selector per role of each group, and unit literals counting the faulty cost."""
+
+    cnf: _Cnf
+    quotient: Quotient
+    roles: list[list[_Role]]
+    chosen: list[list[int]]
+    costs: list[int]
+    whole_groups: bool
+
+    def split(self, model: set[int]) -> tuple[int, int, int]:
+        """(faulty nodes, first quorum, second quorum) of a model."""
+        faulty = first = second = 0
+        for index, (xs, rs) in enumerate(zip(self.chosen, self.roles, strict=True)):
+            role = next(r for x, r in zip(xs, rs, strict=True) if x in model)
+            nodes = list(iter_bits(self.quotient.groups[index]))
+            if self.whole_groups and role.faulty:
+                faulty |= self.quotient.seed_nodes[index]
+            else:
+                faulty |= bits_from(nodes[: role.faulty])
+            after_faulty = role.faulty + role.first
+            first |= bits_from(nodes[role.faulty : after_faulty])
+            second |= bits_from(nodes[after_faulty : after_faulty + role.second])
+        return faulty, first, second
+
+
+def _split_formula(
+    fbas: Fbas, grouping: str | None, members: int, groups: list[Group] | None
+) -> _SplitFormula | None:
+    """The organisation encoding over `members` (see `synod.fbas.cascade`): one variable
+    per role of each group instead of three per node, no interchangeable validators left
+    to break.  None when `members` does not have the organisation shape (every quorum
+    set naming only members) or has interchangeable organisations (the node encoding
+    with symmetry breaking is the fast one there)."""
+    grouping_groups = None if groups is None else [group.nodes for group in groups]
+    quotient = organisation_quotient(fbas, members, grouping_groups, closed=True)
+    if quotient is None or _interchangeable_groups(fbas, grouping, quotient):
+        return None
+    cnf = _Cnf()
+    whole = grouping_groups is not None
+    roles = [
+        _roles(bits.bit_count(), quotient.inner_threshold[index], whole)
+        for index, bits in enumerate(quotient.groups)
+    ]
+    chosen = [[cnf.new() for _ in options] for options in roles]
+    pairs = list(zip(chosen, roles, strict=True))
+    counted = [
+        [
+            cnf.implies_any([x for x, r in zip(xs, rs, strict=True) if r.counts[side]])
+            for side in (0, 1)
+        ]
+        for xs, rs in pairs
+    ]
+    # Exact, so that a role with nodes in a quorum makes the group a member there.
+    inside = [
+        [
+            cnf.implies_any(
+                [x for x, r in zip(xs, rs, strict=True) if (r.first, r.second)[side]],
+                exact=True,
+            )
+            for side in (0, 1)
+        ]
+        for xs, rs in pairs
+    ]
+    costs: list[int] = []
+    for index, (xs, rs) in enumerate(pairs):
+        cnf.add(xs)
+        cnf.clauses.extend([-a, -b] for i, a in enumerate(xs) for b in xs[i + 1 :])
+        entries = list(iter_bits(quotient.entries[index]))
+        for side in (0, 1):
+            if inside[index][side] is False:
+                continue
+            satisfied = cnf.implies_atleast(
+                [counted[e][side] for e in entries], quotient.threshold[index]
+            )
+            cnf.add([cnf.negate(inside[index][side]), satisfied])
+        costs.extend(_cost_units(cnf, xs, rs))
+    for side in (0, 1):
+        cnf.add([lits[side] for lits in inside])  # each quorum holds at least one node
+    # Swapping the two quorums maps a split onto one of the same cost: keep those where
+    # the lowest group with a node in either quorum has one in the first.
+    for index, lits in enumerate(inside):
+        earlier = [other[0] for other in inside[:index]]
+        cnf.add([cnf.negate(lits[1]), lits[0], *earlier])
+    return _SplitFormula(cnf, quotient, roles, chosen, costs, whole)
+
+
 def _splitting_by_organisations(
     fbas: Fbas,
     grouping: str | None,
@@ -927,71 +1041,20 @@ def _splitting_by_organisations(
     stop: Stop | None,
     progress: Progress,
 ) -> tuple[_Search, tuple[int, int, int] | None] | None:
-    """Smallest splitting set over the organisation quotient of `members` (see
-    `synod.fbas.cascade`): one variable per role of each group instead of three per
-    node, and no interchangeable validators left to break.  None when `members` does
-    not have the organisation shape (every quorum set naming only members)."""
-    grouping_groups = None if grouping is None else [group.nodes for group in groups]
-    quotient = organisation_quotient(fbas, members, grouping_groups, closed=True)
-    if quotient is None or _interchangeable_groups(fbas, grouping, quotient):
+    """Smallest splitting set over the organisation encoding; None when it does not
+    apply (see `_split_formula`)."""
+    formula = _split_formula(fbas, grouping, members, None if grouping is None else groups)
+    if formula is None:
         return None
-    cnf = _Cnf()
-    roles = [
-        _roles(bits.bit_count(), quotient.inner_threshold[index], grouping is not None)
-        for index, bits in enumerate(quotient.groups)
-    ]
-    chosen = [[cnf.new() for _ in options] for options in roles]
-    counted = [
-        [
-            cnf.implies_any([x for x, r in zip(xs, rs, strict=True) if r.counts[side]])
-            for side in (0, 1)
-        ]
-        for xs, rs in zip(chosen, roles, strict=True)
-    ]
-    costs: list[int] = []
-    for index, (xs, rs) in enumerate(zip(chosen, roles, strict=True)):
-        cnf.add(xs)
-        cnf.clauses.extend([-a, -b] for i, a in enumerate(xs) for b in xs[i + 1 :])
-        entries = list(iter_bits(quotient.entries[index]))
-        for side in (0, 1):
-            inside = [x for x, r in zip(xs, rs, strict=True) if (r.first, r.second)[side]]
-            if not inside:
-                continue
-            satisfied = cnf.implies_atleast(
-                [counted[e][side] for e in entries], quotient.threshold[index]
-            )
-            for x in inside:
-                cnf.add([-x, satisfied])
-        costs.extend(_cost_units(cnf, xs, rs))
-    for side in (0, 1):
-        # Each quorum holds at least one node.
-        cnf.add(
-            [
-                x
-                for xs, rs in zip(chosen, roles, strict=True)
-                for x, r in zip(xs, rs, strict=True)
-                if (r.first, r.second)[side]
-            ]
-        )
+    cnf = formula.cnf
     progress(
-        f"splitting: {quotient.size} organisations, {cnf.top} variables, {len(cnf.clauses)} clauses"
+        f"splitting: {formula.quotient.size} organisations, {cnf.top} variables, "
+        f"{len(cnf.clauses)} clauses"
     )
-    search = _minimize(cnf, costs, 1, progress, stop=stop)
+    search = _minimize(cnf, formula.costs, 1, progress, stop=stop)
     if not search.models:
         return search, None
-    model = search.models[0]
-    faulty = first = second = 0
-    for index, (xs, rs) in enumerate(zip(chosen, roles, strict=True)):
-        role = next(r for x, r in zip(xs, rs, strict=True) if x in model)
-        nodes = list(iter_bits(quotient.groups[index]))
-        if grouping is not None and role.faulty:
-            faulty |= quotient.seed_nodes[index]
-        else:
-            faulty |= bits_from(nodes[: role.faulty])
-        after_faulty = role.faulty + role.first
-        first |= bits_from(nodes[role.faulty : after_faulty])
-        second |= bits_from(nodes[after_faulty : after_faulty + role.second])
-    return search, (faulty, first, second)
+    return search, formula.split(search.models[0])
 
 
 def _interchangeable_groups(fbas: Fbas, grouping: str | None, quotient: Quotient) -> bool:
