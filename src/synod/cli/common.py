@@ -276,3 +276,22 @@ def notice_if_slow(message: str, *, after_s: float = SLOW_NOTICE_S) -> Iterator[
         yield
     finally:
         timer.cancel()
+
+
+def wrapped(text: str, *, indent: str = "", at: str = ", ") -> str:
+    """`text` in lines that fit the terminal (80 columns when output is piped), broken
+    only after `at` (", ": a list's items stay whole, so the phrases people grep for
+    do; " " for the key=value verdict line), each continuation two spaces further in.
+    A piece longer than a line stays whole."""
+    import shutil
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    pieces = [piece + at for piece in text.split(at)]
+    pieces[-1] = pieces[-1].removesuffix(at)
+    lines = [indent]
+    for piece in pieces:
+        if len(lines[-1]) > len(indent) and len((lines[-1] + piece).rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append(indent + "  ")
+        lines[-1] += piece
+    return "\n".join(lines)

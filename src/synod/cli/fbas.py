@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from synod.cli.common import wrapped
+
 if TYPE_CHECKING:
     from synod.fbas.analysis import MinimalSetResult
     from synod.fbas.load import LoadOptions
@@ -399,9 +401,10 @@ def check(**options: Any) -> None:
     elif not result.has_quorum:
         click.echo("No quorum exists: no set of nodes satisfies all its members' quorum sets.")
     elif result.intersects:
+        # Two lines: the verdict, then the figures, each well within 80 columns.
+        click.echo("Quorum intersection holds: every two quorums intersect")
         click.echo(
-            f"Quorum intersection holds: every two quorums intersect "
-            f"({len(network)} nodes, {result.greatest_quorum.bit_count()} can be in a quorum)."
+            f"  ({len(network)} nodes, {result.greatest_quorum.bit_count()} can be in a quorum)."
         )
     else:
         click.echo("Quorum intersection FAILS: these two quorums are disjoint.")
@@ -468,14 +471,17 @@ def _report_sets(network: Fbas, result: MinimalSetResult, settings: Settings, wh
     if not result.optimal:
         found = "none found" if result.size is None else f"best found {result.size}"
         click.echo(
-            f"Smallest {result.kind} set not proven within {settings.timeout} s: at least "
-            f"{result.lower_bound} {unit}, {found} ({what})."
+            wrapped(
+                f"Smallest {result.kind} set not proven within {settings.timeout} s: at "
+                f"least {result.lower_bound} {unit}, {found} ({what}).",
+                at=" ",
+            )
         )
     elif result.size is None:
         click.echo(f"No {result.kind} set exists ({what}).")
         return
     else:
-        click.echo(f"Smallest {result.kind} set: {result.size} {unit} ({what}).")
+        click.echo(wrapped(f"Smallest {result.kind} set: {result.size} {unit} ({what}).", at=" "))
     for number, example in enumerate(result.examples, start=1):
         if result.grouping is None:
             rows = _node_rows(network, example.nodes)
@@ -592,8 +598,12 @@ def top_tier_command(group_by: str, quorum_limit: int, **options: Any) -> None:
         return
     if result.undecided:
         click.echo(
-            f"Top tier not decided within {settings.timeout} s: {result.nodes.bit_count()} "
-            f"nodes are in it, {result.undecided.bit_count()} more are undecided."
+            wrapped(
+                f"Top tier not decided within {settings.timeout} s: "
+                f"{result.nodes.bit_count()} nodes are in it, "
+                f"{result.undecided.bit_count()} more are undecided.",
+                at=" ",
+            )
         )
     else:
         click.echo(f"Top tier: {result.nodes.bit_count()} nodes.")

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from synod.cli.common import wrapped
+
 SEED_BITS = 63
 
 
@@ -161,10 +163,10 @@ def run_many(
             click.echo(json.dumps(verdict))
         else:
             for line in report:
-                click.echo(f"  {line}")
-            click.echo(outcome.summary())
+                click.echo(wrapped(line, indent="  "))
+            click.echo(wrapped(outcome.summary(), at=" "))
             for violation in outcome.named_violations():
-                click.echo(f"  {violation}")
+                click.echo(wrapped(str(violation), indent="  "))
         if not outcome.ok:
             failed.append(current)
         if history is not None:
