@@ -18,6 +18,7 @@ from synod.crypto import parse_node_id, read_key_file
 from synod.runtime.storage import SqliteStorage
 from synod.sim.scenarios.tusk import committed, delivered_transactions, submit, tusk_world
 from synod.tusk.config import CONFIG_NAME
+from synod.tusk.core import commit_log_key
 
 
 def init(directory: Path, *options: str) -> None:
@@ -96,6 +97,37 @@ def test_watch_prints_a_stored_delivery_log_in_order(tmp_path: Path) -> None:
     assert [line["transactions"] for line in lines] == [
         [transaction.decode() for transaction in event.transactions] for event in expected
     ]
+
+
+def test_watch_reads_past_positions_a_core_no_longer_holds_and_says_where(
+    tmp_path: Path,
+) -> None:
+    # A pruned log, or one with a checkpoint's gap, has positions missing.  Before, the
+    # reader stopped at the first missing position, so `watch` printed nothing past it,
+    # ever (and nothing at all from --from 0 once the start was pruned).
+    init(tmp_path, "--cores", "4", "--ports", "9011,9012,9013,9014")
+    document = tomllib.loads((tmp_path / CONFIG_NAME).read_text())
+    keys = [read_key_file(tmp_path / core["key_file"]) for core in document["cores"]]
+    world = tusk_world(keys, seed=2, drivers=["driver"])
+    first = keys[0].node_id
+    for number in range(3):
+        submit(world, first, [f"pay {number}".encode()])
+        world.run_until(world.now_ms + 50)
+    assert world.step_until(
+        lambda: b"pay 2" in delivered_transactions(world, first), max_steps=20_000
+    )
+    held = dict(world.node(first).storage)
+    for position in (1, 2):
+        del held[commit_log_key(position)]
+    with SqliteStorage.open(tmp_path / "core-0.sqlite") as storage:
+        storage.apply(Persist(key, value) for key, value in held.items())
+    result = CliRunner().invoke(tusk, ["watch", str(tmp_path), "--no-follow"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert lines[0]["sequence"] == 0
+    assert lines[1] == {"event": "gap", "first": 1, "end": 3}
+    positions = [line["sequence"] for line in lines[2:]]
+    assert positions == [event.sequence for event in committed(world, first)][3:]
 
 
 def test_the_network_id_of_tusk_toml_reaches_every_core_and_driver(tmp_path: Path) -> None:

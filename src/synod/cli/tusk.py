@@ -527,11 +527,12 @@ def watch(  # noqa: PLR0917 - one parameter per click option
                 events = reader.read_from(first)
                 checked = _proven_lines(network, events, proof_timeout_s) if proven else None
                 for index, event in enumerate(events):
+                    if event.sequence > first:  # pruned, or skipped by a checkpoint
+                        print_json_line({"event": "gap", "first": first, "end": event.sequence})
                     line = _committed_line(event, names)
                     if checked is not None:
                         line["proven"] = checked[index]
                     print_json_line(line)
-                    # Positions may jump: a pruned log, or a checkpoint's gap.
                     first = event.sequence + 1
                 if not follow:
                     return
