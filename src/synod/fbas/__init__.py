@@ -11,6 +11,8 @@ other way, so a node running SCP never loads the SAT solver used here.
   quorum sets, with `LoadOptions` making the contested semantics explicit;
 - `synod.fbas.analysis`: quorum intersection, minimal blocking and splitting sets, the top
   tier (SAT and MaxSAT through python-sat);
+- `synod.fbas.cascade`: the organisation quotient of a network and the exact search
+  for smallest blocking sets over the cascade of organisations;
 - `synod.fbas.symmetry`: interchangeable nodes and organisations, symmetry breaking;
 - `synod.fbas.graph`: trust-graph layout and SVG/HTML rendering;
 - `synod.fbas.synthetic`: symmetric synthetic networks for benchmarks and tests;
