@@ -263,28 +263,35 @@ def _slug(page: str) -> str:
 
 
 def _wrapped(block: Block, body: str) -> str:
+    """A block's text as the page script runs it, after a line naming the block."""
     settings = block.settings
     header = f"DOC_TEST_BLOCK={shlex.quote(block.where)}\n"
     if settings.directory is not None:
         body = f"mkdir {settings.directory}\ncd {settings.directory}\n{body}\ncd ..\n"
     if settings.background:
-        log = f"$DOC_TEST_LOGS/{_slug(block.page)}_{block.line}.log"
-        started = f"( {body}\n) >{log} 2>&1 </dev/null &\ndoc_test_started $! {log}\n"
-        if settings.wait_for is None:
-            return header + started
-        baseline = f"DOC_TEST_SEEN=$(doc_test_count {shlex.quote(settings.wait_for)})\n"
-        started = baseline + started
-        wait = shlex.join(
-            ["doc_test_wait_for", settings.wait_for, str(settings.count), str(settings.timeout_s)]
-        )
-        stop = "doc_test_stop_last\n" if settings.then_stop else ""
-        return header + started + wait + "\n" + stop
+        return header + _in_background(block, body)
     if settings.exit_status:
         return (
             f"{header}set +e\n( set -e\n{body}\n)\nDOC_TEST_STATUS=$?\nset -e\n"
             f"doc_test_expect_status {settings.exit_status} $DOC_TEST_STATUS\n"
         )
     return header + body
+
+
+def _in_background(block: Block, body: str) -> str:
+    """Start the block in a process group of its own, then wait for its readiness text
+    (and stop it) when the block asks."""
+    settings = block.settings
+    log = f"$DOC_TEST_LOGS/{_slug(block.page)}_{block.line}.log"
+    started = f"( {body}\n) >{log} 2>&1 </dev/null &\ndoc_test_started $! {log}\n"
+    if settings.wait_for is None:
+        return started
+    baseline = f"DOC_TEST_SEEN=$(doc_test_count {shlex.quote(settings.wait_for)})\n"
+    wait = shlex.join(
+        ["doc_test_wait_for", settings.wait_for, str(settings.count), str(settings.timeout_s)]
+    )
+    stop = "doc_test_stop_last\n" if settings.then_stop else ""
+    return baseline + started + wait + "\n" + stop
 
 
 PRELUDE = r"""set -e
