@@ -130,8 +130,15 @@ def print_network(config: NetworkConfig) -> None:
 @rbc.command("run")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node")
+@click.option(
+    "--status-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also answer status requests (`synod rbc status`) on this port of the node's "
+    "host (0: any free port, shown in the ready line).",
+)
 @log_level_option()
-def run(directory: Path, node: str, log_level: str) -> None:
+def run(directory: Path, node: str, status_port: int | None, log_level: str) -> None:
     """Run NODE of the network in DIRECTORY until SIGINT/SIGTERM.
 
     Each line on standard input is proposed; each delivery is printed as a JSON line.
@@ -144,12 +151,20 @@ def run(directory: Path, node: str, log_level: str) -> None:
         entry.node_id,
         f"holds the key of another node than {entry.name}'s id in {config.path}",
     )
+    status_address = (entry.host, status_port) if status_port is not None else None
     run_process(
-        _run_node(config, entry, keys), log_level, listen_failure=f"{entry.name}: cannot listen"
+        _run_node(config, entry, keys, status_address),
+        log_level,
+        listen_failure=f"{entry.name}: cannot listen",
     )
 
 
-async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> int:
+async def _run_node(
+    config: NetworkConfig,
+    entry: NodeEntry,
+    keys: KeyPair,
+    status_address: tuple[str, int] | None = None,
+) -> int:
     import asyncio
     import logging
 
@@ -163,6 +178,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
         keys,
         on_delivered=partial(_print_delivered, names),
         on_rejected=partial(_log_rejected, names, log),
+        status_address=status_address,
     )
     try:
         await node.start()
@@ -185,15 +201,17 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
 def _print_ready(node: RbcNode) -> None:
     from synod.crypto import node_id_text
 
-    print_json_line(
-        {
-            "event": "ready",
-            "node": node.entry.name,
-            "id": node_id_text(node.keys.node_id),
-            "address": f"{node.entry.host}:{node.entry.port}",
-            "restored_deliveries": node.restored_deliveries,
-        }
-    )
+    ready: dict[str, Any] = {
+        "event": "ready",
+        "node": node.entry.name,
+        "id": node_id_text(node.keys.node_id),
+        "address": f"{node.entry.host}:{node.entry.port}",
+        "restored_deliveries": node.restored_deliveries,
+    }
+    if node.bound_status_address is not None:
+        host, port = node.bound_status_address
+        ready["status_address"] = f"{host}:{port}"
+    print_json_line(ready)
 
 
 async def _propose_lines(node: RbcNode, log: Any) -> None:
@@ -249,4 +267,10 @@ def _plan(directory: Path) -> Any:
     return plan_rbc(directory)
 
 
-add_supervision_commands(rbc, _plan, "rbc")
+def _request_ports(directory: Path) -> dict[str, tuple[str, int]]:
+    from synod.runtime.supervisor import request_ports_rbc
+
+    return request_ports_rbc(directory)
+
+
+add_supervision_commands(rbc, _plan, "rbc", request_ports=_request_ports)

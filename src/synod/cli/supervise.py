@@ -78,7 +78,9 @@ def live_rows(
     with notice_if_slow(waiting):
         answers = asyncio.run(_ask_all(ports, timeout_s))
     rows = [_live_row(name, records.get(name), answers.get(name)) for name in names]
-    counted = [row for row in rows if row.get("progress_name") in {"slot", "round"}]
+    counted = [
+        row for row in rows if row.get("progress_name") in {"slot", "round", "delivered"}
+    ]
     furthest = max((row["progress"] for row in counted), default=0)
     for row in counted:
         row["lag"] = furthest - row["progress"]
@@ -122,8 +124,9 @@ def print_live_rows(rows: list[dict[str, Any]], *, err: bool = False) -> None:
     from synod.cli.common import printable
 
     unit = next((row["progress_name"] for row in rows if "progress_name" in row), "progress")
+    width = max(8, len(unit))  # "delivered" (RBC) is one wider than the others
     click.echo(
-        f"{'process':<20} {'state':<7} {unit:>8} {'lag':>5} {'pending':>8} {'links':>7}",
+        f"{'process':<20} {'state':<7} {unit:>{width}} {'lag':>5} {'pending':>8} {'links':>7}",
         err=err,
     )
     for row in rows:
@@ -134,7 +137,8 @@ def print_live_rows(rows: list[dict[str, Any]], *, err: bool = False) -> None:
                 links += f"/{row['peers']}"
             lag = row.get("lag", "")
             click.echo(
-                f"{cells} {row['progress']:>8} {lag:>5} {row['pending']:>8} {links:>7}", err=err
+                f"{cells} {row['progress']:>{width}} {lag:>5} {row['pending']:>8} {links:>7}",
+                err=err,
             )
         else:
             reason = row.get("reason")

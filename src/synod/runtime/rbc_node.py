@@ -6,6 +6,12 @@ loop (`start` / `stop`): its `RbcCore` driven by a `NodeHost` over the peer tran
 its records in ``<name>.sqlite``, its lock file held while it runs; `broadcast` hands
 it payloads, paced so that a fast producer cannot outrun the core's window.
 
+With a `status_address`, a member also answers `synod.runtime.node_status` requests
+there (deliveries, links up, own broadcasts in flight), as SCP nodes, Tusk cores and
+FastPay shards do on their request ports, so ``synod rbc status`` asks running members
+instead of reading their files.  That port answers nothing else: any other request
+drops the client (`RequestRejected`), so it never reaches the core.
+
 Nothing here prints or exits: failures are typed errors (`NodeAlreadyRunning`,
 `StorageError`, `RestoreFailed`, `HostFailed`, `NodeStopped`).
 """
@@ -28,7 +34,9 @@ from synod.rbc.network import (
 )
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
+from synod.runtime.node_status import StatusReply, answer_status
 from synod.runtime.nodes import NodeStopped, RestoreFailed, free_ports, restore_core
+from synod.runtime.rpc import RequestRejected
 
 if TYPE_CHECKING:
     from synod.config import NodeEntry
@@ -96,6 +104,7 @@ class RbcNode:
         on_delivered: Callable[[Delivered], None] | None = None,
         on_rejected: Callable[[Rejected], None] | None = None,
         host_config: HostConfig | None = None,
+        status_address: Address | None = None,
     ) -> None:
         if keys.node_id != entry.node_id:
             raise ValueError(f"these keys are not those of {entry.name} in {config.path}")
@@ -105,6 +114,8 @@ class RbcNode:
         self.on_delivered = on_delivered
         self.on_rejected = on_rejected
         self.host_config = host_config
+        self.status_address = status_address
+        """Where the member answers status requests (None: it does not)."""
         self.max_in_flight = WINDOW // 2
         """Own broadcasts at most undelivered at once (see `broadcast`)."""
         self.restored_deliveries = 0
@@ -146,7 +157,10 @@ class RbcNode:
         lock = hold_exclusive_lock(self.config.lock_path(self.entry))
         try:
             self._host = self._open_host()
-            await self._host.start(listen=self.address)
+            await self._host.start(listen=self.address, rpc_listen=self.status_address)
+            if self._host.rpc_server is not None:
+                self._host.rpc_server.handler = _status_only
+                answer_status(self._host.rpc_server, self.status)
         except BaseException:
             if self._host is not None:
                 await self._host.stop()  # closes whatever listener and store it opened
@@ -173,6 +187,30 @@ class RbcNode:
             on_event=self._on_event,
             config=self.host_config,
             network=self.config.network_id,
+        )
+
+    @property
+    def bound_status_address(self) -> Address | None:
+        """Where status requests are answered once started (the port the kernel picked
+        for port 0), or None."""
+        return self.host.rpc_address if self.status_address is not None else None
+
+    def status(self) -> StatusReply:
+        """What ``synod rbc status`` asks: payloads delivered (the member's progress),
+        links up of the others, own broadcasts not delivered yet; constant time."""
+        core, host = self.core, self.host
+        stats = host.transport.stats.values() if host.transport is not None else ()
+        return StatusReply(
+            protocol="rbc",
+            progress_name="delivered",
+            progress=core.delivered_count,
+            peers=len(host.peers),
+            peers_connected=sum(link.outgoing_connected for link in stats),
+            pending=self._in_flight,
+            details={
+                "restored_deliveries": self.restored_deliveries,
+                "waiting_inputs": host.waiting_inputs,
+            },
         )
 
     async def stop(self) -> None:
@@ -229,6 +267,12 @@ class RbcNode:
                 self.on_delivered(event)
         elif isinstance(event, Rejected) and self.on_rejected is not None:
             self.on_rejected(event)
+
+
+async def _status_only(client: str, request_id: int, body: bytes) -> bytes | None:
+    """The status port's own handler, behind `answer_status`: an RBC core takes no
+    client requests, so anything but a status request drops the client."""
+    raise RequestRejected("an RBC member's status port answers status requests only")
 
 
 __all__ = [

@@ -29,6 +29,8 @@ from pathlib import Path
 
 STATE_NAME = "processes.json"
 LOG_DIRECTORY = "logs"
+STATUS_PORT_OPTION = "--status-port"
+"""`synod rbc run`'s option: the port where a member answers status requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +297,21 @@ def _last_line(process: Started) -> str:
 
 
 def plan_rbc(directory: Path) -> list[Service]:
-    """Every member of a reliable-broadcast network (`synod rbc init`)."""
+    """Every member of a reliable-broadcast network (`synod rbc init`), each answering
+    status requests on a port free now (none of the network's own), which `up` records
+    in its command line for `request_ports_rbc`."""
     from synod.rbc.network import load_network
+    from synod.runtime.nodes import free_ports
 
     config = load_network(directory)
-    return [Service(node.name, ("rbc", "run", ".", node.name)) for node in config.nodes]
+    taken = {node.port for node in config.nodes}
+    services = []
+    for node in config.nodes:
+        port = next(port for port in free_ports(node.host, len(taken) + 1) if port not in taken)
+        taken.add(port)
+        arguments = ("rbc", "run", ".", node.name, STATUS_PORT_OPTION, str(port))
+        services.append(Service(node.name, arguments))
+    return services
 
 
 def plan_scp(directory: Path) -> list[Service]:
@@ -392,6 +404,25 @@ def request_ports_scp(directory: Path) -> Ports:
 
     config = load_network(directory)
     return {node.name: (node.host, node.submit_port) for node in config.nodes}
+
+
+def request_ports_rbc(directory: Path) -> Ports:
+    """Each running RBC member's status port, read from the command `up` recorded
+    (members started by hand with ``--status-port`` are not known here)."""
+    from synod.rbc.network import load_network
+
+    hosts = {node.name: node.host for node in load_network(directory).nodes}
+    recorded = Supervisor(directory).recorded()
+    if not recorded:
+        raise SupervisorError(f"{directory}: the network is not up (`synod rbc up {directory}`)")
+    ports: Ports = {}
+    for process in recorded:
+        command = process.command
+        if STATUS_PORT_OPTION in command[:-1] and process.name in hosts:
+            port = command[command.index(STATUS_PORT_OPTION) + 1]
+            if port.isdigit():
+                ports[process.name] = (hosts[process.name], int(port))
+    return ports
 
 
 def request_ports_tusk(directory: Path) -> Ports:
