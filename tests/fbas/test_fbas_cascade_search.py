@@ -16,10 +16,15 @@ from test_fbas_bruteforce_agreement import KEYS, raw_keys, reference_groups, ref
 
 from synod.fbas import analysis, cascade
 from synod.fbas import bruteforce as brute
-from synod.fbas.analysis import check_intersection, minimal_blocking_sets, minimal_splitting_sets
+from synod.fbas.analysis import (
+    check_intersection,
+    minimal_blocking_sets,
+    minimal_splitting_sets,
+    top_tier,
+)
 from synod.fbas.cascade import organisation_quotient
 from synod.fbas.load import load_stellarbeat
-from synod.fbas.network import is_blocking, iter_bits, largest_quorum_within
+from synod.fbas.network import is_blocking, is_quorum, iter_bits, largest_quorum_within
 from synod.fbas.synthetic import asymmetric_network
 
 EXAMPLES = settings(max_examples=200, deadline=None)
@@ -217,3 +222,33 @@ def test_intersection_by_organisations_matches_enumeration(
     if result.witness is not None:
         first, second = (raw_keys(fbas.nodes, q) for q in result.witness)
         assert first in quorums and second in quorums and not first & second
+
+
+def test_asymmetric_top_tier_needs_no_solver_over_organisations() -> None:
+    # Greedy minimal quorums over organisations prove every node of the 50-organisation
+    # asymmetric network to be in the top tier, so no SAT formula is built at all.
+    nodes, orgs = asymmetric_network(50, seed=1)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    with patch.object(analysis, "_top_tier_formula", None):
+        result = top_tier(fbas)
+    assert result.nodes == fbas.all_nodes and not result.undecided
+    covered = 0
+    for quorum in result.minimal_quorums:
+        assert is_quorum(fbas, quorum)
+        assert all(not largest_quorum_within(fbas, quorum & ~(1 << v)) for v in iter_bits(quorum))
+        covered |= quorum
+    # Every node is in one of the minimal quorums returned, which prove the tier.
+    assert covered == fbas.all_nodes
+
+
+@EXAMPLES
+@given(organisation_networks())
+def test_top_tier_over_organisations_matches_enumeration(network: dict[str, Any]) -> None:
+    fbas = load_stellarbeat(network["nodes"])
+    expected = brute.top_tier(reference_network(network))
+    # The greedy witnesses over organisations, and the exact search for what they leave.
+    result = top_tier(fbas)
+    assert raw_keys(fbas.nodes, result.nodes) == expected
+    for quorum in result.minimal_quorums:
+        assert is_quorum(fbas, quorum)
+        assert all(not largest_quorum_within(fbas, quorum & ~(1 << v)) for v in iter_bits(quorum))

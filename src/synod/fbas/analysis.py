@@ -71,6 +71,7 @@ from synod.fbas.cascade import (
     organisation_quotient,
     seeded_nodes,
     seeds_cost,
+    top_tier_witnesses,
 )
 from synod.fbas.network import (
     Fbas,
@@ -1251,20 +1252,52 @@ def _short_cascade_members(
     return tier, found
 
 
+def _organisation_members(
+    fbas: Fbas, core: int, progress: Progress, stop: Stop | None
+) -> tuple[int, list[int]]:
+    """Top-tier members of `core` proven without a solver when it has the organisation
+    shape (`synod.fbas.cascade.top_tier_witnesses`), with node-level minimal quorums
+    for each witness: k nodes of each of its groups, rotated so that every node of the
+    witness's groups is in one of them."""
+    quotient = organisation_quotient(fbas, core, closed=True)
+    if quotient is None:
+        return 0, []
+    groups, witnesses = top_tier_witnesses(quotient, stop)
+    tier = union(quotient.groups[group] for group in iter_bits(groups))
+    found = []
+    for witness in witnesses:
+        members: list[tuple[list[int], int]] = []
+        for group in iter_bits(witness):
+            needed = quotient.inner_threshold[group]
+            assert needed is not None, "a group of a minimal quorum is named by others"
+            members.append((list(iter_bits(quotient.groups[group])), needed))
+        rounds = max(-(-len(nodes) // needed) for nodes, needed in members)
+        for turn in range(rounds):
+            quorum = 0
+            for nodes, needed in members:
+                quorum |= bits_from(nodes[(turn * needed + i) % len(nodes)] for i in range(needed))
+            assert is_quorum(fbas, quorum)
+            found.append(quorum)
+    progress(f"top tier: {tier.bit_count()} nodes proven over {quotient.size} organisations")
+    return tier, found
+
+
 def _core_top_tier(
     fbas: Fbas, core: int, orbit: list[int], progress: Progress, stop: Stop | None = None
 ) -> tuple[int, list[int], int]:
     """Members of minimal quorums inside `core` (a strongly connected quorum), the
     minimal quorums found on the way, and the nodes left open when `stop` ended it."""
     nodes = list(iter_bits(core))
-    tier = 0
-    found: list[int] = []
-    if len({fbas.qsets[v] for v in nodes}) > _SHORT_CASCADE_ABOVE:
-        tier, found = _short_cascade_members(fbas, core, orbit, progress, stop)
+    tier, found = _organisation_members(fbas, core, progress, stop)
 
     def known(v: int) -> bool:
         return bool(tier >> v & 1) or any(orbit[w] == orbit[v] and tier >> w & 1 for w in nodes)
 
+    distinct = len({fbas.qsets[v] for v in nodes})
+    if not all(known(v) for v in nodes) and distinct > _SHORT_CASCADE_ABOVE:
+        short_tier, short_found = _short_cascade_members(fbas, core, orbit, progress, stop)
+        tier |= short_tier
+        found.extend(short_found)
     if all(known(v) for v in nodes):
         return core, found, 0
     try:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from math import gcd
+from random import Random
 
 from synod.fbas.network import Fbas, Threshold, iter_bits
 
@@ -357,3 +358,67 @@ def seeded_nodes(quotient: Quotient, seeds: int) -> int:
     for group in iter_bits(seeds):
         nodes |= quotient.seed_nodes[group]
     return nodes
+
+
+def greatest_quorum(quotient: Quotient, within: int) -> int:
+    """The greatest quorum of groups inside `within` (a group bitset) of a `closed`
+    quotient: drop each group whose quorum set the remaining groups do not satisfy."""
+    while True:
+        kept = within
+        for group in iter_bits(within):
+            satisfied = (quotient.entries[group] & within).bit_count()
+            if satisfied < quotient.threshold[group]:
+                kept &= ~(1 << group)
+        if kept == within:
+            return within
+        within = kept
+
+
+def top_tier_witnesses(
+    quotient: Quotient, stop: Stop | None = None, attempts: int = 4
+) -> tuple[int, list[int]]:
+    """Groups proven to lie in a minimal quorum of a `closed` quotient, and those minimal
+    quorums (group bitsets), found without a solver.
+
+    A group y is in one when some quorum S holds y while S without y holds no quorum
+    (every quorum inside S then holds y, and S holds a minimal one).  Such an S is
+    sought greedily: from the greatest quorum, drop groups in a seeded random order
+    while the greatest quorum of the rest still holds y, then check S without y; a
+    success is shrunk to a minimal quorum, all of whose groups are then known.  Groups
+    not proven in `attempts` orders are left to the caller's exact search; none is
+    ever claimed outside the top tier here."""
+    everything = greatest_quorum(quotient, (1 << quotient.size) - 1)
+    known = 0
+    found: list[int] = []
+    orders = Random(0)
+    for group in iter_bits(everything):
+        for _ in range(attempts if not known >> group & 1 else 0):
+            if stop is not None and stop():
+                return known, found
+            minimal = _minimal_quorum_through(quotient, everything, group, orders)
+            if minimal:
+                known |= minimal
+                found.append(minimal)
+                break
+    return known, found
+
+
+def _minimal_quorum_through(quotient: Quotient, everything: int, group: int, orders: Random) -> int:
+    """A minimal quorum holding `group` found by one greedy order, or 0."""
+    order = list(iter_bits(everything & ~(1 << group)))
+    orders.shuffle(order)
+    quorum = everything
+    for other in order:
+        if quorum >> other & 1:
+            smaller = greatest_quorum(quotient, quorum & ~(1 << other))
+            if smaller >> group & 1:
+                quorum = smaller
+    if greatest_quorum(quotient, quorum & ~(1 << group)):
+        return 0
+    # Every quorum inside `quorum` holds `group`: one shrinking pass gives a minimal one.
+    for other in iter_bits(quorum & ~(1 << group)):
+        if quorum >> other & 1:
+            smaller = greatest_quorum(quotient, quorum & ~(1 << other))
+            if smaller:
+                quorum = smaller
+    return quorum
