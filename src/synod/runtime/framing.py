@@ -16,7 +16,10 @@ neither memory nor the connection for long.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from synod.runtime.admission import ByteBudget
 from synod.wire import FRAME_HEADER, WireError, encode_frame, parse_frame_header
@@ -61,6 +64,45 @@ async def read_frame(reader: asyncio.StreamReader, *, max_frame_bytes: int) -> b
     header = await reader.readexactly(FRAME_HEADER.size)
     length = parse_frame_header(header, max_frame_bytes=max_frame_bytes)
     return await reader.readexactly(length)
+
+
+ConnectionHandler = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]
+]
+
+_log = logging.getLogger("synod.runtime.framing")
+
+
+def connection_starter(
+    handler: ConnectionHandler, tasks: set[asyncio.Task[None]]
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]:
+    """The callback to give `asyncio.start_server`: it runs `handler` in a task of our
+    own, kept in `tasks` until it ends, instead of letting asyncio wrap the coroutine.
+
+    asyncio's own wrapper asks a finished handler task for its exception, which raises
+    for a task cancelled at shutdown (even one cancelled before its first step, which
+    no ``except`` inside the handler can see) and is logged as "Exception in callback":
+    an error line on every clean stop.  Here a cancelled connection just closes its
+    socket, and an unexpected exception is logged once, with the connection closed.
+    """
+
+    def start(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(handler(reader, writer))
+        tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            tasks.discard(done)
+            if done.cancelled():
+                writer.transport.abort()
+                return
+            error = done.exception()
+            if error is not None:
+                _log.error("connection handler failed", exc_info=error)
+                writer.transport.abort()
+
+        task.add_done_callback(finished)
+
+    return start
 
 
 async def close_writer(writer: asyncio.StreamWriter, *, timeout_s: float = 1.0) -> None:

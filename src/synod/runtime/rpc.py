@@ -53,7 +53,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from synod.runtime.admission import ByteBudget, ConnectionSlots, Slot
-from synod.runtime.framing import FrameDeadlines, close_writer, read_frame, read_frame_guarded
+from synod.runtime.framing import (
+    FrameDeadlines,
+    close_writer,
+    connection_starter,
+    read_frame,
+    read_frame_guarded,
+)
 from synod.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     U64,
@@ -180,7 +186,9 @@ class RpcServer:
         """Listen on host:port (0 picks a free port); return the bound address."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(
+            connection_starter(self._accept, self._tasks), host, port
+        )
         bound = self._server.sockets[0].getsockname()
         log.info("rpc listening", extra={"address": f"{bound[0]}:{bound[1]}"})
         return str(bound[0]), int(bound[1])

@@ -33,7 +33,7 @@ from stellar_sdk import xdr
 
 from synod.crypto import KeyPair, node_id_short, sha256
 from synod.runtime.admission import ConnectionSlots
-from synod.runtime.framing import close_writer
+from synod.runtime.framing import close_writer, connection_starter
 from synod.scp.messages import Envelope
 from synod.scp.stellar import (
     StellarFormatError,
@@ -309,7 +309,9 @@ class OverlayNode:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on `host:port` (0: any free port); returns the bound address."""
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(
+            connection_starter(self._accept, self._tasks), host, port
+        )
         bound = self._server.sockets[0].getsockname()
         self.settings = replace(self.settings, listening_port=int(bound[1]))
         return str(bound[0]), int(bound[1])

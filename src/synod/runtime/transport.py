@@ -67,7 +67,7 @@ import msgspec
 
 from synod.crypto import KeyPair, NodeId, node_id_short, verify
 from synod.runtime.admission import ConnectionSlots
-from synod.runtime.framing import close_writer, read_frame
+from synod.runtime.framing import close_writer, connection_starter, read_frame
 from synod.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     U16,
@@ -455,7 +455,9 @@ class PeerTransport:
         """Listen on host:port (0 picks a free port), start dialing; return the bound address."""
         if self._server is not None:
             raise RuntimeError("transport already started")
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(
+            connection_starter(self._accept, self._connection_tasks), host, port
+        )
         bound = self._server.sockets[0].getsockname()
         for link in self._links.values():
             link.task = asyncio.create_task(link.run(), name=f"dial {node_id_short(link.peer)}")
