@@ -23,11 +23,13 @@ from synod.runtime.scp_node import read_log, submit_entries
 from synod.scp.log import compare_logs
 from synod.scp.network import load_network
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 NODES = 4
 SLOTS_AWAY = 300
-DEADLINE_S = 60.0
+DEADLINE_S = 150.0
+"""Generous: a deadline only decides how long a failure takes to show; under a loaded
+machine (the suite on both cores) the 300-slot catch-up has taken over 60 s."""
 FAST_TIMINGS = {"nomination_timeout_ms": 20, "ballot_timeout_ms": 50, "rebroadcast_ms": 100}
 """Short timeouts: the slots follow each other quickly on 127.0.0.1."""
 
