@@ -213,3 +213,33 @@ def test_a_second_copy_of_a_running_node_and_a_taken_port_say_what_to_do(
     assert "already running: stop that process first" in second.stderr
     again = synod(tmp_path, "rbc", "init", "net")
     assert again.returncode == 1 and "remove it first" in again.stderr
+
+
+@pytest.mark.parametrize("protocol", ["rbc", "scp"])
+def test_a_lone_node_says_it_waits_for_its_peers(protocol: str, tmp_path: Path) -> None:
+    if protocol == "scp":
+        init = synod(tmp_path, "scp", "init", "net", "--ports", ports(4), "--submit-ports",
+                     ports(4))  # fmt: skip
+    else:
+        init = synod(tmp_path, "rbc", "init", "net", "--ports", ports(4))
+    assert init.returncode == 0, init.stderr
+    err = tmp_path / "node.err"
+    with err.open("wb") as stderr:
+        node = subprocess.Popen(
+            synod_command(protocol, "run", "net", "node-0"),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for peers" not in err.read_text() and time.monotonic() < deadline:
+            assert node.poll() is None, err.read_text()
+            time.sleep(0.05)
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+    line = next(line for line in err.read_text().splitlines() if "waiting for peers" in line)
+    assert '"connected": 0, "of": 3' in line
+    assert f"synod {protocol} up net" in line

@@ -32,6 +32,7 @@ from synod.cli.common import (
     read_stdin_lines,
     refuse_to_overwrite,
     run_process,
+    watch_peers,
 )
 from synod.cli.supervise import add_supervision_commands
 from synod.rbc.network import (
@@ -188,7 +189,7 @@ async def _run_node(
         raise click.ClickException(str(error)) from None
     proposals = asyncio.create_task(_propose_lines(node, log))
     try:
-        await node.serve(on_ready=_print_ready)
+        await node.serve(on_ready=partial(_ready, log))
     except HostFailed as error:
         log.error("node failed", extra={"reason": str(error)})
         return EXIT_FAILED
@@ -196,6 +197,18 @@ async def _run_node(
         proposals.cancel()
         await asyncio.gather(proposals, return_exceptions=True)
     return 0
+
+
+def _ready(log: Any, node: RbcNode) -> None:
+    _print_ready(node)
+
+    def links() -> tuple[int, int]:
+        status = node.status()
+        return status.peers_connected, status.peers
+
+    directory = node.config.path.parent
+    hint = f"are the other nodes running? `synod rbc up {directory}` starts them all"
+    watch_peers(links, log, hint)
 
 
 def _print_ready(node: RbcNode) -> None:

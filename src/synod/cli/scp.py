@@ -38,6 +38,7 @@ from synod.cli.common import (
     read_node_keys,
     refuse_to_overwrite,
     run_process,
+    watch_peers,
 )
 from synod.cli.supervise import add_supervision_commands
 from synod.scp.log import (
@@ -289,7 +290,7 @@ async def _run_node(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -> i
             entry,
             keys,
             on_appended=partial(_print_appended, entry.name),
-            on_ready=_print_ready,
+            on_ready=partial(_ready, log, config.path.parent),
         )
     except NodeAlreadyRunning as error:
         raise already_running(error) from None
@@ -351,6 +352,17 @@ def _print_closed(name: str, event: LedgerClosed) -> None:
             "value_sha256": value_digest(event.value),
         }
     )
+
+
+def _ready(log: Any, directory: Path, node: LogNode) -> None:
+    _print_ready(node)
+
+    def links() -> tuple[int, int]:
+        status = node.status()
+        return status.peers_connected, status.peers
+
+    hint = f"are the other nodes running? `synod scp up {directory}` starts them all"
+    watch_peers(links, log, hint)
 
 
 def _print_ready(node: LogNode) -> None:
