@@ -176,8 +176,46 @@ def _progress(settings: Settings, message: str) -> None:
     if settings.progress:
         import time
 
-        elapsed = time.monotonic() - settings.started
-        click.echo(f"[{elapsed:6.1f} s] {message}", err=True)
+        now = time.monotonic()
+        _HEARTBEAT.last = now
+        click.echo(f"[{now - settings.started:6.1f} s] {message}", err=True)
+
+
+class _Heartbeat:
+    """With progress on, a line every `HEARTBEAT_S` seconds in which the analysis said
+    nothing: one search step can take minutes, and a silent terminal looks hung."""
+
+    HEARTBEAT_S = 5.0
+
+    def __init__(self) -> None:
+        import threading
+
+        self.last = 0.0
+        self.stopped = threading.Event()
+
+    def start(self, settings: Settings) -> None:
+        import threading
+        import time
+
+        self.last = time.monotonic()
+        self.stopped.clear()
+        threading.Thread(target=self._run, args=(settings,), daemon=True).start()
+
+    def _run(self, settings: Settings) -> None:
+        import time
+
+        while not self.stopped.wait(1.0):
+            now = time.monotonic()
+            if now - self.last >= self.HEARTBEAT_S:
+                self.last = now
+                click.echo(
+                    f"[{now - settings.started:6.1f} s] still searching (Ctrl-C stops; "
+                    "--timeout S: the best answer by then)",
+                    err=True,
+                )
+
+
+_HEARTBEAT = _Heartbeat()
 
 
 def _reporter(settings: Settings) -> Callable[[str], None]:
@@ -276,7 +314,10 @@ def _settings(**options: Any) -> Settings:
     if progress is None:
         progress = sys.stderr.isatty()
     _exit_on_interrupt()
-    return Settings(progress=progress, started=time.monotonic(), **options)
+    settings = Settings(progress=progress, started=time.monotonic(), **options)
+    if progress:
+        _HEARTBEAT.start(settings)
+    return settings
 
 
 def _node_json(fbas: Fbas, nodes: int) -> list[dict[str, Any]]:
@@ -331,13 +372,14 @@ class _InterruptibleGroup(click.Group):
         except KeyboardInterrupt:
             _interrupted()
         finally:
+            _HEARTBEAT.stopped.set()
             if _in_main_thread():
                 signal.signal(signal.SIGINT, previous)  # callers in-process keep theirs
 
 
 _INTERRUPTED_MESSAGE = (
-    "interrupted: no answer yet (use --timeout SECONDS to stop a long search and "
-    "see the best answer found, with its bounds)"
+    "interrupted: no answer yet\n"
+    "(--timeout SECONDS ends a long search with the best answer found and bounds)"
 )
 
 
