@@ -252,3 +252,18 @@ def test_top_tier_over_organisations_matches_enumeration(network: dict[str, Any]
     for quorum in result.minimal_quorums:
         assert is_quorum(fbas, quorum)
         assert all(not largest_quorum_within(fbas, quorum & ~(1 << v)) for v in iter_bits(quorum))
+
+
+def test_top_tier_witnesses_stop_at_their_work_budget() -> None:
+    nodes, orgs = asymmetric_network(50, seed=1)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    quotient = organisation_quotient(fbas, fbas.all_nodes, closed=True)
+    assert quotient is not None
+    assert cascade.top_tier_witnesses(quotient, budget=0) == (0, [])
+    proven, found = cascade.top_tier_witnesses(quotient)
+    assert proven == (1 << quotient.size) - 1
+    # Each witness is a minimal quorum of organisations.
+    for witness in found:
+        assert cascade.greatest_quorum(quotient, witness) == witness
+        for group in iter_bits(witness):
+            assert not cascade.greatest_quorum(quotient, witness & ~(1 << group))
