@@ -105,7 +105,7 @@ def test_stopped_organisation_search_brackets_the_exact_minimum(
     original = cascade.BlockingSearch.__post_init__
 
     def every_cascade(self: Any) -> None:
-        self.check_every = 1
+        self.check_work = 0
         original(self)
 
     cascade.BlockingSearch.__post_init__ = every_cascade  # type: ignore[method-assign]
@@ -124,8 +124,8 @@ def test_stopped_organisation_search_brackets_the_exact_minimum(
 def test_asymmetric_fifty_organisations_are_proven_within_a_bounded_search() -> None:
     # Each organisation trusts its own random third to two thirds of the others: the SAT
     # search's cascade needs 51 levels and did not prove the minimum in minutes.  The
-    # organisation search proves it within a few thousand stop questions (one per 64
-    # cascades), independent of the machine's speed.
+    # organisation search proves it within a few thousand stop questions (one per 4,096
+    # groups examined), independent of the machine's speed.
     nodes, orgs = asymmetric_network(50, seed=1)
     fbas = load_stellarbeat(nodes, organizations=orgs)
     stop = StopAfter(5_000)
@@ -267,3 +267,17 @@ def test_top_tier_witnesses_stop_at_their_work_budget() -> None:
         assert cascade.greatest_quorum(quotient, witness) == witness
         for group in iter_bits(witness):
             assert not cascade.greatest_quorum(quotient, witness & ~(1 << group))
+
+
+def test_lower_bound_of_a_spent_organisation_search_is_kept() -> None:
+    # With almost no budget the organisation search only proves its first bound (an
+    # organisation needs at least 6 trusted organisations blocked, 2 nodes each) before
+    # the SAT search takes over; a stopped SAT search still reports that bound.
+    nodes, orgs = asymmetric_network(50, seed=1)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    with patch.object(analysis, "_CASCADE_SEARCH_WORK", 1_000):
+        result = minimal_blocking_sets(fbas, stop=StopAfter(3))
+    assert not result.optimal
+    assert result.lower_bound is not None and result.lower_bound >= 12
+    assert result.size is not None and result.size >= result.lower_bound
+    assert is_blocking(fbas, result.examples[0].nodes)

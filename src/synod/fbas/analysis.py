@@ -664,9 +664,10 @@ def minimal_blocking_sets(
     # (all groups, then each dropped while the rest still blocks) is the first answer,
     # found before the formula is built.
     greedy = shrink(set(variables)) if stop is not None else None
-    searched = None
+    searched: _Search | None = None
+    proven = 1  # the empty set leaves the greatest quorum standing
     if reduce and limit <= 1:
-        searched = _blocking_by_cascade_search(
+        searched, proven = _blocking_by_cascade_search(
             fbas,
             grouping,
             greatest,
@@ -688,14 +689,14 @@ def minimal_blocking_sets(
             _break_symmetries(cnf, fbas, grouping, lambda v: [faulty.get(v, False)], progress)
         # The empty set leaves the greatest quorum standing: at least one group.
         search = _minimize(
-            cnf, variables, limit, progress, stop=stop, shrink=shrink, initial=greedy, lower=1
+            cnf, variables, limit, progress, stop=stop, shrink=shrink, initial=greedy, lower=proven
         )
     except _Decided:
         assert searched is not None
         search = searched
     except _Stopped:
         assert greedy is not None
-        search = _Search([greedy], 1, len(greedy), len(greedy) <= 1)
+        search = _Search([greedy], proven, len(greedy), len(greedy) <= proven)
     assert search.models or not search.optimal, "failing the greatest quorum always blocks"
     examples = []
     for model in search.models:
@@ -716,12 +717,13 @@ def minimal_blocking_sets(
     )
 
 
-_CASCADE_SEARCH_CLOSURES = 400_000
-"""Cascades the organisation search may compute before the SAT search takes over: the
-asymmetric 50-organisation networks need at most about 100,000 (seeds 1..10), while on
-highly symmetric networks, where the SAT search with symmetry breaking is fast, the
-search's branching is wide.  At about 10 microseconds per organisation per cascade, a
-spent budget costs a few seconds at most."""
+_CASCADE_SEARCH_WORK = 20_000_000
+"""Groups the organisation search may examine in its cascades before the SAT search
+takes over: the asymmetric 50-organisation networks need 2 to 7.3 million (seeds
+1..10), while on highly symmetric networks, where the SAT search with symmetry breaking
+is fast, the search's branching is wide.  At 110 to 190 ns per group examined, a spent
+budget costs 2 to 4 s; the failed states it remembers are at most one per cascade, so
+at most 20,000,000 / groups of them."""
 
 
 class _Decided(Exception):
@@ -738,32 +740,35 @@ def _blocking_by_cascade_search(
     greedy: set[int] | None,
     stop: Stop | None,
     progress: Progress,
-) -> _Search | None:
-    """The minimum by `synod.fbas.cascade` when the network has the organisation shape;
-    None when it has not, or when the search spent its budget undecided."""
+) -> tuple[_Search | None, int]:
+    """The minimum by `synod.fbas.cascade` when the network has the organisation shape,
+    or None when it has not or the search spent its budget undecided; with the lower
+    bound proven on the way (at least 1)."""
     grouping_groups = None if grouping is None else [group.nodes for group in groups]
     quotient = organisation_quotient(fbas, greatest, grouping_groups)
     if quotient is None:
-        return None
+        return None, 1
     progress(f"blocking: cascade search over {quotient.size} organisations")
-    search = BlockingSearch(quotient, stop=stop, budget=_CASCADE_SEARCH_CLOSURES)
+    search = BlockingSearch(quotient, stop=stop, budget=_CASCADE_SEARCH_WORK)
     upper = None if greedy is None else len(greedy)
     try:
         seeds = search.minimum(upper, progress)
     except SearchStopped:
-        if stop is None or not stop():
-            return None
-        assert greedy is not None
+        # Every cost below the one being searched was refuted (or is below the cost of
+        # blocking any single group).
         lower = max(1, search.lower)
-        return _Search([greedy], lower, len(greedy), lower >= len(greedy))
+        if stop is None or not stop():
+            return None, lower
+        assert greedy is not None
+        return _Search([greedy], lower, len(greedy), lower >= len(greedy)), lower
     if seeds is None:
         assert greedy is not None and upper is not None
-        return _Search([greedy], upper, upper, True)
+        return _Search([greedy], upper, upper, True), upper
     nodes = seeded_nodes(quotient, seeds)
     model = {v for group, v in zip(groups, variables, strict=True) if group.nodes & ~nodes == 0}
     size = seeds_cost(quotient, seeds)
     assert len(model) == size, "each seeded group costs the nodes or groups it fails"
-    return _Search([model], size, size, True)
+    return _Search([model], size, size, True), size
 
 
 def _blocking_shrinker(

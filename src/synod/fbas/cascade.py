@@ -222,22 +222,25 @@ class SearchStopped(Exception):
 class BlockingSearch:
     """Deepening search for the cheapest seeds whose cascade blocks every group.
 
-    `lower` is proven after each finished depth: no seeds cost less.  `closures` counts
-    cascade computations, the unit of work that `budget` caps; `stop` is asked every
-    `check_every` of them.  Each recursion level seeds at least one group, so the depth
-    stays below `max_seeds`: a search that would need more seeds gives up (raising
-    `SearchStopped`) rather than reach Python's recursion limit."""
+    `lower` is proven after each finished depth: no seeds cost less.  `work` counts the
+    groups examined by cascade computations, the unit that `budget` caps; `stop` is
+    asked each time `check_work` more of them were examined.  Each recursion level seeds
+    at least one group, so the depth stays below `max_seeds`: a search that would need
+    more seeds gives up (raising `SearchStopped`) rather than reach Python's recursion
+    limit."""
 
     quotient: Quotient
     stop: Stop | None = None
     budget: int | None = None
-    check_every: int = 64
+    check_work: int = 4_096
     max_seeds: int = 300
     closures: int = 0
+    work: int = 0
     lower: int = 0
 
     def __post_init__(self) -> None:
         self._failed: dict[int, int] = {}
+        self._next_check = self.check_work
         quotient = self.quotient
         self._full = (1 << quotient.size) - 1
         self._rules = [
@@ -256,11 +259,14 @@ class BlockingSearch:
     def closure(self, blocked: int) -> int:
         """The cascade from `blocked`: add each group whose quorum set is v-blocked."""
         self.closures += 1
-        if self.closures % self.check_every == 0 and self.stop is not None and self.stop():
-            raise SearchStopped
-        if self.budget is not None and self.closures > self.budget:
+        if self.work >= self._next_check:
+            self._next_check = self.work + self.check_work
+            if self.stop is not None and self.stop():
+                raise SearchStopped
+        if self.budget is not None and self.work > self.budget:
             raise SearchStopped
         while True:
+            self.work += len(self._rules)
             grown = blocked
             for group, entries, need in self._rules:
                 if not grown >> group & 1 and (entries & grown).bit_count() >= need:
