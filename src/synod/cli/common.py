@@ -220,6 +220,11 @@ async def read_stdin_lines(
     import os
     import stat
 
+    if sys.stdin.isatty() and _in_background(sys.stdin.fileno()):
+        # `synod rbc run net node-0 &`: reading the terminal from the background would
+        # stop the whole process (SIGTTIN, "Stopped (tty input)"), node and all.
+        log.info("standard input not read: this process runs in the background")
+        return
     mode = os.fstat(sys.stdin.fileno()).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
         for line in await asyncio.to_thread(sys.stdin.buffer.readlines):
@@ -242,6 +247,16 @@ async def read_stdin_lines(
             await on_line(line)
     finally:
         transport.close()
+
+
+def _in_background(terminal: int) -> bool:
+    """This process is not in the foreground process group of `terminal`."""
+    import os
+
+    try:
+        return os.tcgetpgrp(terminal) != os.getpgrp()
+    except OSError:
+        return False
 
 
 def printable(text: str) -> str:
