@@ -717,13 +717,14 @@ def minimal_blocking_sets(
     )
 
 
-_CASCADE_SEARCH_WORK = 20_000_000
-"""Groups the organisation search may examine in its cascades before the SAT search
-takes over: the asymmetric 50-organisation networks need 2 to 7.3 million (seeds
-1..10), while on highly symmetric networks, where the SAT search with symmetry breaking
-is fast, the search's branching is wide.  At 110 to 190 ns per group examined, a spent
-budget costs 2 to 4 s; the failed states it remembers are at most one per cascade, so
-at most 20,000,000 / groups of them."""
+_CASCADE_SEARCH_WORK = 40_000_000
+"""Groups and quorum-set entries the organisation search may examine before the SAT
+search takes over: the asymmetric 50-organisation networks need 2.1 to 13.9 million
+(seeds 1..10), while on highly symmetric networks, where the SAT search with symmetry
+breaking is fast, the search's branching is wide.  At about 110 ns per unit (idle
+core), a spent budget costs about 4.4 s (measured at 100 asymmetric organisations); the
+failed states it remembers are at most one per cascade, and a cascade examines at least
+one unit per group."""
 
 
 class _Decided(Exception):

@@ -223,8 +223,9 @@ class BlockingSearch:
     """Deepening search for the cheapest seeds whose cascade blocks every group.
 
     `lower` is proven after each finished depth: no seeds cost less.  `work` counts the
-    groups examined by cascade computations, the unit that `budget` caps; `stop` is
-    asked each time `check_work` more of them were examined.  Each recursion level seeds
+    groups and quorum-set entries examined (by cascades and by the choice of the next
+    group to block), the unit that `budget` caps; `stop` is asked each time
+    `check_work` more were examined.  Each recursion level seeds
     at least one group, so the depth stays below `max_seeds`: a search that would need
     more seeds gives up (raising `SearchStopped`) rather than reach Python's recursion
     limit."""
@@ -319,9 +320,11 @@ class BlockingSearch:
         """(group, its free entries cheapest first) for each group outside `blocked`
         that seeds could make the next one blocked."""
         options = []
+        self.work += len(self._rules)
         for group, _, _ in self._rules:
             if blocked >> group & 1:
                 continue
+            self.work += len(self._ordered[group])
             candidates = [c for c in self._ordered[group] if not blocked >> c & 1]
             if self._missing(blocked, group) <= len(candidates):
                 options.append((group, candidates))
