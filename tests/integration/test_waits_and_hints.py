@@ -243,3 +243,27 @@ def test_a_lone_node_says_it_waits_for_its_peers(protocol: str, tmp_path: Path) 
     line = next(line for line in err.read_text().splitlines() if "waiting for peers" in line)
     assert '"connected": 0, "of": 3' in line
     assert f"synod {protocol} up net" in line
+
+
+def test_a_tusk_core_without_a_driver_says_what_it_waits_for(tmp_path: Path) -> None:
+    init = synod(tmp_path, "tusk", "init", "net", "--ports", ports(4))
+    assert init.returncode == 0, init.stderr
+    err = tmp_path / "core.err"
+    with err.open("wb") as stderr:
+        core = subprocess.Popen(
+            synod_command("tusk", "core", "net", "core-0"),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for a driver" not in err.read_text() and time.monotonic() < deadline:
+            assert core.poll() is None, err.read_text()
+            time.sleep(0.05)
+    finally:
+        core.terminate()
+        core.wait(timeout=30)
+    line = next(line for line in err.read_text().splitlines() if "waiting for a driver" in line)
+    assert "synod tusk up" in line

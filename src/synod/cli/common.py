@@ -315,11 +315,13 @@ def wrapped(text: str, *, indent: str = "", at: str = ", ") -> str:
 _WATCHERS: set[Any] = set()  # the event loop keeps only weak references to tasks
 
 
-def watch_peers(links: Callable[[], tuple[int, int]], log: Any, hint: str) -> None:
+def watch_peers(
+    links: Callable[[], tuple[int, int]], log: Any, hint: str, *, what: str = "peers"
+) -> None:
     """Start a task that says, once, when the node still lacks links to some of its
-    peers a second after it is ready (a lone node otherwise prints `ready` and nothing
-    more), with `hint` (how to start the others); and once more when all are up.
-    `links()` is (connected, expected).  Call from the node's event loop."""
+    `what` (peers, a driver) a second after it is ready (a lone node otherwise prints
+    `ready` and nothing more), with `hint` (how to start them); and once more when all
+    are up.  `links()` is (connected, expected).  Call from the node's event loop."""
     import asyncio
 
     async def watch() -> None:
@@ -328,12 +330,12 @@ def watch_peers(links: Callable[[], tuple[int, int]], log: Any, hint: str) -> No
         if connected >= expected:
             return
         log.warning(
-            "waiting for peers", extra={"connected": connected, "of": expected, "hint": hint}
+            f"waiting for {what}", extra={"connected": connected, "of": expected, "hint": hint}
         )
         while connected < expected:
             await asyncio.sleep(SLOW_NOTICE_S)
             connected, expected = links()
-        log.info("all peers connected", extra={"of": expected})
+        log.info(f"{what} connected", extra={"of": expected})
 
     task = asyncio.get_running_loop().create_task(watch())
     _WATCHERS.add(task)

@@ -37,6 +37,7 @@ from synod.cli.common import (
     read_node_keys,
     refuse_to_overwrite,
     run_process,
+    watch_peers,
     write_new_key,
 )
 from synod.cli.supervise import add_supervision_commands
@@ -209,8 +210,18 @@ async def _run_core(
         "round": node.core.round,
         "restored_commits": node.core.committed_count,
     }
+    def on_ready() -> None:
+        print_json_line(ready)
+        server = node.host.rpc_server
+
+        def drivers() -> tuple[int, int]:
+            return min(server.client_count if server is not None else 0, 1), 1
+
+        hint = "a core orders only while a driver runs: `synod tusk up DIR` starts one"
+        watch_peers(drivers, log, hint, what="a driver")
+
     try:
-        await node.serve(on_ready=lambda: print_json_line(ready))
+        await node.serve(on_ready=on_ready)
     except HostFailed as error:
         log.error("core failed", extra={"reason": str(error)})
         return EXIT_FAILED
