@@ -267,3 +267,27 @@ def test_a_tusk_core_without_a_driver_says_what_it_waits_for(tmp_path: Path) -> 
         core.wait(timeout=30)
     line = next(line for line in err.read_text().splitlines() if "waiting for a driver" in line)
     assert "synod tusk up" in line
+
+
+def test_a_transfer_to_authorities_that_are_all_down_says_how_to_check_them(
+    tmp_path: Path,
+) -> None:
+    committee = tmp_path / "committee.json"
+    for index, shard_port in enumerate(free_ports(4)):  # nothing listens on them
+        generated = synod(
+            tmp_path,
+            *("fastpay", "server", "--server", f"server{index}.json", "generate"),
+            *("--host", "127.0.0.1", "--port", str(shard_port)),
+        )
+        assert generated.returncode == 0, generated.stderr
+        with committee.open("a") as handle:
+            handle.write(generated.stdout)
+    client = ("fastpay", "client", "--committee", "committee.json", "--accounts", "accounts.json")
+    created = synod(tmp_path, *client, "create-accounts", "2", "--initial-funding", "100")
+    assert created.returncode == 0, created.stderr
+    first, second = (line.split(":")[0] for line in created.stdout.splitlines())
+    done = synod(tmp_path, *client, "--timeout-ms", "1500", "transfer", "5", "--from", first,
+                 "--to", second)  # fmt: skip
+    assert done.returncode == 1
+    assert "not enough authorities accepted" in done.stderr
+    assert "are the authorities running? `synod fastpay status" in done.stderr

@@ -322,8 +322,17 @@ def _run_client(
         f"`synod fastpay status {context.committee.parent}` asks them"
     )
     # A benchmark is long by design and shows its own progress.
-    with _exit_codes(), notice_if_slow(waiting) if notice else nullcontext():
-        return asyncio.run(main())
+    try:
+        with _exit_codes(), notice_if_slow(waiting) if notice else nullcontext():
+            return asyncio.run(main())
+    except CommandFailed as error:
+        if "not enough authorities accepted" not in error.message:
+            raise
+        # the wallet cannot tell "refused" from "down": say how to find out
+        raise CommandFailed(
+            f"{error.message}\nare the authorities running? `synod fastpay status "
+            f"{context.committee.parent}` asks each of them"
+        ) from None
 
 
 def _account(text: str, where: str) -> bytes:
