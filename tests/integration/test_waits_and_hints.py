@@ -291,3 +291,12 @@ def test_a_transfer_to_authorities_that_are_all_down_says_how_to_check_them(
     assert done.returncode == 1
     assert "not enough authorities accepted" in done.stderr
     assert "are the authorities running? `synod fastpay status" in done.stderr
+
+
+def test_crdt_status_says_it_waits_for_a_silent_node(tmp_path: Path) -> None:
+    init = synod(tmp_path, "crdt", "init-network", "net", "--nodes", "2", "--relay-port", ports(1))
+    assert init.returncode == 0, init.stderr
+    with silent_listener(socket.AF_UNIX, tmp_path / "net" / "node-0" / "control.sock"):
+        done = synod(tmp_path, "crdt", "status", "net", "--timeout", "3")
+    assert done.returncode == 1
+    assert "waiting for node-0 to answer" in done.stderr, done.stderr

@@ -652,8 +652,10 @@ def _node_row(
     path = directory / name / CONTROL_NAME
     if not path.parent.is_dir():
         return {"name": name, "state": "running"}  # the relayer: nothing to ask
+    waiting = f"waiting for {name} to answer on {path} (up to {timeout_s:g} s, --timeout)"
     try:
-        (answer,) = asyncio.run(_ask(path, ["/status"], timeout_s))
+        with notice_if_slow(waiting):
+            (answer,) = asyncio.run(_ask(path, ["/status"], timeout_s))
     except (OSError, TimeoutError, ValueError) as error:
         state = "silent" if running else "down"
         return {"name": name, "state": state, "reason": str(error) or "timeout"}
