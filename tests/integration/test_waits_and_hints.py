@@ -215,11 +215,13 @@ def test_a_second_copy_of_a_running_node_and_a_taken_port_say_what_to_do(
     assert again.returncode == 1 and "remove it first" in again.stderr
 
 
-@pytest.mark.parametrize("protocol", ["rbc", "scp"])
-def test_a_lone_node_says_it_waits_for_its_peers(protocol: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["rbc", "scp", "scp-stellar"])
+def test_a_lone_node_says_it_waits_for_its_peers(mode: str, tmp_path: Path) -> None:
+    protocol = mode.split("-", maxsplit=1)[0]
     if protocol == "scp":
-        init = synod(tmp_path, "scp", "init", "net", "--ports", ports(4), "--submit-ports",
-                     ports(4))  # fmt: skip
+        stellar = ["--stellar"] if mode == "scp-stellar" else []
+        init = synod(tmp_path, "scp", "init", "net", *stellar, "--ports", ports(4),
+                     "--submit-ports", ports(4))  # fmt: skip
     else:
         init = synod(tmp_path, "rbc", "init", "net", "--ports", ports(4))
     assert init.returncode == 0, init.stderr

@@ -317,12 +317,25 @@ async def _run_stellar(config: NetworkConfig, entry: NodeEntry, keys: KeyPair) -
             entry,
             keys,
             on_closed=partial(_print_closed, entry.name),
-            on_ready=_print_stellar_ready,
+            on_ready=partial(_stellar_ready, config.path.parent),
         )
     except NodeAlreadyRunning as error:
         raise already_running(error) from None
     except RestoreFailed as error:
         raise click.ClickException(str(error)) from None
+
+
+def _stellar_ready(directory: Path, node: StellarLogNode) -> None:
+    import logging
+
+    _print_stellar_ready(node)
+
+    def links() -> tuple[int, int]:
+        status = node.status()
+        return status.peers_connected, status.peers
+
+    hint = f"are the other nodes running? `synod scp up {directory}` starts them all"
+    watch_peers(links, logging.getLogger("synod.cli.scp"), hint)
 
 
 def _print_stellar_ready(node: StellarLogNode) -> None:
