@@ -75,6 +75,9 @@ class Slot:
         self.step = Step()
         self.externalized_value: bytes | None = None
         self._verdicts: dict[tuple[bytes, bool], Validity] = {}
+        self._fully_validated_own: tuple[Statement, ...] = ()
+        """Our latest statements when every value in them was last found FULLY_VALID (a
+        verdict that is cached for the slot, so it cannot change while they stay ours)."""
         self._sent: dict[str, Statement] = {}
         self.nomination = NominationProtocol(self)
         self.ballot = BallotProtocol(self)
@@ -111,12 +114,18 @@ class Slot:
     def fully_validated(self) -> bool:
         """Every value of our own latest statements is `FULLY_VALID` now: only then do
         we send (or re-send) our statements of this slot."""
-        return all(
+        own = tuple(self.own_statements())
+        if own and own == self._fully_validated_own:
+            return True  # asked on every input: skip re-judging statements already judged
+        validated = all(
             self.validate(value, nomination=isinstance(statement.pledges, Nomination))
             == Validity.FULLY_VALID
-            for statement in self.own_statements()
+            for statement in own
             for value in statement_values(statement.pledges)
         )
+        if validated:
+            self._fully_validated_own = own
+        return validated
 
     def previous_value(self) -> bytes:
         return self._previous_value()
