@@ -77,6 +77,10 @@ COUNTER_HEADROOM: Final = 1000
 """Draft 3.6: ballot.counter stays below 1000 plus the seconds spent on the slot."""
 
 
+_BALLOT_PLEDGES = (Prepare, Confirm, Externalize)
+"""A tuple, not a `|` union: built once, not on every statement."""
+
+
 class Phase(enum.IntEnum):
     PREPARE = 0
     CONFIRM = 1
@@ -166,7 +170,7 @@ class BallotProtocol:
     def process(self, statement: Statement, *, from_self: bool = False) -> str | None:
         """Record a ballot statement and advance; returns a rejection reason or None."""
         pledges = statement.pledges
-        assert isinstance(pledges, Prepare | Confirm | Externalize)
+        assert isinstance(pledges, _BALLOT_PLEDGES)
         if not is_ballot_statement_sane(pledges, from_self=from_self):
             return "insane_statement"
         previous = self.latest.get(statement.node_id)
@@ -757,7 +761,7 @@ def _ballot_pledges(statement: Statement) -> BallotPledges:
 
 
 def _as_ballot(pledges: Pledges) -> BallotPledges:
-    assert isinstance(pledges, Prepare | Confirm | Externalize)
+    assert isinstance(pledges, _BALLOT_PLEDGES)
     return pledges
 
 

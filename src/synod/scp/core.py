@@ -142,6 +142,10 @@ _ATTESTATION_KEY_PREFIX: Final = b"scp/attestation/"
 REBROADCAST_TIMER: Final = "scp/rebroadcast"
 
 
+_RAW_BYTES = (bytes, bytearray, memoryview)
+_REQUESTS = (StateRequest, DecisionRequest, CheckpointRequest)
+
+
 class RejectReason(enum.StrEnum):
     """Why a peer's input was dropped (the keys of `ScpCore.rejected`)."""
 
@@ -615,7 +619,12 @@ class ScpCore:
         self._arm_rebroadcast(step)
 
     def _receive(self, sender: NodeId, message: Any, now_ms: int, step: Step) -> None:
-        if isinstance(message, bytes | bytearray | memoryview):
+        # Envelopes first, and tuples rather than `A | B` unions, which would build a new
+        # union object on every message: this runs once per statement received.
+        if type(message) is Envelope:
+            self._receive_envelope(sender, message, now_ms, step)
+            return
+        if isinstance(message, _RAW_BYTES):
             try:
                 message = CODEC.decode(bytes(message))
             except DecodeError:
@@ -623,13 +632,17 @@ class ScpCore:
                 return
         if isinstance(message, Envelope):
             self._receive_envelope(sender, message, now_ms, step)
-        elif isinstance(message, QuorumSetRequest):
+        else:
+            self._receive_other(sender, message, now_ms, step)
+
+    def _receive_other(self, sender: NodeId, message: Any, now_ms: int, step: Step) -> None:
+        if isinstance(message, QuorumSetRequest):
             qset = self.quorum_sets.get(message.quorum_set_hash)
             if qset is not None:
                 step.outgoing.append(Send(sender, QuorumSetResponse(qset)))
         elif isinstance(message, QuorumSetResponse):
             self._receive_quorum_set(message.quorum_set, now_ms, step)
-        elif isinstance(message, StateRequest | DecisionRequest | CheckpointRequest):
+        elif isinstance(message, _REQUESTS):
             self._receive_request(sender, message, now_ms, step)
         elif isinstance(message, Decision):
             self._receive_decision(sender, message, now_ms, step)
