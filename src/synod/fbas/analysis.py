@@ -71,6 +71,7 @@ from synod.fbas.cascade import (
     organisation_quotient,
     seeded_nodes,
     seeds_cost,
+    split_off_one_group,
     top_tier_witnesses,
 )
 from synod.fbas.network import (
@@ -501,14 +502,24 @@ def _minimize(
     shrink: Callable[[set[int]], set[int]] | None = None,
     initial: set[int] | None = None,
     lower: int = 0,
+    known_upper: int | None = None,
 ) -> _Search:
     """Models of minimum cardinality over `variables`: the first from RC2 (or, with
-    `stop`, from the anytime search, which may start from the `initial` solution and
-    a known `lower` bound), further ones (up to `limit`) by SAT with an at-most bound
-    and blocking clauses."""
+    `stop`, from the anytime search, which may start from the `initial` solution, a
+    known `lower` bound and the cost of a solution found outside the formula,
+    `known_upper`), further ones (up to `limit`) by SAT with an at-most bound and
+    blocking clauses.  A stopped search that proves `known_upper` optimal returns no
+    model; RC2 (no `stop`) ignores it."""
     if stop is not None:
         search = _minimize_anytime(
-            cnf, variables, stop, progress, shrink=shrink, initial=initial, lower=lower
+            cnf,
+            variables,
+            stop,
+            progress,
+            shrink=shrink,
+            initial=initial,
+            lower=lower,
+            known_upper=known_upper,
         )
         if not search.optimal or not search.models:
             return search
@@ -560,6 +571,7 @@ def _minimize_anytime(
     shrink: Callable[[set[int]], set[int]] | None,
     initial: set[int] | None = None,
     lower: int = 0,
+    known_upper: int | None = None,
 ) -> _Search:
     """Bounds on the minimum that tighten until they meet or `stop` says so.
 
@@ -581,7 +593,7 @@ def _minimize_anytime(
         return sum(1 for v in variables if v in model)
 
     best = initial
-    upper = None if initial is None else size_of(initial)
+    upper = known_upper if initial is None else size_of(initial)
     budget = _FIRST_BUDGET
     try:
         solver = _new_solver(cnf.clauses + totalizer.cnf.clauses, stop)
@@ -598,6 +610,7 @@ def _minimize_anytime(
                 upper = size_of(best)
             elif improved is False:
                 if upper is None:
+                    totalizer.delete()
                     return _Search([], 0, None, True)  # no solution at all
                 lower = upper
                 break
@@ -1058,10 +1071,17 @@ def _splitting_by_organisations(
         f"splitting: {formula.quotient.size} organisations, {cnf.top} variables, "
         f"{len(cnf.clauses)} clauses"
     )
-    search = _minimize(cnf, formula.costs, 1, progress, stop=stop)
-    if not search.models:
+    cut = split_off_one_group(fbas, formula.quotient, members, formula.whole_groups)
+    known = None if cut is None else cut[0]
+    if known is not None:
+        progress(f"splitting: {known} by cutting one organisation off")
+    search = _minimize(cnf, formula.costs, 1, progress, stop=stop, known_upper=known)
+    if search.models:
+        return search, formula.split(search.models[0])
+    if cut is None or search.upper is None:
         return search, None
-    return search, formula.split(search.models[0])
+    # The solver found nothing cheaper than the cut (or was stopped first).
+    return search, cut[1:]
 
 
 def _interchangeable_groups(fbas: Fbas, grouping: str | None, quotient: Quotient) -> bool:
