@@ -303,10 +303,25 @@ class _Operation:
     refusals: dict[tuple[ErrorKind, int | None], dict[NodeId, ErrorReply]] = field(
         default_factory=dict
     )
+    unanswered: set[NodeId] = field(default_factory=set)
+    """Authorities whose lane ended without a usable answer (unreachable, timed out,
+    or an answer that did not check out)."""
     # recover: valid certificates paying us, then ours fetched in the second phase.
     received: dict[tuple[NodeId, int], CertifiedTransferOrder] = field(default_factory=dict)
     fetched: list[CertifiedTransferOrder] = field(default_factory=list)
     candidates: list[NodeId] = field(default_factory=list)
+
+
+def _not_enough(operation: _Operation) -> str:
+    """Why a quorum can no longer accept, counted by what each authority did, so that a
+    user can tell a committee that refused from one that is down."""
+    refused = sum(len(agreeing) for agreeing in operation.refusals.values())
+    waiting = sum(not lane.done for lane in operation.lanes.values())
+    return (
+        f"not enough authorities accepted ({len(operation.succeeded)} accepted, {refused} "
+        f"refused, {len(operation.unanswered)} gave no usable answer, {waiting} not "
+        f"waited for, of {len(operation.lanes)})"
+    )
 
 
 class Client:
@@ -823,6 +838,8 @@ class Client:
 
     def _lane_failed(self, step: Step, operation: _Operation, lane: _Lane, reply: Any) -> None:
         lane.done = True
+        if not isinstance(reply, ErrorReply):
+            operation.unanswered.add(lane.authority)
         if isinstance(reply, ErrorReply):
             agreeing = operation.refusals.setdefault(reply.agreement_key(), {})
             agreeing[lane.authority] = reply
@@ -842,7 +859,7 @@ class Client:
             if not open_lanes or self._query_settled(operation):
                 self._finish_query(step, operation)
         elif not self.committee.reaches_quorum([*operation.succeeded, *open_lanes]):
-            self._fail(step, operation, "not enough authorities accepted", None)
+            self._fail(step, operation, _not_enough(operation), None)
 
     # -- outcomes
 
