@@ -143,9 +143,28 @@ def print_live_rows(rows: list[dict[str, Any]], *, err: bool = False) -> None:
         else:
             reason = row.get("reason")
             # an unanswered node's reason starts with its address: the rest says why
-            note = f"no answer: {reason.split(': ', 1)[-1]}" if reason else row.get("last", "")
+            note = f"no answer: {reason.split(': ', 1)[-1]}" if reason else _event_summary(
+                row.get("last", "")
+            )
             # no numbers to show: the note takes their columns (the line stays in 80)
             click.echo(f"{cells}  {printable(note)[:50]}", err=err)
+
+
+def _event_summary(line: str) -> str:
+    """A process's last output line for a table: a JSON event line as its event name and
+    its short scalar fields (``ready: driver=driver-0``), anything else as it is."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or not isinstance(entry.get("event"), str):
+        return line
+    fields = [
+        f"{key}={value}"
+        for key, value in entry.items()
+        if key != "event" and isinstance(value, str | int | float) and len(str(value)) <= 24
+    ]
+    return " ".join([f"{entry['event']}:", *fields]) if fields else entry["event"]
 
 
 def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
