@@ -28,6 +28,14 @@ class RestoreFailed(Exception):
         self.reason = reason
 
 
+class NetworkExists(Exception):
+    """`create_network` refuses to overwrite an existing network file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: already exists; refusing to overwrite")
+        self.path = path
+
+
 class NodeStopped(Exception):
     """The node stopped (or failed) before what was waited for happened."""
 

@@ -35,20 +35,12 @@ from synod.rbc.network import (
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
 from synod.runtime.node_status import StatusReply, answer_status
-from synod.runtime.nodes import NodeStopped, RestoreFailed, free_ports, restore_core
+from synod.runtime.nodes import NetworkExists, NodeStopped, RestoreFailed, free_ports, restore_core
 from synod.runtime.rpc import RequestRejected
 
 if TYPE_CHECKING:
     from synod.config import NodeEntry
     from synod.runtime.transport import Address
-
-
-class NetworkExists(Exception):
-    """`create_network` refuses to overwrite an existing ``network.toml``."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path}: already exists; refusing to overwrite")
-        self.path = path
 
 
 def create_network(

@@ -31,7 +31,7 @@ from synod.crypto import KeyPair, node_id_text, write_key_file
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
 from synod.runtime.node_status import StatusReply, answer_status
-from synod.runtime.nodes import NodeStopped, RestoreFailed, free_ports, restore_core
+from synod.runtime.nodes import NetworkExists, NodeStopped, RestoreFailed, free_ports, restore_core
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.scp.application import SlotsUnavailable
 from synod.scp.log import (
@@ -68,14 +68,6 @@ if TYPE_CHECKING:
     from synod.runtime.transport import Address
 
 AppendedHandler = Callable[[LogAppended], None]
-
-
-class NetworkExists(Exception):
-    """`create_network` refuses to overwrite an existing ``network.toml``."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path}: already exists; refusing to overwrite")
-        self.path = path
 
 
 class SubmitFailed(Exception):
