@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,7 @@ from test_fbas_bruteforce_agreement import raw_keys, reference_groups, reference
 from test_fbas_cascade_search import organisation_networks
 
 from synod.fbas import bruteforce as brute
+from synod.fbas import cascade
 from synod.fbas.analysis import minimal_splitting_sets
 from synod.fbas.cascade import organisation_quotient, split_off_one_group
 from synod.fbas.load import load_stellarbeat
@@ -70,3 +72,28 @@ def test_asymmetric_networks_get_the_cheapest_cut_within_ten_stop_questions() ->
         assert is_quorum_despite(fbas, first, example.nodes)
         assert is_quorum_despite(fbas, second, example.nodes)
         assert not first & second
+
+
+def test_cutting_off_asks_to_stop_every_sixteen_organisations() -> None:
+    nodes, orgs = asymmetric_network(50, 1)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    quotient = organisation_quotient(fbas, fbas.all_nodes, closed=True)
+    assert quotient is not None
+    tried: list[int] = []
+    original = cascade._cut_off
+
+    def counting(*args: Any) -> Any:
+        tried.append(args[-1])
+        return original(*args)
+
+    for allowed in (0, 1, 2):
+        tried.clear()
+        stop = StopAfter(allowed)
+        with patch.object(cascade, "_cut_off", counting):
+            found = split_off_one_group(fbas, quotient, fbas.all_nodes, False, stop)
+        assert len(tried) == 16 * allowed
+        assert (found is None) == (allowed == 0)
+    with patch.object(cascade, "_cut_off", counting):
+        tried.clear()
+        assert split_off_one_group(fbas, quotient, fbas.all_nodes, False, StopAfter(10**9))
+    assert len(tried) == 50

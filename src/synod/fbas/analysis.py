@@ -1071,7 +1071,7 @@ def _splitting_by_organisations(
         f"splitting: {formula.quotient.size} organisations, {cnf.top} variables, "
         f"{len(cnf.clauses)} clauses"
     )
-    cut = split_off_one_group(fbas, formula.quotient, members, formula.whole_groups)
+    cut = split_off_one_group(fbas, formula.quotient, members, formula.whole_groups, stop)
     known = None if cut is None else cut[0]
     if known is not None:
         progress(f"splitting: {known} by cutting one organisation off")

@@ -452,8 +452,18 @@ def _minimal_quorum_through(
     return quorum
 
 
+CUT_OFF_GROUPS_PER_QUESTION = 16
+"""Groups `split_off_one_group` tries between two stop questions: each costs one
+greatest-quorum pass over the members (0.12 ms for 150 nodes, 1.2 ms for 600), so a stop is seen
+within a few milliseconds even on networks of thousands of nodes."""
+
+
 def split_off_one_group(
-    fbas: Fbas, quotient: Quotient, members: int, whole_groups: bool
+    fbas: Fbas,
+    quotient: Quotient,
+    members: int,
+    whole_groups: bool,
+    stop: Stop | None = None,
 ) -> tuple[int, int, int, int] | None:
     """The cheapest split that cuts one group off from the rest: (cost, faulty nodes,
     first quorum, second quorum), or None when no group can be cut off that way.
@@ -465,12 +475,15 @@ def split_off_one_group(
     quorum is the greatest quorum of the other members despite those failures.  On
     networks where each organisation trusts its own random set of others, the
     organisation that trusts the fewest is the cheapest to cut off, and the SAT search
-    finds no cheaper split: this gives its best answer at once (a few milliseconds for
-    50 organisations), so the solver's time goes to the lower bound.  Every split
+    finds no cheaper split within 10 s (cheaper ones exist): this gives a good answer at
+    once (a few milliseconds for 50 organisations).  `stop` is asked every
+    `CUT_OFF_GROUPS_PER_QUESTION` groups.  Every split
     returned is checked against the definitions, so a `quotient` that does not have the
     organisation shape only costs a weaker answer."""
     best: tuple[int, int, int, int] | None = None
     for group in range(quotient.size):
+        if stop is not None and group % CUT_OFF_GROUPS_PER_QUESTION == 0 and stop():
+            break  # the best cut so far is still a real split
         found = _cut_off(fbas, quotient, members, whole_groups, group)
         if found is not None and (best is None or found[0] < best[0]):
             best = found
