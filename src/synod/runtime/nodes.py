@@ -11,10 +11,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, Self, TypeVar
 
 from synod.runtime.lock import hold_exclusive_lock
 from synod.runtime.storage import SqliteStorage, StorageError
+
+if TYPE_CHECKING:
+    from synod.runtime.host import NodeHost
+    from synod.runtime.transport import Address
 
 CoreType = TypeVar("CoreType")
 
@@ -104,3 +108,76 @@ def open_on_store(
     except BaseException:
         lock.close()
         raise
+
+
+class HostedNode:
+    """What a runner of one peer-to-peer node shares with the others (`scp_node.LogNode`,
+    `rbc_node.RbcNode`): one `NodeHost`, started under the node's lock file and stopped
+    with it, and served until SIGINT/SIGTERM."""
+
+    def __init__(self) -> None:
+        self._host: NodeHost | None = None
+        self._lock: IO[str] | None = None
+
+    @property
+    def host(self) -> NodeHost:
+        """The `NodeHost` that drives the core (once started)."""
+        if self._host is None:
+            raise RuntimeError("the node has not been started")
+        return self._host
+
+    async def _start_host(
+        self,
+        lock_path: Path,
+        open_host: Callable[[], NodeHost],
+        *,
+        listen: Address,
+        rpc_listen: Address | None,
+    ) -> NodeHost:
+        """Take the lock, build the host, listen; on any failure close what was opened
+        and release the lock.  Raises `NodeAlreadyRunning`, `StorageError`,
+        `RestoreFailed` or `OSError` (a port in use)."""
+        if self._host is not None:
+            raise RuntimeError("the node was started already")
+        lock = hold_exclusive_lock(lock_path)
+        try:
+            self._host = open_host()
+            await self._host.start(listen=listen, rpc_listen=rpc_listen)
+        except BaseException:
+            if self._host is not None:
+                await self._host.stop()  # closes whatever listeners and store it opened
+            lock.close()
+            raise
+        self._lock = lock
+        return self._host
+
+    async def _stop_host(self) -> None:
+        """Stop the host (flush, close connections and store), release the lock;
+        idempotent."""
+        if self._host is not None:
+            await self._host.stop()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _links_up(self) -> int:
+        """Peers this node holds an outgoing connection to (for status answers)."""
+        transport = self.host.transport
+        stats = transport.stats.values() if transport is not None else ()
+        return sum(link.outgoing_connected for link in stats)
+
+    async def stop(self) -> None:
+        """Stop the node (see `_stop_host`)."""
+        await self._stop_host()
+
+    async def serve(self, on_ready: Callable[[Self], None] | None = None) -> None:
+        """Run the started node until SIGINT/SIGTERM, then stop it.
+
+        `on_ready` runs once the signal handlers are in place.  Raises `HostFailed`
+        when the node failed (the core, the store or an output; see its cause).
+        """
+        ready = (lambda: on_ready(self)) if on_ready is not None else None
+        try:
+            await self.host.serve(on_ready=ready)
+        finally:
+            await self.stop()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from synod.crypto import KeyPair, node_id_text, write_key_file
 from synod.rbc.core import CODEC, MAX_PAYLOAD_BYTES, WINDOW, Delivered, RbcCore, Rejected
@@ -33,9 +33,16 @@ from synod.rbc.network import (
     render_config,
 )
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
-from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
+from synod.runtime.lock import NodeAlreadyRunning
 from synod.runtime.node_status import StatusReply, answer_status
-from synod.runtime.nodes import NetworkExists, NodeStopped, RestoreFailed, free_ports, restore_core
+from synod.runtime.nodes import (
+    HostedNode,
+    NetworkExists,
+    NodeStopped,
+    RestoreFailed,
+    free_ports,
+    restore_core,
+)
 from synod.runtime.rpc import RequestRejected
 
 if TYPE_CHECKING:
@@ -77,7 +84,7 @@ def create_network(
     return load_network(directory)
 
 
-class RbcNode:
+class RbcNode(HostedNode):
     """One member of a reliable-broadcast network, run in the caller's event loop.
 
     `start` takes the member's lock file, rebuilds its `RbcCore` from its SQLite file and
@@ -112,19 +119,11 @@ class RbcNode:
         """Own broadcasts at most undelivered at once (see `broadcast`)."""
         self.restored_deliveries = 0
         """How many payloads the member had delivered when it started."""
-        self._host: NodeHost | None = None
-        self._lock: IO[str] | None = None
+        super().__init__()
         self._in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
-
-    @property
-    def host(self) -> NodeHost:
-        """The `NodeHost` that drives the core (once started)."""
-        if self._host is None:
-            raise RuntimeError("the node has not been started")
-        return self._host
 
     @property
     def core(self) -> RbcCore:
@@ -144,21 +143,15 @@ class RbcNode:
         Raises `NodeAlreadyRunning`, `StorageError`, `RestoreFailed`, or `OSError` (the
         port is in use).
         """
-        if self._host is not None:
-            raise RuntimeError("the node was started already")
-        lock = hold_exclusive_lock(self.config.lock_path(self.entry))
-        try:
-            self._host = self._open_host()
-            await self._host.start(listen=self.address, rpc_listen=self.status_address)
-            if self._host.rpc_server is not None:
-                self._host.rpc_server.handler = _status_only
-                answer_status(self._host.rpc_server, self.status)
-        except BaseException:
-            if self._host is not None:
-                await self._host.stop()  # closes whatever listener and store it opened
-            lock.close()
-            raise
-        self._lock = lock
+        host = await self._start_host(
+            self.config.lock_path(self.entry),
+            self._open_host,
+            listen=self.address,
+            rpc_listen=self.status_address,
+        )
+        if host.rpc_server is not None:
+            host.rpc_server.handler = _status_only
+            answer_status(host.rpc_server, self.status)
 
     def _open_host(self) -> NodeHost:
         members = [node.node_id for node in self.config.nodes]
@@ -191,13 +184,12 @@ class RbcNode:
         """What ``synod rbc status`` asks: payloads delivered (the member's progress),
         links up of the others, own broadcasts not delivered yet; constant time."""
         core, host = self.core, self.host
-        stats = host.transport.stats.values() if host.transport is not None else ()
         return StatusReply(
             protocol="rbc",
             progress_name="delivered",
             progress=core.delivered_count,
             peers=len(host.peers),
-            peers_connected=sum(link.outgoing_connected for link in stats),
+            peers_connected=self._links_up(),
             pending=self._in_flight,
             details={
                 "restored_deliveries": self.restored_deliveries,
@@ -210,23 +202,7 @@ class RbcNode:
         (idempotent); a `broadcast` waiting for room raises `NodeStopped`."""
         self._stopping = True
         self._room.set()
-        if self._host is not None:
-            await self._host.stop()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
-    async def serve(self, on_ready: Callable[[RbcNode], None] | None = None) -> None:
-        """Run the started member until SIGINT/SIGTERM, then stop it.
-
-        `on_ready` runs once the signal handlers are in place.  Raises `HostFailed`
-        when the member failed (the core, the store or an output; see its cause).
-        """
-        ready = (lambda: on_ready(self)) if on_ready is not None else None
-        try:
-            await self.host.serve(on_ready=ready)
-        finally:
-            await self.stop()
+        await self._stop_host()
 
     async def broadcast(self, payload: bytes) -> None:
         """Propose `payload` to every member; waits while `max_in_flight` of this

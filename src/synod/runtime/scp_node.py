@@ -25,13 +25,20 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from synod.crypto import KeyPair, node_id_text, write_key_file
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
-from synod.runtime.lock import NodeAlreadyRunning, hold_exclusive_lock
+from synod.runtime.lock import NodeAlreadyRunning
 from synod.runtime.node_status import StatusReply, answer_status
-from synod.runtime.nodes import NetworkExists, NodeStopped, RestoreFailed, free_ports, restore_core
+from synod.runtime.nodes import (
+    HostedNode,
+    NetworkExists,
+    NodeStopped,
+    RestoreFailed,
+    free_ports,
+    restore_core,
+)
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.scp.application import SlotsUnavailable
 from synod.scp.log import (
@@ -166,7 +173,7 @@ def _write_node_key(directory: Path, node: PlannedNode, port: int, submit_port: 
 # ---------------------------------------------------------------- running a node
 
 
-class LogNode:
+class LogNode(HostedNode):
     """One node of an SCP log network, run in the caller's asyncio event loop.
 
     `start` takes the node's lock file, rebuilds its `LogCore` from its SQLite file,
@@ -193,17 +200,9 @@ class LogNode:
         self.host_config = host_config
         self.restored_slots = 0
         """How many slots the log held when the node started."""
-        self._host: NodeHost | None = None
-        self._lock: IO[str] | None = None
+        super().__init__()
         self._log: dict[int, bytes] = {}
         self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
-
-    @property
-    def host(self) -> NodeHost:
-        """The `NodeHost` that drives the core (once started)."""
-        if self._host is None:
-            raise RuntimeError("the node has not been started")
-        return self._host
 
     @property
     def core(self) -> LogCore:
@@ -228,8 +227,6 @@ class LogNode:
         Raises `NodeAlreadyRunning` (another process runs this node), `StorageError`
         (the store cannot be opened), `RestoreFailed`, or `OSError` (a port in use).
         """
-        if self._host is not None:
-            raise RuntimeError("the node was started already")
         settings = self.config.settings
         if 0 < settings.retained_decisions < settings.checkpoint_interval:
             # not an error: a node away that long still rejoins, at the next checkpoint
@@ -241,21 +238,14 @@ class LogNode:
                     "checkpoint_interval": settings.checkpoint_interval,
                 },
             )
-        lock = hold_exclusive_lock(self.config.lock_path(self.entry))
-        try:
-            self._host = self._open_host()
-            await self._host.start(
-                listen=(self.entry.host, self.entry.port),
-                rpc_listen=self.submit_address,
-            )
-            assert self._host.rpc_server is not None
-            answer_status(self._host.rpc_server, self.status)
-        except BaseException:
-            if self._host is not None:
-                await self._host.stop()  # closes whatever listeners and store it opened
-            lock.close()
-            raise
-        self._lock = lock
+        host = await self._start_host(
+            self.config.lock_path(self.entry),
+            self._open_host,
+            listen=(self.entry.host, self.entry.port),
+            rpc_listen=self.submit_address,
+        )
+        assert host.rpc_server is not None
+        answer_status(host.rpc_server, self.status)
 
     def _open_host(self) -> NodeHost:
         storage, core = restore_core(
@@ -288,13 +278,12 @@ class LogNode:
         the log is complete, links up, entries waiting for a slot (constant time but
         for the pending list, at most `LogCore.max_pending` entries)."""
         core, host = self.core, self.host
-        stats = host.transport.stats.values() if host.transport is not None else ()
         return StatusReply(
             protocol="scp",
             progress_name="slot",
             progress=max(0, core.complete_through),
             peers=len(host.peers),
-            peers_connected=sum(link.outgoing_connected for link in stats),
+            peers_connected=self._links_up(),
             pending=len(core.pending),
             details={
                 "logged_slots": len(self._log),
@@ -306,24 +295,8 @@ class LogNode:
     async def stop(self) -> None:
         """Stop deciding, flush and close the connections and the store, release the
         lock (idempotent)."""
-        if self._host is not None:
-            await self._host.stop()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        await self._stop_host()
         self._fail_waiters()
-
-    async def serve(self, on_ready: Callable[[LogNode], None] | None = None) -> None:
-        """Run the started node until SIGINT/SIGTERM, then stop it.
-
-        `on_ready` runs once the signal handlers are in place.  Raises `HostFailed`
-        when the node failed (the core, the store or an output; see its cause).
-        """
-        ready = (lambda: on_ready(self)) if on_ready is not None else None
-        try:
-            await self.host.serve(on_ready=ready)
-        finally:
-            await self.stop()
 
     # ------------------------------------------------------------ the log as it grows
 
