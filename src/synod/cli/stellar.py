@@ -9,8 +9,9 @@ every `synod fbas` command reads.  Both need the `synod[stellar]` extra.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -19,6 +20,8 @@ from synod.cli.common import EXIT_FAILED, ConfigError, log_level_option, print_j
 if TYPE_CHECKING:
     from synod.quorum.qset import QuorumSet
     from synod.stellar.peer import OverlaySettings
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 NETWORKS = {
     "public": "Public Global Stellar Network ; September 2015",
@@ -72,39 +75,63 @@ def stellar() -> None:
         ) from None
 
 
-@stellar.command("serve")
-@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
-              help="The node's key file (synod keys generate).")
-@click.option("--listen", default="127.0.0.1:11625", show_default=True, help="HOST:PORT.")
-@click.option("--quorum-set", "qset_file", type=click.Path(path_type=Path), required=True,
-              help="JSON {threshold, validators: [G...], innerQuorumSets: [...]}.")
-@click.option("--peer", "peers", multiple=True, help="HOST:PORT to advertise in PEERS.")
-@click.option("--slot", type=click.IntRange(1, 2**32 - 1), default=1, show_default=True,
-              help="The slot (ledger) this node nominates a value for.")
-@_network_option
-@_version_options
-@log_level_option()
-def serve(**options: Any) -> None:
-    """Run a node on the Stellar overlay; prints one JSON line when it listens."""
-    from synod.cli.common import run_process
+def _node_options(peer_help: str) -> Callable[[Command], Command]:
+    """The options every overlay node takes: its key, where it listens, its quorum set,
+    its peers, the network and versions, the log level."""
+
+    def decorate(function: Command) -> Command:
+        for option in reversed(
+            (
+                click.option("--key", "key_file", type=click.Path(path_type=Path),
+                             required=True, help="The node's key file (synod keys generate)."),
+                click.option("--listen", default="127.0.0.1:11625", show_default=True,
+                             help="HOST:PORT."),
+                click.option("--quorum-set", "qset_file", type=click.Path(path_type=Path),
+                             required=True,
+                             help="JSON {threshold, validators: [G...], innerQuorumSets: [...]}."),
+                click.option("--peer", "peers", multiple=True, help=peer_help),
+                _network_option,
+                _version_options,
+                log_level_option(),
+            )
+        ):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def _node_of(options: dict[str, Any]) -> tuple[Any, QuorumSet, tuple[str, int], list[Any]]:
+    """The key, quorum set, listen address and peers the options name (user errors
+    otherwise)."""
     from synod.crypto import KeyFileError, read_key_file
     from synod.runtime.stellar_overlay import parse_address
 
-    settings = _settings_of(options)
     try:
         keys = read_key_file(options["key_file"])
     except KeyFileError as error:
         raise click.ClickException(str(error)) from None
     qset = read_quorum_set(options["qset_file"])
     try:
-        host, port = parse_address(options["listen"], any_port=True)
-        advertised = [parse_address(peer) for peer in options["peers"]]
+        listen = parse_address(options["listen"], any_port=True)
+        peers = [parse_address(peer) for peer in options["peers"]]
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+    return keys, qset, listen, peers
+
+
+@stellar.command("serve")
+@_node_options("HOST:PORT to advertise in PEERS.")
+@click.option("--slot", type=click.IntRange(1, 2**32 - 1), default=1, show_default=True,
+              help="The slot (ledger) this node nominates a value for.")
+def serve(**options: Any) -> None:
+    """Run a node on the Stellar overlay; prints one JSON line when it listens."""
+    from synod.cli.common import run_process
+
+    settings = _settings_of(options)
+    keys, qset, address, advertised = _node_of(options)
     run_process(
-        _serve(
-            keys, settings, qset, address=(host, port), peers=advertised, slot=options["slot"]
-        ),
+        _serve(keys, settings, qset, address=address, peers=advertised, slot=options["slot"]),
         options["log_level"],
         listen_failure=f"cannot listen on {options['listen']}",
     )
@@ -151,37 +178,17 @@ async def _serve(
 
 
 @stellar.command("run")
-@click.option("--key", "key_file", type=click.Path(path_type=Path), required=True,
-              help="The node's key file (synod keys generate).")
-@click.option("--listen", default="127.0.0.1:11625", show_default=True, help="HOST:PORT.")
-@click.option("--quorum-set", "qset_file", type=click.Path(path_type=Path), required=True,
-              help="JSON {threshold, validators: [G...], innerQuorumSets: [...]}.")
-@click.option("--peer", "peers", multiple=True,
-              help="HOST:PORT of a validator to keep a connection to (and advertise).")
+@_node_options("HOST:PORT of a validator to keep a connection to (and advertise).")
 @click.option("--slots", type=click.IntRange(0, 1_000_000), default=1, show_default=True,
               help="Propose a StellarValue for slots 1..N, each once the previous is decided.")
 @click.option("--store", "store_path", type=click.Path(path_type=Path), required=True,
               help="SQLite file of the node's votes (created; locked while it runs).")
-@_network_option
-@_version_options
-@log_level_option()
 def run(**options: Any) -> None:
     """Run an SCP validator in Stellar mode; prints a JSON line per externalized slot."""
     from synod.cli.common import run_process
-    from synod.crypto import KeyFileError, read_key_file
-    from synod.runtime.stellar_overlay import parse_address
 
     settings = _settings_of(options)
-    try:
-        keys = read_key_file(options["key_file"])
-    except KeyFileError as error:
-        raise click.ClickException(str(error)) from None
-    qset = read_quorum_set(options["qset_file"])
-    try:
-        listen = parse_address(options["listen"], any_port=True)
-        peers = [parse_address(peer) for peer in options["peers"]]
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+    keys, qset, listen, peers = _node_of(options)
     run_process(
         _run_validator(
             keys,
