@@ -68,6 +68,31 @@ def ports(count: int) -> str:
     return ",".join(str(port) for port in free_ports(count))
 
 
+def line_said_while_running(directory: Path, arguments: tuple[str, ...], text: str) -> str:
+    """Run `synod ARGUMENTS` in `directory` until a line of its stderr holds `text`
+    (within 30 s), stop it, and return that line (what it said while it waited)."""
+    err = directory / "process.err"
+    with err.open("wb") as stderr:
+        process = subprocess.Popen(
+            synod_command(*arguments),
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while text not in err.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, err.read_text()
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    lines = [line for line in err.read_text().splitlines() if text in line]
+    assert lines, err.read_text()
+    return lines[0]
+
+
 def said_before(text: str, first: str, then: str) -> bool:
     """`first` is in `text`, before `then`."""
     return first in text and then in text and text.index(first) < text.index(then)
@@ -162,25 +187,8 @@ def test_fastpay_client_says_it_waits_for_authorities_that_do_not_answer(
 def test_a_tusk_driver_without_cores_says_what_it_waits_for(tmp_path: Path) -> None:
     init = synod(tmp_path, "tusk", "init", "net", "--ports", ports(4))
     assert init.returncode == 0, init.stderr
-    err = tmp_path / "driver.err"
-    with err.open("wb") as stderr:
-        driver = subprocess.Popen(
-            synod_command("tusk", "driver", "net"),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "waiting for the cores" not in err.read_text() and time.monotonic() < deadline:
-            assert driver.poll() is None, err.read_text()
-            time.sleep(0.05)
-    finally:
-        driver.terminate()
-        driver.wait(timeout=30)
-    assert "waiting for the cores" in err.read_text()
-    assert "synod tusk up" in err.read_text()
+    line = line_said_while_running(tmp_path, ("tusk", "driver", "net"), "waiting for the cores")
+    assert "synod tusk up" in line
 
 
 def test_a_second_copy_of_a_running_node_and_a_taken_port_say_what_to_do(
@@ -225,24 +233,9 @@ def test_a_lone_node_says_it_waits_for_its_peers(mode: str, tmp_path: Path) -> N
     else:
         init = synod(tmp_path, "rbc", "init", "net", "--ports", ports(4))
     assert init.returncode == 0, init.stderr
-    err = tmp_path / "node.err"
-    with err.open("wb") as stderr:
-        node = subprocess.Popen(
-            synod_command(protocol, "run", "net", "node-0"),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "waiting for peers" not in err.read_text() and time.monotonic() < deadline:
-            assert node.poll() is None, err.read_text()
-            time.sleep(0.05)
-    finally:
-        node.terminate()
-        node.wait(timeout=30)
-    line = next(line for line in err.read_text().splitlines() if "waiting for peers" in line)
+    line = line_said_while_running(
+        tmp_path, (protocol, "run", "net", "node-0"), "waiting for peers"
+    )
     assert '"connected": 0, "of": 3' in line
     assert f"synod {protocol} up net" in line
 
@@ -250,24 +243,9 @@ def test_a_lone_node_says_it_waits_for_its_peers(mode: str, tmp_path: Path) -> N
 def test_a_tusk_core_without_a_driver_says_what_it_waits_for(tmp_path: Path) -> None:
     init = synod(tmp_path, "tusk", "init", "net", "--ports", ports(4))
     assert init.returncode == 0, init.stderr
-    err = tmp_path / "core.err"
-    with err.open("wb") as stderr:
-        core = subprocess.Popen(
-            synod_command("tusk", "core", "net", "core-0"),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "waiting for a driver" not in err.read_text() and time.monotonic() < deadline:
-            assert core.poll() is None, err.read_text()
-            time.sleep(0.05)
-    finally:
-        core.terminate()
-        core.wait(timeout=30)
-    line = next(line for line in err.read_text().splitlines() if "waiting for a driver" in line)
+    line = line_said_while_running(
+        tmp_path, ("tusk", "core", "net", "core-0"), "waiting for a driver"
+    )
     assert "synod tusk up" in line
 
 
