@@ -284,7 +284,9 @@ def test_ctrl_c_exits_cleanly(name: str, tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         case.finish(tmp_path)
     error_text = err.read_text(errors="replace")
-    assert code in (0, 130), (code, error_text[-2000:])
+    # 130, or ended by SIGINT itself (an fbas analysis leaves Ctrl-C to the kernel, since
+    # the SAT solver holds the interpreter lock): a shell shows 130 for both.
+    assert code in (0, 130, -signal.SIGINT), (code, error_text[-2000:])
     assert "Traceback" not in error_text, error_text[-3000:]
     assert "Traceback" not in out.read_text(errors="replace")
     assert left == [], left

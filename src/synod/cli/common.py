@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
+as_own_process = False
+"""True when the command runs as a process of its own (the ``synod`` entry point), not
+called in-process (tests, a host program): only then may a command end the process
+without unwinding (`os._exit`), as an interrupted analysis does."""
+
 
 class ConfigError(click.ClickException):
     """A configuration problem: the message names the file, the key and what was expected."""

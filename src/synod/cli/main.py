@@ -7,7 +7,6 @@ Subcommands live one module per subsystem and are imported only when invoked, so
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -76,8 +75,12 @@ def cli() -> None:
 
 
 def main() -> None:
+    """The ``synod`` command as its own process (see `common.as_own_process`)."""
+    from synod.cli import common
+
+    common.as_own_process = True
     cli(prog_name="synod")
 
 
 if __name__ == "__main__":
-    sys.exit(cli(prog_name="synod"))
+    main()
