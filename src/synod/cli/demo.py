@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import queue
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,17 +100,45 @@ def demo(protocol: str, node_count: int, per_node: int, keep: bool) -> None:
     else:
         kind = "SCP" if protocol == "scp" else "reliable-broadcast"
         click.echo(f"synod demo: {node_count} {kind} nodes on 127.0.0.1 ({workdir})")
+    previous_handler = signal.getsignal(signal.SIGINT)
+    interrupted = _record_interrupts()
     try:
         ok = _run_protocol(protocol, workdir, node_count, per_node)
     except ClusterError as error:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
         click.echo(f"demo failed: {error}", err=True)
         ok = False
+    except Exception:
+        if not interrupted.is_set():
+            raise
+        # What fails after Ctrl-C (a wallet saving into the directory being removed, a
+        # node refusing a request while it stops) is the interrupt's doing, not a bug.
+        raise KeyboardInterrupt from None
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous_handler)
         if keep:
             click.echo(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    if interrupted.is_set():
+        raise KeyboardInterrupt  # a verdict reached after Ctrl-C judges a cut-short run
     sys.exit(0 if ok else 1)
+
+
+def _record_interrupts() -> threading.Event:
+    """An event set by Ctrl-C, which still raises KeyboardInterrupt as Python's own
+    handler does (the group turns it into status 130)."""
+    interrupted = threading.Event()
+
+    def on_interrupt(number: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_interrupt)
+    return interrupted
 
 
 COMMITTEE_DEMOS = {
