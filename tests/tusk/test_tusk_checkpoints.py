@@ -19,6 +19,7 @@ from synod.tusk.core import (
     COMMIT_LOG_PREFIX,
     CheckpointInstalled,
     Committed,
+    GapGivenUp,
     TuskConfig,
     TuskCore,
 )
@@ -328,7 +329,10 @@ def test_installing_deletes_the_old_records_a_pruned_log_keeps_without_walking_t
     assert checkpoint.statement.sequence - kept > max(own_records) + 1, "a gap longer than kept"
     behind = TuskCore(KEYS[3], COMMITTEE, dict(early), config=config)
     step = behind.handle(RequestReceived("driver", 1, CoreRequest(checkpoint=checkpoint)), 0)
-    assert [type(event) for event in step.events] == [CheckpointInstalled]
+    assert [type(event) for event in step.events] == [CheckpointInstalled, GapGivenUp]
+    sequence = checkpoint.statement.sequence
+    assert step.events[1] == GapGivenUp(max(own_records) + 1, sequence - kept)
+    assert behind.log_gap == (sequence - kept, sequence), "only what it keeps is wanted"
     deleted = [
         record.key
         for record in step.persist

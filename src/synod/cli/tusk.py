@@ -238,6 +238,8 @@ def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None
         Committed,
         EquivocationDetected,
         FellBehind,
+        GapClosed,
+        GapGivenUp,
     )
 
     if isinstance(event, Committed):
@@ -256,6 +258,15 @@ def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None
             "far behind: installed a checkpoint of the committee",
             extra={"skipped_from": event.first_skipped, "resumes_at": event.sequence},
         )
+    elif isinstance(event, GapGivenUp):
+        print_json_line({"event": "gap-given-up", "first": event.first, "end": event.end})
+        log.warning(
+            "positions of the log below what it keeps will not be filled; own batches"
+            " that may have been committed there are not proposed again",
+            extra={"first": event.first, "end": event.end},
+        )
+    elif isinstance(event, GapClosed):
+        _print_gap_closed(event, log)
     elif isinstance(event, FellBehind):
         log.warning(
             "fell behind: refusing client transactions until caught up",
@@ -268,6 +279,30 @@ def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None
         log.warning(
             "equivocation detected",
             extra={"creator": names.get(creator), "round": event.evidence.first.round},
+        )
+
+
+def _print_gap_closed(event: Any, log: Any) -> None:
+    print_json_line(
+        {
+            "event": "gap-closed",
+            "first": event.first,
+            "end": event.end,
+            "consistent": event.consistent,
+            "dropped_transactions": len(event.dropped),
+        }
+    )
+    if not event.consistent:
+        log.error(
+            "the filled log does not continue this core's own: more than f cores signed"
+            " a false checkpoint",
+            extra={"first": event.first},
+        )
+    if event.dropped:
+        log.warning(
+            "transactions whose commit cannot be checked any more were not proposed"
+            " again (check them with submit --wait)",
+            extra={"dropped": len(event.dropped)},
         )
 
 

@@ -11,7 +11,9 @@
 - `submit_transactions` hands transactions to one core and returns its receipt once the
   core's signature over it checks.
 - `CommitLogReader` reads a core's committed sequence from its SQLite file (read-only;
-  the core need not run).
+  the core need not run).  A running `CoreNode` also answers drivers' `LogRequest`s
+  from it (`LogService`), for cores filling the gap a checkpoint left in their log:
+  the core keeps no log in memory and does no I/O, so its node serves the records.
 
 Nothing here prints or exits: failures are typed errors (`SubmitFailed`,
 `DriverFailed`, `synod.runtime.host.HostFailed`, `synod.runtime.storage.StorageError`,
@@ -36,7 +38,7 @@ from synod.quorum.committee import Committee
 from synod.runtime.host import EventHandler, HostConfig, NodeHost, monotonic_ms
 from synod.runtime.node_status import MAX_STATUS_DETAILS, StatusReply, answer_status
 from synod.runtime.nodes import open_on_store
-from synod.runtime.rpc import RpcClient, RpcFailure
+from synod.runtime.rpc import RequestRejected, RpcClient, RpcFailure, RpcServer
 from synod.runtime.storage import SqliteStorage, StorageError
 from synod.runtime.transport import Address
 from synod.tusk.core import (
@@ -45,16 +47,21 @@ from synod.tusk.core import (
     TuskConfig,
     TuskCore,
     commit_log_key,
+    log_positions,
     read_commit_record,
+    serve_log,
 )
 from synod.tusk.driver import Driver
 from synod.tusk.messages import (
     CODEC,
+    LOG_ANSWER_BYTES,
     MAX_SUBMIT_TRANSACTIONS,
     MAX_TRANSACTION_BYTES,
     CommitAck,
     CommitQuery,
     CommittedAt,
+    LogAnswer,
+    LogRequest,
     SubmitAnswer,
     SubmitRequest,
     proven_commits,
@@ -95,6 +102,8 @@ class CoreNode:
             config=host_config,
         )
         self._lock: IO[str] | None = None
+        self._store_path = storage.path
+        self.log_service: LogService | None = None
 
     @classmethod
     def open(
@@ -145,6 +154,8 @@ class CoreNode:
         await self.host.start(rpc_listen=listen)
         assert self.host.rpc_address is not None and self.host.rpc_server is not None
         answer_status(self.host.rpc_server, self.status)
+        self.log_service = LogService(self.node_id, self._store_path)
+        self.log_service.install(self.host.rpc_server)
         return self.host.rpc_address
 
     def status(self) -> StatusReply:
@@ -179,9 +190,90 @@ class CoreNode:
             self._release()
 
     def _release(self) -> None:
+        if self.log_service is not None:
+            self.log_service.close()
+            self.log_service = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+# ---------------------------------------------------------------- serving the log
+
+LOG_REQUEST_INTERVAL_MS = 20
+"""One `LogRequest` per client connection is answered in this long at most (50 a
+second); one asked sooner gets an empty answer.  Each answer reads at most
+`MAX_LOG_RECORDS` records and about `LOG_ANSWER_BYTES` (1 MiB) from the file, so a
+connection costs the node at most about 50 MiB of reads a second; connections are
+capped by the server's admission (per-host slots), like every other request's."""
+MAX_LOG_CLIENTS_REMEMBERED = 1024
+"""Connections whose last log request time is kept (the idle ones are forgotten first
+when more come: it only gates their next request)."""
+
+_LOG_REQUEST_PREFIX = CODEC.encode(LogRequest(end=0))[:17]
+"""The start of every encoded `LogRequest` (a three-element array, then its tag): a
+request that starts otherwise goes to the core unread."""
+assert _LOG_REQUEST_PREFIX.endswith(b"tusk.LogRequest")
+
+
+class LogService:
+    """Answers `LogRequest`s for core `core_id` from its SQLite file `store_path`,
+    through a read-only connection of its own (the store is in write-ahead-log mode:
+    reading never waits on the core's writes), in front of the server's handler: the
+    core's input queue never sees them, and a driver filling another core's gap costs
+    this core no step.  The answers are not signed: the core that receives the records
+    checks each against the chain digest it trusts."""
+
+    def __init__(self, core_id: NodeId, store_path: Path) -> None:
+        self.core_id = core_id
+        self._reader = CommitLogReader(store_path)
+        self._served_at: dict[str, int] = {}
+        self.served = 0
+        self.refused_early = 0
+
+    def install(self, server: RpcServer) -> None:
+        """Answer `LogRequest`s on `server` before its handler sees them."""
+        inner = server.handler
+
+        async def handler(client: str, request_id: int, body: bytes) -> bytes | None:
+            if body.startswith(_LOG_REQUEST_PREFIX):
+                return self.answer(client, body, monotonic_ms())
+            return await inner(client, request_id, body)
+
+        server.handler = handler
+
+    def answer(self, client: str, body: bytes, now_ms: int) -> bytes:
+        """The encoded answer to the request `body` of connection `client`."""
+        try:
+            request = CODEC.decode(body)
+        except DecodeError as error:
+            raise RequestRejected(f"undecodable log request: {error}") from None
+        if not isinstance(request, LogRequest):
+            raise RequestRejected("not a log request")
+        last_ms = self._served_at.get(client)
+        if last_ms is not None and now_ms - last_ms < LOG_REQUEST_INTERVAL_MS:
+            self.refused_early += 1
+            return CODEC.encode(LogAnswer(core=self.core_id, end=request.end))
+        self._remember(client, now_ms)
+        positions = log_positions(request)
+        try:
+            stored = self._reader.read_below(positions.stop, len(positions), LOG_ANSWER_BYTES)
+        except StorageError as error:
+            log.warning("cannot read the delivery log: %s", error)
+            stored = {}
+        self.served += 1
+        return CODEC.encode(serve_log(self.core_id, request, stored))
+
+    def _remember(self, client: str, now_ms: int) -> None:
+        if len(self._served_at) >= MAX_LOG_CLIENTS_REMEMBERED:
+            oldest = sorted(self._served_at, key=self._served_at.__getitem__)
+            for name in oldest[: len(oldest) // 2]:
+                del self._served_at[name]
+        self._served_at[client] = now_ms
+
+    def close(self) -> None:
+        """Close the read-only connection."""
+        self._reader.close()
 
 
 # ---------------------------------------------------------------- drivers
@@ -585,6 +677,26 @@ class CommitLogReader:
         except sqlite3.Error as error:
             raise StorageError(self.path, f"cannot read: {error}") from None
         return [read_commit_record(bytes(value)) for (value,) in rows]
+
+    def read_below(self, end: int, count: int, max_bytes: int) -> dict[int, bytes]:
+        """The stored records of positions `end` - 1, `end` - 2, ... (at most `count`,
+        stopping once more than `max_bytes` were read), by position, as stored."""
+        try:
+            cursor = self._connection.execute(
+                "SELECT key, value FROM records WHERE key >= ? AND key < ? ORDER BY key DESC",
+                (commit_log_key(max(0, end - count)), commit_log_key(end)),
+            )
+            found: dict[int, bytes] = {}
+            size = 0
+            for key, value in cursor:
+                found[int.from_bytes(bytes(key)[len(COMMIT_LOG_PREFIX) :], "big")] = bytes(value)
+                size += len(value)
+                if size > max_bytes:
+                    break
+            cursor.close()
+        except sqlite3.Error as error:
+            raise StorageError(self.path, f"cannot read: {error}") from None
+        return found
 
     def close(self) -> None:
         """Close the connection."""

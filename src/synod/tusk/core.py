@@ -53,7 +53,7 @@ and the rest is dropped and reported as `PendingTransactionsDropped`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +64,13 @@ from synod.crypto import KeyPair, NodeId, in_network
 from synod.quorum.committee import Committee
 from synod.tusk.messages import (
     KNOWN_WINDOW_ROUNDS,
+    LOG_ANSWER_BYTES,
     MAX_BATCH_BYTES,
     MAX_BATCH_TRANSACTIONS,
     MAX_CERTIFICATES_PER_MESSAGE,
     MAX_CHECKPOINT_DELIVERED,
     MAX_COMMITTEE_SIZE,
+    MAX_LOG_RECORDS,
     MAX_TRANSACTION_BYTES,
     MAX_WEAK_PARENTS,
     ZERO_DIGEST,
@@ -87,6 +89,10 @@ from synod.tusk.messages import (
     Equivocation,
     Header,
     HeaderStub,
+    LogAnswer,
+    LogRecord,
+    LogRequest,
+    LogWanted,
     Refusal,
     RefusalReason,
     SubmitAnswer,
@@ -233,6 +239,43 @@ class CheckpointInstalled:
 
 
 @dataclass(frozen=True, slots=True)
+class LogFilled:
+    """Positions `first`..`first` + len(`digests`) - 1 of the gap an installed checkpoint
+    left in this core's delivery log are filled with records drivers carried from other
+    cores, each checked against the chain of the checkpoint; `digests` are the
+    certificates delivered there, in order."""
+
+    first: int
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GapGivenUp:
+    """Positions `first`..`end` - 1 of the gap lie below what this core keeps of its log
+    (`kept_commits` below its latest checkpoint): they will not be filled.  An own batch
+    that may have been delivered there is not queued again (it may have been committed:
+    a loss reported here is better than a duplicate); see `GapClosed.dropped`."""
+
+    first: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class GapClosed:
+    """The gap of this core's delivery log is closed: filled down to `first` (from
+    `end`), or what is left of it given up (`GapGivenUp`).  `consistent` is False when
+    the filled records do not continue this core's own sequence below the gap (the
+    checkpoint lied: more than f signers).  `dropped` are the transactions of own
+    batches whose fate lies in positions given up: not queued again, their clients
+    must check (`synod tusk submit --wait`)."""
+
+    first: int
+    end: int
+    consistent: bool
+    dropped: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateConflictDetected:
     """Two valid certificates for one slot: proof that more than f cores are faulty
     (`evidence.double_voters()` names those that voted for both)."""
@@ -255,6 +298,27 @@ class _CommitRecord(Message, frozen=True, tag="tusk.CommitRecord"):
     creator: Bytes32
     digest: Bytes32
     transactions: tuple[bytes, ...]
+    # What proves the record to a core filling a gap (`LogRecord`); absent from records
+    # written before gaps were filled, which are then not served.
+    parents: tuple[bytes, ...] = ()
+    weak_parents: tuple[WeakParent, ...] = ()
+    previous_chain: bytes = ZERO_DIGEST
+
+
+class _Gap(Message, frozen=True, tag="tusk.Gap"):
+    """The positions `first`..`end` - 1 the delivery log lacks since a checkpoint was
+    installed at `top`.  `head` is the chain of positions 0..`end` - 1 (trusted: the
+    checkpoint's, then each filled record's `previous_chain`); `bottom_chain` this
+    core's own chain at `first` (ZERO_DIGEST once the bottom is given up);
+    `leader_round` the leader round of the record at `end` (the checkpoint's before
+    any is filled): no position below `end` delivers a header of a higher round."""
+
+    first: U64
+    end: U64
+    top: U64
+    head: Bytes32
+    bottom_chain: Bytes32
+    leader_round: U64
 
 
 _ANSWER_BATCH_BYTES = 2 * 1024 * 1024
@@ -270,6 +334,8 @@ _COMMIT = b"tusk/commit/"
 _PENDING = b"tusk/pending/"
 _EVIDENCE = b"tusk/evidence/"
 _CONFLICT = b"tusk/conflict/"
+_GAP = b"tusk/gap"
+_UNSETTLED = b"tusk/unsettled/"
 
 
 COMMIT_LOG_PREFIX = _COMMIT
@@ -312,6 +378,7 @@ _decode_conflict = msgspec.msgpack.Decoder(CertificateConflict).decode
 _decode_checkpoint_vote = msgspec.msgpack.Decoder(CheckpointVote).decode
 _decode_statement = msgspec.msgpack.Decoder(CheckpointStatement).decode
 _decode_chain = msgspec.msgpack.Decoder(tuple[int, bytes]).decode
+_decode_gap = msgspec.msgpack.Decoder(_Gap).decode
 
 
 CHECKPOINT_SLACK_ROUNDS = 4
@@ -380,6 +447,11 @@ class TuskCore:
         self._checkpoint_digest = ZERO_DIGEST
         self._installed: CheckpointStatement | None = None
         self._log_start = 0  # the lowest position the delivery log may still hold
+        self._gap: _Gap | None = None
+        # Own headers below the floor when a checkpoint left a gap, by round: whether
+        # they were delivered is known only once the gap is filled that far.
+        self._unsettled: dict[int, Header] = {}
+        self._log_records_refused = 0
         self._votes: dict[tuple[int, bytes], _VoteRecord] = {}
         # Headers voted for and not certified yet, by digest: lets a driver carry their
         # certificates without the batch (soft state: empty after a restart).
@@ -467,6 +539,18 @@ class TuskCore:
         """This core's latest checkpoint vote (None before its first checkpoint)."""
         return self._checkpoint
 
+    @property
+    def log_gap(self) -> tuple[int, int] | None:
+        """The positions [first, end) an installed checkpoint left out of this core's
+        delivery log and not filled yet (None: none)."""
+        return None if self._gap is None else (self._gap.first, self._gap.end)
+
+    @property
+    def unsettled_batches(self) -> int:
+        """Own batches whose delivery may lie in the gap (not queued again until the gap
+        is filled that far)."""
+        return len(self._unsettled)
+
     def certificate_digests(self) -> frozenset[bytes]:
         """Digests of the certificates held (rounds at or above the collection floor)."""
         return frozenset(self._certificates)
@@ -487,6 +571,9 @@ class TuskCore:
             "certificate_conflicts": len(self._conflicts),
             "checkpoint_sequence": self._checkpoint.statement.sequence if self._checkpoint else 0,
             "installed_checkpoint_sequence": self._installed.sequence if self._installed else 0,
+            "log_gap_positions": 0 if self._gap is None else self._gap.end - self._gap.first,
+            "unsettled_batches": len(self._unsettled),
+            "log_records_refused": self._log_records_refused,
         }
         for reason, count in sorted(self._refusal_counts.items()):
             values[f"refusals_{reason}"] = count
@@ -551,6 +638,8 @@ class TuskCore:
         refusals: list[Refusal] = []
         if request.checkpoint is not None:
             self._consider_checkpoint(request.checkpoint, step)
+        if request.log_records:
+            self._fill_gap(request.log_records, step)
         carried = [*request.certificates, *self._rebuild(request.certified, refusals)]
         for certificate in sorted(carried, key=lambda c: c.header.round):
             refusal = self._accept_certificate(certificate, step)
@@ -659,6 +748,7 @@ class TuskCore:
             refusals=tuple(refusals),
             checkpoint=None if checkpoint_held == self._checkpoint_digest else self._checkpoint,
             late_header=self._late_header(late_held),
+            log_wanted=None if self._gap is None else LogWanted(self._gap.first, self._gap.end),
         )
         return sign_answer(self._keys, answer, self._network)
 
@@ -879,6 +969,9 @@ class TuskCore:
             creator=vertex.creator,
             digest=vertex.digest,
             transactions=transactions,
+            parents=vertex.parents,
+            weak_parents=self._certificates[vertex.digest].header.weak_parents,
+            previous_chain=self._chain,
         )
         step.persist.append(
             Persist(_number_key(_COMMIT, ordered.sequence), canonical_bytes(record))
@@ -1185,6 +1278,7 @@ class TuskCore:
             for sequence in range(self._log_start, end)
         )
         self._log_start = max(self._log_start, end)
+        self._give_up_below(end, step)
 
     def _prune_below_gap(self, first_skipped: int, sequence: int, step: Step) -> None:
         """Prune this core's own records for a checkpoint installed at `sequence`,
@@ -1240,11 +1334,14 @@ class TuskCore:
 
     def _install(self, statement: CheckpointStatement, step: Step) -> None:
         first_skipped = self._ordering.next_sequence
+        bottom_chain = self._chain
         self._ordering.install(_statement_snapshot(statement))
         self._chain = statement.chain
         self._installed = statement
         self._voted_headers.clear()
         self._prune_below_gap(first_skipped, statement.sequence, step)
+        if statement.sequence > first_skipped:
+            self._unsettle_own_headers(statement.floor_round, step)
         self._collect_garbage(step)  # everything held lies below the new floor
         self._round = max(self._round, statement.floor_round)
         self._advance_round()
@@ -1253,6 +1350,147 @@ class TuskCore:
         step.events.append(
             CheckpointInstalled(first_skipped, statement.sequence, statement.leader_round)
         )
+        if statement.sequence > first_skipped:
+            self._open_gap(first_skipped, bottom_chain, statement, step)
+
+    # ------------------------------------------------------------ filling the gap
+
+    def _unsettle_own_headers(self, floor: int, step: Step) -> None:
+        """Set aside the own headers below a checkpoint's `floor` not known delivered:
+        their delivery, if any, lies in the positions skipped, so queueing their batches
+        again now could commit them twice.  Those the checkpoint names as delivered are
+        marked so (collection would queue them again otherwise)."""
+        for round_number, header in sorted(self._own_headers.items()):
+            if self._ordering.was_delivered(header.digest()):
+                self._own_delivered.add(round_number)
+            elif round_number < floor and round_number not in self._own_delivered:
+                del self._own_headers[round_number]
+                self._unsettled[round_number] = header
+                step.persist.append(Persist(_number_key(_OWN_HEADER, round_number), None))
+                step.persist.append(
+                    Persist(_number_key(_UNSETTLED, round_number), canonical_bytes(header))
+                )
+
+    def _open_gap(
+        self, first_skipped: int, bottom_chain: bytes, statement: CheckpointStatement, step: Step
+    ) -> None:
+        """Note the positions a checkpoint skipped, to be filled from the top down.  A
+        gap still open widens to the new one's top (one gap at most: the records of
+        the first one filled so far come again, and check alike)."""
+        if self._gap is not None:
+            first_skipped, bottom_chain = self._gap.first, self._gap.bottom_chain
+        self._gap = _Gap(
+            first=first_skipped,
+            end=statement.sequence,
+            top=statement.sequence,
+            head=statement.chain,
+            bottom_chain=bottom_chain,
+            leader_round=statement.leader_round,
+        )
+        step.persist.append(Persist(_GAP, canonical_bytes(self._gap)))
+        if self.config.kept_commits is not None:
+            self._give_up_below(statement.sequence - self.config.kept_commits, step)
+
+    def _fill_gap(self, records: tuple[LogRecord, ...], step: Step) -> None:
+        """Write the carried records into the gap, each checked against the chain this
+        core trusts at the gap's top end, from the top down: record `end` - 1 must hash,
+        with its own `previous_chain`, to the trusted head, which then becomes that
+        `previous_chain`.  The first record that does not fit stops the rest (refused,
+        counted in `log_records_refused`): a junk request costs at most the three hashes
+        of one record, and a good one three hashes per record of its bytes, no
+        signature."""
+        gap = self._gap
+        if gap is None or len(records) > MAX_LOG_RECORDS:
+            self._log_records_refused += len(records)
+            return
+        head, position = gap.head, gap.end
+        filled: list[tuple[LogRecord, bytes]] = []
+        for record in records:
+            if position <= gap.first or record.sequence != position - 1:
+                break
+            digest = record.digest(self.context)
+            if record.chain(digest) != head:
+                break
+            filled.append((record, digest))
+            head, position = record.previous_chain, position - 1
+        self._log_records_refused += len(records) - len(filled)
+        if not filled:
+            return
+        for record, digest in filled:
+            self._write_filled(record, digest, step)
+        lowest_leader_round = filled[-1][0].leader_round
+        self._gap = msgspec.structs.replace(
+            gap, end=position, head=head, leader_round=lowest_leader_round
+        )
+        self._log_start = min(self._log_start, position)
+        step.events.append(LogFilled(position, tuple(digest for _, digest in reversed(filled))))
+        # No position below the lowest one filled delivers a header of a higher round.
+        self._settle(lambda round_number: round_number > lowest_leader_round, step)
+        if position == gap.first:
+            self._close_gap(step)
+        else:
+            step.persist.append(Persist(_GAP, canonical_bytes(self._gap)))
+
+    def _write_filled(self, record: LogRecord, digest: bytes, step: Step) -> None:
+        stored = _CommitRecord(
+            sequence=record.sequence,
+            leader_round=record.leader_round,
+            round=record.round,
+            creator=record.creator,
+            digest=digest,
+            transactions=record.transactions,
+            parents=record.parents,
+            weak_parents=record.weak_parents,
+            previous_chain=record.previous_chain,
+        )
+        step.persist.append(Persist(_number_key(_COMMIT, record.sequence), canonical_bytes(stored)))
+        own = self._unsettled.get(record.round) if record.creator == self.node_id else None
+        if own is not None and own.digest() == digest:
+            del self._unsettled[record.round]  # delivered in the gap: never queue it again
+            step.persist.append(Persist(_number_key(_UNSETTLED, record.round), None))
+
+    def _settle(self, undelivered: Callable[[int], bool], step: Step) -> None:
+        """Queue again the set-aside own batches of the rounds `undelivered` selects
+        (known now not to have been delivered)."""
+        for round_number in sorted(self._unsettled):
+            if undelivered(round_number):
+                header = self._unsettled.pop(round_number)
+                step.persist.append(Persist(_number_key(_UNSETTLED, round_number), None))
+                self._requeue(round_number, header.transactions, step)
+
+    def _give_up_below(self, position: int, step: Step) -> None:
+        """Positions below `position` fall outside what this core keeps of its log: the
+        part of the gap there will not be filled."""
+        gap = self._gap
+        if gap is None or position <= gap.first:
+            return
+        step.events.append(GapGivenUp(gap.first, min(position, gap.end)))
+        self._gap = msgspec.structs.replace(
+            gap, first=min(position, gap.end), bottom_chain=ZERO_DIGEST
+        )
+        if position >= gap.end:
+            self._close_gap(step)
+        else:
+            step.persist.append(Persist(_GAP, canonical_bytes(self._gap)))
+
+    def _close_gap(self, step: Step) -> None:
+        """The gap is filled down to its first position: the set-aside own batches not
+        found in it were not delivered and are queued again, unless the bottom was given
+        up, where they may have been: then they are dropped, and reported."""
+        gap = self._gap
+        assert gap is not None and gap.end == gap.first
+        complete = gap.bottom_chain != ZERO_DIGEST
+        dropped: list[bytes] = []
+        if complete:
+            self._settle(lambda round_number: True, step)
+        else:
+            for round_number in sorted(self._unsettled):
+                dropped.extend(self._unsettled.pop(round_number).transactions)
+                step.persist.append(Persist(_number_key(_UNSETTLED, round_number), None))
+        consistent = not complete or gap.head == gap.bottom_chain
+        self._gap = None
+        step.persist.append(Persist(_GAP, None))
+        step.events.append(GapClosed(gap.first, gap.top, consistent, tuple(dropped)))
 
     # ------------------------------------------------------------ client transactions
 
@@ -1326,11 +1564,8 @@ class TuskCore:
             elif key.startswith(_EVIDENCE):
                 evidence = _decode_evidence(value)
                 self._evidence[(evidence.first.round, evidence.first.creator)] = evidence
-            elif key == _OWN_CHECKPOINT:
-                self._checkpoint = _decode_checkpoint_vote(value)
-                self._checkpoint_digest = self._checkpoint.statement.digest()
-            elif key == _INSTALLED:
-                self._installed = _decode_statement(value)
+            else:
+                self._restore_checkpoint_record(key, value)
         self._stale_keys = [
             *_trim_evidence(self._conflicts, _CONFLICT),
             *_trim_evidence(self._evidence, _EVIDENCE),
@@ -1364,8 +1599,23 @@ class TuskCore:
         self._log_start = min([record.sequence for record in commits], default=base)
         self._pending = dict(sorted(self._pending.items()))
         self._next_pending = max(self._pending, default=-1) + 1
-        self._round = max([1, *self._own_headers, *self._dag.by_round])
+        # Not below the floor: a core restarted right after installing a checkpoint
+        # holds no certificate yet, and round 1 would be a collected round.
+        self._round = max([1, self.gc_round, *self._own_headers, *self._dag.by_round])
         self._advance_round()
+
+    def _restore_checkpoint_record(self, key: bytes, value: bytes) -> None:
+        """Restore a record of checkpoints and of the gap one left (other keys: none)."""
+        if key == _OWN_CHECKPOINT:
+            self._checkpoint = _decode_checkpoint_vote(value)
+            self._checkpoint_digest = self._checkpoint.statement.digest()
+        elif key == _INSTALLED:
+            self._installed = _decode_statement(value)
+        elif key == _GAP:
+            self._gap = _decode_gap(value)
+        elif key.startswith(_UNSETTLED):
+            header = _decode_header(value)
+            self._unsettled[header.round] = header
 
     def _restore_base(self) -> tuple[int, bytes]:
         """Install the latest checkpoint this core signed or installed (the log below it
@@ -1399,6 +1649,47 @@ class TuskCore:
                 creator=record.creator,
                 digest=record.digest,
             )
+
+
+def log_positions(request: LogRequest) -> range:
+    """The delivery-log positions a `LogRequest` asks about (for the reader of the
+    store: `serve_log` takes what it found at these)."""
+    count = min(request.count, MAX_LOG_RECORDS)
+    return range(max(0, request.end - count), request.end)
+
+
+def serve_log(core: NodeId, request: LogRequest, stored: Mapping[int, bytes]) -> LogAnswer:
+    """The answer of core `core` to `request`, from its delivery-log records `stored`
+    (position -> the record's bytes, as under `commit_log_key`; read by whoever runs
+    the core: the core keeps no log in memory).  Records from position `end` - 1 down,
+    consecutive, stopping at the first missing, unreadable or written before records
+    carried their proof, and within `MAX_LOG_RECORDS` and `LOG_ANSWER_BYTES`."""
+    records: list[LogRecord] = []
+    size = 0
+    for position in reversed(log_positions(request)):
+        value = stored.get(position)
+        if value is None or (records and size + len(value) > LOG_ANSWER_BYTES):
+            break
+        try:
+            record = _decode_commit(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            break
+        if record.sequence != position or record.previous_chain == ZERO_DIGEST:
+            break
+        size += len(value)
+        records.append(
+            LogRecord(
+                sequence=record.sequence,
+                leader_round=record.leader_round,
+                round=record.round,
+                creator=record.creator,
+                parents=record.parents,
+                weak_parents=record.weak_parents,
+                transactions=record.transactions,
+                previous_chain=record.previous_chain,
+            )
+        )
+    return LogAnswer(core=core, end=request.end, records=tuple(records))
 
 
 def _statement_snapshot(statement: CheckpointStatement) -> Snapshot:

@@ -57,6 +57,10 @@ from synod.tusk.messages import (
     CoreAnswer,
     CoreRequest,
     Header,
+    LogAnswer,
+    LogRecord,
+    LogRequest,
+    LogWanted,
     RefusalReason,
     Vote,
     VoteSignature,
@@ -104,6 +108,11 @@ class _CoreView:
     checkpoint_held: bytes = ZERO_DIGEST  # the statement of its latest checkpoint vote
     late_held: bytes = ZERO_DIGEST  # its late own header this driver has
     checkpoint_carried_at: int | None = None  # the poll count when last carried one
+    log_wanted: LogWanted | None = None  # the gap of its delivery log, as it last said
+    log_records: tuple[LogRecord, ...] = ()  # fetched for it, to carry next
+    log_source: int = 0  # which other core to fetch its records from (in turn)
+    log_fetching: bool = False
+    log_carried_end: int | None = None  # the gap's end when records were last carried
 
 
 @dataclass(slots=True)
@@ -154,6 +163,8 @@ class Driver:
         # core -> its latest checkpoint votes as (sequence, statement digest, signature)
         self._checkpoint_votes: dict[bytes, list[tuple[int, bytes, bytes]]] = {}
         self._checkpoint: CheckpointCertificate | None = None
+        # request id -> (the core asked, the core whose gap it is for)
+        self._log_fetches: dict[int, tuple[bytes, bytes]] = {}
 
     @property
     def node_id(self) -> NodeId:
@@ -219,9 +230,14 @@ class Driver:
                 view.asked.clear()  # ask again, at the poll rate, for what is still missing
             self._poll_idle(step, everyone=True)
             step.timers.append(SetTimer(POLL_TIMER, self.poll_interval_ms))
+        elif isinstance(event, Response) and event.request_id in self._log_fetches:
+            self._on_log_answer(event)
+            self._poll_idle(step, everyone=False)
         elif isinstance(event, Response):
             self._on_response(event)
             self._poll_idle(step, everyone=False)
+        elif isinstance(event, CallFailed) and event.request_id in self._log_fetches:
+            self._log_fetch_ended(event.request_id, event.server, found=False)
         elif (
             isinstance(event, CallFailed)
             and self._take_request(event.request_id, event.server) is not None
@@ -231,11 +247,14 @@ class Driver:
 
     def _reset_flights(self) -> None:
         self._requests.clear()
+        self._log_fetches.clear()
         for view in self._views.values():
             view.in_flight = None
+            view.log_fetching = False
 
     def _poll_idle(self, step: Step, *, everyone: bool) -> None:
         for core, view in self._views.items():
+            self._fetch_log_for(core, view, step)
             if view.in_flight is not None:
                 continue
             request = self._request_for(core)
@@ -258,10 +277,80 @@ class Driver:
 
     # ------------------------------------------------------------ requests
 
+    # ------------------------------------------------------------ filling gaps
+
+    def _fetch_log_for(self, core: bytes, view: _CoreView, step: Step) -> None:
+        """Ask another core, in turn, for the records just below the end of `core`'s
+        gap (one fetch in flight per core with a gap; none while records wait to be
+        carried to it)."""
+        wanted = view.log_wanted
+        if wanted is None or view.log_fetching or view.log_records:
+            return
+        others = [member for member in self.committee.members if member != core]
+        if not others:
+            return
+        source = others[view.log_source % len(others)]
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._log_fetches[request_id] = (source, core)
+        view.log_fetching = True
+        request = LogRequest(end=wanted.end)
+        step.outgoing.append(Call(to=NodeId(source), request_id=request_id, body=request))
+
+    def _log_fetch_ended(self, request_id: int, server: bytes, *, found: bool) -> None:
+        source, core = self._log_fetches[request_id]
+        if source != server:
+            return  # a stray reply: the fetch stays in flight until its own ends
+        del self._log_fetches[request_id]
+        view = self._views[core]
+        view.log_fetching = False
+        if not found:
+            view.log_source += 1  # that core does not hold them (or lied): try the next
+
+    def _on_log_answer(self, event: Response) -> None:
+        """Keep the consecutive records from the gap's end down that a core sent, to
+        carry them to the core with the gap; the core checks each against its chain
+        (a driver cannot tell good records from forged ones, and need not)."""
+        source, core = self._log_fetches[event.request_id]
+        answer = event.body
+        wanted = self._views[core].log_wanted
+        records: list[LogRecord] = []
+        if (
+            event.server == source
+            and isinstance(answer, LogAnswer)
+            and wanted is not None
+            and answer.end == wanted.end
+        ):
+            positions = range(wanted.end - 1, wanted.first - 1, -1)
+            for expected, record in zip(positions, answer.records, strict=False):
+                if record.sequence != expected:
+                    break
+                records.append(record)
+        self._log_fetch_ended(event.request_id, event.server, found=bool(records))
+        if records and event.server == source:
+            self._views[core].log_records = tuple(records)
+
+    def _learn_log_wanted(self, view: _CoreView, wanted: LogWanted | None) -> None:
+        """A core's gap as its answer states it: records carried that did not move its
+        end were refused (forged by the core they came from, or by a driver on the
+        way), so the next fetch asks another core."""
+        if wanted is not None and view.log_carried_end == wanted.end:
+            view.log_source += 1
+        view.log_carried_end = None
+        if wanted is None or view.log_wanted is None or view.log_wanted.end != wanted.end:
+            view.log_records = ()  # fetched for an end that moved: useless now
+        view.log_wanted = wanted
+
+    # ------------------------------------------------------------ requests
+
     def _request_for(self, core: bytes) -> CoreRequest:
         view = self._views[core]
         since = max(1, view.round - 1)
-        chosen = self._certificates_for(view, since)
+        log_records, view.log_records = view.log_records, ()
+        if log_records and view.log_wanted is not None:
+            view.log_carried_end = view.log_wanted.end
+        reserved_bytes = sum(len(t) for record in log_records for t in record.transactions)
+        chosen = self._certificates_for(view, since, reserved_bytes)
         # A core that voted for (or made) a header gets its certificate without the batch.
         certificates = [c for digest, c in chosen if digest not in view.holds]
         certified = [
@@ -270,7 +359,8 @@ class Driver:
             if digest in view.holds
         ]
         carried = {digest for digest, _ in chosen} | view.known
-        budget_bytes = _REQUEST_BATCH_BYTES - sum(c.header.batch_bytes() for c in certificates)
+        budget_bytes = _REQUEST_BATCH_BYTES - reserved_bytes
+        budget_bytes -= sum(c.header.batch_bytes() for c in certificates)
         headers: list[Header] = []
         for digest, pending in self._pending.items():
             if len(headers) == MAX_HEADERS_PER_REQUEST:
@@ -299,6 +389,7 @@ class Driver:
             checkpoint_held=view.checkpoint_held,
             checkpoint=self._checkpoint_for(view),
             late_held=view.late_held,
+            log_records=log_records,
         )
 
     def _checkpoint_for(self, view: _CoreView) -> CheckpointCertificate | None:
@@ -315,7 +406,9 @@ class Driver:
         view.checkpoint_carried_at = self._polls
         return checkpoint
 
-    def _certificates_for(self, view: _CoreView, since: int) -> list[tuple[bytes, Certificate]]:
+    def _certificates_for(
+        self, view: _CoreView, since: int, reserved_bytes: int = 0
+    ) -> list[tuple[bytes, Certificate]]:
         """What to carry to a core, lowest rounds first: the certificates of its recent
         rounds and the parents it asked for, then, with what room is left, older ones it
         has not shown it holds.  Those are the late certificates (made after the other
@@ -335,8 +428,8 @@ class Driver:
         ]
         late = [item for item in self._ordered if item[1].header.round < since]
         chosen: list[tuple[bytes, Certificate]] = []
-        self._choose(view, recent, chosen)
-        self._choose(view, late, chosen)
+        self._choose(view, recent, chosen, reserved_bytes)
+        self._choose(view, late, chosen, reserved_bytes)
         chosen.sort(key=lambda item: item[1].header.round)
         return chosen
 
@@ -345,9 +438,10 @@ class Driver:
         view: _CoreView,
         candidates: list[tuple[bytes, Certificate]],
         chosen: list[tuple[bytes, Certificate]],
+        reserved_bytes: int = 0,
     ) -> None:
         chosen_digests = {digest for digest, _ in chosen}
-        budget_bytes = _REQUEST_BATCH_BYTES - sum(
+        budget_bytes = _REQUEST_BATCH_BYTES - reserved_bytes - sum(
             c.header.batch_bytes() for d, c in chosen if d not in view.holds
         )
         for digest, certificate in candidates:
@@ -399,6 +493,7 @@ class Driver:
         if answer.request_digest != digest or not answer.has_valid_signature(self.network):
             return
         view.round = max(view.round, answer.round)
+        self._learn_log_wanted(view, answer.log_wanted)
         self._learn_refusals(view, request, answer)
         # Certificates first: they raise the highest round that bounds which headers
         # are kept, so a driver that restarted empty keeps a core's current header.
@@ -588,7 +683,7 @@ class Driver:
 
 
 def _carries_something(request: CoreRequest) -> bool:
-    return bool(request.certificates or request.headers or request.wanted)
+    return bool(request.certificates or request.headers or request.wanted or request.log_records)
 
 
 def _certificate_valid(
@@ -683,7 +778,17 @@ class ByzantineDriver(Driver):
         stripped = tuple(
             msgspec.structs.replace(item, votes=item.votes[:1]) for item in request.certified
         )
-        return msgspec.structs.replace(request, certificates=tuple(forged), certified=stripped)
+        log_records = list(request.log_records)
+        if log_records:
+            index = self._rng.randrange(len(log_records))
+            forged_record = msgspec.structs.replace(log_records[index], transactions=(b"forged",))
+            log_records[index] = forged_record
+        return msgspec.structs.replace(
+            request,
+            certificates=tuple(forged),
+            certified=stripped,
+            log_records=tuple(log_records),
+        )
 
 
 def _some(rng: random.Random, items: Iterable[Any]) -> tuple[Any, ...]:

@@ -385,6 +385,9 @@ class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
     late_held: Bytes32 = ZERO_DIGEST
     """The digest of the core's late own header (see `CoreAnswer.late_header`) the
     driver already has: the answer then leaves it out."""
+    log_records: Annotated[tuple[LogRecord, ...], msgspec.Meta(max_length=MAX_LOG_RECORDS)] = ()
+    """Delivery-log records for the positions the core says it lacks (`log_wanted`),
+    from position `log_wanted.end` - 1 down, fetched from other cores (`LogRequest`)."""
 
 
 class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
@@ -408,6 +411,9 @@ class CoreAnswer(Message, frozen=True, tag="tusk.CoreAnswer"):
     is not certified as far as it knows (unless the request named it as held): a core
     whose round moved on before any driver learnt its header would otherwise never
     show it again, and its transactions would wait for collection to queue them anew."""
+    log_wanted: LogWanted | None = None
+    """The positions this core's delivery log lacks since it installed a checkpoint
+    (None: its log is whole from where it keeps it)."""
 
     def has_valid_signature(self, network: bytes = b"") -> bool:
         """Signed by the core it names, for `network`."""
@@ -634,6 +640,86 @@ class CheckpointCertificate(Message, frozen=True, tag="tusk.CheckpointCertificat
         )
 
 
+MAX_LOG_RECORDS = 256
+"""Delivery-log records one `LogAnswer` (and one `CoreRequest`) carries at most: a core
+filling a gap of hours (about 100,000 positions at the default `kept_commits`) takes
+about 400 requests, and checking one record costs three hashes of its bytes."""
+LOG_ANSWER_BYTES = 1024 * 1024
+"""Encoded bytes of stored records one `LogAnswer` carries at most, beyond its first
+record (one record holds at most one batch, `MAX_BATCH_BYTES`): with a request's 2 MiB
+of certificates and headers it stays under the 4 MiB frame cap."""
+
+
+class LogRecord(Message, frozen=True, tag="tusk.LogRecord"):
+    """The delivery at position `sequence` of the total order, with what proves it to a
+    core that trusts the digest of the sequence up to and including it: the header's
+    fields, so that its digest (which binds the batch) can be recomputed, and the chain
+    digest of the positions before it (`chain_next(previous_chain, ...)` of this record
+    is the chain after it)."""
+
+    sequence: U64
+    leader_round: U64
+    round: U64
+    creator: Bytes32
+    parents: Parents
+    weak_parents: WeakParents
+    transactions: Annotated[
+        tuple[Transaction, ...], msgspec.Meta(max_length=MAX_BATCH_TRANSACTIONS)
+    ]
+    previous_chain: Bytes32
+
+    def digest(self, context: bytes) -> bytes:
+        """The digest of the certificate delivered here, in committee `context`."""
+        return header_digest(
+            self.creator,
+            self.round,
+            batch_digest(self.transactions),
+            self.parents,
+            self.weak_parents,
+            context=context,
+        )
+
+    def chain(self, digest: bytes) -> bytes:
+        """The chain digest after this delivery (`digest` is `self.digest(context)`)."""
+        return chain_next(
+            self.previous_chain,
+            sequence=self.sequence,
+            leader_round=self.leader_round,
+            round_number=self.round,
+            creator=self.creator,
+            digest=digest,
+        )
+
+
+class LogRequest(Message, frozen=True, tag="tusk.LogRequest"):
+    """A driver asks a core for the delivery-log records just below position `end`
+    (positions end - 1, end - 2, ..., at most `count`), to carry them to a core whose log
+    has a gap there.  The answer is not signed: the receiving core checks every record
+    against a chain digest it already trusts."""
+
+    end: U64
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_LOG_RECORDS)] = MAX_LOG_RECORDS
+
+
+class LogAnswer(Message, frozen=True, tag="tusk.LogAnswer"):
+    """The records a core holds at positions `end` - 1, `end` - 2, ... (in that order,
+    consecutive, stopping at the first it does not hold, within `MAX_LOG_RECORDS` and
+    `LOG_ANSWER_BYTES`)."""
+
+    core: Bytes32
+    end: U64
+    records: Annotated[tuple[LogRecord, ...], msgspec.Meta(max_length=MAX_LOG_RECORDS)] = ()
+
+
+class LogWanted(Message, frozen=True, tag="tusk.LogWanted"):
+    """The positions `first`..`end` - 1 a core's delivery log lacks (it installed a
+    checkpoint): it wants the records just below `end` first, and holds the chain digest
+    of the positions below `end`, against which it checks them."""
+
+    first: U64
+    end: U64
+
+
 class Equivocation(Message, frozen=True, tag="tusk.Equivocation"):
     """Proof that a creator signed two different headers for one round."""
 
@@ -705,6 +791,8 @@ TuskMessage = (
     | CheckpointStatement
     | CheckpointVote
     | CheckpointCertificate
+    | LogRequest
+    | LogAnswer
 )
 """Every message of the Tusk protocol (one tagged union)."""
 

@@ -79,6 +79,9 @@ from synod.tusk.core import (
     TuskConfig,
     TuskCore,
     checkpoint_rounds,
+    commit_log_key,
+    log_positions,
+    serve_log,
 )
 from synod.tusk.driver import ByzantineDriver, Driver
 from synod.tusk.messages import (
@@ -88,6 +91,8 @@ from synod.tusk.messages import (
     CoreAnswer,
     CoreRequest,
     Header,
+    LogAnswer,
+    LogRequest,
     RefusalReason,
     SubmitAnswer,
     SubmitRequest,
@@ -218,6 +223,40 @@ class FalseCheckpoints:
         vote = sign_checkpoint(self.keys, lie)
         forged = msgspec.structs.replace(answer, checkpoint=vote)
         return [Reply(outgoing.client, outgoing.request_id, sign_answer(self.keys, forged))]
+
+
+@dataclass(slots=True)
+class ForgedLogRecords:
+    """Serve delivery-log records that lie, to a driver filling another core's gap:
+    a batch changed, a chain digest changed, positions shifted, or the records of
+    other positions.  The core with the gap must refuse each (they do not hash to the
+    chain it trusts) and get the true ones from a correct core."""
+
+    name: str = "forged log records"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        if not isinstance(outgoing, Reply) or not isinstance(outgoing.body, LogAnswer):
+            return [outgoing]
+        answer = outgoing.body
+        if not answer.records:
+            return [outgoing]
+        records = list(answer.records)
+        index = context.rng.randrange(len(records))
+        record = records[index]
+        forgery = context.rng.randrange(4)
+        if forgery == 0:
+            records[index] = msgspec.structs.replace(record, transactions=(b"forged",))
+        elif forgery == 1:
+            chain = blake2b(record.previous_chain, person=b"synod-sim-lie")
+            records[index] = msgspec.structs.replace(record, previous_chain=chain)
+        elif forgery == 2:
+            records = [
+                msgspec.structs.replace(item, sequence=item.sequence + 1) for item in records
+            ]
+        else:
+            records = records[1:] + records[:1]  # the records of other positions
+        lie = msgspec.structs.replace(answer, records=tuple(records))
+        return [Reply(outgoing.client, outgoing.request_id, lie)]
 
 
 @dataclass(slots=True)
@@ -661,6 +700,7 @@ class TuskScenario:
     _world: World | None = None
     _by_position: dict[int, list[str]] = field(default_factory=dict)
     _skipped: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    _unfilled: dict[str, set[int]] = field(default_factory=dict)
     _outage: NodeId | None = None
 
     def __post_init__(self) -> None:
@@ -689,10 +729,11 @@ class TuskScenario:
         self._draw_slow_core(world.rng)
         for index, keys in enumerate(self._keys):
             if index < self.byzantine_cores:
-                factory = self._byzantine_core(keys, committee, config, world.rng)
+                factory = self._byzantine_core(keys, committee, config, world)
                 world.add_node(keys.node_id, factory, CODEC, byzantine=True)
             else:
-                factory = _core_factory(keys, committee, config, self._slow.get(index, 0))
+                slow_ms = self._slow.get(index, 0)
+                factory = _core_factory(keys, committee, config, world, slow_ms)
                 world.add_node(keys.node_id, factory, CODEC)
         for number in range(self.honest_drivers):
             driver = Driver(f"driver-{number}", committee)
@@ -752,8 +793,9 @@ class TuskScenario:
         return {self._keys[index].node_id.hex(): delay for index, delay in self._slow.items()}
 
     def _byzantine_core(
-        self, keys: KeyPair, committee: Committee, config: TuskConfig, rng: random.Random
+        self, keys: KeyPair, committee: Committee, config: TuskConfig, world: World
     ) -> Any:
+        rng = world.rng
         pool: list[Behaviour] = [
             Withhold(rng.choice((0.2, 1.0))),
             GarbageAnswers(),
@@ -766,6 +808,7 @@ class TuskScenario:
         # Every Byzantine core lies in every checkpoint vote it sends (drawing nothing,
         # so that the faults each seed draws stay what they were).
         behaviours.append(FalseCheckpoints(keys, probability=1.0))
+        behaviours.append(ForgedLogRecords())
         double_vote = rng.random() < 0.5
         made_up_weak_parents = rng.random() < 0.5
         if self.weak_parent_attack_only:
@@ -775,8 +818,10 @@ class TuskScenario:
             double_vote = made_up_weak_parents = False
         members = list(committee.members)
 
+        persisted = _persisted_of(world, keys.node_id)
+
         def build(storage: Storage, node_rng: random.Random) -> Core:
-            core = TuskCore(keys, committee, storage, config=config)
+            core = LogServingCore(keys, committee, storage, config=config, persisted=persisted)
             attacker = MadeUpWeakParents(core, keys) if made_up_weak_parents else core
             inner: Core = DoubleVoter(attacker, keys) if double_vote else attacker
             return ByzantineCore(inner, members, node_rng, CODEC, behaviours)
@@ -858,6 +903,13 @@ class TuskScenario:
         if installed is not None and record["node"] in self._correct_cores:
             skipped = (installed["first_skipped"], installed["sequence"])
             self._skipped.setdefault(record["node"], []).append(skipped)
+            self._unfilled.setdefault(record["node"], set()).update(range(*skipped))
+        filled = events_of(record, "LogFilled")
+        if filled is not None and record["node"] in self._unfilled:
+            first = filled["first"]
+            self._unfilled[record["node"]].difference_update(
+                range(first, first + len(filled["digests"]))
+            )
         event = events_of(record, "Committed")
         if event is None or record["node"] not in self._correct_cores:
             return
@@ -896,6 +948,8 @@ class TuskScenario:
     def is_live(self, world: World) -> bool:
         if self._fresh != self._correct_cores:
             return False
+        if any(self._unfilled.values()):
+            return False  # a checkpoint's gap must be filled too: the records exist
         expected = {transaction for _, transaction in self._expected}
         for core in self._correct_cores:
             missing = {tx for tx in expected if (core, tx) not in self._delivered}
@@ -919,11 +973,48 @@ def shortest_window(gc_depth: int) -> int:
     return gc_depth + checkpoint_rounds(gc_depth) + CHECKPOINT_SLACK_ROUNDS
 
 
+class LogServingCore(TuskCore):
+    """A `TuskCore` whose node answers `LogRequest`s from the delivery-log records it
+    persisted (`persisted()`: the world's copy of its storage), the twin of what
+    `synod.runtime.tusk_node.CoreNode` does from its SQLite file: the core itself keeps
+    no log in memory and does no I/O."""
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        committee: Committee,
+        storage: Storage,
+        *,
+        config: TuskConfig,
+        persisted: Callable[[], Mapping[bytes, bytes]],
+    ) -> None:
+        super().__init__(keys, committee, storage, config=config)
+        self._persisted = persisted
+
+    def handle(self, event: Any, now_ms: int) -> Step:
+        if isinstance(event, RequestReceived) and isinstance(event.body, LogRequest):
+            stored = self._persisted()
+            records = {
+                position: stored[commit_log_key(position)]
+                for position in log_positions(event.body)
+                if commit_log_key(position) in stored
+            }
+            answer = serve_log(self.node_id, event.body, records)
+            return Step(outgoing=[Reply(event.client, event.request_id, answer)])
+        return super().handle(event, now_ms)
+
+
+def _persisted_of(world: World, node_id: NodeId) -> Callable[[], Mapping[bytes, bytes]]:
+    return lambda: world.node(node_id).storage
+
+
 def _core_factory(
-    keys: KeyPair, committee: Committee, config: TuskConfig, slow_ms: int = 0
+    keys: KeyPair, committee: Committee, config: TuskConfig, world: World, slow_ms: int = 0
 ) -> Any:
+    persisted = _persisted_of(world, keys.node_id)
+
     def build(storage: Storage, rng: random.Random) -> Core:
-        core = TuskCore(keys, committee, storage, config=config)
+        core = LogServingCore(keys, committee, storage, config=config, persisted=persisted)
         return SlowCore(core, slow_ms) if slow_ms else core
 
     return build
@@ -949,11 +1040,21 @@ class TuskPrefixChecker:
     skipped: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     """Positions each core skipped by installing a checkpoint, as [first, end) ranges."""
 
+    unfilled: dict[str, set[int]] = field(default_factory=dict)
+    """Positions each core skipped by installing a checkpoint and has not filled yet."""
+
     def observe(self, record: Record) -> list[Violation]:
         node = record.get("node")
         installed = events_of(record, "CheckpointInstalled")
         if installed is not None and node in self.correct_nodes:
             return self._installed(record, node, installed)
+        filled = events_of(record, "LogFilled")
+        if filled is not None and node in self.correct_nodes:
+            return self._filled(record, node, filled)
+        closed = events_of(record, "GapClosed")
+        if closed is not None and node in self.correct_nodes and not closed["consistent"]:
+            detail = f"{node[:8]} filled a gap that does not continue its own sequence"
+            return [self._violation(record, detail)]
         event = events_of(record, "Committed")
         if event is None or node not in self.correct_nodes:
             return []
@@ -998,13 +1099,42 @@ class TuskPrefixChecker:
             found.append(self._violation(record, detail))
         self.lengths[node] = max(position, event["sequence"])
         self.skipped.setdefault(node, []).append((position, event["sequence"]))
+        self.unfilled.setdefault(node, set()).update(range(position, event["sequence"]))
+        return found
+
+    def _filled(self, record: Record, node: str, event: dict[str, Any]) -> list[Violation]:
+        """Records written into a core's gap: at positions it skipped, each the agreed
+        certificate there, none it delivered already."""
+        found: list[Violation] = []
+        seen = self.delivered.setdefault(node, set())
+        unfilled = self.unfilled.setdefault(node, set())
+        for position, digest in enumerate(event["digests"], start=event["first"]):
+            if position >= self.lengths.get(node, 0):
+                detail = f"{node[:8]} filled position {position}, beyond its own sequence"
+                found.append(self._violation(record, detail))
+            if position < len(self.agreed) and self.agreed[position][0] != digest:
+                detail = (
+                    f"position {position}: {node[:8]} filled {digest[:12]} but"
+                    f" {self.agreed[position][1][:8]} delivered {self.agreed[position][0][:12]}"
+                )
+                found.append(self._violation(record, detail))
+            if digest in seen and position in unfilled:
+                found.append(self._violation(record, f"{node[:8]} has {digest[:12]} twice"))
+            seen.add(digest)
+            unfilled.discard(position)
         return found
 
     def _violation(self, record: Record, detail: str) -> Violation:
         return Violation(self.name, record["t"], detail)
 
     def finish(self) -> list[Violation]:
-        return []
+        """Once the run is over (healed, every correct core live), no correct core's
+        delivery log may still have a gap: the records were there to fetch."""
+        return [
+            Violation(self.name, -1, f"{node[:8]} never filled {len(positions)} positions")
+            for node, positions in sorted(self.unfilled.items())
+            if positions
+        ]
 
 
 # ---------------------------------------------------------------- plain networks
@@ -1080,7 +1210,8 @@ def tusk_world(
     config = config or TuskConfig()
     configs = core_configs or {}
     factories = {
-        key.node_id: _core_factory(key, committee, configs.get(key.node_id, config)) for key in keys
+        key.node_id: _core_factory(key, committee, configs.get(key.node_id, config), world)
+        for key in keys
     }
     world.add_nodes(factories, CODEC)
     add_drivers(world, committee, drivers, network=config.network)

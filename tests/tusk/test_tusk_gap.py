@@ -1,0 +1,297 @@
+"""Filling the gap a checkpoint leaves in a core's delivery log, through drivers.
+
+A core installing a checkpoint skips positions first_skipped..sequence - 1.  Drivers
+fetch those records from other cores (`LogRequest`, served from what each core
+persisted) and carry them to it; the core checks each, from the top down, against the
+chain digest it trusts (the checkpoint's, then each record's `previous_chain`).  Until
+the gap is filled far enough, an own batch whose delivery may lie in it is not queued
+again: before, it was, and a transaction the committee had committed while the core was
+away was committed a second time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+import pytest
+
+from synod.core import Proposed, RequestReceived, Step
+from synod.crypto import KeyPair
+from synod.quorum.committee import Committee
+from synod.sim.scenarios.tusk import delivered_transactions, submit, tusk_world
+from synod.sim.world import World
+from synod.tusk.core import (
+    COMMIT_LOG_PREFIX,
+    CheckpointInstalled,
+    GapClosed,
+    GapGivenUp,
+    LogFilled,
+    TuskConfig,
+    TuskCore,
+    commit_log_key,
+    log_positions,
+    read_commit_record,
+    serve_log,
+)
+from synod.tusk.messages import (
+    CODEC,
+    MAX_LOG_RECORDS,
+    Certificate,
+    CheckpointCertificate,
+    CoreAnswer,
+    CoreRequest,
+    LogRecord,
+    LogRequest,
+    VoteSignature,
+)
+from synod.wire import DecodeError
+
+KEYS = [KeyPair.from_seed(bytes([index + 11]) * 32) for index in range(4)]
+CORES = [key.node_id for key in KEYS]
+COMMITTEE = Committee.equal_weights(CORES)
+
+
+def log_of(storage: dict[bytes, bytes]) -> dict[int, bytes]:
+    """Position -> certificate digest of every delivery-log record in `storage`."""
+    return {
+        record.sequence: record.digest
+        for record in (
+            read_commit_record(value)
+            for key, value in storage.items()
+            if key.startswith(COMMIT_LOG_PREFIX)
+        )
+    }
+
+
+def records_from(storage: dict[bytes, bytes], core: int, end: int) -> tuple[LogRecord, ...]:
+    """What core `core` (with `storage`) serves for the positions below `end`."""
+    request = LogRequest(end=end)
+    stored = {
+        position: storage[commit_log_key(position)]
+        for position in log_positions(request)
+        if commit_log_key(position) in storage
+    }
+    return serve_log(CORES[core], request, stored).records
+
+
+# ---------------------------------------------------------------- one core, by hand
+
+
+class Behind:
+    """Core 3 rebuilt from what it had stored early, asked directly (its storage kept)."""
+
+    def __init__(self, storage: dict[bytes, bytes], config: TuskConfig) -> None:
+        self.storage = dict(storage)
+        self.config = config
+        self.core = TuskCore(KEYS[3], COMMITTEE, dict(self.storage), config=config)
+        self.events: list[object] = []
+        self.request_id = 0
+
+    def ask(self, request: CoreRequest) -> CoreAnswer:
+        self.request_id += 1
+        step = self.core.handle(RequestReceived("driver", self.request_id, request), 0)
+        self._apply(step)
+        body = step.outgoing[0].body
+        assert isinstance(body, CoreAnswer)
+        return body
+
+    def _apply(self, step: Step) -> None:
+        for record in step.persist:
+            if record.value is None:
+                self.storage.pop(record.key, None)
+            else:
+                self.storage[record.key] = record.value
+        self.events.extend(step.events)
+
+    def propose(self, transaction: bytes) -> None:
+        self._apply(self.core.handle(Proposed(transaction), 0))
+
+    def restart(self) -> None:
+        self.core = TuskCore(KEYS[3], COMMITTEE, dict(self.storage), config=self.config)
+
+
+def _checkpoint(world: World) -> CheckpointCertificate:
+    """A checkpoint signed by cores 0, 1 and 2 (f + 1 = 2 would do), once they agree."""
+    cores = [world.core(core, TuskCore) for core in CORES[:3]]
+
+    def agreed() -> bool:
+        votes = [core.checkpoint for core in cores]
+        return all(vote is not None for vote in votes) and (
+            len({vote.statement for vote in votes if vote is not None}) == 1
+        )
+
+    assert world.step_until(agreed, max_ms=world.now_ms + 20_000)
+    votes = [core.checkpoint for core in cores if core.checkpoint is not None]
+    signatures = [VoteSignature(voter=vote.signer, signature=vote.signature) for vote in votes]
+    return CheckpointCertificate(statement=votes[0].statement, signatures=tuple(signatures))
+
+
+class History(NamedTuple):
+    early: dict[bytes, bytes]
+    """Core 3's store early on."""
+    later: dict[bytes, bytes]
+    """Core 0's store much later."""
+    checkpoint: CheckpointCertificate
+    """A checkpoint far ahead of core 3's early store."""
+    soon: list[Certificate]
+    """The certificates core 0 held soon after core 3's early store, lowest rounds
+    first."""
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    config = TuskConfig(gc_depth=4)
+    world = tusk_world(KEYS, seed=13, config=config)
+    submit(world, CORES[3], [b"early"])
+    assert world.step_until(lambda: b"early" in delivered_transactions(world, CORES[3]))
+    early = dict(world.node(CORES[3]).storage)
+    soon: list[Certificate] = []
+    for number in range(40):
+        submit(world, CORES[number % 3], [f"later {number}".encode()])
+        world.run_until(world.now_ms + 30)
+        if number == 3:
+            soon = _held_certificates(world.node(CORES[0]).storage)
+    assert world.step_until(
+        lambda: all(b"later 39" in delivered_transactions(world, c) for c in CORES[:3])
+    )
+    checkpoint = _checkpoint(world)
+    return History(early, dict(world.node(CORES[0]).storage), checkpoint, soon)
+
+
+def _held_certificates(storage: dict[bytes, bytes]) -> list[Certificate]:
+    held = [
+        msgspec.msgpack.decode(value, type=Certificate)
+        for key, value in storage.items()
+        if key.startswith(b"tusk/certificate/")
+    ]
+    return sorted(held, key=lambda certificate: certificate.header.round)
+
+
+def _installed(
+    history: History,
+) -> tuple[Behind, dict[bytes, bytes], int, int]:
+    early, source, checkpoint, _ = history
+    behind = Behind(early, TuskConfig(gc_depth=4))
+    first = behind.core.committed_count
+    answer = behind.ask(CoreRequest(checkpoint=checkpoint))
+    assert answer.log_wanted is not None, "a core with a gap says which positions it lacks"
+    assert (answer.log_wanted.first, answer.log_wanted.end) == (
+        first,
+        checkpoint.statement.sequence,
+    )
+    return behind, source, first, checkpoint.statement.sequence
+
+
+def test_a_core_fills_the_gap_of_a_checkpoint_from_checked_records_and_says_when_whole(
+    history: History,
+) -> None:
+    behind, source, first, end = _installed(history)
+    assert end - first > 8, "a gap worth filling"
+    while behind.core.log_gap is not None:
+        _, top = behind.core.log_gap
+        answer = behind.ask(CoreRequest(log_records=records_from(source, 0, top)[:8]))
+        assert answer.log_wanted is None or answer.log_wanted.end == top - 8
+        if behind.core.log_gap is not None:  # a restart in the middle resumes the gap
+            behind.restart()
+            assert behind.core.log_gap == (first, top - 8)
+    expected = log_of(source)
+    mine = log_of(behind.storage)
+    assert sorted(mine) == list(range(behind.core.committed_count)), "no position missing"
+    assert all(mine[position] == expected[position] for position in mine)
+    filled = [event for event in behind.events if isinstance(event, LogFilled)]
+    assert sum(len(event.digests) for event in filled) == end - first
+    closed = [event for event in behind.events if isinstance(event, GapClosed)]
+    assert closed == [GapClosed(first, end, consistent=True, dropped=())]
+
+
+def _forgeries(records: tuple[LogRecord, ...]) -> dict[str, tuple[LogRecord, ...]]:
+    top, below = records[0], records[1]
+    return {
+        "a batch changed": (msgspec.structs.replace(top, transactions=(b"forged",)),),
+        "a chain changed": (msgspec.structs.replace(top, previous_chain=bytes(32)),),
+        "the leader round changed": (
+            msgspec.structs.replace(top, leader_round=top.leader_round + 2),
+        ),
+        "the record of another position": (below,),
+        "a record renumbered": (msgspec.structs.replace(below, sequence=top.sequence),),
+        "positions out of order": (below, top),
+        "too many records": (top,) * (MAX_LOG_RECORDS + 1),
+    }
+
+
+def test_forged_gap_records_are_refused_and_the_core_still_serves_and_fills(
+    history: History,
+) -> None:
+    behind, source, _, end = _installed(history)
+    records = records_from(source, 0, end)
+    for name, forged in _forgeries(records).items():
+        refused_before = behind.core.metrics()["log_records_refused"]
+        answer = behind.ask(CoreRequest(log_records=forged))
+        assert answer.log_wanted is not None and answer.log_wanted.end == end, name
+        assert behind.core.metrics()["log_records_refused"] == refused_before + len(forged), name
+        assert not any(isinstance(event, LogFilled) for event in behind.events), name
+        assert end - 1 not in log_of(behind.storage), name
+    # A good record after a forged one: only the part that hashes to the chain counts.
+    spliced = (records[0], msgspec.structs.replace(records[1], transactions=(b"forged",)))
+    answer = behind.ask(CoreRequest(log_records=spliced))
+    assert answer.log_wanted is not None and answer.log_wanted.end == end - 1
+    answer = behind.ask(CoreRequest(log_records=records_from(source, 0, end - 1)))
+    assert answer.log_wanted is None or answer.log_wanted.end < end - 1
+
+
+def test_a_request_with_more_log_records_than_the_bound_does_not_decode() -> None:
+    record = LogRecord(
+        sequence=0,
+        leader_round=2,
+        round=1,
+        creator=CORES[0],
+        parents=(),
+        weak_parents=(),
+        transactions=(),
+        previous_chain=bytes(32),
+    )
+    fits = CODEC.encode(CoreRequest(log_records=(record,) * MAX_LOG_RECORDS))
+    assert isinstance(CODEC.decode(fits), CoreRequest)
+    over = CODEC.encode(CoreRequest(log_records=(record,) * (MAX_LOG_RECORDS + 1)))
+    with pytest.raises(DecodeError):
+        CODEC.decode(over)
+
+
+def test_serving_stops_at_the_first_position_missing_and_keeps_within_the_bound(
+    history: History,
+) -> None:
+    source, end = history.later, history.checkpoint.statement.sequence
+    positions = sorted(log_of(source))
+    assert positions == list(range(len(positions)))
+    holed = {key: value for key, value in source.items() if key != commit_log_key(end - 5)}
+    served = records_from(holed, 0, end)
+    assert [record.sequence for record in served] == [end - 1, end - 2, end - 3, end - 4]
+    stored = {position: source[commit_log_key(position)] for position in range(end)}
+    three = serve_log(CORES[0], LogRequest(end=end, count=3), stored)
+    assert [record.sequence for record in three.records] == [end - 1, end - 2, end - 3]
+    assert len(serve_log(CORES[0], LogRequest(end=end), stored).records) == min(
+        end, MAX_LOG_RECORDS
+    )
+
+
+def test_a_gap_below_what_the_core_keeps_is_given_up_and_its_own_batches_are_not_requeued(
+    history: History,
+) -> None:
+    behind = Behind(history.early, TuskConfig(gc_depth=4, kept_commits=0))
+    # An own header of core 3 that nobody certified as far as it knows: proposed once
+    # the certificates carried moved it to a round it had no header for.
+    behind.propose(b"unsure")
+    for start in range(0, len(history.soon), 16):
+        behind.ask(CoreRequest(certificates=tuple(history.soon[start : start + 16])))
+    assert behind.core.pending_count == 0, "in a header"
+    checkpoint = history.checkpoint
+    pending_before = behind.core.pending_count
+    behind.ask(CoreRequest(checkpoint=checkpoint))
+    kinds = [type(event) for event in behind.events]
+    assert kinds[-3:] == [CheckpointInstalled, GapGivenUp, GapClosed]
+    closed = behind.events[-1]
+    assert isinstance(closed, GapClosed)
+    assert b"unsure" in closed.dropped, "reported, not proposed again"
+    assert behind.core.pending_count == pending_before
+    assert behind.core.log_gap is None
