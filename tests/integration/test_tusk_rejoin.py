@@ -5,8 +5,13 @@ rounds; restarted, it installs a checkpoint signed by cores of weight f + 1 that
 driver carries, takes transactions again, and its sequence is the others' at every
 position it holds.
 
+Its log then has a gap (the positions the checkpoint skipped): the driver fetches those
+records from the other cores and carries them to it, and once it says the gap is closed
+its file holds every position up to its head, each equal to core-0's.
+
 Before, the restarted core could never catch up (every round it needed was collected
-by the others and forgotten by the drivers): it refused every transaction, for good.
+by the others and forgotten by the drivers): it refused every transaction, for good;
+then it rejoined with a gap in its file for good.
 Waits are on lines the processes print and on receipts, under deadlines."""
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import pytest
 
 from synod.cli.cluster import WatchedProcess, free_ports, synod_command
-from synod.runtime.tusk_node import SubmitFailed, submit_transactions
+from synod.runtime.tusk_node import CommitLogReader, SubmitFailed, submit_transactions
 from synod.tusk.config import load_network
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -188,3 +193,20 @@ def test_a_core_down_for_ten_times_gc_depth_rounds_rejoins_with_an_equal_prefix(
     common = mine.keys() & others.keys()
     assert all(others[position] == mine[position] for position in common)
     assert len(common) > len(first_life), "it commits beside the others"
+    restarted.wait_for(
+        lambda lines: any(line["event"] == "gap-closed" for line in lines), "the gap closed"
+    )
+    [closed] = restarted.events("gap-closed")
+    assert closed["consistent"] and closed["dropped_transactions"] == 0
+    assert_whole_and_equal(directory, "core-3", "core-0")
+
+
+def assert_whole_and_equal(directory: Path, core: str, reference: str) -> None:
+    """`core`'s file holds every position from 0 to its head, each as `reference`'s."""
+    network = load_network(directory)
+    with CommitLogReader(network.store_path(network.find(core))) as reader:
+        mine = {event.sequence: event.digest for event in reader.read_from(0)}
+    with CommitLogReader(network.store_path(network.find(reference))) as reader:
+        theirs = {event.sequence: event.digest for event in reader.read_from(0)}
+    assert sorted(mine) == list(range(len(mine))), "no position missing"
+    assert all(theirs[position] == digest for position, digest in mine.items())
