@@ -11,14 +11,18 @@ away was committed a second time.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 import pytest
 
-from synod.core import Proposed, RequestReceived, Step
+from synod.core import Call, Persist, Proposed, RequestReceived, Response, Started, Step
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
+from synod.runtime.rpc import RequestRejected
+from synod.runtime.storage import SqliteStorage
+from synod.runtime.tusk_node import LOG_REQUEST_INTERVAL_MS, LogService
 from synod.sim.scenarios.tusk import delivered_transactions, submit, tusk_world
 from synod.sim.world import World
 from synod.tusk.core import (
@@ -34,6 +38,7 @@ from synod.tusk.core import (
     read_commit_record,
     serve_log,
 )
+from synod.tusk.driver import Driver
 from synod.tusk.messages import (
     CODEC,
     MAX_LOG_RECORDS,
@@ -41,9 +46,13 @@ from synod.tusk.messages import (
     CheckpointCertificate,
     CoreAnswer,
     CoreRequest,
+    LogAnswer,
     LogRecord,
     LogRequest,
+    LogWanted,
     VoteSignature,
+    request_digest,
+    sign_answer,
 )
 from synod.wire import DecodeError
 
@@ -295,3 +304,88 @@ def test_a_gap_below_what_the_core_keeps_is_given_up_and_its_own_batches_are_not
     assert b"unsure" in closed.dropped, "reported, not proposed again"
     assert behind.core.pending_count == pending_before
     assert behind.core.log_gap is None
+
+
+# ---------------------------------------------------------------- drivers and nodes
+
+
+def _answer_with_gap(call_body: CoreRequest, wanted: LogWanted) -> CoreAnswer:
+    return sign_answer(
+        KEYS[3],
+        CoreAnswer(
+            core=CORES[3],
+            request_digest=request_digest(call_body),
+            round=1,
+            header=None,
+            votes=(),
+            known=(),
+            certificates=(),
+            refusals=(),
+            log_wanted=wanted,
+        ),
+    )
+
+
+def _calls(step: Step) -> list[Call]:
+    return [call for call in step.outgoing if isinstance(call, Call)]
+
+
+def test_a_driver_fetches_a_gap_from_the_other_cores_in_turn_and_carries_the_records(
+    history: History,
+) -> None:
+    end = history.checkpoint.statement.sequence
+    wanted = LogWanted(first=end - 40, end=end)
+    driver = Driver("d", COMMITTEE)
+    calls = {call.to: call for call in _calls(driver.handle(Started(), 0))}
+    request = calls[CORES[3]].body
+    assert isinstance(request, CoreRequest)
+    answer = _answer_with_gap(request, wanted)
+    step = driver.handle(Response(CORES[3], calls[CORES[3]].request_id, answer), 1)
+    [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
+    assert fetch.to != CORES[3] and fetch.body == LogRequest(end=end)
+    # That core holds none of them: the next fetch asks another one.
+    step = driver.handle(Response(fetch.to, fetch.request_id, LogAnswer(fetch.to, end)), 2)
+    [second] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
+    assert second.to not in (fetch.to, CORES[3])
+    records = records_from(history.later, 0, end)
+    # Records not starting at the gap's end are of no use: dropped, another core asked.
+    shifted = LogAnswer(second.to, end, records[1:])
+    step = driver.handle(Response(second.to, second.request_id, shifted), 3)
+    [third] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
+    assert third.to not in (second.to, CORES[3])
+    step = driver.handle(Response(third.to, third.request_id, LogAnswer(third.to, end, records)), 4)
+    [carried] = [call for call in _calls(step) if call.to == CORES[3]]
+    assert isinstance(carried.body, CoreRequest)
+    assert carried.body.log_records == records[:40], "only positions of the gap"
+    # Its answer shows the end did not move (it refused them): the next fetch goes on.
+    refused = _answer_with_gap(carried.body, wanted)
+    step = driver.handle(Response(CORES[3], carried.request_id, refused), 5)
+    [fourth] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
+    assert fourth.to not in (third.to, CORES[3])
+
+
+def test_a_node_serves_its_log_from_its_file_at_a_bounded_rate(
+    tmp_path: Path, history: History
+) -> None:
+    storage = SqliteStorage.open(tmp_path / "core-0.sqlite")
+    try:
+        storage.apply(Persist(key, value) for key, value in history.later.items())
+    finally:
+        storage.close()
+    end = history.checkpoint.statement.sequence
+    service = LogService(CORES[0], tmp_path / "core-0.sqlite")
+    try:
+        body = CODEC.encode(LogRequest(end=end, count=5))
+        answer = CODEC.decode(service.answer("a", body, now_ms=1_000))
+        assert isinstance(answer, LogAnswer)
+        assert answer.records == records_from(history.later, 0, end)[:5]
+        early = CODEC.decode(service.answer("a", body, now_ms=1_000 + LOG_REQUEST_INTERVAL_MS - 1))
+        assert isinstance(early, LogAnswer) and early.records == (), "too soon: nothing read"
+        other = CODEC.decode(service.answer("b", body, now_ms=1_001))
+        assert isinstance(other, LogAnswer) and len(other.records) == 5
+        later = CODEC.decode(service.answer("a", body, now_ms=1_000 + LOG_REQUEST_INTERVAL_MS))
+        assert isinstance(later, LogAnswer) and len(later.records) == 5
+        with pytest.raises(RequestRejected):
+            service.answer("c", body[:-1], now_ms=2_000)
+    finally:
+        service.close()
