@@ -12,6 +12,7 @@ import pytest
 from synod.sim.checkers import check_history
 from synod.sim.runner import Outcome, RunSettings, run_scenario
 from synod.sim.scenarios.tusk import TuskPrefixChecker, TuskScenario
+from synod.tusk.core import TuskCore
 
 # 200 seeds in CI, in four chunks so that no single test runs long.
 SEED_CHUNKS = [range(start, start + 50) for start in range(0, 200, 50)]
@@ -104,6 +105,30 @@ def test_a_core_away_beyond_what_drivers_remember_rejoins_and_gets_its_work_comm
         assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
         installed += kinds_of(outcome)["CheckpointInstalled"] > 0
     assert installed > 0, "some runs went beyond the drivers' window"
+
+
+def test_a_core_filling_its_gap_beside_a_byzantine_core_refuses_its_forged_records() -> None:
+    """Seven cores (f = 2): one Byzantine, serving forged delivery-log records (a batch
+    or a chain changed, positions shifted or swapped: `ForgedLogRecords`) beside its
+    other faults, and one correct core away beyond the drivers' window, which fills the
+    gap its checkpoint left from what drivers fetch (a Byzantine driver forges records
+    it carries too).  Every run ends with every correct core's log whole (the checker's
+    `finish`), and forged records were offered and refused on the way."""
+    closed = refused = 0
+    for seed in range(16):
+        scenario = TuskScenario(
+            cores=7, byzantine_cores=1, long_outage=True, long_outage_ms=6_000, slow_core_ms=(0, 0)
+        )
+        outcome = run_scenario(scenario, seed, OUTAGE_SETTINGS)
+        assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
+        closed += kinds_of(outcome)["GapClosed"]
+        refused += sum(
+            node.core.metrics()["log_records_refused"]
+            for node in outcome.world.correct_nodes()
+            if isinstance(node.core, TuskCore)
+        )
+    assert closed > 0, "some runs filled a gap"
+    assert refused > 0, "forged records reached a core with a gap and were refused"
 
 
 def test_false_checkpoints_signed_by_f_cores_are_never_installed() -> None:
@@ -214,6 +239,37 @@ def test_prefix_checker_flags_divergence_gaps_and_repeats() -> None:
     # A Byzantine node's deliveries are not judged.
     byzantine = [committed(first, 0, "01"), committed("cc" * 32, 0, "09")]
     assert check_history([TuskPrefixChecker(correct)], byzantine) == []
+
+
+def test_prefix_checker_demands_a_skipped_gap_filled_with_the_agreed_certificates() -> None:
+    correct = {"aa" * 32, "bb" * 32}
+    first, second = sorted(correct)
+
+    def event(node: str, t: int, **fields: object) -> dict[str, object]:
+        return {"t": t, "kind": "event", "node": node, "event": fields}
+
+    others = [
+        event(first, number, type="Committed", sequence=number, digest=f"0{number}")
+        for number in range(4)
+    ]
+    installed = event(
+        second, 10, type="CheckpointInstalled", first_skipped=0, sequence=3, leader_round=4
+    )
+    after = event(second, 11, type="Committed", sequence=3, digest="03")
+    unfilled = [*others, installed, after]
+    found = check_history([TuskPrefixChecker(correct)], unfilled)
+    assert [violation.detail for violation in found] == [f"{second[:8]} never filled 3 positions"]
+    filled = event(second, 12, type="LogFilled", first=0, digests=["00", "01", "02"])
+    assert check_history([TuskPrefixChecker(correct)], [*unfilled, filled]) == []
+    wrong = event(second, 12, type="LogFilled", first=0, digests=["00", "09", "02"])
+    found = check_history([TuskPrefixChecker(correct)], [*unfilled, wrong])
+    assert ["filled 09" in violation.detail for violation in found] == [True]
+    beyond = event(second, 12, type="LogFilled", first=3, digests=["03", "04"])
+    found = check_history([TuskPrefixChecker(correct)], [*unfilled, beyond])
+    assert any("beyond its own sequence" in violation.detail for violation in found)
+    lied = event(second, 13, type="GapClosed", first=0, end=3, consistent=False, dropped=[])
+    found = check_history([TuskPrefixChecker(correct)], [*unfilled, filled, lied])
+    assert ["does not continue" in violation.detail for violation in found] == [True]
 
 
 def test_checker_reads_back_the_same_verdict_from_a_recorded_history() -> None:

@@ -16,13 +16,21 @@ certificates.  Faults, all drawn from the seed:
   (`ForgedCertificates`), a second signed header per round shown to some drivers
   (`ForkHeaders`: equivocation), votes for every carried header (`DoubleVoter`) and
   own headers naming a made-up weak parent just under the core's collection floor
-  (`MadeUpWeakParents`, the weak-parent attack);
+  (`MadeUpWeakParents`, the weak-parent attack), and, always, false checkpoint votes
+  (`FalseCheckpoints`) and forged delivery-log records served to drivers filling a
+  core's gap (`ForgedLogRecords`);
 - Byzantine drivers (`synod.tusk.driver.ByzantineDriver`: withholding, reordering,
-  replaying, mixing rounds, forging certificates) beside the honest ones.
+  replaying, mixing rounds, forging certificates and log records) beside the honest
+  ones.
+
+Every core's node answers `LogRequest`s from what the core persisted
+(`LogServingCore`, the twin of `synod.runtime.tusk_node.LogService`).
 
 Checkers (pure, over the history's `Committed` events of correct cores, after every
 step): `TuskPrefixChecker`, every two correct cores' committed sequences are one a
-prefix of the other, and no core delivers a certificate twice.  Liveness after healing:
+prefix of the other, and no core delivers a certificate twice; a core that skipped
+positions by installing a checkpoint fills them with the agreed certificates, and has
+filled them all by the end.  Liveness after healing:
 every correct core commits at least one certificate after the heal and delivers every
 transaction a correct core took: proposed to it by the local application while it was
 up, or receipted by it to the `SubmitClient` (which submits to cores of its choice,
