@@ -208,7 +208,7 @@ def forged_copy(directory: Path, copy: Path) -> Path:
         ).fetchall()
         for key, value in rows:
             record = msgspec.msgpack.decode(value)
-            if bytes(key).startswith(COMMIT_LOG_PREFIX) and record[-1]:
+            if bytes(key).startswith(COMMIT_LOG_PREFIX) and record[6]:  # its transactions
                 record[5] = bytes(32)  # the certificate digest (after the tag)
                 connection.execute(
                     "UPDATE records SET value = ? WHERE key = ?",

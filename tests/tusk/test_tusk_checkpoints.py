@@ -30,6 +30,9 @@ from synod.tusk.messages import (
     CheckpointVote,
     CoreAnswer,
     CoreRequest,
+    SubmitAnswer,
+    SubmitRefusal,
+    SubmitRequest,
     VoteSignature,
     chain_next,
     genesis_chain,
@@ -154,6 +157,39 @@ def test_a_fresh_core_installs_a_checkpoint_of_f_plus_one_and_continues_the_orde
     rebuilt = TuskCore(KEYS[3], COMMITTEE, dict(fresh.storage), config=CONFIG)
     assert rebuilt.committed_count == fresh.core.committed_count
     assert (rebuilt.chain, rebuilt.round) == (fresh.core.chain, fresh.core.round)
+
+
+def _submit_to(fresh: Fresh, transaction: bytes) -> SubmitAnswer:
+    fresh.request_id += 1
+    request = SubmitRequest(transactions=(transaction,))
+    step = fresh.core.handle(RequestReceived("client", fresh.request_id, request), 0)
+    body = step.outgoing[0].body
+    assert isinstance(body, SubmitAnswer) and body.has_valid_signature()
+    return body
+
+
+def test_a_fresh_core_joining_late_signs_no_receipt_until_it_knows_where_the_committee_is(
+    world: World,
+) -> None:
+    # Before, a core with an empty store signed receipts from the start: joining a
+    # committee far ahead, it promised what it could not yet keep.
+    fresh = Fresh()
+    first = _submit_to(fresh, b"too early")
+    assert (first.accepted, first.reason) == (0, SubmitRefusal.NOT_IN_CONTACT)
+    # A driver of the committee states its round, far beyond this core's reach.
+    fresh.ask(CoreRequest(committee_round=core(world, 0).round))
+    behind = _submit_to(fresh, b"still early")
+    assert (behind.accepted, behind.reason) == (0, SubmitRefusal.BEHIND)
+    fresh.ask(CoreRequest(checkpoint=certificate_of(votes_of(world, [0, 1]))))
+    fresh.carry(held_certificates(core(world, 0)))
+    assert _submit_to(fresh, b"in time").accepted == 1
+
+
+def test_a_core_of_a_brand_new_committee_takes_transactions_from_its_first_driver_call() -> None:
+    fresh = Fresh()
+    assert _submit_to(fresh, b"first").reason == SubmitRefusal.NOT_IN_CONTACT
+    fresh.ask(CoreRequest(committee_round=0))  # the driver holds no certificate yet
+    assert _submit_to(fresh, b"first").accepted == 1
 
 
 def _forgeries(world: World) -> dict[str, CheckpointCertificate]:

@@ -44,6 +44,7 @@ from synod.tusk.messages import (
     Header,
     RefusalReason,
     SubmitAnswer,
+    SubmitRefusal,
     SubmitRequest,
     WeakParent,
     committee_context,
@@ -126,6 +127,14 @@ class Harness:
         assert isinstance(reply, Reply)
         assert reply.request_id == self.request_id
         return step, reply.body
+
+    def propose(self, *transactions: bytes) -> None:
+        """The local application hands transactions to the core (no receipt)."""
+        for transaction in transactions:
+            step = self.core.handle(Proposed(transaction), 0)
+            for record in step.persist:
+                assert record.value is not None
+                self.storage[record.key] = record.value
 
     def rebuilt(self) -> TuskCore:
         return TuskCore(self.keys, COMMITTEE, dict(self.storage), config=self.config)
@@ -554,20 +563,24 @@ def test_rebuilt_core_answers_exactly_like_the_original() -> None:
 
 def test_client_transactions_are_persisted_then_batched_into_the_next_header() -> None:
     harness = Harness(config=TuskConfig(max_batch_transactions=2))
+    _, first = harness.ask(CoreRequest())  # a driver's first call: the committee is new
+    assert first.header is not None and first.header.transactions == ()
     step, answer = harness.ask(SubmitRequest(transactions=(b"t1", b"t2", b"t3")))
     assert isinstance(answer, SubmitAnswer) and answer.has_valid_signature()
     assert (answer.accepted, answer.refused, answer.pending) == (3, 0, 3)
     assert {record.value for record in step.persist} == {b"t1", b"t2", b"t3"}
-    _, answer = harness.ask(CoreRequest())
+    round_one = certified_round(1, (), KEYS[1:])
+    _, answer = harness.ask(CoreRequest(certificates=tuple(round_one)))
     assert answer.header is not None and answer.header.transactions == (b"t1", b"t2")
     assert harness.rebuilt().pending_count == 1
-    _, answer = harness.ask(CoreRequest(certificates=tuple(certified_round(1, ()))))
+    round_two = certified_round(2, digests(round_one), KEYS[1:])
+    _, answer = harness.ask(CoreRequest(certificates=tuple(round_two)))
     assert answer.header is not None and answer.header.transactions == (b"t3",)
 
 
 def test_batch_of_an_own_header_never_certified_is_proposed_again_after_collection() -> None:
     harness = Harness(config=TuskConfig(gc_depth=2))
-    harness.ask(SubmitRequest(transactions=(b"orphan",)))
+    harness.propose(b"orphan")
     _, answer = harness.ask(CoreRequest())
     assert answer.header is not None and answer.header.transactions == (b"orphan",)
     # The other three cores certify rounds 1..8 without this core's round-1 header.
@@ -593,7 +606,7 @@ def test_a_requeued_batch_never_takes_the_pending_queue_over_its_cap() -> None:
     # so it is dropped (in batch order, what does not fit) and reported.
     config = TuskConfig(gc_depth=2, max_pending_transactions=2, max_batch_transactions=1)
     harness = Harness(config=config)
-    harness.ask(SubmitRequest(transactions=(b"orphan",)))
+    harness.propose(b"orphan")
     _, answer = harness.ask(CoreRequest())
     assert answer.header is not None and answer.header.transactions == (b"orphan",)
     _, submitted = harness.ask(SubmitRequest(transactions=(b"n1", b"n2")))
@@ -615,8 +628,9 @@ def test_a_requeued_batch_never_takes_the_pending_queue_over_its_cap() -> None:
 
 def test_full_pending_queue_refuses_the_excess() -> None:
     harness = Harness(config=TuskConfig(max_pending_transactions=2))
+    harness.ask(CoreRequest())
     _, answer = harness.ask(SubmitRequest(transactions=(b"a", b"b", b"c")))
-    assert (answer.accepted, answer.refused) == (2, 1)
+    assert (answer.accepted, answer.refused, answer.reason) == (2, 1, SubmitRefusal.FULL)
 
 
 def test_old_rounds_are_collected_and_requests_about_them_change_nothing() -> None:
@@ -711,7 +725,7 @@ def test_an_own_header_nobody_certified_is_shown_again_after_the_round_moved_on(
     # again (27 s after healing in the simulator run that found it).  The answer now
     # also carries the oldest such header until the driver says it holds it.
     core = TuskCore(KEYS[0], COMMITTEE)
-    core.handle(RequestReceived("client", 1, SubmitRequest(transactions=(b"pay carol 1",))), 0)
+    core.handle(Proposed(b"pay carol 1"), 0)
     first = _answer_at(core, CoreRequest(), 0)
     assert first.header is not None and first.header.transactions == (b"pay carol 1",)
     own = first.header

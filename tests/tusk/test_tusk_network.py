@@ -45,6 +45,7 @@ from synod.tusk.messages import (
     CoreAnswer,
     CoreRequest,
     RefusalReason,
+    SubmitRefusal,
     SubmitRequest,
     proven_commits,
     request_digest,
@@ -468,8 +469,9 @@ def test_a_core_down_beyond_the_drivers_reach_installs_a_checkpoint_and_rejoins(
         lambda: all(b"after rejoining" in delivered_transactions(world, core) for core in CORES),
         max_ms=world.now_ms + 10_000,
     )
-    receipts = [answer for answer in answers(world) if answer.core == CORES[3]][1:]
+    receipts = [answer for answer in answers(world) if answer.core == CORES[3]][-2:]
     assert [answer.accepted for answer in receipts] == [0, 1]
+    assert receipts[0].reason == SubmitRefusal.BEHIND
     assert_same_prefix(world)
     first = world.core(CORES[0], TuskCore)
     assert world.step_until(lambda: first.committed_count == restarted.committed_count)

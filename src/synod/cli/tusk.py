@@ -481,11 +481,15 @@ def submit(
             "accepted": receipt.accepted,
             "refused": receipt.refused,
             "pending": receipt.pending,
+            **({"reason": receipt.reason.name.lower()} if receipt.refused else {}),
         }
     )
     if wait:
         if receipt.accepted != len(batch):
-            raise click.ClickException(f"{entry.name} refused {receipt.refused}: not waiting")
+            why = receipt.reason.name.lower().replace("_", " ")
+            raise click.ClickException(
+                f"{entry.name} refused {receipt.refused} ({why}): not waiting"
+            )
         _wait_for_commit(network, batch, wait_timeout_s)
 
 

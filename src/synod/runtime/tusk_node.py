@@ -63,6 +63,7 @@ from synod.tusk.messages import (
     LogAnswer,
     LogRequest,
     SubmitAnswer,
+    SubmitRefusal,
     SubmitRequest,
     proven_commits,
     request_digest,
@@ -537,11 +538,19 @@ class SubmitFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """A core's signed answer to a submission: how many transactions it `accepted`
-    (persisted, to be ordered), `refused` (no room), and how many it holds `pending`."""
+    (persisted, to be ordered), `refused`, and how many it holds `pending`; `reason`
+    says why it refused (`FULL`, `BEHIND`, `NOT_IN_CONTACT`; `NONE` when it took all)."""
 
     accepted: int
     refused: int
     pending: int
+    reason: SubmitRefusal = SubmitRefusal.NONE
+
+
+NOT_IN_CONTACT_RETRY_S = 0.05
+"""How soon `submit_transactions` asks again a core that refused as `NOT_IN_CONTACT`
+(started with an empty store, no driver has reached it yet: a new committee's first
+moments)."""
 
 
 def check_submission(transactions: Iterable[bytes]) -> tuple[bytes, ...]:
@@ -566,16 +575,30 @@ async def submit_transactions(
     """Hand `transactions` to the core `core_id` of `network` listening at `address`;
     its receipt.
 
-    Raises `ValueError` for a submission no core takes (see `check_submission`) and
-    `SubmitFailed` when the core cannot be reached in `timeout_s` or its answer is not a
-    receipt for this request signed by `core_id`.
+    A core that refuses as `NOT_IN_CONTACT` (new, and not reached by a driver yet) is
+    asked again every `NOT_IN_CONTACT_RETRY_S` within `timeout_s`; its last receipt is
+    returned.  Raises `ValueError` for a submission no core takes (see
+    `check_submission`) and `SubmitFailed` when the core cannot be reached in
+    `timeout_s` or its answer is not a receipt for this request signed by `core_id`.
     """
     request = SubmitRequest(transactions=check_submission(transactions))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     client = RpcClient(address)
     try:
-        result = await client.call(CODEC.encode(request), timeout_s=timeout_s)
+        while True:
+            receipt = await _submit_once(client, request, core_id, timeout_s, network)
+            if receipt.reason != SubmitRefusal.NOT_IN_CONTACT or loop.time() >= deadline:
+                return receipt
+            await asyncio.sleep(NOT_IN_CONTACT_RETRY_S)  # the retry pace, not a wait on state
     finally:
         await client.close()
+
+
+async def _submit_once(
+    client: RpcClient, request: SubmitRequest, core_id: NodeId, timeout_s: float, network: bytes
+) -> Receipt:
+    result = await client.call(CODEC.encode(request), timeout_s=timeout_s)
     if isinstance(result, RpcFailure):
         raise SubmitFailed(result.reason)
     try:
@@ -589,7 +612,7 @@ async def submit_transactions(
         or not answer.has_valid_signature(network)
     ):
         raise SubmitFailed("the answer is not a receipt signed by it")
-    return Receipt(answer.accepted, answer.refused, answer.pending)
+    return Receipt(answer.accepted, answer.refused, answer.pending, answer.reason)
 
 
 class CommitUnproven(Exception):

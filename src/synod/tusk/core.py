@@ -96,6 +96,7 @@ from synod.tusk.messages import (
     Refusal,
     RefusalReason,
     SubmitAnswer,
+    SubmitRefusal,
     SubmitRequest,
     Vote,
     WeakParent,
@@ -474,10 +475,13 @@ class TuskCore:
         # transaction digest -> where it was first committed, the most recent ones only
         self._acknowledgeable: dict[bytes, CommittedAt] = {}
         self._restore(storage or {})
-        # A core rebuilt from records does not know how far the committee went while it
-        # was down: no receipts until a driver has brought it a certificate it could
-        # store (it is in contact and within reach), or shown it is behind.
-        self._restored_unproven = bool(storage)
+        # A core does not know where the committee is until a driver tells it: no
+        # receipts until it has stored a certificate (it is in contact and within
+        # reach), or, with an empty store, a driver stated the committee's round within
+        # its reach (a brand-new committee has no certificate to show).
+        self._unproven = True
+        self._fresh = not storage
+        self._contacted = False  # a driver's request has come since it was built
 
     # ------------------------------------------------------------ read-only views
 
@@ -508,10 +512,15 @@ class TuskCore:
 
     @property
     def takes_transactions(self) -> bool:
-        """Whether this core signs receipts now: not `behind`, and, when rebuilt from
-        records, once it has stored a certificate since (before that it cannot tell
-        whether the others collected what it needs while it was down)."""
-        return not self.behind and not self._restored_unproven
+        """Whether this core signs receipts now: not `behind`, and once it knows where
+        the committee is: it has stored a certificate since it was built, or, built
+        with an empty store (new, or its disk lost), a driver's request stated the
+        committee's round within `gc_depth` of its own.  Before that it cannot tell
+        whether the others collected what it needs (a core joining late, or back from
+        an outage).  A driver that understates the round costs only time: receipts
+        signed early are honoured once the core has installed a checkpoint (its pending
+        transactions stay queued across installing)."""
+        return not self.behind and not self._unproven
 
     @property
     def pending_count(self) -> int:
@@ -636,6 +645,9 @@ class TuskCore:
 
     def _serve(self, request: CoreRequest, step: Step) -> CoreAnswer:
         refusals: list[Refusal] = []
+        self._contacted = True
+        if self._fresh and request.committee_round <= self._round + self.config.gc_depth:
+            self._unproven = False
         if request.checkpoint is not None:
             self._consider_checkpoint(request.checkpoint, step)
         if request.log_records:
@@ -934,7 +946,7 @@ class TuskCore:
         self._certificates[digest] = certificate
         self._voted_headers.pop(digest, None)
         self._dag.add(vertex)
-        self._restored_unproven = False
+        self._unproven = False
         # Advance now, before a commit may collect the rounds the advance is judged on.
         self._advance_round()
         step.persist.append(
@@ -1190,7 +1202,7 @@ class TuskCore:
         keep every core that holds them proposing until they are delivered."""
         if self._busy():
             return False
-        if self._restored_unproven:
+        if self._unproven:
             # Rebuilt from records, it needs a certificate to know it is within reach; in
             # an idle committee only its own header can make one (a core far behind
             # proposes in a collected round, is refused, and stays unproven).
@@ -1513,16 +1525,21 @@ class TuskCore:
 
     def _serve_submit(self, request: SubmitRequest, step: Step) -> SubmitAnswer:
         room = max(0, self.config.max_pending_transactions - len(self._pending))
+        reason = SubmitRefusal.FULL
         if not self.takes_transactions:
             room = 0  # a receipt is a promise this core cannot keep while it is behind
+            in_contact = self._contacted or not self._fresh
+            reason = SubmitRefusal.BEHIND if in_contact else SubmitRefusal.NOT_IN_CONTACT
         accepted = list(request.transactions[:room])
         self._add_pending(accepted, step)
+        refused = len(request.transactions) - len(accepted)
         answer = SubmitAnswer(
             core=self.node_id,
             request_digest=request_digest(request),
             accepted=len(accepted),
-            refused=len(request.transactions) - len(accepted),
+            refused=refused,
             pending=len(self._pending),
+            reason=reason if refused else SubmitRefusal.NONE,
         )
         return sign_submit_answer(self._keys, answer, self._network)
 

@@ -389,6 +389,7 @@ class Driver:
             checkpoint_held=view.checkpoint_held,
             checkpoint=self._checkpoint_for(view),
             late_held=view.late_held,
+            committee_round=self._highest_round,
             log_records=log_records,
         )
 

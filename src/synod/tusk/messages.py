@@ -385,6 +385,10 @@ class CoreRequest(Message, frozen=True, tag="tusk.CoreRequest"):
     late_held: Bytes32 = ZERO_DIGEST
     """The digest of the core's late own header (see `CoreAnswer.late_header`) the
     driver already has: the answer then leaves it out."""
+    committee_round: U64 = 0
+    """The highest round of a certificate the driver holds (0: none).  A core with an
+    empty store takes it as where the committee is: within its reach, it signs
+    receipts; beyond, it waits for a checkpoint (see `TuskCore.takes_transactions`)."""
     log_records: Annotated[tuple[LogRecord, ...], msgspec.Meta(max_length=MAX_LOG_RECORDS)] = ()
     """Delivery-log records for the positions the core says it lacks (`log_wanted`),
     from position `log_wanted.end` - 1 down, fetched from other cores (`LogRequest`)."""
@@ -440,8 +444,25 @@ class SubmitRequest(Message, frozen=True, tag="tusk.SubmitRequest"):
     ]
 
 
+class SubmitRefusal(enum.IntEnum):
+    """Why a core refused transactions of a submission (`SubmitAnswer.reason`)."""
+
+    NONE = 0
+    FULL = 1
+    """Its pending queue is full: submit again later, or to another core."""
+    BEHIND = 2
+    """It is behind the committee, or was restarted and has not yet stored a
+    certificate to show it is within reach: it takes transactions again once caught up
+    (by certificates, or by installing a checkpoint)."""
+    NOT_IN_CONTACT = 3
+    """It started with an empty store and no driver has told it yet where the committee
+    is (a brand-new committee's first moments, or a core joining late): submit again
+    shortly."""
+
+
 class SubmitAnswer(Message, frozen=True, tag="tusk.SubmitAnswer"):
-    """How many of a client's transactions a core accepted (and persisted)."""
+    """How many of a client's transactions a core accepted (and persisted), and why it
+    refused the rest (`reason`)."""
 
     core: Bytes32
     request_digest: Bytes32
@@ -449,6 +470,7 @@ class SubmitAnswer(Message, frozen=True, tag="tusk.SubmitAnswer"):
     refused: U32
     pending: U32
     signature: Signature = _ZERO_SIGNATURE
+    reason: SubmitRefusal = SubmitRefusal.NONE
 
     def has_valid_signature(self, network: bytes = b"") -> bool:
         """Signed by the core it names, for `network`."""

@@ -103,6 +103,7 @@ from synod.tusk.messages import (
     LogRequest,
     RefusalReason,
     SubmitAnswer,
+    SubmitRefusal,
     SubmitRequest,
     WeakParent,
     header_signature_valid,
@@ -1165,14 +1166,23 @@ class Submission:
     transactions: tuple[bytes, ...]
 
 
+NOT_IN_CONTACT_RETRY_MS = 20
+"""A submission refused by a core that no driver has reached yet is sent again after
+this long (as `submit_transactions` does)."""
+
+
 class SubmittingClient:
     """A client node that sends each `Submission` it is given as one `SubmitRequest`
     and hands every `SubmitAnswer` that comes back to the caller as an event, as it came
-    (the caller judges it).  A request that fails gets no event and no retry."""
+    (the caller judges it).  A submission a core refused as `NOT_IN_CONTACT` (a new
+    core no driver has reached yet) is sent again `NOT_IN_CONTACT_RETRY_MS` later, as a
+    real client does; a request that fails gets no event and no retry."""
 
     def __init__(self, node_id: NodeId = CLIENT_ID) -> None:
         self._node_id = node_id
         self._next_request_id = 1
+        self._sent: dict[int, Submission] = {}
+        self._retries: dict[str, Submission] = {}
 
     @property
     def node_id(self) -> NodeId:
@@ -1180,13 +1190,25 @@ class SubmittingClient:
 
     def handle(self, event: Input, now_ms: int) -> Step:
         if isinstance(event, Proposed) and isinstance(event.value, Submission):
-            request_id = self._next_request_id
-            self._next_request_id += 1
-            request = SubmitRequest(transactions=event.value.transactions)
-            return Step(outgoing=[Call(event.value.core, request_id, request)])
+            return self._send(event.value)
+        if isinstance(event, TimerFired) and event.name in self._retries:
+            return self._send(self._retries.pop(event.name))
         if isinstance(event, Response) and isinstance(event.body, SubmitAnswer):
-            return Step(events=[event.body])
+            step = Step(events=[event.body])
+            submission = self._sent.pop(event.request_id, None)
+            if submission is not None and event.body.reason == SubmitRefusal.NOT_IN_CONTACT:
+                name = f"again-{event.request_id}"
+                self._retries[name] = submission
+                step.timers.append(SetTimer(name, NOT_IN_CONTACT_RETRY_MS))
+            return step
         return Step()
+
+    def _send(self, submission: Submission) -> Step:
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._sent[request_id] = submission
+        request = SubmitRequest(transactions=submission.transactions)
+        return Step(outgoing=[Call(submission.core, request_id, request)])
 
 
 def tusk_world(
