@@ -17,6 +17,7 @@ Waits are on lines the processes print and on receipts, under deadlines."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import threading
@@ -199,6 +200,17 @@ def test_a_core_down_for_ten_times_gc_depth_rounds_rejoins_with_an_equal_prefix(
     [closed] = restarted.events("gap-closed")
     assert closed["consistent"] and closed["dropped_transactions"] == 0
     assert_whole_and_equal(directory, "core-3", "core-0")
+    watched = subprocess.run(
+        synod_command("tusk", "watch", str(directory), "--core", "core-3", "--no-follow"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_S,
+    )
+    assert watched.returncode == 0, watched.stderr
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert not [line for line in lines if line["event"] == "gap"], "watch reads a whole log"
+    assert [line["sequence"] for line in lines] == list(range(len(lines)))
 
 
 def assert_whole_and_equal(directory: Path, core: str, reference: str) -> None:
