@@ -364,6 +364,42 @@ def test_a_driver_fetches_a_gap_from_the_other_cores_in_turn_and_carries_the_rec
     assert fourth.to not in (third.to, CORES[3])
 
 
+def test_a_driver_says_when_no_core_serves_a_gap_and_busy_answers_do_not_count() -> None:
+    wanted = LogWanted(first=10, end=50)
+    driver = Driver("d", COMMITTEE)
+    calls = {call.to: call for call in _calls(driver.handle(Started(), 0))}
+    request = calls[CORES[3]].body
+    assert isinstance(request, CoreRequest)
+    answer_with_gap = _answer_with_gap(request, wanted)
+    step = driver.handle(Response(CORES[3], calls[CORES[3]].request_id, answer_with_gap), 1)
+    asked: list[bytes] = []
+    for now_ms in range(2, 12):
+        [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
+        asked.append(fetch.to)
+        busy = now_ms % 2 == 0  # every other answer: rate-limited, says nothing
+        answer = LogAnswer(fetch.to, wanted.end, busy=busy)
+        if len(asked) < 6:
+            assert driver.unserved_gaps() == {}, "not before each other core said no"
+        step = driver.handle(Response(fetch.to, fetch.request_id, answer), now_ms)
+    assert set(asked) == set(CORES[:3]), "each other core in turn"
+    assert driver.unserved_gaps() == {CORES[3]: (10, 50)}
+    [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
+    records = (
+        LogRecord(
+            sequence=49,
+            leader_round=2,
+            round=1,
+            creator=CORES[0],
+            parents=(),
+            weak_parents=(),
+            transactions=(),
+            previous_chain=bytes(32),
+        ),
+    )
+    driver.handle(Response(fetch.to, fetch.request_id, LogAnswer(fetch.to, 50, records)), 20)
+    assert driver.unserved_gaps() == {}, "served again"
+
+
 def test_a_node_serves_its_log_from_its_file_at_a_bounded_rate(
     tmp_path: Path, history: History
 ) -> None:
@@ -381,6 +417,7 @@ def test_a_node_serves_its_log_from_its_file_at_a_bounded_rate(
         assert answer.records == records_from(history.later, 0, end)[:5]
         early = CODEC.decode(service.answer("a", body, now_ms=1_000 + LOG_REQUEST_INTERVAL_MS - 1))
         assert isinstance(early, LogAnswer) and early.records == (), "too soon: nothing read"
+        assert early.busy and not answer.busy, "and it says so: it holds them all the same"
         other = CODEC.decode(service.answer("b", body, now_ms=1_001))
         assert isinstance(other, LogAnswer) and len(other.records) == 5
         later = CODEC.decode(service.answer("a", body, now_ms=1_000 + LOG_REQUEST_INTERVAL_MS))

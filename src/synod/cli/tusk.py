@@ -342,6 +342,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
     reported = 0
     lagging: set[bytes] = set()
     starved: set[bytes] = set()  # no header of theirs certified for many rounds
+    unserved: set[bytes] = set()  # a log gap no other core serves
 
     heard = asyncio.Event()
 
@@ -368,6 +369,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
             elif gap <= LAG_WARNING_ROUNDS and core in starved:
                 starved.discard(core)
                 log.warning("core certified again", extra={"core": names.get(core)})
+        _warn_unserved(node.driver.unserved_gaps(), unserved, names, log)
 
     node = DriverNode(
         network.new_driver(name),
@@ -390,6 +392,24 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
         waiting.cancel()
         await metrics.stop()
     return 0
+
+
+def _warn_unserved(
+    gaps: dict[bytes, tuple[int, int]], warned: set[bytes], names: dict[bytes, str], log: Any
+) -> None:
+    """Say once when no core serves a core's log gap (all pruned it, e.g. with a smaller
+    `kept_commits`), and when records come again."""
+    for core, (first, end) in gaps.items():
+        if core not in warned:
+            warned.add(core)
+            log.warning(
+                "no core serves the records of this core's log gap: pruned everywhere?"
+                " its own batches whose fate lies there wait, neither re-proposed nor lost",
+                extra={"core": names.get(core), "first": first, "end": end},
+            )
+    for core in warned - gaps.keys():
+        warned.discard(core)
+        log.warning("log gap served again, or closed", extra={"core": names.get(core)})
 
 
 async def _say_why_idle(heard: Any, network: TuskNetwork, log: Any) -> None:

@@ -203,7 +203,7 @@ class CoreNode:
 
 LOG_REQUEST_INTERVAL_MS = 20
 """One `LogRequest` per client connection is answered in this long at most (50 a
-second); one asked sooner gets an empty answer.  Each answer reads at most
+second); one asked sooner gets an empty answer marked `busy`.  Each answer reads at most
 `MAX_LOG_RECORDS` records and about `LOG_ANSWER_BYTES` (1 MiB) from the file, so a
 connection costs the node at most about 50 MiB of reads a second; connections are
 capped by the server's admission (per-host slots), like every other request's."""
@@ -254,7 +254,7 @@ class LogService:
         last_ms = self._served_at.get(client)
         if last_ms is not None and now_ms - last_ms < LOG_REQUEST_INTERVAL_MS:
             self.refused_early += 1
-            return CODEC.encode(LogAnswer(core=self.core_id, end=request.end))
+            return CODEC.encode(LogAnswer(core=self.core_id, end=request.end, busy=True))
         self._remember(client, now_ms)
         positions = log_positions(request)
         try:
@@ -518,6 +518,7 @@ def driver_series(driver: Driver, names: Mapping[bytes, str]) -> Series:
         for metric, value in driver.metrics().items()
     ]
     certified = driver.certified_rounds()
+    unserved = driver.unserved_gaps()
     for core, round_number in driver.core_rounds().items():
         core_labels = {**labels, "core": names.get(core, bytes(core).hex()[:12])}
         series.append(("synod_tusk_driver_core_round", core_labels, round_number))
@@ -525,6 +526,7 @@ def driver_series(driver: Driver, names: Mapping[bytes, str]) -> Series:
         series.append(("synod_tusk_driver_core_lag_rounds", core_labels, lag))
         uncertified = max(0, driver.highest_round - certified.get(core, 0))
         series.append(("synod_tusk_driver_core_uncertified_rounds", core_labels, uncertified))
+        series.append(("synod_tusk_driver_core_gap_unserved", core_labels, int(core in unserved)))
     return series
 
 

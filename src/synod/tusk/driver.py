@@ -113,6 +113,7 @@ class _CoreView:
     log_source: int = 0  # which other core to fetch its records from (in turn)
     log_fetching: bool = False
     log_carried_end: int | None = None  # the gap's end when records were last carried
+    log_misses: int = 0  # fetches in a row that found no record (busy answers aside)
 
 
 @dataclass(slots=True)
@@ -297,15 +298,33 @@ class Driver:
         request = LogRequest(end=wanted.end)
         step.outgoing.append(Call(to=NodeId(source), request_id=request_id, body=request))
 
-    def _log_fetch_ended(self, request_id: int, server: bytes, *, found: bool) -> None:
+    def _log_fetch_ended(
+        self, request_id: int, server: bytes, *, found: bool, busy: bool = False
+    ) -> None:
         source, core = self._log_fetches[request_id]
         if source != server:
             return  # a stray reply: the fetch stays in flight until its own ends
         del self._log_fetches[request_id]
         view = self._views[core]
         view.log_fetching = False
-        if not found:
-            view.log_source += 1  # that core does not hold them (or lied): try the next
+        if found:
+            view.log_misses = 0
+            return
+        view.log_source += 1  # that core does not hold them (or lied): try the next
+        if not busy:
+            view.log_misses += 1
+
+    def unserved_gaps(self) -> dict[bytes, tuple[int, int]]:
+        """The cores whose log gap ([first, end)) no other core served in a whole turn
+        of asking each (busy answers aside): every core may have pruned those positions
+        (a `kept_commits` smaller than theirs), or the committee's honest cores are
+        unreachable.  Soft state, for warnings: a Byzantine core can only add misses."""
+        others = len(self.committee.members) - 1
+        return {
+            core: (view.log_wanted.first, view.log_wanted.end)
+            for core, view in self._views.items()
+            if view.log_wanted is not None and others > 0 and view.log_misses >= others
+        }
 
     def _on_log_answer(self, event: Response) -> None:
         """Keep the consecutive records from the gap's end down that a core sent, to
@@ -326,7 +345,8 @@ class Driver:
                 if record.sequence != expected:
                     break
                 records.append(record)
-        self._log_fetch_ended(event.request_id, event.server, found=bool(records))
+        busy = isinstance(answer, LogAnswer) and answer.busy
+        self._log_fetch_ended(event.request_id, event.server, found=bool(records), busy=busy)
         if records and event.server == source:
             self._views[core].log_records = tuple(records)
 
@@ -339,6 +359,7 @@ class Driver:
         view.log_carried_end = None
         if wanted is None or view.log_wanted is None or view.log_wanted.end != wanted.end:
             view.log_records = ()  # fetched for an end that moved: useless now
+            view.log_misses = 0
         view.log_wanted = wanted
 
     # ------------------------------------------------------------ requests

@@ -731,6 +731,9 @@ class LogAnswer(Message, frozen=True, tag="tusk.LogAnswer"):
     core: Bytes32
     end: U64
     records: Annotated[tuple[LogRecord, ...], msgspec.Meta(max_length=MAX_LOG_RECORDS)] = ()
+    busy: bool = False
+    """Not answered now (the core's node limits how often one connection is served):
+    says nothing about which records it holds; ask again later, or another core."""
 
 
 class LogWanted(Message, frozen=True, tag="tusk.LogWanted"):
