@@ -44,6 +44,8 @@ from synod.tusk.messages import (
     MAX_LOG_RECORDS,
     Certificate,
     CheckpointCertificate,
+    CommitAck,
+    CommitQuery,
     CoreAnswer,
     CoreRequest,
     LogAnswer,
@@ -53,6 +55,7 @@ from synod.tusk.messages import (
     VoteSignature,
     request_digest,
     sign_answer,
+    transaction_digest,
 )
 from synod.wire import DecodeError
 
@@ -212,6 +215,20 @@ def test_a_core_fills_the_gap_of_a_checkpoint_from_checked_records_and_says_when
     assert sum(len(event.digests) for event in filled) == end - first
     closed = [event for event in behind.events if isinstance(event, GapClosed)]
     assert closed == [GapClosed(first, end, consistent=True, dropped=())]
+    # It acknowledges the transactions of filled positions too (`CommitQuery`).
+    filled_transactions = [
+        (position, transaction)
+        for position in range(first, end)
+        for transaction in read_commit_record(source[commit_log_key(position)]).transactions
+    ]
+    assert filled_transactions, "the gap held transactions"
+    position, transaction = filled_transactions[0]
+    step = behind.core.handle(
+        RequestReceived("client", 99, CommitQuery(transactions=(transaction_digest(transaction),))),
+        0,
+    )
+    ack = step.outgoing[0].body
+    assert isinstance(ack, CommitAck) and [entry.sequence for entry in ack.entries] == [position]
 
 
 def _forgeries(records: tuple[LogRecord, ...]) -> dict[str, tuple[LogRecord, ...]]:

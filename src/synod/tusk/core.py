@@ -1456,6 +1456,10 @@ class TuskCore:
             previous_chain=record.previous_chain,
         )
         step.persist.append(Persist(_number_key(_COMMIT, record.sequence), canonical_bytes(stored)))
+        if len(self._acknowledgeable) + len(record.transactions) <= MAX_ACKNOWLEDGED_TRANSACTIONS:
+            # Acknowledged while there is room: older than what is indexed, a filled
+            # record must not evict a more recent one.
+            self._index_commit(record.sequence, digest, record.transactions)
         own = self._unsettled.get(record.round) if record.creator == self.node_id else None
         if own is not None and own.digest() == digest:
             del self._unsettled[record.round]  # delivered in the gap: never queue it again
