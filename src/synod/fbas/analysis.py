@@ -86,6 +86,7 @@ from synod.fbas.network import (
     quorum_cores,
     shrink_to_minimal_quorum,
 )
+from synod.fbas.quorum_size import splitting_lower_bound
 from synod.fbas.symmetry import add_lex_leader, find_symmetries
 
 Progress = Callable[[str], None]
@@ -1075,7 +1076,14 @@ def _splitting_by_organisations(
     known = None if cut is None else cut[0]
     if known is not None:
         progress(f"splitting: {known} by cutting one organisation off")
-    search = _minimize(cnf, formula.costs, 1, progress, stop=stop, known_upper=known)
+    lower = 0
+    if not formula.whole_groups:
+        lower = splitting_lower_bound(formula.quotient, upper=known, stop=stop, progress=progress)
+    if cut is not None and known is not None and lower >= known:
+        return _Search([], lower, known, True), cut[1:]
+    search = _minimize(
+        cnf, formula.costs, 1, progress, stop=stop, lower=lower, known_upper=known
+    )
     if search.models:
         return search, formula.split(search.models[0])
     if cut is None or search.upper is None:

@@ -1,0 +1,336 @@
+"""Lower bounds on smallest splitting sets from the size of the smallest quorums.
+
+Theory of operation
+-------------------
+Take a `closed` organisation quotient (`synod.fbas.cascade.organisation_quotient`) in
+which every group that someone names has n nodes and inner threshold k with 2k > n (3
+validators named "2 of 3" in the networks operators build).  A split deletes nodes S and
+leaves disjoint quorums Q1, Q2.  A group *counts* on side i when at least k of its nodes
+lie in Qi + S, and is a *member* of side i when one of its nodes lies in Qi: each
+member's quorum set is satisfied by the groups that count on its side.
+
+1. A member that does not count on its side can leave its quorum (nobody relies on it):
+   the split keeps its cost.  If that empties Qi, a member of Qi needed `threshold`
+   groups counting on side i without being members there, each with k nodes in S: the
+   cost is at least k_min * threshold_min.
+2. Otherwise Pi, the groups counting on side i, is a *quorum with exceptions*: every
+   member is satisfied within Pi, and the exceptions (groups counting without being
+   members) need nothing.  A group counting on both sides has at least 2k - n >= beta
+   nodes in S; an exception at least k >= phi.  With f exceptions in all:
+   cost >= beta * |P1 & P2| + (phi - beta) * f >= beta * (|P1| + |P2| - groups) +
+   (phi - beta) * f, and cost >= phi * f.
+3. With q(f) the fewest groups of a quorum with at most f exceptions (one member at
+   least), no split costs less than L when phi * threshold_min >= L and, for every f
+   with phi * f < L, beta * (2 q(f) - groups) + (phi - beta) * f >= L.
+
+So the bound deepens L and proves each q(f) it needs by a branch and bound
+(`QuorumSizeSearch`): "no quorum of at most `limit` groups with at most f exceptions".
+The lowest member is fixed first (lower groups are out); a member tolerates at most
+`|entries| - threshold` entries outside the quorum, and since at least `groups - limit`
+groups stay out, the members' tolerances must cover the cheapest such groups (each out
+group uses one unit of every member that names it): that count prunes most branches and
+forces groups in.  On the random asymmetric networks of 50 organisations (where the SAT
+search proves 1 or 2) this proves 5 or 6 within a few seconds; the true minimum there is
+about 17, and this argument cannot reach it once exceptions are allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from synod.fbas.cascade import Quotient, SearchStopped, Stop
+
+Progress = Callable[[str], None]
+
+QUORUM_SIZE_WORK = 15_000_000
+"""Groups examined by `splitting_lower_bound` before it keeps the bound reached: about
+0.18 microsecond each (measured on the 50-organisation asymmetric networks), so at most
+about 3 s of a 10 s stop on a network built to make it branch, leaving the rest to the
+solver that looks for cheaper splits."""
+
+MAX_GROUPS = 200
+"""Larger quotients get no bound from here: each recursion level decides one group, so
+the depth stays within twice this, far below Python's recursion limit."""
+
+
+def _bits(value: int) -> list[int]:
+    found = []
+    while value:
+        low = value & -value
+        found.append(low.bit_length() - 1)
+        value ^= low
+    return found
+
+
+@dataclass
+class _State:
+    constrained: int
+    exceptions: int
+    undecided: int
+    out: int
+    only_exception: int = 0
+
+
+def _settle_exceptions(state: _State, allowed: int) -> bool | None:
+    """Groups in that can only be exceptions become exceptions, and once `allowed` are
+    used the other groups in are members: whether none is left, None when too many."""
+    if state.undecided & state.only_exception:
+        state.exceptions |= state.undecided & state.only_exception
+        state.undecided &= ~state.only_exception
+    used = state.exceptions.bit_count()
+    if used > allowed:
+        return None
+    if used == allowed and state.undecided:
+        state.constrained |= state.undecided
+        state.undecided = 0
+    return used == allowed
+
+
+@dataclass
+class QuorumSizeSearch:
+    """Branch and bound for "a quorum of at most `limit` groups with at most `allowed`
+    exceptions" over groups (`entries` and `threshold` per group, as in a `closed`
+    quotient).  `candidates` are the groups that may be in such a quorum.  `work` counts
+    the groups examined; `stop` is asked every `check_work` of them and `budget` caps
+    them (both raise `SearchStopped`)."""
+
+    entries: tuple[int, ...]
+    threshold: tuple[int, ...]
+    candidates: int
+    stop: Stop | None = None
+    budget: int | None = None
+    check_work: int = 20_000
+    work: int = 0
+
+    def __post_init__(self) -> None:
+        size = len(self.entries)
+        self._all = (1 << size) - 1
+        self._tolerance = [
+            entries.bit_count() - need
+            for entries, need in zip(self.entries, self.threshold, strict=True)
+        ]
+        self._namers = [
+            sum(1 << y for y in range(size) if self.entries[y] >> z & 1) for z in range(size)
+        ]
+        self._next_check = self.check_work
+
+    def exists(self, limit: int, allowed: int) -> int | None:
+        """A quorum (group bitset) of at most `limit` groups, with at most `allowed`
+        members whose quorum sets it need not satisfy, or None when there is none."""
+        lower = self._all & ~self.candidates
+        for first in _bits(self.candidates):
+            starts = [_State(1 << first, 0, 0, lower)]
+            if allowed:
+                starts.append(_State(0, 1 << first, 0, lower))
+            for start in starts:
+                found = self._search(start, limit, allowed)
+                if found is not None:
+                    return found
+            lower |= 1 << first
+        return None
+
+    def _charge(self, amount: int) -> None:
+        self.work += amount
+        if self.work >= self._next_check:
+            self._next_check = self.work + self.check_work
+            if self.stop is not None and self.stop():
+                raise SearchStopped
+        if self.budget is not None and self.work > self.budget:
+            raise SearchStopped
+
+    def _search(self, state: _State, limit: int, allowed: int) -> int | None:
+        if not self._propagate(state, limit, allowed):
+            return None
+        if state.undecided:
+            return self._decide_status(state, limit, allowed)
+        inside = state.constrained | state.exceptions
+        free = self._all & ~inside & ~state.out
+        if not state.constrained:
+            choice = free & -free  # one member at least: try the lowest free group
+        else:
+            choice = self._branch_group(state, inside, free)
+            if choice < 0:
+                return inside  # every member is satisfied
+        if not choice:
+            return None
+        joined = _State(
+            state.constrained, state.exceptions, choice, state.out, state.only_exception
+        )
+        found = self._search(joined, limit, allowed)
+        if found is not None:
+            return found
+        left = _State(
+            state.constrained, state.exceptions, 0, state.out | choice, state.only_exception
+        )
+        return self._search(left, limit, allowed)
+
+    def _decide_status(self, state: _State, limit: int, allowed: int) -> int | None:
+        """Branch on whether the lowest group known to be in is a member or an
+        exception."""
+        group = state.undecided & -state.undecided
+        rest = state.undecided & ~group
+        as_member = _State(
+            state.constrained | group, state.exceptions, rest, state.out, state.only_exception
+        )
+        found = self._search(as_member, limit, allowed)
+        if found is not None:
+            return found
+        as_exception = _State(
+            state.constrained, state.exceptions | group, rest, state.out, state.only_exception
+        )
+        return self._search(as_exception, limit, allowed)
+
+    def _branch_group(self, state: _State, inside: int, free: int) -> int:
+        """The group to decide next: an entry of the least slack unsatisfied member,
+        the one most members name; -1 when every member is satisfied."""
+        best: tuple[int, int] | None = None
+        for member in _bits(state.constrained):
+            entries = self.entries[member]
+            if (entries & inside).bit_count() < self.threshold[member]:
+                slack = (entries & ~state.out).bit_count() - self.threshold[member]
+                if best is None or slack < best[0]:
+                    best = (slack, member)
+        if best is None:
+            return -1
+        options = _bits(self.entries[best[1]] & free)
+        if not options:
+            return 0
+        chosen = max(options, key=lambda z: (self._namers[z] & state.constrained).bit_count())
+        return 1 << chosen
+
+    def _propagate(self, state: _State, limit: int, allowed: int) -> bool:
+        """Apply the forced decisions in place; False when the state has no quorum."""
+        while True:
+            self._charge(len(self.entries))
+            changed = False
+            full = _settle_exceptions(state, allowed)
+            if full is None:
+                return False
+            inside = state.constrained | state.exceptions | state.undecided
+            if inside & state.out:
+                return False
+            free = self._all & ~inside & ~state.out
+            room = limit - inside.bit_count()
+            if room < 0:
+                return False
+            tolerance = 0
+            for member in _bits(state.constrained):
+                entries = self.entries[member]
+                left = self._tolerance[member] - (entries & state.out).bit_count()
+                if left < 0 or self.threshold[member] - (entries & inside).bit_count() > room:
+                    return False
+                if left == 0 and entries & free:
+                    state.undecided |= entries & free
+                    changed = True
+                tolerance += left
+            if changed:
+                continue
+            changed = self._exclude_unreachable(state, inside, free, room, full)
+            if changed:
+                continue
+            verdict = self._cover_tolerance(state, free, limit, tolerance)
+            if verdict is None:
+                return False
+            if not verdict:
+                return True
+
+    def _exclude_unreachable(
+        self, state: _State, inside: int, free: int, room: int, full: bool
+    ) -> bool:
+        """Groups that could not join as members within `room` join only as exceptions,
+        or stay out once no exception is left."""
+        changed = False
+        for group in _bits(free & ~state.only_exception):
+            entries = self.entries[group]
+            need = self.threshold[group] - (entries & inside).bit_count() - (entries >> group & 1)
+            if need > room - 1 or (entries & ~state.out).bit_count() < self.threshold[group]:
+                state.only_exception |= 1 << group
+                changed = True
+        if full and free & state.only_exception:
+            state.out |= free & state.only_exception
+            changed = True
+        return changed
+
+    def _cover_tolerance(
+        self, state: _State, free: int, limit: int, tolerance: int
+    ) -> bool | None:
+        """At least `groups - limit` groups stay out, each using one unit of tolerance of
+        every member naming it: None when the cheapest ones cost more than the members
+        tolerate, True when a group had to be forced in, False when nothing changed."""
+        outside = len(self.entries) - limit - state.out.bit_count()
+        if outside <= 0:
+            return False
+        costs = sorted(
+            ((self._namers[group] & state.constrained).bit_count(), group)
+            for group in _bits(free)
+        )
+        self._charge(len(costs))
+        if outside > len(costs):
+            return None
+        total = sum(cost for cost, _ in costs[:outside])
+        if total > tolerance:
+            return None
+        last = costs[outside - 1][0]
+        forced = 0
+        for cost, group in costs[outside:]:
+            if total - last + cost > tolerance:
+                forced |= 1 << group
+        if forced:
+            state.undecided |= forced
+            return True
+        return False
+
+
+def splitting_lower_bound(
+    quotient: Quotient,
+    *,
+    lower: int = 0,
+    upper: int | None = None,
+    stop: Stop | None = None,
+    budget: int | None = QUORUM_SIZE_WORK,
+    progress: Progress | None = None,
+) -> int:
+    """A proven lower bound, in nodes, on the smallest splitting set of a `closed`
+    quotient (see the module docstring), at least `lower` and at most `upper`; `lower`
+    itself when the quotient lacks the shape, or when the stop or the budget end the
+    search first."""
+    named = [index for index, k in enumerate(quotient.inner_threshold) if k is not None]
+    if not named or quotient.size > MAX_GROUPS or len(quotient.threshold) != quotient.size:
+        return lower
+    inner = [quotient.inner_threshold[index] or 0 for index in named]
+    sizes = [quotient.groups[index].bit_count() for index in named]
+    beta = min(2 * k - n for k, n in zip(inner, sizes, strict=True))
+    phi = min(inner)
+    if beta < 1:
+        return lower  # a group can count on both sides at no cost
+    search = QuorumSizeSearch(
+        quotient.entries,
+        quotient.threshold,
+        sum(1 << index for index in named),
+        stop=stop,
+        budget=budget,
+    )
+    proven: dict[int, int] = {}
+    groups = len(named)
+    passengers = phi * min(quotient.threshold)
+    try:
+        while upper is None or lower < upper:
+            target = lower + 1
+            if passengers < target:
+                break
+            for exceptions in range((target - 1) // phi + 1):
+                excess = -(-(target - (phi - beta) * exceptions) // beta)
+                need = -(-(groups + excess) // 2)
+                if proven.get(exceptions, 0) >= need:
+                    continue
+                if search.exists(need - 1, exceptions) is not None:
+                    return lower  # a small quorum exists: this argument goes no further
+                for fewer in range(exceptions + 1):
+                    proven[fewer] = max(proven.get(fewer, 0), need)
+            lower = target
+            if progress is not None:
+                progress(f"splitting: no split of fewer than {lower} nodes (quorum sizes)")
+    except SearchStopped:
+        pass
+    return lower
