@@ -17,7 +17,16 @@ from typing import NamedTuple
 import msgspec
 import pytest
 
-from synod.core import Call, Persist, Proposed, RequestReceived, Response, Started, Step
+from synod.core import (
+    Call,
+    Persist,
+    Proposed,
+    RequestReceived,
+    Response,
+    Started,
+    Step,
+    TimerFired,
+)
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
 from synod.runtime.rpc import RequestRejected
@@ -38,7 +47,7 @@ from synod.tusk.core import (
     read_commit_record,
     serve_log,
 )
-from synod.tusk.driver import Driver
+from synod.tusk.driver import POLL_TIMER, Driver
 from synod.tusk.messages import (
     CODEC,
     MAX_LOG_RECORDS,
@@ -347,6 +356,14 @@ def _calls(step: Step) -> list[Call]:
     return [call for call in step.outgoing if isinstance(call, Call)]
 
 
+def _then_poll(driver: Driver, response: Response, now_ms: int) -> Step:
+    """The driver's step for `response`, then for its next poll (fetches for gaps go out
+    at polls, one per core and poll period), merged."""
+    step = driver.handle(response, now_ms)
+    polled = driver.handle(TimerFired(POLL_TIMER), now_ms)
+    return Step(outgoing=[*step.outgoing, *polled.outgoing])
+
+
 def test_a_driver_fetches_a_gap_from_the_other_cores_in_turn_and_carries_the_records(
     history: History,
 ) -> None:
@@ -357,26 +374,31 @@ def test_a_driver_fetches_a_gap_from_the_other_cores_in_turn_and_carries_the_rec
     request = calls[CORES[3]].body
     assert isinstance(request, CoreRequest)
     answer = _answer_with_gap(request, wanted)
-    step = driver.handle(Response(CORES[3], calls[CORES[3]].request_id, answer), 1)
+    step = _then_poll(driver, Response(CORES[3], calls[CORES[3]].request_id, answer), 1)
+    [in_flight] = [call for call in _calls(step) if call.to == CORES[3]]  # polled again
     [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
     assert fetch.to != CORES[3] and fetch.body == LogRequest(end=end)
     # That core holds none of them: the next fetch asks another one.
-    step = driver.handle(Response(fetch.to, fetch.request_id, LogAnswer(fetch.to, end)), 2)
+    step = _then_poll(driver, Response(fetch.to, fetch.request_id, LogAnswer(fetch.to, end)), 2)
     [second] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
     assert second.to not in (fetch.to, CORES[3])
     records = records_from(history.later, 0, end)
     # Records not starting at the gap's end are of no use: dropped, another core asked.
     shifted = LogAnswer(second.to, end, records[1:])
-    step = driver.handle(Response(second.to, second.request_id, shifted), 3)
+    step = _then_poll(driver, Response(second.to, second.request_id, shifted), 3)
     [third] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
     assert third.to not in (second.to, CORES[3])
-    step = driver.handle(Response(third.to, third.request_id, LogAnswer(third.to, end, records)), 4)
+    driver.handle(Response(third.to, third.request_id, LogAnswer(third.to, end, records)), 4)
+    # Carried in the next request to the core, once its request in flight is answered.
+    assert isinstance(in_flight.body, CoreRequest)
+    answer = _answer_with_gap(in_flight.body, wanted)
+    step = driver.handle(Response(CORES[3], in_flight.request_id, answer), 5)
     [carried] = [call for call in _calls(step) if call.to == CORES[3]]
     assert isinstance(carried.body, CoreRequest)
     assert carried.body.log_records == records[:40], "only positions of the gap"
     # Its answer shows the end did not move (it refused them): the next fetch goes on.
     refused = _answer_with_gap(carried.body, wanted)
-    step = driver.handle(Response(CORES[3], carried.request_id, refused), 5)
+    step = _then_poll(driver, Response(CORES[3], carried.request_id, refused), 6)
     [fourth] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
     assert fourth.to not in (third.to, CORES[3])
 
@@ -388,7 +410,7 @@ def test_a_driver_says_when_no_core_serves_a_gap_and_busy_answers_do_not_count()
     request = calls[CORES[3]].body
     assert isinstance(request, CoreRequest)
     answer_with_gap = _answer_with_gap(request, wanted)
-    step = driver.handle(Response(CORES[3], calls[CORES[3]].request_id, answer_with_gap), 1)
+    step = _then_poll(driver, Response(CORES[3], calls[CORES[3]].request_id, answer_with_gap), 1)
     asked: list[bytes] = []
     for now_ms in range(2, 12):
         [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
@@ -397,7 +419,7 @@ def test_a_driver_says_when_no_core_serves_a_gap_and_busy_answers_do_not_count()
         answer = LogAnswer(fetch.to, wanted.end, busy=busy)
         if len(asked) < 6:
             assert driver.unserved_gaps() == {}, "not before each other core said no"
-        step = driver.handle(Response(fetch.to, fetch.request_id, answer), now_ms)
+        step = _then_poll(driver, Response(fetch.to, fetch.request_id, answer), now_ms)
     assert set(asked) == set(CORES[:3]), "each other core in turn"
     assert driver.unserved_gaps() == {CORES[3]: (10, 50)}
     [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]

@@ -255,7 +255,11 @@ class Driver:
 
     def _poll_idle(self, step: Step, *, everyone: bool) -> None:
         for core, view in self._views.items():
-            self._fetch_log_for(core, view, step)
+            if everyone:
+                # At most one fetch per poll period for each core with a gap: a core
+                # claiming one forever (a Byzantine one) costs each driver one answer
+                # (about 1 MiB at most) per period, no more.
+                self._fetch_log_for(core, view, step)
             if view.in_flight is not None:
                 continue
             request = self._request_for(core)
@@ -282,8 +286,8 @@ class Driver:
 
     def _fetch_log_for(self, core: bytes, view: _CoreView, step: Step) -> None:
         """Ask another core, in turn, for the records just below the end of `core`'s
-        gap (one fetch in flight per core with a gap; none while records wait to be
-        carried to it)."""
+        gap (at a poll, one fetch in flight per core with a gap; none while records
+        wait to be carried to it)."""
         wanted = view.log_wanted
         if wanted is None or view.log_fetching or view.log_records:
             return
