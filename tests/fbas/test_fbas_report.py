@@ -134,3 +134,38 @@ def test_diff_of_a_snapshot_with_itself_changes_nothing(tmp_path: Path) -> None:
     result = run("diff", str(path), str(path), "--json")
     assert result.exit_code == 0
     assert not [line for line in json.loads(result.stdout) if line["changed"]]
+
+
+def _asymmetric_file(tmp_path: Path, organisations: int) -> str:
+    from synod.fbas.synthetic import asymmetric_network
+
+    nodes, _ = asymmetric_network(organisations, seed=1)
+    path = tmp_path / f"asymmetric{organisations}.json"
+    path.write_text(json.dumps(nodes))
+    return str(path)
+
+
+def test_diff_left_unproven_by_its_timeout_exits_three(tmp_path: Path) -> None:
+    # 30 organisations trusting random subsets: the smallest splitting set takes minutes
+    # to prove, so a tenth of a second leaves it as bounds whatever the machine's speed.
+    path = _asymmetric_file(tmp_path, 30)
+    result = run("diff", path, path, "--json", "--timeout", "0.1")
+    assert result.exit_code == 3
+    lines = {line["what"]: line for line in json.loads(result.stdout)}
+    assert ".." in lines["smallest splitting set (nodes)"]["new"]
+
+
+def test_report_left_unproven_by_its_timeout_exits_three_after_writing(tmp_path: Path) -> None:
+    path = _asymmetric_file(tmp_path, 30)
+    output = tmp_path / "report.html"
+    result = run("report", path, "-o", str(output), "--timeout", "0.1")
+    assert result.exit_code == 3
+    assert output.exists() and "</html>" in output.read_text(encoding="utf-8")
+
+
+def test_report_with_every_answer_proven_exits_zero(tmp_path: Path) -> None:
+    nodes, _ = symmetric_network(4)
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps(nodes))
+    result = run("report", str(path), "-o", str(tmp_path / "report.html"), "--timeout", "60")
+    assert result.exit_code == 0

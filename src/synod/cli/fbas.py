@@ -3,8 +3,8 @@ sets, top tier) from stellarbeat or stellar-core quorum JSON.
 
 Exit codes: 0 the analysis ran (for `check`: quorum intersection holds); 1 `check` found
 two disjoint quorums (or no quorum at all); 2 the input or the options are wrong; 3
-`--timeout` ended the analysis first (the best answer found and proven bounds are shown);
-130 Ctrl-C.
+`--timeout` ended the analysis first (the best answer found and proven bounds are shown;
+for `report` and `diff`: at least one of their answers is not proven); 130 Ctrl-C.
 Tables go to stdout, progress to stderr (when it is a terminal, or with --progress).
 """
 
@@ -822,6 +822,8 @@ def report(output: Path, **options: Any) -> None:
     except OSError as error:
         raise InputProblem(f"{output}: cannot write ({error.strerror or error})") from None
     click.echo(f"wrote {output}")
+    if not all(s.proven for s in (summary, *(scenario.summary for scenario in scenarios))):
+        _stopped_early()  # the page shows bounds where a stop left an answer unproven
 
 
 @fbas.command("diff")
@@ -864,9 +866,14 @@ def diff(old: Path, new: Path, as_json: bool, progress: bool | None, timeout: fl
             for c in changes
         ]
         click.echo(json.dumps(document, indent=2))
-        return
-    rows = [[c.what, c.before, c.after, "" if c.before == c.after else "changed"] for c in changes]
-    _print_table(f"{old.name} -> {new.name}", ["", "old", "new", ""], rows)
+    else:
+        rows = [
+            [c.what, c.before, c.after, "" if c.before == c.after else "changed"]
+            for c in changes
+        ]
+        _print_table(f"{old.name} -> {new.name}", ["", "old", "new", ""], rows)
+    if not (old_summary.proven and new_summary.proven):
+        _stopped_early()  # some answers are LOW..HIGH bounds, not proven
 
 
 def _register_crawl() -> None:

@@ -47,6 +47,13 @@ class Summary:
     splitting: MinimalSetResult
     splitting_by_org: MinimalSetResult
 
+    @property
+    def proven(self) -> bool:
+        """Whether every answer is proven: none was left at bounds by a stop."""
+        results = (self.blocking, self.blocking_by_org, self.splitting, self.splitting_by_org)
+        decided = self.intersects is not None or not self.has_quorum
+        return decided and not self.top_tier_undecided and all(r.optimal for r in results)
+
 
 def summarize(fbas: Fbas, stop: Stop | None = None) -> Summary:
     """Run every analysis on `fbas` (each may stop early under `stop`)."""
