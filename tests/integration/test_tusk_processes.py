@@ -258,3 +258,35 @@ def test_synod_tusk_up_runs_the_whole_committee_with_one_command(tmp_path: Path)
         for line in (tmp_path / "logs" / f"core-{index}.out").read_text().splitlines()
     ]
     assert sum("hi" in line.get("transactions", ()) for line in committed) == CORES
+
+
+def test_a_new_core_no_driver_reached_refuses_and_says_to_start_a_driver(tmp_path: Path) -> None:
+    """A core started with an empty store signs no receipt before a driver has told it
+    where its committee is: `synod tusk submit` asks it again until its timeout, then
+    prints the refusal with its reason and says what to start."""
+    ports = ",".join(str(port) for port in free_ports(CORES))
+    initialised = subprocess.run(
+        synod_command("tusk", "init", str(tmp_path), "--cores", str(CORES), "--ports", ports),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert initialised.returncode == 0, initialised.stderr
+    core = Process(tmp_path, "core-0", "tusk", "core", str(tmp_path), "core-0")
+    try:
+        core.wait_ready()
+        result = subprocess.run(
+            synod_command(
+                "tusk", "submit", str(tmp_path), "--core", "core-0", "--timeout-s", "0.5", "pay"
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=DEADLINE_S,
+        )
+        assert result.returncode == 0, result.stderr
+        receipt = json.loads(result.stdout)
+        assert (receipt["accepted"], receipt["reason"]) == (0, "not_in_contact")
+        assert "synod tusk driver" in result.stderr
+    finally:
+        core.kill_if_running()

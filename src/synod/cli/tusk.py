@@ -460,6 +460,7 @@ def submit(
     import asyncio
 
     from synod.runtime.tusk_node import SubmitFailed, check_submission, submit_transactions
+    from synod.tusk.messages import SubmitRefusal
 
     network = _load_network(directory)
     entry = _find(network, node)
@@ -476,7 +477,8 @@ def submit(
         raise click.UsageError(str(error)) from None
     waiting = (
         f"waiting for {entry.name} ({entry.host}:{entry.port}) to store the transactions "
-        f"(up to {timeout_s:g} s, --timeout-s)"
+        f"(up to {timeout_s:g} s, --timeout-s); a new core takes them once a driver has "
+        f"reached it (`synod tusk driver {directory}`)"
     )
     try:
         with notice_if_slow(waiting):
@@ -504,6 +506,13 @@ def submit(
             **({"reason": receipt.reason.name.lower()} if receipt.refused else {}),
         }
     )
+    if receipt.reason == SubmitRefusal.NOT_IN_CONTACT:
+        click.echo(
+            f"{entry.name} has not been reached by a driver yet, so it cannot know where its "
+            f"committee is: start one with `synod tusk driver {directory}` (or the whole "
+            f"committee with `synod tusk up {directory}`)",
+            err=True,
+        )
     if wait:
         if receipt.accepted != len(batch):
             why = receipt.reason.name.lower().replace("_", " ")
