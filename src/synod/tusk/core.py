@@ -41,6 +41,14 @@ records.  A request about rounds at or below the collection floor changes nothin
 request from future rounds is only accepted through certificates whose whole chain of
 parents has been checked.
 
+A core far behind (its round below the committee's collection floor) installs a
+checkpoint signed by cores of weight f + 1 (`CheckpointCertificate`) and continues the
+order from there; the positions it skipped are a gap in its delivery log, which drivers
+fill with records fetched from other cores (`LogRequest`, served by the core's node from
+what it persisted: `serve_log`), each checked from the top down against the chain the
+checkpoint states.  Own batches whose delivery may lie in the gap wait until the gap is
+filled that far (see docs/tusk.md, "Checkpoints" and "Filling the gap").
+
 State that peers can grow stays bounded.  Evidence is kept for at most
 `MAX_EVIDENCE_PER_CREATOR` slots per creator and kind (equivocation, certificate
 conflict), the first ones seen: one proof already shows the creator faulty, so later
