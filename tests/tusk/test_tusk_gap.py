@@ -465,3 +465,34 @@ def test_a_node_serves_its_log_from_its_file_at_a_bounded_rate(
             service.answer("c", body[:-1], now_ms=2_000)
     finally:
         service.close()
+
+
+def test_log_serving_shares_one_byte_budget_across_connections(
+    tmp_path: Path, history: History
+) -> None:
+    # The interval is per connection, and a driver holds no key: it can open
+    # connections anew.  Before, every new connection was answered in full, so one host
+    # could keep the node reading its file without end; now all of them share one
+    # byte budget a second, and past it answers are busy and read nothing.
+    storage = SqliteStorage.open(tmp_path / "core-0.sqlite")
+    try:
+        storage.apply(Persist(key, value) for key, value in history.later.items())
+    finally:
+        storage.close()
+    end = history.checkpoint.statement.sequence
+    budget = 4_096
+    service = LogService(CORES[0], tmp_path / "core-0.sqlite", bytes_per_second=budget)
+    try:
+        body = CODEC.encode(LogRequest(end=end, count=5))
+        answers = [service.answer(f"connection-{n}", body, now_ms=1_000) for n in range(100)]
+        full = [raw for raw in answers if CODEC.decode(raw).records]
+        busy = [raw for raw in answers if CODEC.decode(raw).busy]
+        assert len(full) + len(busy) == 100
+        largest = max(len(raw) for raw in full)
+        assert sum(len(raw) for raw in full) <= budget + largest, "one answer's overdraft"
+        assert busy and all(CODEC.decode(raw).records == () for raw in busy)
+        assert service.refused_over_budget == len(busy)
+        later = CODEC.decode(service.answer("connection-new", body, now_ms=2_000))
+        assert isinstance(later, LogAnswer) and len(later.records) == 5, "refilled"
+    finally:
+        service.close()

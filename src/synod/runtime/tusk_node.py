@@ -207,6 +207,13 @@ second); one asked sooner gets an empty answer marked `busy`.  Each answer reads
 `MAX_LOG_RECORDS` records and about `LOG_ANSWER_BYTES` (1 MiB) from the file, so a
 connection costs the node at most about 50 MiB of reads a second; connections are
 capped by the server's admission (per-host slots), like every other request's."""
+LOG_SERVE_BYTES_PER_SECOND = 16 * 1024 * 1024
+"""What the node reads from its file for `LogRequest`s, all connections together, in a
+second (with one second of it as a burst, and one answer's overdraft): the interval above
+is per connection, and a keyless driver can open connections anew, so without this a
+host could keep the node's event loop busy reading its file.  16 MiB a second refills a
+gap of 100,000 records without batches (about 18 MiB) in a couple of seconds, and costs
+the node a small part of one CPU; past it, answers are `busy` and nothing is read."""
 MAX_LOG_CLIENTS_REMEMBERED = 1024
 """Connections whose last log request time is kept (the idle ones are forgotten first
 when more come: it only gates their next request)."""
@@ -225,12 +232,22 @@ class LogService:
     this core no step.  The answers are not signed: the core that receives the records
     checks each against the chain digest it trusts."""
 
-    def __init__(self, core_id: NodeId, store_path: Path) -> None:
+    def __init__(
+        self,
+        core_id: NodeId,
+        store_path: Path,
+        *,
+        bytes_per_second: int = LOG_SERVE_BYTES_PER_SECOND,
+    ) -> None:
         self.core_id = core_id
         self._reader = CommitLogReader(store_path)
         self._served_at: dict[str, int] = {}
+        self._bytes_per_second = bytes_per_second
+        self._byte_tokens = float(bytes_per_second)
+        self._tokens_at_ms: int | None = None
         self.served = 0
         self.refused_early = 0
+        self.refused_over_budget = 0
 
     def install(self, server: RpcServer) -> None:
         """Answer `LogRequest`s on `server` before its handler sees them."""
@@ -255,6 +272,9 @@ class LogService:
         if last_ms is not None and now_ms - last_ms < LOG_REQUEST_INTERVAL_MS:
             self.refused_early += 1
             return CODEC.encode(LogAnswer(core=self.core_id, end=request.end, busy=True))
+        if not self._budget_left(now_ms):
+            self.refused_over_budget += 1
+            return CODEC.encode(LogAnswer(core=self.core_id, end=request.end, busy=True))
         self._remember(client, now_ms)
         positions = log_positions(request)
         try:
@@ -263,7 +283,19 @@ class LogService:
             log.warning("cannot read the delivery log: %s", error)
             stored = {}
         self.served += 1
-        return CODEC.encode(serve_log(self.core_id, request, stored))
+        encoded = CODEC.encode(serve_log(self.core_id, request, stored))
+        self._byte_tokens -= len(encoded)
+        return encoded
+
+    def _budget_left(self, now_ms: int) -> bool:
+        """Refill the shared byte budget for the time since it was last looked at; true
+        while some is left (an answer may overdraw it by its own size)."""
+        if self._tokens_at_ms is not None:
+            elapsed_ms = max(0, now_ms - self._tokens_at_ms)
+            refill = elapsed_ms * self._bytes_per_second / 1000
+            self._byte_tokens = min(float(self._bytes_per_second), self._byte_tokens + refill)
+        self._tokens_at_ms = now_ms
+        return self._byte_tokens > 0
 
     def _remember(self, client: str, now_ms: int) -> None:
         if len(self._served_at) >= MAX_LOG_CLIENTS_REMEMBERED:
