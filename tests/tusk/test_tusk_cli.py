@@ -174,3 +174,29 @@ def test_a_core_name_where_a_transaction_goes_is_refused_not_sent(tmp_path: Path
     result = runner.invoke(cli, ["tusk", "submit", str(tmp_path / "net"), "core-2", "pay"])
     assert result.exit_code == 2
     assert "use --core core-2" in result.output
+
+
+class _Warnings:
+    """Collects what `log.warning` was given."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, message: str, extra: dict[str, object]) -> None:
+        self.said.append((message, extra))
+
+
+def test_a_driver_warns_once_per_core_that_refuses_others_as_of_other_settings() -> None:
+    from synod.cli.tusk import _warn_other_context
+
+    odd, first, second = b"\x03" * 32, b"\x00" * 32, b"\x01" * 32
+    names = {odd: "core-3", first: "core-0", second: "core-1"}
+    log, warned = _Warnings(), set[bytes]()
+    refusals = {odd: frozenset({first, second}), first: frozenset({odd})}
+    _warn_other_context(refusals, warned, names, log)
+    _warn_other_context(refusals, warned, names, log)
+    assert [extra for _, extra in log.said] == [
+        {"core": "core-3", "refused": ["core-0", "core-1"]},
+        {"core": "core-0", "refused": ["core-3"]},
+    ]
+    assert all("kept_commits" in message for message, _ in log.said)

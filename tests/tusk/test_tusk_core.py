@@ -61,7 +61,7 @@ COMMITTEE = Committee.equal_weights(key.node_id for key in KEYS)
 
 def context_of(gc_depth: int = TuskConfig().gc_depth) -> bytes:
     """The committee context of COMMITTEE's cores collecting at `gc_depth`."""
-    return committee_context(b"", COMMITTEE.weights, gc_depth)
+    return committee_context(b"", COMMITTEE.weights, gc_depth, kept_commits=None)
 
 
 CONTEXT = context_of()

@@ -162,7 +162,16 @@ class History(NamedTuple):
 
 @pytest.fixture(scope="module")
 def history() -> History:
-    config = TuskConfig(gc_depth=4)
+    return _history(TuskConfig(gc_depth=4))
+
+
+@pytest.fixture(scope="module")
+def unkept_history() -> History:
+    """The same history in a committee that keeps no record below its checkpoints."""
+    return _history(TuskConfig(gc_depth=4, kept_commits=0))
+
+
+def _history(config: TuskConfig) -> History:
     world = tusk_world(KEYS, seed=13, config=config)
     submit(world, CORES[3], [b"early"])
     assert world.step_until(lambda: b"early" in delivered_transactions(world, CORES[3]))
@@ -311,8 +320,9 @@ def test_serving_stops_at_the_first_position_missing_and_keeps_within_the_bound(
 
 
 def test_a_gap_below_what_the_core_keeps_is_given_up_and_its_own_batches_are_not_requeued(
-    history: History,
+    unkept_history: History,
 ) -> None:
+    history = unkept_history
     behind = Behind(history.early, TuskConfig(gc_depth=4, kept_commits=0))
     # An own header of core 3 that nobody certified as far as it knows: proposed once
     # the certificates carried moved it to a round it had no header for.

@@ -18,6 +18,8 @@ import pytest
 
 from synod.core import Proposed, Reply, RequestReceived, Step
 from synod.crypto import KeyPair, NodeId
+from synod.quorum.committee import Committee
+from synod.runtime.tusk_node import driver_series
 from synod.sim.scenarios.tusk import (
     PrefixViolated,
     answers,
@@ -38,6 +40,7 @@ from synod.tusk.core import (
     TuskConfig,
     TuskCore,
 )
+from synod.tusk.driver import Driver
 from synod.tusk.messages import (
     CommitAck,
     CommitQuery,
@@ -326,6 +329,40 @@ def test_a_core_with_another_gc_depth_is_refused_and_cannot_fork_the_order(seed:
     assert_same_prefix(world)
     assert committed(world, odd) == []
     assert refusals[RefusalReason.OTHER_COMMITTEE] > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_core_keeping_another_length_of_log_is_refused_at_once(seed: int) -> None:
+    # Cores 0-2 keep 8 delivery-log records below each checkpoint, core 3 all of them.
+    # Before, nothing compared the setting: core 3 ordered with the others, and once it
+    # rejoined by a checkpoint, the part of its gap below what they keep was never
+    # served nor given up (it waited on it for good).  Now `kept_commits` is part of the
+    # committee context: core 3 and the others refuse each other from the start, and a
+    # driver names the cores that refuse and whose headers.
+    odd = CORES[3]
+    world = tusk_world(
+        KEYS,
+        seed=seed,
+        config=TuskConfig(kept_commits=8),
+        core_configs={odd: TuskConfig(kept_commits=None)},
+    )
+    refusals = tally_refusals(world, CORES)
+    assert world.step_until(each_committed(world, 30, CORES[:3]), max_steps=20_000)
+    assert_same_prefix(world)
+    assert committed(world, odd) == []
+    assert refusals[RefusalReason.OTHER_COMMITTEE] > 0
+    committee = Committee.equal_weights(CORES)
+    driver = world.core(Driver("driver-a", committee).node_id, Driver)
+    said = driver.context_refusals()
+    assert said[odd] == frozenset(CORES[:3])
+    assert all(said[core] == frozenset({odd}) for core in CORES[:3])
+    names = {core: f"core-{index}" for index, core in enumerate(CORES)}
+    series = {
+        labels["core"]: value
+        for name, labels, value in driver_series(driver, names)
+        if name == "synod_tusk_driver_core_other_context_members"
+    }
+    assert series == {"core-0": 1, "core-1": 1, "core-2": 1, "core-3": 3}
 
 
 def test_a_core_of_another_network_is_refused_even_with_the_same_keys() -> None:

@@ -343,6 +343,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
     lagging: set[bytes] = set()
     starved: set[bytes] = set()  # no header of theirs certified for many rounds
     unserved: set[bytes] = set()  # a log gap no other core serves
+    mismatched: set[bytes] = set()  # refuses members' headers as of other settings
 
     heard = asyncio.Event()
 
@@ -370,6 +371,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
                 starved.discard(core)
                 log.warning("core certified again", extra={"core": names.get(core)})
         _warn_unserved(node.driver.unserved_gaps(), unserved, names, log)
+        _warn_other_context(node.driver.context_refusals(), mismatched, names, log)
 
     node = DriverNode(
         network.new_driver(name),
@@ -410,6 +412,28 @@ def _warn_unserved(
     for core in warned - gaps.keys():
         warned.discard(core)
         log.warning("log gap served again, or closed", extra={"core": names.get(core)})
+
+
+def _warn_other_context(
+    refusals: dict[bytes, frozenset[bytes]],
+    warned: set[bytes],
+    names: dict[bytes, str],
+    log: Any,
+) -> None:
+    """Say once per core that it refuses members' headers as of another committee
+    context: its `tusk.toml` differs from theirs (`network_id`, cores, `gc_depth` or
+    `kept_commits`), and they will never order together until it is the same."""
+    for core, creators in refusals.items():
+        if core not in warned:
+            warned.add(core)
+            log.warning(
+                "core refuses these cores' headers: their settings differ (network_id,"
+                " cores, gc_depth or kept_commits must be the same in every tusk.toml)",
+                extra={
+                    "core": names.get(core),
+                    "refused": sorted(names.get(c, bytes(c).hex()[:12]) for c in creators),
+                },
+            )
 
 
 async def _say_why_idle(heard: Any, network: TuskNetwork, log: Any) -> None:

@@ -551,6 +551,7 @@ def driver_series(driver: Driver, names: Mapping[bytes, str]) -> Series:
     ]
     certified = driver.certified_rounds()
     unserved = driver.unserved_gaps()
+    other_context = driver.context_refusals()
     for core, round_number in driver.core_rounds().items():
         core_labels = {**labels, "core": names.get(core, bytes(core).hex()[:12])}
         series.append(("synod_tusk_driver_core_round", core_labels, round_number))
@@ -559,6 +560,8 @@ def driver_series(driver: Driver, names: Mapping[bytes, str]) -> Series:
         uncertified = max(0, driver.highest_round - certified.get(core, 0))
         series.append(("synod_tusk_driver_core_uncertified_rounds", core_labels, uncertified))
         series.append(("synod_tusk_driver_core_gap_unserved", core_labels, int(core in unserved)))
+        refused = len(other_context.get(core, ()))
+        series.append(("synod_tusk_driver_core_other_context_members", core_labels, refused))
     return series
 
 

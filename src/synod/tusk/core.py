@@ -142,7 +142,8 @@ from growing this core's memory and storage round after round."""
 @dataclass(frozen=True, slots=True)
 class TuskConfig:
     """Limits of one core (the batch limits should be the same on every core;
-    `gc_depth` and `network` must be, and are checked: see `committee_context`)."""
+    `gc_depth`, `kept_commits` and `network` must be, and are checked: see
+    `committee_context`)."""
 
     gc_depth: int = 50
     max_batch_transactions: int = 64
@@ -164,7 +165,9 @@ class TuskConfig:
     log).  At each checkpoint it signs or installs, the records more than this many
     positions below it are deleted: the core needs none of them (it resumes from the
     checkpoint), only readers of the log (`synod tusk watch`, acknowledgements after a
-    restart) do."""
+    restart) and cores filling a gap do.  The same on every core, and checked (part of
+    `committee_context`): a core filling a gap gives up what the others no longer
+    keep, at the same checkpoints as they prune it."""
 
     def __post_init__(self) -> None:
         if self.gc_depth < 2:
@@ -440,7 +443,12 @@ class TuskCore:
                 " a checkpoint names every certificate of its last gc_depth + 1 rounds"
             )
         self._network = self.config.network
-        self.context = committee_context(self._network, committee.weights, self.config.gc_depth)
+        self.context = committee_context(
+            self._network,
+            committee.weights,
+            self.config.gc_depth,
+            kept_commits=self.config.kept_commits,
+        )
         """The committee context this core signs in and requires (`committee_context`)."""
         self._dag = Dag()
         self._certificates: dict[bytes, Certificate] = {}

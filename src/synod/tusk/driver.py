@@ -61,6 +61,7 @@ from synod.tusk.messages import (
     LogRecord,
     LogRequest,
     LogWanted,
+    Refusal,
     RefusalReason,
     Vote,
     VoteSignature,
@@ -114,6 +115,9 @@ class _CoreView:
     log_fetching: bool = False
     log_carried_end: int | None = None  # the gap's end when records were last carried
     log_misses: int = 0  # fetches in a row that found no record (busy answers aside)
+    # Creators whose headers or certificates it refused as of another committee context
+    # (at most one entry per member: its settings differ from theirs).
+    other_context: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -320,9 +324,11 @@ class Driver:
 
     def unserved_gaps(self) -> dict[bytes, tuple[int, int]]:
         """The cores whose log gap ([first, end)) no other core served in a whole turn
-        of asking each (busy answers aside): every core may have pruned those positions
-        (a `kept_commits` smaller than theirs), or the committee's honest cores are
-        unreachable.  Soft state, for warnings: a Byzantine core can only add misses."""
+        of asking each (busy answers aside): the others may have pruned those positions
+        at a checkpoint this core has not reached yet (it gives them up at that one), or
+        hold only records written before records carried their proof, or the
+        committee's honest cores are unreachable.  Soft state, for warnings: a
+        Byzantine core can only add misses."""
         others = len(self.committee.members) - 1
         return {
             core: (view.log_wanted.first, view.log_wanted.end)
@@ -552,8 +558,21 @@ class Driver:
             if view.late_held != ZERO_DIGEST:
                 view.holds.add(view.late_held)
 
+    def context_refusals(self) -> dict[bytes, frozenset[bytes]]:
+        """Each core that refused headers or certificates as of another committee
+        context -> their creators: its settings (`network_id`, members, `gc_depth`,
+        `kept_commits`) differ from theirs, so they will never order together.  From
+        the cores' signed answers; for warnings."""
+        return {
+            core: frozenset(view.other_context)
+            for core, view in self._views.items()
+            if view.other_context
+        }
+
     def _learn_refusals(self, view: _CoreView, request: CoreRequest, answer: CoreAnswer) -> None:
         refused = {refusal.digest: refusal for refusal in answer.refusals}
+        if any(refusal.reason == RefusalReason.OTHER_COMMITTEE for refusal in answer.refusals):
+            self._learn_other_context(view, request, refused)
         carried = [certificate.header.digest() for certificate in request.certificates]
         carried += [item.header_digest for item in request.certified]
         for digest in carried:
@@ -576,6 +595,15 @@ class Driver:
                 view.voted.add(digest)
             else:
                 self._block(view, digest, refusal.missing)
+
+    def _learn_other_context(
+        self, view: _CoreView, request: CoreRequest, refused: dict[bytes, Refusal]
+    ) -> None:
+        headers = [certificate.header for certificate in request.certificates]
+        for header in [*headers, *request.headers]:
+            refusal = refused.get(header.digest())
+            if refusal is not None and refusal.reason == RefusalReason.OTHER_COMMITTEE:
+                view.other_context.add(bytes(header.creator))
 
     def _block(self, view: _CoreView, digest: bytes, missing: tuple[bytes, ...]) -> None:
         view.blocked[digest] = set(missing)

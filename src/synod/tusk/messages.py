@@ -73,15 +73,22 @@ Parents = Annotated[tuple[Bytes32, ...], msgspec.Meta(max_length=MAX_COMMITTEE_S
 MAX_WEAK_PARENTS = MAX_COMMITTEE_SIZE
 
 
-def committee_context(network: bytes, weights: Mapping[NodeId, int], gc_depth: int) -> bytes:
-    """The digest of what every core of one committee must agree on for safety: the
-    network id, the members and their weights, and `gc_depth` (cores collecting at
-    different depths deliver different histories).  Every header carries it, covered by
-    its digest and so by its signature and every vote; a core refuses a header or a
-    certificate of another context before checking anything else, so that cores
-    configured differently refuse each other instead of ordering differently."""
+def committee_context(
+    network: bytes, weights: Mapping[NodeId, int], gc_depth: int, *, kept_commits: int | None
+) -> bytes:
+    """The digest of what every core of one committee must agree on: the network id,
+    the members and their weights, `gc_depth` (cores collecting at different depths
+    deliver different histories) and `kept_commits` (None: the whole log).  Every header
+    carries it, covered by its digest and so by its signature and every vote; a core
+    refuses a header or a certificate of another context before checking anything else,
+    so that cores configured differently refuse each other instead of ordering
+    differently.  `kept_commits` is not needed for safety but for liveness: a core
+    keeping more of the delivery log than the others would wait for ever on a gap below
+    what they keep, and one keeping less would give up positions they could still serve
+    (its own batches there reported as possibly lost); refusing at once says so loudly."""
     members = tuple(sorted((bytes(node), weight) for node, weight in weights.items()))
-    return blake2b(canonical_bytes((network, members, gc_depth)), person=b"synod-tusk-ctx")
+    settings = (network, members, gc_depth, -1 if kept_commits is None else kept_commits)
+    return blake2b(canonical_bytes(settings), person=b"synod-tusk-ctx")
 
 
 def batch_digest(transactions: tuple[bytes, ...]) -> bytes:
