@@ -64,6 +64,7 @@ from pysat.examples.rc2 import RC2
 from pysat.formula import WCNF
 from pysat.solvers import Solver
 
+from synod.fbas.annealing import Annealing, split_of
 from synod.fbas.cascade import (
     BlockingSearch,
     Quotient,
@@ -1079,6 +1080,11 @@ def _splitting_by_organisations(
     lower = 0
     if not formula.whole_groups:
         lower = splitting_lower_bound(formula.quotient, upper=known, stop=stop, progress=progress)
+        if stop is not None and (known is None or lower < known):
+            annealed = _annealed_split(fbas, formula.quotient, stop, lower)
+            if annealed is not None and (known is None or annealed[0] < known):
+                cut, known = annealed, annealed[0]
+                progress(f"splitting: {known} by annealing the organisations' roles")
     if cut is not None and known is not None and lower >= known:
         return _Search([], lower, known, True), cut[1:]
     search = _minimize(
@@ -1090,6 +1096,24 @@ def _splitting_by_organisations(
         return search, None
     # The solver found nothing cheaper than the cut (or was stopped first).
     return search, cut[1:]
+
+
+def _annealed_split(
+    fbas: Fbas, quotient: Quotient, stop: Stop, goal: int
+) -> tuple[int, int, int, int] | None:
+    """The cheapest split the annealing finds, as (cost, faulty nodes, first quorum,
+    second quorum), checked against the definitions; None when it finds none."""
+    annealing = Annealing(quotient, stop)
+    state = annealing.run(goal=goal)
+    if state is None:
+        return None
+    faulty, first, second = split_of(quotient, annealing.roles, state)
+    valid = first and second and not first & second and not (first | second) & faulty
+    if not valid or not is_quorum_despite(fbas, first, faulty):
+        return None
+    if not is_quorum_despite(fbas, second, faulty):
+        return None
+    return faulty.bit_count(), faulty, first, second
 
 
 def _interchangeable_groups(fbas: Fbas, grouping: str | None, quotient: Quotient) -> bool:
