@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fbas_anytime import StopAfter
@@ -14,7 +15,7 @@ from test_fbas_cascade_search import organisation_networks
 
 from synod.fbas import bruteforce as brute
 from synod.fbas.analysis import minimal_splitting_sets
-from synod.fbas.cascade import organisation_quotient
+from synod.fbas.cascade import SearchStopped, organisation_quotient
 from synod.fbas.load import load_stellarbeat
 from synod.fbas.quorum_size import QuorumSizeSearch, splitting_lower_bound
 from synod.fbas.synthetic import asymmetric_network
@@ -115,3 +116,23 @@ def test_quorum_size_search_stops_within_its_budget() -> None:
     stop = StopAfter(3)
     assert splitting_lower_bound(quotient, stop=stop) <= 3
     assert stop.asked == 4
+
+
+def test_quorum_size_search_examines_a_bounded_number_of_groups_between_stop_questions() -> None:
+    fbas = _asymmetric(1)
+    quotient = organisation_quotient(fbas, fbas.all_nodes, closed=True)
+    assert quotient is not None
+    seen: list[int] = []
+
+    def stop() -> bool:
+        seen.append(search.work)
+        return len(seen) > 50
+
+    search = QuorumSizeSearch(
+        quotient.entries, quotient.threshold, (1 << quotient.size) - 1, stop=stop
+    )
+    with pytest.raises(SearchStopped):
+        search.exists(28, 1)  # about 200 questions to finish: stopped on the 51st
+    gaps = [later - earlier for earlier, later in zip([0, *seen], seen, strict=False)]
+    # One step between two questions examines at most one pass over the groups.
+    assert max(gaps) <= search.check_work + quotient.size
