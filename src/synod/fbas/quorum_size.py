@@ -282,6 +282,68 @@ class QuorumSizeSearch:
         return False
 
 
+class _QuorumSizes:
+    """Proven lower bounds on q(f), the fewest groups of a quorum with at most f
+    exceptions, shared by the deepening of `splitting_lower_bound`.
+
+    Each bound is first sought through a relaxation: the members C of such a quorum
+    with g <= f exceptions satisfy thresholds lowered by g among themselves, so q(f) >=
+    min over g <= f of g + q'(g), q' being the smallest quorum with thresholds lowered by
+    g and no exception; q' is proven by the search without exceptions, which prunes far
+    better.  Only when the relaxation meets a small quorum does the exact search with
+    exceptions run.  All searches share one budget of groups examined."""
+
+    def __init__(
+        self, quotient: Quotient, candidates: int, stop: Stop | None, budget: int | None
+    ) -> None:
+        self.quotient = quotient
+        self.candidates = candidates
+        self.stop = stop
+        self.budget = budget
+        self.exact = self._search(0)
+        self.lowered: dict[int, QuorumSizeSearch] = {0: self.exact}
+        self.proven: dict[int, int] = {}
+        self.proven_lowered: dict[int, int] = {}
+
+    def _search(self, lowered: int) -> QuorumSizeSearch:
+        thresholds = tuple(max(0, need - lowered) for need in self.quotient.threshold)
+        return QuorumSizeSearch(
+            self.quotient.entries, thresholds, self.candidates, stop=self.stop
+        )
+
+    def _run(self, search: QuorumSizeSearch, limit: int, allowed: int) -> bool:
+        """Whether `search` proves no quorum of at most `limit` groups exists."""
+        if limit < 1:
+            return True
+        if self.budget is not None:
+            spent = sum(other.work for other in self.lowered.values())
+            search.budget = search.work + max(0, self.budget - spent)
+        return search.exists(limit, allowed) is None
+
+    def _lowered_at_least(self, lowered: int, need: int) -> bool:
+        if self.proven_lowered.get(lowered, 0) >= need:
+            return True
+        if lowered not in self.lowered:
+            self.lowered[lowered] = self._search(lowered)
+        if not self._run(self.lowered[lowered], need - 1, 0):
+            return False
+        self.proven_lowered[lowered] = need
+        return True
+
+    def at_least(self, exceptions: int, need: int) -> bool:
+        """Whether q(`exceptions`) >= `need` is proven (raises `SearchStopped`)."""
+        if self.proven.get(exceptions, 0) < need:
+            relaxed = all(
+                self._lowered_at_least(lowered, need - lowered)
+                for lowered in range(exceptions + 1)
+            )
+            if not relaxed and not self._run(self.exact, need - 1, exceptions):
+                return False
+            for fewer in range(exceptions + 1):
+                self.proven[fewer] = max(self.proven.get(fewer, 0), need)
+        return True
+
+
 def splitting_lower_bound(
     quotient: Quotient,
     *,
@@ -304,14 +366,7 @@ def splitting_lower_bound(
     phi = min(inner)
     if beta < 1:
         return lower  # a group can count on both sides at no cost
-    search = QuorumSizeSearch(
-        quotient.entries,
-        quotient.threshold,
-        sum(1 << index for index in named),
-        stop=stop,
-        budget=budget,
-    )
-    proven: dict[int, int] = {}
+    quorums = _QuorumSizes(quotient, sum(1 << index for index in named), stop, budget)
     groups = len(named)
     passengers = phi * min(quotient.threshold)
     try:
@@ -321,13 +376,8 @@ def splitting_lower_bound(
                 break
             for exceptions in range((target - 1) // phi + 1):
                 excess = -(-(target - (phi - beta) * exceptions) // beta)
-                need = -(-(groups + excess) // 2)
-                if proven.get(exceptions, 0) >= need:
-                    continue
-                if search.exists(need - 1, exceptions) is not None:
+                if not quorums.at_least(exceptions, -(-(groups + excess) // 2)):
                     return lower  # a small quorum exists: this argument goes no further
-                for fewer in range(exceptions + 1):
-                    proven[fewer] = max(proven.get(fewer, 0), need)
             lower = target
             if progress is not None:
                 progress(f"splitting: no split of fewer than {lower} nodes (quorum sizes)")
