@@ -506,3 +506,71 @@ def test_log_serving_shares_one_byte_budget_across_connections(
         assert isinstance(later, LogAnswer) and len(later.records) == 5, "refilled"
     finally:
         service.close()
+
+
+# ---------------------------------------------------------------- watch --follow
+
+
+def _write_changes(path: Path, before: dict[bytes, bytes], after: dict[bytes, bytes]) -> None:
+    """Apply to the SQLite file at `path` what changed from `before` to `after` (the core
+    commits each step's records in one transaction; so does this)."""
+    changes = [Persist(key, value) for key, value in after.items() if before.get(key) != value]
+    changes += [Persist(key, None) for key in before.keys() - after.keys()]
+    with SqliteStorage.open(path) as storage:
+        storage.apply(changes)
+
+
+def test_watch_follow_prints_the_positions_of_a_gap_once_the_core_filled_them(
+    history: History, tmp_path: Path
+) -> None:
+    # A core installed a checkpoint and filled the top of its gap; `watch --follow`
+    # started then prints its log up to the gap, a gap line and the filled top.  Before,
+    # the positions filled later were never printed (the watch had passed them).  Now,
+    # once the core's gap no longer covers them, they come in position order after a
+    # gap-filled line, each marked filled.
+    from click.testing import CliRunner
+
+    from synod.cli.cluster import WatchedProcess
+    from synod.cli.tusk import tusk
+
+    result = CliRunner().invoke(tusk, ["init", str(tmp_path), "--cores", "4"])
+    assert result.exit_code == 0, result.output
+    behind, source, first, end = _installed(history)
+    behind.ask(CoreRequest(log_records=records_from(source, 0, end)[:8]))
+    assert behind.core.log_gap == (first, end - 8)
+    store = tmp_path / "core-0.sqlite"
+    written = dict(behind.storage)
+    _write_changes(store, {}, written)
+    watch = WatchedProcess(
+        "watch",
+        ["tusk", "watch", str(tmp_path), "--follow", "--interval-ms", "20"],
+        tmp_path / "watch.stderr",
+        deadline_s=30,
+        stdin=False,
+    )
+    try:
+        watch.wait_for(
+            lambda lines: any(line.get("sequence") == end - 1 for line in lines), "the log"
+        )
+        assert watch.events("gap") == [{"event": "gap", "first": first, "end": end - 8}]
+        while behind.core.log_gap is not None:
+            _, top = behind.core.log_gap
+            behind.ask(CoreRequest(log_records=records_from(source, 0, top)[:8]))
+            _write_changes(store, written, behind.storage)
+            written = dict(behind.storage)
+        watch.wait_for(
+            lambda lines: sum(bool(line.get("filled")) for line in lines) == end - 8 - first,
+            "every filled position",
+        )
+    finally:
+        watch.kill_if_running()
+    tail = watch.seen[watch.seen.index(watch.events("gap-filled")[0]) :]
+    assert tail[0] == {"event": "gap-filled", "first": first, "end": end - 8}
+    filled = tail[1:]
+    assert [line["sequence"] for line in filled] == list(range(first, end - 8)), "in order"
+    assert all(line["filled"] is True for line in filled)
+    expected = log_of(source)
+    assert [line["digest"] for line in filled] == [
+        expected[position].hex() for position in range(first, end - 8)
+    ]
+    assert all("filled" not in line for line in watch.seen[: len(watch.seen) - len(tail)])

@@ -10,7 +10,8 @@
 - ``synod tusk submit DIR TEXT...`` hands transactions to a core and prints its signed
   receipt;
 - ``synod tusk watch DIR`` prints a core's committed sequence, then follows it as it
-  grows (it reads the core's SQLite file; the core need not run).
+  grows (it reads the core's SQLite file; the core need not run), and positions a
+  checkpoint's gap held once the core has filled them (``"filled": true``).
 
 Logs are JSON lines on standard error.  SIGINT or SIGTERM stops a core or a driver
 cleanly (exit 0).  Exit codes: 0 success, 1 failure or user error, 2 configuration error.
@@ -610,6 +611,8 @@ def watch(  # noqa: PLR0917 - one parameter per click option
     It reads DIRECTORY/<core>.sqlite, which the running core commits before it answers
     anything, so every line printed is durable.  With --proven, each line is printed
     only once cores of weight f + 1 state its position (exit 1 if they contradict it).
+    Positions of a gap that the core fills later (after installing a checkpoint) are
+    printed once it has, after a gap-filled line, each marked "filled": true.
     """
     import signal
     import time
@@ -626,24 +629,90 @@ def watch(  # noqa: PLR0917 - one parameter per click option
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
     try:
         with CommitLogReader(path) as reader:
+            printer = _LogPrinter(network, names, proof_timeout_s if proven else None)
             while True:
-                events = reader.read_from(first)
-                checked = _proven_lines(network, events, proof_timeout_s) if proven else None
-                for index, event in enumerate(events):
-                    if event.sequence > first:  # pruned, or skipped by a checkpoint
-                        print_json_line({"event": "gap", "first": first, "end": event.sequence})
-                    line = _committed_line(event, names)
-                    if checked is not None:
-                        line["proven"] = checked[index]
-                    print_json_line(line)
-                    first = event.sequence + 1
+                first = printer.print_from(reader, first)
                 if not follow:
                     return
+                printer.print_filled(reader)
                 time.sleep(interval_ms / 1000)
     except StorageError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         return
+
+
+_FILLED_CHUNK = 256
+"""Filled positions read and printed at a time (each record holds at most one batch)."""
+
+
+class _LogPrinter:
+    """Prints a core's delivery log as `watch` does, and remembers the ranges it
+    printed as `gap` lines: positions a core skipped by installing a checkpoint are
+    filled later (from the top down), and once the core's gap no longer covers a range
+    (`CommitLogReader.log_gap`), what it holds there is final and is printed, in
+    position order, after a `gap-filled` line, each marked `"filled": true`.  Positions
+    still absent then were pruned or given up: they never come."""
+
+    def __init__(
+        self, network: TuskNetwork, names: dict[NodeId, str], proof_timeout_s: float | None
+    ) -> None:
+        self._network = network
+        self._names = names
+        self._proof_timeout_s = proof_timeout_s
+        self._skipped: list[tuple[int, int]] = []
+
+    def print_from(self, reader: Any, first: int) -> int:
+        """Print what the log holds from `first` on; the next position to read."""
+        events = reader.read_from(first)
+        proven = self._proven(events)
+        for index, event in enumerate(events):
+            if event.sequence > first:  # pruned, or skipped by a checkpoint
+                print_json_line({"event": "gap", "first": first, "end": event.sequence})
+                self._skipped.append((first, event.sequence))
+            self._print(event, None if proven is None else proven[index], filled=False)
+            first = event.sequence + 1
+        return first
+
+    def print_filled(self, reader: Any) -> None:
+        """Print the ranges printed as gaps that the core no longer fills.  The gap is
+        read before the records, and the core writes both in one transaction, so a range
+        found uncovered holds all it ever will."""
+        if not self._skipped:
+            return
+        wanted = reader.log_gap()
+        settled = [
+            (first, end)
+            for first, end in self._skipped
+            if wanted is None or end <= wanted[0] or first >= wanted[1]
+        ]
+        for first, end in settled:
+            self._skipped.remove((first, end))
+            self._print_range(reader, first, end)
+
+    def _print_range(self, reader: Any, first: int, end: int) -> None:
+        announced = False
+        while events := reader.read_range(first, end, _FILLED_CHUNK):
+            if not announced:
+                print_json_line({"event": "gap-filled", "first": first, "end": end})
+                announced = True
+            proven = self._proven(events)
+            for index, event in enumerate(events):
+                self._print(event, None if proven is None else proven[index], filled=True)
+            first = events[-1].sequence + 1
+
+    def _proven(self, events: list[Any]) -> list[bool] | None:
+        if self._proof_timeout_s is None:
+            return None
+        return _proven_lines(self._network, events, self._proof_timeout_s)
+
+    def _print(self, event: Any, proven: bool | None, *, filled: bool) -> None:
+        line = _committed_line(event, self._names)
+        if proven is not None:
+            line["proven"] = proven
+        if filled:
+            line["filled"] = True
+        print_json_line(line)
 
 
 def _proven_lines(network: TuskNetwork, events: list[Any], timeout_s: float) -> list[bool]:

@@ -43,12 +43,14 @@ from synod.runtime.storage import SqliteStorage, StorageError
 from synod.runtime.transport import Address
 from synod.tusk.core import (
     COMMIT_LOG_PREFIX,
+    LOG_GAP_KEY,
     Committed,
     TuskConfig,
     TuskCore,
     commit_log_key,
     log_positions,
     read_commit_record,
+    read_log_gap,
     serve_log,
 )
 from synod.tusk.driver import Driver
@@ -737,6 +739,28 @@ class CommitLogReader:
         except sqlite3.Error as error:
             raise StorageError(self.path, f"cannot read: {error}") from None
         return [read_commit_record(bytes(value)) for (value,) in rows]
+
+    def read_range(self, first: int, end: int, count: int) -> list[Committed]:
+        """At most `count` deliveries held at positions `first` .. `end` - 1, in order."""
+        try:
+            rows = self._connection.execute(
+                "SELECT value FROM records WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                (commit_log_key(first), commit_log_key(end), count),
+            ).fetchall()
+        except sqlite3.Error as error:
+            raise StorageError(self.path, f"cannot read: {error}") from None
+        return [read_commit_record(bytes(value)) for (value,) in rows]
+
+    def log_gap(self) -> tuple[int, int] | None:
+        """The positions [first, end) the core is still filling (`read_log_gap`), or
+        None when its log has no gap being filled."""
+        try:
+            row = self._connection.execute(
+                "SELECT value FROM records WHERE key = ?", (LOG_GAP_KEY,)
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise StorageError(self.path, f"cannot read: {error}") from None
+        return None if row is None else read_log_gap(bytes(row[0]))
 
     def read_below(self, end: int, count: int, max_bytes: int) -> dict[int, bytes]:
         """The stored records of positions `end` - 1, `end` - 2, ... (at most `count`,

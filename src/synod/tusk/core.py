@@ -360,6 +360,20 @@ def commit_log_key(sequence: int) -> bytes:
     return _number_key(_COMMIT, sequence)
 
 
+LOG_GAP_KEY = _GAP
+"""The storage key of the gap a core's delivery log has while it fills it (absent when
+it has none): see `read_log_gap`."""
+
+
+def read_log_gap(value: bytes) -> tuple[int, int]:
+    """The positions [first, end) still missing from a core's delivery log, from its
+    record under `LOG_GAP_KEY`: they are filled from `end` - 1 down; positions of a
+    skipped range outside them are either filled already or will never be (pruned
+    everywhere, given up)."""
+    gap = _decode_gap(value)
+    return gap.first, gap.end
+
+
 def read_commit_record(value: bytes) -> Committed:
     """The `Committed` event a delivery-log record (under `COMMIT_LOG_PREFIX`) holds."""
     record = _decode_commit(value)
