@@ -72,3 +72,19 @@ def test_annealing_asks_to_stop_between_batches_of_moves() -> None:
     annealing.run()
     assert stop.asked == 3
     assert annealing.moves == 2 * MOVES_PER_QUESTION
+
+
+def test_annealing_in_two_calls_walks_as_one_call() -> None:
+    # The splitting search anneals a quarter, proves its bound, then goes on.
+    nodes, orgs = asymmetric_network(30, 2)
+    fbas = load_stellarbeat(nodes, organizations=orgs)
+    quotient = organisation_quotient(fbas, fbas.all_nodes, closed=True)
+    assert quotient is not None
+    whole = Annealing(quotient)
+    whole.run(moves=60_000)
+    halves = Annealing(quotient)
+    halves.run(moves=20_000)
+    assert halves.moves == 20_000
+    halves.run(moves=60_000)
+    assert halves.moves == whole.moves == 60_000
+    assert halves.best == whole.best and halves.best_cost == whole.best_cost

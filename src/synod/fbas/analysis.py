@@ -64,7 +64,7 @@ from pysat.examples.rc2 import RC2
 from pysat.formula import WCNF
 from pysat.solvers import Solver
 
-from synod.fbas.annealing import Annealing, split_of
+from synod.fbas.annealing import ANNEAL_MOVES_PER_GROUP_SQUARED, Annealing, split_of
 from synod.fbas.cascade import (
     BlockingSearch,
     Quotient,
@@ -1079,12 +1079,15 @@ def _splitting_by_organisations(
         progress(f"splitting: {known} by cutting one organisation off")
     lower = 0
     if not formula.whole_groups:
+        # A quarter of the annealing first, so that a short --timeout still improves
+        # on the cut, then the bound, then the rest unless the bound is reached.
+        annealing = Annealing(formula.quotient, stop) if stop is not None else None
+        total = ANNEAL_MOVES_PER_GROUP_SQUARED * formula.quotient.size**2
+        cut = _annealed_split(fbas, annealing, total // 4, lower, cut, progress=progress)
+        known = None if cut is None else cut[0]
         lower = splitting_lower_bound(formula.quotient, upper=known, stop=stop, progress=progress)
-        if stop is not None and (known is None or lower < known):
-            annealed = _annealed_split(fbas, formula.quotient, stop, lower)
-            if annealed is not None and (known is None or annealed[0] < known):
-                cut, known = annealed, annealed[0]
-                progress(f"splitting: {known} by annealing the organisations' roles")
+        cut = _annealed_split(fbas, annealing, total, lower, cut, progress=progress)
+        known = None if cut is None else cut[0]
     if cut is not None and known is not None and lower >= known:
         return _Search([], lower, known, True), cut[1:]
     search = _minimize(
@@ -1099,20 +1102,31 @@ def _splitting_by_organisations(
 
 
 def _annealed_split(
-    fbas: Fbas, quotient: Quotient, stop: Stop, goal: int
+    fbas: Fbas,
+    annealing: Annealing | None,
+    moves: int,
+    goal: int,
+    known: tuple[int, int, int, int] | None,
+    *,
+    progress: Progress,
 ) -> tuple[int, int, int, int] | None:
-    """The cheapest split the annealing finds, as (cost, faulty nodes, first quorum,
-    second quorum), checked against the definitions; None when it finds none."""
-    annealing = Annealing(quotient, stop)
-    state = annealing.run(goal=goal)
+    """The cheaper of the `known` split and the best the annealing finds within `moves`
+    moves in all, as (cost, faulty nodes, first quorum, second quorum); the annealed
+    one is checked against the definitions.  No annealing once `known` costs `goal`."""
+    if annealing is None or (known is not None and known[0] <= goal):
+        return known
+    state = annealing.run(moves, goal)
     if state is None:
-        return None
-    faulty, first, second = split_of(quotient, annealing.roles, state)
+        return known
+    faulty, first, second = split_of(annealing.quotient, annealing.roles, state)
     valid = first and second and not first & second and not (first | second) & faulty
     if not valid or not is_quorum_despite(fbas, first, faulty):
-        return None
+        return known
     if not is_quorum_despite(fbas, second, faulty):
-        return None
+        return known
+    if known is not None and known[0] <= faulty.bit_count():
+        return known
+    progress(f"splitting: {faulty.bit_count()} by annealing the organisations' roles")
     return faulty.bit_count(), faulty, first, second
 
 

@@ -109,20 +109,26 @@ class Annealing:
             for z in range(size)
         ]
         self.best: list[int] | None = None
+        self._walk: _Walk | None = None
+        self._random = Random(self.seed)
+        self._temperature = 2.0
 
     def run(self, moves: int | None = None, goal: int = 0) -> list[int] | None:
-        """Anneal for `moves` moves (400 g^2 by default) or until a split of `goal`
-        faulty nodes (a proven lower bound) is found; the best roles, or None."""
+        """Anneal until `moves` moves were made in all (400 g^2 by default; a later call
+        goes on from where the last stopped) or a split of `goal` faulty nodes (a
+        proven lower bound) is found; the best roles, or None."""
         size = self.quotient.size
         total = ANNEAL_MOVES_PER_GROUP_SQUARED * size * size if moves is None else moves
-        random = Random(self.seed)
-        # Start with everything on both sides: valid but costly, nothing missing there.
-        state = [
-            next(r for r in (SHARED, FAULTY, OUT) if self.roles[g][r]) for g in range(size)
-        ]
-        walk = _Walk(self, state)
-        temperature = 2.0
+        if self._walk is None:
+            # Start with everything on both sides: costly, but nothing missing there.
+            state = [
+                next(r for r in (SHARED, FAULTY, OUT) if self.roles[g][r]) for g in range(size)
+            ]
+            self._walk = _Walk(self, state)
+        walk, random = self._walk, self._random
         while self.moves < total:
+            if self.best_cost is not None and self.best_cost <= goal:
+                break
             if self.stop is not None and self.stop():
                 break
             batch = min(MOVES_PER_QUESTION, total - self.moves)
@@ -130,13 +136,13 @@ class Annealing:
             while batch > 0:
                 for _ in range(min(batch, MOVES_PER_COOLING)):
                     group = random.randrange(size)
-                    walk.try_move(group, random.choice(self._choices[group]), temperature, random)
+                    choice = random.choice(self._choices[group])
+                    walk.try_move(group, choice, self._temperature, random)
                 batch -= MOVES_PER_COOLING
                 # Cool slowly, and warm up again once cold: restarts from the current
                 # roles escape the local minimum the walk has settled in.
-                temperature = temperature * 0.99 if temperature > 0.05 else 1.0
-            if self.best_cost is not None and self.best_cost <= goal:
-                break
+                cooled = self._temperature * 0.99
+                self._temperature = cooled if self._temperature > 0.05 else 1.0
         return self.best
 
 

@@ -29,9 +29,12 @@ The lowest member is fixed first (lower groups are out); a member tolerates at m
 `|entries| - threshold` entries outside the quorum, and since at least `groups - limit`
 groups stay out, the members' tolerances must cover the cheapest such groups (each out
 group uses one unit of every member that names it): that count prunes most branches and
-forces groups in.  On the random asymmetric networks of 50 organisations (where the SAT
-search proves 1 or 2) this proves 5 or 6 within a few seconds; the true minimum there is
-about 17, and this argument cannot reach it once exceptions are allowed.
+forces groups in.  Each q(f) is first sought through thresholds lowered by the
+exceptions (see `_QuorumSizes`), which that search proves much faster.  On the random
+asymmetric networks of 50 organisations (where the SAT search proves 1 or 2) this
+proves 4 to 6 within a few seconds; the true minimum there is about 17, and this
+argument cannot reach it once exceptions are allowed: each exception lowers the
+smallest quorum by about one organisation.
 """
 
 from __future__ import annotations
