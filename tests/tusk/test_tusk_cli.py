@@ -186,17 +186,19 @@ class _Warnings:
         self.said.append((message, extra))
 
 
-def test_a_driver_warns_once_per_core_that_refuses_others_as_of_other_settings() -> None:
+def test_a_driver_warns_per_core_that_refuses_others_as_of_other_settings() -> None:
     from synod.cli.tusk import _warn_other_context
 
     odd, first, second = b"\x03" * 32, b"\x00" * 32, b"\x01" * 32
     names = {odd: "core-3", first: "core-0", second: "core-1"}
-    log, warned = _Warnings(), set[bytes]()
+    log, warned = _Warnings(), dict[bytes, frozenset[bytes]]()
+    _warn_other_context({odd: frozenset({first})}, warned, names, log)
     refusals = {odd: frozenset({first, second}), first: frozenset({odd})}
     _warn_other_context(refusals, warned, names, log)
     _warn_other_context(refusals, warned, names, log)
     assert [extra for _, extra in log.said] == [
+        {"core": "core-3", "refused": ["core-0"]},
         {"core": "core-3", "refused": ["core-0", "core-1"]},
         {"core": "core-0", "refused": ["core-3"]},
-    ]
+    ], "again when the list grows, never twice the same"
     assert all("kept_commits" in message for message, _ in log.said)

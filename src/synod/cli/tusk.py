@@ -344,7 +344,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
     lagging: set[bytes] = set()
     starved: set[bytes] = set()  # no header of theirs certified for many rounds
     unserved: set[bytes] = set()  # a log gap no other core serves
-    mismatched: set[bytes] = set()  # refuses members' headers as of other settings
+    mismatched: dict[bytes, frozenset[bytes]] = {}  # refuses members' headers: whose
 
     heard = asyncio.Event()
 
@@ -400,8 +400,8 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
 def _warn_unserved(
     gaps: dict[bytes, tuple[int, int]], warned: set[bytes], names: dict[bytes, str], log: Any
 ) -> None:
-    """Say once when no core serves a core's log gap (all pruned it, e.g. with a smaller
-    `kept_commits`), and when records come again."""
+    """Say once when no core serves a core's log gap (pruned at a checkpoint that core
+    has not reached yet, or the others unreachable), and when records come again."""
     for core, (first, end) in gaps.items():
         if core not in warned:
             warned.add(core)
@@ -417,16 +417,17 @@ def _warn_unserved(
 
 def _warn_other_context(
     refusals: dict[bytes, frozenset[bytes]],
-    warned: set[bytes],
+    warned: dict[bytes, frozenset[bytes]],
     names: dict[bytes, str],
     log: Any,
 ) -> None:
-    """Say once per core that it refuses members' headers as of another committee
-    context: its `tusk.toml` differs from theirs (`network_id`, cores, `gc_depth` or
+    """Say once per core, and again each time the list grows (at most once per
+    member), that it refuses members' headers as of another committee context: its
+    `tusk.toml` differs from theirs (`network_id`, cores, `gc_depth` or
     `kept_commits`), and they will never order together until it is the same."""
     for core, creators in refusals.items():
-        if core not in warned:
-            warned.add(core)
+        if warned.get(core) != creators:
+            warned[core] = creators
             log.warning(
                 "core refuses these cores' headers: their settings differ (network_id,"
                 " cores, gc_depth or kept_commits must be the same in every tusk.toml)",
