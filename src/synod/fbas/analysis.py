@@ -87,7 +87,7 @@ from synod.fbas.network import (
     quorum_cores,
     shrink_to_minimal_quorum,
 )
-from synod.fbas.quorum_size import splitting_lower_bound
+from synod.fbas.quorum_size import QUORUM_SIZE_WORK, splitting_lower_bound
 from synod.fbas.symmetry import add_lex_leader, find_symmetries
 
 Progress = Callable[[str], None]
@@ -1079,15 +1079,23 @@ def _splitting_by_organisations(
         progress(f"splitting: {known} by cutting one organisation off")
     lower = 0
     if not formula.whole_groups:
-        # A quarter of the annealing first, so that a short --timeout still improves
-        # on the cut, then the bound, then the rest unless the bound is reached.
+        # A fifth of the bound's budget, a quarter of the annealing, then the rest of
+        # each: a short --timeout still gets both a bound and a better split.
         annealing = Annealing(formula.quotient, stop) if stop is not None else None
         total = ANNEAL_MOVES_PER_GROUP_SQUARED * formula.quotient.size**2
-        cut = _annealed_split(fbas, annealing, total // 4, lower, cut, progress=progress)
-        known = None if cut is None else cut[0]
-        lower = splitting_lower_bound(formula.quotient, upper=known, stop=stop, progress=progress)
-        cut = _annealed_split(fbas, annealing, total, lower, cut, progress=progress)
-        known = None if cut is None else cut[0]
+        first = QUORUM_SIZE_WORK // 5
+        for budget, moves in ((first, total // 4), (QUORUM_SIZE_WORK - first, total)):
+            if known is None or lower < known:
+                lower = splitting_lower_bound(
+                    formula.quotient,
+                    lower=lower,
+                    upper=known,
+                    stop=stop,
+                    budget=budget,
+                    progress=progress,
+                )
+            cut = _annealed_split(fbas, annealing, moves, lower, cut, progress=progress)
+            known = None if cut is None else cut[0]
     if cut is not None and known is not None and lower >= known:
         return _Search([], lower, known, True), cut[1:]
     search = _minimize(
