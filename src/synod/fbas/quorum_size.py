@@ -53,8 +53,9 @@ about 3 s of a 10 s stop on a network built to make it branch, leaving the rest 
 solver that looks for cheaper splits."""
 
 MAX_GROUPS = 200
-"""Larger quotients get no bound from here: each recursion level decides one group, so
-the depth stays within twice this, far below Python's recursion limit."""
+"""Larger quotients get no bound from here: each group costs at most three frames of
+recursion (joining or leaving, then member or exception), so the depth stays within
+600 frames, below Python's recursion limit of 1,000."""
 
 
 def _bits(value: int) -> list[int]:
