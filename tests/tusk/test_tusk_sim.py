@@ -308,3 +308,19 @@ def test_history_is_identical_across_processes_and_hash_seeds(
     )
     results = outputs_under_hash_seeds(script)
     assert len(results) == 1, results
+
+
+def test_sim_tusk_command_reruns_a_ci_seed_of_the_weak_parent_attack() -> None:
+    # The stall-for-good seeds above use gc_depth 3 and 50 ms pacing: the command takes
+    # both, and with them runs the very history of the test's run.
+    from click.testing import CliRunner
+
+    from synod.cli.sim_tusk import command
+
+    scenario = TuskScenario(weak_parent_attack_only=True, gc_depth=3, min_header_delay_ms=50)
+    expected = run_scenario(scenario, 35, RunSettings(safety_ms=3_000)).history_digest
+    arguments = ["--weak-parent-attack", "--gc-depth", "3", "--min-header-delay-ms", "50"]
+    arguments += ["--transactions", "1", "--seed", "35", "--safety-ms", "3000"]
+    result = CliRunner().invoke(command, arguments)
+    assert result.exit_code == 0, result.output
+    assert f"history={expected[:16]}" in result.output

@@ -53,6 +53,21 @@ from synod.cli.sim import common_options, run_many
     "healing while the others order transactions, beyond what the drivers remember: it "
     "rejoins by installing a checkpoint.",
 )
+@click.option(
+    "--gc-depth",
+    type=click.IntRange(2, 100),
+    default=10,
+    show_default=True,
+    help="Rounds kept below the last committed leader (small: collection floors of the "
+    "cores move apart sooner, what the weak-parent attack feeds on).",
+)
+@click.option(
+    "--min-header-delay-ms",
+    type=click.IntRange(0, 10_000),
+    default=150,
+    show_default=True,
+    help="The cores' pacing between two headers of their own.",
+)
 @common_options
 def command(  # noqa: PLR0917 - one parameter per click option
     cores: int,
@@ -64,6 +79,8 @@ def command(  # noqa: PLR0917 - one parameter per click option
     weak_parent_attack: bool,
     slow_core: bool,
     long_outage: bool,
+    gc_depth: int,
+    min_header_delay_ms: int,
     **common: Any,
 ) -> None:
     """Tusk consensus: passive cores, untrusted drivers, Byzantine cores and drivers."""
@@ -84,6 +101,8 @@ def command(  # noqa: PLR0917 - one parameter per click option
             slow_core_ms=(150, 400) if slow_core and not common.get("no_faults") else (0, 0),
             long_outage=long_outage,
             long_outage_ms=6_000,
+            gc_depth=gc_depth,
+            min_header_delay_ms=min_header_delay_ms,
         )
 
     run_many(build, **common)
