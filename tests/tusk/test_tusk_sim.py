@@ -186,6 +186,24 @@ def test_the_weak_parent_attack_halts_no_committee(seed: int) -> None:
     assert outcome.ok, f"{outcome.summary()} {outcome.violations}"
 
 
+@pytest.mark.parametrize("first", [0, 20])
+def test_the_weak_parent_attack_with_floors_apart_passes_a_chunk_of_seeds(first: int) -> None:
+    """Seeds 0-39 of the settings above (two chunks), so that the next attack like it
+    is found by CI: with the old rules put back, seed 35 halts the committee for good.  The
+    liveness budget is 30 s: the attacker's headers are refused, so in the runs that
+    draw the slow core (150-400 ms from every driver) every quorum needs it, and the
+    committee runs at its pace.  Over seeds 0-199 the slowest needed 24.3 s after
+    healing (8-15 s for the same seeds without the attack; all 200 within 20 s without
+    the slow core)."""
+    settings = RunSettings(safety_ms=3_000, liveness_budget_ms=30_000)
+    failed = []
+    for seed in range(first, first + 20):
+        scenario = TuskScenario(weak_parent_attack_only=True, gc_depth=3, min_header_delay_ms=50)
+        if not run_scenario(scenario, seed, settings).ok:
+            failed.append(seed)
+    assert failed == []
+
+
 def test_seven_cores_with_two_byzantine_keep_the_prefix_and_progress() -> None:
     for seed in range(4):
         outcome = run_scenario(TuskScenario(cores=7, byzantine_cores=2), seed, CI_SETTINGS)
