@@ -1079,12 +1079,12 @@ def _splitting_by_organisations(
         progress(f"splitting: {known} by cutting one organisation off")
     lower = 0
     if not formula.whole_groups:
-        # A fifth of the bound's budget, a quarter of the annealing, then the rest of
-        # each: a short --timeout still gets both a bound and a better split.
+        # A tenth of the bound's budget, a quarter of the annealing, then the whole of
+        # each: a short --timeout still gets both a bound and a better split.  The
+        # bound restarts the proof a stop interrupted, so its first share stays small.
         annealing = Annealing(formula.quotient, stop) if stop is not None else None
         total = ANNEAL_MOVES_PER_GROUP_SQUARED * formula.quotient.size**2
-        first = QUORUM_SIZE_WORK // 5
-        for budget, moves in ((first, total // 4), (QUORUM_SIZE_WORK - first, total)):
+        for budget, moves in ((QUORUM_SIZE_WORK // 10, total // 4), (QUORUM_SIZE_WORK, total)):
             if known is None or lower < known:
                 lower = splitting_lower_bound(
                     formula.quotient,
