@@ -32,7 +32,7 @@ group uses one unit of every member that names it): that count prunes most branc
 forces groups in.  Each q(f) is first sought through thresholds lowered by the
 exceptions (see `_QuorumSizes`), which that search proves much faster.  On the random
 asymmetric networks of 50 organisations (where the SAT search proves 1 or 2) this
-proves 4 to 6 within a few seconds; the true minimum there is about 17, and this
+proves 5 to 7 within a 10 s stop; the true minimum there is about 17, and this
 argument cannot reach it once exceptions are allowed: each exception lowers the
 smallest quorum by about one organisation.
 """
