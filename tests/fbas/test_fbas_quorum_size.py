@@ -96,7 +96,7 @@ def test_asymmetric_networks_have_no_split_of_fewer_than_six_nodes() -> None:
     fbas = _asymmetric(1)
     quotient = organisation_quotient(fbas, fbas.all_nodes, closed=True)
     assert quotient is not None
-    assert splitting_lower_bound(quotient, upper=20) >= 6
+    assert splitting_lower_bound(quotient, upper=20, budget=10_000_000) >= 6
 
 
 def test_stopped_asymmetric_splitting_keeps_the_quorum_size_bound() -> None:
