@@ -449,16 +449,22 @@ def test_a_driver_says_when_no_core_serves_a_gap_and_busy_answers_do_not_count()
     assert driver.unserved_gaps() == {}, "served again"
 
 
-def test_a_node_serves_its_log_from_its_file_at_a_bounded_rate(
-    tmp_path: Path, history: History
-) -> None:
-    storage = SqliteStorage.open(tmp_path / "core-0.sqlite")
+def core_file_of(history: History, tmp_path: Path) -> Path:
+    """A SQLite file holding what core 0 had stored later in `history`."""
+    path = tmp_path / "core-0.sqlite"
+    storage = SqliteStorage.open(path)
     try:
         storage.apply(Persist(key, value) for key, value in history.later.items())
     finally:
         storage.close()
+    return path
+
+
+def test_a_node_serves_its_log_from_its_file_at_a_bounded_rate(
+    tmp_path: Path, history: History
+) -> None:
     end = history.checkpoint.statement.sequence
-    service = LogService(CORES[0], tmp_path / "core-0.sqlite")
+    service = LogService(CORES[0], core_file_of(history, tmp_path))
     try:
         body = CODEC.encode(LogRequest(end=end, count=5))
         answer = CODEC.decode(service.answer("a", body, now_ms=1_000))
@@ -484,14 +490,9 @@ def test_log_serving_shares_one_byte_budget_across_connections(
     # connections anew.  Before, every new connection was answered in full, so one host
     # could keep the node reading its file without end; now all of them share one
     # byte budget a second, and past it answers are busy and read nothing.
-    storage = SqliteStorage.open(tmp_path / "core-0.sqlite")
-    try:
-        storage.apply(Persist(key, value) for key, value in history.later.items())
-    finally:
-        storage.close()
     end = history.checkpoint.statement.sequence
     budget = 4_096
-    service = LogService(CORES[0], tmp_path / "core-0.sqlite", bytes_per_second=budget)
+    service = LogService(CORES[0], core_file_of(history, tmp_path), bytes_per_second=budget)
     try:
         body = CODEC.encode(LogRequest(end=end, count=5))
         answers = [service.answer(f"connection-{n}", body, now_ms=1_000) for n in range(100)]
