@@ -227,6 +227,9 @@ def _measure(
         while (line := watched.next_line(deadline)) is not None and line[1]["event"] != "ready":
             pass
         assert line is not None, "a core did not start"
+    # The clock starts once every core takes transactions, as Raft's starts once it has
+    # a leader: a core no driver has reached yet signs no receipt.
+    asyncio.run(_until_every_core_takes_transactions(directory, deadline))
     submitted_at = asyncio.run(_submit_all(directory, count))
     first_submit = min(at for at, _ in submitted_at.values())
     committed_at: list[dict[str, float]] = [{} for _ in cores]
@@ -264,6 +267,24 @@ def _measure(
         "bound_tx_per_s": round(count / bound_s, 1),
         "ratio_to_crypto_bound": round(bound_s / seconds, 4),
     }
+
+
+async def _until_every_core_takes_transactions(directory: Path, deadline: float) -> None:
+    """Return once every core's status says it signs receipts (a driver reached it)."""
+    from synod.runtime.node_status import ask_status
+    from synod.tusk.config import load_network
+
+    waiting = [(core.host, core.port) for core in load_network(directory).cores]
+    while waiting:
+        assert time.monotonic() < deadline, "a core was never reached by a driver"
+        replies = [await ask_status(address) for address in waiting]
+        waiting = [
+            address
+            for address, reply in zip(waiting, replies, strict=True)
+            if not reply.details.get("takes_transactions")
+        ]
+        if waiting:
+            await asyncio.sleep(0.02)  # polling a condition under the deadline above
 
 
 async def _submit_all(directory: Path, count: int) -> dict[str, tuple[float, int]]:

@@ -102,3 +102,12 @@ def test_a_driver_shows_a_core_whose_headers_stop_being_certified_as_starved() -
     gap = highest - driver.certified_rounds()[cores[0]]
     labels = '{core="attacker",driver="d"}'
     assert f"synod_tusk_driver_core_uncertified_rounds{labels} {gap}\n" in text
+
+
+def test_a_fresh_core_reports_whether_it_signs_receipts() -> None:
+    # A core with an empty store signs no receipt before a driver has said where the
+    # committee is (round 0 here: a brand-new committee); the metric shows which.
+    core = TuskCore(KEYS[0], COMMITTEE)
+    assert core.metrics()["takes_transactions"] == 0
+    core.handle(RequestReceived("driver", 1, CoreRequest(committee_round=0)), 0)
+    assert core.metrics()["takes_transactions"] == 1

@@ -597,14 +597,15 @@ class TuskCore:
     def metrics(self) -> dict[str, int]:
         """Counters and gauges for monitoring (`synod tusk core --metrics-port`):
         round, collection floor, committed certificates, pending transactions, whether
-        behind and the highest round seen, evidence held, and refusals by reason since
-        this core started (`refusals_<reason>`)."""
+        behind, whether it signs receipts now, the highest round seen, evidence held,
+        and refusals by reason since this core started (`refusals_<reason>`)."""
         values = {
             "round": self._round,
             "gc_round": self.gc_round,
             "committed": self.committed_count,
             "pending_transactions": len(self._pending),
             "behind": int(self.behind),
+            "takes_transactions": int(self.takes_transactions),
             "highest_seen_round": max(self._highest_seen_round, self._round),
             "equivocations": len(self._evidence),
             "certificate_conflicts": len(self._conflicts),
