@@ -22,6 +22,20 @@ member's quorum set is satisfied by the groups that count on its side.
 3. With q(f) the fewest groups of a quorum with at most f exceptions (one member at
    least), no split costs less than L when phi * threshold_min >= L and, for every f
    with phi * f < L, beta * (2 q(f) - groups) + (phi - beta) * f >= L.
+4. When groups fail as a whole (`--group-by`: a quotient whose groups match the
+   grouping groups one to one, the cost counted in failed groups F), the proof is
+   redone, not converted from the node bound (a failed group costs one unit, not k
+   nodes).  A group not failed has no node in S, so with 2k > n it cannot count on
+   both sides (that needs 2k of its nodes in the disjoint Q1 and Q2).  After step 1
+   (a lone quorum emptied there leans on `threshold_min` failed groups), the members
+   M1, M2 of the two sides are disjoint and outside F, and every exception is in F.
+   So with f failed named groups the smaller side is a quorum with at most f
+   exceptions and at most (groups - f) // 2 members: no split costs fewer than L
+   groups when `threshold_min` >= L and, for every f < L, every quorum with at most f
+   exceptions has more than (groups - f) // 2 members.  That is the member-capped
+   search (`QuorumSizeSearch.exists(..., members=)`), again first through the lowered
+   thresholds: the members of a quorum with g exceptions form a quorum of thresholds
+   lowered by g.
 
 So the bound deepens L and proves each q(f) it needs by a branch and bound
 (`QuorumSizeSearch`): "no quorum of at most `limit` groups with at most f exceptions".
@@ -119,6 +133,7 @@ class QuorumSizeSearch:
             sum(1 << y for y in range(size) if self.entries[y] >> z & 1) for z in range(size)
         ]
         self._next_check = self.check_work
+        self._member_cap = len(self.entries)
         self._tables = _bit_tables(size)
         self._names_itself = [entries >> group & 1 for group, entries in enumerate(self.entries)]
 
@@ -132,9 +147,11 @@ class QuorumSizeSearch:
             value >>= 8
         return found
 
-    def exists(self, limit: int, allowed: int) -> int | None:
+    def exists(self, limit: int, allowed: int, members: int | None = None) -> int | None:
         """A quorum (group bitset) of at most `limit` groups, with at most `allowed`
-        members whose quorum sets it need not satisfy, or None when there is none."""
+        members whose quorum sets it need not satisfy (exceptions) and at most `members`
+        others (no cap when None), or None when there is none."""
+        self._member_cap = limit if members is None else members
         lower = self._all & ~self.candidates
         for first in self._bits(self.candidates):
             starts = [_State(1 << first, 0, 0, lower)]
@@ -221,12 +238,10 @@ class QuorumSizeSearch:
         while True:
             self._charge(len(self.entries))
             changed = False
-            full = _settle_exceptions(state, allowed)
+            full = self._settle(state, allowed)
             if full is None:
                 return False
             inside = state.constrained | state.exceptions | state.undecided
-            if inside & state.out:
-                return False
             free = self._all & ~inside & ~state.out
             room = limit - inside.bit_count()
             if room < 0:
@@ -252,6 +267,34 @@ class QuorumSizeSearch:
                 return False
             if not verdict:
                 return True
+
+    def _settle(self, state: _State, allowed: int) -> bool | None:
+        """`_settle_exceptions` and the member cap until neither changes anything:
+        whether the exceptions are all used, None when the state has no quorum."""
+        while True:
+            full = _settle_exceptions(state, allowed)
+            inside = state.constrained | state.exceptions | state.undecided
+            if full is None or inside & state.out:
+                return None
+            capped = self._cap_members(state, self._all & ~inside & ~state.out)
+            if capped is None:
+                return None
+            if not capped:
+                return full
+
+    def _cap_members(self, state: _State, free: int) -> bool | None:
+        """Once the members reach their cap, every other group in or joining is an
+        exception: whether that changed the state, None when the cap is exceeded."""
+        count = state.constrained.bit_count()
+        if count > self._member_cap:
+            return None
+        if count < self._member_cap:
+            return False
+        changed = bool(state.undecided or free & ~state.only_exception)
+        state.exceptions |= state.undecided
+        state.undecided = 0
+        state.only_exception |= free
+        return changed
 
     def _exclude_unreachable(
         self, state: _State, inside: int, free: int, room: int, full: bool
@@ -325,6 +368,7 @@ class _QuorumSizes:
         self.lowered: dict[int, QuorumSizeSearch] = {0: self.exact}
         self.proven: dict[int, int] = {}
         self.proven_lowered: dict[int, int] = {}
+        self.proven_members: dict[int, int] = {}
 
     def _search(self, lowered: int) -> QuorumSizeSearch:
         thresholds = tuple(max(0, need - lowered) for need in self.quotient.threshold)
@@ -332,14 +376,17 @@ class _QuorumSizes:
             self.quotient.entries, thresholds, self.candidates, stop=self.stop
         )
 
-    def _run(self, search: QuorumSizeSearch, limit: int, allowed: int) -> bool:
-        """Whether `search` proves no quorum of at most `limit` groups exists."""
-        if limit < 1:
+    def _run(
+        self, search: QuorumSizeSearch, limit: int, allowed: int, members: int | None = None
+    ) -> bool:
+        """Whether `search` proves no quorum of at most `limit` groups (and at most
+        `members` members) exists."""
+        if limit < 1 or (members is not None and members < 1):
             return True
         if self.budget is not None:
             spent = sum(other.work for other in self.lowered.values())
             search.budget = search.work + max(0, self.budget - spent)
-        return search.exists(limit, allowed) is None
+        return search.exists(limit, allowed, members) is None
 
     def _lowered_at_least(self, lowered: int, need: int) -> bool:
         if self.proven_lowered.get(lowered, 0) >= need:
@@ -365,6 +412,53 @@ class _QuorumSizes:
         return True
 
 
+    def members_at_least(self, exceptions: int, need: int) -> bool:
+        """Whether every quorum with at most `exceptions` exceptions is proven to have at
+        least `need` members (raises `SearchStopped`).  The same relaxation first: its
+        members form a quorum of thresholds lowered by the exceptions it uses."""
+        if self.proven_members.get(exceptions, 0) >= need:
+            return True
+        relaxed = all(
+            self._lowered_at_least(lowered, need) for lowered in range(exceptions + 1)
+        )
+        if not relaxed:
+            limit = need - 1 + exceptions
+            if not self._run(self.exact, limit, exceptions, members=need - 1):
+                return False
+        for fewer in range(exceptions + 1):
+            self.proven_members[fewer] = max(self.proven_members.get(fewer, 0), need)
+        return True
+
+
+def _whole_group_bound(
+    quorums: _QuorumSizes,
+    groups: int,
+    passengers: int,
+    *,
+    lower: int,
+    upper: int | None,
+    progress: Progress | None,
+) -> int:
+    """The bound in failed groups when groups fail as a whole (step 4 of the module
+    docstring): a split failing f named groups leaves two disjoint member sets among
+    the other `groups - f`, so the smaller has at most (groups - f) // 2 members and
+    at most f exceptions."""
+    try:
+        while upper is None or lower < upper:
+            target = lower + 1
+            if passengers < target:
+                break
+            for failed in range(target):
+                if not quorums.members_at_least(failed, (groups - failed) // 2 + 1):
+                    return lower
+            lower = target
+            if progress is not None:
+                progress(f"splitting: no split of fewer than {lower} groups (quorum sizes)")
+    except SearchStopped:
+        pass
+    return lower
+
+
 def splitting_lower_bound(
     quotient: Quotient,
     *,
@@ -373,11 +467,13 @@ def splitting_lower_bound(
     stop: Stop | None = None,
     budget: int | None = QUORUM_SIZE_WORK,
     progress: Progress | None = None,
+    whole_groups: bool = False,
 ) -> int:
     """A proven lower bound, in nodes, on the smallest splitting set of a `closed`
     quotient (see the module docstring), at least `lower` and at most `upper`; `lower`
     itself when the quotient lacks the shape, or when the stop or the budget end the
-    search first."""
+    search first.  With `whole_groups` (a quotient built with grouping groups, which
+    fail as a whole) the bound counts failed groups instead (step 4)."""
     named = [index for index, k in enumerate(quotient.inner_threshold) if k is not None]
     if not named or quotient.size > MAX_GROUPS or len(quotient.threshold) != quotient.size:
         return lower
@@ -389,6 +485,11 @@ def splitting_lower_bound(
         return lower  # a group can count on both sides at no cost
     quorums = _QuorumSizes(quotient, sum(1 << index for index in named), stop, budget)
     groups = len(named)
+    if whole_groups:
+        passengers = min(quotient.threshold)
+        return _whole_group_bound(
+            quorums, groups, passengers, lower=lower, upper=upper, progress=progress
+        )
     passengers = phi * min(quotient.threshold)
     try:
         while upper is None or lower < upper:
