@@ -263,3 +263,23 @@ def test_grouped_quorum_size_bound_stops_within_its_budget() -> None:
     stop = StopAfter(3)
     assert splitting_lower_bound(quotient, stop=stop, whole_groups=True) <= 2
     assert stop.asked == 4
+
+
+def test_member_capped_search_examines_a_bounded_number_of_groups_between_stop_questions() -> (
+    None
+):
+    quotient = _grouped_quotient(_asymmetric(1))
+    assert quotient is not None
+    seen: list[int] = []
+
+    def stop() -> bool:
+        seen.append(search.work)
+        return len(seen) > 50
+
+    search = QuorumSizeSearch(
+        quotient.entries, quotient.threshold, (1 << quotient.size) - 1, stop=stop
+    )
+    with pytest.raises(SearchStopped):
+        search.exists(27, 3, members=24)  # the grouped bound's step to 4 on seed 1
+    gaps = [later - earlier for earlier, later in zip([0, *seen], seen, strict=False)]
+    assert max(gaps) <= search.check_work + quotient.size
