@@ -4,6 +4,7 @@ never exceeds the exact minimum, and it lifts the bound of the asymmetric networ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -122,6 +123,15 @@ def test_quorum_size_search_examines_a_bounded_number_of_groups_between_stop_que
     fbas = _asymmetric(1)
     quotient = organisation_quotient(fbas, fbas.all_nodes, closed=True)
     assert quotient is not None
+    # about 200 questions to finish: stopped on the 51st
+    _assert_bounded_work_between_questions(quotient, lambda search: search.exists(28, 1))
+
+
+def _assert_bounded_work_between_questions(
+    quotient: Any, run: Callable[[QuorumSizeSearch], object]
+) -> None:
+    """Stop `run` on its 51st stop question; one step between two questions examines
+    at most one pass over the groups."""
     seen: list[int] = []
 
     def stop() -> bool:
@@ -132,9 +142,8 @@ def test_quorum_size_search_examines_a_bounded_number_of_groups_between_stop_que
         quotient.entries, quotient.threshold, (1 << quotient.size) - 1, stop=stop
     )
     with pytest.raises(SearchStopped):
-        search.exists(28, 1)  # about 200 questions to finish: stopped on the 51st
+        run(search)
     gaps = [later - earlier for earlier, later in zip([0, *seen], seen, strict=False)]
-    # One step between two questions examines at most one pass over the groups.
     assert max(gaps) <= search.check_work + quotient.size
 
 
@@ -270,16 +279,7 @@ def test_member_capped_search_examines_a_bounded_number_of_groups_between_stop_q
 ):
     quotient = _grouped_quotient(_asymmetric(1))
     assert quotient is not None
-    seen: list[int] = []
-
-    def stop() -> bool:
-        seen.append(search.work)
-        return len(seen) > 50
-
-    search = QuorumSizeSearch(
-        quotient.entries, quotient.threshold, (1 << quotient.size) - 1, stop=stop
+    # the grouped bound's step to 4 on seed 1
+    _assert_bounded_work_between_questions(
+        quotient, lambda search: search.exists(27, 3, members=24)
     )
-    with pytest.raises(SearchStopped):
-        search.exists(27, 3, members=24)  # the grouped bound's step to 4 on seed 1
-    gaps = [later - earlier for earlier, later in zip([0, *seen], seen, strict=False)]
-    assert max(gaps) <= search.check_work + quotient.size

@@ -61,16 +61,21 @@ def submit(directory: Path, core: str, *transactions: str) -> None:
     assert receipt["accepted"] == len(transactions), receipt
 
 
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process]]]:
+def init_network(directory: Path) -> None:
+    """`synod tusk init` of CORES cores on free ports in `directory`."""
     ports = ",".join(str(port) for port in free_ports(CORES))
     initialised = subprocess.run(
-        synod_command("tusk", "init", str(tmp_path), "--cores", str(CORES), "--ports", ports),
+        synod_command("tusk", "init", str(directory), "--cores", str(CORES), "--ports", ports),
         capture_output=True,
         text=True,
         check=False,
     )
     assert initialised.returncode == 0, initialised.stderr
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Process]]]:
+    init_network(tmp_path)
     processes = {
         f"core-{i}": Process(tmp_path, f"core-{i}", "tusk", "core", str(tmp_path), f"core-{i}")
         for i in range(CORES)
@@ -219,14 +224,7 @@ def forged_copy(directory: Path, copy: Path) -> Path:
 
 
 def test_synod_tusk_up_runs_the_whole_committee_with_one_command(tmp_path: Path) -> None:
-    ports = ",".join(str(port) for port in free_ports(CORES))
-    initialised = subprocess.run(
-        synod_command("tusk", "init", str(tmp_path), "--cores", str(CORES), "--ports", ports),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert initialised.returncode == 0, initialised.stderr
+    init_network(tmp_path)
 
     def synod(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -264,14 +262,7 @@ def test_a_new_core_no_driver_reached_refuses_and_says_to_start_a_driver(tmp_pat
     """A core started with an empty store signs no receipt before a driver has told it
     where its committee is: `synod tusk submit` asks it again until its timeout, then
     prints the refusal with its reason and says what to start."""
-    ports = ",".join(str(port) for port in free_ports(CORES))
-    initialised = subprocess.run(
-        synod_command("tusk", "init", str(tmp_path), "--cores", str(CORES), "--ports", ports),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert initialised.returncode == 0, initialised.stderr
+    init_network(tmp_path)
     core = Process(tmp_path, "core-0", "tusk", "core", str(tmp_path), "core-0")
     try:
         core.wait_ready()
