@@ -478,3 +478,40 @@ async def test_payments_an_honest_authority_lacks_are_pushed_before_spending(
     finally:
         for shard in shards:
             await shard.stop()
+
+
+def test_saves_from_two_threads_never_collide_and_the_last_state_stays(tmp_path: Path) -> None:
+    # The wallet loop saves in a worker thread; a wallet cancelled meanwhile (Ctrl-C)
+    # saves again on closing, in the event loop's thread.  Both wrote the same
+    # temporary file: one rename then failed ("No such file or directory"), or an older
+    # state could replace a newer one.
+    import threading
+
+    path = tmp_path / "accounts.json"
+    accounts = AccountsFile.open(path, missing_ok=True)
+    try:
+        accounts.add(ALICE, 100)
+        failures: list[BaseException] = []
+
+        def save_often() -> None:
+            for _ in range(200):
+                try:
+                    accounts.save()
+                except Exception as error:  # collected for the assertion below
+                    failures.append(error)
+
+        workers = [threading.Thread(target=save_often) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert failures == []
+        accounts.wallet(ALICE.node_id).records[b"fastpay-client/state"] = b"last"
+        accounts.save()
+    finally:
+        accounts.unlock()
+    again = AccountsFile.open(path)
+    try:
+        assert again.wallet(ALICE.node_id).records == {b"fastpay-client/state": b"last"}
+    finally:
+        again.unlock()

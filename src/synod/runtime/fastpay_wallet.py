@@ -33,6 +33,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -104,6 +105,10 @@ class AccountsFile(Accounts):
         self.path = path
         self._lock: IO[str] | None = None
         self._merged_parts: list[Path] = []
+        self._saving = threading.Lock()
+        """Held by one `save` at a time: the wallet loop saves in a worker thread, and a
+        wallet cancelled meanwhile saves again on closing; both write the same temporary
+        file, and the later state must be the one left."""
 
     @classmethod
     def open(cls, path: Path, *, missing_ok: bool = False) -> AccountsFile:
@@ -169,7 +174,12 @@ class AccountsFile(Accounts):
                 self.dirty = True
 
     def save(self) -> None:
-        """Write every wallet durably: a temporary file, fsync, rename, fsync the folder."""
+        """Write every wallet durably: a temporary file, fsync, rename, fsync the folder
+        (one save at a time, each writing the wallets as they are when it starts)."""
+        with self._saving:
+            self._save()
+
+    def _save(self) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
