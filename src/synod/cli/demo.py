@@ -19,6 +19,7 @@ Either way the demo removes its processes and files when it ends, however it end
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import queue
 import shutil
@@ -134,11 +135,23 @@ def _record_interrupts() -> threading.Event:
 
     def on_interrupt(number: int, frame: object) -> None:
         interrupted.set()
-        raise KeyboardInterrupt
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise KeyboardInterrupt from None
+        # Raised inside whatever task step was running, the interrupt would end that
+        # task with it, and asyncio prints "Task exception was never retrieved" with a
+        # traceback; raised from a callback of its own, it leaves the loop cleanly and
+        # `asyncio.run` cancels the tasks before passing it on.
+        loop.call_soon_threadsafe(_interrupt_the_loop)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_interrupt)
     return interrupted
+
+
+def _interrupt_the_loop() -> None:
+    raise KeyboardInterrupt
 
 
 COMMITTEE_DEMOS = {
