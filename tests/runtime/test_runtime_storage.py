@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,48 @@ def test_a_real_write_ahead_log_left_by_a_crash_is_kept(tmp_path: Path) -> None:
     assert reopened.load() == {b"k": b"v"}
     reopened.close()
     store.close()
+
+
+_CLOSE_DURING_A_WRITE = """
+import sys, threading
+from pathlib import Path
+from synod.core import Persist
+from synod.runtime.storage import SqliteStorage
+path = Path(sys.argv[1])
+storage = SqliteStorage.open(path)
+inside, release = threading.Event(), threading.Event()
+def progress():
+    if not inside.is_set():
+        inside.set()
+        release.wait(10)  # the write pauses inside SQLite until released
+    return 0
+storage._connection.set_progress_handler(progress, 1)
+writer = threading.Thread(target=storage.apply, args=([Persist(b"key", b"value")],))
+writer.start()
+assert inside.wait(10)
+closer = threading.Thread(target=storage.close)
+closer.start()
+closer.join(0.3)  # room for a close that does not wait to run under the statement
+release.set()
+writer.join()
+closer.join()
+again = SqliteStorage.open(path)
+print(again.load())
+again.close()
+"""
+
+
+def test_closing_during_a_write_on_a_worker_thread_waits_for_it(tmp_path: Path) -> None:
+    # A node's stop cancels the task whose worker thread may still be writing, then
+    # closes the store.  Before, the connection was closed under the running
+    # statement and the process died of SIGSEGV (a Ctrl-C of `synod crdt run`); now
+    # close waits for the write, and the record is durable.
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_DURING_A_WRITE, str(tmp_path / "store.sqlite")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "{b'key': b'value'}"

@@ -22,6 +22,7 @@ program is refused with a clear error instead of being silently reused.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -78,13 +79,16 @@ def _check_write_ahead_log(path: Path) -> None:
 class SqliteStorage:
     """A core's persisted records in one SQLite file (WAL, synchronous=FULL).
 
-    Not thread-safe by itself: the host uses it from one task at a time (possibly on a
-    worker thread, one call after another).
+    The host uses it from one task at a time, possibly on a worker thread. A stop may
+    cancel that task while its worker thread is still writing: `close` then waits for
+    the write (closing a SQLite connection under a running statement crashed the
+    process), and every call holds one lock for its whole use of the connection.
     """
 
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._connection: sqlite3.Connection | None = connection
+        self._using = threading.Lock()
 
     @classmethod
     def open(cls, path: Path | str) -> SqliteStorage:
@@ -111,10 +115,13 @@ class SqliteStorage:
         When this returns, the records are committed and fsynced; when it raises
         `StorageError`, none of them is.
         """
-        connection = self._require_open()
         batch = list(records)
         if not batch:
             return
+        with self._using:
+            self._apply(self._require_open(), batch)
+
+    def _apply(self, connection: sqlite3.Connection, batch: list[Persist]) -> None:
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -132,16 +139,19 @@ class SqliteStorage:
 
     def load(self) -> dict[bytes, bytes]:
         """Every committed record: what the core is rebuilt from."""
-        connection = self._require_open()
-        try:
-            rows = connection.execute("SELECT key, value FROM records").fetchall()
-        except sqlite3.Error as error:
-            raise StorageError(self.path, f"cannot read records: {error}") from None
+        with self._using:
+            connection = self._require_open()
+            try:
+                rows = connection.execute("SELECT key, value FROM records").fetchall()
+            except sqlite3.Error as error:
+                raise StorageError(self.path, f"cannot read records: {error}") from None
         return {bytes(key): bytes(value) for key, value in rows}
 
     def close(self) -> None:
-        """Checkpoint the log into the main file and close; idempotent."""
-        connection, self._connection = self._connection, None
+        """Checkpoint the log into the main file and close; idempotent. Waits for a
+        write in progress on another thread."""
+        with self._using:
+            connection, self._connection = self._connection, None
         if connection is None:
             return
         try:
