@@ -284,9 +284,10 @@ def test_forged_gap_records_are_refused_and_the_core_still_serves_and_fills(
     assert answer.log_wanted is None or answer.log_wanted.end < end - 1
 
 
-def test_a_request_with_more_log_records_than_the_bound_does_not_decode() -> None:
-    record = LogRecord(
-        sequence=0,
+def empty_record(sequence: int) -> LogRecord:
+    """A record of core 0's empty round-1 header at `sequence` (its chain unchecked)."""
+    return LogRecord(
+        sequence=sequence,
         leader_round=2,
         round=1,
         creator=CORES[0],
@@ -295,6 +296,10 @@ def test_a_request_with_more_log_records_than_the_bound_does_not_decode() -> Non
         transactions=(),
         previous_chain=bytes(32),
     )
+
+
+def test_a_request_with_more_log_records_than_the_bound_does_not_decode() -> None:
+    record = empty_record(0)
     fits = CODEC.encode(CoreRequest(log_records=(record,) * MAX_LOG_RECORDS))
     assert isinstance(CODEC.decode(fits), CoreRequest)
     over = CODEC.encode(CoreRequest(log_records=(record,) * (MAX_LOG_RECORDS + 1)))
@@ -434,16 +439,7 @@ def test_a_driver_says_when_no_core_serves_a_gap_and_busy_answers_do_not_count()
     assert driver.unserved_gaps() == {CORES[3]: (10, 50)}
     [fetch] = [call for call in _calls(step) if isinstance(call.body, LogRequest)]
     records = (
-        LogRecord(
-            sequence=49,
-            leader_round=2,
-            round=1,
-            creator=CORES[0],
-            parents=(),
-            weak_parents=(),
-            transactions=(),
-            previous_chain=bytes(32),
-        ),
+        empty_record(49),
     )
     driver.handle(Response(fetch.to, fetch.request_id, LogAnswer(fetch.to, 50, records)), 20)
     assert driver.unserved_gaps() == {}, "served again"
