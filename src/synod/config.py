@@ -61,6 +61,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigFileError(path, "no such file", missing=True) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigFileError(path, f"not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigFileError(path, "not valid TOML: nested too deeply") from None
+    except OSError as error:
+        raise ConfigFileError(path, f"cannot read: {error.strerror or error}") from None
 
 
 def require_string(

@@ -64,6 +64,8 @@ def _read_json(path: Path) -> Any:
         raise InputProblem(
             f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
+    except RecursionError:
+        raise InputProblem(f"{path}: JSON nested too deeply to be a network file") from None
 
 
 def _load(settings: Settings) -> Fbas:

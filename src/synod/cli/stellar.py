@@ -340,6 +340,8 @@ def read_quorum_set(path: Path) -> QuorumSet:
         raise click.ClickException(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise click.ClickException(f"{path}: not a JSON file: {error}") from None
+    except RecursionError:
+        raise click.ClickException(f"{path}: JSON nested too deeply for a quorum set") from None
     qset = _quorum_set(path, data, "quorumSet", depth=0)
     from synod.quorum.qset import InsaneQuorumSet, check_sanity
 

@@ -94,6 +94,8 @@ def json_lines(text: str, source: str) -> Iterator[tuple[str, object]]:
             yield where, json.loads(line)
         except json.JSONDecodeError as error:
             raise FastPayFileError(f"{where}: not a JSON line: {error.msg}") from None
+        except RecursionError:
+            raise FastPayFileError(f"{where}: not a JSON line: nested too deeply") from None
 
 
 # ---------------------------------------------------------------- committee.json
@@ -268,6 +270,8 @@ class ServerFile:
             ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise FastPayFileError(f"{path}: not a server file: {error}") from None
+        except RecursionError:
+            raise FastPayFileError(f"{path}: not a server file: nested too deeply") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise FastPayFileError(
                 f"{path}: permissions {stat.S_IMODE(mode):04o} let other users read its "

@@ -150,6 +150,8 @@ def load_network(directory: Path) -> NetworkConfig:
         raise ConfigFileError(path, "no such file", missing=True) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, "(document)", f"valid TOML ({error})") from None
+    except RecursionError:
+        raise ConfigError(path, "(document)", "valid TOML (it is nested too deeply)") from None
     except OSError as error:
         raise ConfigFileError(path, f"cannot read: {error.strerror}") from None
     settings = _settings(path, document.get("network", {}))
