@@ -12,6 +12,7 @@ the crypto library) are imported inside the functions, so that `synod --help` st
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,21 @@ as_own_process = False
 """True when the command runs as a process of its own (the ``synod`` entry point), not
 called in-process (tests, a host program): only then may a command end the process
 without unwinding (`os._exit`), as an interrupted analysis does."""
+
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` that also refuses "nan" and "inf": both pass its comparisons (a
+    NaN compares false with every bound), and no duration or probability is either."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+SECONDS = FiniteFloatRange(min=0, min_open=True)
+"""A positive, finite number of seconds."""
 
 
 class ConfigError(click.ClickException):

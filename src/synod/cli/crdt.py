@@ -31,6 +31,8 @@ import click
 
 from synod.cli.common import (
     EXIT_FAILED,
+    SECONDS,
+    FiniteFloatRange,
     already_running,
     config_errors,
     log_level_option,
@@ -344,7 +346,7 @@ def run(  # noqa: PLR0917 - one parameter per click option
 @click.option("--port", type=click.IntRange(0, 65535), default=7400, show_default=True)
 @click.option(
     "--tamper",
-    type=click.FloatRange(0.0, 1.0),
+    type=FiniteFloatRange(0.0, 1.0),
     default=0.0,
     show_default=True,
     help="For tests: probability of dropping, reordering, replaying and altering each frame.",
@@ -575,7 +577,7 @@ async def _ask(path: Path, lines: list[str], timeout_s: float) -> list[Any]:
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node")
 @click.argument("lines", nargs=-1, required=True)
-@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=SECONDS, default=10.0, show_default=True)
 def submit(directory: Path, node: str, lines: tuple[str, ...], timeout_s: float) -> None:
     """Append LINES to the shared log through NODE of the network in DIRECTORY (started by
     `synod crdt up`); returns once each line's update is in NODE's store."""
@@ -613,7 +615,7 @@ def _plan(directory: Path) -> list[Service]:
 @crdt.command("status")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
-@click.option("--timeout", "timeout_s", type=float, default=5.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=SECONDS, default=5.0, show_default=True)
 def status(directory: Path, as_json: bool, timeout_s: float) -> None:
     """Each process of the network in DIRECTORY, and what each running node holds (asked
     over its control socket): entries, updates, updates waiting for their causes, links.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from synod.cli.common import wrapped
+from synod.cli.common import SECONDS, wrapped
 
 if TYPE_CHECKING:
     from synod.fbas.analysis import MinimalSetResult
@@ -286,7 +286,7 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
+            type=SECONDS,
             default=None,
             help="Seconds: then stop and report the best answer found with proven bounds "
             "(exit 3).",
@@ -835,7 +835,7 @@ def report(output: Path, **options: Any) -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress on stderr.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SECONDS,
     default=None,
     help="Seconds for all analyses of both files; unproven sizes show as LOW..HIGH.",
 )

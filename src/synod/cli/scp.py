@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from synod.cli.common import (
+    FiniteFloatRange,
     already_running,
     config_errors,
     log_level_option,
@@ -412,7 +413,7 @@ def _print_appended(name: str, event: LogAppended) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node")
 @click.argument("values", nargs=-1)
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=5.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=FiniteFloatRange(0.1), default=5.0, show_default=True)
 def submit(directory: Path, node: str, values: tuple[str, ...], timeout_s: float) -> None:
     """Hand VALUES (or, with none given, each line of standard input) to a running NODE.
 

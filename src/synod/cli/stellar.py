@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from synod.cli.common import EXIT_FAILED, ConfigError, log_level_option, print_json_line
+from synod.cli.common import (
+    EXIT_FAILED,
+    ConfigError,
+    FiniteFloatRange,
+    log_level_option,
+    print_json_line,
+)
 
 if TYPE_CHECKING:
     from synod.quorum.qset import QuorumSet
@@ -263,9 +269,9 @@ async def _run_validator(
 @click.argument("addresses", nargs=-1, required=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Write the stellarbeat JSON here (default: standard output).")
-@click.option("--listen-s", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+@click.option("--listen-s", type=FiniteFloatRange(0.1, 600), default=5.0, show_default=True,
               help="How long to wait for one node's state.")
-@click.option("--timeout-s", type=click.FloatRange(1, 86_400), default=300.0, show_default=True,
+@click.option("--timeout-s", type=FiniteFloatRange(1, 86_400), default=300.0, show_default=True,
               help="Bound on the whole crawl.")
 @click.option("--max-nodes", type=click.IntRange(1, 100_000), default=5000, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)

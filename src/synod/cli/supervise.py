@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from synod.cli.common import SECONDS
+
 if TYPE_CHECKING:
     from synod.runtime.supervisor import Service
 
@@ -173,7 +175,7 @@ def _add_up(group: click.Group, plan: PlanNetwork, protocol: str) -> None:
     @click.option(
         "--timeout",
         "timeout_s",
-        type=float,
+        type=SECONDS,
         default=30.0,
         show_default=True,
         help="Seconds each process may take to announce readiness.",
@@ -219,7 +221,7 @@ def _add_live_status(group: click.Group, protocol: str, request_ports: RequestPo
     @click.option(
         "--timeout",
         "timeout_s",
-        type=float,
+        type=SECONDS,
         default=STATUS_TIMEOUT_S,
         show_default=True,
         help="Seconds each node may take to answer.",
@@ -300,7 +302,7 @@ def _add_down(group: click.Group) -> None:
     @click.option(
         "--timeout",
         "timeout_s",
-        type=float,
+        type=SECONDS,
         default=10.0,
         show_default=True,
         help="Seconds to wait after SIGTERM before SIGKILL.",

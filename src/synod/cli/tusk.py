@@ -29,6 +29,7 @@ import click
 from synod.cli.common import (
     EXIT_CONFIG,  # noqa: F401 - part of this command's interface (its exit statuses)
     EXIT_FAILED,
+    FiniteFloatRange,
     already_running,
     config_errors,
     log_level_option,
@@ -460,14 +461,14 @@ async def _say_why_idle(heard: Any, network: TuskNetwork, log: Any) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("transactions", nargs=-1, required=True)
 @click.option("--core", "node", default="0", show_default=True, help="The core to hand them to.")
-@click.option("--timeout-s", type=click.FloatRange(0.1), default=5.0, show_default=True)
+@click.option("--timeout-s", type=FiniteFloatRange(0.1), default=5.0, show_default=True)
 @click.option(
     "--wait/--no-wait",
     default=False,
     help="After the receipt, wait until cores of weight f + 1 state where every "
     "transaction was committed, and print that.",
 )
-@click.option("--wait-timeout-s", type=click.FloatRange(0.1), default=60.0, show_default=True)
+@click.option("--wait-timeout-s", type=FiniteFloatRange(0.1), default=60.0, show_default=True)
 def submit(
     directory: Path,
     transactions: tuple[str, ...],
@@ -596,7 +597,7 @@ def _wait_for_commit(network: TuskNetwork, batch: tuple[bytes, ...], timeout_s: 
     help="Print each line only once cores of weight f + 1 acknowledge its position "
     "(CommitQuery): the core whose file is read is not trusted.",
 )
-@click.option("--proof-timeout-s", type=click.FloatRange(0.1), default=10.0, show_default=True)
+@click.option("--proof-timeout-s", type=FiniteFloatRange(0.1), default=10.0, show_default=True)
 def watch(  # noqa: PLR0917 - one parameter per click option
     directory: Path,
     node: str,
