@@ -31,6 +31,7 @@ counts the seeds proven within the limit.
 
 Usage: python benchmarks/fbas_bench.py [--quick] [--max-orgs N] [--bound-timeout S]
        [--skip-in-process] [--asymmetric-seeds N] [--process-runs N]
+       [--quorum-growth LIMIT]
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ from synod.fbas.analysis import (
     minimal_splitting_sets,
     top_tier,
 )
+from synod.fbas.cascade import organisation_quotient
 from synod.fbas.load import load_stellarbeat
 from synod.fbas.network import Fbas, bits_from
+from synod.fbas.quorum_size import QuorumSizeSearch
 from synod.fbas.synthetic import asymmetric_network, public_like_network, symmetric_network
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/report.py
@@ -279,6 +282,44 @@ def measure_asymmetric(seeds: int, organizations: int = 50, limit_s: float = 10.
         )
 
 
+def measure_quorum_growth(seeds: int, largest: int, organizations: int = 50) -> None:
+    """How the certificate behind the splitting bound grows: the groups the exact search
+    examines (and its seconds) to prove that the asymmetric network has no quorum of at
+    most `limit` organisations, for each limit from 24 up to `largest`, or up to the
+    first limit where such a quorum exists.  Proving that no split of fewer than L nodes
+    exists needs at least "no quorum of (organisations + L) // 2" (the two quorums of a
+    split with nothing faulty overlap in |P1| + |P2| - organisations), so `growth`, the
+    ratio of work between consecutive limits, says what each further node of bound costs."""
+    for seed in range(1, seeds + 1):
+        nodes, orgs = asymmetric_network(organizations, seed)
+        fbas = load_stellarbeat(nodes, organizations=orgs)
+        quotient = organisation_quotient(fbas, (1 << len(fbas)) - 1, closed=True)
+        assert quotient is not None
+        previous = None
+        for limit in range(24, largest + 1):
+            search = QuorumSizeSearch(
+                quotient.entries, quotient.threshold, (1 << quotient.size) - 1
+            )
+            start = time.perf_counter()
+            found = search.exists(limit, 0)
+            emit(
+                {
+                    "bench": "fbas-quorum-growth",
+                    "network": f"asymmetric-{organizations}-orgs",
+                    "seed": seed,
+                    "limit": limit,
+                    "quorum_exists": found is not None,
+                    "groups_examined": search.work,
+                    "seconds": round(time.perf_counter() - start, 3),
+                    "growth": round(search.work / previous, 1) if previous else None,
+                    "load_average": round(os.getloadavg()[0], 2),
+                }
+            )
+            if found is not None:
+                break
+            previous = search.work
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="synthetic sizes 5, 10, 20 only")
@@ -288,11 +329,21 @@ def main() -> int:
     parser.add_argument("--asymmetric-seeds", type=int, default=10)
     parser.add_argument("--process-runs", type=int, default=3)
     parser.add_argument("--naive-process", nargs=2, metavar=("ANALYSIS", "FILE"))
+    parser.add_argument(
+        "--quorum-growth",
+        type=int,
+        metavar="LIMIT",
+        help="only the cost of proving 'no quorum of at most 24..LIMIT organisations' on "
+        "the asymmetric networks (seeds 1..--asymmetric-seeds)",
+    )
     add_json_option(parser)
     arguments = parser.parse_args()
     configure(arguments)
     if arguments.naive_process:
         return naive_process(*arguments.naive_process)
+    if arguments.quorum_growth:
+        measure_quorum_growth(arguments.asymmetric_seeds, arguments.quorum_growth)
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         public_like = Path(scratch) / "public-like-637.json"
         public_like.write_text(json.dumps(public_like_network(seed=1)[0]))

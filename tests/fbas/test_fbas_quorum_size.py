@@ -283,3 +283,26 @@ def test_member_capped_search_examines_a_bounded_number_of_groups_between_stop_q
     _assert_bounded_work_between_questions(
         quotient, lambda search: search.exists(27, 3, members=24)
     )
+
+
+def test_the_benchmark_measures_how_the_quorum_size_certificate_grows() -> None:
+    """`fbas_bench.py --quorum-growth LIMIT` prints one line per limit: the search at a
+    larger limit explores every state of the smaller one and more, so its work grows."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fbas_bench.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quorum-growth", "27", "--asymmetric-seeds", "1",
+         "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["limit"] for line in lines] == [24, 25, 26, 27]
+    assert {line["bench"] for line in lines} == {"fbas-quorum-growth"}
+    work = [line["groups_examined"] for line in lines]
+    assert work == sorted(work) and work[0] < work[-1]
+    assert [line["growth"] is None for line in lines] == [True, False, False, False]
