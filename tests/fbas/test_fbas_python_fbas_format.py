@@ -79,6 +79,23 @@ def test_a_dangling_qset_id_is_refused() -> None:
         load_python_fbas(document)
 
 
+def test_a_long_chain_of_qset_references_is_refused_not_a_recursion_error() -> None:
+    # Each reference is one recursion: 5,000 in a row would exhaust Python's stack.
+    key = symmetric_network(1)[0][0]["publicKey"]
+    qsets: dict[str, Any] = {
+        f"q{i}": {"threshold": 1, "members": [f"q{i + 1}"]} for i in range(5000)
+    }
+    qsets["q5000"] = {"threshold": 1, "members": [key]}
+    document = {"validators": [{"id": key, "qset": "q0"}], "qsets": qsets}
+    with pytest.raises(FbasInputError, match="nest deeper than 64"):
+        load_python_fbas(document)
+    # A chain within the bound loads (then stellar-core's nesting limit judges it).
+    qsets = {f"q{i}": {"threshold": 1, "members": [f"q{i + 1}"]} for i in range(60)}
+    qsets["q60"] = {"threshold": 1, "members": [key]}
+    with pytest.raises(FbasInputError, match="nesting deeper than 4"):
+        load_python_fbas({"validators": [{"id": key, "qset": "q0"}], "qsets": qsets})
+
+
 def test_shared_references_cannot_expand_without_bound() -> None:
     # Five levels of 30 references to the level below: 30^5 entries if expanded.
     keys = [node["publicKey"] for node in symmetric_network(10)[0]]

@@ -348,6 +348,11 @@ python-fbas's shared qset references are expanded.  References form a graph, so 
 of a few kilobytes could otherwise expand to about width^5 entries within the nesting
 limit; stellar-core's own limit of 1,000 validators leaves room for 10,000 entries."""
 
+MAX_REFERENCE_DEPTH = 64
+"""Qset references followed in a row.  Expanding recurses once per reference, so a long
+chain of ids would exhaust Python's stack (about 1,000 frames); stellar-core refuses
+nesting deeper than 4, so 64 only turns away files no tool would accept."""
+
 
 class _PythonFbasQsets:
     """Expands python-fbas qset references into quorum sets, each id once, refusing
@@ -375,6 +380,10 @@ class _PythonFbasQsets:
         value = self.table.get(qset_id)
         if not isinstance(value, dict):
             raise FbasInputError(f"no qset {qset_id!r}", where, path)
+        if len(self.visiting) >= MAX_REFERENCE_DEPTH:
+            raise FbasInputError(
+                f"qset references nest deeper than {MAX_REFERENCE_DEPTH}", where, path
+            )
         self.visiting.add(qset_id)
         if "threshold" not in value:
             raise FbasInputError("missing threshold", where, path + ".threshold")
