@@ -123,6 +123,28 @@ def test_malformed_input_gives_a_message_and_exit_code_two(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("organisations", "expected"),
+    [
+        ({"id": "x"}, "expected a JSON array of organisations, got dict"),
+        (
+            [{"id": "x", "validators": "abc"}],
+            "organisation #0, field validators: expected a list, got str",
+        ),
+    ],
+)
+def test_a_malformed_organisations_file_is_named_not_the_nodes_file(
+    tmp_path: Path, organisations: Any, expected: str
+) -> None:
+    nodes = tmp_path / "nodes.json"
+    nodes.write_text(json.dumps(symmetric_network(3)[0]))
+    orgs = tmp_path / "orgs.json"
+    orgs.write_text(json.dumps(organisations))
+    result = run("splitting", str(nodes), "--orgs", str(orgs))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"Error: {orgs}: {expected}"
+
+
 def test_invalid_json_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('[{"publicKey": \n')

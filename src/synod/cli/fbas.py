@@ -71,6 +71,7 @@ def _read_json(path: Path) -> Any:
 def _load(settings: Settings) -> Fbas:
     from synod.fbas.load import (
         FbasInputError,
+        OrganisationsInputError,
         detect_format,
         load_python_fbas,
         load_stellar_core,
@@ -93,6 +94,8 @@ def _load(settings: Settings) -> Fbas:
             fbas = loader(data, options)
         else:
             fbas = load_stellarbeat(data, options, organizations)
+    except OrganisationsInputError as error:
+        raise InputProblem(f"{settings.orgs}: {error}") from None
     except FbasInputError as error:
         raise InputProblem(f"{settings.path}: {error}") from None
     fbas = _what_if(settings, fbas)

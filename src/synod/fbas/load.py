@@ -70,6 +70,11 @@ class FbasInputError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class OrganisationsInputError(FbasInputError):
+    """The organisations document (stellarbeat's ``[{id, name, validators}]``), not the
+    nodes, is malformed: a caller reading the two from different files names the right one."""
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to read the questions the known tools answer differently (module docstring)."""
@@ -247,7 +252,17 @@ def load_stellarbeat(
 
 
 def _organizations(data: Any, check: _KeyCheck) -> dict[str, tuple[str, set[str]]]:
-    """Organisation id -> (display name, member keys)."""
+    """Organisation id -> (display name, member keys); `OrganisationsInputError` when the
+    document is malformed."""
+    try:
+        return _read_organizations(data, check)
+    except FbasInputError as error:
+        converted = OrganisationsInputError(str(error))
+        converted.node, converted.field = error.node, error.field
+        raise converted from None
+
+
+def _read_organizations(data: Any, check: _KeyCheck) -> dict[str, tuple[str, set[str]]]:
     if data is None:
         return {}
     if not isinstance(data, list):
