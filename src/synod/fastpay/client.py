@@ -382,7 +382,11 @@ class Client:
         sent: list[tuple[int, CertifiedTransferOrder]] = []
         for key, value in storage.items():
             if key.startswith(_SENT_PREFIX):
-                (index,) = _INDEX.unpack(key[len(_SENT_PREFIX) :])
+                suffix = key[len(_SENT_PREFIX) :]
+                if len(suffix) != _INDEX.size:
+                    # records come from a file a person may edit: a typed error, not struct's
+                    raise ValueError(f"a sent record's index has {len(suffix)} bytes, not 8")
+                (index,) = _INDEX.unpack(suffix)
                 sent.append((int(index), _CERTIFICATE_CODEC.decode(value)))
             elif key.startswith(_RECEIVED_PREFIX):
                 certificate = _CERTIFICATE_CODEC.decode(value)
