@@ -251,3 +251,14 @@ def test_names_from_the_data_file_are_printed_as_text_not_markup(
     assert result.exit_code == 0, result.output
     if command != "check":
         assert "[/evil]" in result.stdout or "[bold]n" in result.stdout
+
+
+def test_a_network_file_larger_than_the_cap_is_refused_before_parsing(tmp_path: Path) -> None:
+    from synod.cli.fbas import MAX_INPUT_BYTES
+
+    path = tmp_path / "huge.json"
+    with path.open("wb") as handle:  # sparse: no disk used, but read it would be
+        handle.truncate(MAX_INPUT_BYTES + 1)
+    result = run("check", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"Error: {path}: larger than 256 MiB"

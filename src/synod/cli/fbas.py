@@ -51,11 +51,22 @@ class Settings:
     started: float = 0.0
 
 
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+"""Largest network file read: parsed JSON takes about ten times its size in memory, so
+a file of gigabytes would exhaust the machine before any check.  Stellarbeat snapshots of
+the public network are a few megabytes; 10,000 nodes of 10 KiB each fit."""
+
+
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as error:
         raise InputProblem(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(raw) > MAX_INPUT_BYTES:
+        raise InputProblem(f"{path}: larger than {MAX_INPUT_BYTES // 2**20} MiB")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputProblem(f"{path}: not UTF-8 text") from None
     try:
