@@ -46,6 +46,7 @@ from synod.cli.supervise import add_supervision_commands
 
 if TYPE_CHECKING:
     from synod.crypto import KeyPair, NodeId
+    from synod.runtime.tusk_node import MetricsServer
     from synod.tusk.config import CoreEntry, TuskNetwork
     from synod.tusk.core import Committed
 
@@ -174,7 +175,11 @@ def core(directory: Path, node: str, log_level: str, metrics_port: int | None) -
         entry.node_id,
         f"holds the key of another core than {entry.name}'s id in {network.path}",
     )
-    run_process(_run_core(network, entry, keys, metrics_port), log_level)
+    run_process(
+        _run_core(network, entry, keys, metrics_port),
+        log_level,
+        listen_failure=f"cannot listen on {entry.host}:{entry.port}",
+    )
 
 
 async def _run_core(
@@ -199,11 +204,15 @@ async def _run_core(
         )
     except NodeAlreadyRunning as error:
         raise already_running(error) from None
-    await node.start((entry.host, entry.port))
     metrics = MetricsServer(lambda: core_series(node.core, entry.name))
-    if metrics_port is not None:
-        bound = await metrics.start(("127.0.0.1", metrics_port))
-        log.info("metrics", extra={"address": f"{bound[0]}:{bound[1]}"})
+    try:
+        await _start_metrics(metrics, metrics_port, log)
+        await node.start((entry.host, entry.port))
+    except BaseException:
+        # a port in use or a host that does not resolve: release the store and its lock
+        await metrics.stop()
+        await node.stop()
+        raise
     ready = {
         "event": "ready",
         "core": entry.name,
@@ -230,6 +239,20 @@ async def _run_core(
     finally:
         await metrics.stop()
     return 0
+
+
+async def _start_metrics(metrics: MetricsServer, port: int | None, log: Any) -> None:
+    """Serve `metrics` on 127.0.0.1:`port` (none: nothing); a port in use is a one-line
+    user error, not a traceback."""
+    if port is None:
+        return
+    try:
+        bound = await metrics.start(("127.0.0.1", port))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot serve metrics on 127.0.0.1:{port}: {error.strerror or error}"
+        ) from None
+    log.info("metrics", extra={"address": f"{bound[0]}:{bound[1]}"})
 
 
 def _print_core_event(event: object, names: dict[NodeId, str], log: Any) -> None:
@@ -382,9 +405,7 @@ async def _run_driver(network: TuskNetwork, name: str, metrics_port: int | None)
         on_round=report_progress,
     )
     metrics = MetricsServer(lambda: driver_series(node.driver, names))
-    if metrics_port is not None:
-        bound = await metrics.start(("127.0.0.1", metrics_port))
-        log.info("metrics", extra={"address": f"{bound[0]}:{bound[1]}"})
+    await _start_metrics(metrics, metrics_port, log)
     ready = {"event": "ready", "driver": name, "cores": len(network.cores)}
     waiting = asyncio.create_task(_say_why_idle(heard, network, log))
     try:

@@ -1,0 +1,77 @@
+"""Bad input to `synod tusk`: ports taken by another process, and settings that `init`
+must refuse before writing anything.  Each is one line on stderr and a meaningful exit
+status, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from synod.cli.tusk import tusk
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port that another process listens on (this test's own socket)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
+
+
+def invoke(*arguments: str) -> Result:
+    return CliRunner().invoke(tusk, list(arguments))
+
+
+def assert_one_line_error(result: Result, expected: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, OSError), result.exception
+    assert "Traceback" not in result.output
+    assert expected in result.output
+
+
+def init_with_core_zero_on(directory: Path, port: int) -> None:
+    ports = [port, *free_ports(3)]
+    result = invoke("init", str(directory), "--ports", ",".join(map(str, ports)))
+    assert result.exit_code == 0, result.output
+
+
+def test_a_core_whose_port_is_taken_says_so_in_one_line(tmp_path: Path, taken_port: int) -> None:
+    init_with_core_zero_on(tmp_path, taken_port)
+    result = invoke("core", str(tmp_path), "0", "--log-level", "error")
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{taken_port}")
+
+
+def test_a_core_whose_metrics_port_is_taken_says_so_and_frees_its_store(
+    tmp_path: Path, taken_port: int
+) -> None:
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    arguments = ("core", str(tmp_path), "0", "--metrics-port", str(taken_port))
+    result = invoke(*arguments, "--log-level", "error")
+    assert_one_line_error(result, f"cannot serve metrics on 127.0.0.1:{taken_port}")
+    # the store's lock was released: the same core is refused again for the port alone
+    again = invoke(*arguments, "--log-level", "error")
+    assert_one_line_error(again, "cannot serve metrics")
+
+
+def test_a_driver_whose_metrics_port_is_taken_says_so_in_one_line(
+    tmp_path: Path, taken_port: int
+) -> None:
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    result = invoke("driver", str(tmp_path), "--metrics-port", str(taken_port))
+    assert_one_line_error(result, f"cannot serve metrics on 127.0.0.1:{taken_port}")
