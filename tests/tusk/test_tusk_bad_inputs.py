@@ -75,3 +75,30 @@ def test_a_driver_whose_metrics_port_is_taken_says_so_in_one_line(
     init_with_core_zero_on(tmp_path, free_ports(1)[0])
     result = invoke("driver", str(tmp_path), "--metrics-port", str(taken_port))
     assert_one_line_error(result, f"cannot serve metrics on 127.0.0.1:{taken_port}")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("--ports", "9001,9001,9002,9003"), "expected 4 distinct ports"),
+        (("--base-port", "65534"), "past 65535"),
+        (("--host", ""), "expected a host name or address"),
+        (("--host", "a\nb"), "expected a host name or address"),
+    ],
+)
+def test_init_refuses_a_committee_no_core_could_run_and_writes_nothing(
+    tmp_path: Path, options: tuple[str, ...], expected: str
+) -> None:
+    # before, init wrote keys and a tusk.toml that `tusk core` then refused (or, for the
+    # host, that failed with a traceback when the core listened)
+    directory = tmp_path / "net"
+    result = invoke("init", str(directory), *options)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert not directory.exists()
+
+
+def test_init_in_a_directory_that_cannot_be_made_says_so(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    result = invoke("init", str(tmp_path / "file" / "net"))
+    assert_one_line_error(result, "cannot create")

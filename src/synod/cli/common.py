@@ -119,6 +119,13 @@ def parse_ports(
 ) -> list[int]:
     """`count` ports: the comma-separated `text`, or first, first + stride, ..."""
     if text is None:
+        last = first + stride * (count - 1)
+        if last > 65535:
+            # caught here: a file with ports past 65535 is refused only when a node starts
+            raise click.BadParameter(
+                f"{count} ports from {first} reach {last}, past 65535: choose a lower "
+                "base port, or give --ports"
+            )
         return [first + stride * index for index in range(count)]
     try:
         ports = [int(part) for part in text.split(",")]
@@ -126,7 +133,18 @@ def parse_ports(
         raise click.BadParameter("expected comma-separated integers", param_hint=option) from None
     if len(ports) != count or not all(1 <= port <= 65535 for port in ports):
         raise click.BadParameter(f"expected {count} ports in 1..65535", param_hint=option)
+    if len(set(ports)) != count:
+        raise click.BadParameter(f"expected {count} distinct ports", param_hint=option)
     return ports
+
+
+def check_host(host: str, option: str = "--host") -> None:
+    """A usage error for a host no node could listen on or be reached at (empty, or
+    with spaces or control characters): caught before `init` writes it into a file."""
+    if not host or any(character.isspace() or not character.isprintable() for character in host):
+        raise click.BadParameter(
+            f"expected a host name or address, got {host!r}", param_hint=option
+        )
 
 
 def refuse_to_overwrite(config_path: Path) -> None:

@@ -24,6 +24,7 @@ import click
 from synod.cli.common import (
     EXIT_FAILED,
     already_running,
+    check_host,
     config_errors,
     log_level_option,
     parse_ports,
@@ -100,6 +101,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
     from synod.runtime.rbc_node import NetworkExists, create_network
 
     port_list = parse_ports(ports, count, base_port)
+    check_host(host)
     refuse_to_overwrite(directory / CONFIG_NAME)
     try:
         with config_errors():
@@ -115,6 +117,8 @@ def init(  # noqa: PLR0917 - one parameter per click option
         raise click.ClickException(str(error)) from None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--ports") from None
+    except OSError as error:
+        raise click.ClickException(f"{directory}: cannot create: {error.strerror}") from None
     print_network(config)
 
 

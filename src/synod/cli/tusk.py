@@ -31,6 +31,7 @@ from synod.cli.common import (
     EXIT_FAILED,
     FiniteFloatRange,
     already_running,
+    check_host,
     config_errors,
     log_level_option,
     notice_if_slow,
@@ -132,9 +133,13 @@ def init(  # noqa: PLR0917 - one parameter per click option
             param_hint="--cores",
         )
     port_list = parse_ports(ports, count, base_port)
+    check_host(host)
     config_path = directory / CONFIG_NAME
     refuse_to_overwrite(config_path)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.ClickException(f"{directory}: cannot create: {error.strerror}") from None
     entries = []
     for index, port in enumerate(port_list):
         name = f"core-{index}"
