@@ -118,6 +118,29 @@ def node_entry(path: Path, prefix: str, raw: object) -> NodeEntry:
     return NodeEntry(name, node_id, host, port, key_file)
 
 
+def toml_string(text: str) -> str:
+    """`text` as a TOML basic string that `tomllib` reads back as `text`.
+
+    ``json.dumps`` is not one: it writes a character outside the Basic Multilingual
+    Plane as a surrogate pair (``"\\ud83d\\ude00"``), which TOML refuses.  Raises
+    `ValueError` for a lone surrogate (undecodable bytes of a command-line argument),
+    which no TOML file can hold.
+    """
+    parts = ['"']
+    for character in text:
+        code = ord(character)
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"{text!r} is not valid Unicode text")
+        if character in '"\\':
+            parts.append("\\" + character)
+        elif code < 0x20 or code == 0x7F:
+            parts.append(f"\\u{code:04x}")
+        else:
+            parts.append(character)
+    parts.append('"')
+    return "".join(parts)
+
+
 def render_node_tables(table: str, entries: Iterable[tuple[str, str, str, int, str]]) -> list[str]:
     """The ``[[table]]`` TOML lines of (name, id text, host, port, key file) entries."""
     lines: list[str] = []

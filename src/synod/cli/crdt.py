@@ -96,7 +96,10 @@ def _member_option(_: Any, __: Any, values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _network_option(_: Any, __: Any, value: str) -> str:
-    encoded = value.encode("utf-8", "surrogatepass")
+    try:
+        encoded = value.encode()
+    except UnicodeEncodeError:  # undecodable bytes of the argument
+        raise click.BadParameter("not valid UTF-8 text", param_hint="--network-id") from None
     if len(encoded) > MAX_NETWORK_ID_BYTES or b"@" in encoded:
         raise click.BadParameter(
             f"at most {MAX_NETWORK_ID_BYTES} bytes without '@'", param_hint="--network-id"
@@ -190,10 +193,24 @@ def init(  # noqa: PLR0917 - one parameter per click option
 ) -> None:
     """Create the node directory NAME: a new key and NAME/node.toml."""
     refuse_to_overwrite(name / CONFIG_NAME)
+    settings = _NodeSettings(relay, listen, peers, document, announce_ms, network_id, members)
+    _check_settings(name, settings)
     name.mkdir(parents=True, exist_ok=True)
     keys = write_new_key(name / KEY_NAME)
-    settings = _NodeSettings(relay, listen, peers, document, announce_ms, network_id, members)
     _print_nodes([_write_config(name, keys, settings)], as_json=as_json)
+
+
+def _check_settings(name: Path, settings: _NodeSettings) -> None:
+    """Refuse, before any file is written, what `synod crdt run` would refuse to read
+    back from NAME/node.toml."""
+    if name.name in {"", ".."}:
+        raise click.BadParameter("must end in a directory name", param_hint="'NAME'")
+    if not settings.document:
+        raise click.BadParameter("expected a non-empty name", param_hint="--document")
+    try:
+        _render(name, "N", settings)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +229,16 @@ def _write_config(name: Path, keys: KeyPair, settings: _NodeSettings) -> dict[st
     from synod.crypto import node_id_text
 
     identity = node_id_text(keys.node_id)
-    text = render_config(
+    config_path = name / CONFIG_NAME
+    config_path.write_text(_render(name, identity, settings), encoding="utf-8")
+    reaches = [f"relay {settings.relay}"] if settings.relay else []
+    reaches += [f"listen {settings.listen}"] if settings.listen else []
+    where = ", ".join(reaches) or "nothing: alone"
+    return {"name": name.name, "id": identity, "config": str(config_path), "reaches": where}
+
+
+def _render(name: Path, identity: str, settings: _NodeSettings) -> str:
+    return render_config(
         name.name,
         identity,
         document=settings.document,
@@ -223,12 +249,6 @@ def _write_config(name: Path, keys: KeyPair, settings: _NodeSettings) -> dict[st
         network_id=settings.network_id,
         members=list(settings.members),
     )
-    config_path = name / CONFIG_NAME
-    config_path.write_text(text, encoding="utf-8")
-    reaches = [f"relay {settings.relay}"] if settings.relay else []
-    reaches += [f"listen {settings.listen}"] if settings.listen else []
-    where = ", ".join(reaches) or "nothing: alone"
-    return {"name": name.name, "id": identity, "config": str(config_path), "reaches": where}
 
 
 def _print_nodes(nodes: list[dict[str, str]], *, as_json: bool) -> None:

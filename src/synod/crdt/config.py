@@ -24,6 +24,7 @@ from synod.config import (
     relative_file,
     require_node_id,
     require_string,
+    toml_string,
 )
 
 if TYPE_CHECKING:
@@ -244,21 +245,22 @@ def render_config(
     network_id: str = "",
     members: list[str] | None = None,
 ) -> str:
-    """The TOML text of a node's configuration."""
+    """The TOML text of a node's configuration; `ValueError` when a string is not
+    valid Unicode (see `synod.config.toml_string`)."""
     from synod.crypto import node_id_text
 
     lines = [
         "# A synod BFT-CRDT node (written by `synod crdt init`).",
         "[node]",
-        f"name = {json.dumps(name)}",
-        f"id = {json.dumps(node_id)}",
-        f"key_file = {json.dumps(KEY_NAME)}",
-        f"document = {json.dumps(document)}",
+        f"name = {toml_string(name)}",
+        f"id = {toml_string(node_id)}",
+        f"key_file = {toml_string(KEY_NAME)}",
+        f"document = {toml_string(document)}",
         f"announce_interval_ms = {announce_interval_ms}",
     ]
-    lines.append(f"listen = {json.dumps(listen)}" if listen else '# listen = "127.0.0.1:7300"')
-    lines.append(f"relay = {json.dumps(relay)}" if relay else '# relay = "ws://127.0.0.1:7400"')
-    lines.append(f"network_id = {json.dumps(network_id)}")
+    lines.append(f"listen = {toml_string(listen)}" if listen else '# listen = "127.0.0.1:7300"')
+    lines.append(f"relay = {toml_string(relay)}" if relay else '# relay = "ws://127.0.0.1:7400"')
+    lines.append(f"network_id = {toml_string(network_id)}")
     if members:
         lines.append(f"members = {json.dumps(list(members))}")
     else:
@@ -267,8 +269,8 @@ def render_config(
         lines += [
             "",
             "[[peers]]",
-            f"name = {json.dumps(peer.name)}",
-            f"id = {json.dumps(node_id_text(peer.node_id))}",
-            f"address = {json.dumps(f'{peer.host}:{peer.port}')}",
+            f"name = {toml_string(peer.name)}",
+            f"id = {toml_string(node_id_text(peer.node_id))}",
+            f"address = {toml_string(f'{peer.host}:{peer.port}')}",
         ]
     return "\n".join(lines) + "\n"

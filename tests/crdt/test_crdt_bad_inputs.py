@@ -1,0 +1,89 @@
+"""Hostile and careless input to the BFT-CRDT command line and node files: each is
+refused with one clear line (a usage error, exit status 2) before anything is written,
+or written so that `synod crdt run` reads back exactly what was typed."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from synod.cli.crdt import crdt
+from synod.config import toml_string
+from synod.crdt.config import load_config
+
+# "Undecodable bytes of an argument" reach Python as lone surrogates (surrogateescape):
+# `synod crdt init n --document $'\xff'` passes "\udcff".
+UNDECODABLE = "\udcff"
+OUTSIDE_BMP = "log-\U0001f600"  # JSON writes it as a surrogate pair, which TOML refuses
+
+
+def invoke(*arguments: str) -> Result:
+    result = CliRunner().invoke(crdt, list(arguments))
+    # a user error exits through click (SystemExit); anything else is a traceback
+    assert isinstance(result.exception, SystemExit | None), result.exception
+    return result
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"quoted" \\ back', "tab\tnew\nline", "nul\x00del\x7f", OUTSIDE_BMP, "é", ""],
+)
+def test_toml_string_reads_back_as_the_same_text(text: str) -> None:
+    assert tomllib.loads(f"key = {toml_string(text)}")["key"] == text
+
+
+def test_toml_string_refuses_a_lone_surrogate() -> None:
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        toml_string(UNDECODABLE)
+
+
+def test_init_writes_characters_outside_the_bmp_that_run_reads_back(tmp_path: Path) -> None:
+    peer_id = "NBDCKONWVZRPU35ZDTMU5F45U6FWULCGKVGRKGBAHXU4VQRGISWCR3AA"
+    result = invoke(
+        "init",
+        str(tmp_path / "node"),
+        "--document",
+        OUTSIDE_BMP,
+        "--network-id",
+        "net-\U0001f600",
+        "--listen",
+        "127.0.0.1:7300",
+        "--peer",
+        f"peer-\U0001f600={peer_id}@127.0.0.1:7301",
+    )
+    assert result.exit_code == 0, result.output
+    config = load_config(tmp_path / "node")
+    assert config.document == OUTSIDE_BMP
+    assert config.network == "net-\U0001f600".encode()
+    assert [peer.name for peer in config.peers] == ["peer-\U0001f600"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--document", ""), ("--document", UNDECODABLE), ("--network-id", UNDECODABLE)],
+)
+def test_init_refuses_a_value_run_cannot_read_before_writing(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    result = invoke("init", str(tmp_path / "node"), option, value)
+    assert result.exit_code == 2
+    assert not (tmp_path / "node").exists()
+
+
+def test_init_refuses_a_name_with_no_directory_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `synod crdt init .` wrote name = "", which `run` refuses
+    monkeypatch.chdir(tmp_path)
+    result = invoke("init", ".")
+    assert result.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_relayer_refuses_an_undecodable_network_id() -> None:
+    result = invoke("relayer", "--port", "0", "--network-id", UNDECODABLE)
+    assert result.exit_code == 2
+    assert "--network-id" in result.output
