@@ -266,3 +266,22 @@ def test_synod_quorum_sets_load_with_synod_node_ids() -> None:
     assert check_intersection(fbas).intersects
     stellar = from_quorum_sets(dict.fromkeys(raw, qset), key_text=encode_public_key)
     assert sorted(stellar.index) == sorted(encode_public_key(k) for k in raw)
+
+
+def test_a_validator_listed_by_two_organisations_keeps_the_first_and_a_note_says_so() -> None:
+    from synod.fbas.synthetic import symmetric_network
+
+    nodes, _ = symmetric_network(2)
+    for node in nodes:
+        node.pop("organizationId")  # the labels come from the organisations file only
+    shared = nodes[0]["publicKey"]
+    organisations = [
+        {"id": "a", "name": "Alpha", "validators": [shared]},
+        {"id": "b", "name": "Beta", "validators": [shared, nodes[3]["publicKey"]]},
+    ]
+    fbas = load_stellarbeat(nodes, organizations=organisations)
+    assert fbas.nodes[fbas.index[shared]].organization == "Alpha"
+    assert fbas.nodes[fbas.index[nodes[3]["publicKey"]]].organization == "Beta"
+    assert fbas.notes == (
+        f"validator {shared} is listed by organisations 'Alpha' and 'Beta': labelled 'Alpha'",
+    )

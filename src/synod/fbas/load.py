@@ -554,7 +554,7 @@ def _build(
     unknown = _add_unknown_validators(raw, index, infos, options)
     if unknown:
         notes.append(f"{unknown} validators named in quorum sets are absent from the input")
-    infos = _attach_organizations(infos, index, organizations)
+    infos = _attach_organizations(infos, index, organizations, notes)
     counts = {"no quorum set": 0, "inactive": 0, "insane": 0}
     interned: dict[Threshold, Threshold] = {}
     qsets: list[Threshold | None] = []
@@ -646,22 +646,20 @@ def _attach_organizations(
     infos: list[NodeInfo],
     index: Mapping[str, int],
     organizations: Mapping[str, tuple[str, set[str]]],
+    notes: list[str],
 ) -> list[NodeInfo]:
     """Organisation labels: the name from the organisations file (by id, or by listed
-    membership); otherwise the home domain most of the organisation's nodes share
-    (stellarbeat verifies organisations through their domain), else the raw id."""
+    membership: the first organisation listing a validator names it, and a note says
+    when another lists it too); otherwise the home domain most of the organisation's
+    nodes share (stellarbeat verifies organisations through their domain), else the raw
+    id."""
     result = list(infos)
     named: set[int] = set()
     for position, info in enumerate(result):
         if info.organization is not None and info.organization in organizations:
             result[position] = _replace_org(info, organizations[info.organization][0])
             named.add(position)
-    for name, members in organizations.values():
-        for key in members:
-            found = index.get(key)
-            if found is not None:
-                result[found] = _replace_org(result[found], name)
-                named.add(found)
+    named |= _label_listed_validators(result, index, organizations, notes)
     domains: dict[str, dict[str, int]] = {}
     for position, info in enumerate(result):
         if position not in named and info.organization is not None and info.home_domain:
@@ -678,6 +676,31 @@ def _attach_organizations(
         if position not in named and info.organization in labels:
             result[position] = _replace_org(info, labels[info.organization])
     return result
+
+
+def _label_listed_validators(
+    result: list[NodeInfo],
+    index: Mapping[str, int],
+    organizations: Mapping[str, tuple[str, set[str]]],
+    notes: list[str],
+) -> set[int]:
+    """Label each validator an organisation lists with that organisation's name (the
+    first one listing it); the positions labelled."""
+    listed_by: dict[int, str] = {}
+    for name, members in organizations.values():
+        for key in sorted(members):
+            found = index.get(key)
+            if found is None:
+                continue
+            first = listed_by.setdefault(found, name)
+            if first != name:
+                notes.append(
+                    f"validator {key} is listed by organisations {first!r} and {name!r}: "
+                    f"labelled {first!r}"
+                )
+            elif result[found].organization != name:
+                result[found] = _replace_org(result[found], name)
+    return set(listed_by)
 
 
 def _replace_org(info: NodeInfo, organization: str) -> NodeInfo:
