@@ -190,6 +190,8 @@ def init(  # noqa: PLR0917 - one parameter per click option
             f"decide differently (need more than {count // 2}); --force writes it anyway",
             param_hint="--threshold",
         )
+    _require_unicode(network_id, "--network-id")
+    _require_unicode(passphrase or "", "--passphrase")
     if len(network_id.encode()) > 64 or "@" in network_id:
         raise click.BadParameter("at most 64 bytes without '@'", param_hint="--network-id")
     if passphrase is not None and not stellar:
@@ -218,7 +220,18 @@ def init(  # noqa: PLR0917 - one parameter per click option
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"{directory}: cannot create: {error.strerror}") from None
+    except ValueError as error:  # a string no TOML file can hold
+        raise click.UsageError(str(error)) from None
     print_network(config)
+
+
+def _require_unicode(text: str, option: str) -> None:
+    """Undecodable bytes of an argument arrive as lone surrogates, which neither UTF-8
+    nor a TOML file can hold."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise click.BadParameter("not valid UTF-8 text", param_hint=option) from None
 
 
 def print_network(config: NetworkConfig) -> None:

@@ -136,7 +136,9 @@ def create_network(
     starts: fine for tests and examples, not for a network meant to last).
 
     Raises `NetworkExists` rather than overwrite a network, `ValueError` for an
-    impossible plan, `KeyFileError` when a key file exists or cannot be written.
+    impossible plan or a string no TOML file holds, `ConfigError` for a value its
+    loader refuses (nothing is left written then), `KeyFileError` when a key file
+    exists or cannot be written.
     """
     planned = plan_nodes(nodes, organisations, per_organisation)
     quorum_set = planned_quorum_set(planned, threshold)
@@ -148,11 +150,21 @@ def create_network(
     if config_path.exists():
         raise NetworkExists(config_path)
     directory.mkdir(parents=True, exist_ok=True)
-    for node, port, submit_port in zip(planned, ports, submit_ports, strict=True):
-        _write_node_key(directory, node, port, submit_port)
-    text = render_config(settings or NetworkSettings(), planned, host, quorum_set, stellar)
-    config_path.write_text(text, encoding="utf-8")
-    return load_network(directory)
+    written: list[Path] = []
+    try:
+        for node, port, submit_port in zip(planned, ports, submit_ports, strict=True):
+            _write_node_key(directory, node, port, submit_port)
+            written.append(directory / f"{node.name}.key")
+        text = render_config(settings or NetworkSettings(), planned, host, quorum_set, stellar)
+        written.append(config_path)
+        config_path.write_text(text, encoding="utf-8")
+        return load_network(directory)
+    except BaseException:
+        # a network its own loader refuses is removed, so that the same command with a
+        # corrected value can run again (it refuses to overwrite a network file)
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _check_ports(count: int, ports: Sequence[int], submit_ports: Sequence[int]) -> None:

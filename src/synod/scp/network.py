@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from synod.config import ConfigError, ConfigFileError, find_named, network_id, relative_file
+from synod.config import (
+    ConfigError,
+    ConfigFileError,
+    find_named,
+    network_id,
+    relative_file,
+    toml_string,
+)
 from synod.scp.core import ScpConfig
 from synod.scp.log import LogCore, LogRules, LogTimeouts
 
@@ -403,29 +410,29 @@ def render_config(
     ]
     lines += [f"{key} = {getattr(settings, key)}" for key in SETTING_BOUNDS]
     if settings.network_id:
-        lines.append(f"network_id = {json.dumps(settings.network_id.decode())}")
+        lines.append(f"network_id = {toml_string(settings.network_id.decode())}")
     if stellar is not None:
         lines += [
             "",
             "# Stellar mode: the nodes speak Stellar's overlay and decide StellarValues",
             "[stellar]",
-            f"passphrase = {json.dumps(stellar.passphrase)}",
+            f"passphrase = {toml_string(stellar.passphrase)}",
             f"close_interval_ms = {stellar.close_interval_ms}",
         ]
     for node in nodes:
         lines += [
             "",
             "[[nodes]]",
-            f"name = {json.dumps(node.name)}",
-            f"id = {json.dumps(node.id_text)}",
+            f"name = {toml_string(node.name)}",
+            f"id = {toml_string(node.id_text)}",
         ]
         if node.organisation is not None:
-            lines.append(f"organisation = {json.dumps(node.organisation)}")
+            lines.append(f"organisation = {toml_string(node.organisation)}")
         lines += [
-            f"host = {json.dumps(host)}",
+            f"host = {toml_string(host)}",
             f"port = {node.port}",
             f"submit_port = {node.submit_port}",
-            f"key_file = {json.dumps(node.name + '.key')}",
+            f"key_file = {toml_string(node.name + '.key')}",
             f"quorum_set = {_inline_table(quorum_set)}",
         ]
     return "\n".join(lines) + "\n"
