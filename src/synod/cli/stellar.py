@@ -35,11 +35,20 @@ NETWORKS = {
 }
 
 
+def _utf8_network(_: Any, __: Any, value: str) -> str:
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # undecodable bytes of the argument: no passphrase hashes them
+        raise click.BadParameter("not valid UTF-8 text", param_hint="--network") from None
+    return value
+
+
 def _network_option(function: Any) -> Any:
     return click.option(
         "--network",
         default="testnet",
         show_default=True,
+        callback=_utf8_network,
         help="'public', 'testnet', or the passphrase of a private network.",
     )(function)
 
@@ -120,9 +129,14 @@ def _node_of(options: dict[str, Any]) -> tuple[Any, QuorumSet, tuple[str, int], 
     qset = read_quorum_set(options["qset_file"])
     try:
         listen = parse_address(options["listen"], any_port=True)
-        peers = [parse_address(peer) for peer in options["peers"]]
     except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(str(error), param_hint="--listen") from None
+    peers = []
+    for peer in options["peers"]:
+        try:
+            peers.append(parse_address(peer))
+        except ValueError as error:
+            raise click.BadParameter(f"{peer!r}: {error}", param_hint="--peer") from None
     return keys, qset, listen, peers
 
 
@@ -165,7 +179,8 @@ async def _serve(
     try:
         node = OverlayNode(keys, settings, store=store, peers=peers)
     except ValueError as error:  # a peer that is not an IPv4 address
-        raise click.BadParameter(str(error)) from None
+        reason = f"expected an IPv4 HOST:PORT ({error})"
+        raise click.BadParameter(reason, param_hint="--peer") from None
     bound_host, bound_port = await node.start(*address)
     print_json_line(
         {
@@ -243,9 +258,14 @@ async def _run_validator(
             keys, qset, settings, peers=peers, on_externalized=decided, store_path=store_path
         )
     except ValueError as error:  # a peer that is not an IPv4 address
-        raise click.BadParameter(str(error)) from None
+        reason = f"expected an IPv4 HOST:PORT ({error})"
+        raise click.BadParameter(reason, param_hint="--peer") from None
     except (NodeAlreadyRunning, RestoreFailed) as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # its lock file beside it: not a failure to listen
+        raise click.ClickException(
+            f"{store_path}: cannot open the store: {error.strerror or error}"
+        ) from None
     bound_host, bound_port = await node.start(*listen)
     node.connect_to(peers)
     print_json_line(
