@@ -1,18 +1,25 @@
 """Hostile and careless input to the BFT-CRDT command line and node files: each is
 refused with one clear line (a usage error, exit status 2) before anything is written,
-or written so that `synod crdt run` reads back exactly what was typed."""
+or written so that `synod crdt run` reads back exactly what was typed; a store that is
+not the node's own is refused with a `StorageError`."""
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from synod.cli.crdt import crdt
 from synod.config import toml_string
+from synod.core import Persist
 from synod.crdt.config import load_config
+from synod.crypto import KeyPair
+from synod.runtime.crdt_node import LogNode
+from synod.runtime.storage import SqliteStorage, StorageError
 
 # "Undecodable bytes of an argument" reach Python as lone surrogates (surrogateescape):
 # `synod crdt init n --document $'\xff'` passes "\udcff".
@@ -87,3 +94,47 @@ def test_relayer_refuses_an_undecodable_network_id() -> None:
     result = invoke("relayer", "--port", "0", "--network-id", UNDECODABLE)
     assert result.exit_code == 2
     assert "--network-id" in result.output
+
+
+# ---------------------------------------------------------------- whose store a file is
+# A node restores its own updates without verifying them again (its disk is trusted), so
+# a file written by another node, network, document or protocol must not be restored.
+
+
+def open_node(store: Path, keys: KeyPair, **options: Any) -> LogNode:
+    return LogNode.open(keys, store, name="alice", **options)
+
+
+def test_a_node_reopens_its_own_store(tmp_path: Path) -> None:
+    store, keys = tmp_path / "node.sqlite", KeyPair.from_seed(bytes(32))
+    asyncio.run(open_node(store, keys, network=b"net").stop())
+    asyncio.run(open_node(store, keys, network=b"net").stop())
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"keys": KeyPair.from_seed(b"\x01" * 32)},
+        {"network": b"another network"},
+        {"document": "another document"},
+    ],
+    ids=["node", "network", "document"],
+)
+def test_the_store_of_another_node_network_or_document_is_refused(
+    tmp_path: Path, other: dict[str, Any]
+) -> None:
+    store, keys = tmp_path / "node.sqlite", KeyPair.from_seed(bytes(32))
+    asyncio.run(open_node(store, keys).stop())
+    with pytest.raises(StorageError, match="another node, network or document"):
+        open_node(store, other.pop("keys", keys), **other)
+    asyncio.run(open_node(store, keys).stop())  # the refusal released the store and lock
+
+
+def test_the_store_of_another_protocol_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "node.sqlite"
+    with SqliteStorage.open(store) as storage:
+        storage.apply([Persist(b"scp/delivered", b"\x00")])
+    with pytest.raises(StorageError, match="another protocol"):
+        open_node(store, KeyPair.from_seed(bytes(32)))
+    with SqliteStorage.open(store) as storage:
+        assert storage.load() == {b"scp/delivered": b"\x00"}  # nothing written into it
