@@ -1,16 +1,24 @@
 """Hostile and careless input to `synod scp init`: each is refused with one clear line
 (exit status 2) and leaves no file behind, or is written so that the network's loader
-reads back exactly what was typed."""
+reads back exactly what was typed.  A node refuses a store that is not its own."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from synod.cli.scp import scp
-from synod.scp.network import load_network
+from synod.core import Persist
+from synod.crypto import read_key_file
+from synod.runtime.nodes import RestoreFailed
+from synod.runtime.scp_node import LogNode, create_network
+from synod.runtime.storage import SqliteStorage
+from synod.scp.network import NetworkConfig, NetworkSettings, load_network
 
 # Undecodable bytes of an argument reach Python as lone surrogates (surrogateescape).
 UNDECODABLE = "\udcff"
@@ -57,3 +65,54 @@ def test_a_refused_init_leaves_nothing_so_that_it_can_run_again(tmp_path: Path, 
     assert refused.exit_code != 0
     assert sorted(path.name for path in tmp_path.iterdir()) == []
     assert init(tmp_path).exit_code == 0
+
+
+# ---------------------------------------------------------------- whose store a file is
+# A node restores its statements without verifying them again (its disk is trusted), so
+# a file written by another node, network or protocol must not be restored.
+
+
+def start_and_stop(config: NetworkConfig) -> None:
+    entry = config.nodes[0]
+    node = LogNode(config, entry, read_key_file(entry.key_file))
+
+    async def scenario() -> None:
+        await node.start()
+        await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_node_restarts_on_its_own_store(tmp_path: Path) -> None:
+    config = create_network(tmp_path, nodes=1)
+    start_and_stop(config)
+    start_and_stop(config)
+
+
+@pytest.mark.parametrize("network_id", [b"", b"another network"])
+def test_the_store_of_another_node_or_network_is_refused(
+    tmp_path: Path, network_id: bytes
+) -> None:
+    first = create_network(tmp_path / "first", nodes=1)
+    start_and_stop(first)
+    second = create_network(
+        tmp_path / "second", nodes=1, settings=NetworkSettings(network_id=network_id)
+    )
+    if network_id:  # the same node, moved to another network
+        shutil.copy(first.nodes[0].key_file, second.nodes[0].key_file)
+        second = dataclasses.replace(
+            second, nodes=(dataclasses.replace(second.nodes[0], node_id=first.nodes[0].node_id),)
+        )
+    shutil.copy(first.store_path(first.nodes[0]), second.store_path(second.nodes[0]))
+    with pytest.raises(RestoreFailed, match="another node, network"):
+        start_and_stop(second)
+
+
+def test_the_store_of_another_protocol_is_refused(tmp_path: Path) -> None:
+    config = create_network(tmp_path, nodes=1)
+    with SqliteStorage.open(config.store_path(config.nodes[0])) as storage:
+        storage.apply([Persist(b"crdt/update/\x00", b"\x00")])
+    with pytest.raises(RestoreFailed, match="another protocol"):
+        start_and_stop(config)
+    with SqliteStorage.open(config.store_path(config.nodes[0])) as storage:
+        assert storage.load() == {b"crdt/update/\x00": b"\x00"}  # nothing written into it

@@ -58,7 +58,8 @@ from synod.crypto import KeyPair, NodeId
 from synod.runtime.host import monotonic_ms
 from synod.runtime.nodes import open_on_store
 from synod.runtime.relay import RelayClient, RelayConfig
-from synod.runtime.storage import SqliteStorage, StorageError
+from synod.runtime.storage import SqliteStorage
+from synod.runtime.store_identity import claim_records, identity_record
 from synod.runtime.transport import Address, PeerTransport
 from synod.wire import DecodeError
 
@@ -72,39 +73,15 @@ FLUSH_TIMEOUT_S = 1.0
 
 
 STORE_IDENTITY_KEY = b"crdt/identity"
-"""The record naming whose store a file is: a node's own disk is trusted (its updates
-are not verified again on restore), so a file of another node, network or document
-must not be restored from."""
-
-_CRDT_RECORD_PREFIX = b"crdt/"
+"""The record naming whose store a file is (`synod.runtime.store_identity`): node id,
+network id and document."""
 
 
 def store_identity(node_id: NodeId, network: bytes, document: str) -> bytes:
     """The `STORE_IDENTITY_KEY` record of a node's store."""
-    import json
-
     from synod.crypto import node_id_text
 
-    fields = {"node": node_id_text(node_id), "network": network.hex(), "document": document}
-    return json.dumps(fields, sort_keys=True).encode()
-
-
-def _claim_store(storage: SqliteStorage, records: dict[bytes, bytes], identity: bytes) -> None:
-    """Refuse a store written by another node, network, document or protocol; mark an
-    unmarked one (new, or written before the mark existed) as this node's."""
-    found = records.pop(STORE_IDENTITY_KEY, None)
-    if found is not None and found != identity:
-        raise StorageError(
-            storage.path,
-            f"the store of another node, network or document ({found.decode(errors='replace')}"
-            f"; this node is {identity.decode()}): give this node its own store",
-        )
-    if found is None:
-        if any(not key.startswith(_CRDT_RECORD_PREFIX) for key in records):
-            raise StorageError(
-                storage.path, "holds records of another protocol, not a BFT-CRDT node's"
-            )
-        storage.apply([Persist(STORE_IDENTITY_KEY, identity)])
+    return identity_record(node=node_id_text(node_id), network=network.hex(), document=document)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +170,12 @@ class LogNode:
         config = ReplicaConfig(
             announce_interval_ms=announce_interval_ms, network=network, members=members
         )
-        records = storage.load()
-        _claim_store(storage, records, store_identity(keys.node_id, network, document))
+        identity = store_identity(keys.node_id, network, document)
+        records, unmarked = claim_records(
+            storage.path, storage.load(), STORE_IDENTITY_KEY, identity, (b"crdt/",)
+        )
+        if unmarked:
+            storage.apply([Persist(STORE_IDENTITY_KEY, identity)])
         self.replica = Replica(keys, records, config)
         self.restored_updates = len(self.replica.graph)
         self.address: Address | None = None

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synod.core import Persist
 from synod.crypto import KeyPair, node_id_text, write_key_file
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning
@@ -40,6 +41,8 @@ from synod.runtime.nodes import (
     restore_core,
 )
 from synod.runtime.rpc import RpcClient, RpcFailure
+from synod.runtime.storage import StorageError
+from synod.runtime.store_identity import claim_records, identity_record
 from synod.scp.application import SlotsUnavailable
 from synod.scp.log import (
     LOG_CODEC,
@@ -185,6 +188,13 @@ def _write_node_key(directory: Path, node: PlannedNode, port: int, submit_port: 
 # ---------------------------------------------------------------- running a node
 
 
+STORE_IDENTITY_KEY = b"scp/identity"
+"""The record naming whose store a file is (`synod.runtime.store_identity`): the node
+id and the network id."""
+SCP_RECORD_PREFIXES = (b"scp/", b"app/")
+"""The keys an SCP log node writes: the core's statements and the log's entries."""
+
+
 class LogNode(HostedNode):
     """One node of an SCP log network, run in the caller's asyncio event loop.
 
@@ -260,10 +270,31 @@ class LogNode(HostedNode):
         answer_status(host.rpc_server, self.status)
 
     def _open_host(self) -> NodeHost:
-        storage, core = restore_core(
-            self.config.store_path(self.entry),
-            lambda records: build_log_core(self.config, self.entry, self.keys, records),
+        identity = identity_record(
+            protocol="scp",
+            node=node_id_text(self.keys.node_id),
+            network=self.config.settings.network_id.hex(),
         )
+        unmarked: list[bool] = []
+
+        def build(records: Mapping[bytes, bytes]) -> LogCore:
+            try:
+                own, fresh = claim_records(
+                    path, records, STORE_IDENTITY_KEY, identity, SCP_RECORD_PREFIXES
+                )
+            except StorageError as error:
+                raise ValueError(error.reason) from None  # restore_core names the file
+            unmarked.append(fresh)
+            return build_log_core(self.config, self.entry, self.keys, own)
+
+        path = self.config.store_path(self.entry)
+        storage, core = restore_core(path, build)
+        if unmarked[0]:
+            try:
+                storage.apply([Persist(STORE_IDENTITY_KEY, identity)])
+            except BaseException:
+                storage.close()
+                raise
         self._log = dict(core.log)
         self.restored_slots = len(core.log)
         # a host opening many connections to the submit port gets one budget of pending
