@@ -1,6 +1,6 @@
-"""Bad input to `synod tusk`: ports taken by another process, and settings that `init`
-must refuse before writing anything.  Each is one line on stderr and a meaningful exit
-status, never a traceback."""
+"""Bad input to `synod tusk`: ports taken by another process, settings that `init` must
+refuse before writing anything, and a store that is not this core's.  Each is one line
+on stderr and a meaningful exit status, never a traceback or a core serving wrong state."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from synod.cli.tusk import tusk
+from synod.core import RequestReceived
+from synod.crypto import KeyPair
+from synod.quorum.committee import Committee
+from synod.tusk.core import TuskCore
+from synod.tusk.messages import CoreRequest
+
+KEYS = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
+COMMITTEE = Committee.equal_weights(key.node_id for key in KEYS)
 
 
 @pytest.fixture
@@ -102,3 +110,27 @@ def test_init_in_a_directory_that_cannot_be_made_says_so(tmp_path: Path) -> None
     (tmp_path / "file").write_text("not a directory")
     result = invoke("init", str(tmp_path / "file" / "net"))
     assert_one_line_error(result, "cannot create")
+
+
+def records_of(keys: KeyPair) -> dict[bytes, bytes]:
+    """What `keys`' core persisted after its first request: its round-1 header, its vote."""
+    core = TuskCore(keys, COMMITTEE)
+    step = core.handle(RequestReceived("driver", 1, CoreRequest()), 0)
+    return {record.key: record.value for record in step.persist if record.value is not None}
+
+
+def test_a_store_of_another_core_is_refused_naming_the_core_that_signed_it() -> None:
+    # a copied or misnamed core-1.sqlite given to core-0: before, core-0 took core-1's
+    # header for its own and lost its own votes, free to sign again what it had signed
+    stored = records_of(KEYS[1])
+    with pytest.raises(ValueError, match="another core's store"):
+        TuskCore(KEYS[0], COMMITTEE, stored)
+    assert TuskCore(KEYS[1], COMMITTEE, stored).round == 1  # its own core rebuilds from it
+
+
+def test_a_store_of_another_protocol_is_refused() -> None:
+    # a FastPay shard's file given as a core's store: before, the core ignored its records,
+    # started from nothing and wrote its own among them
+    stored = {b"fastpay/identity": b"\x00", b"fastpay/account/" + bytes(32): b"\x01"}
+    with pytest.raises(ValueError, match=r"another kind \(fastpay/...\)"):
+        TuskCore(KEYS[0], COMMITTEE, stored)

@@ -68,7 +68,7 @@ from typing import Any
 import msgspec
 
 from synod.core import LocalError, Persist, Proposed, Reply, RequestReceived, Step, Storage
-from synod.crypto import KeyPair, NodeId, in_network
+from synod.crypto import KeyPair, NodeId, in_network, node_id_text
 from synod.quorum.committee import Committee
 from synod.tusk.messages import (
     KNOWN_WINDOW_ROUNDS,
@@ -336,6 +336,8 @@ class _Gap(Message, frozen=True, tag="tusk.Gap"):
 _ANSWER_BATCH_BYTES = 2 * 1024 * 1024
 """Transactions returned in one answer's certificates: well under the 4 MiB frame cap."""
 
+_TUSK = b"tusk/"
+"""The prefix of every key a Tusk core persists."""
 _CERTIFICATE = b"tusk/certificate/"
 _CHAIN = b"tusk/chain"
 _OWN_CHECKPOINT = b"tusk/checkpoint"
@@ -1605,6 +1607,7 @@ class TuskCore:
                 self._votes[(record.header.round, record.header.creator)] = record
             elif key.startswith(_OWN_HEADER):
                 header = _decode_header(value)
+                self._require_own(header.creator, "a header")
                 self._own_headers[header.round] = header
             elif key.startswith(_COMMIT):
                 commits.append(_decode_commit(value))
@@ -1660,6 +1663,7 @@ class TuskCore:
         """Restore a record of checkpoints and of the gap one left (other keys: none)."""
         if key == _OWN_CHECKPOINT:
             self._checkpoint = _decode_checkpoint_vote(value)
+            self._require_own(self._checkpoint.signer, "a checkpoint vote")
             self._checkpoint_digest = self._checkpoint.statement.digest()
         elif key == _INSTALLED:
             self._installed = _decode_statement(value)
@@ -1668,6 +1672,20 @@ class TuskCore:
         elif key.startswith(_UNSETTLED):
             header = _decode_header(value)
             self._unsettled[header.round] = header
+        elif not key.startswith(_TUSK):
+            # another protocol's store given as this core's: serving it would mix the two
+            # and restart this core from nothing, free to sign again what it signed before
+            kind = key.split(b"/", 1)[0][:20].decode("ascii", "replace")
+            raise ValueError(f"records of another kind ({kind}/...): not a Tusk core's store")
+
+    def _require_own(self, signer: bytes, what: str) -> None:
+        """Refuse a store whose own records another core signed: that core's file, copied
+        or misnamed, would let this one forget its own votes and headers."""
+        if signer != self.node_id:
+            raise ValueError(
+                f"{what} signed by {node_id_text(NodeId(signer))}, not by this core"
+                f" ({node_id_text(self.node_id)}): another core's store"
+            )
 
     def _restore_base(self) -> tuple[int, bytes]:
         """Install the latest checkpoint this core signed or installed (the log below it
