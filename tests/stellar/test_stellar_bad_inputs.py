@@ -1,8 +1,10 @@
 """Hostile and careless input to `synod stellar serve|run`: each is refused with one
-clear line naming the option or file at fault, before the node listens."""
+clear line naming the option or file at fault, before the node listens; a validator
+refuses a store that is not its own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,9 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from synod.core import Persist
 from synod.crypto import KeyPair, write_key_file
+from synod.quorum.qset import QuorumSet
+from synod.runtime.nodes import RestoreFailed
+from synod.runtime.storage import SqliteStorage
 
 stellar_sdk = pytest.importorskip("stellar_sdk")
+
+from synod.runtime.stellar_scp import StellarScpNode  # noqa: E402  (needs stellar-sdk)
+from synod.stellar.peer import OverlaySettings  # noqa: E402
 
 SYNOD = [sys.executable, "-m", "synod.cli.main"]
 # Undecodable bytes of an argument reach Python as lone surrogates; a subprocess gets
@@ -57,3 +66,34 @@ def test_a_peer_that_is_no_ipv4_address_names_the_option(tmp_path: Path) -> None
     serve = synod("stellar", "serve", *node_files(tmp_path), "--peer", "no-such-host")
     assert serve.returncode == 2, serve.stderr
     assert b"--peer" in serve.stderr
+
+
+# ---------------------------------------------------------------- whose store a file is
+# A validator restores its statements without verifying them again (its disk is
+# trusted), so a file of another node, network or protocol must not be restored: before,
+# `synod stellar run --store` on a BFT-CRDT node's file wrote SCP records beside its own.
+
+
+def open_validator(store: Path, passphrase: str = "Test SDF Network ; September 2015") -> None:
+    keys = KeyPair.from_seed(bytes(32))
+    alone = QuorumSet(threshold=1, validators=(keys.node_id,))
+    node = StellarScpNode(keys, alone, OverlaySettings(passphrase=passphrase), store_path=store)
+    asyncio.run(node.close())
+
+
+def test_a_validator_store_of_another_network_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "votes.sqlite"
+    open_validator(store)
+    open_validator(store)  # its own store, again
+    with pytest.raises(RestoreFailed, match="another node, network"):
+        open_validator(store, passphrase="Public Global Stellar Network ; September 2015")
+
+
+def test_a_validator_refuses_the_store_of_another_protocol(tmp_path: Path) -> None:
+    store = tmp_path / "votes.sqlite"
+    with SqliteStorage.open(store) as storage:
+        storage.apply([Persist(b"crdt/update/\x00", b"\x00")])
+    with pytest.raises(RestoreFailed, match="another protocol"):
+        open_validator(store)
+    with SqliteStorage.open(store) as storage:
+        assert storage.load() == {b"crdt/update/\x00": b"\x00"}  # nothing written into it

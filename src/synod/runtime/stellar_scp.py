@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,7 +43,7 @@ from synod.core import (
     Step,
     TimerFired,
 )
-from synod.crypto import KeyPair, NodeId, sha256
+from synod.crypto import KeyPair, NodeId, node_id_text, sha256
 from synod.quorum.qset import QuorumSet
 from synod.runtime.host import monotonic_ms
 from synod.runtime.lock import hold_exclusive_lock
@@ -55,6 +55,7 @@ from synod.runtime.stellar_overlay import (
     speaks_scp,
 )
 from synod.runtime.storage import SqliteStorage, StorageError
+from synod.runtime.store_identity import claim_records, identity_record
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
 from synod.scp.leaders import StellarLeaders
@@ -116,6 +117,11 @@ class ScpTuning:
         return chosen
 
 
+STORE_IDENTITY_KEY = b"scp/identity"
+"""The record naming whose store a file is (`synod.runtime.store_identity`): the node
+id and the network passphrase's hash."""
+
+
 class StellarScpNode:
     """One SCP validator (or watcher) speaking Stellar's overlay (see the module doc)."""
 
@@ -167,9 +173,7 @@ class StellarScpNode:
                 lock_path or store_path.with_name(store_path.name + ".lock")
             )
             try:
-                self._sqlite, self.core = restore_core(
-                    store_path, lambda records: ScpCore(config, records)
-                )
+                self._sqlite, self.core = self._restore(store_path, config, keys, settings)
             except BaseException:
                 self._lock.close()
                 raise
@@ -194,6 +198,38 @@ class StellarScpNode:
         """Envelopes of other nodes sent on (counted per connection)."""
         self.failure: StorageError | None = None
         self.failed = asyncio.Event()
+
+    @staticmethod
+    def _restore(
+        store_path: Path, config: ScpConfig, keys: KeyPair, settings: OverlaySettings
+    ) -> tuple[SqliteStorage, ScpCore]:
+        """The core rebuilt from `store_path`, which must be this node's store of this
+        network (`synod.runtime.store_identity`: its statements are not verified again)."""
+        identity = identity_record(
+            protocol="stellar-scp",
+            node=node_id_text(keys.node_id),
+            network=sha256(settings.passphrase.encode()).hex(),
+        )
+        unmarked: list[bool] = []
+
+        def build(records: Mapping[bytes, bytes]) -> ScpCore:
+            try:
+                own, fresh = claim_records(
+                    store_path, records, STORE_IDENTITY_KEY, identity, (b"scp/", b"app/")
+                )
+            except StorageError as error:
+                raise ValueError(error.reason) from None  # restore_core names the file
+            unmarked.append(fresh)
+            return ScpCore(config, own)
+
+        storage, core = restore_core(store_path, build)
+        if unmarked[0]:
+            try:
+                storage.apply([Persist(STORE_IDENTITY_KEY, identity)])
+            except BaseException:
+                storage.close()
+                raise
+        return storage, core
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen, then feed the core `Started`; returns the bound address."""
