@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from synod.crypto import KeyPair, node_id_text
+from synod.fastpay.authority import AuthorityShard, StoreMismatch
 from synod.fastpay.wallet import DamagedWallet, Wallet
 from synod.quorum.committee import Committee
 
@@ -20,3 +21,11 @@ def test_a_sent_record_whose_index_is_not_eight_bytes_is_a_damaged_wallet() -> N
     expected = f"the records of {node_id_text(ALICE.node_id)} are damaged"
     with pytest.raises(DamagedWallet, match=expected):
         wallet.client(COMMITTEE, "accounts.json")
+
+
+def test_a_store_of_another_protocol_is_refused_by_a_shard() -> None:
+    # a Tusk core's file given as --storage: before, the shard served it as a new store
+    # and wrote its accounts among the other protocol's records
+    stored = {b"tusk/chain": b"\x00", b"tusk/certificate/" + bytes(32): b"\x01"}
+    with pytest.raises(StoreMismatch, match=r"another kind \(tusk/...\)"):
+        AuthorityShard(AUTHORITIES[0], COMMITTEE, genesis={ALICE.node_id: 5}, storage=stored)

@@ -102,6 +102,7 @@ from synod.wire import DecodeError, Message, canonical_bytes
 CROSS_SHARD_RETRY_TIMER = "fastpay-cross-shard-retry"
 DEFAULT_CROSS_SHARD_RETRY_MS = 1_000
 
+_FASTPAY_PREFIX = b"fastpay/"
 _ACCOUNT_PREFIX = b"fastpay/account/"
 _SENT_PREFIX = b"fastpay/sent/"
 _RECEIVED_PREFIX = b"fastpay/received/"
@@ -386,6 +387,10 @@ class AuthorityShard:
                 received.append((account, index, _CERTIFICATE_CODEC.decode(value)))
             elif key.startswith(_OUTBOX_PREFIX):
                 self._outbox[bytes(key)] = _UPDATE_CODEC.decode(value)
+            elif not key.startswith(_FASTPAY_PREFIX):
+                # another protocol's file given as --storage: serving it would mix the two
+                kind = key.split(b"/", 1)[0][:20].decode("ascii", "replace")
+                raise StoreMismatch(f"records of another kind ({kind}/...): not a FastPay store")
         for account, index, certificate in sorted(sent, key=lambda item: item[:2]):
             log = self._account_for_update(account).confirmed
             assert index == len(log), "sent certificates are persisted without gaps"
