@@ -1,5 +1,6 @@
-"""Bad input to `synod rbc init`: settings no node could run with are refused before
-anything is written, in one line, never a traceback."""
+"""Bad input to `synod rbc`: settings no node could run with are refused by `init` before
+anything is written, in one line, never a traceback; a store that is not this node's is
+refused when the node is rebuilt from it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from synod.cli.rbc import rbc
+from synod.core import Proposed
+from synod.crypto import KeyPair
+from synod.rbc.core import RbcCore
+
+KEYS = [KeyPair.from_seed(bytes([index]) * 32) for index in range(4)]
+MEMBERS = [pair.node_id for pair in KEYS]
 
 
 @pytest.mark.parametrize(
@@ -35,3 +42,19 @@ def test_init_in_a_directory_that_cannot_be_made_says_so(tmp_path: Path) -> None
     assert result.exit_code == 1, result.output
     assert not isinstance(result.exception, OSError), result.exception
     assert "cannot create" in result.output
+
+
+def test_a_store_of_another_member_is_refused() -> None:
+    # node-1.sqlite given to node-0: before, node-0 resent node-1's broadcasts as its own
+    sender = RbcCore(KEYS[1], MEMBERS, {})
+    step = sender.handle(Proposed(b"hello"), 0)
+    stored = {record.key: record.value for record in step.persist if record.value is not None}
+    with pytest.raises(ValueError, match="another node's store"):
+        RbcCore(KEYS[0], MEMBERS, stored)
+    assert RbcCore(KEYS[1], MEMBERS, stored).node_id == KEYS[1].node_id
+
+
+def test_a_store_of_another_protocol_is_refused() -> None:
+    stored = {b"tusk/chain": b"\x00"}
+    with pytest.raises(ValueError, match=r"another kind \(tusk/...\)"):
+        RbcCore(KEYS[0], MEMBERS, stored)

@@ -53,7 +53,7 @@ from synod.core import (
     Storage,
     TimerFired,
 )
-from synod.crypto import KeyPair, NodeId, blake2b
+from synod.crypto import KeyPair, NodeId, blake2b, node_id_text
 from synod.wire import U64, Bytes32, Codec, Message
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -216,7 +216,13 @@ class RbcCore:
     def _restore(self, storage: Storage) -> None:
         for key, value in sorted(storage.items()):
             if key.startswith(_SENT_PREFIX):
-                _, sequence = _INSTANCE_KEY.unpack(key[len(_SENT_PREFIX) :])
+                origin, sequence = _INSTANCE_KEY.unpack(key[len(_SENT_PREFIX) :])
+                if origin != self.node_id:
+                    # another member's file: its broadcasts would be sent again as ours
+                    raise ValueError(
+                        f"a broadcast of {node_id_text(NodeId(origin))}, not of this node: "
+                        "another node's store"
+                    )
                 self._own_sent[sequence] = value
                 self._next_sequence = max(self._next_sequence, sequence + 1)
             elif key.startswith(_VOTE_PREFIX):
@@ -228,6 +234,10 @@ class RbcCore:
                 self._mark_delivered(NodeId(origin), sequence)
                 self._delivered_payloads[(NodeId(origin), sequence)] = value
                 self.delivered_count += 1
+            else:
+                # another protocol's file (a Tusk or FastPay store) given as this node's
+                kind = key.split(b"/", 1)[0][:20].decode("ascii", "replace")
+                raise ValueError(f"records of another kind ({kind}/...): not a broadcast store")
 
     def _restore_votes(self, origin: NodeId, sequence: int, record: _VoteRecord) -> None:
         instance = self._instance(origin, sequence)
