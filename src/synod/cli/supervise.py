@@ -28,6 +28,10 @@ RequestPorts = Callable[[Path], "dict[str, tuple[str, int]]"]
 """Process name -> the address where it answers requests, status among them
 (`synod.runtime.node_status`), for the nodes of the network in a directory."""
 
+FOLLOW_READ_BYTES = 1024 * 1024
+"""What `logs --follow` reads of one file at a time: a burst of output is printed in
+pieces of this size rather than held in memory whole."""
+
 STATUS_TIMEOUT_S = 2.0
 """How long `status` waits for each node's answer (all nodes are asked at once)."""
 
@@ -328,16 +332,14 @@ def _add_down(group: click.Group) -> None:
 
 def _print_tails(files: list[Path], lines: int, follow: bool) -> None:
     from synod.cli.common import printable
+    from synod.runtime.supervisor import tail_lines
 
     positions: dict[Path, int] = {}
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            text = ""
-        for line in text.splitlines()[-lines:] if lines else []:
+        # the end of the file only: a long-running node's log may hold gigabytes
+        tail, positions[path] = tail_lines(path, lines)
+        for line in tail:
             click.echo(f"{path.name}: {printable(line)}")
-        positions[path] = len(text.encode())
     try:
         while follow:
             time.sleep(0.2)
@@ -353,10 +355,12 @@ def _print_new(path: Path, position: int) -> int:
     try:
         with path.open("rb") as handle:
             handle.seek(position)
-            data = handle.read()
-    except FileNotFoundError:
+            data = handle.read(FOLLOW_READ_BYTES)
+    except OSError:
         return position
     complete = data[: data.rfind(b"\n") + 1]
+    if not complete and len(data) == FOLLOW_READ_BYTES:
+        complete = data  # a line longer than one read: printed in pieces, not waited on
     for line in complete.decode("utf-8", errors="replace").splitlines():
         click.echo(f"{path.name}: {printable(line)}")
     return position + len(complete)

@@ -128,6 +128,8 @@ class Supervisor:
         process = next((entry for entry in self.recorded() if entry.name == name), None)
         if process is None:
             raise SupervisorError(f"{self.directory}: no process named {name!r}")
+        if not _alive(process):
+            return  # already gone: its pid may run another program by now
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout_s
@@ -173,14 +175,43 @@ class Supervisor:
     # ------------------------------------------------------------ status, logs
 
     def recorded(self) -> list[Started]:
-        """The processes `up` recorded (empty when the network was never up)."""
+        """The processes `up` recorded (empty when the network was never up).
+
+        The file is checked entry by entry (`SupervisorError` naming it): a pid that is
+        not a positive integer would make `down` signal every process of the user
+        (``kill(-1)``) or its own process group (``kill(0)``).  The log files are those
+        of ``DIR/logs`` whatever directory `up` ran from.
+        """
         try:
             document = json.loads(self.state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise SupervisorError(f"{self.state_path}: unreadable ({error})") from None
-        return [Started(**entry) for entry in document["processes"]]
+        entries = document.get("processes") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise SupervisorError(f"{self.state_path}: expected an object with a processes list")
+        return [self._entry(index, entry) for index, entry in enumerate(entries)]
+
+    def _entry(self, index: int, entry: object) -> Started:
+        """One checked entry of ``processes.json``, its logs placed in ``DIR/logs``."""
+        where = f"{self.state_path}: processes[{index}]"
+        if not isinstance(entry, dict) or set(entry) != set(Started.__dataclass_fields__):
+            raise SupervisorError(f"{where}: expected name, pid, command, stdout, stderr")
+        name, pid, command = entry["name"], entry["pid"], entry["command"]
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise SupervisorError(f"{where}: name: expected a process name, got {name!r}")
+        if type(pid) is not int or pid <= 0:
+            raise SupervisorError(f"{where}: pid: expected a positive integer, got {pid!r}")
+        if not isinstance(command, list) or not all(isinstance(w, str) for w in command):
+            raise SupervisorError(f"{where}: command: expected a list of strings")
+        return Started(
+            name,
+            pid,
+            command,
+            str(self.log_directory / f"{name}.out"),
+            str(self.log_directory / f"{name}.err"),
+        )
 
     def status(self) -> list[ServiceStatus]:
         """Each recorded process: running or not, and the last line it printed."""
@@ -285,11 +316,30 @@ def _ready_in(path: Path, offset: int = 0) -> bool:
     return False
 
 
-def _last_line(process: Started) -> str:
+TAIL_BYTES = 1024 * 1024
+"""What `status` and `logs` read at most from the end of one log file: a node's output
+grows for as long as it runs (a Tusk core prints every commit), and reading all of it
+would cost memory and time in proportion; a megabyte holds thousands of lines."""
+
+
+def tail_lines(path: Path, count: int, max_bytes: int = TAIL_BYTES) -> tuple[list[str], int]:
+    """The last `count` lines of `path` within its last `max_bytes`, and its size (no
+    file, or not a readable file: none, 0)."""
     try:
-        lines = Path(process.stdout).read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return ""
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read(max_bytes)
+    except OSError:
+        return [], 0
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # the first one read is likely the end of a longer line
+    return (lines[-count:] if count else []), size
+
+
+def _last_line(process: Started) -> str:
+    lines, _ = tail_lines(Path(process.stdout), 1)
     return lines[-1] if lines else ""
 
 
