@@ -54,6 +54,13 @@ def sim() -> None:
     """Run protocols in the deterministic simulator (seed in, verdict out)."""
 
 
+def _history_option(_: Any, __: Any, value: Path | None) -> Path | None:
+    # checked before the runs, which may take minutes, rather than when writing after them
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(f"{value.parent} is not a directory", param_hint="--history")
+    return value
+
+
 def common_options(function: Any) -> Any:
     """The options every `synod sim` scenario command takes; pass them to `run_many`."""
     options = [
@@ -62,21 +69,21 @@ def common_options(function: Any) -> Any:
         ),
         click.option(
             "--seeds",
-            type=int,
+            type=click.IntRange(min=1),
             default=1,
             show_default=True,
             help="Run this many consecutive seeds starting at --seed.",
         ),
         click.option(
             "--safety-ms",
-            type=int,
+            type=click.IntRange(min=0),
             default=3_000,
             show_default=True,
             help="Virtual time of the faulty phase.",
         ),
         click.option(
             "--liveness-ms",
-            type=int,
+            type=click.IntRange(min=0),
             default=20_000,
             show_default=True,
             help="Virtual time budget after healing.",
@@ -86,6 +93,7 @@ def common_options(function: Any) -> Any:
             "--history",
             type=click.Path(dir_okay=False, path_type=Path),
             default=None,
+            callback=_history_option,
             help="Write the (last) run's history as JSON lines.",
         ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per run on stdout."),
@@ -170,7 +178,12 @@ def run_many(
         if not outcome.ok:
             failed.append(current)
         if history is not None:
-            history.write_text("".join(outcome.world.history.lines()))
+            try:
+                history.write_text("".join(outcome.world.history.lines()))
+            except OSError as error:
+                raise click.ClickException(
+                    f"{history}: cannot write: {error.strerror or error}"
+                ) from None
     passed = seeds - len(failed)
     click.echo(f"TALLY: {seeds} runs, {passed} passed, {len(failed)} failed", err=as_json)
     if failed:
