@@ -15,6 +15,7 @@ from synod.cli.tusk import tusk
 from synod.core import RequestReceived
 from synod.crypto import KeyPair
 from synod.quorum.committee import Committee
+from synod.runtime.storage import SqliteStorage
 from synod.tusk.core import TuskCore
 from synod.tusk.messages import CoreRequest
 
@@ -134,3 +135,20 @@ def test_a_store_of_another_protocol_is_refused() -> None:
     stored = {b"fastpay/identity": b"\x00", b"fastpay/account/" + bytes(32): b"\x01"}
     with pytest.raises(ValueError, match=r"another kind \(fastpay/...\)"):
         TuskCore(KEYS[0], COMMITTEE, stored)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--from", str(2**64), "--no-follow"),  # OverflowError from SQLite before
+        ("--interval-ms", str(10**20)),  # OverflowError from the event loop's sleep before
+    ],
+)
+def test_watch_refuses_numbers_past_what_it_can_use(
+    tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    SqliteStorage.open(tmp_path / "core-0.sqlite").close()  # a core that ran, no commit yet
+    result = invoke("watch", str(tmp_path), *options)
+    assert result.exit_code == 2, result.output
+    assert "is not in the range" in result.output

@@ -614,9 +614,15 @@ def _wait_for_commit(network: TuskNetwork, batch: tuple[bytes, ...], timeout_s: 
 @tusk.command("watch")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--core", "node", default="0", show_default=True, help="Whose log to read.")
-@click.option("--from", "first", type=click.IntRange(0), default=0, show_default=True)
+# Bounded above: SQLite binds a position as a signed 64-bit integer, and the event loop
+# refuses to sleep past the platform's time_t (both were tracebacks).
+@click.option(
+    "--from", "first", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True
+)
 @click.option("--follow/--no-follow", default=True, show_default=True)
-@click.option("--interval-ms", type=click.IntRange(10), default=200, show_default=True)
+@click.option(
+    "--interval-ms", type=click.IntRange(10, 3_600_000), default=200, show_default=True
+)
 @click.option(
     "--proven",
     is_flag=True,
