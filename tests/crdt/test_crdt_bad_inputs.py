@@ -18,7 +18,7 @@ from synod.config import toml_string
 from synod.core import Persist
 from synod.crdt.config import load_config
 from synod.crypto import KeyPair
-from synod.runtime.crdt_node import LogNode
+from synod.runtime.crdt_node import ControlServer, LogNode
 from synod.runtime.storage import SqliteStorage, StorageError
 
 # "Undecodable bytes of an argument" reach Python as lone surrogates (surrogateescape):
@@ -138,3 +138,37 @@ def test_the_store_of_another_protocol_is_refused(tmp_path: Path) -> None:
         open_node(store, KeyPair.from_seed(bytes(32)))
     with SqliteStorage.open(store) as storage:
         assert storage.load() == {b"scp/delivered": b"\x00"}  # nothing written into it
+
+
+# ---------------------------------------------------------------- the control socket
+
+
+def test_a_control_path_naming_a_regular_file_is_refused_and_kept(tmp_path: Path) -> None:
+    # before: "Address ... is already in use; another process uses that port"
+    precious = tmp_path / "notes.txt"
+    precious.write_text("kept")
+    node = open_node(tmp_path / "node.sqlite", KeyPair.from_seed(bytes(32)))
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(FileExistsError, match="not a socket"):
+                await ControlServer(node, precious).start()
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
+    assert precious.read_text() == "kept"
+
+
+def test_a_control_path_in_a_missing_directory_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "control.sock"
+    node = open_node(tmp_path / "node.sqlite", KeyPair.from_seed(bytes(32)))
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(FileNotFoundError, match=str(path)):
+                await ControlServer(node, path).start()
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())

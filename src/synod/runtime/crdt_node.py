@@ -514,19 +514,25 @@ class ControlServer:
     async def start(self) -> None:
         """Bind the socket (a stale one left by a killed process is replaced: the
         node's lock, held already, proves that no other process serves it)."""
+        import errno
         import os
         import stat
 
         if len(os.fsencode(self.path)) > MAX_UNIX_PATH_BYTES:
             raise OSError(f"{self.path}: longer than {MAX_UNIX_PATH_BYTES} bytes")
         with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(self.path.lstat().st_mode):
-                self.path.unlink()
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                # a file the operator named by mistake: never replaced, and not reported
+                # as a port in use (which is what binding over it says)
+                raise FileExistsError(errno.EEXIST, f"{self.path} exists and is not a socket")
+            self.path.unlink()
         previous = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
                 self._accept, path=self.path, limit=CONTROL_MAX_LINE_BYTES + 2
             )
+        except OSError as error:  # the message names the socket, not only the reason
+            raise OSError(error.errno, f"{self.path}: {error.strerror or error}") from None
         finally:
             os.umask(previous)
 
