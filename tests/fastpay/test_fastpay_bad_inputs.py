@@ -3,8 +3,12 @@ never a traceback (docs/fastpay.md, *Files*)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from synod.cli.fastpay import fastpay
 from synod.crypto import KeyPair, node_id_text
 from synod.fastpay.authority import AuthorityShard, StoreMismatch
 from synod.fastpay.wallet import DamagedWallet, Wallet
@@ -29,3 +33,17 @@ def test_a_store_of_another_protocol_is_refused_by_a_shard() -> None:
     stored = {b"tusk/chain": b"\x00", b"tusk/certificate/" + bytes(32): b"\x01"}
     with pytest.raises(StoreMismatch, match=r"another kind \(tusk/...\)"):
         AuthorityShard(AUTHORITIES[0], COMMITTEE, genesis={ALICE.node_id: 5}, storage=stored)
+
+
+@pytest.mark.parametrize("host", ["", "a\nb", "two words"])
+def test_generate_refuses_a_host_no_shard_could_use_and_writes_no_key(
+    tmp_path: Path, host: str
+) -> None:
+    # before: the key file was written with the host, and `server run` then refused it
+    # (empty) or never found the authority in committee.json (a newline)
+    server = tmp_path / "server1.json"
+    arguments = ["server", "--server", str(server), "generate", "--port", "9100", "--host", host]
+    result = CliRunner().invoke(fastpay, arguments)
+    assert result.exit_code == 2, result.output
+    assert "expected a host name or address" in result.output
+    assert not server.exists()

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from synod.cli.common import log_level_option, notice_if_slow, print_json_line, run_process
+from synod.cli.common import (
+    check_host,
+    log_level_option,
+    notice_if_slow,
+    print_json_line,
+    run_process,
+)
 from synod.cli.supervise import add_supervision_commands
 
 if TYPE_CHECKING:
@@ -125,6 +131,7 @@ def generate(  # noqa: PLR0917 - one parameter per click option
 
     if port + shards - 1 > 65535:
         raise click.BadParameter("port + shards - 1 must stay within 65535", param_hint="--port")
+    check_host(host)  # before the key file is written: the loader refuses an empty host
     problem = network_id_problem(network_id)
     if problem is not None:
         raise click.BadParameter(problem, param_hint="--network-id")
