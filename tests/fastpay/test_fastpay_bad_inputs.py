@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from synod.cli.fastpay import fastpay
 from synod.crypto import KeyPair, node_id_text
 from synod.fastpay.authority import AuthorityShard, StoreMismatch
+from synod.fastpay.config import AuthorityEntry, FastPayFileError, parse_account
 from synod.fastpay.wallet import DamagedWallet, Wallet
 from synod.quorum.committee import Committee
 
@@ -47,3 +48,16 @@ def test_generate_refuses_a_host_no_shard_could_use_and_writes_no_key(
     assert result.exit_code == 2, result.output
     assert "expected a host name or address" in result.output
     assert not server.exists()
+
+
+def test_an_address_of_a_megabyte_is_refused_in_one_short_line() -> None:
+    # before, the error quoted the whole text back (a megabyte on one line)
+    with pytest.raises(FastPayFileError) as raised:
+        parse_account("N" + "A" * 1_000_000, "ADDRESS")
+    assert str(raised.value) == (
+        "ADDRESS: not an account address: 1000001 characters (an address has 56)"
+    )
+
+    with pytest.raises(FastPayFileError) as raised:
+        AuthorityEntry.from_json({"name": "N" * 1_000_000}, "committee.json:1")
+    assert str(raised.value) == "committee.json:1: name: 1000000 characters (an id has 56)"

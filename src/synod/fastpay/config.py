@@ -66,8 +66,17 @@ def hex_bytes(value: object, length: int | None = None) -> bytes | None:
     return decoded
 
 
+MAX_ADDRESS_TEXT = 100
+"""Characters of an address text read at most (an address has 56, blanks around it)."""
+
+
 def parse_account(text: str, where: str) -> NodeId:
     """The account whose address is `text`; `where` names it in the error."""
+    if len(text) > MAX_ADDRESS_TEXT:
+        # the error would otherwise quote all of it: one line, not megabytes
+        raise FastPayFileError(
+            f"{where}: not an account address: {len(text)} characters (an address has 56)"
+        )
     try:
         return parse_node_id(text.strip())
     except InvalidNodeId as error:
@@ -140,6 +149,8 @@ class AuthorityEntry:
         name = raw.get("name")
         if not isinstance(name, str):
             raise FastPayFileError(f"{where}: name: expected an authority id string, got {name!r}")
+        if len(name) > MAX_ADDRESS_TEXT:
+            raise FastPayFileError(f"{where}: name: {len(name)} characters (an id has 56)")
         try:
             node_id = parse_node_id(name)
         except InvalidNodeId as error:
