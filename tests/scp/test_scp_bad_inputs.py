@@ -1,6 +1,7 @@
 """Hostile and careless input to `synod scp init`: each is refused with one clear line
 (exit status 2) and leaves no file behind, or is written so that the network's loader
-reads back exactly what was typed.  A node refuses a store that is not its own."""
+reads back exactly what was typed.  A node refuses a store that is not its own, and a
+member's value that no log can hold is invalid, not an error out of the core."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from synod.cli.scp import scp
-from synod.core import Persist
-from synod.crypto import read_key_file
+from synod.core import Persist, Received, Started
+from synod.crypto import KeyPair, read_key_file
+from synod.quorum.qset import QuorumSet, qset_hash
 from synod.runtime.nodes import RestoreFailed
 from synod.runtime.scp_node import LogNode, create_network
 from synod.runtime.storage import SqliteStorage
+from synod.scp import Nomination, ScpConfig, Statement, Validity, sign_statement
+from synod.scp.log import LogCore, LogRules, decode_batch, entry_fits
 from synod.scp.network import NetworkConfig, NetworkSettings, load_network
 
 # Undecodable bytes of an argument reach Python as lone surrogates (surrogateescape).
@@ -116,3 +120,40 @@ def test_the_store_of_another_protocol_is_refused(tmp_path: Path) -> None:
         start_and_stop(config)
     with SqliteStorage.open(config.store_path(config.nodes[0])) as storage:
         assert storage.load() == {b"crdt/update/\x00": b"\x00"}  # nothing written into it
+
+
+# ---------------------------------------------------------------- a peer's values
+# JSON's "\ud800" escape decodes to a lone surrogate, which no UTF-8 batch holds: a
+# member nominating ["\ud800"] made encoding the batch raise UnicodeEncodeError out of
+# every correct node's core (the host stops on such an error).
+
+LONE_SURROGATE_BATCH = b'["\\ud800"]'
+
+
+def test_a_batch_holding_a_lone_surrogate_is_an_invalid_value() -> None:
+    rules = LogRules()
+    assert decode_batch(LONE_SURROGATE_BATCH) is None
+    assert rules.validate_value(1, LONE_SURROGATE_BATCH, True) == Validity.INVALID
+    assert rules.extract_valid_value(1, b'["\\ud800","a"]') == b'["a"]'
+    assert rules.combine_candidates(1, [LONE_SURROGATE_BATCH, b'["a"]']) == b'["a"]'
+    assert not entry_fits("\udcff")
+
+
+def test_members_nominating_a_lone_surrogate_do_not_stop_a_correct_core() -> None:
+    keys = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
+    qset = QuorumSet(threshold=3, validators=tuple(key.node_id for key in keys))
+    config = ScpConfig(keys=keys[0], quorum_set=qset, application=LogRules())
+    core = LogCore(config, {})
+    core.handle(Started(), 0)
+    pledges = Nomination(qset_hash(qset), (LONE_SURROGATE_BATCH,), (LONE_SURROGATE_BATCH,))
+    for now_ms, member in enumerate(keys[1:], start=1):
+        statement = Statement(member.node_id, 1, pledges)
+        core.handle(Received(member.node_id, sign_statement(member, statement)), now_ms)
+    assert 1 not in core.log
+
+
+def test_submit_refuses_undecodable_bytes_before_connecting(tmp_path: Path) -> None:
+    assert init(tmp_path).exit_code == 0
+    result = invoke("submit", str(tmp_path), "node-0", "ok", UNDECODABLE, "--timeout", "0.1")
+    assert result.exit_code == 2
+    assert "UTF-8" in result.output

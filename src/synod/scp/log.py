@@ -159,7 +159,13 @@ def decode_batch(value: bytes) -> list[str] | None:
 
 def entry_fits(entry: str) -> bool:
     """Whether `entry` may be logged: 1 to `MAX_ENTRY_BYTES` bytes of UTF-8."""
-    return 0 < len(entry.encode("utf-8", "surrogatepass")) <= MAX_ENTRY_BYTES
+    try:
+        encoded = entry.encode()
+    except UnicodeEncodeError:
+        # a lone surrogate: JSON's "\ud800" escape decodes to one, from a peer's value
+        # too, and no UTF-8 batch can hold it (encoding the batch raised out of the core)
+        return False
+    return 0 < len(encoded) <= MAX_ENTRY_BYTES
 
 
 def cut_batch(entries: Iterable[str]) -> bytes | None:
