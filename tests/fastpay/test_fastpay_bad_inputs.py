@@ -3,6 +3,7 @@ never a traceback (docs/fastpay.md, *Files*)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,29 @@ def test_an_address_of_a_megabyte_is_refused_in_one_short_line() -> None:
     with pytest.raises(FastPayFileError) as raised:
         AuthorityEntry.from_json({"name": "N" * 1_000_000}, "committee.json:1")
     assert str(raised.value) == "committee.json:1: name: 1000000 characters (an id has 56)"
+
+
+class EndlessZeros(io.RawIOBase):
+    """A standard input that never ends a line (``< /dev/zero``), which fails the test
+    once a megabyte of it has been read."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self.read_bytes += len(buffer)
+        assert self.read_bytes < 1 << 20, "read a megabyte of stdin for a 64-digit key"
+        buffer[:] = bytes(len(buffer))
+        return len(buffer)
+
+
+def test_restore_account_reads_a_bounded_line_of_stdin(tmp_path: Path) -> None:
+    # before, stdin was read up to a newline that never came, without bound
+    arguments = ["client", "--committee", str(tmp_path / "committee.json")]
+    arguments += ["--accounts", str(tmp_path / "accounts.json"), "restore-account"]
+    result = CliRunner().invoke(fastpay, arguments, input=io.BufferedReader(EndlessZeros()))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "stdin: expected the secret key" in result.output

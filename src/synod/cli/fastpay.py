@@ -58,6 +58,8 @@ EXIT_CONFIG = 2
 # synod.runtime.fastpay_wallet.DEFAULT_TIMEOUT_MS, spelled here: importing it loads asyncio.
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_ACCOUNTS_PER_CREATE = 100_000
+MAX_KEY_LINE = 1024
+"""Characters `restore-account` reads from stdin at most: a key is 64, with blanks."""
 
 
 class ConfigError(click.ClickException):
@@ -441,7 +443,9 @@ def restore_account(context: _ClientContext) -> None:
     from synod.fastpay.config import CommitteeFile, hex_bytes
     from synod.runtime.fastpay_wallet import AccountsFile
 
-    seed = hex_bytes(sys.stdin.readline().strip(), 32)
+    # bounded: stdin may be a stream without a newline (a pipe from the wrong command)
+    line = sys.stdin.readline(MAX_KEY_LINE)
+    seed = hex_bytes(line.strip(), 32) if len(line) < MAX_KEY_LINE else None
     if seed is None:
         raise ConfigError("stdin: expected the secret key, 64 hexadecimal digits")
     keys = KeyPair.from_seed(seed)
