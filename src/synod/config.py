@@ -63,6 +63,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigFileError(path, f"not valid TOML: {error}") from None
     except RecursionError:
         raise ConfigFileError(path, "not valid TOML: nested too deeply") from None
+    except UnicodeDecodeError as error:  # tomllib decodes the bytes before it parses
+        raise ConfigFileError(path, f"not valid TOML: not UTF-8 (byte {error.start})") from None
     except OSError as error:
         raise ConfigFileError(path, f"cannot read: {error.strerror or error}") from None
 

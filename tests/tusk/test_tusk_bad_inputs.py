@@ -152,3 +152,14 @@ def test_watch_refuses_numbers_past_what_it_can_use(
     result = invoke("watch", str(tmp_path), *options)
     assert result.exit_code == 2, result.output
     assert "is not in the range" in result.output
+
+
+def test_a_tusk_toml_that_is_not_utf8_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    # tomllib decodes before it parses: a UnicodeDecodeError traceback before
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    (tmp_path / "tusk.toml").write_bytes(b"[tusk]\n\xff\xfe = 1\n")
+    for command in (("core", str(tmp_path), "0"), ("status", str(tmp_path))):
+        result = invoke(*command)
+        assert result.exit_code == 1, result.output
+        assert not isinstance(result.exception, UnicodeDecodeError)
+        assert "tusk.toml: not valid TOML: not UTF-8" in result.output
