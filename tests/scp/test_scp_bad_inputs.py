@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -157,3 +158,14 @@ def test_submit_refuses_undecodable_bytes_before_connecting(tmp_path: Path) -> N
     result = invoke("submit", str(tmp_path), "node-0", "ok", UNDECODABLE, "--timeout", "0.1")
     assert result.exit_code == 2
     assert "UTF-8" in result.output
+
+
+def test_status_shows_the_other_nodes_beside_an_unreadable_store(tmp_path: Path) -> None:
+    # before: the first unreadable store ended the command with no table at all
+    assert init(tmp_path, "--nodes", "2").exit_code == 0
+    (tmp_path / "node-1.sqlite").write_bytes(b"not a database" * 100)
+    result = invoke("status", str(tmp_path), "--json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout.splitlines()[-1])
+    assert document["never_ran"] == ["node-0"]
+    assert list(document["unreadable"]) == ["node-1"]

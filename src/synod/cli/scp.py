@@ -485,31 +485,38 @@ def status(directory: Path, as_json: bool) -> None:
     peers connected; down when it does not answer) beside the processes `synod scp up`
     started.
 
-    Exit 0 when no two nodes hold different values for a slot, 1 when some do.
+    Exit 0 when no two nodes hold different values for a slot, 1 when some do or a
+    node's store cannot be read (the other nodes' logs are shown all the same).
     """
     from synod.cli.supervise import live_rows, print_live_rows
-    from synod.runtime.scp_node import LogReadError, read_network_logs
+    from synod.runtime.scp_node import LogReadError, read_log
 
     config = load_config(directory)
     ports = {node.name: (node.host, node.submit_port) for node in config.nodes}
     live = live_rows(directory, ports)
     print_live_rows(live, err=True)  # asked over the network, not read from the stores
-    try:
-        found = read_network_logs(config)
-    except LogReadError as error:
-        raise click.ClickException(str(error)) from None
+    found: dict[str, dict[int, bytes] | None] = {}
+    unreadable: dict[str, str] = {}
+    for node in config.nodes:
+        # one broken store is reported beside the others' logs, not instead of them
+        try:
+            found[node.name] = read_log(config.store_path(node))
+        except LogReadError as error:
+            unreadable[node.name] = str(error)
     missing = [name for name, log in found.items() if log is None]
     comparison = compare_logs({name: log or {} for name, log in found.items()})
     if as_json:
         document = {**comparison_document(comparison, missing), "live": live}
-        click.echo(json.dumps(document, ensure_ascii=False))
+        click.echo(json.dumps({**document, "unreadable": unreadable}, ensure_ascii=False))
     else:
         print_comparison(comparison, title=f"{config.path.parent}: externalized slots")
         if not comparison.rows:
             click.echo("no slot externalized yet")
         if missing:
             click.echo(f"no store yet (never ran): {', '.join(missing)}")
-    sys.exit(0 if comparison.agree else EXIT_FAILED)
+    for reason in unreadable.values():
+        click.echo(f"unreadable store: {reason}", err=True)
+    sys.exit(0 if comparison.agree and not unreadable else EXIT_FAILED)
 
 
 # ---------------------------------------------------------------- printing logs
