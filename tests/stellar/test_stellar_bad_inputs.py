@@ -97,3 +97,15 @@ def test_a_validator_refuses_the_store_of_another_protocol(tmp_path: Path) -> No
         open_validator(store)
     with SqliteStorage.open(store) as storage:
         assert storage.load() == {b"crdt/update/\x00": b"\x00"}  # nothing written into it
+
+
+@pytest.mark.parametrize("where", ["missing/out.json", "."])
+def test_a_crawl_output_that_cannot_be_written_is_refused_before_crawling(
+    tmp_path: Path, where: str
+) -> None:
+    # before: a FileNotFoundError / IsADirectoryError traceback once the crawl was done
+    crawl = synod(
+        "stellar", "crawl", "127.0.0.1:1", "--timeout-s", "1", "-o", str(tmp_path / where)
+    )
+    assert crawl.returncode == 2, crawl.stderr
+    assert b"--output" in crawl.stderr and b"Traceback" not in crawl.stderr

@@ -285,9 +285,17 @@ async def _run_validator(
     return EXIT_FAILED
 
 
+def _output_option(_: Any, __: Any, value: Path | None) -> Path | None:
+    # checked before the crawl, which may take minutes, rather than when writing after it
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(f"{value.parent} is not a directory", param_hint="--output")
+    return value
+
+
 @stellar.command("crawl")
 @click.argument("addresses", nargs=-1, required=True)
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_output_option,
               help="Write the stellarbeat JSON here (default: standard output).")
 @click.option("--listen-s", type=FiniteFloatRange(0.1, 600), default=5.0, show_default=True,
               help="How long to wait for one node's state.")
@@ -328,7 +336,13 @@ def crawl(**options: Any) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as error:  # the crawl is not lost: it goes to standard output
+            click.echo(text, nl=False)
+            click.echo(f"{output}: cannot write ({error.strerror or error}); "
+                       "the JSON went to standard output", err=True)
+            raise SystemExit(EXIT_FAILED) from None
     with_qset = sum(record["quorumSet"] is not None for record in records)
     click.echo(
         f"{len(records)} nodes, {with_qset} with a quorum set, "
