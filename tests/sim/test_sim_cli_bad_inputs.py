@@ -39,3 +39,16 @@ def test_a_history_file_in_a_missing_directory_is_refused_before_the_runs(
     result = CliRunner().invoke(cli, ["sim", "rbc", "--seed", "1", "--history", str(history)])
     assert result.exit_code == 2, result.output
     assert "--history" in result.output and "SEED=" not in result.output
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["rbc", "--nodes", "1"], ["scp", "--nodes", "1", "--byzantine", "1"]],
+    ids=["rbc", "scp"],
+)
+def test_a_network_of_one_byzantine_node_is_not_a_simulator_crash(arguments: list[str]) -> None:
+    # before: the garbage and conflicting-statement behaviours drew a peer from an empty
+    # list, and the run failed with "[exception] ... empty range for randrange()"
+    result = CliRunner().invoke(cli, ["sim", *arguments, "--seeds", "5", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "TALLY: 5 runs, 5 passed, 0 failed" in result.output

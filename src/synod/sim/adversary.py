@@ -85,6 +85,8 @@ class Garbage:
     def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
         if context.rng.random() >= self.probability or not isinstance(outgoing, Send | Broadcast):
             return [outgoing]
+        if not context.peers:  # a network of one node: no one to send garbage to
+            return [outgoing]
         recipient = context.peers[context.rng.randrange(len(context.peers))]
         if context.rng.random() < 0.5:
             data = context.rng.randbytes(context.rng.randint(0, 64))

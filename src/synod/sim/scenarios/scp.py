@@ -521,6 +521,8 @@ class ConflictingStatements:
     def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
         if not isinstance(outgoing, Broadcast) or context.rng.random() >= self.probability:
             return [outgoing]
+        if not context.peers:  # a network of one node: no one to mislead
+            return [outgoing]
         peer = context.peers[context.rng.randrange(len(context.peers))]
         return [outgoing, Broadcast(self.forger.mutate(outgoing.message, context.rng, peer))]
 
