@@ -8,22 +8,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from synod.cli.scp import scp
-from synod.core import Persist, Received, Started
+from synod.core import Persist, Received, RequestReceived, Started
 from synod.crypto import KeyPair, read_key_file
 from synod.quorum.qset import QuorumSet, qset_hash
 from synod.runtime.nodes import RestoreFailed
 from synod.runtime.scp_node import LogNode, create_network
 from synod.runtime.storage import SqliteStorage
 from synod.scp import Nomination, ScpConfig, Statement, Validity, sign_statement
-from synod.scp.log import LogCore, LogRules, decode_batch, entry_fits
+from synod.scp.log import (
+    LOG_CODEC,
+    LogCore,
+    LogRules,
+    SubmitRequest,
+    decode_batch,
+    entry_fits,
+)
 from synod.scp.network import NetworkConfig, NetworkSettings, load_network
+from synod.sim.adversary import ByzantineCore
+from synod.sim.scenarios.scp import UnencodableBatch
+from synod.sim.world import NodeFactory, World
 
 # Undecodable bytes of an argument reach Python as lone surrogates (surrogateescape).
 UNDECODABLE = "\udcff"
@@ -169,3 +181,35 @@ def test_status_shows_the_other_nodes_beside_an_unreadable_store(tmp_path: Path)
     document = json.loads(result.stdout.splitlines()[-1])
     assert document["never_ran"] == ["node-0"]
     assert list(document["unreadable"]) == ["node-1"]
+
+
+def test_an_insider_voting_for_an_unencodable_batch_stops_no_correct_node() -> None:
+    """Four log nodes, one of them Byzantine (`UnencodableBatch`): the three correct
+    nodes log every submitted entry, in the same slots."""
+    keys = [KeyPair.from_seed(bytes([index + 1]) * 32) for index in range(4)]
+    ids = [key.node_id for key in keys]
+    qset = QuorumSet(threshold=3, validators=tuple(ids))
+
+    def factory(member: KeyPair, byzantine: bool) -> NodeFactory:
+        def build(storage: Any, rng: random.Random) -> Any:
+            config = ScpConfig(keys=member, quorum_set=qset, application=LogRules())
+            core = LogCore(config, storage)
+            if not byzantine:
+                return core
+            return ByzantineCore(core, ids, rng, LOG_CODEC, [UnencodableBatch(member)])
+
+        return build
+
+    world = World.perfect()
+    for index, member in enumerate(keys):
+        world.add_node(member.node_id, factory(member, index == 3), LOG_CODEC, byzantine=index == 3)
+    world.start()
+    entries = {"alpha", "beta", "gamma"}
+    for number, (node, entry) in enumerate(zip(ids, sorted(entries), strict=False), start=1):
+        world.input(node, RequestReceived("client", number, SubmitRequest((entry,))))
+    correct = ids[:3]
+    assert world.step_until(
+        lambda: all(world.core(node, LogCore).logged >= entries for node in correct)
+    )
+    logs = [world.core(node, LogCore).log for node in correct]
+    assert logs[0] == logs[1] == logs[2]

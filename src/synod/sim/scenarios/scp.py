@@ -573,6 +573,39 @@ class CostlyInsider:
         return [outgoing, Broadcast(extra)]
 
 
+UNENCODABLE_BATCH = b'["\\ud800"]'
+"""A log batch in ASCII and valid JSON whose entry is a lone surrogate (JSON's escape),
+which no UTF-8 log can hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnencodableBatch:
+    """A member within the bound that, beside each nomination it broadcasts, broadcasts
+    one (signed, a superset) that also votes for and accepts `UNENCODABLE_BATCH`.  A log
+    application must judge it invalid: encoding it raised out of every correct core,
+    which stopped its host.  For worlds of `synod.scp.log.LogCore`s (this module's own
+    application refuses it as any value it does not know)."""
+
+    keys: KeyPair
+    name: str = "unencodable batch"
+
+    def transform(self, outgoing: Outgoing, context: AdversaryContext) -> list[Outgoing]:
+        message = outgoing.message if isinstance(outgoing, Broadcast) else None
+        if not isinstance(message, Envelope) or not isinstance(
+            message.statement.pledges, Nomination
+        ):
+            return [outgoing]
+        statement = message.statement
+        pledges = message.statement.pledges
+        lure = Nomination(
+            pledges.quorum_set_hash,
+            tuple(sorted({*pledges.votes, UNENCODABLE_BATCH})),
+            tuple(sorted({*pledges.accepted, UNENCODABLE_BATCH})),
+        )
+        signed = sign_statement(self.keys, Statement(statement.node_id, statement.slot_index, lure))
+        return [outgoing, Broadcast(signed)]
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointForgery:
     """A member within the bound attacking nodes that rejoin from checkpoints: it
