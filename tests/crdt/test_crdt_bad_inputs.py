@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from synod.cli.crdt import crdt
-from synod.config import toml_string
+from synod.config import ConfigError, toml_string
 from synod.core import Persist
 from synod.crdt.config import load_config
 from synod.crypto import KeyPair
@@ -172,3 +172,31 @@ def test_a_control_path_in_a_missing_directory_is_named(tmp_path: Path) -> None:
             await node.stop()
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- the relayer's URL
+# Before, any text starting with ws:// was taken: the node then retried a URL that can
+# never connect for as long as it ran, logging "relay connection failed" at info level.
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1:99999", "ws://", "ws://[::1", "ws://a b:1", "ws://127.0.0.1:0"]
+)
+def test_a_relayer_url_that_can_never_connect_is_refused(tmp_path: Path, url: str) -> None:
+    result = invoke("init", str(tmp_path / "node"), "--relay", url)
+    assert result.exit_code == 2
+    assert "--relay" in result.output
+    node = tmp_path / "written"
+    assert invoke("init", str(node)).exit_code == 0
+    text = (node / "node.toml").read_text().replace(
+        '# relay = "ws://127.0.0.1:7400"', f"relay = {toml_string(url)}"
+    )
+    (node / "node.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"node\.relay"):
+        load_config(node)
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:7400", "wss://relay.example.org", "ws://[::1]:1"])
+def test_a_relayer_url_with_a_host_is_taken(tmp_path: Path, url: str) -> None:
+    assert invoke("init", str(tmp_path / "node"), "--relay", url).exit_code == 0
+    assert load_config(tmp_path / "node").relay == url

@@ -118,7 +118,9 @@ def _address_option(_: Any, __: Any, value: str | None) -> str | None:
 
 def _relay_option(_: Any, __: Any, value: str | None) -> str | None:
     if value is not None and not is_relay_url(value):
-        raise click.BadParameter("expected a ws:// or wss:// URL", param_hint="--relay")
+        raise click.BadParameter(
+            "expected a ws:// or wss:// URL with a host (and a port 1..65535)", param_hint="--relay"
+        )
     return value
 
 

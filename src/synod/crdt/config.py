@@ -98,8 +98,19 @@ def parse_peer(text: str) -> PeerEntry:
 
 
 def is_relay_url(text: str) -> bool:
-    """Whether `text` names a relayer (a websocket URL)."""
-    return text.startswith(("ws://", "wss://"))
+    """Whether `text` names a relayer: a ws:// or wss:// URL with a host, and a port
+    1..65535 when it has one (a node given another retried it forever, logging at info
+    level only)."""
+    from urllib.parse import urlsplit
+
+    if not text.startswith(("ws://", "wss://")) or any(character.isspace() for character in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError past 65535, or for a malformed IPv6 host
+    except ValueError:
+        return False
+    return bool(parts.hostname) and (port is None or 1 <= port <= 65535)
 
 
 _NODE_KEYS = (
@@ -210,7 +221,9 @@ def _relay(path: Path, node: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not is_relay_url(value):
-        raise ConfigError(path, "node.relay", f"expected a ws:// or wss:// URL, got {value!r}")
+        raise ConfigError(
+            path, "node.relay", f"expected a ws:// or wss:// URL with a host, got {value!r}"
+        )
     return value
 
 
