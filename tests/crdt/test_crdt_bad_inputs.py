@@ -200,3 +200,18 @@ def test_a_relayer_url_that_can_never_connect_is_refused(tmp_path: Path, url: st
 def test_a_relayer_url_with_a_host_is_taken(tmp_path: Path, url: str) -> None:
     assert invoke("init", str(tmp_path / "node"), "--relay", url).exit_code == 0
     assert load_config(tmp_path / "node").relay == url
+
+
+def test_init_network_refused_half_way_writes_nothing_and_can_run_again(tmp_path: Path) -> None:
+    # before: node-0's key was written, then node-1's existing key refused the network,
+    # and the next try refused node-0's key in turn
+    stray = tmp_path / "node-1" / "node.key"
+    stray.parent.mkdir()
+    stray.write_text("left over")
+    refused = invoke("init-network", str(tmp_path), "--nodes", "3", "--relay-port", "7400")
+    assert refused.exit_code == 1
+    assert not (tmp_path / "node-0").exists()
+    stray.unlink()
+    again = invoke("init-network", str(tmp_path), "--nodes", "3", "--relay-port", "7400")
+    assert again.exit_code == 0, again.output
+    assert all(load_config(tmp_path / f"node-{index}") for index in range(3))

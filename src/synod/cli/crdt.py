@@ -297,7 +297,10 @@ def init_network(  # noqa: PLR0917 - one parameter per click option
 
     names = [directory / f"node-{index}" for index in range(count)]
     for name in names:
+        # every file checked before any is written: a refusal half way used to leave the
+        # first nodes' keys, which refused the next try in turn
         refuse_to_overwrite(name / CONFIG_NAME)
+        refuse_to_overwrite(name / KEY_NAME)
     port = relay_port or free_ports("127.0.0.1", 1)[0]
     written = []
     for name in names:
