@@ -163,3 +163,40 @@ def test_a_tusk_toml_that_is_not_utf8_is_one_line_naming_the_file(tmp_path: Path
         assert result.exit_code == 1, result.output
         assert not isinstance(result.exception, UnicodeDecodeError)
         assert "tusk.toml: not valid TOML: not UTF-8" in result.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("max_batch_transactions", "513"),  # a ValueError traceback when the core started
+        ("max_batch_bytes", str(2**40)),  # the same
+        ("kept_commits", str(10**20)),  # "cannot restore: OverflowError" of a new store
+        ("poll_interval_ms", str(10**20)),  # a driver that never polls
+        ("call_timeout_ms", str(10**20)),
+        ("min_header_delay_ms", str(10**20)),
+    ],
+)
+def test_a_setting_past_its_largest_value_is_refused_naming_it(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    config = tmp_path / "tusk.toml"
+    lines = config.read_text(encoding="utf-8").splitlines()
+    edited = [f"{setting} = {value}" if line.startswith(f"{setting} =") else line for line in lines]
+    config.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    result = invoke("core", str(tmp_path), "0", "--log-level", "error")
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"tusk.toml: tusk.{setting}: expected an integer" in result.output
+
+
+def test_a_gc_depth_whose_checkpoint_would_pass_the_wire_cap_is_refused(tmp_path: Path) -> None:
+    # 4 cores x 3001 rounds of certificates: the core refused it with a traceback
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    config = tmp_path / "tusk.toml"
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("gc_depth = 100", "gc_depth = 3000")
+    text = text.replace("window_rounds = 150", "window_rounds = 4000")
+    config.write_text(text, encoding="utf-8")
+    result = invoke("core", str(tmp_path), "0", "--log-level", "error")
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "tusk.gc_depth: at most 2047 for 4 cores" in result.output

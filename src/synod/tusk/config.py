@@ -27,6 +27,7 @@ from synod.crypto import NodeId
 from synod.quorum.committee import Committee
 from synod.tusk.core import CHECKPOINT_SLACK_ROUNDS, TuskConfig, checkpoint_rounds
 from synod.tusk.driver import Driver
+from synod.tusk.messages import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, MAX_CHECKPOINT_DELIVERED
 
 CONFIG_NAME = "tusk.toml"
 
@@ -41,6 +42,20 @@ SETTINGS: dict[str, tuple[int, int]] = {
     "kept_commits": (100_000, 0),
 }
 """Settings of ``[tusk]``: name -> (default, smallest allowed value)."""
+
+HOUR_MS = 3_600_000
+LARGEST: dict[str, int] = {
+    "min_header_delay_ms": HOUR_MS,
+    "max_batch_transactions": MAX_BATCH_TRANSACTIONS,
+    "max_batch_bytes": MAX_BATCH_BYTES,
+    "poll_interval_ms": HOUR_MS,
+    "call_timeout_ms": HOUR_MS,
+    "kept_commits": 2**63 - 1,
+}
+"""The largest value a setting may take, where there is one: a core refuses batches past
+the wire's caps, a position is stored as a 64-bit integer, and a delay of more than an
+hour is a typo (the event loop refuses to wait past the platform's time_t at all).
+`gc_depth` is bounded by the committee's size (`_check_checkpoint_size`)."""
 
 CoreEntry = NodeEntry
 """A core of ``tusk.toml``: its name, id, listening address and key file."""
@@ -113,6 +128,10 @@ def load_network(directory: Path) -> TuskNetwork:
         value = table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
             raise ConfigError(path, f"tusk.{key}", f"expected an integer >= {smallest}")
+        if value > LARGEST.get(key, value):
+            raise ConfigError(
+                path, f"tusk.{key}", f"expected an integer {smallest}..{LARGEST[key]}"
+            )
         settings[key] = value
     _check_window(path, settings)
     raw_cores = document.get("cores")
@@ -120,6 +139,7 @@ def load_network(directory: Path) -> TuskNetwork:
         raise ConfigError(path, "cores", "expected a non-empty array of tables [[cores]]")
     cores = tuple(node_entry(path, f"cores[{index}]", raw) for index, raw in enumerate(raw_cores))
     _check_distinct(path, cores)
+    _check_checkpoint_size(path, settings["gc_depth"], len(cores))
     return TuskNetwork(path, settings, cores, network_id(path, table, "tusk"))
 
 
@@ -136,6 +156,19 @@ def _check_window(path: Path, settings: dict[str, int]) -> None:
             "tusk.window_rounds",
             f"an integer >= {smallest} (gc_depth + gc_depth / 4 + {CHECKPOINT_SLACK_ROUNDS}:"
             " drivers keep the rounds a core installing a checkpoint needs)",
+        )
+
+
+def _check_checkpoint_size(path: Path, gc_depth: int, members: int) -> None:
+    """A checkpoint names every certificate of its last gc_depth + 1 rounds, and the
+    cores refuse to run when that could pass the wire's cap (a traceback before)."""
+    if (gc_depth + 1) * members > MAX_CHECKPOINT_DELIVERED:
+        largest = MAX_CHECKPOINT_DELIVERED // members - 1
+        raise ConfigError(
+            path,
+            "tusk.gc_depth",
+            f"at most {largest} for {members} cores ((gc_depth + 1) x cores <="
+            f" {MAX_CHECKPOINT_DELIVERED}, the certificates one checkpoint may name)",
         )
 
 
