@@ -12,7 +12,6 @@ parsed.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,17 +143,18 @@ def toml_string(text: str) -> str:
 
 
 def render_node_tables(table: str, entries: Iterable[tuple[str, str, str, int, str]]) -> list[str]:
-    """The ``[[table]]`` TOML lines of (name, id text, host, port, key file) entries."""
+    """The ``[[table]]`` TOML lines of (name, id text, host, port, key file) entries
+    (`toml_string`: JSON's surrogate pairs for a character outside the BMP are not TOML)."""
     lines: list[str] = []
     for name, node_id, host, port, key_file in entries:
         lines += [
             "",
             f"[[{table}]]",
-            f"name = {json.dumps(name)}",
-            f"id = {json.dumps(node_id)}",
-            f"host = {json.dumps(host)}",
+            f"name = {toml_string(name)}",
+            f"id = {toml_string(node_id)}",
+            f"host = {toml_string(host)}",
             f"port = {port}",
-            f"key_file = {json.dumps(key_file)}",
+            f"key_file = {toml_string(key_file)}",
         ]
     return lines
 

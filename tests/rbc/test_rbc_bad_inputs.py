@@ -23,6 +23,8 @@ MEMBERS = [pair.node_id for pair in KEYS]
     [
         (("--base-port", "65534"), "past 65535"),
         (("--host", ""), "expected a host name or address"),
+        (("--network", "\udcff"), "expected at most 64 bytes of UTF-8"),  # undecodable bytes
+        (("--network", "n" * 65), "expected at most 64 bytes of UTF-8"),
     ],
 )
 def test_init_refuses_a_network_no_node_could_run_and_writes_nothing(
@@ -58,3 +60,16 @@ def test_a_store_of_another_protocol_is_refused() -> None:
     stored = {b"tusk/chain": b"\x00"}
     with pytest.raises(ValueError, match=r"another kind \(tusk/...\)"):
         RbcCore(KEYS[0], MEMBERS, stored)
+
+
+def test_names_outside_the_basic_plane_are_written_as_toml_that_reads_back(
+    tmp_path: Path,
+) -> None:
+    from synod.rbc.network import load_network
+
+    arguments = ["init", str(tmp_path), "--host", "h\U0001f600st", "--network", "\U0001f600"]
+    result = CliRunner().invoke(rbc, arguments)
+    assert result.exit_code == 0, result.output
+    network = load_network(tmp_path)
+    assert {node.host for node in network.nodes} == {"h\U0001f600st"}
+    assert network.network_id == "\U0001f600".encode()

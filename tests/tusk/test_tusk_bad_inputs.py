@@ -201,3 +201,13 @@ def test_a_gc_depth_whose_checkpoint_would_pass_the_wire_cap_is_refused(tmp_path
     config.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"tusk.gc_depth: at most 2047 for 4 cores"):
         load_network(tmp_path)
+
+
+def test_a_host_outside_the_basic_plane_is_written_as_toml_that_reads_back(
+    tmp_path: Path,
+) -> None:
+    # JSON's surrogate pair ("\\ud83d\\ude00") is not TOML: the file init wrote was
+    # refused by every command that read it
+    result = invoke("init", str(tmp_path), "--host", "h\U0001f600st")
+    assert result.exit_code == 0, result.output
+    assert [core.host for core in load_network(tmp_path).cores] == ["h\U0001f600st"] * 4

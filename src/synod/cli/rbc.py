@@ -102,6 +102,7 @@ def init(  # noqa: PLR0917 - one parameter per click option
 
     port_list = parse_ports(ports, count, base_port)
     check_host(host)
+    _check_network_name(network_name)
     refuse_to_overwrite(directory / CONFIG_NAME)
     try:
         with config_errors():
@@ -120,6 +121,22 @@ def init(  # noqa: PLR0917 - one parameter per click option
     except OSError as error:
         raise click.ClickException(f"{directory}: cannot create: {error.strerror}") from None
     print_network(config)
+
+
+def _check_network_name(name: str) -> None:
+    """A usage error, before any file is written, for a name network.toml cannot hold
+    (the loader's rule: at most 64 bytes of UTF-8, no '@'; undecodable bytes neither)."""
+    from synod.config import MAX_NETWORK_ID_BYTES
+
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = b"@"
+    if len(encoded) > MAX_NETWORK_ID_BYTES or b"@" in encoded:
+        raise click.BadParameter(
+            f"expected at most {MAX_NETWORK_ID_BYTES} bytes of UTF-8 without '@'",
+            param_hint="--network",
+        )
 
 
 def print_network(config: NetworkConfig) -> None:

@@ -9,7 +9,6 @@ new one (the key files and the file itself are written by
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from synod.config import (
     read_toml,
     refuse_unknown_keys,
     render_node_tables,
+    toml_string,
 )
 
 CONFIG_NAME: Final = "network.toml"
@@ -107,7 +107,7 @@ def render_config(
         "# A synod reliable-broadcast network (written by `synod rbc init`).",
         "[network]",
         f"retransmit_ms = {retransmit_ms}",
-        f"network_id = {json.dumps(network)}",
+        f"network_id = {toml_string(network)}",
     ]
     lines += render_node_tables("nodes", nodes)
     return "\n".join(lines) + "\n"
