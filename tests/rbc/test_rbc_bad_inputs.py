@@ -25,6 +25,7 @@ MEMBERS = [pair.node_id for pair in KEYS]
         (("--host", ""), "expected a host name or address"),
         (("--network", "\udcff"), "expected at most 64 bytes of UTF-8"),  # undecodable bytes
         (("--network", "n" * 65), "expected at most 64 bytes of UTF-8"),
+        (("--retransmit-ms", str(10**20)), "is not in the range"),  # a timer never firing
     ],
 )
 def test_init_refuses_a_network_no_node_could_run_and_writes_nothing(
@@ -73,3 +74,16 @@ def test_names_outside_the_basic_plane_are_written_as_toml_that_reads_back(
     network = load_network(tmp_path)
     assert {node.host for node in network.nodes} == {"h\U0001f600st"}
     assert network.network_id == "\U0001f600".encode()
+
+
+def test_a_retransmission_pause_past_an_hour_in_network_toml_is_refused(tmp_path: Path) -> None:
+    from synod.config import ConfigError
+    from synod.rbc.network import load_network
+
+    result = CliRunner().invoke(rbc, ["init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "network.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("= 300", "= 10000000"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"network\.retransmit_ms: expected a positive integer"):
+        load_network(tmp_path)

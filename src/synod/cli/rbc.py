@@ -79,7 +79,10 @@ def rbc() -> None:
 )
 @click.option("--ports", default=None, help="Explicit comma-separated ports, one per node.")
 @click.option(
-    "--retransmit-ms", type=click.IntRange(1), default=DEFAULT_RETRANSMIT_MS, show_default=True
+    "--retransmit-ms",
+    type=click.IntRange(1, 3_600_000),  # synod.rbc.network.MAX_RETRANSMIT_MS
+    default=DEFAULT_RETRANSMIT_MS,
+    show_default=True,
 )
 @click.option(
     "--network",

@@ -55,6 +55,11 @@ class NetworkConfig:
         return self.path.parent / f"{node.name}.lock"
 
 
+MAX_RETRANSMIT_MS = 3_600_000
+"""An hour: a longer pause between retransmissions is a typo, and a node whose peer
+lost a message would wait that long before sending it again."""
+
+
 def load_network(directory: Path) -> NetworkConfig:
     """Read and check ``DIRECTORY/network.toml``.
 
@@ -69,8 +74,16 @@ def load_network(directory: Path) -> NetworkConfig:
         raise ConfigError(path, "network", "expected a table")
     refuse_unknown_keys(path, "network", network, ("retransmit_ms", "network_id"))
     retransmit_ms = network.get("retransmit_ms", DEFAULT_RETRANSMIT_MS)
-    if not isinstance(retransmit_ms, int) or isinstance(retransmit_ms, bool) or retransmit_ms < 1:
-        raise ConfigError(path, "network.retransmit_ms", "expected a positive integer")
+    if (
+        not isinstance(retransmit_ms, int)
+        or isinstance(retransmit_ms, bool)
+        or not 1 <= retransmit_ms <= MAX_RETRANSMIT_MS
+    ):
+        raise ConfigError(
+            path,
+            "network.retransmit_ms",
+            f"expected a positive integer, at most {MAX_RETRANSMIT_MS}",
+        )
     raw_nodes = document.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise ConfigError(path, "nodes", "expected a non-empty array of tables [[nodes]]")
