@@ -88,3 +88,15 @@ def test_restore_account_reads_a_bounded_line_of_stdin(tmp_path: Path) -> None:
     result = CliRunner().invoke(fastpay, arguments, input=io.BufferedReader(EndlessZeros()))
     assert result.exit_code == 2, (result.output, result.exception)
     assert "stdin: expected the secret key" in result.output
+
+
+def test_create_accounts_refuses_a_genesis_past_the_total_supply(tmp_path: Path) -> None:
+    # before: the accounts were created and their lines printed, and every shard then
+    # refused the genesis ("the total supply would exceed 2^63-1")
+    accounts = tmp_path / "accounts.json"
+    arguments = ["client", "--committee", str(tmp_path / "committee.json")]
+    arguments += ["--accounts", str(accounts), "create-accounts", "2"]
+    result = CliRunner().invoke(fastpay, [*arguments, "--initial-funding", str(2**63 - 1)])
+    assert result.exit_code == 2, result.output
+    assert "pass the total supply the shards accept" in result.output
+    assert not accounts.exists()

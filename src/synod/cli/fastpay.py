@@ -278,8 +278,16 @@ def create_accounts(
 ) -> None:
     """Add COUNT new wallets; print ADDRESS:BALANCE lines (append to the genesis file)."""
     from synod.fastpay.config import CommitteeFile, initial_account_line
+    from synod.fastpay.messages import MAX_SUPPLY
     from synod.runtime.fastpay_wallet import AccountsFile, create_wallets
 
+    if count * initial_funding > MAX_SUPPLY:
+        # every shard would refuse the genesis these lines make: say so before writing
+        raise click.BadParameter(
+            f"{count} accounts of {initial_funding} pass the total supply the shards "
+            f"accept ({MAX_SUPPLY}, 2^63-1)",
+            param_hint="--initial-funding",
+        )
     with _exit_codes():
         committee = CommitteeFile.load(context.committee)  # a typo caught before writing
     if not force:
