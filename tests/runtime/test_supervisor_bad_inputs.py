@@ -114,3 +114,13 @@ def test_logs_and_status_read_only_the_end_of_a_huge_log(tmp_path: Path) -> None
     assert result.output.splitlines()[0] == "core-0.out: the last line"
     lines, size = supervisor.tail_lines(log, 1)
     assert (lines, size) == (["the last line"], (1 << 30) + 15)
+
+
+def test_status_says_when_processes_json_is_unreadable(tmp_path: Path) -> None:
+    # before, status showed the nodes' answers and silently left out what `up` started
+    result = CliRunner().invoke(tusk, ["init", str(tmp_path / "net"), "--base-port", "9"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "net" / "processes.json").write_text("{", encoding="utf-8")
+    result = CliRunner().invoke(tusk, ["status", str(tmp_path / "net"), "--timeout", "0.5"])
+    assert result.exit_code == 1
+    assert "processes.json: unreadable" in result.output

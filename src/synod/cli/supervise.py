@@ -75,7 +75,9 @@ def live_rows(
 
     try:
         records = {entry.name: entry for entry in Supervisor(directory).status()}
-    except SupervisorError:
+    except SupervisorError as error:
+        # the nodes can still be asked; say why the processes `up` started are not shown
+        click.echo(f"{error}; the processes `up` started are not shown", err=True)
         records = {}
     names = [*records, *(name for name in ports if name not in records)]
     from synod.cli.common import notice_if_slow
