@@ -12,7 +12,15 @@ from click.testing import CliRunner
 from synod.cli.fastpay import fastpay
 from synod.crypto import KeyPair, node_id_text
 from synod.fastpay.authority import AuthorityShard, StoreMismatch
-from synod.fastpay.config import AuthorityEntry, FastPayFileError, parse_account
+from synod.fastpay.config import (
+    AuthorityEntry,
+    CommitteeFile,
+    FastPayFileError,
+    ServerFile,
+    load_initial_accounts,
+    parse_account,
+    read_text,
+)
 from synod.fastpay.wallet import DamagedWallet, Wallet
 from synod.quorum.committee import Committee
 
@@ -100,3 +108,27 @@ def test_create_accounts_refuses_a_genesis_past_the_total_supply(tmp_path: Path)
     assert result.exit_code == 2, result.output
     assert "pass the total supply the shards accept" in result.output
     assert not accounts.exists()
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        CommitteeFile.load,
+        ServerFile.load,
+        load_initial_accounts,
+        lambda path: read_text(path, "accounts"),
+    ],
+)
+def test_a_device_given_as_a_file_is_refused_before_it_is_read(load: object) -> None:
+    # --initial-accounts /dev/zero (or any of these options): read until memory ran out
+    assert callable(load)
+    with pytest.raises(FastPayFileError, match="a device, not a regular file"):
+        load(Path("/dev/zero"))
+
+
+def test_a_file_past_its_bound_is_refused(tmp_path: Path) -> None:
+    server = tmp_path / "server1.json"
+    server.write_bytes(b" " * (1024 * 1024 + 1))
+    server.chmod(0o600)
+    with pytest.raises(FastPayFileError, match="larger than 1048576 bytes"):
+        ServerFile.load(server)

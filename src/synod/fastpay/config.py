@@ -83,10 +83,36 @@ def parse_account(text: str, where: str) -> NodeId:
         raise FastPayFileError(f"{where}: not an account address: {error}") from None
 
 
+MAX_FILE_BYTES = {
+    "server": 1024 * 1024,
+    "committee": 16 * 1024 * 1024,
+    "initial accounts": 1024 * 1024 * 1024,
+    "accounts": 4 * 1024 * 1024 * 1024,
+}
+"""The most each kind of file is read of (docs/fastpay.md, *Bounds*): a server file holds
+one line of a few hundred bytes, a committee one such line per authority, a genesis
+about 80 bytes per account (13 million in a gigabyte), and a wallet file also every
+certificate its accounts sent or received."""
+
+
+def read_bounded(path: Path, what: str) -> str:
+    """The UTF-8 text of `path`, read up to `MAX_FILE_BYTES[what]`: a device such as
+    ``/dev/zero`` never ends and is refused before any read (`OSError`, as is a longer
+    file; `UnicodeDecodeError` for text that is not UTF-8)."""
+    if stat.S_ISCHR(path.stat().st_mode) or stat.S_ISBLK(path.stat().st_mode):
+        raise OSError("a device, not a regular file")
+    limit = MAX_FILE_BYTES[what]
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"larger than {limit} bytes, the most a {what} file may hold")
+    return data.decode("utf-8")
+
+
 def read_text(path: Path, what: str) -> str:
     """The text of the `what` file `path`, or a `FastPayFileError` naming it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return read_bounded(path, what)
     except FileNotFoundError:
         raise FastPayFileError(f"{path}: no such {what} file") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -274,7 +300,7 @@ class ServerFile:
         key must be that of the line's authority."""
         try:
             mode = path.stat().st_mode
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(read_bounded(path, "server"))
         except FileNotFoundError:
             raise FastPayFileError(
                 f"{path}: no such server file (make one with `generate`)"
@@ -322,7 +348,7 @@ class ServerFile:
 def load_initial_accounts(path: Path) -> dict[bytes, int]:
     """``initial_accounts.txt``: one ``ADDRESS:BALANCE`` line per funded account."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, "initial accounts")
     except FileNotFoundError:
         raise FastPayFileError(f"{path}: no such initial accounts file") from None
     except (OSError, UnicodeDecodeError) as error:
