@@ -211,3 +211,18 @@ def test_a_host_outside_the_basic_plane_is_written_as_toml_that_reads_back(
     result = invoke("init", str(tmp_path), "--host", "h\U0001f600st")
     assert result.exit_code == 0, result.output
     assert [core.host for core in load_network(tmp_path).cores] == ["h\U0001f600st"] * 4
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_as_key_file_is_refused_before_it_is_read(tmp_path: Path, device: str) -> None:
+    # the key file was read whole before any check: a core given /dev/zero never started
+    # and grew its memory until it was killed
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    config = tmp_path / "tusk.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace('key_file = "core-0.key"', f'key_file = "{device}"'), encoding="utf-8"
+    )
+    result = invoke("core", str(tmp_path), "0", "--log-level", "error")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert f"{device}: not a key file" in result.output

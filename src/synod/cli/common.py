@@ -189,10 +189,25 @@ def log_level_option(default: str = "info") -> Callable[[Any], Any]:
     )
 
 
+MAX_KEY_FILE_BYTES = 4096
+"""The largest key file `read_node_keys` reads (synod writes 84 bytes)."""
+
+
 def read_node_keys(key_file: Path, node_id: NodeId, mismatch: str) -> KeyPair:
     """The key pair in `key_file`, which must be that of `node_id` (else `mismatch`)."""
+    import stat
+
     from synod.crypto import KeyFileError, read_key_file
 
+    try:
+        mode, size = key_file.stat().st_mode, key_file.stat().st_size
+    except OSError:
+        mode, size = stat.S_IFREG, 0  # missing or unreadable: read_key_file says which
+    # read_key_file reads the whole file first: /dev/zero as a key_file never ended
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or size > MAX_KEY_FILE_BYTES:
+        raise click.ClickException(
+            f"{key_file}: not a key file (a regular file of at most {MAX_KEY_FILE_BYTES} bytes)"
+        )
     try:
         keys = read_key_file(key_file)
     except KeyFileError as error:
