@@ -4,6 +4,8 @@ never a traceback (docs/fastpay.md, *Files*)."""
 from __future__ import annotations
 
 import io
+import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,30 @@ def test_a_file_past_its_bound_is_refused(tmp_path: Path) -> None:
     server.chmod(0o600)
     with pytest.raises(FastPayFileError, match="larger than 1048576 bytes"):
         ServerFile.load(server)
+
+
+def test_a_device_given_as_a_shard_store_is_refused_before_anything_is_made_beside_it(
+    tmp_path: Path,
+) -> None:
+    # --storage /dev/null: "disk I/O error", after a lock file and a journal were made in
+    # /dev; a socket file stands for the device here
+    from synod.crypto import KeyPair
+    from synod.fastpay.config import AuthorityEntry
+    from synod.runtime.fastpay_node import create_server_file
+
+    server = tmp_path / "server1.json"
+    keys = KeyPair.from_seed(b"s" * 32)
+    entry = AuthorityEntry(keys.node_id, "127.0.0.1", 9100, 1, 1, "")
+    create_server_file(server, keys, entry)
+    committee = tmp_path / "committee.json"
+    committee.write_text(json.dumps(entry.to_json()) + "\n", encoding="utf-8")
+    genesis = tmp_path / "initial_accounts.txt"
+    genesis.write_text("", encoding="utf-8")
+    arguments = ["server", "--server", str(server), "run", "--shard", "0"]
+    arguments += ["--initial-accounts", str(genesis), "--committee", str(committee)]
+    with socket.socket(socket.AF_UNIX) as listener:  # a file that is not a regular one
+        listener.bind(str(tmp_path / "store"))
+        result = CliRunner().invoke(fastpay, [*arguments, "--storage", str(tmp_path / "store")])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "not a regular file" in result.output
+    assert not (tmp_path / "store.lock").exists()

@@ -185,6 +185,9 @@ def run(  # noqa: PLR0917 - one parameter per click option
         genesis = load_initial_accounts(initial_accounts)
     if storage is None:
         storage = server_path.with_name(f"{server_path.stem}.shard-{shard}.sqlite")
+    elif storage.exists() and not storage.is_file():
+        # SQLite would leave its journal and the lock file beside a device (in /dev)
+        raise click.BadParameter(f"{storage}: not a regular file", param_hint="--storage")
     host, port = entry.address(shard)
     run_process(
         _serve_shard(server_file, committee_file, shard, genesis, storage),
