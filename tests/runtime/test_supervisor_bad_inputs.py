@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from synod.cli.tusk import tusk
 from synod.runtime import supervisor
-from synod.runtime.supervisor import Supervisor, SupervisorError
+from synod.runtime.supervisor import Service, Supervisor, SupervisorError
 
 
 def entry(**changes: object) -> dict[str, object]:
@@ -124,3 +124,20 @@ def test_status_says_when_processes_json_is_unreadable(tmp_path: Path) -> None:
     result = CliRunner().invoke(tusk, ["status", str(tmp_path / "net"), "--timeout", "0.5"])
     assert result.exit_code == 1
     assert "processes.json: unreadable" in result.output
+
+
+def test_up_with_a_logs_path_that_is_a_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("not a directory", encoding="utf-8")
+    with pytest.raises(SupervisorError, match="logs: cannot create"):  # FileExistsError before
+        Supervisor(tmp_path).up([Service("a", ("--version",), waits_for_ready=False)])
+
+
+def test_up_with_a_log_file_that_cannot_be_opened_stops_what_it_started(tmp_path: Path) -> None:
+    (tmp_path / "logs" / "b.out").mkdir(parents=True)  # IsADirectoryError before
+    services = [
+        Service("a", ("--version",), waits_for_ready=False),
+        Service("b", ("--version",), waits_for_ready=False),
+    ]
+    with pytest.raises(SupervisorError, match="cannot start the network"):
+        Supervisor(tmp_path).up(services)
+    assert not (tmp_path / "processes.json").exists()

@@ -85,7 +85,10 @@ class Supervisor:
         """
         if any(status.running for status in self.status()):
             raise SupervisorError(f"{self.directory}: the network is already up (see `status`)")
-        self.log_directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.log_directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SupervisorError(f"{self.log_directory}: cannot create: {error}") from None
         offsets = {
             service.name: _size(self.log_directory / f"{service.name}.out") for service in services
         }
@@ -98,9 +101,11 @@ class Supervisor:
             for service, process in zip(services, started, strict=True):
                 if service.waits_for_ready:
                     self._wait_ready(process, deadline, offsets[service.name])
-        except BaseException:
+        except BaseException as error:
             self._stop(started, timeout_s=5.0)
             self.state_path.unlink(missing_ok=True)
+            if isinstance(error, OSError):  # a log file that cannot be opened, mostly
+                raise SupervisorError(f"cannot start the network: {error}") from None
             raise
         return started
 
