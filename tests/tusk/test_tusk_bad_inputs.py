@@ -226,3 +226,22 @@ def test_a_device_as_key_file_is_refused_before_it_is_read(tmp_path: Path, devic
     result = invoke("core", str(tmp_path), "0", "--log-level", "error")
     assert result.exit_code == 1, (result.output, result.exception)
     assert f"{device}: not a key file" in result.output
+
+
+def test_a_committee_of_more_cores_than_a_core_runs_with_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    # 129 cores: the core refused with "cannot restore: LocalError" (blaming its store),
+    # and a driver ran for a committee no core could serve
+    from synod.crypto import node_id_text
+    from synod.tusk.config import render_config
+
+    entries = [
+        (f"core-{index}", node_id_text(KeyPair.from_seed(index.to_bytes(32, "big")).node_id),
+         "127.0.0.1", 20_000 + index, f"core-{index}.key")
+        for index in range(129)
+    ]  # fmt: skip
+    text = render_config(entries).replace("gc_depth = 100", "gc_depth = 20")
+    (tmp_path / "tusk.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="cores: at most 128 cores, got 129"):
+        load_network(tmp_path)

@@ -27,7 +27,12 @@ from synod.crypto import NodeId
 from synod.quorum.committee import Committee
 from synod.tusk.core import CHECKPOINT_SLACK_ROUNDS, TuskConfig, checkpoint_rounds
 from synod.tusk.driver import Driver
-from synod.tusk.messages import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, MAX_CHECKPOINT_DELIVERED
+from synod.tusk.messages import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_TRANSACTIONS,
+    MAX_CHECKPOINT_DELIVERED,
+    MAX_COMMITTEE_SIZE,
+)
 
 CONFIG_NAME = "tusk.toml"
 
@@ -138,6 +143,9 @@ def load_network(directory: Path) -> TuskNetwork:
     if not isinstance(raw_cores, list) or not raw_cores:
         raise ConfigError(path, "cores", "expected a non-empty array of tables [[cores]]")
     cores = tuple(node_entry(path, f"cores[{index}]", raw) for index, raw in enumerate(raw_cores))
+    if len(cores) > MAX_COMMITTEE_SIZE:
+        # the cores refuse to run with more (a "cannot restore" error that blamed the store)
+        raise ConfigError(path, "cores", f"at most {MAX_COMMITTEE_SIZE} cores, got {len(cores)}")
     _check_distinct(path, cores)
     _check_checkpoint_size(path, settings["gc_depth"], len(cores))
     return TuskNetwork(path, settings, cores, network_id(path, table, "tusk"))
