@@ -161,3 +161,19 @@ def test_a_device_given_as_a_shard_store_is_refused_before_anything_is_made_besi
     assert result.exit_code == 2, (result.output, result.exception)
     assert "not a regular file" in result.output
     assert not (tmp_path / "store.lock").exists()
+
+
+def test_a_committee_larger_than_a_certificate_can_carry_is_refused() -> None:
+    # 257 authorities: accepted before, though a certificate carries at most 256 signatures
+    # and a quorum of unequal weights may need more
+    lines = [
+        json.dumps(
+            AuthorityEntry(
+                KeyPair.from_seed(index.to_bytes(32, "big")).node_id, "127.0.0.1",
+                10_000 + index, 1, 1, "",
+            ).to_json()
+        )
+        for index in range(257)
+    ]  # fmt: skip
+    with pytest.raises(FastPayFileError, match="257 authorities, at most 256"):
+        CommitteeFile.parse("\n".join(lines) + "\n", Path("committee.json"))

@@ -32,7 +32,13 @@ from synod.crypto import (
     node_id_text,
     parse_node_id,
 )
-from synod.fastpay.messages import MAX_SHARDS, MAX_SUPPLY, FastPayRequest, request_shard
+from synod.fastpay.messages import (
+    MAX_COMMITTEE_SIZE,
+    MAX_SHARDS,
+    MAX_SUPPLY,
+    FastPayRequest,
+    request_shard,
+)
 from synod.quorum.committee import Committee
 
 MAX_WEIGHT = 2**32 - 1
@@ -233,6 +239,12 @@ class CommitteeFile:
             entries.append(entry)
         if not entries:
             raise FastPayFileError(f"{path}: no authorities (add lines with `server generate`)")
+        if len(entries) > MAX_COMMITTEE_SIZE:
+            # a certificate carries at most this many signatures, and with unequal weights a
+            # quorum may need nearly every authority's: past it, some could not be encoded
+            raise FastPayFileError(
+                f"{path}: {len(entries)} authorities, at most {MAX_COMMITTEE_SIZE}"
+            )
         networks = {entry.network_id for entry in entries}
         if len(networks) > 1:
             raise FastPayFileError(
