@@ -87,3 +87,20 @@ def test_a_retransmission_pause_past_an_hour_in_network_toml_is_refused(tmp_path
     config.write_text(text.replace("= 300", "= 10000000"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"network\.retransmit_ms: expected a positive integer"):
         load_network(tmp_path)
+
+
+def test_a_network_of_more_members_than_a_node_runs_with_is_refused_naming_nodes(
+    tmp_path: Path,
+) -> None:
+    from synod.config import ConfigError
+    from synod.crypto import node_id_text
+    from synod.rbc.network import load_network, render_config
+
+    entries = [
+        (f"node-{index}", node_id_text(KeyPair.from_seed(index.to_bytes(32, "big")).node_id),
+         "127.0.0.1", 20_000 + index, f"node-{index}.key")
+        for index in range(257)
+    ]  # fmt: skip
+    (tmp_path / "network.toml").write_text(render_config(entries, 300), encoding="utf-8")
+    with pytest.raises(ConfigError, match="nodes: at most 256 nodes, got 257"):
+        load_network(tmp_path)

@@ -25,6 +25,7 @@ from synod.config import (
     render_node_tables,
     toml_string,
 )
+from synod.rbc.core import MAX_MEMBERS
 
 CONFIG_NAME: Final = "network.toml"
 DEFAULT_BASE_PORT: Final = 7100
@@ -87,6 +88,9 @@ def load_network(directory: Path) -> NetworkConfig:
     raw_nodes = document.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise ConfigError(path, "nodes", "expected a non-empty array of tables [[nodes]]")
+    if len(raw_nodes) > MAX_MEMBERS:
+        # a member refuses to run in a larger group (a "cannot restore" that blamed its store)
+        raise ConfigError(path, "nodes", f"at most {MAX_MEMBERS} nodes, got {len(raw_nodes)}")
     nodes = tuple(node_entry(path, f"nodes[{index}]", raw) for index, raw in enumerate(raw_nodes))
     _check_distinct(path, nodes)
     return NetworkConfig(path, retransmit_ms, nodes, network_id(path, network, "network"))
