@@ -245,3 +245,16 @@ def test_a_committee_of_more_cores_than_a_core_runs_with_is_refused_naming_it(
     (tmp_path / "tusk.toml").write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="cores: at most 128 cores, got 129"):
         load_network(tmp_path)
+
+
+def test_watch_of_a_store_with_a_damaged_record_names_the_file(tmp_path: Path) -> None:
+    # a delivery-log record that does not decode: a msgspec ValidationError traceback
+    from synod.core import Persist
+    from synod.tusk.core import commit_log_key
+
+    init_with_core_zero_on(tmp_path, free_ports(1)[0])
+    with SqliteStorage.open(tmp_path / "core-0.sqlite") as storage:
+        storage.apply([Persist(commit_log_key(0), b"\xff\x00 not a record")])
+    result = invoke("watch", str(tmp_path), "--no-follow")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "core-0.sqlite: a damaged delivery-log record" in result.output

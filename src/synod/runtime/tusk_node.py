@@ -738,7 +738,15 @@ class CommitLogReader:
             ).fetchall()
         except sqlite3.Error as error:
             raise StorageError(self.path, f"cannot read: {error}") from None
-        return [read_commit_record(bytes(value)) for (value,) in rows]
+        return self._decoded(rows)
+
+    def _decoded(self, rows: list[Any]) -> list[Committed]:
+        """The records of `rows`; a damaged one is a `StorageError` naming the file (a
+        file edited or written by something else), not a decoder's traceback."""
+        try:
+            return [read_commit_record(bytes(value)) for (value,) in rows]
+        except (DecodeError, ValueError) as error:
+            raise StorageError(self.path, f"a damaged delivery-log record: {error}") from None
 
     def read_range(self, first: int, end: int, count: int) -> list[Committed]:
         """At most `count` deliveries held at positions `first` .. `end` - 1, in order."""
@@ -749,7 +757,7 @@ class CommitLogReader:
             ).fetchall()
         except sqlite3.Error as error:
             raise StorageError(self.path, f"cannot read: {error}") from None
-        return [read_commit_record(bytes(value)) for (value,) in rows]
+        return self._decoded(rows)
 
     def log_gap(self) -> tuple[int, int] | None:
         """The positions [first, end) the core is still filling (`read_log_gap`), or
@@ -760,7 +768,10 @@ class CommitLogReader:
             ).fetchone()
         except sqlite3.Error as error:
             raise StorageError(self.path, f"cannot read: {error}") from None
-        return None if row is None else read_log_gap(bytes(row[0]))
+        try:
+            return None if row is None else read_log_gap(bytes(row[0]))
+        except (DecodeError, ValueError) as error:
+            raise StorageError(self.path, f"a damaged log-gap record: {error}") from None
 
     def read_below(self, end: int, count: int, max_bytes: int) -> dict[int, bytes]:
         """The stored records of positions `end` - 1, `end` - 2, ... (at most `count`,
