@@ -104,3 +104,11 @@ def test_a_network_of_more_members_than_a_node_runs_with_is_refused_naming_nodes
     (tmp_path / "network.toml").write_text(render_config(entries, 300), encoding="utf-8")
     with pytest.raises(ConfigError, match="nodes: at most 256 nodes, got 257"):
         load_network(tmp_path)
+
+
+def test_init_over_a_stale_key_writes_no_other_key(tmp_path: Path) -> None:
+    (tmp_path / "node-2.key").write_text("stale", encoding="utf-8")
+    result = CliRunner().invoke(rbc, ["init", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "node-2.key: already exists" in result.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["node-2.key"]

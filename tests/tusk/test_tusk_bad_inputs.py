@@ -258,3 +258,12 @@ def test_watch_of_a_store_with_a_damaged_record_names_the_file(tmp_path: Path) -
     result = invoke("watch", str(tmp_path), "--no-follow")
     assert result.exit_code == 1, (result.output, result.exception)
     assert "core-0.sqlite: a damaged delivery-log record" in result.output
+
+
+def test_init_over_a_stale_key_writes_no_other_key(tmp_path: Path) -> None:
+    # core-2.key left from an earlier try: before, core-0 and core-1 keys were written
+    # first, and the next init then refused core-0.key
+    (tmp_path / "core-2.key").write_text("stale", encoding="utf-8")
+    result = invoke("init", str(tmp_path))
+    assert_one_line_error(result, "core-2.key: already exists")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["core-2.key"]

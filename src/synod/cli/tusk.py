@@ -140,6 +140,17 @@ def init(  # noqa: PLR0917 - one parameter per click option
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise click.ClickException(f"{directory}: cannot create: {error.strerror}") from None
+    existing = [
+        directory / f"core-{index}.key"
+        for index in range(count)
+        if (directory / f"core-{index}.key").exists()
+    ]
+    if existing:
+        # checked before writing any: a refusal half way left keys that refused the next try
+        raise click.ClickException(
+            f"{existing[0]}: already exists; refusing to overwrite a key (remove it first, "
+            "or choose another directory)"
+        )
     entries = []
     for index, port in enumerate(port_list):
         name = f"core-{index}"

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synod.crypto import KeyPair, node_id_text, write_key_file
+from synod.crypto import KeyFileError, KeyPair, node_id_text, write_key_file
 from synod.rbc.core import CODEC, MAX_PAYLOAD_BYTES, WINDOW, Delivered, RbcCore, Rejected
 from synod.rbc.network import (
     CONFIG_NAME,
@@ -73,6 +73,11 @@ def create_network(
     config_path = directory / CONFIG_NAME
     if config_path.exists():
         raise NetworkExists(config_path)
+    for index in range(nodes):
+        # checked before writing any: a refusal half way left keys that refused the next try
+        key_path = directory / f"node-{index}.key"
+        if key_path.exists():
+            raise KeyFileError(key_path, "already exists; refusing to overwrite a key")
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     for index, port in enumerate(chosen):
