@@ -121,8 +121,14 @@ def test_new_keys_refuse_old_stores_and_a_genesis_above_the_supply_bound(tmp_pat
     for path in [*tmp_path.glob("*.json"), *tmp_path.glob("*.txt")]:
         path.unlink()
     generate_committee(tmp_path)
-    made = client(tmp_path, "create-accounts", "3", "--initial-funding", str(2**63 - 1))
-    (tmp_path / "initial_accounts.txt").write_text(made.stdout)
+    # The client refuses to make such a genesis; an edited (or hand-written) one reaches
+    # the shard, which must refuse it too.
+    made = client(tmp_path, "create-accounts", "3", "--initial-funding", "100")
+    addresses = [line.partition(":")[0] for line in made.stdout.splitlines() if line.strip()]
+    assert len(addresses) == 3
+    (tmp_path / "initial_accounts.txt").write_text(
+        "".join(f"{address}:{2**63 - 1}\n" for address in addresses)
+    )
     refused = failed_shard(tmp_path, "s1.json")
     assert refused.returncode == 2
     assert "total supply would exceed" in refused.stderr
