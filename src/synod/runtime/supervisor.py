@@ -277,8 +277,21 @@ def _alive(process: Started) -> bool:
     except OSError:
         return _signal_zero(process.pid)
     if not raw:
-        return False  # a zombie: exited, not yet reaped by its parent
+        # A zombie (exited, not yet reaped by its parent) has no command line; so may a
+        # running process for a moment when the kernel cannot read its memory: ask its
+        # state rather than take it for dead, which would leave it running unsupervised.
+        return not _exited(process.pid) and _signal_zero(process.pid)
     return raw.rstrip(b"\0").split(b"\0") == [word.encode() for word in process.command]
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` is gone or a zombie (state Z or X in ``/proc/PID/stat``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    fields = stat.rpartition(b")")[2].split()
+    return not fields or fields[0] in (b"Z", b"X")
 
 
 def _signal_zero(pid: int) -> bool:
