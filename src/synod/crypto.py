@@ -195,15 +195,25 @@ def write_key_file(path: Path, keys: KeyPair) -> None:
         os.fsync(handle.fileno())
 
 
+MAX_KEY_FILE_BYTES = 4096
+"""A key file is one line of about 80 bytes; reading stops past this, so a device such
+as /dev/zero or a large file named by mistake is refused instead of read without end."""
+
+
 def read_key_file(path: Path) -> KeyPair:
     """Read a key file written by `write_key_file`."""
     try:
         mode = path.stat().st_mode
-        raw = path.read_bytes()
+        if not stat.S_ISREG(mode):
+            raise KeyFileError(path, "not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
     except FileNotFoundError:
         raise KeyFileError(path, "no such key file") from None
     except OSError as error:
         raise KeyFileError(path, f"cannot read: {error.strerror}") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(path, f"larger than {MAX_KEY_FILE_BYTES} bytes: not a synod key file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             path, f"permissions {stat.S_IMODE(mode):04o} let other users read it; chmod 600"

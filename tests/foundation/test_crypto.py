@@ -107,6 +107,34 @@ def test_key_file_round_trip_with_mode_0600(tmp_path: Path) -> None:
     assert read_key_file(path).node_id == ALICE.node_id
 
 
+def test_a_device_named_as_key_file_is_refused_without_reading_it() -> None:
+    # Run apart: before the bound, reading /dev/zero never ended.
+    import subprocess
+    import sys
+
+    script = (
+        "from pathlib import Path\n"
+        "from synod.crypto import KeyFileError, read_key_file\n"
+        "try:\n"
+        "    read_key_file(Path('/dev/zero'))\n"
+        "except KeyFileError as error:\n"
+        "    print(error.reason)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.stdout.strip() == "not a regular file", done.stderr
+
+
+def test_a_large_file_named_as_key_file_is_refused_by_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "node.key"
+    write_key_file(path, ALICE)
+    with path.open("ab") as handle:
+        handle.write(b" " * 5000)  # a key file with trailing blanks would still parse
+    with pytest.raises(KeyFileError, match="larger than 4096 bytes"):
+        read_key_file(path)
+
+
 def test_key_file_is_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "node.key"
     write_key_file(path, ALICE)
