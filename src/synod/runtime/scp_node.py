@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from synod.core import Persist
 from synod.crypto import KeyPair, node_id_text, write_key_file
 from synod.runtime.host import HostConfig, HostFailed, NodeHost
 from synod.runtime.lock import NodeAlreadyRunning
@@ -42,7 +41,7 @@ from synod.runtime.nodes import (
 )
 from synod.runtime.rpc import RpcClient, RpcFailure
 from synod.runtime.storage import StorageError
-from synod.runtime.store_identity import claim_records, identity_record
+from synod.runtime.store_identity import claim_records, identity_record, mark_store
 from synod.scp.application import SlotsUnavailable
 from synod.scp.log import (
     LOG_CODEC,
@@ -289,12 +288,7 @@ class LogNode(HostedNode):
 
         path = self.config.store_path(self.entry)
         storage, core = restore_core(path, build)
-        if unmarked[0]:
-            try:
-                storage.apply([Persist(STORE_IDENTITY_KEY, identity)])
-            except BaseException:
-                storage.close()
-                raise
+        mark_store(storage, unmarked[0], STORE_IDENTITY_KEY, identity)
         self._log = dict(core.log)
         self.restored_slots = len(core.log)
         # a host opening many connections to the submit port gets one budget of pending

@@ -55,7 +55,7 @@ from synod.runtime.stellar_overlay import (
     speaks_scp,
 )
 from synod.runtime.storage import SqliteStorage, StorageError
-from synod.runtime.store_identity import claim_records, identity_record
+from synod.runtime.store_identity import claim_records, identity_record, mark_store
 from synod.scp.application import Application, Externalized, SlotProposal
 from synod.scp.core import ScpConfig, ScpCore
 from synod.scp.leaders import StellarLeaders
@@ -223,12 +223,7 @@ class StellarScpNode:
             return ScpCore(config, own)
 
         storage, core = restore_core(store_path, build)
-        if unmarked[0]:
-            try:
-                storage.apply([Persist(STORE_IDENTITY_KEY, identity)])
-            except BaseException:
-                storage.close()
-                raise
+        mark_store(storage, unmarked[0], STORE_IDENTITY_KEY, identity)
         return storage, core
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

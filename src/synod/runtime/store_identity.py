@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from synod.runtime.storage import StorageError
+from synod.core import Persist
+from synod.runtime.storage import SqliteStorage, StorageError
 
 
 def identity_record(**fields: str) -> bytes:
@@ -51,3 +52,15 @@ def claim_records(
         raise StorageError(path, "holds records of another protocol, not this node's")
     return own, found is None
 
+
+
+def mark_store(storage: SqliteStorage, unmarked: bool, key: bytes, identity: bytes) -> None:
+    """Write `identity` under `key` into a store `claim_records` found unmarked; on
+    failure close the store (it was handed over open) and raise."""
+    if not unmarked:
+        return
+    try:
+        storage.apply([Persist(key, identity)])
+    except BaseException:
+        storage.close()
+        raise
