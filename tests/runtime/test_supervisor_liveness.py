@@ -5,6 +5,9 @@ running node as "exited before it was ready", roll back, and leave it unsupervis
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from synod.runtime import supervisor
-from synod.runtime.supervisor import Started
+from synod.runtime.supervisor import Service, Started, Supervisor
 
 
 def started(process: subprocess.Popen[bytes], command: list[str]) -> Started:
@@ -59,3 +62,43 @@ def test_an_empty_command_line_of_a_running_process_is_not_an_exit(
             assert supervisor._alive(started(process, command))
         finally:
             process.kill()
+
+
+def test_ctrl_c_while_a_process_is_restarted_leaves_none_that_down_does_not_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`synod demo --protocol tusk` restarts its driver; Ctrl-C after the new process was
+    started but before ``processes.json`` named it left it running after `down`."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    launched: list[int] = []
+    real_launch = Supervisor._launch
+
+    def launch(self: Supervisor, name: str, command: list[str]) -> Started:
+        process = real_launch(self, name, sleeper)
+        launched.append(process.pid)
+        return process
+
+    monkeypatch.setattr(Supervisor, "_launch", launch)
+    network = Supervisor(tmp_path)
+    network.up([Service("driver-0", ("unused",), waits_for_ready=False)])
+    network.kill("driver-0")
+
+    real_save = Supervisor._save
+    interrupted: list[bool] = []
+
+    def save_after_ctrl_c(self: Supervisor, started: list[Started]) -> None:
+        if not interrupted:
+            interrupted.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the write
+        real_save(self, started)
+
+    monkeypatch.setattr(Supervisor, "_save", save_after_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            network.restart("driver-0")
+        assert network.down(timeout_s=10) == {"driver-0": "stopped"}
+        assert not supervisor._signal_zero(launched[-1])
+    finally:
+        for pid in launched:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

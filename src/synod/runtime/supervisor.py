@@ -22,10 +22,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 
 STATE_NAME = "processes.json"
 LOG_DIRECTORY = "logs"
@@ -95,8 +97,9 @@ class Supervisor:
         started: list[Started] = []
         try:
             for service in services:
-                started.append(self._start(service))
-                self._save(started)
+                with _interrupts_held():
+                    started.append(self._start(service))
+                    self._save(started)
             deadline = time.monotonic() + ready_timeout_s
             for service, process in zip(services, started, strict=True):
                 if service.waits_for_ready:
@@ -121,9 +124,10 @@ class Supervisor:
         if _alive(process):
             raise SupervisorError(f"{name} is running (pid {process.pid})")
         offset = _size(Path(process.stdout))
-        started = self._launch(name, process.command)
-        recorded[position] = started
-        self._save(recorded)
+        with _interrupts_held():
+            started = self._launch(name, process.command)
+            recorded[position] = started
+            self._save(recorded)
         self._wait_ready(started, time.monotonic() + ready_timeout_s, offset)
         return started
 
@@ -267,6 +271,32 @@ class Supervisor:
         temporary = self.state_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         temporary.replace(self.state_path)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C while a process is started and recorded, then deliver it: an interrupt
+    between the two (inside `subprocess.Popen` after the fork, or before
+    ``processes.json`` was written) left a running process that `down` did not know of.
+    Only the main thread receives signals, so elsewhere this holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, FrameType | None]] = []
+
+    def hold(number: int, frame: FrameType | None) -> None:
+        held.append((number, frame))
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        # None: a handler not installed from Python, which cannot be put back.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if held and callable(previous):
+            previous(*held[0])  # Python's default handler raises KeyboardInterrupt here
+        elif held and previous in (signal.SIG_DFL, None):
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _alive(process: Started) -> bool:
