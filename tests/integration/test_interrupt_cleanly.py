@@ -233,10 +233,35 @@ def still_running(processes: dict[int, str]) -> list[str]:
     left = []
     for pid, start in processes.items():
         if pid in table and table[pid][2] == start:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            try:  # it may exit between the table and these reads
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
             if state != "Z":
-                left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+                left.append(command.replace(b"\0", b" ").decode())
     return left
+
+
+MARK = "SYNOD_INTERRUPT_TEST"
+"""An environment variable set for the command under test: every process it starts
+inherits it, so one started after the process table was read (a driver restarted at
+that moment) is still found once the command has exited and its orphans were
+reparented."""
+
+
+def marked(value: str) -> dict[int, str]:
+    """Every running process whose environment holds ``MARK=value`` -> its start time."""
+    needle = f"{MARK}={value}".encode()
+    found = {}
+    for pid, (_, _, start) in process_table().items():
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in environment:
+            found[pid] = start
+    return found
 
 
 def wait_for(text: str, files: list[Path], process: subprocess.Popen[bytes]) -> None:
@@ -254,6 +279,7 @@ def test_ctrl_c_exits_cleanly(name: str, tmp_path: Path) -> None:
     case = CASES[name]
     arguments = case.prepare(tmp_path)
     out, err = tmp_path / "command.out", tmp_path / "command.err"
+    mark = f"{os.getpid()}-{name}-{time.monotonic_ns()}"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
             synod_command(*arguments),
@@ -262,6 +288,7 @@ def test_ctrl_c_exits_cleanly(name: str, tmp_path: Path) -> None:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            env={**os.environ, MARK: mark},
         )
     processes: dict[int, str] = {}
     try:
@@ -273,14 +300,14 @@ def test_ctrl_c_exits_cleanly(name: str, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             pytest.fail(f"{name} still running {EXIT_BOUND_S} s after SIGINT")
         deadline = time.monotonic() + ORPHAN_DEADLINE_S
-        while still_running(processes) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and still_running({**processes, **marked(mark)}):
             time.sleep(0.05)
-        left = still_running(processes)
+        left = still_running({**processes, **marked(mark)})
     finally:
         for pid in started_by(process.pid) if process.poll() is None else {}:
             os.kill(pid, signal.SIGKILL)
-        for pid in processes:
-            if still_running({pid: processes[pid]}):
+        for pid, start in {**processes, **marked(mark)}.items():
+            if still_running({pid: start}):
                 os.kill(pid, signal.SIGKILL)
         case.finish(tmp_path)
     error_text = err.read_text(errors="replace")
