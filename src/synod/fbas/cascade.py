@@ -224,6 +224,20 @@ class SearchStopped(Exception):
     """The caller's stop, or the closure budget, ended the search before it decided."""
 
 
+def next_stop_question(
+    work: int, next_check: int, check_work: int, stop: Stop | None, budget: int | None
+) -> int:
+    """Ask `stop` once `work` has reached `next_check`, and end the search past `budget`
+    (both raise `SearchStopped`); the work at which to ask next."""
+    if work >= next_check:
+        next_check = work + check_work
+        if stop is not None and stop():
+            raise SearchStopped
+    if budget is not None and work > budget:
+        raise SearchStopped
+    return next_check
+
+
 @dataclass
 class BlockingSearch:
     """Deepening search for the cheapest seeds whose cascade blocks every group.
@@ -266,12 +280,9 @@ class BlockingSearch:
     def closure(self, blocked: int) -> int:
         """The cascade from `blocked`: add each group whose quorum set is v-blocked."""
         self.closures += 1
-        if self.work >= self._next_check:
-            self._next_check = self.work + self.check_work
-            if self.stop is not None and self.stop():
-                raise SearchStopped
-        if self.budget is not None and self.work > self.budget:
-            raise SearchStopped
+        self._next_check = next_stop_question(
+            self.work, self._next_check, self.check_work, self.stop, self.budget
+        )
         while True:
             self.work += len(self._rules)
             grown = blocked

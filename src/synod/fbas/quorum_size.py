@@ -57,7 +57,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from synod.fbas.cascade import Quotient, SearchStopped, Stop
+from synod.fbas.cascade import Quotient, SearchStopped, Stop, next_stop_question
 
 Progress = Callable[[str], None]
 
@@ -167,12 +167,9 @@ class QuorumSizeSearch:
 
     def _charge(self, amount: int) -> None:
         self.work += amount
-        if self.work >= self._next_check:
-            self._next_check = self.work + self.check_work
-            if self.stop is not None and self.stop():
-                raise SearchStopped
-        if self.budget is not None and self.work > self.budget:
-            raise SearchStopped
+        self._next_check = next_stop_question(
+            self.work, self._next_check, self.check_work, self.stop, self.budget
+        )
 
     def _search(self, state: _State, limit: int, allowed: int) -> int | None:
         if not self._propagate(state, limit, allowed):
